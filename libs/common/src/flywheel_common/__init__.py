@@ -1,0 +1,1 @@
+"""Flywheel's shared library: the one home of cross-service plumbing."""

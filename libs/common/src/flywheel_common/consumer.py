@@ -1,0 +1,193 @@
+"""The consumer loop: decode, handle with bounded retries, dead-letter, commit after the effect."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError
+from aiokafka.structs import ConsumerRecord
+from opentelemetry import metrics, trace
+from opentelemetry.trace import SpanKind
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from flywheel_common import errors
+from flywheel_common.dead_letters import dead_letter
+from flywheel_common.events import Envelope, EventTypes, MalformedEvent, decode_event
+from flywheel_common.publisher import EventPublisher
+from flywheel_common.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)
+_meter = metrics.get_meter(__name__)
+_handled = _meter.create_counter("flywheel.events.handled", description="Events handled")
+_dead_lettered = _meter.create_counter(
+    "flywheel.events.dead_lettered", description="Records sent to the dead-letter topic"
+)
+
+Handler = Callable[[Envelope], Awaitable[None]]
+
+# Errors that say the event itself is wrong: retrying cannot help.
+_PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
+    errors.InvalidArgument,
+    errors.NotFound,
+    errors.AlreadyExists,
+    errors.FailedPrecondition,
+    errors.PermissionDenied,
+    errors.ResourceExhausted,
+)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    return not isinstance(exc, _PERMANENT_ERRORS)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5
+    """Handler attempts per record before it goes to the dead-letter topic."""
+    initial_backoff_seconds: float = 0.1
+    max_backoff_seconds: float = 5.0
+    retryable: Callable[[BaseException], bool] = is_retryable
+
+
+class EventConsumer:
+    """Runs a handler over every event of some topics, in a consumer group.
+
+    Offsets are committed only after the handler returned (or the record was dead-lettered),
+    so a crash re-delivers at most the records that were in flight; handlers that must apply
+    an event once dedupe on `ce_id` (see `flywheel_common.inbox`).
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        group_id: str,
+        topics: Sequence[str],
+        handler: Handler,
+        dead_letters: EventPublisher,
+        types: EventTypes | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+        max_batch: int = 500,
+        from_beginning: bool = True,
+    ) -> None:
+        self._group_id = group_id
+        self._handler = handler
+        self._dead_letters = dead_letters
+        self._types = types or EventTypes.flywheel()
+        self._retry = retry
+        self._max_batch = max_batch
+        self._consumer = AIOKafkaConsumer(
+            *topics,
+            bootstrap_servers=settings.bootstrap_servers,
+            client_id=settings.client_id or group_id,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+            isolation_level="read_committed",
+        )
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    @property
+    def group_id(self) -> str:
+        return self._group_id
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run(), name=f"consumer:{self._group_id}")
+
+    async def stop(self) -> None:
+        """Finish the record in hand, commit what is done, leave the group."""
+        self._stopping.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.stop()
+
+    async def wait(self) -> None:
+        """Wait until the loop ends; re-raises the error that ended it."""
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=self._max_batch)
+            for partition, records in batches.items():
+                handled = 0
+                for record in records:
+                    if self._stopping.is_set():
+                        break
+                    await self._process(record)
+                    handled += 1
+                if handled:
+                    await self._commit(partition, records[handled - 1].offset + 1)
+                if self._stopping.is_set():
+                    return
+
+    async def _commit(self, partition: TopicPartition, next_offset: int) -> None:
+        try:
+            await self._consumer.commit({partition: next_offset})
+        except CommitFailedError:
+            # The partition moved to another member during the batch; it will re-deliver
+            # from the last commit and idempotent handlers absorb the repeats.
+            log.warning("commit lost to a rebalance", extra={"partition": str(partition)})
+
+    async def _process(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        try:
+            envelope = decode_event(record.headers or (), record.value, self._types, key=record.key)
+        except MalformedEvent as exc:
+            await self._send_to_dead_letters(record, f"undecodable: {exc}")
+            return
+        with _tracer.start_as_current_span(
+            f"{record.topic} process",
+            context=envelope.trace_context(),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.destination.name": record.topic,
+                "messaging.message.id": envelope.id,
+                "messaging.consumer.group.name": self._group_id,
+                "messaging.kafka.offset": record.offset,
+            },
+        ):
+            try:
+                await self._handle_with_retries(envelope)
+            except Exception as exc:
+                log.exception("handler failed", extra={"ce_id": envelope.id})
+                await self._send_to_dead_letters(
+                    record, f"handler failed: {type(exc).__name__}: {exc}"
+                )
+                return
+        _handled.add(1, {"topic": record.topic, "group": self._group_id})
+
+    async def _handle_with_retries(self, envelope: Envelope) -> None:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._retry.attempts),
+            wait=wait_exponential_jitter(
+                initial=self._retry.initial_backoff_seconds, max=self._retry.max_backoff_seconds
+            ),
+            retry=retry_if_exception(self._retry.retryable),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                await self._handler(envelope)
+
+    async def _send_to_dead_letters(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+        log.warning(
+            "record dead-lettered",
+            extra={"topic": record.topic, "offset": record.offset, "reason": reason},
+        )
+        await self._dead_letters.send([dead_letter(record, reason, self._group_id)])
+        _dead_lettered.add(1, {"topic": record.topic, "group": self._group_id})

@@ -1,0 +1,212 @@
+"""The event envelope: CloudEvents 1.0 in Kafka binary mode around protobuf messages."""
+
+from __future__ import annotations
+
+import importlib
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cloudevents.core.bindings import kafka as ce_kafka
+from cloudevents.core.v1.event import CloudEvent
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
+from opentelemetry import propagate
+from opentelemetry.context import Context
+
+PROTOBUF = "application/protobuf"
+JSON = "application/json"
+CONTENT_TYPES = (PROTOBUF, JSON)
+
+Headers = Sequence[tuple[str, bytes]]
+
+# The proto modules whose messages travel on Flywheel's topics (DESIGN.md, "Topics").
+EVENT_MODULES = (
+    "flywheel.registry.v1.events_pb2",
+    "flywheel.deployer.v1.events_pb2",
+    "flywheel.gateway.v1.events_pb2",
+    "flywheel.drift.v1.events_pb2",
+    "flywheel.drift.v1.ground_truth_pb2",
+    "flywheel.retrain.v1.events_pb2",
+)
+
+
+class MalformedEvent(ValueError):
+    """A Kafka record that is not a Flywheel CloudEvent; the reason says which rule it broke."""
+
+
+def event_type(message: Message | type[Message]) -> str:
+    """The `ce_type` of a message: its protobuf full name."""
+    return str(message.DESCRIPTOR.full_name)
+
+
+class EventTypes:
+    """Maps `ce_type` to the protobuf class that decodes the payload."""
+
+    def __init__(self, classes: Iterable[type[Message]] = ()) -> None:
+        self._classes: dict[str, type[Message]] = {}
+        for cls in classes:
+            self.register(cls)
+
+    def register(self, cls: type[Message]) -> None:
+        self._classes[event_type(cls)] = cls
+
+    def __contains__(self, ce_type: object) -> bool:
+        return ce_type in self._classes
+
+    def message_class(self, ce_type: str) -> type[Message]:
+        try:
+            return self._classes[ce_type]
+        except KeyError:
+            raise MalformedEvent(f"unknown ce_type {ce_type!r}") from None
+
+    @classmethod
+    def flywheel(cls) -> EventTypes:
+        """Every message declared in Flywheel's event protos."""
+        types = cls()
+        for module_name in EVENT_MODULES:
+            module = importlib.import_module(module_name)
+            for name in module.DESCRIPTOR.message_types_by_name:
+                types.register(getattr(module, name))
+        return types
+
+
+@dataclass(frozen=True)
+class OutgoingRecord:
+    """An encoded event, ready for a producer or an outbox row."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+    @property
+    def event_id(self) -> str:
+        return header(self.headers, "ce_id") or ""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A decoded event: its CloudEvent attributes, its message and the raw headers."""
+
+    id: str
+    source: str
+    type: str
+    subject: str | None
+    time: datetime | None
+    content_type: str
+    message: Message
+    headers: Headers = field(default_factory=list)
+    key: bytes | None = None
+
+    def trace_context(self) -> Context:
+        """The producer's trace context, so a consumer span continues the same trace."""
+        return propagate.extract(
+            {name: value.decode("latin-1") for name, value in self.headers},
+        )
+
+
+def header(headers: Headers, name: str) -> str | None:
+    """The first value of a header as text, or None."""
+    for key, value in headers:
+        if key == name:
+            return value.decode("utf-8", errors="replace")
+    return None
+
+
+class _PassThroughFormat:
+    """The envelope serialises payloads itself; the SDK moves the bytes as they are."""
+
+    def write_data(self, data: Any, datacontenttype: str | None) -> bytes:
+        return bytes(data)
+
+    def read_data(self, body: bytes, datacontenttype: str | None) -> bytes:
+        return body
+
+
+_FORMAT: Any = _PassThroughFormat()
+
+
+def encode_event(
+    topic: str,
+    message: Message,
+    *,
+    source: str,
+    subject: str | None,
+    key: str | bytes | None = None,
+    content_type: str = PROTOBUF,
+    event_id: str | None = None,
+    time: datetime | None = None,
+) -> OutgoingRecord:
+    """Wrap a message in a CloudEvent; the Kafka key defaults to the subject (model name)."""
+    if content_type == PROTOBUF:
+        payload = message.SerializeToString(deterministic=True)
+    elif content_type == JSON:
+        payload = json_format.MessageToJson(message, indent=None, sort_keys=True).encode()
+    else:
+        raise ValueError(f"content type must be one of {CONTENT_TYPES}, not {content_type!r}")
+    attributes: dict[str, Any] = {
+        "id": event_id or str(uuid.uuid4()),
+        "source": source,
+        "type": event_type(message),
+        "time": time or datetime.now(UTC),
+        "datacontenttype": content_type,
+    }
+    if subject:
+        attributes["subject"] = subject
+    kafka_message = ce_kafka.to_binary(CloudEvent(attributes, payload), _FORMAT)
+    headers = list(kafka_message.headers.items())
+    trace_headers: dict[str, str] = {}
+    propagate.inject(trace_headers)
+    headers.extend((name, value.encode()) for name, value in trace_headers.items())
+    record_key = key if key is not None else subject
+    return OutgoingRecord(
+        topic=topic,
+        key=record_key.encode() if isinstance(record_key, str) else record_key,
+        value=payload,
+        headers=headers,
+    )
+
+
+def decode_event(
+    headers: Headers, value: bytes | None, types: EventTypes, key: bytes | None = None
+) -> Envelope:
+    """Parse a binary-mode CloudEvent; raises MalformedEvent saying what is wrong."""
+    header_map: Mapping[str, bytes] = dict(headers)
+    for required in ("ce_specversion", "ce_id", "ce_source", "ce_type"):
+        if required not in header_map:
+            raise MalformedEvent(f"missing header {required}")
+    try:
+        cloud_event = ce_kafka.from_binary(
+            ce_kafka.KafkaMessage(headers=dict(header_map), key=None, value=value or b""),
+            _FORMAT,
+        )
+    except Exception as exc:  # the SDK raises several unrelated types for bad attributes
+        raise MalformedEvent(f"invalid CloudEvent attributes: {exc}") from exc
+    content_type = cloud_event.get_datacontenttype() or PROTOBUF
+    message_class = types.message_class(cloud_event.get_type())
+    message = message_class()
+    try:
+        if content_type == PROTOBUF:
+            message.ParseFromString(value or b"")
+        elif content_type.startswith(JSON):
+            json_format.Parse(value or b"", message)
+        else:
+            raise MalformedEvent(f"unsupported content-type {content_type!r}")
+    except (DecodeError, json_format.ParseError, UnicodeDecodeError) as exc:
+        raise MalformedEvent(
+            f"payload is not a valid {cloud_event.get_type()} ({content_type}): {exc}"
+        ) from exc
+    return Envelope(
+        id=cloud_event.get_id(),
+        source=cloud_event.get_source(),
+        type=cloud_event.get_type(),
+        subject=cloud_event.get_subject(),
+        time=cloud_event.get_time(),
+        content_type=content_type,
+        message=message,
+        headers=list(headers),
+        key=key,
+    )

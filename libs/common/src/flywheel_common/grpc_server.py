@@ -1,0 +1,268 @@
+"""gRPC server bootstrap: grpc.aio with health, reflection, tracing, logging, auth, error mapping."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+
+from flywheel_common import errors
+from flywheel_common.auth import Principal, TokenAuthenticator, set_current_principal
+from flywheel_common.settings import GrpcSettings, Role
+
+log = logging.getLogger(__name__)
+
+# The single mapping from Flywheel's errors to gRPC status codes.
+STATUS_OF_ERROR: Mapping[type[errors.FlywheelError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.Aborted: grpc.StatusCode.ABORTED,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+HEALTH_SERVICE = "grpc.health.v1.Health"
+REFLECTION_SERVICES = (
+    "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1.ServerReflection",
+)
+_READ_PREFIXES = ("Get", "List", "Search", "Watch", "Server", "Model")
+
+
+def status_of(exc: errors.FlywheelError) -> grpc.StatusCode:
+    for error_type in type(exc).__mro__:
+        if error_type in STATUS_OF_ERROR:
+            return STATUS_OF_ERROR[error_type]  # type: ignore[index]
+    return grpc.StatusCode.INTERNAL
+
+
+def default_role(method_name: str) -> Role:
+    """Reads need `reader`; everything else needs `writer` unless the binding says more."""
+    return Role.READER if method_name.startswith(_READ_PREFIXES) else Role.WRITER
+
+
+@dataclass(frozen=True)
+class ServiceBinding:
+    """A servicer to serve, with the roles its methods require."""
+
+    name: str
+    """Full service name, for example flywheel.registry.v1.RegistryService."""
+    register: Callable[[Any, grpc.aio.Server], None]
+    """The generated add_XServicer_to_server function."""
+    servicer: Any
+    method_roles: Mapping[str, Role] = field(default_factory=dict)
+    """Overrides by method name (for example {"SetAlias": Role.WRITER})."""
+
+    def required_role(self, method_name: str) -> Role:
+        return self.method_roles.get(method_name, default_role(method_name))
+
+
+class _CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Authenticates, logs and maps Flywheel errors for every business RPC."""
+
+    def __init__(self, bindings: Sequence[ServiceBinding], authenticator: TokenAuthenticator):
+        self._bindings = {binding.name: binding for binding in bindings}
+        self._authenticator = authenticator
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        service_name, _, method_name = details.method.lstrip("/").partition("/")
+        binding = self._bindings.get(service_name)
+        if handler is None or binding is None:
+            return handler  # health, reflection, or an unknown method (UNIMPLEMENTED)
+        metadata = dict(details.invocation_metadata or ())
+        required = binding.required_role(method_name)
+        try:
+            principal = self._authenticator.authenticate(metadata.get("authorization"))
+            if not principal.role.allows(required):
+                raise errors.PermissionDenied(
+                    f"{principal.subject} has role {principal.role}; "
+                    f"{method_name} needs role {required}"
+                )
+        except errors.FlywheelError as exc:
+            return _rejecting_handler(handler, exc)
+        return _wrap_handler(handler, details.method, principal)
+
+
+async def _abort_with(context: grpc.aio.ServicerContext, exc: errors.FlywheelError) -> None:
+    await context.abort(status_of(exc), exc.message)
+
+
+async def _abort_internal(context: grpc.aio.ServicerContext, method: str) -> None:
+    incident = uuid.uuid4().hex[:12]
+    log.exception("unexpected error", extra={"method": method, "incident": incident})
+    await context.abort(
+        grpc.StatusCode.INTERNAL, f"internal error (incident {incident}); see the server log"
+    )
+
+
+def _rejecting_handler(
+    handler: grpc.RpcMethodHandler, exc: errors.FlywheelError
+) -> grpc.RpcMethodHandler:
+    async def reject_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await _abort_with(context, exc)
+
+    async def reject_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        await _abort_with(context, exc)
+        yield  # pragma: no cover - unreachable, makes this an async generator
+
+    return _replace_behavior(handler, reject_unary, reject_stream)
+
+
+def _wrap_handler(
+    handler: grpc.RpcMethodHandler, method: str, principal: Principal
+) -> grpc.RpcMethodHandler:
+    behavior = (
+        handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+    )
+
+    def log_call(started: float, code: grpc.StatusCode) -> None:
+        log.info(
+            "rpc",
+            extra={
+                "method": method,
+                "code": code.name,
+                "principal": principal.subject,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            },
+        )
+
+    async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        set_current_principal(principal)
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            return await behavior(request, context)
+        except errors.FlywheelError as exc:
+            code = status_of(exc)
+            await _abort_with(context, exc)
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            await _abort_internal(context, method)
+        finally:
+            log_call(started, code)
+
+    async def stream_response(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        set_current_principal(principal)
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            async for response in behavior(request, context):
+                yield response
+        except errors.FlywheelError as exc:
+            code = status_of(exc)
+            await _abort_with(context, exc)
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            await _abort_internal(context, method)
+        finally:
+            log_call(started, code)
+
+    return _replace_behavior(handler, unary_response, stream_response)
+
+
+def _replace_behavior(
+    handler: grpc.RpcMethodHandler,
+    unary_response: Callable[..., Any],
+    stream_response: Callable[..., Any],
+) -> grpc.RpcMethodHandler:
+    serializers = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary_response, **serializers)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary_response, **serializers)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(stream_response, **serializers)
+    return grpc.stream_stream_rpc_method_handler(stream_response, **serializers)
+
+
+class GrpcServer:
+    """One grpc.aio server: business services plus health and reflection.
+
+    Health reports NOT_SERVING until `set_serving(True)`, so probes and load balancers
+    only route to a replica once its composition root has started everything else.
+    """
+
+    def __init__(
+        self,
+        settings: GrpcSettings,
+        bindings: Sequence[ServiceBinding],
+        tokens: Mapping[str, Role],
+    ) -> None:
+        self._settings = settings
+        self._bindings = list(bindings)
+        self.health = HealthServicer()
+        options = [
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        self._server = grpc.aio.server(
+            interceptors=[
+                aio_server_interceptor(filter_=filters.negate(filters.health_check())),
+                _CallInterceptor(self._bindings, TokenAuthenticator(tokens)),
+            ],
+            options=options,
+        )
+        for binding in self._bindings:
+            binding.register(binding.servicer, self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            [binding.name for binding in self._bindings] + [HEALTH_SERVICE, reflection.SERVICE_NAME],
+            self._server,
+        )
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        return f"{self._settings.host}:{self.port}"
+
+    async def start(self) -> None:
+        self.port = self._server.add_insecure_port(f"{self._settings.host}:{self._settings.port}")
+        if self.port == 0:
+            raise OSError(f"cannot bind gRPC to {self._settings.host}:{self._settings.port}")
+        await self._server.start()
+        await self.set_serving(False)
+        log.info("grpc server listening", extra={"address": self.address})
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ["", *(binding.name for binding in self._bindings)]:
+            await self.health.set(name, status)
+
+    async def stop(self) -> None:
+        """Refuse new calls, let in-flight ones finish within the grace period."""
+        await self.health.enter_graceful_shutdown()
+        await self._server.stop(self._settings.shutdown_grace_seconds)
+        log.info("grpc server stopped")

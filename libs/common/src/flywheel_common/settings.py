@@ -1,0 +1,106 @@
+"""Settings base classes: every service reads its configuration from the environment here."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Role(StrEnum):
+    """What a caller may do. Each role includes the ones before it."""
+
+    READER = "reader"
+    WRITER = "writer"
+    ADMIN = "admin"
+
+    def allows(self, required: Role) -> bool:
+        order = list(Role)
+        return order.index(self) >= order.index(required)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid", frozen=True)
+
+
+class GrpcSettings(_Section):
+    host: str = "127.0.0.1"
+    """Address the gRPC server binds to; use 0.0.0.0 inside containers."""
+    port: int = Field(default=0, ge=0, le=65535)
+    """gRPC port; 0 picks a free port (the chosen port is logged)."""
+    max_message_bytes: int = 64 * 1024 * 1024
+    """Largest gRPC message accepted or sent, in bytes."""
+    shutdown_grace_seconds: float = 10.0
+    """How long SIGTERM waits for in-flight calls before cancelling them."""
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "127.0.0.1:19092"
+    """Comma-separated Kafka brokers."""
+    client_id: str = ""
+    """Client id sent to the broker; defaults to the service name."""
+    replication_factor: int = Field(default=1, ge=1)
+    """Replication factor used when this service creates Flywheel's topics."""
+    provision_topics: bool = True
+    """Create every Flywheel topic at start-up when it does not exist yet."""
+    compression: str = "lz4"
+    """Producer compression: none, gzip, snappy, lz4 or zstd."""
+    linger_ms: int = Field(default=5, ge=0)
+    """How long the producer waits to fill a batch before sending."""
+
+
+class AuthSettings(_Section):
+    tokens: dict[str, Role] = Field(default_factory=dict)
+    """Bearer tokens and their roles, as JSON: {"token": "reader|writer|admin"}.
+    Empty disables authentication: every caller is an anonymous admin."""
+
+
+class TelemetrySettings(_Section):
+    otlp_endpoint: str = ""
+    """OTLP/gRPC collector address (for example http://127.0.0.1:4317); empty disables export."""
+    metrics_host: str = "127.0.0.1"
+    """Address of the Prometheus scrape endpoint; use 0.0.0.0 inside containers."""
+    metrics_port: int = Field(default=-1, ge=-1, le=65535)
+    """Prometheus scrape port; -1 disables the endpoint, 0 picks a free port."""
+    log_level: str = "INFO"
+    """Log level of the service's JSON logs."""
+    log_json: bool = True
+    """Write logs as one JSON object per line (False: plain text for people)."""
+
+
+class DatabaseSettings(_Section):
+    url: str = ""
+    """SQLAlchemy async URL; empty means a SQLite file in the data folder.
+    PostgreSQL: postgresql+psycopg://user@host:5432/db."""
+    echo: bool = False
+    """Log every SQL statement."""
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service shares. A service subclasses it with its own env prefix,
+    for example FLYWHEEL_REGISTRY_, and nested sections use a double underscore:
+    FLYWHEEL_REGISTRY_KAFKA__BOOTSTRAP_SERVERS."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FLYWHEEL_",
+        env_nested_delimiter="__",
+        use_attribute_docstrings=True,
+        extra="ignore",
+    )
+
+    service_name: str = "flywheel"
+    """Name reported in logs, traces, metrics and CloudEvent `ce_source`."""
+    instance_id: str = ""
+    """Identifies this replica; defaults to host name and process id."""
+    data_dir: Path = Path(".run/data")
+    """Folder for embedded state: SQLite files, cached artifacts."""
+    grpc: GrpcSettings = GrpcSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    auth: AuthSettings = AuthSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
+
+    def sqlite_url(self, file_name: str) -> str:
+        """The embedded default database of a service: a SQLite file in the data folder."""
+        return f"sqlite+aiosqlite:///{(self.data_dir / file_name).resolve()}"

@@ -1,0 +1,87 @@
+"""OpenTelemetry wiring: traces (OTLP when configured), metrics, a Prometheus endpoint."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from opentelemetry import metrics, trace
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from prometheus_client import start_http_server
+
+from flywheel_common.settings import TelemetrySettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Telemetry:
+    """The providers of one process; `shutdown` flushes pending spans and metrics."""
+
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    metrics_port: int | None
+
+    def shutdown(self) -> None:
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+
+
+_installed: Telemetry | None = None
+
+
+def configure_telemetry(
+    service_name: str,
+    instance_id: str,
+    settings: TelemetrySettings,
+    extra_span_processors: tuple[SpanProcessor, ...] = (),
+) -> Telemetry:
+    """Install global tracer and meter providers once per process.
+
+    OpenTelemetry allows a single global provider, so later calls (several services in one
+    test process) reuse the first installation and only add their span processors.
+    """
+    global _installed
+    if _installed is not None:
+        for processor in extra_span_processors:
+            _installed.tracer_provider.add_span_processor(processor)
+        return _installed
+
+    resource = Resource.create({SERVICE_NAME: service_name, SERVICE_INSTANCE_ID: instance_id})
+    tracer_provider = TracerProvider(resource=resource)
+    if settings.otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        tracer_provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=True))
+        )
+    for processor in extra_span_processors:
+        tracer_provider.add_span_processor(processor)
+    trace.set_tracer_provider(tracer_provider)
+
+    readers: list[MetricReader] = []
+    metrics_port: int | None = None
+    if settings.metrics_port >= 0:
+        readers.append(PrometheusMetricReader())
+        server, _ = start_http_server(settings.metrics_port, addr=settings.metrics_host)
+        metrics_port = int(server.server_port)
+        log.info("prometheus metrics served", extra={"port": metrics_port})
+    if settings.otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        readers.append(
+            PeriodicExportingMetricReader(
+                OTLPMetricExporter(endpoint=settings.otlp_endpoint, insecure=True)
+            )
+        )
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    metrics.set_meter_provider(meter_provider)
+
+    _installed = Telemetry(tracer_provider, meter_provider, metrics_port)
+    return _installed

@@ -1,0 +1,1 @@
+"""Flywheel deployer: rollouts on promotion and the desired routing state of every model."""

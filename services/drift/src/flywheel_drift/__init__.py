@@ -1,0 +1,1 @@
+"""Flywheel drift: streaming model metrics, data and concept drift detection and alerts."""

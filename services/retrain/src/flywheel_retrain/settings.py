@@ -1,0 +1,14 @@
+"""Configuration of the retrain service, read from FLYWHEEL_RETRAIN_* environment variables."""
+
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from flywheel_common.settings import GrpcSettings, ServiceSettings
+
+
+class RetrainSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_RETRAIN_")
+
+    service_name: str = "flywheel-retrain"
+    grpc: GrpcSettings = GrpcSettings(port=50055)
