@@ -1,0 +1,85 @@
+# Flywheel's one entry point. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# uv from PATH, else the copy `make install` puts into the Python that runs make.
+UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+PYTEST := $(UV) run --frozen pytest
+SOURCES := libs/common services tests bench
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+.PHONY: install
+install: ## Install uv if missing and sync the workspace from uv.lock
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check uv
+	@$(UV) sync --frozen --quiet
+
+.PHONY: run
+run: install ## Start Kafka and the five services (Ctrl-C stops everything)
+	@infra/run.sh
+
+.PHONY: test
+test: install ## Unit and integration tests against the real Kafka and PostgreSQL
+	@infra/with-backends.sh $(PYTEST)
+
+.PHONY: test-unit
+test-unit: install ## Unit tests only (no broker, no database)
+	@$(PYTEST) -m "not integration"
+
+.PHONY: test-integration
+test-integration: install ## Integration tests (starts Kafka and PostgreSQL if needed)
+	@infra/with-backends.sh $(PYTEST) -m integration
+
+.PHONY: lint
+lint: install ## ruff and mypy (strict) on the shared library, services, tests and benchmarks
+	@$(UV) run --frozen ruff check $(SOURCES)
+	@$(UV) run --frozen ruff format --check $(SOURCES)
+	@$(UV) run --frozen mypy libs/common/src $(foreach s,$(wildcard services/*),$(s)/src)
+
+.PHONY: format
+format: install ## Apply ruff's fixes and formatting
+	@$(UV) run --frozen ruff check --fix $(SOURCES)
+	@$(UV) run --frozen ruff format $(SOURCES)
+
+.PHONY: protos
+protos: install ## Regenerate libs/protos from protos/
+	@$(UV) run --frozen protos/generate.sh
+
+.PHONY: protos-check
+protos-check: install ## Fail when libs/protos is stale
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
+	  $(UV) run --frozen protos/generate.sh $$tmp && \
+	  diff -r --exclude=__pycache__ $$tmp libs/protos/src \
+	  || { echo "libs/protos is stale: run 'make protos' and commit the result" >&2; exit 1; }
+
+.PHONY: kafka-up
+kafka-up: ## Start a single-node Kafka (KRaft) on 127.0.0.1:19092
+	@infra/kafka/start.sh
+
+.PHONY: kafka-cluster-up
+kafka-cluster-up: ## Start a 3-broker Kafka cluster for fault tests
+	@infra/kafka/start.sh --cluster
+
+.PHONY: kafka-down
+kafka-down: ## Stop the Kafka started by kafka-up or kafka-cluster-up
+	@infra/kafka/stop.sh
+
+.PHONY: postgres-up
+postgres-up: ## Start PostgreSQL on 127.0.0.1:15432
+	@infra/postgres/start.sh
+
+.PHONY: postgres-down
+postgres-down: ## Stop that PostgreSQL
+	@infra/postgres/stop.sh
+
+.PHONY: bench
+bench: install ## Benchmarks (not part of make test); results go to bench/RESULTS.md by hand
+	@infra/with-backends.sh $(UV) run --frozen python bench/kafka_bus.py
+
+.PHONY: clean
+clean: ## Stop backends and remove runtime state (.run)
+	-@infra/kafka/stop.sh --clean
+	-@infra/postgres/stop.sh
+	rm -rf .run
