@@ -12,7 +12,7 @@ mkdir -p "$out"
 mapfile -t sources < <(find protos -name '*.proto' | LC_ALL=C sort)
 python -m grpc_tools.protoc -I protos \
   --python_out="$out" --grpc_python_out="$out" \
-  --mypy_out="$out" --mypy_grpc_out="$out" \
+  --mypy_out=quiet:"$out" --mypy_grpc_out=quiet:"$out" \
   "${sources[@]}"
 
 # Regular packages (not namespace packages) so mypy and importlib see one tree.
