@@ -175,7 +175,9 @@ class EventConsumer:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._retry.attempts),
             wait=wait_exponential_jitter(
-                initial=self._retry.initial_backoff_seconds, max=self._retry.max_backoff_seconds
+                multiplier=self._retry.initial_backoff_seconds,
+                jitter=self._retry.initial_backoff_seconds,
+                max=self._retry.max_backoff_seconds,
             ),
             retry=retry_if_exception(self._retry.retryable),
             reraise=True,
@@ -184,7 +186,9 @@ class EventConsumer:
             with attempt:
                 await self._handler(envelope)
 
-    async def _send_to_dead_letters(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+    async def _send_to_dead_letters(
+        self, record: ConsumerRecord[bytes, bytes], reason: str
+    ) -> None:
         log.warning(
             "record dead-lettered",
             extra={"topic": record.topic, "offset": record.offset, "reason": reason},

@@ -28,4 +28,6 @@ def dead_letter(record: ConsumerRecord[bytes, bytes], reason: str, group_id: str
         (CONSUMER_GROUP, group_id.encode()),
         (FAILED_AT, datetime.now(UTC).isoformat().encode()),
     ]
-    return OutgoingRecord(topic=DLQ.name, key=record.key, value=record.value or b"", headers=headers)
+    return OutgoingRecord(
+        topic=DLQ.name, key=record.key, value=record.value or b"", headers=headers
+    )

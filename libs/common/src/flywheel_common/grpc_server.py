@@ -163,7 +163,9 @@ def _wrap_handler(
         finally:
             log_call(started, code)
 
-    async def stream_response(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def stream_response(
+        request: Any, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
         set_current_principal(principal)
         started = time.perf_counter()
         code = grpc.StatusCode.OK
@@ -235,7 +237,8 @@ class GrpcServer:
             binding.register(binding.servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
-            [binding.name for binding in self._bindings] + [HEALTH_SERVICE, reflection.SERVICE_NAME],
+            [binding.name for binding in self._bindings]
+            + [HEALTH_SERVICE, reflection.SERVICE_NAME],
             self._server,
         )
         self.port = 0

@@ -35,7 +35,9 @@ async def claim(session: AsyncSession, consumer: str, event_id: str) -> bool:
     )
     if seen is not None:
         return False
-    session.add(ProcessedEvent(consumer=consumer, event_id=event_id, processed_at=datetime.now(UTC)))
+    session.add(
+        ProcessedEvent(consumer=consumer, event_id=event_id, processed_at=datetime.now(UTC))
+    )
     return True
 
 

@@ -8,8 +8,8 @@ import logging
 from datetime import UTC, datetime
 
 from google.protobuf.message import Message
-from sqlalchemy import event as sa_event
 from sqlalchemy import JSON, BigInteger, DateTime, Integer, LargeBinary, String, select, update
+from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 

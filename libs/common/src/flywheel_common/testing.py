@@ -96,9 +96,7 @@ def postgres_url() -> str:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def database(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[Database]:
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     """An empty database with Flywheel's schema: SQLite, then the real PostgreSQL."""
     if request.param == "sqlite":
         db = Database(f"sqlite+aiosqlite:///{tmp_path / 'test.db'}")
@@ -119,3 +117,11 @@ def free_port() -> Iterator[int]:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
     yield port
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests under an integration/ or e2e/ folder are integration tests."""
+    for item in items:
+        parts = Path(str(item.path)).parts
+        if "integration" in parts or "e2e" in parts:
+            item.add_marker(pytest.mark.integration)

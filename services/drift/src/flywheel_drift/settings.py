@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pydantic_settings import SettingsConfigDict
-
 from flywheel_common.settings import GrpcSettings, ServiceSettings
+from pydantic_settings import SettingsConfigDict
 
 
 class DriftSettings(ServiceSettings):

@@ -1,0 +1,232 @@
+"""The gRPC bootstrap over real loopback: auth, error mapping, health, reflection, draining."""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from flywheel.registry.v1.events_pb2 import ModelVersionRegistered
+from flywheel_common.auth import current_principal
+from flywheel_common.consumer import EventConsumer
+from flywheel_common.errors import NotFound
+from flywheel_common.events import Envelope
+from flywheel_common.grpc_server import GrpcServer, ServiceBinding
+from flywheel_common.publisher import EventPublisher
+from flywheel_common.settings import GrpcSettings, KafkaSettings, Role
+from flywheel_common.testing import NewTopicFactory
+from flywheel_common.topics import Cleanup, TopicSpec
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from inference import grpc_service_pb2 as pb
+from inference import grpc_service_pb2_grpc as pb_grpc
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+SERVICE = "inference.GRPCInferenceService"
+TOKENS = {"reader-token": Role.READER, "writer-token": Role.WRITER, "admin-token": Role.ADMIN}
+
+
+class ExampleServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """Each method exercises one path of the interceptor."""
+
+    def __init__(self) -> None:
+        self.publisher: EventPublisher | None = None
+        self.topic: TopicSpec | None = None
+        self.slow_call_started = asyncio.Event()
+
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: object
+    ) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=current_principal().role is Role.READER)
+
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: object
+    ) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=True)
+
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: object
+    ) -> pb.ModelReadyResponse:
+        raise NotFound(f"model {request.name!r} does not exist; list models with ListModels")
+
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: object
+    ) -> pb.ModelMetadataResponse:
+        raise ZeroDivisionError("a bug")
+
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: object
+    ) -> pb.ServerMetadataResponse:
+        self.slow_call_started.set()
+        await asyncio.sleep(1.0)
+        return pb.ServerMetadataResponse(name="slow but finished")
+
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: object
+    ) -> pb.ModelInferResponse:
+        assert self.publisher is not None and self.topic is not None
+        await self.publisher.publish(
+            self.topic, ModelVersionRegistered(model=request.model_name, version=1), subject="iris"
+        )
+        return pb.ModelInferResponse(model_name=request.model_name, id=request.id)
+
+
+@pytest.fixture
+async def server(
+    span_exporter: InMemorySpanExporter,
+) -> AsyncIterator[tuple[GrpcServer, ExampleServicer]]:
+    servicer = ExampleServicer()
+    binding = ServiceBinding(
+        SERVICE,
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server,
+        servicer,
+        method_roles={"ServerReady": Role.ADMIN, "ServerMetadata": Role.READER},
+    )
+    grpc_server = GrpcServer(GrpcSettings(port=0, shutdown_grace_seconds=5), [binding], TOKENS)
+    await grpc_server.start()
+    await grpc_server.set_serving(True)
+    yield grpc_server, servicer
+    await grpc_server.stop()
+
+
+def bearer(token: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+async def test_calls_without_a_valid_token_are_unauthenticated(
+    server: tuple[GrpcServer, ExampleServicer],
+) -> None:
+    async with grpc.aio.insecure_channel(server[0].address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await stub.ServerLive(pb.ServerLiveRequest())
+        assert missing.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        assert "Bearer <token>" in (missing.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as wrong:
+            await stub.ServerLive(pb.ServerLiveRequest(), metadata=bearer("nope"))
+        assert wrong.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_roles_gate_methods_and_reach_the_handler(
+    server: tuple[GrpcServer, ExampleServicer],
+) -> None:
+    async with grpc.aio.insecure_channel(server[0].address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        live = await stub.ServerLive(pb.ServerLiveRequest(), metadata=bearer("reader-token"))
+        assert live.live  # the handler saw the caller's role
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await stub.ServerReady(pb.ServerReadyRequest(), metadata=bearer("writer-token"))
+        assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        assert "ServerReady needs role admin" in (denied.value.details() or "")
+        ready = await stub.ServerReady(pb.ServerReadyRequest(), metadata=bearer("admin-token"))
+        assert ready.ready
+
+
+async def test_flywheel_errors_map_to_precise_statuses(
+    server: tuple[GrpcServer, ExampleServicer],
+) -> None:
+    async with grpc.aio.insecure_channel(server[0].address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as not_found:
+            await stub.ModelReady(
+                pb.ModelReadyRequest(name="ghost"), metadata=bearer("reader-token")
+            )
+        assert not_found.value.code() is grpc.StatusCode.NOT_FOUND
+        assert (
+            not_found.value.details() == "model 'ghost' does not exist; list models with ListModels"
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as bug:
+            await stub.ModelMetadata(
+                pb.ModelMetadataRequest(name="x"), metadata=bearer("reader-token")
+            )
+        assert bug.value.code() is grpc.StatusCode.INTERNAL
+        assert "incident" in (bug.value.details() or "")
+
+
+async def test_health_and_reflection_need_no_token(
+    server: tuple[GrpcServer, ExampleServicer],
+) -> None:
+    async with grpc.aio.insecure_channel(server[0].address) as channel:
+        for name in ("", SERVICE):
+            response = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=name)
+            )
+            assert response.status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = reflection.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        async for response in responses:
+            names = {service.name for service in response.list_services_response.service}
+            assert {SERVICE, "grpc.health.v1.Health"} <= names
+            break
+
+
+async def test_stop_drains_in_flight_calls_and_refuses_new_ones(
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    servicer = ExampleServicer()
+    binding = ServiceBinding(SERVICE, pb_grpc.add_GRPCInferenceServiceServicer_to_server, servicer)
+    grpc_server = GrpcServer(GrpcSettings(port=0, shutdown_grace_seconds=5), [binding], {})
+    await grpc_server.start()
+    await grpc_server.set_serving(True)
+    async with grpc.aio.insecure_channel(grpc_server.address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        in_flight = asyncio.ensure_future(stub.ServerMetadata(pb.ServerMetadataRequest()))
+        await servicer.slow_call_started.wait()
+        stopping = asyncio.create_task(grpc_server.stop())
+        await asyncio.sleep(0.1)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.ServerLive(pb.ServerLiveRequest(), timeout=2)
+        assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert (await in_flight).name == "slow but finished"
+        await stopping
+
+
+async def test_a_trace_started_in_a_grpc_call_continues_in_the_event_consumer(
+    server: tuple[GrpcServer, ExampleServicer],
+    span_exporter: InMemorySpanExporter,
+    kafka_settings: KafkaSettings,
+    publisher: EventPublisher,
+    new_topic: NewTopicFactory,
+    group_id: str,
+) -> None:
+    grpc_server, servicer = server
+    servicer.publisher = publisher
+    servicer.topic = TopicSpec(
+        await new_topic("traced"), 1, Cleanup.DELETE, "application/protobuf", "model"
+    )
+    consumed = asyncio.Event()
+
+    async def handle(envelope: Envelope) -> None:
+        consumed.set()
+
+    consumer = EventConsumer(
+        kafka_settings,
+        group_id=group_id,
+        topics=[servicer.topic.name],
+        handler=handle,
+        dead_letters=publisher,
+    )
+    await consumer.start()
+    span_exporter.clear()
+    async with grpc.aio.insecure_channel(grpc_server.address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        await stub.ModelInfer(
+            pb.ModelInferRequest(model_name="iris", id="r1"), metadata=bearer("reader-token")
+        )
+    await asyncio.wait_for(consumed.wait(), 20)
+    await consumer.stop()
+
+    spans = span_exporter.get_finished_spans()
+    [server_span] = [
+        s for s in spans if s.kind is SpanKind.SERVER and s.name.endswith("ModelInfer")
+    ]
+    [producer_span] = [s for s in spans if s.kind is SpanKind.PRODUCER]
+    [consumer_span] = [s for s in spans if s.kind is SpanKind.CONSUMER]
+    trace_id = server_span.context.trace_id
+    assert producer_span.context.trace_id == trace_id
+    assert consumer_span.context.trace_id == trace_id
+    assert consumer_span.parent is not None
+    assert consumer_span.parent.span_id == producer_span.context.span_id
+    assert not [s for s in spans if "Health" in s.name]

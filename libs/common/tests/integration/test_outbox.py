@@ -1,0 +1,129 @@
+"""The transactional outbox and idempotent consumers, against real Kafka and real databases."""
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from flywheel.registry.v1.events_pb2 import AliasChanged
+from flywheel_common.consumer import EventConsumer
+from flywheel_common.db import Database
+from flywheel_common.events import Envelope, header
+from flywheel_common.inbox import ProcessedEvent, deduplicated
+from flywheel_common.outbox import Outbox, OutboxRelay, OutboxRow
+from flywheel_common.publisher import EventPublisher
+from flywheel_common.settings import KafkaSettings
+from flywheel_common.testing import NewTopicFactory
+from flywheel_common.topics import Cleanup, TopicSpec
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .conftest import read_topic
+
+RELAY_THEN_DIE = Path(__file__).with_name("relay_then_die.py")
+
+
+async def unpublished(database: Database) -> int:
+    async with database.transaction() as session:
+        return int(
+            await session.scalar(
+                select(func.count()).select_from(OutboxRow).where(OutboxRow.published_at.is_(None))
+            )
+            or 0
+        )
+
+
+async def test_rolled_back_transactions_publish_nothing(database: Database) -> None:
+    outbox = Outbox("tests")
+    topic = TopicSpec("unused", 1, Cleanup.DELETE, "application/protobuf", "model")
+    try:
+        async with database.transaction() as session:
+            outbox.stage(session, topic, AliasChanged(model="iris"), subject="iris")
+            raise RuntimeError("state change failed")
+    except RuntimeError:
+        pass
+    assert await unpublished(database) == 0
+
+
+async def test_relay_publishes_in_commit_order(
+    database: Database,
+    publisher: EventPublisher,
+    new_topic: NewTopicFactory,
+    kafka_bootstrap: str,
+) -> None:
+    topic = TopicSpec(
+        await new_topic("order", partitions=3), 3, Cleanup.DELETE, "application/protobuf", "model"
+    )
+    outbox = Outbox("tests")
+    for version in range(1, 31):
+        async with database.transaction() as session:
+            outbox.stage(
+                session, topic, AliasChanged(model="iris", version=version), subject="iris"
+            )
+    relay = OutboxRelay(database, outbox, publisher, batch_size=7)
+    await relay.start()
+    records = await read_topic(kafka_bootstrap, topic.name, at_least=30, partitions=3)
+    await relay.stop()
+    versions = [AliasChanged.FromString(r.value).version for r in records]
+    assert versions == list(range(1, 31))  # one key, one partition, commit order
+    assert await unpublished(database) == 0
+
+
+async def test_relay_killed_between_publish_and_mark_republishes_and_consumer_applies_once(
+    database: Database,
+    publisher: EventPublisher,
+    new_topic: NewTopicFactory,
+    kafka_bootstrap: str,
+    kafka_settings: KafkaSettings,
+    group_id: str,
+) -> None:
+    topic = TopicSpec(await new_topic("crash"), 1, Cleanup.DELETE, "application/protobuf", "model")
+    outbox = Outbox("tests")
+    async with database.transaction() as session:
+        staged = outbox.stage(
+            session,
+            topic,
+            AliasChanged(model="iris", alias="production", version=4),
+            subject="iris",
+        )
+
+    relay = await asyncio.create_subprocess_exec(
+        sys.executable, str(RELAY_THEN_DIE), database.url, kafka_bootstrap
+    )
+    assert await relay.wait() == -signal.SIGKILL
+    assert await unpublished(database) == 1  # published, but never marked
+
+    assert await OutboxRelay(database, outbox, publisher).relay_once() == 1
+    assert await unpublished(database) == 0
+    records = await read_topic(kafka_bootstrap, topic.name, at_least=2)
+    assert [header(r.headers, "ce_id") for r in records] == [staged.event_id] * 2
+
+    applied: list[int] = []
+
+    async def apply(envelope: Envelope, session: AsyncSession) -> None:
+        assert isinstance(envelope.message, AliasChanged)
+        applied.append(envelope.message.version)
+
+    apply_once = deduplicated(database, "alias-follower", apply)
+    deliveries: list[str] = []
+
+    async def handle(envelope: Envelope) -> None:
+        await apply_once(envelope)
+        deliveries.append(envelope.id)
+
+    consumer = EventConsumer(
+        kafka_settings,
+        group_id=group_id,
+        topics=[topic.name],
+        handler=handle,
+        dead_letters=publisher,
+    )
+    await consumer.start()
+    async with asyncio.timeout(20):
+        while len(deliveries) < 2:
+            await asyncio.sleep(0.05)
+    await consumer.stop()
+    assert deliveries == [staged.event_id] * 2
+    assert applied == [4]
+    async with database.transaction() as session:
+        assert await session.scalar(select(func.count()).select_from(ProcessedEvent)) == 1

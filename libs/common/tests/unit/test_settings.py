@@ -1,0 +1,40 @@
+from pathlib import Path
+
+import pytest
+from flywheel_common.settings import Role, ServiceSettings
+from pydantic_settings import SettingsConfigDict
+
+
+class ExampleSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_EXAMPLE_")
+    service_name: str = "flywheel-example"
+
+
+def test_nested_settings_read_from_the_service_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLYWHEEL_EXAMPLE_KAFKA__BOOTSTRAP_SERVERS", "k1:9092,k2:9092")
+    monkeypatch.setenv("FLYWHEEL_EXAMPLE_GRPC__PORT", "7000")
+    monkeypatch.setenv("FLYWHEEL_EXAMPLE_AUTH__TOKENS", '{"abc": "admin", "def": "reader"}')
+    monkeypatch.setenv("FLYWHEEL_OTHER_GRPC__PORT", "7001")
+    settings = ExampleSettings()
+    assert settings.kafka.bootstrap_servers == "k1:9092,k2:9092"
+    assert settings.grpc.port == 7000
+    assert settings.auth.tokens == {"abc": Role.ADMIN, "def": Role.READER}
+    assert settings.service_name == "flywheel-example"
+
+
+def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLYWHEEL_EXAMPLE_AUTH__TOKENS", '{"abc": "superuser"}')
+    with pytest.raises(ValueError, match="reader"):
+        ExampleSettings()
+
+
+def test_every_field_is_documented() -> None:
+    for section in ("grpc", "kafka", "auth", "telemetry"):
+        model = type(getattr(ExampleSettings(), section))
+        for name, field in model.model_fields.items():
+            assert field.description, f"{section}.{name} has no docstring"
+
+
+def test_sqlite_url_lives_in_the_data_folder(tmp_path: Path) -> None:
+    settings = ExampleSettings(data_dir=tmp_path)
+    assert settings.sqlite_url("x.db") == f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"

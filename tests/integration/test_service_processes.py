@@ -1,0 +1,37 @@
+"""Every service runs as `python -m flywheel_<name>`, answers health, and stops on SIGTERM."""
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from flywheel_common.healthcheck import is_serving, wait_until_serving
+
+SERVICES = ["registry", "deployer", "gateway", "drift", "retrain"]
+
+
+@pytest.mark.parametrize("name", SERVICES)
+async def test_service_serves_health_and_exits_cleanly_on_sigterm(
+    name: str, kafka_bootstrap: str, free_port: int, tmp_path: Path
+) -> None:
+    prefix = f"FLYWHEEL_{name.upper()}_"
+    env = os.environ | {
+        f"{prefix}GRPC__PORT": str(free_port),
+        f"{prefix}KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+        f"{prefix}DATA_DIR": str(tmp_path),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", f"flywheel_{name}", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    address = f"127.0.0.1:{free_port}"
+    try:
+        down = await wait_until_serving([address], timeout=60)
+        assert not down, f"flywheel_{name} did not report SERVING"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    assert b'"service stopped"' in stderr
+    assert not await is_serving(address, timeout=0.5)
