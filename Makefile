@@ -33,10 +33,10 @@ test-integration: install ## Integration tests (starts Kafka and PostgreSQL if n
 	@infra/with-backends.sh $(PYTEST) -m integration
 
 .PHONY: lint
-lint: install ## ruff and mypy (strict) on the shared library, services, tests and benchmarks
+lint: install ## ruff on all Python, mypy --strict on flywheel_common and the services
 	@$(UV) run --frozen ruff check $(SOURCES)
 	@$(UV) run --frozen ruff format --check $(SOURCES)
-	@$(UV) run --frozen mypy libs/common/src $(foreach s,$(wildcard services/*),$(s)/src)
+	@$(UV) run --frozen mypy -p flywheel_common $(foreach s,$(notdir $(wildcard services/*)),-p flywheel_$(s))
 
 .PHONY: format
 format: install ## Apply ruff's fixes and formatting

@@ -79,6 +79,7 @@ async def run_side(
             done.set()
 
     stop_consumer = await start_consumer(on_receive)
+    in_flight: set[asyncio.Future[None]] = set()
     # Phase 1: latency at a steady rate, one publish at a time (what a service does).
     interval = 1 / rate
     started = time.perf_counter()
@@ -88,8 +89,9 @@ async def run_side(
         if delay > 0:
             await asyncio.sleep(delay)
         sent_at[index] = time.perf_counter()
-        asyncio.ensure_future(send_one(index))
+        in_flight.add(asyncio.ensure_future(send_one(index)))
     # Phase 2: throughput of a burst, publish to last consume.
+    await asyncio.gather(*in_flight)
     while received < messages:
         await asyncio.sleep(0.01)
     burst_started = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Database access: one async SQLAlchemy engine per service, SQLite by default, PostgreSQL by URL."""
+"""Database access: one async SQLAlchemy engine per service; SQLite default, PostgreSQL by URL."""
 
 from __future__ import annotations
 

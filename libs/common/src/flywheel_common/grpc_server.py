@@ -1,4 +1,4 @@
-"""gRPC server bootstrap: grpc.aio with health, reflection, tracing, logging, auth, error mapping."""
+"""gRPC server bootstrap: grpc.aio, health, reflection, tracing, logging, auth, error mapping."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -42,11 +42,15 @@ REFLECTION_SERVICES = (
 )
 _READ_PREFIXES = ("Get", "List", "Search", "Watch", "Server", "Model")
 
+Handler = grpc.RpcMethodHandler[Any, Any]
+Context = grpc.aio.ServicerContext[Any, Any]
+Behavior = Callable[..., Any]
+
 
 def status_of(exc: errors.FlywheelError) -> grpc.StatusCode:
     for error_type in type(exc).__mro__:
         if error_type in STATUS_OF_ERROR:
-            return STATUS_OF_ERROR[error_type]  # type: ignore[index]
+            return STATUS_OF_ERROR[error_type]
     return grpc.StatusCode.INTERNAL
 
 
@@ -71,7 +75,7 @@ class ServiceBinding:
         return self.method_roles.get(method_name, default_role(method_name))
 
 
-class _CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class _CallInterceptor(grpc.aio.ServerInterceptor):
     """Authenticates, logs and maps Flywheel errors for every business RPC."""
 
     def __init__(self, bindings: Sequence[ServiceBinding], authenticator: TokenAuthenticator):
@@ -80,18 +84,20 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(details)
         service_name, _, method_name = details.method.lstrip("/").partition("/")
         binding = self._bindings.get(service_name)
         if handler is None or binding is None:
             return handler  # health, reflection, or an unknown method (UNIMPLEMENTED)
-        metadata = dict(details.invocation_metadata or ())
+        authorization = dict(details.invocation_metadata or ()).get("authorization")
+        if isinstance(authorization, bytes):
+            authorization = authorization.decode(errors="replace")
         required = binding.required_role(method_name)
         try:
-            principal = self._authenticator.authenticate(metadata.get("authorization"))
+            principal = self._authenticator.authenticate(authorization)
             if not principal.role.allows(required):
                 raise errors.PermissionDenied(
                     f"{principal.subject} has role {principal.role}; "
@@ -102,11 +108,11 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return _wrap_handler(handler, details.method, principal)
 
 
-async def _abort_with(context: grpc.aio.ServicerContext, exc: errors.FlywheelError) -> None:
+async def _abort_with(context: Context, exc: errors.FlywheelError) -> None:
     await context.abort(status_of(exc), exc.message)
 
 
-async def _abort_internal(context: grpc.aio.ServicerContext, method: str) -> None:
+async def _abort_internal(context: Context, method: str) -> None:
     incident = uuid.uuid4().hex[:12]
     log.exception("unexpected error", extra={"method": method, "incident": incident})
     await context.abort(
@@ -114,24 +120,26 @@ async def _abort_internal(context: grpc.aio.ServicerContext, method: str) -> Non
     )
 
 
-def _rejecting_handler(
-    handler: grpc.RpcMethodHandler, exc: errors.FlywheelError
-) -> grpc.RpcMethodHandler:
-    async def reject_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+def _rejecting_handler(handler: Handler, exc: errors.FlywheelError) -> Handler:
+    async def reject_unary(request: Any, context: Context) -> Any:
         await _abort_with(context, exc)
 
-    async def reject_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def reject_stream(request: Any, context: Context) -> AsyncIterator[Any]:
         await _abort_with(context, exc)
         yield  # pragma: no cover - unreachable, makes this an async generator
 
     return _replace_behavior(handler, reject_unary, reject_stream)
 
 
-def _wrap_handler(
-    handler: grpc.RpcMethodHandler, method: str, principal: Principal
-) -> grpc.RpcMethodHandler:
-    behavior = (
-        handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+def _wrap_handler(handler: Handler, method: str, principal: Principal) -> Handler:
+    # Under grpc.aio the behaviors are coroutines or async generators; the stubs describe
+    # the sync API, hence the cast.
+    behavior = cast(
+        Behavior,
+        handler.unary_unary
+        or handler.unary_stream
+        or handler.stream_unary
+        or handler.stream_stream,
     )
 
     def log_call(started: float, code: grpc.StatusCode) -> None:
@@ -145,7 +153,7 @@ def _wrap_handler(
             },
         )
 
-    async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def unary_response(request: Any, context: Context) -> Any:
         set_current_principal(principal)
         started = time.perf_counter()
         code = grpc.StatusCode.OK
@@ -155,7 +163,7 @@ def _wrap_handler(
             code = status_of(exc)
             await _abort_with(context, exc)
         except grpc.aio.AbortError:
-            code = context.code() or grpc.StatusCode.UNKNOWN
+            code = context.code()
             raise
         except Exception:
             code = grpc.StatusCode.INTERNAL
@@ -163,9 +171,7 @@ def _wrap_handler(
         finally:
             log_call(started, code)
 
-    async def stream_response(
-        request: Any, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[Any]:
+    async def stream_response(request: Any, context: Context) -> AsyncIterator[Any]:
         set_current_principal(principal)
         started = time.perf_counter()
         code = grpc.StatusCode.OK
@@ -176,7 +182,7 @@ def _wrap_handler(
             code = status_of(exc)
             await _abort_with(context, exc)
         except grpc.aio.AbortError:
-            code = context.code() or grpc.StatusCode.UNKNOWN
+            code = context.code()
             raise
         except Exception:
             code = grpc.StatusCode.INTERNAL
@@ -188,10 +194,10 @@ def _wrap_handler(
 
 
 def _replace_behavior(
-    handler: grpc.RpcMethodHandler,
-    unary_response: Callable[..., Any],
-    stream_response: Callable[..., Any],
-) -> grpc.RpcMethodHandler:
+    handler: Handler,
+    unary_response: Behavior,
+    stream_response: Behavior,
+) -> Handler:
     serializers = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
@@ -228,7 +234,9 @@ class GrpcServer:
         ]
         self._server = grpc.aio.server(
             interceptors=[
-                aio_server_interceptor(filter_=filters.negate(filters.health_check())),
+                aio_server_interceptor(  # type: ignore[no-untyped-call]
+                    filter_=filters.negate(filters.health_check())
+                ),
                 _CallInterceptor(self._bindings, TokenAuthenticator(tokens)),
             ],
             options=options,

@@ -64,7 +64,8 @@ class ExampleServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: object
     ) -> pb.ModelInferResponse:
-        assert self.publisher is not None and self.topic is not None
+        assert self.publisher is not None
+        assert self.topic is not None
         await self.publisher.publish(
             self.topic, ModelVersionRegistered(model=request.model_name, version=1), subject="iris"
         )

@@ -1,1 +1,1 @@
-"""Flywheel gateway: KServe V2 / Open Inference Protocol serving of ONNX models with prediction logging."""
+"""Flywheel gateway: serves ONNX models over the KServe V2 protocol and logs predictions."""

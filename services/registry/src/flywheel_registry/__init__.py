@@ -1,1 +1,1 @@
-"""Flywheel registry: model versions, validated ONNX artifacts, aliases, lineage and promotion events."""
+"""Flywheel registry: model versions, validated ONNX artifacts, aliases, lineage, promotions."""

@@ -1,1 +1,1 @@
-"""Flywheel retrain: retrain policy over alerts and metric decay, training runs, offline gate and promotion."""
+"""Flywheel retrain: retrain policy, training runs on logged data, offline gate, promotion."""
