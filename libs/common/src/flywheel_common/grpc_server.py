@@ -7,12 +7,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeAlias, cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import metrics
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from flywheel_common import errors
@@ -20,6 +21,9 @@ from flywheel_common.auth import Principal, TokenAuthenticator, set_current_prin
 from flywheel_common.settings import GrpcSettings, Role
 
 log = logging.getLogger(__name__)
+_rpc_duration = metrics.get_meter(__name__).create_histogram(
+    "flywheel.rpc.server.duration", unit="ms", description="Duration of served RPCs"
+)
 
 # The single mapping from Flywheel's errors to gRPC status codes.
 STATUS_OF_ERROR: Mapping[type[errors.FlywheelError], grpc.StatusCode] = {
@@ -42,9 +46,10 @@ REFLECTION_SERVICES = (
 )
 _READ_PREFIXES = ("Get", "List", "Search", "Watch", "Server", "Model")
 
-Handler = grpc.RpcMethodHandler[Any, Any]
-Context = grpc.aio.ServicerContext[Any, Any]
-Behavior = Callable[..., Any]
+# grpc's classes are generic only in its type stubs, so these aliases stay strings at run time.
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+Behavior: TypeAlias = Callable[..., Any]
 
 
 def status_of(exc: errors.FlywheelError) -> grpc.StatusCode:
@@ -143,13 +148,15 @@ def _wrap_handler(handler: Handler, method: str, principal: Principal) -> Handle
     )
 
     def log_call(started: float, code: grpc.StatusCode) -> None:
+        duration_ms = (time.perf_counter() - started) * 1000
+        _rpc_duration.record(duration_ms, {"rpc.method": method, "rpc.grpc.status_code": code.name})
         log.info(
             "rpc",
             extra={
                 "method": method,
                 "code": code.name,
                 "principal": principal.subject,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                "duration_ms": round(duration_ms, 3),
             },
         )
 

@@ -10,6 +10,8 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from opentelemetry import metrics
+
 from flywheel_common.grpc_server import GrpcServer, ServiceBinding
 from flywheel_common.logging import configure_logging
 from flywheel_common.settings import ServiceSettings
@@ -17,6 +19,9 @@ from flywheel_common.telemetry import Telemetry, configure_telemetry
 from flywheel_common.topics import ensure_topics
 
 log = logging.getLogger(__name__)
+_ready_services = metrics.get_meter(__name__).create_up_down_counter(
+    "flywheel.service.ready", description="1 while the service reports SERVING"
+)
 
 
 class Component(Protocol):
@@ -64,6 +69,7 @@ class Service:
         self.grpc = GrpcServer(settings.grpc, bindings, settings.auth.tokens)
         self.components = list(components)
         self._started: list[Component] = []
+        self._serving = False
 
     async def start(self) -> None:
         """Bind gRPC first (health answers NOT_SERVING), start components, then SERVING."""
@@ -76,9 +82,14 @@ class Service:
             await self.stop()
             raise
         await self.grpc.set_serving(True)
+        self._serving = True
+        _ready_services.add(1, {"service": self.name})
         log.info("service ready", extra={"service": self.name, "address": self.grpc.address})
 
     async def stop(self) -> None:
+        if self._serving:
+            self._serving = False
+            _ready_services.add(-1, {"service": self.name})
         await self.grpc.stop()
         while self._started:
             component = self._started.pop()

@@ -88,6 +88,9 @@ class ServiceSettings(BaseSettings):
         env_nested_delimiter="__",
         use_attribute_docstrings=True,
         extra="ignore",
+        # A service's own defaults for a section (its port, say) survive an env var that
+        # sets another field of the same section.
+        nested_model_default_partial_update=True,
     )
 
     service_name: str = "flywheel"

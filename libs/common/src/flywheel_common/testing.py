@@ -111,11 +111,15 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
     await db.stop()
 
 
-@pytest.fixture
-def free_port() -> int:
+def unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def free_port() -> int:
+    return unused_port()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,13 +1,14 @@
 from pathlib import Path
 
 import pytest
-from flywheel_common.settings import Role, ServiceSettings
+from flywheel_common.settings import GrpcSettings, Role, ServiceSettings
 from pydantic_settings import SettingsConfigDict
 
 
 class ExampleSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="FLYWHEEL_EXAMPLE_")
     service_name: str = "flywheel-example"
+    grpc: GrpcSettings = GrpcSettings(port=50099)
 
 
 def test_nested_settings_read_from_the_service_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -38,3 +39,12 @@ def test_every_field_is_documented() -> None:
 def test_sqlite_url_lives_in_the_data_folder(tmp_path: Path) -> None:
     settings = ExampleSettings(data_dir=tmp_path)
     assert settings.sqlite_url("x.db") == f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"
+
+
+def test_env_overrides_keep_the_service_defaults_of_a_section(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FLYWHEEL_EXAMPLE_GRPC__HOST", "0.0.0.0")
+    settings = ExampleSettings()
+    assert settings.grpc.host == "0.0.0.0"
+    assert settings.grpc.port == 50099

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flywheel_common.settings import GrpcSettings, ServiceSettings
+from flywheel_common.settings import GrpcSettings, ServiceSettings, TelemetrySettings
 from pydantic_settings import SettingsConfigDict
 
 
@@ -11,3 +11,4 @@ class DriftSettings(ServiceSettings):
 
     service_name: str = "flywheel-drift"
     grpc: GrpcSettings = GrpcSettings(port=50054)
+    telemetry: TelemetrySettings = TelemetrySettings(metrics_port=9104)

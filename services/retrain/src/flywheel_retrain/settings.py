@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flywheel_common.settings import GrpcSettings, ServiceSettings
+from flywheel_common.settings import GrpcSettings, ServiceSettings, TelemetrySettings
 from pydantic_settings import SettingsConfigDict
 
 
@@ -11,3 +11,4 @@ class RetrainSettings(ServiceSettings):
 
     service_name: str = "flywheel-retrain"
     grpc: GrpcSettings = GrpcSettings(port=50055)
+    telemetry: TelemetrySettings = TelemetrySettings(metrics_port=9105)
