@@ -2,12 +2,13 @@
 
 import asyncio
 import os
-import urllib.request
 import signal
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
+
 from flywheel_common.healthcheck import is_serving, wait_until_serving
 from flywheel_common.testing import unused_port
 

@@ -5,6 +5,11 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
 from flywheel.registry.v1.events_pb2 import ModelVersionRegistered
 from flywheel_common.auth import current_principal
 from flywheel_common.consumer import EventConsumer
@@ -15,12 +20,8 @@ from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import GrpcSettings, KafkaSettings, Role
 from flywheel_common.testing import NewTopicFactory
 from flywheel_common.topics import Cleanup, TopicSpec
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc as pb_grpc
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
 
 SERVICE = "inference.GRPCInferenceService"
 TOKENS = {"reader-token": Role.READER, "writer-token": Role.WRITER, "admin-token": Role.ADMIN}

@@ -4,6 +4,7 @@ import asyncio
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaProducer
+
 from flywheel.drift.v1.events_pb2 import DriftAlert
 from flywheel.registry.v1.events_pb2 import ModelVersionRegistered
 from flywheel_common import dead_letters

@@ -5,6 +5,9 @@ import signal
 import sys
 from pathlib import Path
 
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from flywheel.registry.v1.events_pb2 import AliasChanged
 from flywheel_common.consumer import EventConsumer
 from flywheel_common.db import Database
@@ -15,8 +18,6 @@ from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings
 from flywheel_common.testing import NewTopicFactory
 from flywheel_common.topics import Cleanup, TopicSpec
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from .conftest import read_topic
 

@@ -1,5 +1,6 @@
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
 from flywheel_common.topics import (
     ALL_TOPICS,
     DEPLOYMENTS,

@@ -1,4 +1,5 @@
 import pytest
+
 from flywheel_common.auth import (
     ANONYMOUS_ADMIN,
     TokenAuthenticator,

@@ -2,6 +2,10 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from google.protobuf.wrappers_pb2 import StringValue
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
 from flywheel.registry.v1 import events_pb2 as registry_events
 from flywheel_common.events import (
     JSON,
@@ -13,9 +17,6 @@ from flywheel_common.events import (
     event_type,
     header,
 )
-from google.protobuf.wrappers_pb2 import StringValue
-from opentelemetry import trace
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 TYPES = EventTypes.flywheel()
 

@@ -1,8 +1,9 @@
 from pathlib import Path
 
 import pytest
-from flywheel_common.settings import GrpcSettings, Role, ServiceSettings
 from pydantic_settings import SettingsConfigDict
+
+from flywheel_common.settings import GrpcSettings, Role, ServiceSettings
 
 
 class ExampleSettings(ServiceSettings):

@@ -1,5 +1,6 @@
 import grpc
 import pytest
+
 from flywheel_common import errors
 from flywheel_common.grpc_server import STATUS_OF_ERROR, default_role, status_of
 from flywheel_common.settings import Role

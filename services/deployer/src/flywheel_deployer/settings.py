@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from flywheel_common.settings import GrpcSettings, ServiceSettings, TelemetrySettings
 from pydantic_settings import SettingsConfigDict
+
+from flywheel_common.settings import GrpcSettings, ServiceSettings, TelemetrySettings
 
 
 class DeployerSettings(ServiceSettings):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from flywheel_common.service import Service, TopicProvisioner, run_service
 from flywheel_common.settings import ServiceSettings
-
 from flywheel_registry.settings import RegistrySettings
 
 
