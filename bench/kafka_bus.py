@@ -2,7 +2,8 @@
 
 Both sides use the same broker, producer settings (idempotent, acks=all, lz4, same linger)
 and the same payload (a PredictionLog protobuf); the bare side skips the CloudEvent envelope,
-tracing, retries and dead-letter handling but commits after each batch like the consumer loop.
+tracing (recorded by an SDK tracer provider, as in a service), retries and dead-letter
+handling, but commits after each batch like the consumer loop.
 
     make bench            # starts Kafka if needed
     uv run python bench/kafka_bus.py --messages 20000 --rate 2000
@@ -28,7 +29,8 @@ from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_common.consumer import EventConsumer
 from flywheel_common.events import Envelope
 from flywheel_common.publisher import EventPublisher
-from flywheel_common.settings import KafkaSettings
+from flywheel_common.settings import KafkaSettings, TelemetrySettings
+from flywheel_common.telemetry import configure_telemetry
 from flywheel_common.topics import DLQ, Cleanup, TopicSpec, ensure_topics
 
 LINGER_MS = 5
@@ -40,8 +42,8 @@ def prediction(index: int) -> PredictionLog:
         request_id=f"req-{index}",
         model="iris",
         version=3,
-        inputs=[Tensor(name="x", datatype="FP32", shape=[1, 4], raw=bytes(16))],
-        outputs=[Tensor(name="p", datatype="FP32", shape=[1, 3], raw=bytes(12))],
+        inputs=[Tensor(name="x", datatype="FP32", shape=[1, 4], data=bytes(16))],
+        outputs=[Tensor(name="p", datatype="FP32", shape=[1, 3], data=bytes(12))],
     )
 
 
@@ -128,11 +130,8 @@ async def flywheel_side(bootstrap: str, topic: str, messages: int, rate: int) ->
         await publisher.publish(spec, prediction(index), subject="iris")
 
     async def send_burst(first: int, count: int) -> None:
-        await asyncio.gather(
-            *(
-                publisher.publish(spec, prediction(i), subject="iris")
-                for i in range(first, first + count)
-            )
+        await publisher.publish_many(
+            spec, [(prediction(i), "iris") for i in range(first, first + count)]
         )
 
     try:
@@ -215,6 +214,8 @@ async def main() -> None:
     parser.add_argument("--rate", type=int, default=1000, help="messages/s in the latency phase")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per side")
     args = parser.parse_args()
+    # As in a service: an SDK tracer provider records every span (export is off by default).
+    configure_telemetry("bench", "bench", TelemetrySettings())
     await ensure_topics(args.bootstrap, (DLQ,))
 
     results: dict[str, list[Result]] = {"flywheel": [], "bare aiokafka": []}

@@ -124,14 +124,15 @@ class EventConsumer:
         while not self._stopping.is_set():
             batches = await self._consumer.getmany(timeout_ms=200, max_records=self._max_batch)
             for partition, records in batches.items():
-                handled = 0
+                processed = succeeded = 0
                 for record in records:
                     if self._stopping.is_set():
                         break
-                    await self._process(record)
-                    handled += 1
-                if handled:
-                    await self._commit(partition, records[handled - 1].offset + 1)
+                    succeeded += await self._process(record)
+                    processed += 1
+                if processed:
+                    await self._commit(partition, records[processed - 1].offset + 1)
+                    _handled.add(succeeded, {"topic": partition.topic, "group": self._group_id})
                 if self._stopping.is_set():
                     return
 
@@ -143,12 +144,13 @@ class EventConsumer:
             # from the last commit and idempotent handlers absorb the repeats.
             log.warning("commit lost to a rebalance", extra={"partition": str(partition)})
 
-    async def _process(self, record: ConsumerRecord[bytes, bytes]) -> None:
+    async def _process(self, record: ConsumerRecord[bytes, bytes]) -> bool:
+        """Handle one record; False when it went to the dead-letter topic instead."""
         try:
             envelope = decode_event(record.headers or (), record.value, self._types, key=record.key)
         except MalformedEvent as exc:
             await self._send_to_dead_letters(record, f"undecodable: {exc}")
-            return
+            return False
         with _tracer.start_as_current_span(
             f"{record.topic} process",
             context=envelope.trace_context(),
@@ -168,12 +170,21 @@ class EventConsumer:
                 await self._send_to_dead_letters(
                     record, f"handler failed: {type(exc).__name__}: {exc}"
                 )
-                return
-        _handled.add(1, {"topic": record.topic, "group": self._group_id})
+                return False
+        return True
 
     async def _handle_with_retries(self, envelope: Envelope) -> None:
+        try:
+            await self._handler(envelope)
+            return
+        except Exception as exc:
+            if not self._retry.retryable(exc) or self._retry.attempts <= 1:
+                raise
+            log.warning("handler failed; retrying", extra={"ce_id": envelope.id, "error": str(exc)})
+        # The first attempt failed: retry the rest with backoff (tenacity stays off the hot path).
+        await asyncio.sleep(self._retry.initial_backoff_seconds)
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._retry.attempts),
+            stop=stop_after_attempt(self._retry.attempts - 1),
             wait=wait_exponential_jitter(
                 multiplier=self._retry.initial_backoff_seconds,
                 jitter=self._retry.initial_backoff_seconds,

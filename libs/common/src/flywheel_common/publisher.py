@@ -69,6 +69,28 @@ class EventPublisher:
             await self.send([record])
         return record
 
+    async def publish_many(
+        self, topic: TopicSpec, events: Sequence[tuple[Message, str | None]]
+    ) -> list[OutgoingRecord]:
+        """Publish (message, subject) pairs in one pipelined batch under one span."""
+        with _tracer.start_as_current_span(
+            f"{topic.name} publish",
+            kind=SpanKind.PRODUCER,
+            attributes={"messaging.batch.message_count": len(events)},
+        ):
+            records = [
+                encode_event(
+                    topic.name,
+                    message,
+                    source=self._source,
+                    subject=subject,
+                    content_type=topic.content_type,
+                )
+                for message, subject in events
+            ]
+            await self.send(records)
+        return records
+
     async def send(self, records: Sequence[OutgoingRecord]) -> None:
         """Send already encoded records in order and wait until all are acknowledged.
 
@@ -81,5 +103,5 @@ class EventPublisher:
             for record in records
         ]
         await asyncio.gather(*deliveries)
-        for record in records:
-            _published.add(1, {"topic": record.topic})
+        if records:
+            _published.add(len(records), {"topic": records[0].topic})

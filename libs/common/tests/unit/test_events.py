@@ -2,6 +2,8 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from cloudevents.core.bindings import kafka as sdk_kafka
+from cloudevents.core.v1.event import CloudEvent
 from google.protobuf.wrappers_pb2 import StringValue
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -106,8 +108,16 @@ def test_every_topic_message_is_registered() -> None:
             "unsupported content-type",
         ),
         (
-            lambda h, v: ([(k, b"0.1" if k == "ce_specversion" else b) for k, b in h], v),
-            "invalid CloudEvent attributes",
+            lambda h, v: ([(k, b"0.3" if k == "ce_specversion" else b) for k, b in h], v),
+            "unsupported ce_specversion '0.3'",
+        ),
+        (
+            lambda h, v: ([(k, b"yesterday" if k == "ce_time" else b) for k, b in h], v),
+            "ce_time 'yesterday' is not RFC 3339",
+        ),
+        (
+            lambda h, v: ([(k, b"\xff" if k == "ce_source" else b) for k, b in h], v),
+            "header ce_source is not UTF-8",
         ),
     ],
 )
@@ -121,3 +131,50 @@ def test_malformed_records_say_what_is_wrong(mutate, reason: str) -> None:  # ty
 def test_event_type_is_the_full_protobuf_name() -> None:
     assert event_type(StringValue) == "google.protobuf.StringValue"
     assert event_type(registered()) == "flywheel.registry.v1.ModelVersionRegistered"
+
+
+class _Bytes:
+    """A CloudEvents SDK format that moves payload bytes unchanged."""
+
+    def write_data(self, data: bytes, datacontenttype: str | None) -> bytes:
+        return data
+
+    def read_data(self, body: bytes, datacontenttype: str | None) -> bytes:
+        return body
+
+
+def test_the_cloudevents_sdk_reads_our_records() -> None:
+    record = encode_event("t", registered(), source="flywheel-registry", subject="iris")
+    parsed = sdk_kafka.from_binary(
+        sdk_kafka.KafkaMessage(headers=dict(record.headers), key=record.key, value=record.value),
+        _Bytes(),  # type: ignore[arg-type]
+    )
+    assert parsed.get_id() == record.event_id
+    assert parsed.get_type() == "flywheel.registry.v1.ModelVersionRegistered"
+    assert parsed.get_source() == "flywheel-registry"
+    assert parsed.get_subject() == "iris"
+    assert parsed.get_datacontenttype() == PROTOBUF
+    assert parsed.get_time() is not None
+    assert registry_events.ModelVersionRegistered.FromString(parsed.get_data()) == registered()
+
+
+def test_we_read_records_written_by_the_cloudevents_sdk() -> None:
+    when = datetime(2026, 1, 2, 3, 4, 5, 600000, tzinfo=UTC)
+    event = CloudEvent(
+        {
+            "id": "evt-1",
+            "source": "data-platform",
+            "type": "flywheel.registry.v1.ModelVersionRegistered",
+            "subject": "iris",
+            "time": when,
+            "datacontenttype": PROTOBUF,
+        },
+        registered().SerializeToString(),
+    )
+    message = sdk_kafka.to_binary(event, _Bytes())  # type: ignore[arg-type]
+    envelope = decode_event(list(message.headers.items()), message.value, TYPES)
+    assert envelope.id == "evt-1"
+    assert envelope.source == "data-platform"
+    assert envelope.subject == "iris"
+    assert envelope.time == when
+    assert envelope.message == registered()
