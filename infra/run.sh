@@ -20,7 +20,8 @@ shutdown() {
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   if ((started_kafka)); then infra/kafka/stop.sh >&2 || true; fi
 }
-trap shutdown INT TERM EXIT
+trap 'shutdown; exit 0' INT TERM
+trap shutdown EXIT
 
 if ! (exec 3<>/dev/tcp/127.0.0.1/"${KAFKA_PORT:-19092}") 2>/dev/null; then
   infra/kafka/start.sh >/dev/null
@@ -31,7 +32,8 @@ for entry in "${services[@]}"; do
   name=${entry%%:*}
   port=${entry##*:}
   upper=${name^^}
-  env "FLYWHEEL_${upper}_GRPC__PORT=$port" "FLYWHEEL_${upper}_DATA_DIR=$run_dir/data/$name" \
+  # setsid: Ctrl-C reaches this script only, which then stops the services in reverse order.
+  setsid env "FLYWHEEL_${upper}_GRPC__PORT=$port" "FLYWHEEL_${upper}_DATA_DIR=$run_dir/data/$name" \
     uv run --frozen python -m "flywheel_$name" >"$run_dir/logs/$name.log" 2>&1 &
   pids+=($!)
 done
