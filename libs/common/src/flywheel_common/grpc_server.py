@@ -6,6 +6,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, cast
 
@@ -125,6 +126,37 @@ async def _abort_internal(context: Context, method: str) -> None:
     )
 
 
+@asynccontextmanager
+async def _served_call(context: Context, method: str, principal: Principal) -> AsyncIterator[None]:
+    """Runs one call as `principal`; maps errors to statuses, records and logs the outcome."""
+    set_current_principal(principal)
+    started = time.perf_counter()
+    code = grpc.StatusCode.OK
+    try:
+        yield
+    except errors.FlywheelError as exc:
+        code = status_of(exc)
+        await _abort_with(context, exc)
+    except grpc.aio.AbortError:
+        code = context.code()
+        raise
+    except Exception:
+        code = grpc.StatusCode.INTERNAL
+        await _abort_internal(context, method)
+    finally:
+        duration_ms = (time.perf_counter() - started) * 1000
+        _rpc_duration.record(duration_ms, {"rpc.method": method, "rpc.grpc.status_code": code.name})
+        log.info(
+            "rpc",
+            extra={
+                "method": method,
+                "code": code.name,
+                "principal": principal.subject,
+                "duration_ms": round(duration_ms, 3),
+            },
+        )
+
+
 def _rejecting_handler(handler: Handler, exc: errors.FlywheelError) -> Handler:
     async def reject_unary(request: Any, context: Context) -> Any:
         await _abort_with(context, exc)
@@ -147,55 +179,14 @@ def _wrap_handler(handler: Handler, method: str, principal: Principal) -> Handle
         or handler.stream_stream,
     )
 
-    def log_call(started: float, code: grpc.StatusCode) -> None:
-        duration_ms = (time.perf_counter() - started) * 1000
-        _rpc_duration.record(duration_ms, {"rpc.method": method, "rpc.grpc.status_code": code.name})
-        log.info(
-            "rpc",
-            extra={
-                "method": method,
-                "code": code.name,
-                "principal": principal.subject,
-                "duration_ms": round(duration_ms, 3),
-            },
-        )
-
     async def unary_response(request: Any, context: Context) -> Any:
-        set_current_principal(principal)
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
-        try:
+        async with _served_call(context, method, principal):
             return await behavior(request, context)
-        except errors.FlywheelError as exc:
-            code = status_of(exc)
-            await _abort_with(context, exc)
-        except grpc.aio.AbortError:
-            code = context.code()
-            raise
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            await _abort_internal(context, method)
-        finally:
-            log_call(started, code)
 
     async def stream_response(request: Any, context: Context) -> AsyncIterator[Any]:
-        set_current_principal(principal)
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
-        try:
+        async with _served_call(context, method, principal):
             async for response in behavior(request, context):
                 yield response
-        except errors.FlywheelError as exc:
-            code = status_of(exc)
-            await _abort_with(context, exc)
-        except grpc.aio.AbortError:
-            code = context.code()
-            raise
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            await _abort_internal(context, method)
-        finally:
-            log_call(started, code)
 
     return _replace_behavior(handler, unary_response, stream_response)
 

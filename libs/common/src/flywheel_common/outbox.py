@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from flywheel_common.db import Base, Database
-from flywheel_common.events import OutgoingRecord, encode_event
+from flywheel_common.events import OutgoingRecord
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.topics import TopicSpec
 
@@ -66,14 +66,7 @@ class Outbox:
         """Add the event to the session; it is published only if the transaction commits."""
         if not sa_event.contains(session.sync_session, "after_commit", self._on_commit):
             sa_event.listen(session.sync_session, "after_commit", self._on_commit, once=True)
-        record = encode_event(
-            topic.name,
-            message,
-            source=self._source,
-            subject=subject,
-            key=key,
-            content_type=topic.content_type,
-        )
+        record = topic.record(message, source=self._source, subject=subject, key=key)
         session.add(
             OutboxRow(
                 event_id=record.event_id,

@@ -11,7 +11,7 @@ from google.protobuf.message import Message
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind
 
-from flywheel_common.events import OutgoingRecord, encode_event
+from flywheel_common.events import OutgoingRecord
 from flywheel_common.settings import KafkaSettings
 from flywheel_common.topics import TopicSpec
 
@@ -58,14 +58,7 @@ class EventPublisher:
     ) -> OutgoingRecord:
         """Encode a message as a CloudEvent for the topic and wait for the broker's ack."""
         with _tracer.start_as_current_span(f"{topic.name} publish", kind=SpanKind.PRODUCER):
-            record = encode_event(
-                topic.name,
-                message,
-                source=self._source,
-                subject=subject,
-                key=key,
-                content_type=topic.content_type,
-            )
+            record = topic.record(message, source=self._source, subject=subject, key=key)
             await self.send([record])
         return record
 
@@ -79,13 +72,7 @@ class EventPublisher:
             attributes={"messaging.batch.message_count": len(events)},
         ):
             records = [
-                encode_event(
-                    topic.name,
-                    message,
-                    source=self._source,
-                    subject=subject,
-                    content_type=topic.content_type,
-                )
+                topic.record(message, source=self._source, subject=subject)
                 for message, subject in events
             ]
             await self.send(records)

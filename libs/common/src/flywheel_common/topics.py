@@ -8,8 +8,9 @@ from enum import StrEnum
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from google.protobuf.message import Message
 
-from flywheel_common.events import JSON, PROTOBUF
+from flywheel_common.events import JSON, PROTOBUF, OutgoingRecord, encode_event
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,19 @@ class TopicSpec:
     content_type: str
     key: str
     """What the Kafka key holds."""
+
+    def record(
+        self, message: Message, *, source: str, subject: str | None, key: str | bytes | None = None
+    ) -> OutgoingRecord:
+        """Encode a message as a CloudEvent for this topic, in the topic's content type."""
+        return encode_event(
+            self.name,
+            message,
+            source=source,
+            subject=subject,
+            key=key,
+            content_type=self.content_type,
+        )
 
 
 MODEL_EVENTS = TopicSpec("flywheel.model-events", 3, Cleanup.DELETE, PROTOBUF, "model")
