@@ -19,8 +19,8 @@ class Base(DeclarativeBase):
 
     metadata = MetaData(
         naming_convention={
-            "ix": "ix_%(column_0_label)s",
-            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "ix": "ix_%(column_0_N_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
             "ck": "ck_%(table_name)s_%(constraint_name)s",
             "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
             "pk": "pk_%(table_name)s",
@@ -68,7 +68,9 @@ class Database:
             yield session
 
     async def start(self) -> None:
-        await self.create_schema()
+        """Fail fast when the database is unreachable; schemas are the owner's (migrations)."""
+        async with self.engine.connect():
+            pass
 
     async def stop(self) -> None:
         await self.engine.dispose()

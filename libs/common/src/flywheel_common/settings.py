@@ -78,6 +78,16 @@ class DatabaseSettings(_Section):
     """Log every SQL statement."""
 
 
+class OutboxSettings(_Section):
+    relay_enabled: bool = True
+    """Publish this replica's outbox. With several replicas on one database, enable it in
+    exactly one so events keep their commit order."""
+    poll_interval_seconds: float = Field(default=1.0, gt=0)
+    """How often the relay looks for events committed by other processes."""
+    batch_size: int = Field(default=200, ge=1)
+    """Events published per round trip."""
+
+
 class ServiceSettings(BaseSettings):
     """Settings every service shares. A service subclasses it with its own env prefix,
     for example FLYWHEEL_REGISTRY_, and nested sections use a double underscore:

@@ -10,10 +10,14 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import ConsumerRecord
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -95,17 +99,31 @@ def postgres_url() -> str:
     return url
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    """An empty database with Flywheel's schema: SQLite, then the real PostgreSQL."""
-    if request.param == "sqlite":
-        db = Database(f"sqlite+aiosqlite:///{tmp_path / 'test.db'}")
-    else:
-        db = Database(request.getfixturevalue("postgres_url"))
-        from flywheel_common.db import Base
+async def reset_postgres(url: str) -> None:
+    """Empty the test database: every table, sequence and migration record."""
+    from sqlalchemy import text
 
-        async with db.engine.begin() as connection:
-            await connection.run_sync(Base.metadata.drop_all)
+    db = Database(url)
+    async with db.engine.begin() as connection:
+        await connection.execute(text("DROP SCHEMA public CASCADE"))
+        await connection.execute(text("CREATE SCHEMA public"))
+    await db.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database: a SQLite file, then the real PostgreSQL (reset first)."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    """A Database with the shared tables (outbox, processed events) created."""
+    if database_url.startswith("postgresql"):
+        await reset_postgres(database_url)
+    db = Database(database_url)
     await db.create_schema()
     yield db
     await db.stop()
@@ -128,3 +146,87 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         parts = Path(str(item.path)).parts
         if "integration" in parts or "e2e" in parts:
             item.add_marker(pytest.mark.integration)
+
+
+@dataclass(frozen=True)
+class IrisModels:
+    """Real ONNX models trained on scikit-learn's bundled iris data (nothing downloaded)."""
+
+    features: Any
+    """float32 [150, 4] inputs."""
+    labels: Any
+    classifier: bytes
+    """LogisticRegression; input `features` FP32[?, 4], outputs `label` and `probabilities`."""
+    retrained: bytes
+    """A differently regularised classifier with the same signature."""
+    three_features: bytes
+    """Trained on 3 of the 4 columns: incompatible with `classifier`."""
+
+    @property
+    def reference_sample(self) -> bytes:
+        return bytes(self.features.tobytes())
+
+
+def _to_onnx(estimator: Any, n_features: int) -> bytes:
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    model = to_onnx(
+        estimator,
+        initial_types=[("features", FloatTensorType([None, n_features]))],
+        options={id(estimator): {"zipmap": False}},
+        final_types=None,
+        target_opset=17,
+    )
+    outputs = {"output_label": "label", "output_probability": "probabilities"}
+    for node in model.graph.node:
+        node.output[:] = [outputs.get(name, name) for name in node.output]
+    for value in model.graph.output:
+        value.name = outputs.get(value.name, value.name)
+    return bytes(model.SerializeToString())
+
+
+@pytest.fixture(scope="session")
+def iris_models() -> IrisModels:
+    import numpy as np
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    features, labels = load_iris(return_X_y=True)
+    features = features.astype(np.float32)
+    return IrisModels(
+        features=features,
+        labels=labels,
+        classifier=_to_onnx(LogisticRegression(max_iter=500).fit(features, labels), 4),
+        retrained=_to_onnx(LogisticRegression(C=0.1, max_iter=500).fit(features, labels), 4),
+        three_features=_to_onnx(LogisticRegression(max_iter=500).fit(features[:, :3], labels), 3),
+    )
+
+
+async def read_topic(
+    bootstrap: str, topic: str, *, at_least: int, partitions: int = 1, timeout_ms: int = 15000
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of a topic from the beginning, waiting until at least `at_least` arrived."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        assigned = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        end_offsets = await consumer.end_offsets(assigned)
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        waited = 0
+        while waited < timeout_ms:
+            batch = await consumer.getmany(timeout_ms=200)
+            waited += 200
+            for partition_records in batch.values():
+                records.extend(partition_records)
+            positions = [await consumer.position(p) for p in assigned]
+            caught_up = all(
+                position >= end_offsets[p] for p, position in zip(assigned, positions, strict=True)
+            )
+            if len(records) >= at_least and caught_up:
+                break
+        return records
+    finally:
+        await consumer.stop()

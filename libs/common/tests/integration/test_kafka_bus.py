@@ -12,10 +12,8 @@ from flywheel_common.consumer import EventConsumer, RetryPolicy
 from flywheel_common.events import JSON, PROTOBUF, Envelope, header
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings
-from flywheel_common.testing import NewTopicFactory
+from flywheel_common.testing import NewTopicFactory, read_topic
 from flywheel_common.topics import DLQ, Cleanup, TopicSpec
-
-from .conftest import read_topic
 
 FAST_RETRIES = RetryPolicy(attempts=3, initial_backoff_seconds=0.01, max_backoff_seconds=0.05)
 

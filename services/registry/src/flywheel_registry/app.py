@@ -1,17 +1,79 @@
-"""Composition root of the registry service: settings in, a running service out."""
+"""Composition root of the registry: settings in, a running service out."""
 
 from __future__ import annotations
 
-from flywheel_common.service import Service, TopicProvisioner, run_service
+from flywheel.registry.v1 import registry_pb2_grpc
+from flywheel_common.consumer import EventConsumer
+from flywheel_common.db import Database
+from flywheel_common.grpc_server import ServiceBinding
+from flywheel_common.inbox import deduplicated
+from flywheel_common.outbox import Outbox, OutboxRelay
+from flywheel_common.publisher import EventPublisher
+from flywheel_common.service import Component, Service, TopicProvisioner, run_service
 from flywheel_common.settings import ServiceSettings
+from flywheel_common.topics import DEPLOYMENT_EVENTS
+from flywheel_registry.artifacts import LocalBlobStore
+from flywheel_registry.consumers import CONSUMER_NAME, rollback_follower
+from flywheel_registry.grpc_api import METHOD_ROLES, SERVICE_NAME, RegistryServicer
+from flywheel_registry.handlers import Registry, RegistryLimits
+from flywheel_registry.migrate import SchemaMigration
+from flywheel_registry.onnx_validation import OnnxValidator
 from flywheel_registry.settings import RegistrySettings
 
 
 def build(settings: ServiceSettings | None = None) -> Service:
-    """Wire the registry service; its business RPCs arrive with their own issue."""
-    settings = settings or RegistrySettings()
-    components = [TopicProvisioner(settings)] if settings.kafka.provision_topics else []
-    return Service(settings, bindings=[], components=components)
+    """Wire the registry: database and artifacts, outbox relay, rollback follower, gRPC."""
+    config = settings if isinstance(settings, RegistrySettings) else RegistrySettings()
+    database = Database(config.database_url(), config.database.echo)
+    outbox = Outbox(source=config.service_name)
+    validator = OnnxValidator(config.validation_timeout_seconds)
+    registry = Registry(
+        database,
+        LocalBlobStore(config.artifact_folder()),
+        outbox,
+        validator,
+        RegistryLimits(
+            max_artifact_bytes=config.max_artifact_bytes,
+            max_reference_sample_bytes=config.max_reference_sample_bytes,
+            default_protected_aliases=frozenset(config.protected_aliases),
+            chunk_bytes=config.download_chunk_bytes,
+        ),
+    )
+    publisher = EventPublisher(config.kafka, source=config.service_name)
+    components: list[Component] = []
+    if config.kafka.provision_topics:
+        components.append(TopicProvisioner(config))
+    components += [
+        SchemaMigration(database),
+        validator,
+        publisher,
+    ]
+    if config.outbox.relay_enabled:
+        components.append(
+            OutboxRelay(
+                database,
+                outbox,
+                publisher,
+                batch_size=config.outbox.batch_size,
+                poll_interval_seconds=config.outbox.poll_interval_seconds,
+            )
+        )
+    components.append(
+        EventConsumer(
+            config.kafka,
+            group_id=config.service_name,
+            topics=[DEPLOYMENT_EVENTS.name],
+            handler=deduplicated(database, CONSUMER_NAME, rollback_follower(registry)),
+            dead_letters=publisher,
+        )
+    )
+    binding = ServiceBinding(
+        SERVICE_NAME,
+        registry_pb2_grpc.add_RegistryServiceServicer_to_server,
+        RegistryServicer(registry),
+        METHOD_ROLES,
+    )
+    return Service(config, [binding], components)
 
 
 def main() -> None:

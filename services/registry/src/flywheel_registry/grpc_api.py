@@ -1,0 +1,274 @@
+"""gRPC transport of the registry: decode the request, call the use case, encode the reply."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC
+from typing import Any
+
+from flywheel.registry.v1 import registry_pb2 as pb
+from flywheel.registry.v1 import registry_pb2_grpc as pb_grpc
+from flywheel_common.errors import InvalidArgument
+from flywheel_common.settings import Role
+from flywheel_registry import converters
+from flywheel_registry.handlers import (
+    Digests,
+    MetricCondition,
+    NewVersion,
+    OrderKey,
+    Part,
+    PartKind,
+    Registry,
+    SearchQuery,
+)
+
+SERVICE_NAME = "flywheel.registry.v1.RegistryService"
+# Reads need `reader` and changes `writer` by default; protection is checked per alias.
+METHOD_ROLES: dict[str, Role] = {"GetArtifact": Role.READER, "GetReferenceSample": Role.READER}
+
+_COMPARISONS = {
+    pb.COMPARISON_OPERATOR_LESS: "<",
+    pb.COMPARISON_OPERATOR_LESS_OR_EQUAL: "<=",
+    pb.COMPARISON_OPERATOR_EQUAL: "==",
+    pb.COMPARISON_OPERATOR_GREATER_OR_EQUAL: ">=",
+    pb.COMPARISON_OPERATOR_GREATER: ">",
+}
+_SORT_FIELDS = {
+    pb.SORT_FIELD_UNSPECIFIED: "created_at",
+    pb.SORT_FIELD_CREATED_AT: "created_at",
+    pb.SORT_FIELD_VERSION: "version",
+    pb.SORT_FIELD_MODEL: "model",
+    pb.SORT_FIELD_METRIC: "metric",
+}
+
+
+def _new_version(request: pb.RegisterModelVersionRequest) -> NewVersion:
+    if request.WhichOneof("payload") != "metadata":
+        raise InvalidArgument("the first message of RegisterModelVersion must carry metadata")
+    meta = request.metadata
+    return NewVersion(
+        model=meta.model,
+        description=meta.description,
+        model_description=meta.model_description,
+        params=dict(meta.params),
+        metrics=dict(meta.metrics),
+        tags=dict(meta.tags),
+        lineage=converters.lineage_from_proto(meta.lineage),
+        idempotency_key=meta.idempotency_key,
+        breaking_change=meta.breaking_change,
+        reference_sample=(
+            converters.layout_from_proto(meta.reference_sample)
+            if meta.HasField("reference_sample")
+            else None
+        ),
+        aliases=tuple(meta.aliases),
+    )
+
+
+async def _parts(requests: AsyncIterator[pb.RegisterModelVersionRequest]) -> AsyncIterator[Part]:
+    async for request in requests:
+        kind = request.WhichOneof("payload")
+        if kind == "artifact_chunk":
+            yield PartKind.ARTIFACT, request.artifact_chunk
+        elif kind == "reference_sample_chunk":
+            yield PartKind.SAMPLE, request.reference_sample_chunk
+        elif kind == "expected_digests":
+            digests = request.expected_digests
+            yield (
+                PartKind.DIGESTS,
+                Digests(digests.artifact_sha256.lower(), digests.reference_sample_sha256.lower()),
+            )
+        elif kind == "metadata":
+            raise InvalidArgument("metadata must be sent once, as the first message")
+        else:
+            raise InvalidArgument("a RegisterModelVersion message carries no payload")
+
+
+def _search_query(request: pb.SearchModelVersionsRequest) -> SearchQuery:
+    conditions = []
+    for condition in request.metric_filters:
+        if condition.comparison not in _COMPARISONS:
+            raise InvalidArgument(f"metric filter on {condition.metric!r} needs a comparison")
+        conditions.append(
+            MetricCondition(condition.metric, _COMPARISONS[condition.comparison], condition.value)
+        )
+    order = []
+    for key in request.order_by:
+        if key.field not in _SORT_FIELDS:
+            raise InvalidArgument(f"unknown sort field {key.field}")
+        order.append(OrderKey(_SORT_FIELDS[key.field], key.metric, key.descending))
+    return SearchQuery(
+        models=tuple(request.models),
+        tags=tuple(sorted(request.tags.items())),
+        metrics=tuple(conditions),
+        aliases=tuple(request.aliases),
+        created_after=(
+            request.created_after.ToDatetime(tzinfo=UTC)
+            if request.HasField("created_after")
+            else None
+        ),
+        created_before=(
+            request.created_before.ToDatetime(tzinfo=UTC)
+            if request.HasField("created_before")
+            else None
+        ),
+        include_archived=request.include_archived,
+        order_by=tuple(order),
+        page_size=request.page_size,
+        page_token=request.page_token,
+    )
+
+
+class RegistryServicer(pb_grpc.RegistryServiceServicer):
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    async def RegisterModelVersion(
+        self, request_iterator: AsyncIterator[pb.RegisterModelVersionRequest], context: Any
+    ) -> pb.RegisterModelVersionResponse:
+        first = await anext(aiter(request_iterator), None)
+        if first is None:
+            raise InvalidArgument("RegisterModelVersion received no messages")
+        registration = await self._registry.register(_new_version(first), _parts(request_iterator))
+        return pb.RegisterModelVersionResponse(
+            model_version=converters.version_proto(registration.version, registration.aliases),
+            replayed=registration.replayed,
+        )
+
+    async def GetModel(self, request: pb.GetModelRequest, context: Any) -> pb.GetModelResponse:
+        model, count = await self._registry.get_model(request.name)
+        return pb.GetModelResponse(model=converters.model_proto(model, count))
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: Any
+    ) -> pb.ListModelsResponse:
+        rows, token = await self._registry.list_models(
+            request.page_size, request.page_token, request.name_prefix
+        )
+        return pb.ListModelsResponse(
+            models=[converters.model_proto(model, count) for model, count in rows],
+            next_page_token=token,
+        )
+
+    async def GetModelVersion(
+        self, request: pb.GetModelVersionRequest, context: Any
+    ) -> pb.GetModelVersionResponse:
+        row, aliases = await self._registry.get_version(request.model, request.version)
+        return pb.GetModelVersionResponse(model_version=converters.version_proto(row, aliases))
+
+    async def ListModelVersions(
+        self, request: pb.ListModelVersionsRequest, context: Any
+    ) -> pb.ListModelVersionsResponse:
+        rows, token = await self._registry.list_versions(
+            request.model, request.page_size, request.page_token, request.include_archived
+        )
+        return pb.ListModelVersionsResponse(
+            model_versions=[converters.version_proto(row, aliases) for row, aliases in rows],
+            next_page_token=token,
+        )
+
+    async def SearchModelVersions(
+        self, request: pb.SearchModelVersionsRequest, context: Any
+    ) -> pb.SearchModelVersionsResponse:
+        rows, token = await self._registry.search(_search_query(request))
+        return pb.SearchModelVersionsResponse(
+            model_versions=[converters.version_proto(row, aliases) for row, aliases in rows],
+            next_page_token=token,
+        )
+
+    async def SetAlias(self, request: pb.SetAliasRequest, context: Any) -> pb.SetAliasResponse:
+        alias, previous = await self._registry.set_alias(
+            request.model,
+            request.alias,
+            request.version,
+            request.reason,
+            expected_current=(
+                request.expected_current_version
+                if request.HasField("expected_current_version")
+                else None
+            ),
+            protected=request.protected if request.HasField("protected") else None,
+        )
+        return pb.SetAliasResponse(alias=converters.alias_proto(alias), previous_version=previous)
+
+    async def DeleteAlias(
+        self, request: pb.DeleteAliasRequest, context: Any
+    ) -> pb.DeleteAliasResponse:
+        previous = await self._registry.delete_alias(
+            request.model,
+            request.alias,
+            request.reason,
+            request.expected_current_version
+            if request.HasField("expected_current_version")
+            else None,
+        )
+        return pb.DeleteAliasResponse(previous_version=previous)
+
+    async def GetModelVersionByAlias(
+        self, request: pb.GetModelVersionByAliasRequest, context: Any
+    ) -> pb.GetModelVersionByAliasResponse:
+        row, aliases = await self._registry.version_by_alias(request.model, request.alias)
+        return pb.GetModelVersionByAliasResponse(
+            model_version=converters.version_proto(row, aliases)
+        )
+
+    async def GetAliasHistory(
+        self, request: pb.GetAliasHistoryRequest, context: Any
+    ) -> pb.GetAliasHistoryResponse:
+        rows, token = await self._registry.alias_history(
+            request.model, request.alias, request.page_size, request.page_token
+        )
+        return pb.GetAliasHistoryResponse(
+            changes=[converters.history_proto(row) for row in rows], next_page_token=token
+        )
+
+    async def UpdateModelVersion(
+        self, request: pb.UpdateModelVersionRequest, context: Any
+    ) -> pb.UpdateModelVersionResponse:
+        row, aliases = await self._registry.update_version(
+            request.model,
+            request.version,
+            request.description if request.HasField("description") else None,
+            dict(request.set_tags),
+            list(request.remove_tag_keys),
+        )
+        return pb.UpdateModelVersionResponse(model_version=converters.version_proto(row, aliases))
+
+    async def ArchiveModelVersion(
+        self, request: pb.ArchiveModelVersionRequest, context: Any
+    ) -> pb.ArchiveModelVersionResponse:
+        row = await self._registry.archive_version(request.model, request.version, request.reason)
+        return pb.ArchiveModelVersionResponse(model_version=converters.version_proto(row, []))
+
+    async def GetArtifact(
+        self, request: pb.GetArtifactRequest, context: Any
+    ) -> AsyncIterator[pb.GetArtifactResponse]:
+        row, chunks = await self._registry.open_artifact(
+            request.model, request.version, request.offset
+        )
+        offset = request.offset
+        first: pb.GetArtifactResponse | None = pb.GetArtifactResponse(
+            artifact=converters.artifact_info(row), offset=offset
+        )
+        async for chunk in chunks:
+            if first is not None:
+                first.chunk = chunk
+                yield first
+                first = None
+            else:
+                yield pb.GetArtifactResponse(chunk=chunk, offset=offset)
+            offset += len(chunk)
+        if first is not None:  # offset at the end: still say what the artifact is
+            yield first
+
+    async def GetReferenceSample(
+        self, request: pb.GetReferenceSampleRequest, context: Any
+    ) -> AsyncIterator[pb.GetReferenceSampleResponse]:
+        row, chunks = await self._registry.open_reference_sample(request.model, request.version)
+        offset = 0
+        info = converters.reference_sample_info(row)
+        async for chunk in chunks:
+            yield pb.GetReferenceSampleResponse(
+                reference_sample=info if offset == 0 else None, chunk=chunk, offset=offset
+            )
+            offset += len(chunk)

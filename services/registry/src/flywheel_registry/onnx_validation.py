@@ -1,0 +1,151 @@
+"""ONNX artifact validation: the checker, no external data, a real onnxruntime load, signature."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import onnx
+import onnxruntime
+from google.protobuf.message import DecodeError
+
+from flywheel_common.errors import DeadlineExceeded, InvalidArgument
+from flywheel_registry.domain import DYNAMIC, Signature, TensorSpec
+
+# onnxruntime's type strings -> KServe V2 datatypes.
+_V2_DATATYPES = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(bfloat16)": "BF16",
+    "tensor(string)": "BYTES",
+}
+
+
+@dataclass(frozen=True)
+class ValidatedModel:
+    signature: Signature
+    ir_version: int
+    opset_version: int
+    producer_name: str
+
+
+def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor a graph stores, including those in subgraphs and node attributes."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from _tensors(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _tensors(subgraph)
+
+
+def _reject_external_data(model: onnx.ModelProto) -> None:
+    """Weights must live inside the artifact: an external path can read any file the
+    server can (`../../etc/passwd`), a known attack on model registries."""
+    for tensor in _tensors(model.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.external_data:
+            location = next((e.value for e in tensor.external_data if e.key == "location"), "?")
+            raise InvalidArgument(
+                f"tensor {tensor.name!r} refers to external data file {location!r}; the "
+                "registry accepts self-contained models only (save without external data)"
+            )
+
+
+def _spec(value: onnxruntime.NodeArg, role: str) -> TensorSpec:
+    datatype = _V2_DATATYPES.get(value.type)
+    if datatype is None:
+        raise InvalidArgument(
+            f"{role} {value.name!r} has type {value.type}; the gateway serves tensors only "
+            "(for scikit-learn classifiers convert with zipmap disabled)"
+        )
+    shape = tuple(dim if isinstance(dim, int) and dim >= 0 else DYNAMIC for dim in value.shape)
+    return TensorSpec(value.name, datatype, shape)
+
+
+def validate_onnx(data: bytes) -> ValidatedModel:
+    """Parse, check and load a model; raises InvalidArgument saying what is wrong."""
+    if not data:
+        raise InvalidArgument("the artifact is empty; send the ONNX file as artifact_chunk")
+    try:
+        model = onnx.load_model_from_string(data)
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise InvalidArgument(
+            f"the artifact is not an ONNX model (or is truncated): {exc}"
+        ) from exc
+    if not model.graph.node and not model.graph.output:
+        raise InvalidArgument("the artifact is not an ONNX model: it has no graph")
+    _reject_external_data(model)
+    try:
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
+        raise InvalidArgument(f"the ONNX checker rejects the model: {exc}") from exc
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        session = onnxruntime.InferenceSession(
+            data, sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises its own unrelated exception types
+        raise InvalidArgument(f"onnxruntime cannot load the model: {exc}") from exc
+    signature = Signature(
+        inputs=tuple(_spec(value, "input") for value in session.get_inputs()),
+        outputs=tuple(_spec(value, "output") for value in session.get_outputs()),
+    )
+    default_opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return ValidatedModel(
+        signature=signature,
+        ir_version=int(model.ir_version),
+        opset_version=int(default_opset),
+        producer_name=model.producer_name,
+    )
+
+
+class OnnxValidator:
+    """Runs validation off the event loop, a bounded number at a time, within a time limit.
+
+    A thread cannot be interrupted, so at the limit the registration fails while the check
+    finishes in the background; the bounded pool keeps such stragglers from piling up.
+    """
+
+    def __init__(self, timeout_seconds: float, max_concurrent: int = 2) -> None:
+        self._timeout = timeout_seconds
+        self._executor = ThreadPoolExecutor(max_concurrent, thread_name_prefix="onnx-validate")
+
+    async def validate(self, data: bytes) -> ValidatedModel:
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(
+                loop.run_in_executor(self._executor, validate_onnx, data), self._timeout
+            )
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"validating the model took longer than {self._timeout:.0f}s; "
+                "check the model or raise FLYWHEEL_REGISTRY_VALIDATION_TIMEOUT_SECONDS"
+            ) from None
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,198 @@
+"""A real registry service per test: gRPC on loopback, real Kafka, SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from flywheel.registry.v1 import events_pb2 as events
+from flywheel.registry.v1 import registry_pb2 as pb
+from flywheel.registry.v1 import registry_pb2_grpc as pb_grpc
+from flywheel.registry.v1 import types_pb2 as types
+from flywheel_common.events import EventTypes, decode_event, header
+from flywheel_common.service import Service
+from flywheel_common.settings import (
+    AuthSettings,
+    DatabaseSettings,
+    GrpcSettings,
+    KafkaSettings,
+    Role,
+    TelemetrySettings,
+)
+from flywheel_common.testing import IrisModels, read_topic, reset_postgres
+from flywheel_common.topics import MODEL_EVENTS
+from flywheel_registry.app import build
+from flywheel_registry.settings import RegistrySettings
+
+TOKENS = {"reader-token": Role.READER, "writer-token": Role.WRITER, "admin-token": Role.ADMIN}
+MAX_ARTIFACT_BYTES = 64 * 1024
+
+
+def registry_settings(
+    database_url: str, kafka_bootstrap: str, data_dir: Path, **overrides: Any
+) -> RegistrySettings:
+    return RegistrySettings(
+        grpc=GrpcSettings(port=0),
+        kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, linger_ms=0),
+        telemetry=TelemetrySettings(metrics_port=-1),
+        auth=AuthSettings(tokens=TOKENS),
+        database=DatabaseSettings(url=database_url),
+        data_dir=data_dir,
+        max_artifact_bytes=MAX_ARTIFACT_BYTES,
+        **overrides,
+    )
+
+
+@dataclass
+class RegistryClient:
+    """A stub that sends a role's bearer token with every call."""
+
+    stub: pb_grpc.RegistryServiceStub
+    token: str
+
+    def __getattr__(self, method: str) -> Any:
+        call = getattr(self.stub, method)
+
+        def with_token(request: Any, **kwargs: Any) -> Any:
+            return call(request, metadata=(("authorization", f"Bearer {self.token}"),), **kwargs)
+
+        return with_token
+
+
+@dataclass
+class RunningRegistry:
+    service: Service
+    settings: RegistrySettings
+    channel: grpc.aio.Channel
+
+    def client(self, role: str = "writer") -> RegistryClient:
+        return RegistryClient(pb_grpc.RegistryServiceStub(self.channel), f"{role}-token")
+
+    @property
+    def artifact_files(self) -> set[str]:
+        root = self.settings.artifact_folder() / "sha256"
+        return {p.parent.name + p.name for p in root.rglob("*") if p.is_file()}
+
+    @property
+    def temp_files(self) -> list[Path]:
+        return list((self.settings.artifact_folder() / "tmp").iterdir())
+
+
+@pytest.fixture
+async def registry_database_url(database_url: str) -> str:
+    if database_url.startswith("postgresql"):
+        await reset_postgres(database_url)
+    return database_url
+
+
+@pytest.fixture
+async def registry(
+    registry_database_url: str, kafka_bootstrap: str, tmp_path: Path
+) -> AsyncIterator[RunningRegistry]:
+    settings = registry_settings(registry_database_url, kafka_bootstrap, tmp_path)
+    service = build(settings)
+    await service.start()
+    async with grpc.aio.insecure_channel(service.grpc.address) as channel:
+        yield RunningRegistry(service, settings, channel)
+    await service.stop()
+
+
+@pytest.fixture
+def model_name() -> str:
+    return f"iris-{uuid.uuid4().hex[:8]}"
+
+
+def metadata(model: str, **fields: Any) -> pb.RegisterModelVersionRequest:
+    return pb.RegisterModelVersionRequest(metadata=pb.RegistrationMetadata(model=model, **fields))
+
+
+def registration(
+    model: str,
+    artifact: bytes,
+    *,
+    sample: bytes | None = None,
+    n_features: int = 4,
+    digests: bool = True,
+    chunk: int = 700,
+    **fields: Any,
+) -> list[pb.RegisterModelVersionRequest]:
+    """The messages of one RegisterModelVersion stream, in protocol order."""
+    if sample is not None:
+        fields["reference_sample"] = types.ReferenceSampleSpec(
+            datatype="FP32",
+            shape=[len(sample) // (4 * n_features), n_features],
+            feature_names=[f"f{i}" for i in range(n_features)],
+            input_name="features",
+        )
+    messages = [metadata(model, **fields)]
+    messages += [
+        pb.RegisterModelVersionRequest(artifact_chunk=artifact[i : i + chunk])
+        for i in range(0, len(artifact), chunk)
+    ]
+    if sample is not None:
+        messages += [
+            pb.RegisterModelVersionRequest(reference_sample_chunk=sample[i : i + 4096])
+            for i in range(0, len(sample), 4096)
+        ]
+    if digests:
+        messages.append(
+            pb.RegisterModelVersionRequest(
+                expected_digests=pb.ExpectedDigests(
+                    artifact_sha256=hashlib.sha256(artifact).hexdigest(),
+                    reference_sample_sha256=hashlib.sha256(sample).hexdigest() if sample else "",
+                )
+            )
+        )
+    return messages
+
+
+async def register(
+    client: RegistryClient, messages: list[pb.RegisterModelVersionRequest]
+) -> pb.RegisterModelVersionResponse:
+    async def stream() -> AsyncIterator[pb.RegisterModelVersionRequest]:
+        for message in messages:
+            yield message
+
+    response: pb.RegisterModelVersionResponse = await client.RegisterModelVersion(stream())
+    return response
+
+
+async def model_events(
+    kafka_bootstrap: str, model: str, at_least: int, timeout_ms: int = 15000
+) -> list[tuple[str, Any]]:
+    """(ce_id, message) of a model's events on flywheel.model-events, in order."""
+    types = EventTypes.flywheel()
+    found: list[tuple[str, Any]] = []
+    waited = 0
+    while waited <= timeout_ms:
+        records = await read_topic(
+            kafka_bootstrap,
+            MODEL_EVENTS.name,
+            at_least=0,
+            partitions=MODEL_EVENTS.partitions,
+            timeout_ms=1000,
+        )
+        found = [
+            (header(r.headers, "ce_id") or "", decode_event(r.headers, r.value, types).message)
+            for r in records
+            if r.key == model.encode()
+        ]
+        if len(found) >= at_least:
+            break
+        waited += 1000
+    return found
+
+
+@pytest.fixture
+def iris(iris_models: IrisModels) -> Iterator[IrisModels]:
+    yield iris_models
+
+
+__all__ = ["events", "types"]
