@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,8 +191,8 @@ async def model_events(
 
 
 @pytest.fixture
-def iris(iris_models: IrisModels) -> Iterator[IrisModels]:
-    yield iris_models
+def iris(iris_models: IrisModels) -> IrisModels:
+    return iris_models
 
 
 __all__ = ["events", "types"]
