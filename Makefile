@@ -40,7 +40,8 @@ lint: install ## ruff on all Python, mypy --strict on flywheel_common and the se
 
 .PHONY: format
 format: install ## Apply ruff's fixes and formatting
-	@$(UV) run --frozen ruff check --fix $(SOURCES)
+	@$(UV) run --frozen ruff format $(SOURCES)
+	@$(UV) run --frozen ruff check --fix --exit-zero $(SOURCES)
 	@$(UV) run --frozen ruff format $(SOURCES)
 
 .PHONY: protos

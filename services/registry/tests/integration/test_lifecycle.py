@@ -25,7 +25,10 @@ async def versions(client: RegistryClient, model: str, iris: IrisModels, count: 
         await register(
             client,
             registration(
-                model, iris.classifier, metrics={"accuracy": 0.9 + i / 100}, tags={"run": str(i + 1)}
+                model,
+                iris.classifier,
+                metrics={"accuracy": 0.9 + i / 100},
+                tags={"run": str(i + 1)},
             ),
         )
 
@@ -43,9 +46,13 @@ async def test_promotion_moves_production_and_is_audited(
 ) -> None:
     client = registry.client()
     await versions(client, model_name, iris, 2)
-    await client.SetAlias(pb.SetAliasRequest(model=model_name, alias="production", version=1, reason="launch"))
+    await client.SetAlias(
+        pb.SetAliasRequest(model=model_name, alias="production", version=1, reason="launch")
+    )
     moved = await client.SetAlias(
-        pb.SetAliasRequest(model=model_name, alias="production", version=2, reason="better accuracy")
+        pb.SetAliasRequest(
+            model=model_name, alias="production", version=2, reason="better accuracy"
+        )
     )
     assert (moved.alias.version, moved.previous_version) == (2, 1)
     current = await client.GetModelVersionByAlias(
@@ -81,13 +88,17 @@ async def test_alias_rules_compare_and_set_and_delete(
     await client.SetAlias(pb.SetAliasRequest(model=model_name, alias="candidate", version=1))
     await expect_error(
         client.SetAlias(
-            pb.SetAliasRequest(model=model_name, alias="candidate", version=2, expected_current_version=2)
+            pb.SetAliasRequest(
+                model=model_name, alias="candidate", version=2, expected_current_version=2
+            )
         ),
         grpc.StatusCode.FAILED_PRECONDITION,
         "points at version 1, not the expected 2",
     )
     await client.SetAlias(
-        pb.SetAliasRequest(model=model_name, alias="candidate", version=2, expected_current_version=1)
+        pb.SetAliasRequest(
+            model=model_name, alias="candidate", version=2, expected_current_version=1
+        )
     )
     await expect_error(
         client.SetAlias(pb.SetAliasRequest(model=model_name, alias="candidate", version=9)),
@@ -99,14 +110,20 @@ async def test_alias_rules_compare_and_set_and_delete(
         grpc.StatusCode.NOT_FOUND,
         "does not exist",
     )
-    deleted = await client.DeleteAlias(pb.DeleteAliasRequest(model=model_name, alias="candidate", reason="done"))
+    deleted = await client.DeleteAlias(
+        pb.DeleteAliasRequest(model=model_name, alias="candidate", reason="done")
+    )
     assert deleted.previous_version == 2
     await expect_error(
-        client.GetModelVersionByAlias(pb.GetModelVersionByAliasRequest(model=model_name, alias="candidate")),
+        client.GetModelVersionByAlias(
+            pb.GetModelVersionByAliasRequest(model=model_name, alias="candidate")
+        ),
         grpc.StatusCode.NOT_FOUND,
         "has no alias 'candidate'",
     )
-    history = await client.GetAliasHistory(pb.GetAliasHistoryRequest(model=model_name, alias="candidate"))
+    history = await client.GetAliasHistory(
+        pb.GetAliasHistoryRequest(model=model_name, alias="candidate")
+    )
     assert [(c.version, c.previous_version) for c in history.changes] == [(0, 2), (2, 1), (1, 0)]
 
 
@@ -116,11 +133,15 @@ async def test_only_admins_move_protected_aliases(
     writer, admin = registry.client("writer"), registry.client("admin")
     await versions(writer, model_name, iris, 2)
     await expect_error(
-        writer.SetAlias(pb.SetAliasRequest(model=model_name, alias="production", version=1, protected=True)),
+        writer.SetAlias(
+            pb.SetAliasRequest(model=model_name, alias="production", version=1, protected=True)
+        ),
         grpc.StatusCode.PERMISSION_DENIED,
         "only the admin role changes whether an alias is protected",
     )
-    made = await admin.SetAlias(pb.SetAliasRequest(model=model_name, alias="production", version=1, protected=True))
+    made = await admin.SetAlias(
+        pb.SetAliasRequest(model=model_name, alias="production", version=1, protected=True)
+    )
     assert made.alias.protected
     await expect_error(
         writer.SetAlias(pb.SetAliasRequest(model=model_name, alias="production", version=2)),
@@ -131,17 +152,24 @@ async def test_only_admins_move_protected_aliases(
         writer.DeleteAlias(pb.DeleteAliasRequest(model=model_name, alias="production")),
         grpc.StatusCode.PERMISSION_DENIED,
     )
-    moved = await admin.SetAlias(pb.SetAliasRequest(model=model_name, alias="production", version=2))
+    moved = await admin.SetAlias(
+        pb.SetAliasRequest(model=model_name, alias="production", version=2)
+    )
     assert moved.alias.protected
     assert moved.alias.updated_by.startswith("admin-")
 
 
-async def test_update_and_archive(registry: RunningRegistry, iris: IrisModels, model_name: str) -> None:
+async def test_update_and_archive(
+    registry: RunningRegistry, iris: IrisModels, model_name: str
+) -> None:
     client = registry.client()
     await versions(client, model_name, iris, 3)
     updated = await client.UpdateModelVersion(
         pb.UpdateModelVersionRequest(
-            model=model_name, version=2, description="reviewed", set_tags={"owner": "ana"},
+            model=model_name,
+            version=2,
+            description="reviewed",
+            set_tags={"owner": "ana"},
             remove_tag_keys=["run"],
         )
     )
@@ -166,7 +194,9 @@ async def test_update_and_archive(registry: RunningRegistry, iris: IrisModels, m
         "is archived and cannot take alias",
     )
     await expect_error(
-        client.GetModelVersionByAlias(pb.GetModelVersionByAliasRequest(model=model_name, alias="staging")),
+        client.GetModelVersionByAlias(
+            pb.GetModelVersionByAliasRequest(model=model_name, alias="staging")
+        ),
         grpc.StatusCode.NOT_FOUND,
     )
     live = await client.ListModelVersions(pb.ListModelVersionsRequest(model=model_name))
@@ -188,7 +218,9 @@ async def test_search_filters_orders_and_pages(
             models=[model_name],
             metric_filters=[
                 pb.MetricFilter(
-                    metric="accuracy", comparison=pb.COMPARISON_OPERATOR_GREATER_OR_EQUAL, value=0.925
+                    metric="accuracy",
+                    comparison=pb.COMPARISON_OPERATOR_GREATER_OR_EQUAL,
+                    value=0.925,
                 )
             ],
             order_by=[pb.SortKey(field=pb.SORT_FIELD_METRIC, metric="accuracy", descending=True)],
@@ -227,7 +259,9 @@ async def test_search_filters_orders_and_pages(
     )
 
 
-async def test_lists_page_with_tokens(registry: RunningRegistry, iris: IrisModels, model_name: str) -> None:
+async def test_lists_page_with_tokens(
+    registry: RunningRegistry, iris: IrisModels, model_name: str
+) -> None:
     client = registry.client()
     for suffix in ("a", "b", "c"):
         await register(client, registration(f"{model_name}-{suffix}", iris.classifier))
@@ -237,17 +271,25 @@ async def test_lists_page_with_tokens(registry: RunningRegistry, iris: IrisModel
         pb.ListModelsRequest(name_prefix=model_name, page_size=2, page_token=first.next_page_token)
     )
     assert [m.name for m in [*first.models, *second.models]] == [
-        f"{model_name}-a", f"{model_name}-b", f"{model_name}-c",
+        f"{model_name}-a",
+        f"{model_name}-b",
+        f"{model_name}-c",
     ]
     assert not second.next_page_token
     assert first.models[0].version_count == 5
-    page = await client.ListModelVersions(pb.ListModelVersionsRequest(model=f"{model_name}-a", page_size=3))
+    page = await client.ListModelVersions(
+        pb.ListModelVersionsRequest(model=f"{model_name}-a", page_size=3)
+    )
     rest = await client.ListModelVersions(
-        pb.ListModelVersionsRequest(model=f"{model_name}-a", page_size=3, page_token=page.next_page_token)
+        pb.ListModelVersionsRequest(
+            model=f"{model_name}-a", page_size=3, page_token=page.next_page_token
+        )
     )
     assert [v.version for v in [*page.model_versions, *rest.model_versions]] == [5, 4, 3, 2, 1]
     await expect_error(
-        client.ListModelVersions(pb.ListModelVersionsRequest(model=f"{model_name}-a", page_token="garbage")),
+        client.ListModelVersions(
+            pb.ListModelVersionsRequest(model=f"{model_name}-a", page_token="garbage")
+        ),
         grpc.StatusCode.INVALID_ARGUMENT,
         "page_token",
     )
@@ -260,11 +302,18 @@ async def test_rollback_events_move_production_back_once(
     await versions(client, model_name, iris, 2)
     await client.SetAlias(pb.SetAliasRequest(model=model_name, alias="production", version=1))
     await client.SetAlias(pb.SetAliasRequest(model=model_name, alias="production", version=2))
-    publisher = EventPublisher(KafkaSettings(bootstrap_servers=kafka_bootstrap), source="flywheel-deployer")
+    publisher = EventPublisher(
+        KafkaSettings(bootstrap_servers=kafka_bootstrap), source="flywheel-deployer"
+    )
     await publisher.start()
     rollback = deployer_events.RolloutRolledBack(
-        rollout_id="r-7", model=model_name, rolled_back_version=2, restored_version=1,
-        automatic=True, actor="deployer", reason="error rate 12% > 5%",
+        rollout_id="r-7",
+        model=model_name,
+        rolled_back_version=2,
+        restored_version=1,
+        automatic=True,
+        actor="deployer",
+        reason="error rate 12% > 5%",
     )
     sent = await publisher.publish(DEPLOYMENT_EVENTS, rollback, subject=model_name)
     await publisher.send([sent])  # the same event again, same ce_id: must apply once
@@ -282,7 +331,9 @@ async def test_rollback_events_move_production_back_once(
     assert bad.model_version.tags["rolled_back_reason"] == "error rate 12% > 5%"
     assert bad.model_version.tags["rolled_back_rollout"] == "r-7"
     await asyncio.sleep(1.0)  # the duplicate would land now
-    history = await client.GetAliasHistory(pb.GetAliasHistoryRequest(model=model_name, alias="production"))
+    history = await client.GetAliasHistory(
+        pb.GetAliasHistoryRequest(model=model_name, alias="production")
+    )
     rollbacks = [c for c in history.changes if c.cause == types.ALIAS_CHANGE_CAUSE_ROLLBACK]
     assert [(c.version, c.previous_version, c.actor, c.rollout_id) for c in rollbacks] == [
         (1, 2, "deployer", "r-7")
