@@ -50,6 +50,25 @@ def check_name(kind: str, value: str) -> str:
     return value
 
 
+MAX_TEXT = 16 * 1024
+
+
+def check_text(kind: str, value: str, limit: int = MAX_TEXT) -> str:
+    """Free text stored as given, within a size limit and without NUL characters
+    (which PostgreSQL's text type cannot hold)."""
+    if len(value) > limit:
+        raise InvalidArgument(f"{kind} is limited to {limit} characters, not {len(value)}")
+    if "\x00" in value:
+        raise InvalidArgument(f"{kind} must not contain NUL characters")
+    return value
+
+
+def check_key(kind: str, key: str) -> str:
+    if not key:
+        raise InvalidArgument(f"{kind} keys must not be empty")
+    return check_text(f"{kind} key {key[:40]!r}", key, 256)
+
+
 def check_version(version: int) -> int:
     if version < 1:
         raise InvalidArgument(f"version must be 1 or more, not {version}")
@@ -221,8 +240,8 @@ def encode_page_token(position: Any, fingerprint: str) -> str:
     return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
 
 
-def decode_page_token(token: str, fingerprint: str) -> Any:
-    """The position a token points at; None for the first page."""
+def decode_page_token(token: str, fingerprint: str, kind: type[Any] = int) -> Any:
+    """The position a token points at (of type `kind`); None for the first page."""
     if not token:
         return None
     try:
@@ -235,4 +254,6 @@ def decode_page_token(token: str, fingerprint: str) -> Any:
         raise InvalidArgument(
             "page_token belongs to a different query; repeat the query that returned it"
         )
+    if not isinstance(position, kind) or isinstance(position, bool):
+        raise InvalidArgument("page_token is not a token this server issued")
     return position

@@ -32,8 +32,10 @@ from flywheel_registry.domain import (
     ReferenceSampleLayout,
     Signature,
     check_compatible_with_production,
+    check_key,
     check_name,
     check_sha256,
+    check_text,
     check_version,
     decode_page_token,
     encode_page_token,
@@ -50,7 +52,6 @@ from flywheel_registry.storage import (
     VersionRow,
 )
 
-MAX_TEXT = 16 * 1024
 MAX_MAP_ENTRIES = 1000
 
 
@@ -82,23 +83,30 @@ class NewVersion:
             check_name("alias", alias)
         if len(set(self.aliases)) != len(self.aliases):
             raise InvalidArgument("aliases must not repeat")
-        for name, value in self.metrics.items():
-            if not math.isfinite(value):
-                raise InvalidArgument(f"metric {name!r} must be a finite number, not {value}")
-        for what, mapping in (
-            ("params", self.params),
-            ("metrics", self.metrics),
-            ("tags", self.tags),
+        for name, number in self.metrics.items():
+            check_key("metrics", name)
+            if not math.isfinite(number):
+                raise InvalidArgument(f"metric {name!r} must be a finite number, not {number}")
+        for what, texts in (("params", self.params), ("tags", self.tags)):
+            for key, text in texts.items():
+                check_key(what, key)
+                check_text(f"{what}[{key[:40]!r}]", text)
+        for what, size in (
+            ("params", len(self.params)),
+            ("metrics", len(self.metrics)),
+            ("tags", len(self.tags)),
         ):
-            if len(mapping) > MAX_MAP_ENTRIES:
+            if size > MAX_MAP_ENTRIES:
                 raise InvalidArgument(f"at most {MAX_MAP_ENTRIES} {what} per version")
-            for key in mapping:
-                if not key or len(key) > 256:
-                    raise InvalidArgument(f"{what} keys must be 1 to 256 characters, not {key!r}")
-        if len(self.description) > MAX_TEXT or len(self.model_description) > MAX_TEXT:
-            raise InvalidArgument(f"descriptions are limited to {MAX_TEXT} characters")
-        if len(self.idempotency_key) > 256:
-            raise InvalidArgument("idempotency_key is limited to 256 characters")
+        check_text("description", self.description)
+        check_text("model_description", self.model_description)
+        check_text("idempotency_key", self.idempotency_key, 256)
+        for name, value in self.lineage.items():
+            if isinstance(value, str):
+                check_text(f"lineage.{name}", value, 2048)
+        if self.reference_sample is not None:
+            for name in (*self.reference_sample.feature_names, self.reference_sample.input_name):
+                check_text("reference sample feature or input name", name, 256)
         check_sha256("lineage.dataset_sha256", str(self.lineage.get("dataset_sha256", "")))
         if int(self.lineage.get("parent_version", 0)) < 0:
             raise InvalidArgument("lineage.parent_version must not be negative")
@@ -397,7 +405,7 @@ class Registry:
     ) -> tuple[list[tuple[ModelRow, int]], str]:
         size = page_size(requested_size)
         fingerprint = query_fingerprint({"list_models": prefix})
-        after = decode_page_token(token, fingerprint)
+        after = decode_page_token(token, fingerprint, str)
         async with self._db.transaction() as session:
             counts = (
                 select(VersionRow.model_id, func.count().label("n"))
@@ -552,6 +560,7 @@ class Registry:
     ) -> tuple[AliasRow, int]:
         check_name("alias", alias)
         check_version(version)
+        check_text("reason", reason)
         async with self._db.transaction() as session:
             model = await self._locked_model(session, model_name)
             row = await self._version(session, model, version)
@@ -653,6 +662,7 @@ class Registry:
         self, model_name: str, alias: str, reason: str, expected_current: int | None
     ) -> int:
         check_name("alias", alias)
+        check_text("reason", reason)
         async with self._db.transaction() as session:
             model = await self._locked_model(session, model_name)
             existing = await storage.find_alias(session, model.id, alias)
@@ -702,11 +712,12 @@ class Registry:
         set_tags: dict[str, str],
         remove_tag_keys: list[str],
     ) -> tuple[VersionRow, list[str]]:
-        if description is not None and len(description) > MAX_TEXT:
-            raise InvalidArgument(f"descriptions are limited to {MAX_TEXT} characters")
+        if description is not None:
+            check_text("description", description)
         for key in [*set_tags, *remove_tag_keys]:
-            if not key or len(key) > 256:
-                raise InvalidArgument(f"tag keys must be 1 to 256 characters, not {key!r}")
+            check_key("tags", key)
+        for key, value in set_tags.items():
+            check_text(f"tags[{key[:40]!r}]", value)
         async with self._db.transaction() as session:
             model = await self._locked_model(session, model_name)
             row = await self._version(session, model, version)
@@ -723,6 +734,7 @@ class Registry:
             return row, aliases
 
     async def archive_version(self, model_name: str, version: int, reason: str) -> VersionRow:
+        check_text("reason", reason)
         async with self._db.transaction() as session:
             model = await self._locked_model(session, model_name)
             row = await self._version(session, model, version)
@@ -826,6 +838,11 @@ class SearchQuery:
             check_name("model", name)
         for alias in self.aliases:
             check_name("alias", alias)
+        for tag_key, tag_value in self.tags:
+            check_key("tags", tag_key)
+            check_text(f"tags[{tag_key[:40]!r}]", tag_value)
+        for name in [c.metric for c in self.metrics] + [k.metric for k in self.order_by]:
+            check_text("metric name", name, 256)
         query = select(VersionRow)
         if self.models:
             query = query.where(VersionRow.model_name.in_(self.models))
