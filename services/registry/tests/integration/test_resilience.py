@@ -302,7 +302,7 @@ def test_malformed_requests_get_precise_statuses_and_leave_no_partial_state(
             if version.reference_sample.sha256:
                 blobs.add(version.reference_sample.sha256)
         for method, request in others:
-            code = code_of(lambda: getattr(stub, method)(request, timeout=30))
+            code = code_of(lambda m=method, r=request: getattr(stub, m)(r, timeout=30))
             assert code in ACCEPTABLE, (method, request, code)
 
     exercise()
