@@ -11,16 +11,8 @@ from flywheel.registry.v1 import registry_pb2_grpc as pb_grpc
 from flywheel_common.errors import InvalidArgument
 from flywheel_common.settings import Role
 from flywheel_registry import converters
-from flywheel_registry.handlers import (
-    Digests,
-    MetricCondition,
-    NewVersion,
-    OrderKey,
-    Part,
-    PartKind,
-    Registry,
-    SearchQuery,
-)
+from flywheel_registry.handlers import Digests, NewVersion, Part, PartKind, Registry
+from flywheel_registry.search import MetricCondition, OrderKey, SearchQuery
 
 SERVICE_NAME = "flywheel.registry.v1.RegistryService"
 # Reads need `reader` and changes `writer` by default; protection is checked per alias.
