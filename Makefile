@@ -76,8 +76,15 @@ postgres-down: ## Stop that PostgreSQL
 	@infra/postgres/stop.sh
 
 .PHONY: bench
-bench: install ## Benchmarks (not part of make test); results go to bench/RESULTS.md by hand
+bench: bench-kafka bench-registry ## All benchmarks (never part of make test); record in bench/RESULTS.md
+
+.PHONY: bench-kafka
+bench-kafka: install ## Kafka bus: publisher and consumer against bare aiokafka
 	@infra/with-backends.sh $(UV) run --frozen python bench/kafka_bus.py
+
+.PHONY: bench-registry
+bench-registry: install ## Registry: registrations, GetArtifact MB/s, ListModelVersions at 10k
+	@infra/with-backends.sh $(UV) run --frozen python bench/registry.py
 
 .PHONY: clean
 clean: ## Stop backends and remove runtime state (.run)

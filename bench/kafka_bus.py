@@ -5,7 +5,7 @@ and the same payload (a PredictionLog protobuf); the bare side skips the CloudEv
 tracing (recorded by an SDK tracer provider, as in a service), retries and dead-letter
 handling, but commits after each batch like the consumer loop.
 
-    make bench            # starts Kafka if needed
+    make bench-kafka      # starts Kafka if needed
     uv run python bench/kafka_bus.py --messages 20000 --rate 2000
 
 Prints publish-to-consume latency p50/p99 at a fixed send rate, and throughput of a burst.
