@@ -28,12 +28,18 @@ import onnx
 from onnx import TensorProto, helper
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
+from sqlalchemy import select
 
 from flywheel.registry.v1 import registry_pb2 as pb
 from flywheel.registry.v1 import registry_pb2_grpc as pb_grpc
 from flywheel_common.db import Database
-from flywheel_common.settings import DatabaseSettings, GrpcSettings, KafkaSettings, TelemetrySettings
-from flywheel_common.testing import _to_onnx
+from flywheel_common.settings import (
+    DatabaseSettings,
+    GrpcSettings,
+    KafkaSettings,
+    TelemetrySettings,
+)
+from flywheel_common.testing import onnx_from_sklearn
 from flywheel_registry.app import build
 from flywheel_registry.onnx_validation import validate_onnx
 from flywheel_registry.settings import RegistrySettings
@@ -42,7 +48,9 @@ from flywheel_registry.storage import ModelRow, VersionRow
 
 def iris_model() -> bytes:
     features, labels = load_iris(return_X_y=True)
-    return _to_onnx(LogisticRegression(max_iter=500).fit(features.astype(np.float32), labels), 4)
+    return onnx_from_sklearn(
+        LogisticRegression(max_iter=500).fit(features.astype(np.float32), labels), 4
+    )
 
 
 def large_model(megabytes: int) -> bytes:
@@ -68,7 +76,9 @@ def stream(model: str, artifact: bytes) -> AsyncIterator[pb.RegisterModelVersion
         for start in range(0, len(artifact), 1 << 20):
             yield pb.RegisterModelVersionRequest(artifact_chunk=artifact[start : start + (1 << 20)])
         yield pb.RegisterModelVersionRequest(
-            expected_digests=pb.ExpectedDigests(artifact_sha256=hashlib.sha256(artifact).hexdigest())
+            expected_digests=pb.ExpectedDigests(
+                artifact_sha256=hashlib.sha256(artifact).hexdigest()
+            )
         )
 
     return messages()
@@ -124,27 +134,41 @@ async def seed_versions(database_url: str, model: str, template: VersionRow, cou
     database = Database(database_url)
     now = datetime.now(UTC)
     async with database.transaction() as session:
-        row = ModelRow(name=model, description="", latest_version=count, created_at=now, updated_at=now)
+        row = ModelRow(
+            name=model, description="", latest_version=count, created_at=now, updated_at=now
+        )
         session.add(row)
         await session.flush()
         for number in range(1, count + 1):
             session.add(
                 VersionRow(
-                    model_id=row.id, model_name=model, version=number, signature=template.signature,
-                    artifact_sha256=template.artifact_sha256, artifact_size=template.artifact_size,
+                    model_id=row.id,
+                    model_name=model,
+                    version=number,
+                    signature=template.signature,
+                    artifact_sha256=template.artifact_sha256,
+                    artifact_size=template.artifact_size,
                     onnx_ir_version=template.onnx_ir_version,
                     onnx_opset_version=template.onnx_opset_version,
-                    params={"C": "1.0"}, lineage={}, created_by="bench", created_at=now, updated_at=now,
+                    params={"C": "1.0"},
+                    lineage={},
+                    created_by="bench",
+                    created_at=now,
+                    updated_at=now,
                 )
             )
     await database.stop()
 
 
-async def list_latencies_ms(stub: pb_grpc.RegistryServiceStub, model: str, calls: int) -> list[float]:
+async def list_latencies_ms(
+    stub: pb_grpc.RegistryServiceStub, model: str, calls: int
+) -> list[float]:
     latencies = []
     for _ in range(calls):
         started = time.perf_counter()
-        response = await stub.ListModelVersions(pb.ListModelVersionsRequest(model=model, page_size=100))
+        response = await stub.ListModelVersions(
+            pb.ListModelVersionsRequest(model=model, page_size=100)
+        )
         latencies.append((time.perf_counter() - started) * 1000)
         assert response.model_versions
     return latencies
@@ -155,7 +179,9 @@ def quantile(values: list[float], q: float) -> float:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--bootstrap", default="127.0.0.1:19092")
     parser.add_argument("--registrations", type=int, default=60)
     parser.add_argument("--artifact-mb", type=int, default=32)
@@ -191,14 +217,11 @@ async def main() -> None:
             grpc_mb = await download_mb_per_second(stub, "large", len(big), 5)
             disk_mb = disk_mb_per_second(blob, 5)
 
-            template = (
-                await stub.GetModelVersion(pb.GetModelVersionRequest(model="warmup", version=1))
-            ).model_version
             async with Database(database_url).transaction() as session:
-                from sqlalchemy import select
-
-                row = await session.scalar(select(VersionRow).where(VersionRow.model_name == "warmup"))
-            assert row is not None and template.version == 1
+                row = await session.scalar(
+                    select(VersionRow).where(VersionRow.model_name == "warmup")
+                )
+            assert row is not None
             await seed_versions(database_url, "many", row, args.versions)
             await seed_versions(database_url, "few", row, 10)
             await list_latencies_ms(stub, "many", 5)
@@ -206,17 +229,27 @@ async def main() -> None:
             few = await list_latencies_ms(stub, "few", 100)
         await service.stop()
 
-    print(f"\nregistry: {args.registrations} registrations of a {len(iris)} B iris model, "
-          f"{args.artifact_mb} MB artifact, {args.versions} versions")
+    print(
+        f"\nregistry: {args.registrations} registrations of a {len(iris)} B iris model, "
+        f"{args.artifact_mb} MB artifact, {args.versions} versions"
+    )
     print(f"{'metric':<44}{'flywheel':>12}{'reference':>12}{'ratio':>8}  reference")
     rows = [
         ("registrations/s, 1 client", sequential, floor, "validate in-process"),
         ("registrations/s, 8 clients", concurrent, floor, "validate in-process"),
         ("GetArtifact MB/s", grpc_mb, disk_mb, "read file from disk"),
-        (f"ListModelVersions p50 ms, {args.versions} versions", quantile(many, 0.5),
-         quantile(few, 0.5), "same call, 10 versions"),
-        (f"ListModelVersions p99 ms, {args.versions} versions", quantile(many, 0.99),
-         quantile(few, 0.99), "same call, 10 versions"),
+        (
+            f"ListModelVersions p50 ms, {args.versions} versions",
+            quantile(many, 0.5),
+            quantile(few, 0.5),
+            "same call, 10 versions",
+        ),
+        (
+            f"ListModelVersions p99 ms, {args.versions} versions",
+            quantile(many, 0.99),
+            quantile(few, 0.99),
+            "same call, 10 versions",
+        ),
     ]
     for label, ours, reference, what in rows:
         print(f"{label:<44}{ours:>12.2f}{reference:>12.2f}{ours / reference:>8.2f}  {what}")

@@ -167,7 +167,8 @@ class IrisModels:
         return bytes(self.features.tobytes())
 
 
-def _to_onnx(estimator: Any, n_features: int) -> bytes:
+def onnx_from_sklearn(estimator: Any, n_features: int) -> bytes:
+    """ONNX bytes of a fitted classifier: input `features`, outputs `label`, `probabilities`."""
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType
 
@@ -197,9 +198,13 @@ def iris_models() -> IrisModels:
     return IrisModels(
         features=features,
         labels=labels,
-        classifier=_to_onnx(LogisticRegression(max_iter=500).fit(features, labels), 4),
-        retrained=_to_onnx(LogisticRegression(C=0.1, max_iter=500).fit(features, labels), 4),
-        three_features=_to_onnx(LogisticRegression(max_iter=500).fit(features[:, :3], labels), 3),
+        classifier=onnx_from_sklearn(LogisticRegression(max_iter=500).fit(features, labels), 4),
+        retrained=onnx_from_sklearn(
+            LogisticRegression(C=0.1, max_iter=500).fit(features, labels), 4
+        ),
+        three_features=onnx_from_sklearn(
+            LogisticRegression(max_iter=500).fit(features[:, :3], labels), 3
+        ),
     )
 
 
