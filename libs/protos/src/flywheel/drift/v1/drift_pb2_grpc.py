@@ -5,7 +5,7 @@ import warnings
 
 from flywheel.drift.v1 import drift_pb2 as flywheel_dot_drift_dot_v1_dot_drift__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

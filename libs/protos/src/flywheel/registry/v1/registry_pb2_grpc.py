@@ -5,7 +5,7 @@ import warnings
 
 from flywheel.registry.v1 import registry_pb2 as flywheel_dot_registry_dot_v1_dot_registry__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
