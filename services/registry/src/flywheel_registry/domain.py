@@ -11,32 +11,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from flywheel_common.errors import FailedPrecondition, InvalidArgument
+from flywheel_common.signatures import DATATYPE_SIZES, DYNAMIC, Signature
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 PRODUCTION = "production"
-DYNAMIC = -1
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
-# Datatypes of the KServe V2 protocol, with their size in bytes where fixed.
-DATATYPE_SIZES: dict[str, int | None] = {
-    "BOOL": 1,
-    "UINT8": 1,
-    "UINT16": 2,
-    "UINT32": 4,
-    "UINT64": 8,
-    "INT8": 1,
-    "INT16": 2,
-    "INT32": 4,
-    "INT64": 8,
-    "FP16": 2,
-    "FP32": 4,
-    "FP64": 8,
-    "BF16": 2,
-    "BYTES": None,
-}
 REFERENCE_SAMPLE_DATATYPES = ("FP32", "FP64")
 
 
@@ -79,37 +62,6 @@ def check_sha256(kind: str, value: str) -> str:
     if value and not SHA256_PATTERN.fullmatch(value):
         raise InvalidArgument(f"{kind} must be 64 lowercase hex characters, not {value!r}")
     return value
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
-    """Dimensions; -1 where the size is dynamic."""
-
-    def describe(self) -> str:
-        dims = ", ".join("?" if d == DYNAMIC else str(d) for d in self.shape)
-        return f"{self.name}: {self.datatype}[{dims}]"
-
-
-@dataclass(frozen=True)
-class Signature:
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "inputs": [[t.name, t.datatype, list(t.shape)] for t in self.inputs],
-            "outputs": [[t.name, t.datatype, list(t.shape)] for t in self.outputs],
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Signature:
-        def specs(rows: list[list[Any]]) -> tuple[TensorSpec, ...]:
-            return tuple(TensorSpec(name, datatype, tuple(shape)) for name, datatype, shape in rows)
-
-        return cls(specs(data["inputs"]), specs(data["outputs"]))
 
 
 def _shapes_compatible(old: tuple[int, ...], new: tuple[int, ...]) -> bool:

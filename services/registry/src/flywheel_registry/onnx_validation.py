@@ -12,25 +12,7 @@ import onnxruntime
 from google.protobuf.message import DecodeError
 
 from flywheel_common.errors import DeadlineExceeded, InvalidArgument
-from flywheel_registry.domain import DYNAMIC, Signature, TensorSpec
-
-# onnxruntime's type strings -> KServe V2 datatypes.
-_V2_DATATYPES = {
-    "tensor(bool)": "BOOL",
-    "tensor(uint8)": "UINT8",
-    "tensor(uint16)": "UINT16",
-    "tensor(uint32)": "UINT32",
-    "tensor(uint64)": "UINT64",
-    "tensor(int8)": "INT8",
-    "tensor(int16)": "INT16",
-    "tensor(int32)": "INT32",
-    "tensor(int64)": "INT64",
-    "tensor(float16)": "FP16",
-    "tensor(float)": "FP32",
-    "tensor(double)": "FP64",
-    "tensor(bfloat16)": "BF16",
-    "tensor(string)": "BYTES",
-}
+from flywheel_common.signatures import DYNAMIC, ONNXRUNTIME_DATATYPES, Signature, TensorSpec
 
 
 @dataclass(frozen=True)
@@ -71,7 +53,7 @@ def _reject_external_data(model: onnx.ModelProto) -> None:
 
 
 def _spec(value: onnxruntime.NodeArg, role: str) -> TensorSpec:
-    datatype = _V2_DATATYPES.get(value.type)
+    datatype = ONNXRUNTIME_DATATYPES.get(value.type)
     if datatype is None:
         raise InvalidArgument(
             f"{role} {value.name!r} has type {value.type}; the gateway serves tensors only "
