@@ -10,7 +10,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from flywheel.common.v1 import types_pb2 as common
 from flywheel.registry.v1 import events_pb2 as events
 from flywheel.registry.v1 import types_pb2 as types
-from flywheel_registry.domain import ReferenceSampleLayout, Signature
+from flywheel_common.signatures import Signature
+from flywheel_registry.domain import ReferenceSampleLayout
 from flywheel_registry.storage import AliasHistoryRow, AliasRow, ModelRow, VersionRow
 
 CAUSES = {

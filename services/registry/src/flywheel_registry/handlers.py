@@ -23,13 +23,13 @@ from flywheel_common.errors import (
 )
 from flywheel_common.outbox import Outbox
 from flywheel_common.settings import Role
+from flywheel_common.signatures import Signature
 from flywheel_common.topics import MODEL_EVENTS
 from flywheel_registry import converters, storage
 from flywheel_registry.artifacts import BlobStore, BlobUpload
 from flywheel_registry.domain import (
     PRODUCTION,
     ReferenceSampleLayout,
-    Signature,
     check_compatible_with_production,
     check_key,
     check_name,

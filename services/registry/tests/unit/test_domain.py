@@ -1,12 +1,10 @@
 import pytest
 
 from flywheel_common.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument
+from flywheel_common.signatures import DYNAMIC, Signature, TensorSpec
 from flywheel_common.testing import IrisModels
 from flywheel_registry.domain import (
-    DYNAMIC,
     ReferenceSampleLayout,
-    Signature,
-    TensorSpec,
     check_compatible_with_production,
     check_name,
     check_text,
