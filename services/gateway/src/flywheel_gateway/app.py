@@ -1,17 +1,105 @@
-"""Composition root of the gateway service: settings in, a running service out."""
+"""Composition root of the gateway: settings in, a serving gateway out."""
 
 from __future__ import annotations
 
-from flywheel_common.service import Service, TopicProvisioner, run_service
-from flywheel_common.settings import ServiceSettings
+from flywheel_common.grpc_server import ServiceBinding
+from flywheel_common.publisher import EventPublisher
+from flywheel_common.service import Component, Service, TopicProvisioner, instance_id, run_service
+from flywheel_common.settings import Role, ServiceSettings
+from flywheel_common.table_reader import CompactedTopicReader
+from flywheel_common.topics import DEPLOYMENTS
+from flywheel_gateway.batching import BatchPolicy
+from flywheel_gateway.consumers import DeploymentFollower
+from flywheel_gateway.grpc_api import SERVICE_NAME, InferenceServicer
+from flywheel_gateway.handlers import Inference, InferenceSettings
+from flywheel_gateway.models import ArtifactFetcher, ModelManager, RuntimeOptions
+from flywheel_gateway.predictions import PredictionLogger
+from flywheel_gateway.routing import RoutingTable
 from flywheel_gateway.settings import GatewaySettings
+from inference import grpc_service_pb2_grpc
+
+
+class _Closing:
+    """Adapts objects with only an async close() to the component protocol."""
+
+    def __init__(self, target: ModelManager) -> None:
+        self._target = target
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        await self._target.close()
+
+
+class _Catchup:
+    """Start-up waits until the deployments known at start are applied, then serves."""
+
+    def __init__(self, reader: CompactedTopicReader) -> None:
+        self._reader = reader
+
+    async def start(self) -> None:
+        await self._reader.caught_up()
+
+    async def stop(self) -> None:
+        return None
 
 
 def build(settings: ServiceSettings | None = None) -> Service:
-    """Wire the gateway service; its business RPCs arrive with their own issue."""
-    settings = settings or GatewaySettings()
-    components = [TopicProvisioner(settings)] if settings.kafka.provision_topics else []
-    return Service(settings, bindings=[], components=components)
+    config = settings if isinstance(settings, GatewaySettings) else GatewaySettings()
+    gateway_id = config.gateway_id or instance_id(config)
+    publisher = EventPublisher(config.kafka, source=config.service_name)
+    fetcher = ArtifactFetcher(
+        config.registry_address, config.artifact_cache(), config.registry_token
+    )
+    routes: dict[str, RoutingTable] = {}
+    from flywheel_gateway.status import StatusReporter
+
+    models = ModelManager(
+        fetcher,
+        RuntimeOptions(
+            provider=config.execution_provider,
+            intra_op_threads=config.intra_op_threads,
+            inter_op_threads=config.inter_op_threads,
+            batch=BatchPolicy(
+                max_batch_size=config.max_batch_size,
+                max_queue_delay_seconds=config.max_queue_delay_ms / 1000,
+                preferred_batch_sizes=tuple(config.preferred_batch_sizes),
+            ),
+        ),
+    )
+    follower = DeploymentFollower(routes, models, fetcher)
+    reporter = StatusReporter(publisher, models, follower, gateway_id, config.heartbeat_seconds)
+    models.on_change = reporter.changed
+    logger = (
+        PredictionLogger(publisher, config.prediction_sample_rate, config.prediction_buffer)
+        if config.log_predictions
+        else None
+    )
+    inference = Inference(
+        models,
+        routes,
+        logger,
+        InferenceSettings(config.max_request_batch, config.non_finite_inputs, gateway_id),
+    )
+    reader = CompactedTopicReader(config.kafka, DEPLOYMENTS.name, follower.apply)
+    components: list[Component] = []
+    if config.kafka.provision_topics:
+        components.append(TopicProvisioner(config))
+    components += [publisher, _Closing(models)]
+    if logger is not None:
+        components.append(logger)
+    components += [reader, _Catchup(reader), reporter]
+    servicer = InferenceServicer(inference, models, lambda: True)
+    binding = ServiceBinding(
+        SERVICE_NAME,
+        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
+        servicer,
+        {"ModelInfer": Role.READER},
+    )
+    service = Service(config, [binding], components)
+    reporter.address = service.grpc.address
+    return service
 
 
 def main() -> None:

@@ -56,20 +56,25 @@ class RoutingTable:
             versions.add(self.shadow_version)
         return versions
 
-    def pick(self, routing_key: str | None, draw: float) -> Route:
+    def pick(self, routing_key: str | None, draw: float, ready: set[int] | None = None) -> Route:
         """The route for one request.
 
         With a routing key, weighted rendezvous hashing: every route scores the key, the
         highest score wins, so a key keeps its route for as long as the routes stay, and a
         weight change moves only the keys it must. Without one, `draw` in [0, 1) picks by
-        weight.
+        weight. Routes whose version is not `ready` on this gateway are skipped, so a version
+        still loading never fails a request.
         """
-        candidates = [route for route in self.routes if route.weight > 0]
+        candidates = [
+            route
+            for route in self.routes
+            if route.weight > 0 and (ready is None or route.version in ready)
+        ]
         if not candidates:
             raise LookupError(f"model {self.model!r} has no version taking traffic")
         if routing_key is not None:
             return max(candidates, key=lambda route: _rendezvous_score(routing_key, route))
-        threshold = draw * self._total
+        threshold = draw * sum(route.weight for route in candidates)
         for route in candidates:
             threshold -= route.weight
             if threshold < 0:

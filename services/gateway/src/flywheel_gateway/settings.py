@@ -1,10 +1,14 @@
-"""Configuration of the gateway service, read from FLYWHEEL_GATEWAY_* environment variables."""
+"""Configuration of the gateway, read from FLYWHEEL_GATEWAY_* environment variables."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from flywheel_common.settings import GrpcSettings, ServiceSettings, TelemetrySettings
+from flywheel_gateway.tensors import NonFinitePolicy
 
 
 class GatewaySettings(ServiceSettings):
@@ -13,3 +17,38 @@ class GatewaySettings(ServiceSettings):
     service_name: str = "flywheel-gateway"
     grpc: GrpcSettings = GrpcSettings(port=8001)
     telemetry: TelemetrySettings = TelemetrySettings(metrics_port=9103)
+    gateway_id: str = ""
+    """Identifies this replica on flywheel.gateway-status; defaults to the instance id."""
+    registry_address: str = "127.0.0.1:50051"
+    """Where artifacts come from (GetArtifact)."""
+    registry_token: str = ""
+    """Bearer token for the registry when it requires authentication (reader role)."""
+    cache_dir: Path | None = None
+    """Local artifact cache; default `<data_dir>/artifacts`."""
+    execution_provider: str = Field(default="auto", pattern="^(auto|cuda|cpu)$")
+    """onnxruntime provider: auto (CUDA when the machine has an NVIDIA GPU), cuda or cpu."""
+    intra_op_threads: int = Field(default=0, ge=0)
+    """onnxruntime threads within an operator; 0 lets onnxruntime decide."""
+    inter_op_threads: int = Field(default=0, ge=0)
+    """onnxruntime threads across operators; 0 lets onnxruntime decide."""
+    max_batch_size: int = Field(default=32, ge=1)
+    """Largest batch the dynamic batcher forms (1 turns batching off)."""
+    max_request_batch: int = Field(default=256, ge=1)
+    """Largest batch one request may send."""
+    max_queue_delay_ms: float = Field(default=2.0, ge=0)
+    """How long a request may wait for others to batch with."""
+    preferred_batch_sizes: list[int] = Field(default_factory=list)
+    """Batch sizes dispatched at once without waiting out the delay."""
+    non_finite_inputs: NonFinitePolicy = NonFinitePolicy.REJECT
+    """NaN/Inf in inputs: reject (INVALID_ARGUMENT) or flag in the prediction log."""
+    log_predictions: bool = True
+    """Publish a PredictionLog per request to flywheel.predictions."""
+    prediction_sample_rate: float = Field(default=1.0, gt=0, le=1)
+    """Share of requests logged."""
+    prediction_buffer: int = Field(default=100_000, ge=1)
+    """Prediction logs held in memory while Kafka catches up."""
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
+    """Interval of GatewayStatus heartbeats."""
+
+    def artifact_cache(self) -> Path:
+        return self.cache_dir or self.data_dir / "artifacts"

@@ -1,0 +1,311 @@
+"""Model versions in memory: fetched from the registry, verified, loaded, warmed, drained."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import onnxruntime
+
+from flywheel.registry.v1 import registry_pb2 as registry
+from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
+from flywheel_common.errors import InvalidArgument, NotFound, Unavailable
+from flywheel_common.signatures import DYNAMIC, ONNXRUNTIME_DATATYPES, Signature, TensorSpec
+from flywheel_gateway.batching import Arrays, BatchPolicy, DynamicBatcher
+
+log = logging.getLogger(__name__)
+
+
+class LoadState(StrEnum):
+    DOWNLOADING = "downloading"
+    LOADING = "loading"
+    READY = "ready"
+    DRAINING = "draining"
+    FAILED = "failed"
+
+
+def choose_providers(preference: str) -> list[str]:
+    """CUDA when asked for or when this machine has an NVIDIA GPU, CPU otherwise."""
+    available = onnxruntime.get_available_providers()
+    has_gpu = Path("/dev/nvidiactl").exists() or Path("/dev/nvidia0").exists()
+    wants_cuda = preference == "cuda" or (preference == "auto" and has_gpu)
+    if wants_cuda and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    provider: str = "auto"
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    batch: BatchPolicy = field(default_factory=BatchPolicy)
+
+
+@dataclass
+class LoadedVersion:
+    model: str
+    version: int
+    sha256: str
+    state: LoadState
+    signature: Signature = field(default_factory=lambda: Signature((), ()))
+    provider: str = ""
+    error: str = ""
+    session: onnxruntime.InferenceSession | None = None
+    batcher: DynamicBatcher | None = None
+    in_flight: int = 0
+    state_since: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def draining(self) -> bool:
+        return self.state is LoadState.DRAINING
+
+    def set_state(self, state: LoadState, error: str = "") -> None:
+        self.state, self.error, self.state_since = state, error, datetime.now(UTC)
+
+    def run(self, inputs: Arrays) -> Arrays:
+        assert self.session is not None
+        names = [spec.name for spec in self.signature.outputs]
+        results = self.session.run(names, inputs)
+        return dict(zip(names, results, strict=True))
+
+
+def _signature(session: onnxruntime.InferenceSession) -> Signature:
+    def spec(value: onnxruntime.NodeArg) -> TensorSpec:
+        datatype = ONNXRUNTIME_DATATYPES.get(value.type, value.type)
+        shape = tuple(d if isinstance(d, int) and d >= 0 else DYNAMIC for d in value.shape)
+        return TensorSpec(value.name, datatype, shape)
+
+    return Signature(
+        tuple(spec(v) for v in session.get_inputs()), tuple(spec(v) for v in session.get_outputs())
+    )
+
+
+def _warmup_inputs(signature: Signature) -> Arrays:
+    from flywheel_gateway.tensors import NUMPY_DTYPES
+
+    arrays = {}
+    for spec in signature.inputs:
+        shape = tuple(1 if dim == DYNAMIC else dim for dim in spec.shape)
+        dtype = NUMPY_DTYPES.get(spec.datatype, np.dtype(np.float32))
+        arrays[spec.name] = np.zeros(shape, dtype=dtype)
+    return arrays
+
+
+class ArtifactFetcher:
+    """Downloads artifacts from the registry into a local cache keyed by sha256."""
+
+    def __init__(self, registry_address: str, cache_dir: Path, token: str = "") -> None:
+        self._address = registry_address
+        self._cache = cache_dir
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._channel: grpc.aio.Channel | None = None
+
+    def _stub(self) -> Any:
+        """The registry stub (typed Any: grpc's stubs describe the sync API only)."""
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(
+                self._address, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+            )
+        return registry_grpc.RegistryServiceStub(self._channel)
+
+    async def latest_versions(self, model: str, count: int) -> list[int]:
+        response = await self._stub().ListModelVersions(
+            registry.ListModelVersionsRequest(model=model, page_size=count),
+            metadata=self._metadata,
+        )
+        return [v.version for v in response.model_versions]
+
+    async def fetch(self, model: str, version: int) -> tuple[str, Path]:
+        """The artifact's sha256 and its verified file in the cache."""
+        digest = hashlib.sha256()
+        expected = ""
+        temp = self._cache / "tmp" / f"{model}-{version}-{os.getpid()}.part"
+        temp.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with temp.open("wb") as handle:
+                stream = self._stub().GetArtifact(
+                    registry.GetArtifactRequest(model=model, version=version),
+                    metadata=self._metadata,
+                )
+                async for message in stream:
+                    if message.HasField("artifact"):
+                        expected = message.artifact.sha256
+                        cached = self._path(expected)
+                        if cached.exists():
+                            stream.cancel()
+                            return expected, cached
+                    digest.update(message.chunk)
+                    handle.write(message.chunk)
+        except grpc.aio.AioRpcError as error:
+            temp.unlink(missing_ok=True)
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(f"the registry has no {model} version {version}") from error
+            raise Unavailable(
+                f"cannot fetch {model} v{version} from the registry: {error.details()}"
+            ) from error
+        if digest.hexdigest() != expected:
+            temp.unlink(missing_ok=True)
+            raise Unavailable(
+                f"artifact of {model} v{version} failed verification: expected sha256 {expected}, "
+                f"got {digest.hexdigest()}"
+            )
+        target = self._path(expected)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(temp, target)
+        return expected, target
+
+    def _path(self, sha256: str) -> Path:
+        return self._cache / "sha256" / sha256[:2] / sha256[2:]
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+
+
+class ModelManager:
+    """The versions this gateway holds, with their load state and in-flight requests."""
+
+    def __init__(
+        self,
+        fetcher: ArtifactFetcher,
+        options: RuntimeOptions,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._fetcher = fetcher
+        self._options = options
+        self.on_change = on_change
+        self._versions: dict[tuple[str, int], LoadedVersion] = {}
+        self._loading: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._executor = ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="infer")
+
+    @property
+    def versions(self) -> list[LoadedVersion]:
+        return list(self._versions.values())
+
+    def is_ready(self, model: str, version: int) -> bool:
+        loaded = self._versions.get((model, version))
+        return loaded is not None and loaded.state is LoadState.READY
+
+    def ready_versions(self, model: str) -> list[int]:
+        return sorted(
+            v
+            for (m, v), loaded in self._versions.items()
+            if m == model and loaded.state is LoadState.READY
+        )
+
+    def load(self, model: str, version: int) -> asyncio.Task[None] | None:
+        """Start loading a version unless it is loaded or loading; returns the load task."""
+        key = (model, version)
+        existing = self._versions.get(key)
+        if existing is not None and existing.state is LoadState.DRAINING:
+            existing.set_state(LoadState.READY)  # wanted again before it drained: keep it
+            self.on_change()
+        if key in self._loading:
+            return self._loading[key]
+        if existing is not None and existing.state is not LoadState.FAILED:
+            return None
+        task = asyncio.create_task(self._load(model, version), name=f"load:{model}:{version}")
+        self._loading[key] = task
+        task.add_done_callback(lambda _: self._loading.pop(key, None))
+        return task
+
+    async def _load(self, model: str, version: int) -> None:
+        loaded = LoadedVersion(model, version, "", LoadState.DOWNLOADING)
+        self._versions[(model, version)] = loaded
+        self.on_change()
+        try:
+            loaded.sha256, path = await self._fetcher.fetch(model, version)
+            loaded.set_state(LoadState.LOADING)
+            self.on_change()
+            loop = asyncio.get_running_loop()
+            session = await loop.run_in_executor(self._executor, self._create_session, path)
+            loaded.session = session
+            loaded.provider = session.get_providers()[0]
+            loaded.signature = _signature(session)
+            await loop.run_in_executor(self._executor, loaded.run, _warmup_inputs(loaded.signature))
+            loaded.batcher = DynamicBatcher(loaded.run, self._executor, self._options.batch)
+        except Exception as exc:
+            log.exception("loading failed", extra={"model": model, "version": version})
+            loaded.set_state(LoadState.FAILED, str(exc))
+            self.on_change()
+            return
+        # Only now, warmed up, does the version become routable.
+        loaded.set_state(LoadState.READY)
+        log.info(
+            "model ready", extra={"model": model, "version": version, "provider": loaded.provider}
+        )
+        self.on_change()
+
+    def _create_session(self, path: Path) -> onnxruntime.InferenceSession:
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = self._options.intra_op_threads
+        options.inter_op_num_threads = self._options.inter_op_threads
+        options.log_severity_level = 3
+        return onnxruntime.InferenceSession(
+            str(path), sess_options=options, providers=choose_providers(self._options.provider)
+        )
+
+    def retire(self, model: str, version: int) -> None:
+        """Stop routing to a version; it unloads once its in-flight requests finish."""
+        loaded = self._versions.get((model, version))
+        if loaded is None:
+            return
+        if loaded.state is LoadState.FAILED or (
+            loaded.in_flight == 0 and loaded.state is not LoadState.DOWNLOADING
+        ):
+            self._unload(loaded)
+        else:
+            loaded.set_state(LoadState.DRAINING)
+        self.on_change()
+
+    def _unload(self, loaded: LoadedVersion) -> None:
+        self._versions.pop((loaded.model, loaded.version), None)
+        if loaded.batcher is not None:
+            loaded.batcher.close()
+        loaded.session = None
+        log.info("model unloaded", extra={"model": loaded.model, "version": loaded.version})
+
+    @asynccontextmanager
+    async def use(self, model: str, version: int) -> AsyncIterator[LoadedVersion]:
+        """Hold a ready version for one request; a draining version unloads after the last."""
+        loaded = self._versions.get((model, version))
+        if loaded is None:
+            raise NotFound(f"model {model!r} version {version} is not served by this gateway")
+        if loaded.state is not LoadState.READY:
+            raise Unavailable(f"model {model!r} version {version} is {loaded.state}; retry shortly")
+        loaded.in_flight += 1
+        try:
+            yield loaded
+        finally:
+            loaded.in_flight -= 1
+            if loaded.in_flight == 0 and loaded.draining:
+                self._unload(loaded)
+                self.on_change()
+
+    async def infer(self, loaded: LoadedVersion, inputs: Arrays) -> Arrays:
+        assert loaded.batcher is not None
+        try:
+            return await loaded.batcher.infer(inputs)
+        except Exception as exc:  # onnxruntime rejects what the signature check let through
+            raise InvalidArgument(f"the model could not run this input: {exc}") from exc
+
+    async def close(self) -> None:
+        for task in list(self._loading.values()):
+            task.cancel()
+        for loaded in list(self._versions.values()):
+            self._unload(loaded)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        await self._fetcher.close()

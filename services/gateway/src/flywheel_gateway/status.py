@@ -1,0 +1,112 @@
+"""Heartbeats on flywheel.gateway-status: what this replica has loaded and whether it serves."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from flywheel.gateway.v1 import events_pb2 as events
+from flywheel_common.publisher import EventPublisher
+from flywheel_common.topics import GATEWAY_STATUS
+from flywheel_gateway.consumers import DeploymentFollower
+from flywheel_gateway.models import LoadState, ModelManager
+
+log = logging.getLogger(__name__)
+
+_STATES = {
+    LoadState.DOWNLOADING: events.LOAD_STATE_DOWNLOADING,
+    LoadState.LOADING: events.LOAD_STATE_LOADING,
+    LoadState.READY: events.LOAD_STATE_READY,
+    LoadState.DRAINING: events.LOAD_STATE_DRAINING,
+    LoadState.FAILED: events.LOAD_STATE_FAILED,
+}
+
+
+def _timestamp(when: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(when)
+    return stamp
+
+
+class StatusReporter:
+    """Publishes GatewayStatus on every change (coalesced) and every heartbeat interval."""
+
+    def __init__(
+        self,
+        publisher: EventPublisher,
+        models: ModelManager,
+        follower: DeploymentFollower,
+        gateway_id: str,
+        heartbeat_seconds: float,
+    ) -> None:
+        self._publisher = publisher
+        self._models = models
+        self._follower = follower
+        self._gateway_id = gateway_id
+        self._heartbeat = heartbeat_seconds
+        self._changed = asyncio.Event()
+        self._started_at = datetime.now(UTC)
+        self.address = ""
+        self._task: asyncio.Task[None] | None = None
+
+    def changed(self) -> None:
+        self._changed.set()
+
+    def snapshot(self, draining: bool = False) -> events.GatewayStatus:
+        interval = Duration()
+        interval.FromMilliseconds(int(self._heartbeat * 1000))
+        return events.GatewayStatus(
+            gateway_id=self._gateway_id,
+            address=self.address,
+            ready=not draining,
+            draining=draining,
+            versions=[
+                events.LoadedModelVersion(
+                    model=v.model,
+                    version=v.version,
+                    state=_STATES[v.state],
+                    artifact_sha256=v.sha256,
+                    execution_provider=v.provider,
+                    error=v.error,
+                    state_since=_timestamp(v.state_since),
+                )
+                for v in sorted(self._models.versions, key=lambda v: (v.model, v.version))
+            ],
+            applied_generations=self._follower.applied_generations,
+            heartbeat_at=_timestamp(datetime.now(UTC)),
+            heartbeat_interval=interval,
+            started_at=_timestamp(self._started_at),
+            software_version="0.1.0",
+        )
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="gateway-status")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):  # the last word: this replica is leaving
+            await self._publish(draining=True)
+
+    async def _publish(self, draining: bool = False) -> None:
+        await self._publisher.publish(
+            GATEWAY_STATUS, self.snapshot(draining), subject=None, key=self._gateway_id
+        )
+
+    async def _run(self) -> None:
+        while True:
+            self._changed.clear()
+            try:
+                await self._publish()
+            except Exception as exc:
+                log.warning("gateway status not published", extra={"error": str(exc)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), self._heartbeat)
+            await asyncio.sleep(0.05)  # coalesce bursts of changes

@@ -1,0 +1,184 @@
+"""Tensors of the V2 protocol as numpy arrays: decoding, checking against a signature, encoding."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+from flywheel_common.errors import InvalidArgument
+from flywheel_common.signatures import DYNAMIC, Signature, TensorSpec
+
+NUMPY_DTYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+    "BYTES": np.dtype(np.object_),
+}
+DATATYPE_OF_KIND = {
+    dtype.str if name != "BOOL" else "|b1": name for name, dtype in NUMPY_DTYPES.items()
+}
+
+
+class NonFinitePolicy(StrEnum):
+    REJECT = "reject"
+    FLAG = "flag"
+
+
+@dataclass(frozen=True)
+class RequestTensor:
+    """An input as it arrived: raw bytes or typed values, before any checking."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    raw: bytes | None = None
+    values: Sequence[object] | None = None
+
+
+def _element_count(shape: tuple[int, ...]) -> int:
+    count = 1
+    for dim in shape:
+        count *= dim
+    return count
+
+
+def _decode_bytes(data: bytes, count: int, name: str) -> np.ndarray:
+    """BYTES raw layout: each element is a 4-byte little-endian length, then its bytes."""
+    items: list[bytes] = []
+    offset = 0
+    while offset < len(data):
+        if offset + 4 > len(data):
+            raise InvalidArgument(f"input {name!r}: BYTES element header cut short at {offset}")
+        (length,) = struct.unpack_from("<I", data, offset)
+        offset += 4
+        if offset + length > len(data):
+            raise InvalidArgument(f"input {name!r}: BYTES element longer than the data left")
+        items.append(data[offset : offset + length])
+        offset += length
+    if len(items) != count:
+        raise InvalidArgument(f"input {name!r}: expected {count} BYTES elements, got {len(items)}")
+    array = np.empty(count, dtype=np.object_)
+    array[:] = items
+    return array
+
+
+def encode_bytes(array: np.ndarray) -> bytes:
+    parts = []
+    for item in array.reshape(-1):
+        data = item if isinstance(item, bytes) else str(item).encode()
+        parts.append(struct.pack("<I", len(data)) + data)
+    return b"".join(parts)
+
+
+def to_array(tensor: RequestTensor) -> np.ndarray:
+    """The tensor's values as an array of its shape; the byte length must match exactly."""
+    if tensor.datatype not in NUMPY_DTYPES:
+        raise InvalidArgument(
+            f"input {tensor.name!r}: datatype {tensor.datatype!r} is not supported; use one of "
+            + ", ".join(NUMPY_DTYPES)
+        )
+    if any(dim < 0 for dim in tensor.shape):
+        raise InvalidArgument(
+            f"input {tensor.name!r}: shape {list(tensor.shape)} has a negative dim"
+        )
+    count = _element_count(tensor.shape)
+    dtype = NUMPY_DTYPES[tensor.datatype]
+    if tensor.raw is not None:
+        if tensor.datatype == "BYTES":
+            return _decode_bytes(tensor.raw, count, tensor.name).reshape(tensor.shape)
+        expected = count * dtype.itemsize
+        if len(tensor.raw) != expected:
+            raise InvalidArgument(
+                f"input {tensor.name!r}: shape {list(tensor.shape)} of {tensor.datatype} needs "
+                f"{expected} bytes, received {len(tensor.raw)}"
+            )
+        return np.frombuffer(tensor.raw, dtype=dtype).reshape(tensor.shape)
+    values = list(tensor.values or ())
+    if len(values) != count:
+        raise InvalidArgument(
+            f"input {tensor.name!r}: shape {list(tensor.shape)} needs {count} values, "
+            f"received {len(values)}"
+        )
+    return np.asarray(values, dtype=dtype).reshape(tensor.shape)
+
+
+def check_against(
+    arrays: dict[str, np.ndarray],
+    datatypes: dict[str, str],
+    signature: Signature,
+    max_batch: int,
+    non_finite: NonFinitePolicy,
+) -> bool:
+    """Check named inputs against the model's signature; returns True if NaN/Inf was flagged."""
+    expected = {spec.name: spec for spec in signature.inputs}
+    missing = sorted(set(expected) - set(arrays))
+    if missing:
+        raise InvalidArgument(
+            f"missing input(s) {', '.join(missing)}; the model takes "
+            + ", ".join(spec.describe() for spec in signature.inputs)
+        )
+    unknown = sorted(set(arrays) - set(expected))
+    if unknown:
+        raise InvalidArgument(
+            f"unknown input(s) {', '.join(unknown)}; the model takes "
+            + ", ".join(spec.describe() for spec in signature.inputs)
+        )
+    flagged = False
+    for name, array in arrays.items():
+        spec = expected[name]
+        _check_one(spec, datatypes[name], array)
+        if spec.shape and spec.shape[0] == DYNAMIC and array.shape[0] > max_batch:
+            raise InvalidArgument(
+                f"input {name!r}: batch of {array.shape[0]} exceeds the maximum of {max_batch}"
+            )
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            if non_finite is NonFinitePolicy.REJECT:
+                raise InvalidArgument(f"input {name!r} contains NaN or Inf; send finite values")
+            flagged = True
+    return flagged
+
+
+def _check_one(spec: TensorSpec, datatype: str, array: np.ndarray) -> None:
+    if datatype != spec.datatype:
+        raise InvalidArgument(
+            f"input {spec.name!r}: expected datatype {spec.datatype}, received {datatype}"
+        )
+    received = tuple(array.shape)
+    if len(received) != len(spec.shape) or any(
+        want not in (DYNAMIC, got) for want, got in zip(spec.shape, received, strict=True)
+    ):
+        raise InvalidArgument(
+            f"input {spec.name!r}: expected shape {_shape_text(spec.shape)}, "
+            f"received {list(received)}"
+        )
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "[" + ", ".join("-1" if dim == DYNAMIC else str(dim) for dim in shape) + "]"
+
+
+def datatype_of(array: np.ndarray) -> str:
+    if array.dtype.kind in ("O", "U", "S"):
+        return "BYTES"
+    if array.dtype == np.bool_:
+        return "BOOL"
+    return DATATYPE_OF_KIND[array.dtype.newbyteorder("<").str]
+
+
+def raw_of(array: np.ndarray) -> bytes:
+    if datatype_of(array) == "BYTES":
+        return encode_bytes(array)
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()

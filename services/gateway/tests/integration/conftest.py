@@ -1,0 +1,160 @@
+"""A real registry and a real gateway per test module, on real Kafka, with models trained here."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from flywheel.common.v1 import types_pb2 as common
+from flywheel.deployer.v1 import events_pb2 as deployer_events
+from flywheel.deployer.v1 import types_pb2 as deployer_types
+from flywheel.registry.v1 import registry_pb2 as registry_pb
+from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
+from flywheel_common.publisher import EventPublisher
+from flywheel_common.service import Service
+from flywheel_common.settings import GrpcSettings, KafkaSettings, TelemetrySettings
+from flywheel_common.testing import IrisModels
+from flywheel_common.topics import DEPLOYMENTS
+from flywheel_gateway.app import build as build_gateway
+from flywheel_gateway.settings import GatewaySettings
+from flywheel_registry.app import build as build_registry
+from flywheel_registry.settings import RegistrySettings
+
+DRIVER = Path(__file__).with_name("triton_driver.py")
+
+
+@dataclass
+class Platform:
+    registry: Service
+    gateway: Service
+    publisher: EventPublisher
+    settings: GatewaySettings
+
+    @property
+    def address(self) -> str:
+        return self.gateway.grpc.address
+
+    async def register(self, model: str, artifact: bytes) -> int:
+        async with grpc.aio.insecure_channel(self.registry.grpc.address) as channel:
+            stub = registry_grpc.RegistryServiceStub(channel)
+
+            async def stream() -> AsyncIterator[registry_pb.RegisterModelVersionRequest]:
+                yield registry_pb.RegisterModelVersionRequest(
+                    metadata=registry_pb.RegistrationMetadata(model=model, breaking_change=True)
+                )
+                yield registry_pb.RegisterModelVersionRequest(artifact_chunk=artifact)
+                yield registry_pb.RegisterModelVersionRequest(
+                    expected_digests=registry_pb.ExpectedDigests(
+                        artifact_sha256=hashlib.sha256(artifact).hexdigest()
+                    )
+                )
+
+            response = await stub.RegisterModelVersion(stream())
+        return int(response.model_version.version)
+
+    async def deploy(
+        self,
+        model: str,
+        weights: dict[int, int],
+        generation: int,
+        sticky_key: str = "",
+        shadow: int = 0,
+    ) -> None:
+        """Publish a desired state the way the deployer does, and wait until it is applied."""
+        state = deployer_events.DeploymentState(
+            model=model,
+            routes=[
+                deployer_types.TrafficRoute(
+                    version=version, weight_percent=weight, role=common.TRAFFIC_ROLE_STABLE
+                )
+                for version, weight in weights.items()
+            ],
+            strategy=deployer_types.STRATEGY_DIRECT,
+            sticky_key=sticky_key,
+            generation=generation,
+        )
+        if shadow:
+            state.shadow.version = shadow
+            state.shadow.mirror_percent = 100
+        await self.publisher.publish(DEPLOYMENTS, state, subject=model)
+        follower = self.gateway_follower
+        async with asyncio.timeout(30):
+            while follower.applied_generations.get(model) != generation:
+                await asyncio.sleep(0.02)
+
+    @property
+    def gateway_follower(self) -> Any:
+        reporter = next(c for c in self.gateway.components if type(c).__name__ == "StatusReporter")
+        return reporter._follower
+
+
+async def drive(address: str, scenario: str, **arguments: Any) -> Any:
+    """Run the stock tritonclient in its own process (its protobuf names clash with ours)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(DRIVER),
+        address,
+        scenario,
+        json.dumps(arguments),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 300)
+    assert process.returncode == 0, stderr.decode()[-3000:]
+    return json.loads(stdout)
+
+
+@pytest.fixture
+async def platform(
+    kafka_bootstrap: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Platform]:
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, linger_ms=1)
+    telemetry = TelemetrySettings(metrics_port=-1, log_level="WARNING")
+    registry = build_registry(
+        RegistrySettings(
+            grpc=GrpcSettings(port=0),
+            kafka=kafka,
+            telemetry=telemetry,
+            data_dir=tmp_path / "registry",
+        )
+    )
+    await registry.start()
+    overrides = getattr(request, "param", {})
+    settings = GatewaySettings(
+        grpc=GrpcSettings(port=0),
+        kafka=kafka,
+        telemetry=telemetry,
+        data_dir=tmp_path / "gateway",
+        registry_address=registry.grpc.address,
+        gateway_id=f"gw-{uuid.uuid4().hex[:6]}",
+        heartbeat_seconds=1.0,
+        **overrides,
+    )
+    gateway = build_gateway(settings)
+    await gateway.start()
+    publisher = EventPublisher(kafka, source="flywheel-deployer")
+    await publisher.start()
+    yield Platform(registry, gateway, publisher, settings)
+    await publisher.stop()
+    await gateway.stop()
+    await registry.stop()
+
+
+@pytest.fixture
+def model_name() -> str:
+    return f"iris-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def iris(iris_models: IrisModels) -> IrisModels:
+    return iris_models

@@ -1,0 +1,161 @@
+"""The gateway with the stock tritonclient, a real registry and real Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import onnxruntime
+import pytest
+
+from flywheel.gateway.v1.events_pb2 import PredictionLog
+from flywheel_common.events import EventTypes, decode_event
+from flywheel_common.testing import IrisModels, read_topic
+from flywheel_common.topics import PREDICTIONS
+
+from .conftest import Platform, drive
+
+
+async def prediction_logs(kafka_bootstrap: str, model: str, at_least: int) -> list[PredictionLog]:
+    types = EventTypes.flywheel()
+    for _ in range(30):
+        records = await read_topic(
+            kafka_bootstrap,
+            PREDICTIONS.name,
+            at_least=0,
+            partitions=PREDICTIONS.partitions,
+            timeout_ms=1000,
+        )
+        logs = [
+            decode_event(r.headers, r.value, types).message
+            for r in records
+            if r.key == model.encode()
+        ]
+        if len(logs) >= at_least:
+            return logs  # type: ignore[return-value]
+    return logs  # type: ignore[return-value]
+
+
+async def test_stock_tritonclient_speaks_every_rpc(
+    platform: Platform, iris: IrisModels, model_name: str, kafka_bootstrap: str
+) -> None:
+    assert await platform.register(model_name, iris.classifier) == 1
+    await platform.deploy(model_name, {1: 100}, generation=1)
+    result = await drive(platform.address, "protocol", model=model_name)
+    assert result["live"] and result["ready"] and result["model_ready"] and result["v1_ready"]
+    assert not result["missing_ready"]
+    assert result["server"] == "flywheel-gateway"
+    assert result["inputs"] == [["features", "FP32", [-1, 4]]]
+    assert result["outputs"] == [["label", "INT64", [-1]], ["probabilities", "FP32", [-1, 3]]]
+    assert (result["id"], result["version"]) == ("req-42", "1")
+    assert result["selected"] == ["label"]
+    session = onnxruntime.InferenceSession(iris.classifier, providers=["CPUExecutionProvider"])
+    label, probabilities = session.run(None, {"features": np.asarray(result["x"], np.float32)})
+    assert result["label"] == label.tolist()
+    np.testing.assert_allclose(result["probabilities"], probabilities, rtol=1e-6)
+
+    logs = await prediction_logs(kafka_bootstrap, model_name, at_least=2)
+    logged = {log.request_id: log for log in logs}
+    assert "req-42" in logged
+    assert logged["req-42"].version == 1
+    assert logged["req-42"].inputs[0].name == "features"
+    assert np.frombuffer(logged["req-42"].inputs[0].data, np.float32).reshape(3, 4).tolist() == (
+        np.asarray(result["x"], np.float32).tolist()
+    )
+
+
+async def test_invalid_inputs_are_rejected_precisely(
+    platform: Platform, iris: IrisModels, model_name: str
+) -> None:
+    await platform.register(model_name, iris.classifier)
+    await platform.deploy(model_name, {1: 100}, generation=1)
+    result = await drive(platform.address, "invalid", model=model_name)
+    expectations = {
+        "wrong datatype": ("StatusCode.INVALID_ARGUMENT", "expected datatype FP32, received FP64"),
+        "wrong shape": ("StatusCode.INVALID_ARGUMENT", "expected shape [-1, 4], received [2, 3]"),
+        "wrong name": ("StatusCode.INVALID_ARGUMENT", "missing input(s) features"),
+        "batch too large": (
+            "StatusCode.INVALID_ARGUMENT",
+            "batch of 300 exceeds the maximum of 256",
+        ),
+        "nan": ("StatusCode.INVALID_ARGUMENT", "NaN or Inf"),
+        "unknown model": ("StatusCode.NOT_FOUND", "is not deployed"),
+        "unknown version": ("StatusCode.NOT_FOUND", "version 99 is not served"),
+        "bad version": ("StatusCode.INVALID_ARGUMENT", "must be a version number"),
+        "unknown output": ("StatusCode.INVALID_ARGUMENT", "unknown output(s) nope"),
+    }
+    for case, (status, fragment) in expectations.items():
+        got_status, message = result[case]
+        assert got_status == status, (case, result[case])
+        assert fragment in message, (case, message)
+
+
+async def test_weighted_split_and_sticky_keys(
+    platform: Platform, iris: IrisModels, model_name: str
+) -> None:
+    await platform.register(model_name, iris.classifier)
+    await platform.register(model_name, iris.retrained)
+    await platform.deploy(
+        model_name, {1: 70, 2: 30}, generation=1, sticky_key="flywheel-routing-key"
+    )
+    split = await drive(platform.address, "load", model=model_name, requests=10_000, concurrency=32)
+    assert split["failure_count"] == 0, split["failures"]
+    share = split["versions"]["2"] / split["sent"]
+    assert abs(share - 0.30) <= 0.02, split
+    sticky = await drive(
+        platform.address, "load", model=model_name, requests=3000, concurrency=16, keys=200
+    )
+    assert sticky["failure_count"] == 0
+    assert sticky["keys_seen"] == 200
+    assert sticky["sticky_changes"] == 0
+    assert set(sticky["versions"]) == {"1", "2"}
+
+
+async def test_shadow_outputs_are_logged_never_returned(
+    platform: Platform, iris: IrisModels, model_name: str, kafka_bootstrap: str
+) -> None:
+    await platform.register(model_name, iris.classifier)
+    await platform.register(model_name, iris.retrained)
+    await platform.deploy(model_name, {1: 100}, generation=1, shadow=2)
+    result = await drive(platform.address, "load", model=model_name, requests=200, concurrency=8)
+    assert result["versions"] == {"1": 200}
+    logs = await prediction_logs(kafka_bootstrap, model_name, at_least=400)
+    shadow = [log for log in logs if log.shadow]
+    served = [log for log in logs if not log.shadow]
+    assert len(served) == 200
+    assert {log.version for log in served} == {1}
+    assert len(shadow) == 200
+    assert {log.version for log in shadow} == {2}
+    assert {log.request_id for log in shadow} == {log.request_id for log in served}
+    assert all(log.outputs for log in shadow)
+
+
+async def test_twenty_swaps_under_load_fail_no_request(
+    platform: Platform, iris: IrisModels, model_name: str
+) -> None:
+    await platform.register(model_name, iris.classifier)
+    await platform.register(model_name, iris.retrained)
+    await platform.deploy(model_name, {1: 100}, generation=1)
+    load = asyncio.create_task(
+        drive(platform.address, "load", model=model_name, seconds=25.0, concurrency=8)
+    )
+    await asyncio.sleep(2.0)
+    for swap in range(20):
+        version = 2 if swap % 2 == 0 else 1
+        await platform.deploy(model_name, {version: 100}, generation=swap + 2)
+        await asyncio.sleep(0.5)
+    result = await load
+    assert result["failure_count"] == 0, result["failures"]
+    assert set(result["versions"]) == {"1", "2"}
+    assert result["sent"] > 500
+
+
+@pytest.mark.parametrize("platform", [{"max_batch_size": 1}], indirect=True)
+async def test_batching_off_serves_the_same(
+    platform: Platform, iris: IrisModels, model_name: str
+) -> None:
+    await platform.register(model_name, iris.classifier)
+    await platform.deploy(model_name, {1: 100}, generation=1)
+    result = await drive(platform.address, "load", model=model_name, requests=300, concurrency=8)
+    assert result["failure_count"] == 0
+    assert result["versions"] == {"1": 300}
