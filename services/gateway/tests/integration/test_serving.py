@@ -42,7 +42,8 @@ async def test_stock_tritonclient_speaks_every_rpc(
     assert await platform.register(model_name, iris.classifier) == 1
     await platform.deploy(model_name, {1: 100}, generation=1)
     result = await drive(platform.address, "protocol", model=model_name)
-    assert result["live"] and result["ready"] and result["model_ready"] and result["v1_ready"]
+    for flag in ("live", "ready", "model_ready", "v1_ready"):
+        assert result[flag], flag
     assert not result["missing_ready"]
     assert result["server"] == "flywheel-gateway"
     assert result["inputs"] == [["features", "FP32", [-1, 4]]]
