@@ -98,7 +98,7 @@ def build(settings: ServiceSettings | None = None) -> Service:
         {"ModelInfer": Role.READER},
     )
     service = Service(config, [binding], components)
-    reporter.address = service.grpc.address
+    reporter.address = lambda: service.grpc.address
     return service
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from google.protobuf.duration_pb2 import Duration
@@ -51,7 +52,8 @@ class StatusReporter:
         self._heartbeat = heartbeat_seconds
         self._changed = asyncio.Event()
         self._started_at = datetime.now(UTC)
-        self.address = ""
+        self.address: Callable[[], str] = lambda: ""
+        """Where callers reach this replica; known once the gRPC port is bound."""
         self._task: asyncio.Task[None] | None = None
 
     def changed(self) -> None:
@@ -62,7 +64,7 @@ class StatusReporter:
         interval.FromMilliseconds(int(self._heartbeat * 1000))
         return events.GatewayStatus(
             gateway_id=self._gateway_id,
-            address=self.address,
+            address=self.address(),
             ready=not draining,
             draining=draining,
             versions=[

@@ -129,25 +129,27 @@ async def platform(
         )
     )
     await registry.start()
-    overrides = getattr(request, "param", {})
-    settings = GatewaySettings(
-        grpc=GrpcSettings(port=0),
-        kafka=kafka,
-        telemetry=telemetry,
-        data_dir=tmp_path / "gateway",
-        registry_address=registry.grpc.address,
-        gateway_id=f"gw-{uuid.uuid4().hex[:6]}",
-        heartbeat_seconds=1.0,
-        **overrides,
-    )
+    fields: dict[str, Any] = {
+        "grpc": GrpcSettings(port=0),
+        "kafka": kafka,
+        "telemetry": telemetry,
+        "data_dir": tmp_path / "gateway",
+        "registry_address": registry.grpc.address,
+        "gateway_id": f"gw-{uuid.uuid4().hex[:6]}",
+        "heartbeat_seconds": 1.0,
+    }
+    fields.update(getattr(request, "param", {}))
+    settings = GatewaySettings(**fields)
     gateway = build_gateway(settings)
-    await gateway.start()
     publisher = EventPublisher(kafka, source="flywheel-deployer")
-    await publisher.start()
-    yield Platform(registry, gateway, publisher, settings)
-    await publisher.stop()
-    await gateway.stop()
-    await registry.stop()
+    try:
+        await gateway.start()
+        await publisher.start()
+        yield Platform(registry, gateway, publisher, settings)
+    finally:
+        await publisher.stop()
+        await gateway.stop()
+        await registry.stop()
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ async def prediction_logs(kafka_bootstrap: str, model: str, at_least: int) -> li
         ]
         if len(logs) >= at_least:
             return logs  # type: ignore[return-value]
+        await asyncio.sleep(0.5)
     return logs  # type: ignore[return-value]
 
 

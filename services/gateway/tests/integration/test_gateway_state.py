@@ -1,0 +1,144 @@
+"""Typed contents, version policies, readiness, NaN policy and status heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import numpy as np
+import pytest
+
+from flywheel.gateway.v1 import events_pb2 as gateway_events
+from flywheel_common.events import EventTypes, decode_event
+from flywheel_common.settings import GrpcSettings
+from flywheel_common.testing import IrisModels, read_topic
+from flywheel_common.topics import GATEWAY_STATUS
+from inference import grpc_service_pb2 as pb
+from inference import grpc_service_pb2_grpc as pb_grpc
+
+from .conftest import Platform
+from .test_serving import prediction_logs
+
+
+def typed_request(model: str, rows: np.ndarray, version: str = "") -> pb.ModelInferRequest:
+    tensor = pb.ModelInferRequest.InferInputTensor(
+        name="features", datatype="FP32", shape=rows.shape
+    )
+    tensor.contents.fp32_contents.extend(rows.reshape(-1).tolist())
+    return pb.ModelInferRequest(
+        model_name=model, model_version=version, id="typed", inputs=[tensor]
+    )
+
+
+async def test_typed_contents_and_pinned_versions(
+    platform: Platform, iris: IrisModels, model_name: str
+) -> None:
+    await platform.register(model_name, iris.classifier)
+    await platform.register(model_name, iris.retrained)
+    # v2 takes the traffic; v1 stays loaded for callers that pin it (SPECIFIC policy).
+    from flywheel.deployer.v1 import events_pb2 as deployer_events
+    from flywheel.deployer.v1 import types_pb2 as deployer_types
+    from flywheel_common.topics import DEPLOYMENTS
+
+    state = deployer_events.DeploymentState(
+        model=model_name,
+        routes=[deployer_types.TrafficRoute(version=2, weight_percent=100)],
+        generation=1,
+        gateway_version_policy=deployer_types.GatewayVersionPolicy(
+            kind=deployer_types.GATEWAY_VERSION_POLICY_KIND_SPECIFIC, versions=[1]
+        ),
+    )
+    await platform.publisher.publish(DEPLOYMENTS, state, subject=model_name)
+    async with asyncio.timeout(30):
+        while platform.gateway_follower.applied_generations.get(model_name) != 1:
+            await asyncio.sleep(0.02)
+    async with grpc.aio.insecure_channel(platform.address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        rows = iris.features[:5]
+        routed = await stub.ModelInfer(typed_request(model_name, rows))
+        pinned = await stub.ModelInfer(typed_request(model_name, rows, version="1"))
+        metadata = await stub.ModelMetadata(pb.ModelMetadataRequest(name=model_name))
+    assert (routed.model_version, pinned.model_version, routed.id) == ("2", "1", "typed")
+    labels = np.frombuffer(routed.raw_output_contents[0], np.int64)
+    assert labels.tolist() == iris.labels[:5].tolist()
+    assert sorted(metadata.versions) == ["1", "2"]
+
+
+async def test_a_version_that_cannot_load_is_unavailable_not_an_error(
+    platform: Platform, iris: IrisModels, model_name: str
+) -> None:
+    await platform.register(model_name, iris.classifier)
+    await platform.deploy(model_name, {7: 100}, generation=1)  # the registry has no v7
+    async with grpc.aio.insecure_channel(platform.address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await stub.ModelInfer(typed_request(model_name, iris.features[:1]))
+        ready = await stub.ModelReady(pb.ModelReadyRequest(name=model_name))
+    assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "no routed version ready" in (failure.value.details() or "")
+    assert not ready.ready
+
+
+@pytest.mark.parametrize("platform", [{"non_finite_inputs": "flag"}], indirect=True)
+async def test_nan_inputs_can_be_flagged_instead_of_rejected(
+    platform: Platform, iris: IrisModels, model_name: str, kafka_bootstrap: str
+) -> None:
+    await platform.register(model_name, iris.classifier)
+    await platform.deploy(model_name, {1: 100}, generation=1)
+    rows = np.array([[np.nan, 1.0, 1.0, 1.0]], np.float32)
+    async with grpc.aio.insecure_channel(platform.address) as channel:
+        response = await pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
+            typed_request(model_name, rows)
+        )
+    assert response.model_version == "1"
+    [log] = await prediction_logs(kafka_bootstrap, model_name, at_least=1)
+    assert log.nan_flagged
+
+
+@pytest.mark.parametrize(
+    "platform", [{"grpc": GrpcSettings(port=0, max_message_bytes=4096)}], indirect=True
+)
+async def test_messages_over_the_size_limit_are_resource_exhausted(
+    platform: Platform, iris: IrisModels, model_name: str
+) -> None:
+    await platform.register(model_name, iris.classifier)
+    await platform.deploy(model_name, {1: 100}, generation=1)
+    big = np.zeros((2000, 4), np.float32)  # 32 KB of floats against a 4 KB limit
+    async with grpc.aio.insecure_channel(platform.address) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
+                typed_request(model_name, big)
+            )
+    assert failure.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_status_heartbeats_report_ready_versions(
+    platform: Platform, iris: IrisModels, model_name: str, kafka_bootstrap: str
+) -> None:
+    await platform.register(model_name, iris.classifier)
+    await platform.deploy(model_name, {1: 100}, generation=3)
+    types = EventTypes.flywheel()
+    async with asyncio.timeout(30):
+        while True:
+            records = await read_topic(
+                kafka_bootstrap, GATEWAY_STATUS.name, at_least=0, timeout_ms=1000
+            )
+            statuses = [
+                decode_event(r.headers, r.value, types).message
+                for r in records
+                if r.key == platform.settings.gateway_id.encode()
+            ]
+            latest = statuses[-1] if statuses else None
+            if latest is not None and any(
+                v.model == model_name and v.state == gateway_events.LOAD_STATE_READY
+                for v in latest.versions
+            ):
+                break
+            await asyncio.sleep(0.2)
+    assert isinstance(latest, gateway_events.GatewayStatus)
+    assert latest.ready
+    assert latest.address == platform.address
+    assert latest.applied_generations[model_name] == 3
+    [version] = [v for v in latest.versions if v.model == model_name]
+    assert version.execution_provider == "CPUExecutionProvider"
+    assert version.artifact_sha256
