@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -22,21 +23,49 @@ _published = metrics.get_meter(__name__).create_counter(
 )
 
 
+class DeliveryFailed(Exception):
+    """Some records of a send were not acknowledged; the others were."""
+
+    def __init__(self, failed: list[OutgoingRecord], cause: BaseException) -> None:
+        super().__init__(f"{len(failed)} record(s) not delivered: {cause!r}")
+        self.failed = failed
+        self.cause = cause
+
+
 class EventPublisher:
     """Sends CloudEvents to Kafka and returns once every in-sync replica has them."""
 
     def __init__(self, settings: KafkaSettings, source: str, client_id: str = "") -> None:
         self._settings = settings
         self._source = source
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.bootstrap_servers,
-            client_id=client_id or settings.client_id or source,
+        self._client_id = client_id or settings.client_id or source
+        self._producer = self._new_producer()
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self._settings.bootstrap_servers,
+            client_id=self._client_id,
             enable_idempotence=True,
             acks="all",
-            compression_type=None if settings.compression == "none" else settings.compression,
-            linger_ms=settings.linger_ms,
+            compression_type=(
+                None if self._settings.compression == "none" else self._settings.compression
+            ),
+            linger_ms=self._settings.linger_ms,
+            request_timeout_ms=self._settings.request_timeout_ms,
             max_batch_size=256 * 1024,
         )
+
+    async def restart(self) -> None:
+        """Continue with a new producer id.
+
+        After sends fail (brokers gone for longer than the request timeout) the idempotent
+        producer's sequence numbers no longer match the broker's, which then refuses every
+        later send; a fresh producer starts a clean sequence.
+        """
+        old, self._producer = self._producer, self._new_producer()
+        with contextlib.suppress(Exception):
+            await old.stop()
+        await self._producer.start()
 
     @property
     def source(self) -> str:
@@ -81,14 +110,31 @@ class EventPublisher:
     async def send(self, records: Sequence[OutgoingRecord]) -> None:
         """Send already encoded records in order and wait until all are acknowledged.
 
-        Sends are pipelined; the idempotent producer keeps their order per partition.
+        Sends are pipelined; the idempotent producer keeps their order per partition. Raises
+        DeliveryFailed naming exactly the records that were not acknowledged.
         """
-        deliveries = [
-            await self._producer.send(
-                record.topic, value=record.value, key=record.key, headers=record.headers
-            )
-            for record in records
+        deliveries: list[asyncio.Future[object]] = []
+        unsent: list[OutgoingRecord] = []
+        cause: BaseException | None = None
+        for index, record in enumerate(records):
+            try:
+                deliveries.append(
+                    await self._producer.send(
+                        record.topic, value=record.value, key=record.key, headers=record.headers
+                    )
+                )
+            except Exception as exc:
+                unsent, cause = list(records[index:]), exc
+                break
+        results = await asyncio.gather(*deliveries, return_exceptions=True)
+        failed = [
+            record
+            for record, result in zip(records, results, strict=False)
+            if isinstance(result, BaseException)
         ]
-        await asyncio.gather(*deliveries)
-        if records:
-            _published.add(len(records), {"topic": records[0].topic})
+        delivered = len(deliveries) - len(failed)
+        if delivered:
+            _published.add(delivered, {"topic": records[0].topic})
+        if failed or unsent:
+            first = next((r for r in results if isinstance(r, BaseException)), None)
+            raise DeliveryFailed(failed + unsent, first or cause or RuntimeError("not sent"))

@@ -49,6 +49,8 @@ class KafkaSettings(_Section):
     """Producer compression: none, gzip, snappy, lz4 or zstd."""
     linger_ms: int = Field(default=5, ge=0)
     """How long the producer waits to fill a batch before sending."""
+    request_timeout_ms: int = Field(default=30_000, ge=1000)
+    """How long a send may wait for the brokers before it fails."""
 
 
 class AuthSettings(_Section):

@@ -12,6 +12,7 @@ from flywheel_gateway.batching import BatchPolicy
 from flywheel_gateway.consumers import DeploymentFollower
 from flywheel_gateway.grpc_api import SERVICE_NAME, InferenceServicer
 from flywheel_gateway.handlers import Inference, InferenceSettings
+from flywheel_gateway.journal import Journal
 from flywheel_gateway.models import ArtifactFetcher, ModelManager, RuntimeOptions
 from flywheel_gateway.predictions import PredictionLogger
 from flywheel_gateway.routing import RoutingTable
@@ -72,7 +73,12 @@ def build(settings: ServiceSettings | None = None) -> Service:
     reporter = StatusReporter(publisher, models, follower, gateway_id, config.heartbeat_seconds)
     models.on_change = reporter.changed
     logger = (
-        PredictionLogger(publisher, config.prediction_sample_rate, config.prediction_buffer)
+        PredictionLogger(
+            publisher,
+            Journal(config.journal_path(), config.prediction_journal_bytes),
+            config.prediction_sample_rate,
+            config.prediction_buffer,
+        )
         if config.log_predictions
         else None
     )

@@ -45,10 +45,15 @@ class GatewaySettings(ServiceSettings):
     """Publish a PredictionLog per request to flywheel.predictions."""
     prediction_sample_rate: float = Field(default=1.0, gt=0, le=1)
     """Share of requests logged."""
-    prediction_buffer: int = Field(default=100_000, ge=1)
-    """Prediction logs held in memory while Kafka catches up."""
+    prediction_buffer: int = Field(default=10_000, ge=1)
+    """Prediction logs held in memory; beyond that they go to the disk journal."""
+    prediction_journal_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
+    """Disk journal for prediction logs Kafka cannot take yet; when full, logs are dropped."""
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     """Interval of GatewayStatus heartbeats."""
+
+    def journal_path(self) -> Path:
+        return self.data_dir / "journal" / "predictions.journal"
 
     def artifact_cache(self) -> Path:
         return self.cache_dir or self.data_dir / "artifacts"

@@ -1,0 +1,76 @@
+"""Kafka stopped under load and restarted: every prediction log arrives exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from flywheel_common.settings import KafkaSettings
+from flywheel_common.testing import IrisModels
+
+from .conftest import Platform, drive
+from .test_serving import prediction_logs
+
+KAFKA_SCRIPTS = Path(__file__).resolve().parents[4] / "infra" / "kafka"
+
+
+async def run(*command: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await process.communicate()
+    assert process.returncode == 0, stderr.decode()
+
+
+@pytest.fixture
+async def restartable_kafka() -> None:
+    status = await asyncio.create_subprocess_exec(
+        str(KAFKA_SCRIPTS / "node.sh"),
+        "status",
+        "1",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    if await status.wait() != 0:
+        pytest.fail("this test stops and restarts the broker: start it with `make kafka-up`")
+
+
+@pytest.mark.parametrize(
+    "platform",
+    [
+        {
+            "kafka": KafkaSettings(
+                bootstrap_servers="127.0.0.1:19092", linger_ms=1, request_timeout_ms=5000
+            )
+        }
+    ],
+    indirect=True,
+)
+async def test_prediction_logs_survive_kafka_going_away(
+    restartable_kafka: None,
+    platform: Platform,
+    iris: IrisModels,
+    model_name: str,
+    kafka_bootstrap: str,
+) -> None:
+    await platform.register(model_name, iris.classifier)
+    await platform.deploy(model_name, {1: 100}, generation=1)
+    load = asyncio.create_task(
+        drive(platform.address, "load", model=model_name, seconds=22.0, concurrency=4)
+    )
+    await asyncio.sleep(3.0)
+    await run(str(KAFKA_SCRIPTS / "stop.sh"))
+    await asyncio.sleep(8.0)  # requests keep being served; their logs go to the journal
+    await run(str(KAFKA_SCRIPTS / "start.sh"))
+    result = await load
+    assert result["failure_count"] == 0, result["failures"]
+    served = sum(result["versions"].values())
+    assert served > 200
+
+    logs = await prediction_logs(kafka_bootstrap, model_name, at_least=served)
+    per_request = Counter(log.request_id for log in logs)
+    assert len(per_request) == served
+    assert max(per_request.values()) == 1

@@ -1,0 +1,67 @@
+from pathlib import Path
+
+import pytest
+
+from flywheel_common.events import OutgoingRecord
+from flywheel_gateway.journal import Journal
+from flywheel_gateway.routing import Route, RoutingTable
+
+
+def record(n: int) -> OutgoingRecord:
+    return OutgoingRecord(
+        topic="flywheel.predictions",
+        key=b"iris",
+        value=f"payload-{n}".encode(),
+        headers=[("ce_id", f"id-{n}".encode()), ("content-type", b"application/protobuf")],
+    )
+
+
+def test_journal_round_trips_in_order_and_survives_reopening(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j", max_bytes=10_000)
+    assert journal.append([record(1), record(2)]) == 2
+    journal.append([record(3)])
+    reopened = Journal(tmp_path / "j", max_bytes=10_000)
+    assert list(reopened.records()) == [record(1), record(2), record(3)]
+    reopened.drop_first(2)
+    assert list(reopened.records()) == [record(3)]
+    reopened.clear()
+    assert reopened.empty
+
+
+def test_journal_is_bounded_and_ignores_a_torn_tail(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j", max_bytes=200)
+    written = journal.append([record(n) for n in range(10)])
+    assert 0 < written < 10
+    assert journal.size_bytes <= 200
+    with (tmp_path / "j").open("ab") as handle:
+        handle.write(b"\x50\x00\x00\x00partial")
+    assert len(list(Journal(tmp_path / "j", 10_000).records())) == written
+
+
+def table(*routes: Route, sticky: str = "k") -> RoutingTable:
+    return RoutingTable("iris", routes, sticky_key=sticky)
+
+
+def test_weighted_pick_follows_the_weights() -> None:
+    routes = table(Route(1, 70), Route(2, 30))
+    picks = [routes.pick(None, i / 1000).version for i in range(1000)]
+    assert picks.count(2) == 300
+
+
+def test_sticky_keys_keep_their_route_and_spread_by_weight() -> None:
+    routes = table(Route(1, 50), Route(2, 50))
+    first = {key: routes.pick(f"user-{key}", 0.0).version for key in range(2000)}
+    again = {key: routes.pick(f"user-{key}", 0.99).version for key in range(2000)}
+    assert first == again
+    assert 0.45 < sum(v == 2 for v in first.values()) / 2000 < 0.55
+    # Shifting weight moves keys only toward the route that gained.
+    shifted = table(Route(1, 30), Route(2, 70))
+    moved = {key for key in range(2000) if shifted.pick(f"user-{key}", 0.0).version != first[key]}
+    assert all(first[key] == 1 for key in moved)
+
+
+def test_unready_versions_are_skipped_and_none_ready_is_an_error() -> None:
+    routes = table(Route(1, 10), Route(2, 90))
+    assert {routes.pick(None, d / 10, ready={1}).version for d in range(10)} == {1}
+    with pytest.raises(LookupError):
+        routes.pick(None, 0.5, ready=set())
