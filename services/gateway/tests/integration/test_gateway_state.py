@@ -49,6 +49,7 @@ async def test_typed_contents_and_pinned_versions(
         ),
     )
     await platform.publisher.publish(DEPLOYMENTS, state, subject=model_name)
+    platform.deployed.add(model_name)
     async with asyncio.timeout(30):
         while platform.gateway_follower.applied_generations.get(model_name) != 1:
             await asyncio.sleep(0.02)
@@ -121,7 +122,7 @@ async def test_status_heartbeats_report_ready_versions(
     async with asyncio.timeout(30):
         while True:
             records = await read_topic(
-                kafka_bootstrap, GATEWAY_STATUS.name, at_least=0, timeout_ms=1000
+                kafka_bootstrap, GATEWAY_STATUS.name, at_least=0, timeout_ms=60_000
             )
             statuses = [
                 decode_event(r.headers, r.value, types).message

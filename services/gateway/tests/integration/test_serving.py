@@ -24,7 +24,7 @@ async def prediction_logs(kafka_bootstrap: str, model: str, at_least: int) -> li
             PREDICTIONS.name,
             at_least=0,
             partitions=PREDICTIONS.partitions,
-            timeout_ms=1000,
+            timeout_ms=60_000,
         )
         logs = [
             decode_event(r.headers, r.value, types).message

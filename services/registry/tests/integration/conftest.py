@@ -177,7 +177,7 @@ async def model_events(
             MODEL_EVENTS.name,
             at_least=0,
             partitions=MODEL_EVENTS.partitions,
-            timeout_ms=1000,
+            timeout_ms=60_000,
         )
         found = [
             (header(r.headers, "ce_id") or "", decode_event(r.headers, r.value, types).message)
