@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import sys
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from flywheel.common.v1 import types_pb2 as common
 from flywheel.deployer.v1 import events_pb2 as deployer_events
@@ -39,6 +41,19 @@ class Platform:
     gateway: Service
     publisher: EventPublisher
     settings: GatewaySettings
+    deployed: set[str] = field(default_factory=set)
+
+    async def forget_deployments(self) -> None:
+        """Tombstone this test's models so later gateways do not try to load them."""
+        if not self.deployed:
+            return
+        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka.bootstrap_servers)
+        try:
+            await producer.start()
+            for model in self.deployed:
+                await producer.send_and_wait(DEPLOYMENTS.name, None, key=model.encode())
+        finally:
+            await producer.stop()
 
     @property
     def address(self) -> str:
@@ -87,6 +102,7 @@ class Platform:
             state.shadow.version = shadow
             state.shadow.mirror_percent = 100
         await self.publisher.publish(DEPLOYMENTS, state, subject=model)
+        self.deployed.add(model)
         follower = self.gateway_follower
         async with asyncio.timeout(30):
             while follower.applied_generations.get(model) != generation:
@@ -142,14 +158,17 @@ async def platform(
     settings = GatewaySettings(**fields)
     gateway = build_gateway(settings)
     publisher = EventPublisher(kafka, source="flywheel-deployer")
-    try:
+    platform = Platform(registry, gateway, publisher, settings)
+    async with contextlib.AsyncExitStack() as cleanup:
+        # Every step runs even when an earlier one fails: a server left running would
+        # keep the test loop from closing.
+        cleanup.push_async_callback(registry.stop)
         await gateway.start()
+        cleanup.push_async_callback(gateway.stop)
         await publisher.start()
-        yield Platform(registry, gateway, publisher, settings)
-    finally:
-        await publisher.stop()
-        await gateway.stop()
-        await registry.stop()
+        cleanup.push_async_callback(publisher.stop)
+        cleanup.push_async_callback(platform.forget_deployments)
+        yield platform
 
 
 @pytest.fixture
