@@ -76,11 +76,15 @@ postgres-down: ## Stop that PostgreSQL
 	@infra/postgres/stop.sh
 
 .PHONY: bench
-bench: bench-kafka bench-registry ## All benchmarks (never part of make test); record in bench/RESULTS.md
+bench: bench-kafka bench-registry bench-gateway ## All benchmarks (never part of make test); record in bench/RESULTS.md
 
 .PHONY: bench-kafka
 bench-kafka: install ## Kafka bus: publisher and consumer against bare aiokafka
 	@infra/with-backends.sh $(UV) run --frozen python bench/kafka_bus.py
+
+.PHONY: bench-gateway
+bench-gateway: install ## Gateway under tritonclient against in-process onnxruntime and a bare gRPC server
+	@infra/with-backends.sh $(UV) run --frozen python bench/gateway.py
 
 .PHONY: bench-registry
 bench-registry: install ## Registry: registrations, GetArtifact MB/s, ListModelVersions at 10k

@@ -1,0 +1,246 @@
+"""Benchmark: the gateway under tritonclient's asyncio gRPC client, with same-run references.
+
+    make bench-gateway        # starts Kafka if needed
+    uv run python bench/gateway.py --seconds 5 --concurrency 1 4 16 64
+
+An MLP trained on scikit-learn's breast-cancer data (30 features) is exported to ONNX and
+registered; batch-1 ModelInfer requests come from tritonclient.grpc.aio at each concurrency.
+Printed side by side, in one run:
+- onnxruntime called in-process, one call at a time (the model's own cost);
+- a bare grpc.aio V2 server returning a fixed response (the Python gRPC ceiling);
+- this gateway with batching off and on, prediction logging off and on.
+(MLServer with an onnxruntime runtime, the issue's external reference, is not measured yet.)
+
+The servers run in their own processes: tritonclient registers the same protobuf names as
+Flywheel's `inference` package, so it cannot share a process with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import onnxruntime
+import tritonclient.grpc.aio as triton_aio
+from sklearn.datasets import load_breast_cancer
+from sklearn.neural_network import MLPClassifier
+from sklearn.preprocessing import StandardScaler
+from tritonclient.grpc import InferInput
+
+from flywheel.deployer.v1 import events_pb2 as deployer_events
+from flywheel.deployer.v1 import types_pb2 as deployer_types
+from flywheel.registry.v1 import registry_pb2 as registry_pb
+from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
+from flywheel_common.healthcheck import wait_until_serving
+from flywheel_common.publisher import EventPublisher
+from flywheel_common.settings import KafkaSettings
+from flywheel_common.testing import onnx_from_sklearn
+from flywheel_common.topics import DEPLOYMENTS, ensure_topics
+
+HERE = Path(__file__).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def mlp_model() -> tuple[bytes, np.ndarray]:
+    features, labels = load_breast_cancer(return_X_y=True)
+    features = StandardScaler().fit_transform(features).astype(np.float32)
+    model = MLPClassifier(hidden_layer_sizes=(64, 32), max_iter=300, random_state=0)
+    return onnx_from_sklearn(model.fit(features, labels), features.shape[1]), features
+
+
+async def start(command: list[str], env: dict[str, str], port: int) -> asyncio.subprocess.Process:
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        env=os.environ | env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    if await wait_until_serving([f"127.0.0.1:{port}"], timeout=90):
+        process.kill()
+        raise RuntimeError(f"{command} did not start")
+    return process
+
+
+async def stop(process: asyncio.subprocess.Process) -> None:
+    process.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(process.wait(), 60)
+
+
+async def register(address: str, model: str, artifact: bytes) -> None:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = registry_grpc.RegistryServiceStub(channel)
+
+        async def stream() -> AsyncIterator[registry_pb.RegisterModelVersionRequest]:
+            yield registry_pb.RegisterModelVersionRequest(
+                metadata=registry_pb.RegistrationMetadata(model=model)
+            )
+            yield registry_pb.RegisterModelVersionRequest(artifact_chunk=artifact)
+            yield registry_pb.RegisterModelVersionRequest(
+                expected_digests=registry_pb.ExpectedDigests(
+                    artifact_sha256=hashlib.sha256(artifact).hexdigest()
+                )
+            )
+
+        await stub.RegisterModelVersion(stream())
+
+
+async def deploy(bootstrap: str, model: str) -> None:
+    publisher = EventPublisher(KafkaSettings(bootstrap_servers=bootstrap), source="bench")
+    await publisher.start()
+    state = deployer_events.DeploymentState(
+        model=model,
+        routes=[deployer_types.TrafficRoute(version=1, weight_percent=100)],
+        generation=1,
+    )
+    await publisher.publish(DEPLOYMENTS, state, subject=model)
+    await publisher.stop()
+
+
+async def throughput(
+    address: str, model: str, rows: np.ndarray, concurrency: int, seconds: float
+) -> float:
+    """Completed batch-1 requests per second over `seconds`, after a short warm-up."""
+    client = triton_aio.InferenceServerClient(address)
+    deadline = 0.0
+    done = 0
+
+    async def worker(offset: int) -> None:
+        nonlocal done
+        index = offset
+        while time.monotonic() < deadline:
+            tensor = InferInput("features", [1, rows.shape[1]], "FP32")
+            tensor.set_data_from_numpy(rows[index % len(rows)][None, :])
+            await client.infer(model, [tensor])
+            done += 1
+            index += concurrency
+
+    deadline = time.monotonic() + 1.0
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))  # warm-up
+    done = 0
+    started = time.monotonic()
+    deadline = started + seconds
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    elapsed = time.monotonic() - started
+    await client.close()
+    return done / elapsed
+
+
+def in_process(artifact: bytes, rows: np.ndarray, seconds: float) -> float:
+    session = onnxruntime.InferenceSession(artifact, providers=["CPUExecutionProvider"])
+    done, started = 0, time.monotonic()
+    while time.monotonic() - started < seconds:
+        session.run(None, {"features": rows[done % len(rows)][None, :]})
+        done += 1
+    return done / (time.monotonic() - started)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--bootstrap", default="127.0.0.1:19092")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
+    args = parser.parse_args()
+    await ensure_topics(args.bootstrap)
+    artifact, rows = mlp_model()
+    model = f"mlp-{os.getpid()}"
+    results: dict[str, dict[int, float]] = {}
+
+    with tempfile.TemporaryDirectory() as folder:
+        registry_port = free_port()
+        registry = await start(
+            [sys.executable, "-m", "flywheel_registry"],
+            {
+                "FLYWHEEL_REGISTRY_GRPC__PORT": str(registry_port),
+                "FLYWHEEL_REGISTRY_DATA_DIR": f"{folder}/registry",
+                "FLYWHEEL_REGISTRY_TELEMETRY__METRICS_PORT": "-1",
+                "FLYWHEEL_REGISTRY_KAFKA__BOOTSTRAP_SERVERS": args.bootstrap,
+            },
+            registry_port,
+        )
+        await register(f"127.0.0.1:{registry_port}", model, artifact)
+        await deploy(args.bootstrap, model)
+
+        bare_port = free_port()
+        bare = await start(
+            [sys.executable, str(HERE / "bare_v2_server.py"), str(bare_port)], {}, bare_port
+        )
+        results["bare grpc.aio (fixed reply)"] = {
+            c: await throughput(f"127.0.0.1:{bare_port}", model, rows, c, args.seconds)
+            for c in args.concurrency
+        }
+        await stop(bare)
+
+        variants = {
+            "gateway, batching off, logging off": ("1", "false"),
+            "gateway, batching off, logging on": ("1", "true"),
+            "gateway, batching on, logging off": ("32", "false"),
+            "gateway, batching on, logging on": ("32", "true"),
+        }
+        for label, (batch, logging_on) in variants.items():
+            port = free_port()
+            gateway = await start(
+                [sys.executable, "-m", "flywheel_gateway"],
+                {
+                    "FLYWHEEL_GATEWAY_GRPC__PORT": str(port),
+                    "FLYWHEEL_GATEWAY_DATA_DIR": f"{folder}/gateway-{port}",
+                    "FLYWHEEL_GATEWAY_TELEMETRY__METRICS_PORT": "-1",
+                    "FLYWHEEL_GATEWAY_TELEMETRY__LOG_LEVEL": "WARNING",
+                    "FLYWHEEL_GATEWAY_KAFKA__BOOTSTRAP_SERVERS": args.bootstrap,
+                    "FLYWHEEL_GATEWAY_REGISTRY_ADDRESS": f"127.0.0.1:{registry_port}",
+                    "FLYWHEEL_GATEWAY_MAX_BATCH_SIZE": batch,
+                    "FLYWHEEL_GATEWAY_LOG_PREDICTIONS": logging_on,
+                },
+                port,
+            )
+            client = triton_aio.InferenceServerClient(f"127.0.0.1:{port}")
+            async with asyncio.timeout(60):
+                while not await client.is_model_ready(model):
+                    await asyncio.sleep(0.2)
+            await client.close()
+            results[label] = {
+                c: await throughput(f"127.0.0.1:{port}", model, rows, c, args.seconds)
+                for c in args.concurrency
+            }
+            await stop(gateway)
+        await stop(registry)
+
+    ort = in_process(artifact, rows, args.seconds)
+    print(
+        f"\ngateway: batch-1 ModelInfer from tritonclient.grpc.aio, {args.seconds:.0f}s per cell, "
+        f"MLP {rows.shape[1]}-64-32-2 on breast cancer; requests/s"
+    )
+    print(f"onnxruntime in-process, one call at a time: {ort:,.0f}/s")
+    header = "".join(f"{'c=' + str(c):>10}" for c in args.concurrency)
+    print(f"{'server':<38}{header}")
+    for label, row in results.items():
+        print(f"{label:<38}" + "".join(f"{row[c]:>10,.0f}" for c in args.concurrency))
+    top = max(args.concurrency)
+    bare = results["bare grpc.aio (fixed reply)"][top]
+    best = results["gateway, batching on, logging on"][top]
+    quiet = results["gateway, batching on, logging off"][top]
+    print(
+        f"\nat c={top}: gateway (batching, logging) / bare server = {best / bare:.2f}; "
+        f"logging cost = {1 - best / quiet:.1%}"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
