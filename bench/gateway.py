@@ -37,6 +37,7 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
 from tritonclient.grpc import InferInput
+from tritonclient.utils import InferenceServerException
 
 from flywheel.deployer.v1 import events_pb2 as deployer_events
 from flywheel.deployer.v1 import types_pb2 as deployer_types
@@ -110,6 +111,13 @@ async def deploy(bootstrap: str, model: str) -> None:
     )
     await publisher.publish(DEPLOYMENTS, state, subject=model)
     await publisher.stop()
+
+
+async def model_ready(client: triton_aio.InferenceServerClient, model: str) -> bool:
+    try:
+        return bool(await client.is_model_ready(model))
+    except InferenceServerException:  # NOT_FOUND until the deployment is applied
+        return False
 
 
 async def throughput(
@@ -212,7 +220,7 @@ async def main() -> None:
             )
             client = triton_aio.InferenceServerClient(f"127.0.0.1:{port}")
             async with asyncio.timeout(60):
-                while not await client.is_model_ready(model):
+                while not await model_ready(client, model):
                     await asyncio.sleep(0.2)
             await client.close()
             results[label] = {
