@@ -43,8 +43,9 @@ class _Pending:
 class DynamicBatcher:
     """Queues requests and runs them together, off the event loop.
 
-    The first request waits at most `max_queue_delay_seconds`; a batch leaves early when it is
-    full or reaches a preferred size. Outputs are split back by rows. When a batch fails, its
+    A request that finds the model idle runs at once. Requests arriving while the model runs
+    queue up; the first of them waits at most `max_queue_delay_seconds` for company, and a
+    batch leaves early when it is full or reaches a preferred size. Outputs are split back by rows. When a batch fails, its
     requests run one by one so that only the faulty one fails.
     """
 
@@ -54,17 +55,27 @@ class DynamicBatcher:
         self._policy = policy
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+        self._running = 0  # model runs in progress, direct or batched
 
     async def infer(self, inputs: Arrays) -> Arrays:
-        loop = asyncio.get_running_loop()
         rows = next(iter(inputs.values())).shape[0] if inputs else 0
-        if self._policy.max_batch_size <= 1 or rows >= self._policy.max_batch_size:
-            return await loop.run_in_executor(self._executor, self._run, inputs)
+        alone = self._running == 0 and self._queue.empty()
+        if self._policy.max_batch_size <= 1 or rows >= self._policy.max_batch_size or alone:
+            # Nobody to wait for: run now. Requests arriving meanwhile queue up and batch.
+            return await self._execute(inputs)
         pending = _Pending(inputs, rows)
         await self._queue.put(pending)
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._work(), name="batcher")
         return await pending.future
+
+    async def _execute(self, inputs: Arrays) -> Arrays:
+        loop = asyncio.get_running_loop()
+        self._running += 1
+        try:
+            return await loop.run_in_executor(self._executor, self._run, inputs)
+        finally:
+            self._running -= 1
 
     def close(self) -> None:
         if self._worker is not None:
@@ -100,14 +111,13 @@ class DynamicBatcher:
             await self._dispatch(batch)
 
     async def _dispatch(self, batch: list[_Pending]) -> None:
-        loop = asyncio.get_running_loop()
         if len(batch) == 1:
             await self._run_alone(batch[0])
             return
         names = list(batch[0].inputs)
         joined = {name: np.concatenate([p.inputs[name] for p in batch]) for name in names}
         try:
-            outputs = await loop.run_in_executor(self._executor, self._run, joined)
+            outputs = await self._execute(joined)
         except Exception:
             log.info("batch failed; running its requests one by one", extra={"size": len(batch)})
             await asyncio.gather(*(self._run_alone(p) for p in batch))
@@ -120,9 +130,8 @@ class DynamicBatcher:
             start = end
 
     async def _run_alone(self, pending: _Pending) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            result = await loop.run_in_executor(self._executor, self._run, pending.inputs)
+            result = await self._execute(pending.inputs)
         except Exception as exc:
             if not pending.future.done():
                 pending.future.set_exception(exc)
