@@ -45,8 +45,8 @@ class DynamicBatcher:
 
     A request that finds the model idle runs at once. Requests arriving while the model runs
     queue up; the first of them waits at most `max_queue_delay_seconds` for company, and a
-    batch leaves early when it is full or reaches a preferred size. Outputs are split back by rows. When a batch fails, its
-    requests run one by one so that only the faulty one fails.
+    batch leaves early when it is full or reaches a preferred size. Outputs are split back
+    by rows. When a batch fails, its requests run one by one so only the faulty one fails.
     """
 
     def __init__(self, run: RunModel, executor: Executor, policy: BatchPolicy) -> None:
