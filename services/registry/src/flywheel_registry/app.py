@@ -61,7 +61,7 @@ def build(settings: ServiceSettings | None = None) -> Service:
     components.append(
         EventConsumer(
             config.kafka,
-            group_id=config.service_name,
+            group_id=config.consumer_group or config.service_name,
             topics=[DEPLOYMENT_EVENTS.name],
             handler=deduplicated(database, CONSUMER_NAME, rollback_follower(registry)),
             dead_letters=publisher,

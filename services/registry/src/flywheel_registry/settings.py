@@ -24,6 +24,8 @@ class RegistrySettings(ServiceSettings):
     telemetry: TelemetrySettings = TelemetrySettings(metrics_port=9101)
     database: DatabaseSettings = DatabaseSettings()
     outbox: OutboxSettings = OutboxSettings()
+    consumer_group: str = ""
+    """Kafka consumer group following flywheel.deployment-events; default: the service name."""
     artifact_root: Path | None = None
     """Folder of the content-addressed artifact store; default: `<data_dir>/artifacts`."""
     max_artifact_bytes: int = Field(default=512 * 1024 * 1024, ge=1)

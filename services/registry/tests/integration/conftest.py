@@ -46,6 +46,8 @@ def registry_settings(
         database=DatabaseSettings(url=database_url),
         data_dir=data_dir,
         max_artifact_bytes=MAX_ARTIFACT_BYTES,
+        # A group of its own: no test waits on group membership left by another test.
+        consumer_group=f"registry-test-{uuid.uuid4().hex[:8]}",
         **overrides,
     )
 

@@ -319,7 +319,7 @@ async def test_rollback_events_move_production_back_once(
     await publisher.send([sent])  # the same event again, same ce_id: must apply once
     await publisher.stop()
 
-    async with asyncio.timeout(20):
+    async with asyncio.timeout(60):
         while True:
             current = await client.GetModelVersionByAlias(
                 pb.GetModelVersionByAliasRequest(model=model_name, alias="production")
