@@ -17,20 +17,8 @@ from flywheel_gateway.models import ArtifactFetcher, ModelManager, RuntimeOption
 from flywheel_gateway.predictions import PredictionLogger
 from flywheel_gateway.routing import RoutingTable
 from flywheel_gateway.settings import GatewaySettings
+from flywheel_gateway.status import StatusReporter
 from inference import grpc_service_pb2_grpc
-
-
-class _Closing:
-    """Adapts objects with only an async close() to the component protocol."""
-
-    def __init__(self, target: ModelManager) -> None:
-        self._target = target
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        await self._target.close()
 
 
 class _Catchup:
@@ -54,8 +42,6 @@ def build(settings: ServiceSettings | None = None) -> Service:
         config.registry_address, config.artifact_cache(), config.registry_token
     )
     routes: dict[str, RoutingTable] = {}
-    from flywheel_gateway.status import StatusReporter
-
     models = ModelManager(
         fetcher,
         RuntimeOptions(
@@ -92,7 +78,7 @@ def build(settings: ServiceSettings | None = None) -> Service:
     components: list[Component] = []
     if config.kafka.provision_topics:
         components.append(TopicProvisioner(config))
-    components += [publisher, _Closing(models)]
+    components += [publisher, models]
     if logger is not None:
         components.append(logger)
     components += [reader, _Catchup(reader), reporter]

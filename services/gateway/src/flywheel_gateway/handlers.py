@@ -7,16 +7,15 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import numpy as np
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
 
 from flywheel.common.v1 import types_pb2 as common
 from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_common.errors import FlywheelError, InvalidArgument, NotFound, Unavailable
+from flywheel_common.timestamps import now
 from flywheel_gateway.models import LoadedVersion, ModelManager
 from flywheel_gateway.predictions import PredictionLogger
 from flywheel_gateway.routing import Role, Route, RoutingTable
@@ -181,8 +180,6 @@ class Inference:
         span = trace.get_current_span().get_span_context()
         latency = Duration()
         latency.FromNanoseconds(int((time.perf_counter() - started) * 1e9))
-        now = Timestamp()
-        now.FromDatetime(datetime.now(UTC))
         self._logger.log(
             PredictionLog(
                 request_id=request.request_id,
@@ -199,7 +196,7 @@ class Inference:
                 nan_flagged=flagged,
                 trace_id=format(span.trace_id, "032x") if span.is_valid else "",
                 gateway_id=self._settings.gateway_id,
-                received_at=now,
+                received_at=now(),
             )
         )
 

@@ -24,6 +24,7 @@ from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
 from flywheel_common.errors import InvalidArgument, NotFound, Unavailable
 from flywheel_common.signatures import DYNAMIC, ONNXRUNTIME_DATATYPES, Signature, TensorSpec
 from flywheel_gateway.batching import Arrays, BatchPolicy, DynamicBatcher
+from flywheel_gateway.tensors import NUMPY_DTYPES
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,6 @@ def _signature(session: onnxruntime.InferenceSession) -> Signature:
 
 
 def _warmup_inputs(signature: Signature) -> Arrays:
-    from flywheel_gateway.tensors import NUMPY_DTYPES
-
     arrays = {}
     for spec in signature.inputs:
         shape = tuple(1 if dim == DYNAMIC else dim for dim in spec.shape)
@@ -302,7 +301,10 @@ class ModelManager:
         except Exception as exc:  # onnxruntime rejects what the signature check let through
             raise InvalidArgument(f"the model could not run this input: {exc}") from exc
 
-    async def close(self) -> None:
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
         for task in list(self._loading.values()):
             task.cancel()
         for loaded in list(self._versions.values()):

@@ -9,10 +9,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from flywheel.gateway.v1 import events_pb2 as events
 from flywheel_common.publisher import EventPublisher
+from flywheel_common.timestamps import now, timestamp
 from flywheel_common.topics import GATEWAY_STATUS
 from flywheel_gateway.consumers import DeploymentFollower
 from flywheel_gateway.models import LoadState, ModelManager
@@ -26,12 +26,6 @@ _STATES = {
     LoadState.DRAINING: events.LOAD_STATE_DRAINING,
     LoadState.FAILED: events.LOAD_STATE_FAILED,
 }
-
-
-def _timestamp(when: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(when)
-    return stamp
 
 
 class StatusReporter:
@@ -75,14 +69,14 @@ class StatusReporter:
                     artifact_sha256=v.sha256,
                     execution_provider=v.provider,
                     error=v.error,
-                    state_since=_timestamp(v.state_since),
+                    state_since=timestamp(v.state_since),
                 )
                 for v in sorted(self._models.versions, key=lambda v: (v.model, v.version))
             ],
             applied_generations=self._follower.applied_generations,
-            heartbeat_at=_timestamp(datetime.now(UTC)),
+            heartbeat_at=now(),
             heartbeat_interval=interval,
-            started_at=_timestamp(self._started_at),
+            started_at=timestamp(self._started_at),
             software_version="0.1.0",
         )
 

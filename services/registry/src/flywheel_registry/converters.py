@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
-
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from flywheel.common.v1 import types_pb2 as common
 from flywheel.registry.v1 import events_pb2 as events
 from flywheel.registry.v1 import types_pb2 as types
 from flywheel_common.signatures import Signature
+from flywheel_common.timestamps import optional_timestamp
 from flywheel_registry.domain import ReferenceSampleLayout
 from flywheel_registry.storage import AliasHistoryRow, AliasRow, ModelRow, VersionRow
 
@@ -28,14 +26,6 @@ LINEAGE_FIELDS = (
     "training_entrypoint",
     "retrain_run_id",
 )
-
-
-def timestamp(when: datetime | None) -> Timestamp | None:
-    if when is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(when)
-    return stamp
 
 
 def signature_proto(signature: dict[str, Any]) -> common.ModelSignature:
@@ -115,9 +105,9 @@ def version_proto(row: VersionRow, aliases: list[str]) -> types.ModelVersion:
         lineage=types.Lineage(**row.lineage),
         breaking_change=row.breaking_change,
         created_by=row.created_by,
-        created_at=timestamp(row.created_at),
-        updated_at=timestamp(row.updated_at),
-        archived_at=timestamp(row.archived_at),
+        created_at=optional_timestamp(row.created_at),
+        updated_at=optional_timestamp(row.updated_at),
+        archived_at=optional_timestamp(row.archived_at),
         archive_reason=row.archive_reason,
     )
 
@@ -128,7 +118,7 @@ def alias_proto(row: AliasRow) -> types.Alias:
         version=row.version,
         protected=row.protected,
         updated_by=row.updated_by,
-        updated_at=timestamp(row.updated_at),
+        updated_at=optional_timestamp(row.updated_at),
     )
 
 
@@ -139,8 +129,8 @@ def model_proto(row: ModelRow, version_count: int) -> types.Model:
         latest_version=row.latest_version,
         version_count=version_count,
         aliases=[alias_proto(alias) for alias in row.aliases],
-        created_at=timestamp(row.created_at),
-        updated_at=timestamp(row.updated_at),
+        created_at=optional_timestamp(row.created_at),
+        updated_at=optional_timestamp(row.updated_at),
     )
 
 
@@ -154,7 +144,7 @@ def history_proto(row: AliasHistoryRow) -> types.AliasChange:
         reason=row.reason,
         cause=CAUSES[row.cause],
         rollout_id=row.rollout_id,
-        changed_at=timestamp(row.changed_at),
+        changed_at=optional_timestamp(row.changed_at),
     )
 
 
@@ -173,7 +163,7 @@ def registered_event(row: VersionRow, aliases: list[str]) -> events.ModelVersion
         breaking_change=row.breaking_change,
         aliases=aliases,
         actor=row.created_by,
-        occurred_at=timestamp(row.created_at),
+        occurred_at=optional_timestamp(row.created_at),
     )
 
 
@@ -188,7 +178,7 @@ def alias_changed_event(change: AliasHistoryRow, protected: bool) -> events.Alia
         reason=change.reason,
         cause=CAUSES[change.cause],
         rollout_id=change.rollout_id,
-        occurred_at=timestamp(change.changed_at),
+        occurred_at=optional_timestamp(change.changed_at),
     )
 
 
@@ -204,7 +194,7 @@ def promoted_event(change: AliasHistoryRow, version: VersionRow) -> events.Model
         rollout_id=change.rollout_id,
         artifact_sha256=version.artifact_sha256,
         signature=signature_proto(version.signature),
-        occurred_at=timestamp(change.changed_at),
+        occurred_at=optional_timestamp(change.changed_at),
     )
 
 
@@ -218,5 +208,5 @@ def archived_event(
         artifact_sha256=row.artifact_sha256,
         actor=actor,
         reason=row.archive_reason,
-        occurred_at=timestamp(row.archived_at),
+        occurred_at=optional_timestamp(row.archived_at),
     )

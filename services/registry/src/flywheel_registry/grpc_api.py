@@ -15,8 +15,9 @@ from flywheel_registry.handlers import Digests, NewVersion, Part, PartKind, Regi
 from flywheel_registry.search import MetricCondition, OrderKey, SearchQuery
 
 SERVICE_NAME = "flywheel.registry.v1.RegistryService"
-# Reads need `reader` and changes `writer` by default; protection is checked per alias.
-METHOD_ROLES: dict[str, Role] = {"GetArtifact": Role.READER, "GetReferenceSample": Role.READER}
+# Reads need `reader` and changes `writer` (the shared default); protected aliases are checked
+# per alias in the use case.
+METHOD_ROLES: dict[str, Role] = {}
 
 _COMPARISONS = {
     pb.COMPARISON_OPERATOR_LESS: "<",
