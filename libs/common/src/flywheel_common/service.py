@@ -94,9 +94,20 @@ class Service:
         while self._started:
             component = self._started.pop()
             try:
-                await component.stop()
+                async with asyncio.timeout(self.settings.component_stop_timeout_seconds):
+                    await component.stop()
+            except TimeoutError:
+                log.error(
+                    "component did not stop in time; abandoned",
+                    extra={
+                        "component": type(component).__name__,
+                        "timeout_seconds": self.settings.component_stop_timeout_seconds,
+                    },
+                )
             except Exception:
-                log.exception("component failed to stop", extra={"component": repr(component)})
+                log.exception(
+                    "component failed to stop", extra={"component": type(component).__name__}
+                )
         log.info("service stopped", extra={"service": self.name})
 
 

@@ -111,6 +111,9 @@ class ServiceSettings(BaseSettings):
     """Identifies this replica; defaults to host name and process id."""
     data_dir: Path = Path(".run/data")
     """Folder for embedded state: SQLite files, cached artifacts."""
+    component_stop_timeout_seconds: float = 20.0
+    """At shutdown, how long one component (a producer flushing, a consumer leaving its
+    group) may take before it is abandoned and the next one stops: SIGTERM always ends."""
     grpc: GrpcSettings = GrpcSettings()
     kafka: KafkaSettings = KafkaSettings()
     auth: AuthSettings = AuthSettings()

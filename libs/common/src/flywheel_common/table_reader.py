@@ -78,19 +78,28 @@ class CompactedTopicReader:
 
     async def _run(self, end_offsets: dict[TopicPartition, int]) -> None:
         pending = {partition for partition, end in end_offsets.items() if end > 0}
-        if not pending:
-            self._caught_up.set()
+        # Until caught up only the newest record of each key matters: keys deleted or
+        # overwritten since (not yet compacted away) are never applied.
+        backlog: dict[bytes, tuple[object, bytes | None]] = {}
+        while pending:
+            batches = await self._consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                for record in records:
+                    key = record.key or b""
+                    backlog.pop(key, None)
+                    backlog[key] = (record.headers, record.value)
+            for partition in list(pending):
+                if await self._consumer.position(partition) >= end_offsets[partition]:
+                    pending.discard(partition)
+        for key, (headers, value) in backlog.items():
+            if value is not None:  # a key whose newest record is a tombstone never existed here
+                await self._apply_record(key, headers, value)
+        self._caught_up.set()
         while True:
             batches = await self._consumer.getmany(timeout_ms=200)
             for records in batches.values():
                 for record in records:
                     await self._apply_record(record.key or b"", record.headers, record.value)
-            if pending:
-                for partition in list(pending):
-                    if await self._consumer.position(partition) >= end_offsets[partition]:
-                        pending.discard(partition)
-                if not pending:
-                    self._caught_up.set()
 
     async def _apply_record(self, key: bytes, headers: object, value: bytes | None) -> None:
         if value is None:

@@ -67,7 +67,11 @@ class DeploymentFollower:
     async def apply(self, key: bytes, envelope: Envelope | None) -> None:
         model = key.decode()
         if envelope is None:  # tombstone: the model is no longer deployed
+            installing = self._installing.pop(model, None)
+            if installing is not None:
+                installing.cancel()
             self._routes.pop(model, None)
+            self.applied_generations.pop(model, None)
             for loaded in self._models.versions:
                 if loaded.model == model:
                     self._models.retire(model, loaded.version)

@@ -8,7 +8,7 @@ import hashlib
 import json
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,15 +160,24 @@ async def platform(
     publisher = EventPublisher(kafka, source="flywheel-deployer")
     platform = Platform(registry, gateway, publisher, settings)
     async with contextlib.AsyncExitStack() as cleanup:
-        # Every step runs even when an earlier one fails: a server left running would
-        # keep the test loop from closing.
-        cleanup.push_async_callback(registry.stop)
+        # Every step runs even when an earlier one fails or hangs: a server left running
+        # would keep the test loop from closing.
+        cleanup.push_async_callback(bounded, registry.stop)
         await gateway.start()
-        cleanup.push_async_callback(gateway.stop)
+        cleanup.push_async_callback(bounded, gateway.stop)
         await publisher.start()
-        cleanup.push_async_callback(publisher.stop)
-        cleanup.push_async_callback(platform.forget_deployments)
+        cleanup.push_async_callback(bounded, publisher.stop)
+        cleanup.push_async_callback(bounded, platform.forget_deployments)
         yield platform
+
+
+async def bounded(step: Callable[[], Awaitable[None]], seconds: float = 60.0) -> None:
+    """Run a teardown step; one that hangs fails the test by name instead of timing it out."""
+    try:
+        async with asyncio.timeout(seconds):
+            await step()
+    except TimeoutError:
+        pytest.fail(f"teardown step {step.__qualname__} did not finish in {seconds:.0f}s")
 
 
 @pytest.fixture
