@@ -1,9 +1,11 @@
-"""Protobuf timestamps from datetimes: the one conversion every service's messages use."""
+"""Protobuf timestamps and durations: the one conversion every service's messages use."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
+from datetime import datetime
 
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 
@@ -19,4 +21,12 @@ def optional_timestamp(when: datetime | None) -> Timestamp | None:
 
 
 def now() -> Timestamp:
-    return timestamp(datetime.now(UTC))
+    # From the integer clock directly: FromDatetime is pure Python, and this runs once per
+    # prediction log.
+    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    return Timestamp(seconds=seconds, nanos=nanos)
+
+
+def duration(seconds: float) -> Duration:
+    whole, nanos = divmod(round(seconds * 1e9), 1_000_000_000)
+    return Duration(seconds=whole, nanos=nanos)

@@ -58,9 +58,14 @@ def build(settings: ServiceSettings | None = None) -> Service:
     follower = DeploymentFollower(routes, models, fetcher)
     reporter = StatusReporter(publisher, models, follower, gateway_id, config.heartbeat_seconds)
     models.on_change = reporter.changed
+    prediction_publisher = EventPublisher(
+        config.kafka.model_copy(update={"linger_ms": config.prediction_linger_ms}),
+        source=config.service_name,
+        client_id=f"{config.service_name}-predictions",
+    )
     logger = (
         PredictionLogger(
-            publisher,
+            prediction_publisher,
             Journal(config.journal_path(), config.prediction_journal_bytes),
             config.prediction_sample_rate,
             config.prediction_buffer,
@@ -80,7 +85,7 @@ def build(settings: ServiceSettings | None = None) -> Service:
         components.append(TopicProvisioner(config))
     components += [publisher, models]
     if logger is not None:
-        components.append(logger)
+        components += [prediction_publisher, logger]
     components += [reader, _Catchup(reader), reporter]
     servicer = InferenceServicer(inference, models, lambda: True)
     binding = ServiceBinding(

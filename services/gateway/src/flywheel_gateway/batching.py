@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -30,44 +31,60 @@ class BatchPolicy:
 class _Pending:
     inputs: Arrays
     rows: int
+    arrived: float
+    layout: tuple[tuple[str, tuple[int, ...], str], ...] = ()
     future: asyncio.Future[Arrays] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
-    @property
-    def layout(self) -> tuple[tuple[str, tuple[int, ...], str], ...]:
-        """Requests batch together only when everything but the batch dimension agrees."""
-        return tuple(sorted((name, a.shape[1:], a.dtype.str) for name, a in self.inputs.items()))
+    def __post_init__(self) -> None:
+        # Requests batch together only when everything but the batch dimension agrees.
+        self.layout = tuple(
+            sorted((name, a.shape[1:], a.dtype.str) for name, a in self.inputs.items())
+        )
 
 
 class DynamicBatcher:
     """Queues requests and runs them together, off the event loop.
 
     A request that finds the model idle runs at once. Requests arriving while the model runs
-    queue up; the first of them waits at most `max_queue_delay_seconds` for company, and a
-    batch leaves early when it is full or reaches a preferred size. Outputs are split back
-    by rows. When a batch fails, its requests run one by one so only the faulty one fails.
+    queue up; the oldest of them waits at most `max_queue_delay_seconds` for company, and a
+    batch leaves early when the queue holds a full batch or a preferred size. Outputs are
+    split back by rows. When a batch fails, its requests run one by one so only the faulty
+    one fails. Waiting costs one timer per batch, not one per request.
     """
 
     def __init__(self, run: RunModel, executor: Executor, policy: BatchPolicy) -> None:
         self._run = run
         self._executor = executor
         self._policy = policy
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._waiting: deque[_Pending] = deque()
+        self._waiting_rows = 0
+        self._wake: asyncio.Future[None] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._running = 0  # model runs in progress, direct or batched
 
     async def infer(self, inputs: Arrays) -> Arrays:
         rows = next(iter(inputs.values())).shape[0] if inputs else 0
-        alone = self._running == 0 and self._queue.empty()
+        alone = self._running == 0 and not self._waiting
         if self._policy.max_batch_size <= 1 or rows >= self._policy.max_batch_size or alone:
             # Nobody to wait for: run now. Requests arriving meanwhile queue up and batch.
             return await self._execute(inputs)
-        pending = _Pending(inputs, rows)
-        await self._queue.put(pending)
+        loop = asyncio.get_running_loop()
+        pending = _Pending(inputs, rows, loop.time())
+        self._waiting.append(pending)
+        self._waiting_rows += rows
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._work(), name="batcher")
+        elif self._wake is not None and not self._wake.done() and self._batch_ready():
+            self._wake.set_result(None)
         return await pending.future
+
+    def _batch_ready(self) -> bool:
+        return (
+            self._waiting_rows >= self._policy.max_batch_size
+            or self._waiting_rows in self._policy.preferred_batch_sizes
+        )
 
     async def _execute(self, inputs: Arrays) -> Arrays:
         loop = asyncio.get_running_loop()
@@ -80,35 +97,42 @@ class DynamicBatcher:
     def close(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
+        while self._waiting:
+            pending = self._waiting.popleft()
+            if not pending.future.done():
+                pending.future.set_exception(RuntimeError("the model version was unloaded"))
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
-        while not self._queue.empty():
-            first = self._queue.get_nowait()
-            batch, rows = [first], first.rows
-            deadline = loop.time() + self._policy.max_queue_delay_seconds
-            while rows < self._policy.max_batch_size:
-                if rows in self._policy.preferred_batch_sizes and self._queue.empty():
-                    break
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
+        while self._waiting:
+            delay = self._waiting[0].arrived + self._policy.max_queue_delay_seconds - loop.time()
+            if delay > 0 and not self._batch_ready():
+                self._wake = loop.create_future()
+                timer = loop.call_later(delay, _resolve, self._wake)
                 try:
-                    candidate = await asyncio.wait_for(self._queue.get(), timeout)
-                except TimeoutError:
-                    break
-                if (
-                    candidate.layout != first.layout
-                    or rows + candidate.rows > self._policy.max_batch_size
-                ):
-                    await self._dispatch(batch)  # incompatible or too big: start a new batch
-                    batch, rows = [candidate], candidate.rows
-                    first = candidate
-                    deadline = loop.time() + self._policy.max_queue_delay_seconds
-                    continue
+                    await self._wake
+                finally:
+                    timer.cancel()
+                    self._wake = None
+            await self._dispatch(self._take())
+
+    def _take(self) -> list[_Pending]:
+        """The oldest request and the later ones that fit beside it, in arrival order."""
+        first = self._waiting.popleft()
+        batch, rows, kept = [first], first.rows, deque[_Pending]()
+        while self._waiting:
+            candidate = self._waiting.popleft()
+            if (
+                candidate.layout == first.layout
+                and rows + candidate.rows <= self._policy.max_batch_size
+            ):
                 batch.append(candidate)
                 rows += candidate.rows
-            await self._dispatch(batch)
+            else:
+                kept.append(candidate)
+        self._waiting = kept
+        self._waiting_rows = sum(p.rows for p in kept)
+        return batch
 
     async def _dispatch(self, batch: list[_Pending]) -> None:
         if len(batch) == 1:
@@ -138,3 +162,8 @@ class DynamicBatcher:
             return
         if not pending.future.done():
             pending.future.set_result(result)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

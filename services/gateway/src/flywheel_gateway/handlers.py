@@ -9,13 +9,13 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from google.protobuf.duration_pb2 import Duration
 from opentelemetry import trace
 
 from flywheel.common.v1 import types_pb2 as common
 from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_common.errors import FlywheelError, InvalidArgument, NotFound, Unavailable
-from flywheel_common.timestamps import now
+from flywheel_common.grpc_server import status_of
+from flywheel_common.timestamps import duration, now
 from flywheel_gateway.models import LoadedVersion, ModelManager
 from flywheel_gateway.predictions import PredictionLogger
 from flywheel_gateway.routing import Role, Route, RoutingTable
@@ -178,8 +178,6 @@ class Inference:
         if self._logger is None:
             return
         span = trace.get_current_span().get_span_context()
-        latency = Duration()
-        latency.FromNanoseconds(int((time.perf_counter() - started) * 1e9))
         self._logger.log(
             PredictionLog(
                 request_id=request.request_id,
@@ -192,7 +190,7 @@ class Inference:
                 outputs=[_tensor(name, array) for name, array in outputs.items()],
                 status_code=0 if error is None else _status_number(error),
                 status_message="" if error is None else error.message,
-                latency=latency,
+                latency=duration(time.perf_counter() - started),
                 nan_flagged=flagged,
                 trace_id=format(span.trace_id, "032x") if span.is_valid else "",
                 gateway_id=self._settings.gateway_id,
@@ -250,6 +248,4 @@ def _tensor(name: str, array: np.ndarray) -> common.Tensor:
 
 
 def _status_number(error: FlywheelError) -> int:
-    from flywheel_common.grpc_server import status_of
-
     return int(status_of(error).value[0])

@@ -45,6 +45,10 @@ class GatewaySettings(ServiceSettings):
     """Publish a PredictionLog per request to flywheel.predictions."""
     prediction_sample_rate: float = Field(default=1.0, gt=0, le=1)
     """Share of requests logged."""
+    prediction_linger_ms: int = Field(default=50, ge=0)
+    """How long the producer of prediction logs gathers records before a produce request:
+    logs are not latency-critical, and fuller requests cost the gateway and the brokers
+    less CPU per record."""
     prediction_buffer: int = Field(default=10_000, ge=1)
     """Prediction logs held in memory; beyond that they go to the disk journal."""
     prediction_journal_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
