@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import MetaData, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
@@ -25,6 +26,18 @@ class Base(DeclarativeBase):
             "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
             "pk": "pk_%(table_name)s",
         }
+    )
+
+
+async def insert_unless_present(
+    session: AsyncSession, table: type[Base], values: dict[str, Any], unique: list[str]
+) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING on PostgreSQL and SQLite alike: a row that already
+    exists (by the `unique` columns) is left as it is, even under concurrent inserts."""
+    dialect = session.bind.dialect.name if session.bind else "sqlite"
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    await session.execute(
+        insert(table).values(**values).on_conflict_do_nothing(index_elements=unique)
     )
 
 

@@ -1,17 +1,89 @@
-"""Composition root of the deployer service: settings in, a running service out."""
+"""Composition root of the deployer: settings in, a running service out."""
 
 from __future__ import annotations
 
-from flywheel_common.service import Service, TopicProvisioner, run_service
+from pathlib import Path
+
+from flywheel.deployer.v1 import deployer_pb2_grpc
+from flywheel_common.consumer import EventConsumer
+from flywheel_common.db import Database
+from flywheel_common.grpc_server import ServiceBinding
+from flywheel_common.inbox import deduplicated
+from flywheel_common.migrations import SchemaMigration
+from flywheel_common.outbox import Outbox, OutboxRelay
+from flywheel_common.publisher import EventPublisher
+from flywheel_common.registry_client import RegistryClient
+from flywheel_common.service import Component, Service, TopicProvisioner, run_service
 from flywheel_common.settings import ServiceSettings
+from flywheel_common.table_reader import CompactedTopicReader
+from flywheel_common.topics import GATEWAY_STATUS, MODEL_EVENTS, MODEL_METRICS
+from flywheel_deployer.consumers import (
+    METRICS_CONSUMER,
+    promotion_follower,
+    window_recorder,
+)
+from flywheel_deployer.engine import RolloutEngine
+from flywheel_deployer.fleet import GatewayFleet
+from flywheel_deployer.grpc_api import METHOD_ROLES, SERVICE_NAME, DeployerServicer
+from flywheel_deployer.handlers import Deployer
 from flywheel_deployer.settings import DeployerSettings
+
+MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 def build(settings: ServiceSettings | None = None) -> Service:
-    """Wire the deployer service; its business RPCs arrive with their own issue."""
-    settings = settings or DeployerSettings()
-    components = [TopicProvisioner(settings)] if settings.kafka.provision_topics else []
-    return Service(settings, bindings=[], components=components)
+    """Wire the deployer: database and outbox, gateway fleet, consumers, engine, gRPC."""
+    config = settings if isinstance(settings, DeployerSettings) else DeployerSettings()
+    database = Database(config.database_url(), config.database.echo)
+    outbox = Outbox(source=config.service_name)
+    registry = RegistryClient(config.registry_address, config.registry_token)
+    fleet = GatewayFleet(config.gateway_heartbeat_timeout_seconds)
+    deployer = Deployer(database, outbox, registry, fleet)
+    engine = RolloutEngine(deployer, config.reconcile_interval_seconds)
+    fleet.on_change = engine.poke
+    deployer.on_change = engine.poke
+    publisher = EventPublisher(config.kafka, source=config.service_name)
+    group = config.consumer_group or config.service_name
+
+    components: list[Component] = []
+    if config.kafka.provision_topics:
+        components.append(TopicProvisioner(config))
+    components += [SchemaMigration(database, MIGRATIONS), registry, publisher]
+    if config.outbox.relay_enabled:
+        components.append(
+            OutboxRelay(
+                database,
+                outbox,
+                publisher,
+                batch_size=config.outbox.batch_size,
+                poll_interval_seconds=config.outbox.poll_interval_seconds,
+            )
+        )
+    components += [
+        CompactedTopicReader(config.kafka, GATEWAY_STATUS.name, fleet.apply),
+        EventConsumer(
+            config.kafka,
+            group_id=f"{group}.promotions",
+            topics=[MODEL_EVENTS.name],
+            handler=promotion_follower(deployer),
+            dead_letters=publisher,
+        ),
+        EventConsumer(
+            config.kafka,
+            group_id=f"{group}.metrics",
+            topics=[MODEL_METRICS.name],
+            handler=deduplicated(database, METRICS_CONSUMER, window_recorder(deployer)),
+            dead_letters=publisher,
+        ),
+        engine,
+    ]
+    binding = ServiceBinding(
+        SERVICE_NAME,
+        deployer_pb2_grpc.add_DeployerServiceServicer_to_server,
+        DeployerServicer(deployer),
+        METHOD_ROLES,
+    )
+    return Service(config, [binding], components)
 
 
 def main() -> None:

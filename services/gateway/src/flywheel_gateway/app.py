@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flywheel_common.grpc_server import ServiceBinding
 from flywheel_common.publisher import EventPublisher
+from flywheel_common.registry_client import RegistryClient
 from flywheel_common.service import Component, Service, TopicProvisioner, instance_id, run_service
 from flywheel_common.settings import Role, ServiceSettings
 from flywheel_common.table_reader import CompactedTopicReader
@@ -39,7 +40,7 @@ def build(settings: ServiceSettings | None = None) -> Service:
     gateway_id = config.gateway_id or instance_id(config)
     publisher = EventPublisher(config.kafka, source=config.service_name)
     fetcher = ArtifactFetcher(
-        config.registry_address, config.artifact_cache(), config.registry_token
+        RegistryClient(config.registry_address, config.registry_token), config.artifact_cache()
     )
     routes: dict[str, RoutingTable] = {}
     models = ModelManager(

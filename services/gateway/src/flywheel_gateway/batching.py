@@ -48,10 +48,12 @@ class DynamicBatcher:
     """Queues requests and runs them together, off the event loop.
 
     A request that finds the model idle runs at once. Requests arriving while the model runs
-    queue up; the oldest of them waits at most `max_queue_delay_seconds` for company, and a
-    batch leaves early when the queue holds a full batch or a preferred size. Outputs are
-    split back by rows. When a batch fails, its requests run one by one so only the faulty
-    one fails. Waiting costs one timer per batch, not one per request.
+    queue up and leave as one batch as soon as the model is free again, so batches grow with
+    the load and an idle model never waits. `max_queue_delay_seconds` bounds how long the
+    oldest queued request waits while the model stays busy; a queue holding a full batch or
+    a preferred size leaves at once. Outputs are split back by rows. When a batch fails,
+    its requests run one by one so only the faulty one fails. Waiting costs one timer per
+    batch, not one per request.
     """
 
     def __init__(self, run: RunModel, executor: Executor, policy: BatchPolicy) -> None:
@@ -76,9 +78,13 @@ class DynamicBatcher:
         self._waiting_rows += rows
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._work(), name="batcher")
-        elif self._wake is not None and not self._wake.done() and self._batch_ready():
-            self._wake.set_result(None)
+        elif self._batch_ready():
+            self._poke()
         return await pending.future
+
+    def _poke(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
 
     def _batch_ready(self) -> bool:
         return (
@@ -93,6 +99,8 @@ class DynamicBatcher:
             return await loop.run_in_executor(self._executor, self._run, inputs)
         finally:
             self._running -= 1
+            if self._running == 0:
+                self._poke()  # the model is free: what queued meanwhile leaves now
 
     def close(self) -> None:
         if self._worker is not None:
@@ -106,7 +114,7 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         while self._waiting:
             delay = self._waiting[0].arrived + self._policy.max_queue_delay_seconds - loop.time()
-            if delay > 0 and not self._batch_ready():
+            if delay > 0 and self._running > 0 and not self._batch_ready():
                 self._wake = loop.create_future()
                 timer = loop.call_later(delay, _resolve, self._wake)
                 try:

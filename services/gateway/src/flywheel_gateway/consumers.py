@@ -88,7 +88,7 @@ class DeploymentFollower:
         self._installing[model] = asyncio.create_task(self._install(table), name=f"install:{model}")
 
     async def _wanted(self, table: RoutingTable) -> set[int]:
-        wanted = table.routed_versions | set(table.keep_loaded)
+        wanted = table.versions_to_load | set(table.keep_loaded)
         count = None if table.keep_all else table.latest_n
         if table.keep_all or table.latest_n:
             try:

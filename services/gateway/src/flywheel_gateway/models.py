@@ -13,15 +13,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 import grpc
 import numpy as np
 import onnxruntime
 
 from flywheel.registry.v1 import registry_pb2 as registry
-from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
 from flywheel_common.errors import InvalidArgument, NotFound, Unavailable
+from flywheel_common.registry_client import RegistryClient
 from flywheel_common.signatures import DYNAMIC, ONNXRUNTIME_DATATYPES, Signature, TensorSpec
 from flywheel_gateway.batching import Arrays, BatchPolicy, DynamicBatcher
 from flywheel_gateway.tensors import NUMPY_DTYPES
@@ -106,24 +105,14 @@ def _warmup_inputs(signature: Signature) -> Arrays:
 class ArtifactFetcher:
     """Downloads artifacts from the registry into a local cache keyed by sha256."""
 
-    def __init__(self, registry_address: str, cache_dir: Path, token: str = "") -> None:
-        self._address = registry_address
+    def __init__(self, registry: RegistryClient, cache_dir: Path) -> None:
+        self._registry = registry
         self._cache = cache_dir
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self._channel: grpc.aio.Channel | None = None
-
-    def _stub(self) -> Any:
-        """The registry stub (typed Any: grpc's stubs describe the sync API only)."""
-        if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(
-                self._address, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-            )
-        return registry_grpc.RegistryServiceStub(self._channel)
 
     async def latest_versions(self, model: str, count: int) -> list[int]:
-        response = await self._stub().ListModelVersions(
+        response = await self._registry.stub().ListModelVersions(
             registry.ListModelVersionsRequest(model=model, page_size=count),
-            metadata=self._metadata,
+            metadata=self._registry.metadata,
         )
         return [v.version for v in response.model_versions]
 
@@ -135,9 +124,9 @@ class ArtifactFetcher:
         temp.parent.mkdir(parents=True, exist_ok=True)
         try:
             with temp.open("wb") as handle:
-                stream = self._stub().GetArtifact(
+                stream = self._registry.stub().GetArtifact(
                     registry.GetArtifactRequest(model=model, version=version),
-                    metadata=self._metadata,
+                    metadata=self._registry.metadata,
                 )
                 async for message in stream:
                     if message.HasField("artifact"):
@@ -170,8 +159,7 @@ class ArtifactFetcher:
         return self._cache / "sha256" / sha256[:2] / sha256[2:]
 
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
+        await self._registry.stop()
 
 
 class ModelManager:

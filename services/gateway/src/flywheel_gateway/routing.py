@@ -50,8 +50,10 @@ class RoutingTable:
         return self._total > 0
 
     @property
-    def routed_versions(self) -> set[int]:
-        versions = {route.version for route in self.routes if route.weight > 0}
+    def versions_to_load(self) -> set[int]:
+        """Every routed version, including those at 0%: the deployer lists a version at 0%
+        so gateways load and warm it before a step sends it traffic."""
+        versions = {route.version for route in self.routes}
         if self.shadow_version:
             versions.add(self.shadow_version)
         return versions

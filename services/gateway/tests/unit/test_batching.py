@@ -100,3 +100,17 @@ async def test_batching_off_runs_every_request_by_itself(executor: ThreadPoolExe
     batcher = DynamicBatcher(model, executor, BatchPolicy(max_batch_size=1))
     await asyncio.gather(*(batcher.infer(rows(n)) for n in range(8)))
     assert model.runs == [1] * 8
+
+
+async def test_a_queue_leaves_when_the_model_frees_up_not_after_the_delay(
+    executor: ThreadPoolExecutor,
+) -> None:
+    model = DoublingModel()
+    batcher = DynamicBatcher(
+        model, executor, BatchPolicy(max_batch_size=32, max_queue_delay_seconds=600)
+    )
+    first = asyncio.create_task(batcher.infer(rows(0)))
+    await asyncio.sleep(0.005)
+    async with asyncio.timeout(60):  # far below the 600 s delay: the queue did not wait it out
+        await asyncio.gather(*(batcher.infer(rows(n)) for n in range(1, 6)), first)
+    assert model.runs == [1, 5]

@@ -65,3 +65,11 @@ def test_unready_versions_are_skipped_and_none_ready_is_an_error() -> None:
     assert {routes.pick(None, d / 10, ready={1}).version for d in range(10)} == {1}
     with pytest.raises(LookupError):
         routes.pick(None, 0.5, ready=set())
+
+
+def test_a_version_at_zero_percent_is_loaded_but_takes_no_traffic() -> None:
+    table = RoutingTable("iris", (Route(1, 100), Route(2, 0)), shadow_version=3, shadow_percent=100)
+    assert table.versions_to_load == {1, 2, 3}
+    picks = {table.pick(None, draw / 100).version for draw in range(100)}
+    picks |= {table.pick(f"user-{n}", 0.5).version for n in range(100)}
+    assert picks == {1}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flywheel.registry.v1 import registry_pb2_grpc
 from flywheel_common.consumer import EventConsumer
 from flywheel_common.db import Database
 from flywheel_common.grpc_server import ServiceBinding
 from flywheel_common.inbox import deduplicated
+from flywheel_common.migrations import SchemaMigration
 from flywheel_common.outbox import Outbox, OutboxRelay
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.service import Component, Service, TopicProvisioner, run_service
@@ -16,9 +19,10 @@ from flywheel_registry.artifacts import LocalBlobStore
 from flywheel_registry.consumers import CONSUMER_NAME, rollback_follower
 from flywheel_registry.grpc_api import METHOD_ROLES, SERVICE_NAME, RegistryServicer
 from flywheel_registry.handlers import Registry, RegistryLimits
-from flywheel_registry.migrate import SchemaMigration
 from flywheel_registry.onnx_validation import OnnxValidator
 from flywheel_registry.settings import RegistrySettings
+
+MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 def build(settings: ServiceSettings | None = None) -> Service:
@@ -44,7 +48,7 @@ def build(settings: ServiceSettings | None = None) -> Service:
     if config.kafka.provision_topics:
         components.append(TopicProvisioner(config))
     components += [
-        SchemaMigration(database),
+        SchemaMigration(database, MIGRATIONS),
         validator,
         publisher,
     ]

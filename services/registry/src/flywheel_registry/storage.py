@@ -19,11 +19,10 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from flywheel_common.db import Base
+from flywheel_common.db import Base, insert_unless_present
 
 _ID = BigInteger().with_variant(Integer, "sqlite")
 _TIME = DateTime(timezone=True)
@@ -152,14 +151,17 @@ async def insert_model_if_missing(
     session: AsyncSession, name: str, description: str, now: datetime
 ) -> None:
     """Create the model row unless it exists; safe under concurrent first registrations."""
-    dialect = session.bind.dialect.name if session.bind else "sqlite"
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    await session.execute(
-        insert(ModelRow)
-        .values(
-            name=name, description=description, latest_version=0, created_at=now, updated_at=now
-        )
-        .on_conflict_do_nothing(index_elements=["name"])
+    await insert_unless_present(
+        session,
+        ModelRow,
+        {
+            "name": name,
+            "description": description,
+            "latest_version": 0,
+            "created_at": now,
+            "updated_at": now,
+        },
+        unique=["name"],
     )
 
 

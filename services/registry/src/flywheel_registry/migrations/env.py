@@ -9,7 +9,7 @@ from flywheel_registry import storage  # noqa: F401  (registers the registry's t
 connection = context.config.attributes.get("connection")
 if connection is None:
     raise RuntimeError(
-        "run migrations through flywheel_registry.migrate, which passes a connection"
+        "run migrations through flywheel_common.migrations, which passes a connection"
     )
 context.configure(
     connection=connection,

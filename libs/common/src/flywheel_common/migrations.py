@@ -1,4 +1,8 @@
-"""Schema migrations of the registry's database (Alembic), applied at start-up."""
+"""Schema migrations (Alembic) of a service's own database, applied at start-up.
+
+Each service keeps its scripts in its package and its own version table, so services that
+share a database server never read each other's migration state.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,10 @@ from sqlalchemy import Connection
 
 from flywheel_common.db import Database
 
-MIGRATIONS = Path(__file__).with_name("migrations")
 
-
-def alembic_config() -> Config:
+def alembic_config(scripts: Path) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("script_location", str(scripts))
     return config
 
 
@@ -27,20 +29,21 @@ def _upgrade(connection: Connection, config: Config) -> None:
 class SchemaMigration:
     """Start-up component: migrates the database before anything uses it."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, scripts: Path) -> None:
         self._database = database
+        self._scripts = scripts
 
     async def start(self) -> None:
-        await upgrade(self._database)
+        await upgrade(self._database, self._scripts)
 
     async def stop(self) -> None:
         await self._database.stop()
 
 
-async def upgrade(database: Database) -> None:
+async def upgrade(database: Database, scripts: Path) -> None:
     """Bring the database to the newest schema; a no-op when it is there already."""
     async with database.engine.begin() as connection:
-        await connection.run_sync(_upgrade, alembic_config())
+        await connection.run_sync(_upgrade, alembic_config(scripts))
 
 
 def _revision(connection: Connection, config: Config, message: str) -> None:
@@ -48,7 +51,7 @@ def _revision(connection: Connection, config: Config, message: str) -> None:
     command.revision(config, message=message, autogenerate=True)
 
 
-async def new_revision(database: Database, message: str) -> None:
+async def new_revision(database: Database, scripts: Path, message: str) -> None:
     """Write a migration for the difference between the tables and the database (dev tool)."""
     async with database.engine.begin() as connection:
-        await connection.run_sync(_revision, alembic_config(), message)
+        await connection.run_sync(_revision, alembic_config(scripts), message)

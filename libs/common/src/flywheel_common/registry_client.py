@@ -1,0 +1,67 @@
+"""One way to call the registry from another service: a lazy channel with the bearer token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from flywheel.registry.v1 import registry_pb2 as registry
+from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
+from flywheel.registry.v1 import types_pb2 as registry_types
+from flywheel_common.errors import FailedPrecondition, NotFound, Unavailable
+
+
+class RegistryClient:
+    """The registry's gRPC API for the deployer, the gateway, the drift detector, retrain."""
+
+    def __init__(self, address: str, token: str = "", max_message_bytes: int = 64 << 20) -> None:
+        self.address = address
+        self.metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
+        self._max_message_bytes = max_message_bytes
+        self._channel: grpc.aio.Channel | None = None
+
+    def stub(self) -> Any:
+        """The registry stub (typed Any: grpc's stubs describe the sync API only)."""
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(
+                self.address,
+                options=[("grpc.max_receive_message_length", self._max_message_bytes)],
+            )
+        return registry_grpc.RegistryServiceStub(self._channel)
+
+    async def model_version(self, model: str, version: int) -> registry_types.ModelVersion:
+        """A version's record; NotFound when the registry has no such version."""
+        try:
+            response = await self.stub().GetModelVersion(
+                registry.GetModelVersionRequest(model=model, version=version),
+                metadata=self.metadata,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(f"the registry has no {model} version {version}") from error
+            raise Unavailable(
+                f"the registry at {self.address} failed: {error.details()}"
+            ) from error
+        found: registry_types.ModelVersion = response.model_version
+        return found
+
+    async def servable_version(self, model: str, version: int) -> registry_types.ModelVersion:
+        """A version that may take traffic: it exists and is not archived."""
+        found = await self.model_version(model, version)
+        if found.status == registry_types.MODEL_VERSION_STATUS_ARCHIVED:
+            raise FailedPrecondition(
+                f"{model} version {version} is archived and cannot take traffic; "
+                "pick another version"
+            )
+        return found
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
