@@ -96,6 +96,7 @@ class EventConsumer:
             auto_offset_reset="earliest" if from_beginning else "latest",
             isolation_level="read_committed",
         )
+        self._from_beginning = from_beginning
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
@@ -105,7 +106,24 @@ class EventConsumer:
 
     async def start(self) -> None:
         await self._consumer.start()
+        if not self._from_beginning:
+            await self._pin_start_positions()
         self._task = asyncio.create_task(self._run(), name=f"consumer:{self._group_id}")
+
+    async def _pin_start_positions(self, timeout: float = 30.0) -> None:
+        """A new group starting from the end: fix where "the end" is before start() returns,
+        so every event published after start-up is seen (aiokafka resolves it lazily)."""
+        try:
+            async with asyncio.timeout(timeout):
+                while not self._consumer.assignment():
+                    await asyncio.sleep(0.05)
+                for partition in self._consumer.assignment():
+                    await self._consumer.position(partition)
+        except TimeoutError:
+            log.warning(
+                "no partitions assigned yet; starting without pinned positions",
+                extra={"group": self._group_id},
+            )
 
     async def stop(self) -> None:
         """Finish the record in hand, commit what is done, leave the group."""

@@ -67,6 +67,8 @@ def build(settings: ServiceSettings | None = None) -> Service:
             topics=[MODEL_EVENTS.name],
             handler=promotion_follower(deployer),
             dead_letters=publisher,
+            # A first start acts on promotions from now on, not on the topic's history.
+            from_beginning=False,
         ),
         EventConsumer(
             config.kafka,
@@ -74,6 +76,7 @@ def build(settings: ServiceSettings | None = None) -> Service:
             topics=[MODEL_METRICS.name],
             handler=deduplicated(database, METRICS_CONSUMER, window_recorder(deployer)),
             dead_letters=publisher,
+            from_beginning=False,
         ),
         engine,
     ]

@@ -1,0 +1,357 @@
+"""A real registry, deployer and two gateways per test, on real Kafka, serving iris models."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from flywheel.deployer.v1 import deployer_pb2 as deployer_pb
+from flywheel.deployer.v1 import deployer_pb2_grpc as deployer_grpc
+from flywheel.deployer.v1 import types_pb2 as types
+from flywheel.drift.v1 import events_pb2 as drift_events
+from flywheel.drift.v1 import types_pb2 as drift_types
+from flywheel.registry.v1 import registry_pb2 as registry_pb
+from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
+from flywheel_common.events import EventTypes, decode_event
+from flywheel_common.publisher import EventPublisher
+from flywheel_common.service import Service
+from flywheel_common.settings import GrpcSettings, KafkaSettings, TelemetrySettings
+from flywheel_common.testing import IrisModels
+from flywheel_common.timestamps import timestamp
+from flywheel_common.topics import DEPLOYMENT_EVENTS, DEPLOYMENTS, MODEL_METRICS
+from flywheel_deployer.app import build as build_deployer
+from flywheel_deployer.settings import DeployerSettings
+from flywheel_gateway.app import build as build_gateway
+from flywheel_gateway.settings import GatewaySettings
+from flywheel_registry.app import build as build_registry
+from flywheel_registry.settings import RegistrySettings
+from inference import grpc_service_pb2 as inference_pb
+from inference import grpc_service_pb2_grpc as inference_grpc
+
+TELEMETRY = TelemetrySettings(metrics_port=-1, log_level="WARNING")
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 60.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not await condition():
+            await asyncio.sleep(0.1)
+
+
+@dataclass
+class Traffic:
+    """Batch-1 ModelInfer calls against every gateway, round robin, until stopped."""
+
+    addresses: list[str]
+    model: str
+    rows: np.ndarray
+    served: Counter[int] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self, concurrency: int = 4) -> None:
+        channels = [grpc.aio.insecure_channel(address) for address in self.addresses]
+        stubs = [inference_grpc.GRPCInferenceServiceStub(channel) for channel in channels]
+
+        async def worker(offset: int) -> None:
+            index = offset
+            while not self._stop.is_set():
+                await self.infer(stubs[index % len(stubs)], index)
+                index += concurrency
+
+        try:
+            await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        finally:
+            for channel in channels:
+                await channel.close()
+
+    async def infer(self, stub: Any, index: int, key: str = "") -> int:
+        row = self.rows[index % len(self.rows)][None, :]
+        request = inference_pb.ModelInferRequest(
+            model_name=self.model,
+            inputs=[
+                inference_pb.ModelInferRequest.InferInputTensor(
+                    name="features", datatype="FP32", shape=list(row.shape)
+                )
+            ],
+            raw_input_contents=[row.astype(np.float32).tobytes()],
+        )
+        if key:
+            request.parameters["user"].string_param = key
+        try:
+            response = await stub.ModelInfer(request)
+        except grpc.aio.AioRpcError as error:
+            self.failures.append(f"{error.code().name}: {error.details()}")
+            return 0
+        version = int(response.model_version)
+        self.served[version] += 1
+        return version
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+@dataclass
+class Platform:
+    model: str
+    iris: IrisModels
+    registry: Service
+    deployer: Service
+    gateways: list[Service]
+    publisher: EventPublisher
+    kafka_bootstrap: str
+    events: list[Any] = field(default_factory=list)
+    deployer_settings: DeployerSettings | None = None
+    _channels: list[grpc.aio.Channel] = field(default_factory=list)
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        channel = grpc.aio.insecure_channel(address)
+        self._channels.append(channel)
+        return channel
+
+    deployer_address: str = ""
+
+    @property
+    def api(self) -> Any:
+        address = self.deployer_address or self.deployer.grpc.address
+        return deployer_grpc.DeployerServiceStub(self._channel(address))
+
+    @property
+    def registry_api(self) -> Any:
+        return registry_grpc.RegistryServiceStub(self._channel(self.registry.grpc.address))
+
+    def traffic(self) -> Traffic:
+        return Traffic([g.grpc.address for g in self.gateways], self.model, self.iris.features)
+
+    async def register(self, artifact: bytes) -> int:
+        async def stream() -> AsyncIterator[registry_pb.RegisterModelVersionRequest]:
+            yield registry_pb.RegisterModelVersionRequest(
+                metadata=registry_pb.RegistrationMetadata(model=self.model, breaking_change=True)
+            )
+            yield registry_pb.RegisterModelVersionRequest(artifact_chunk=artifact)
+            yield registry_pb.RegisterModelVersionRequest(
+                expected_digests=registry_pb.ExpectedDigests(
+                    artifact_sha256=hashlib.sha256(artifact).hexdigest()
+                )
+            )
+
+        response = await self.registry_api.RegisterModelVersion(stream())
+        return int(response.model_version.version)
+
+    async def promote(self, version: int) -> None:
+        await self.registry_api.SetAlias(
+            registry_pb.SetAliasRequest(
+                model=self.model, alias="production", version=version, reason="test promotion"
+            )
+        )
+
+    async def production(self) -> int:
+        response = await self.registry_api.GetModelVersionByAlias(
+            registry_pb.GetModelVersionByAliasRequest(model=self.model, alias="production")
+        )
+        return int(response.model_version.version)
+
+    async def rollout(self, rollout_id: str) -> Any:
+        response = await self.api.GetRollout(deployer_pb.GetRolloutRequest(rollout_id=rollout_id))
+        return response.rollout
+
+    async def wait_phase(self, rollout_id: str, phase: int, timeout: float = 60.0) -> Any:
+        async def reached() -> bool:
+            return bool((await self.rollout(rollout_id)).phase == phase)
+
+        await eventually(reached, timeout)
+        return await self.rollout(rollout_id)
+
+    async def deploy_first(self, version: int) -> None:
+        """Serve a first version directly and wait until both gateways route to it."""
+        response = await self.api.StartRollout(
+            deployer_pb.StartRolloutRequest(
+                model=self.model, version=version, strategy=types.STRATEGY_DIRECT
+            )
+        )
+        await self.wait_phase(response.rollout.rollout_id, types.ROLLOUT_PHASE_SUCCEEDED)
+        await self.wait_serving({version})
+
+    async def wait_serving(self, versions: set[int], timeout: float = 60.0) -> None:
+        """Until a probe through each gateway returns only `versions`."""
+        probe = self.traffic()
+        channels = [grpc.aio.insecure_channel(g.grpc.address) for g in self.gateways]
+        try:
+            stubs = [inference_grpc.GRPCInferenceServiceStub(c) for c in channels]
+
+            async def settled() -> bool:
+                seen = {await probe.infer(stub, n) for stub in stubs for n in range(20)}
+                return seen <= versions and 0 not in seen
+
+            await eventually(settled, timeout)
+        finally:
+            for channel in channels:
+                await channel.close()
+
+    async def publish_window(
+        self,
+        version: int,
+        requests: int,
+        errors: int = 0,
+        p99_ms: float = 10.0,
+        outputs: dict[str, int] | None = None,
+    ) -> None:
+        """A ModelMetricsWindow as the drift detector would publish it, for the step now."""
+        started = datetime.now(UTC)
+        window = drift_events.ModelMetricsWindow(
+            model=self.model,
+            version=version,
+            window=drift_types.WindowRef(
+                window_id=f"{self.model}-{version}-{uuid.uuid4().hex[:8]}",
+                kind=drift_types.WINDOW_KIND_COUNT,
+                start=timestamp(started),
+                end=timestamp(started),
+            ),
+            request_count=requests,
+            error_count=errors,
+            latency=drift_types.LatencyQuantiles(p99_ms=p99_ms),
+            emitted_at=timestamp(started),
+        )
+        if outputs:
+            histogram = window.output_histograms.add(output="label")
+            histogram.histogram.categories.extend(outputs)
+            histogram.histogram.counts.extend(outputs.values())
+        await self.publisher.publish(MODEL_METRICS, window, subject=self.model)
+
+    def of_type(self, name: str) -> list[Any]:
+        return [e for e in self.events if type(e).__name__ == name]
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close()
+
+
+async def _collect_events(bootstrap: str, model: str, sink: list[Any]) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    types = EventTypes.flywheel()
+    try:
+        partitions = [TopicPartition(DEPLOYMENT_EVENTS.name, p) for p in range(3)]
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
+        for partition in partitions:
+            await consumer.position(partition)  # fix the start before the test acts
+        sink.append(None)  # marks "listening"
+        while True:
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                for record in records:
+                    if record.key == model.encode():
+                        sink.append(decode_event(record.headers, record.value, types).message)
+    finally:
+        await consumer.stop()
+
+
+async def bounded(step: Callable[[], Awaitable[None]], seconds: float = 60.0) -> None:
+    try:
+        async with asyncio.timeout(seconds):
+            await step()
+    except TimeoutError:
+        pytest.fail(f"teardown step {step.__qualname__} did not finish in {seconds:.0f}s")
+
+
+def deployer_settings(
+    kafka: KafkaSettings, registry_address: str, data_dir: Path, **overrides: Any
+) -> DeployerSettings:
+    fields: dict[str, Any] = {
+        "grpc": GrpcSettings(port=0),
+        "kafka": kafka,
+        "telemetry": TELEMETRY,
+        "data_dir": data_dir,
+        "registry_address": registry_address,
+        "gateway_heartbeat_timeout_seconds": 5.0,
+        "reconcile_interval_seconds": 0.2,
+        "consumer_group": f"deployer-test-{uuid.uuid4().hex[:8]}",
+    }
+    fields.update(overrides)
+    return DeployerSettings(**fields)
+
+
+@pytest.fixture
+async def platform(
+    kafka_bootstrap: str, tmp_path: Path, iris_models: IrisModels
+) -> AsyncIterator[Platform]:
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, linger_ms=1)
+    model = f"iris-{uuid.uuid4().hex[:8]}"
+    registry = build_registry(
+        RegistrySettings(
+            grpc=GrpcSettings(port=0),
+            kafka=kafka,
+            telemetry=TELEMETRY,
+            data_dir=tmp_path / "registry",
+            consumer_group=f"registry-test-{uuid.uuid4().hex[:8]}",
+        )
+    )
+    async with contextlib.AsyncExitStack() as cleanup:
+        await registry.start()
+        cleanup.push_async_callback(bounded, registry.stop)
+        gateways = []
+        for name in ("a", "b"):
+            gateway = build_gateway(
+                GatewaySettings(
+                    grpc=GrpcSettings(port=0),
+                    kafka=kafka,
+                    telemetry=TELEMETRY,
+                    data_dir=tmp_path / f"gateway-{name}",
+                    registry_address=registry.grpc.address,
+                    gateway_id=f"gw-{name}-{uuid.uuid4().hex[:6]}",
+                    heartbeat_seconds=0.5,
+                    log_predictions=False,
+                )
+            )
+            await gateway.start()
+            cleanup.push_async_callback(bounded, gateway.stop)
+            gateways.append(gateway)
+        settings = deployer_settings(kafka, registry.grpc.address, tmp_path / "deployer")
+        deployer = build_deployer(settings)
+        await deployer.start()
+        cleanup.push_async_callback(bounded, deployer.stop)
+        publisher = EventPublisher(kafka, source="flywheel-drift")
+        await publisher.start()
+        cleanup.push_async_callback(bounded, publisher.stop)
+        platform = Platform(
+            model, iris_models, registry, deployer, gateways, publisher, kafka_bootstrap
+        )
+        platform.deployer_settings = settings
+        cleanup.push_async_callback(bounded, platform.close)
+        cleanup.push_async_callback(bounded, lambda: _forget(kafka_bootstrap, model))
+        collector = asyncio.create_task(_collect_events(kafka_bootstrap, model, platform.events))
+
+        async def stop_collector() -> None:
+            collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collector
+
+        cleanup.push_async_callback(stop_collector)
+        async with asyncio.timeout(30):
+            while not platform.events:
+                await asyncio.sleep(0.05)
+        platform.events.clear()
+        yield platform
+
+
+async def _forget(bootstrap: str, model: str) -> None:
+    """Tombstone the test's model so gateways of later tests do not try to load it."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(DEPLOYMENTS.name, None, key=model.encode())
+    finally:
+        await producer.stop()

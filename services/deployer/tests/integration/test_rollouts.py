@@ -1,0 +1,319 @@
+"""Rollouts end to end: registry promotions, deployer decisions, gateways serving real models."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf.duration_pb2 import Duration
+
+from flywheel.deployer.v1 import deployer_pb2 as api
+from flywheel.deployer.v1 import types_pb2 as types
+from flywheel.registry.v1 import registry_pb2 as registry_pb
+from inference import grpc_service_pb2_grpc as inference_grpc
+
+from .conftest import Platform, eventually
+
+
+def seconds(value: float) -> Duration:
+    duration = Duration()
+    duration.FromNanoseconds(int(value * 1e9))
+    return duration
+
+
+def canary_policy(model: str, **analysis: float) -> types.DeploymentPolicy:
+    return types.DeploymentPolicy(
+        model=model,
+        strategy=types.STRATEGY_CANARY,
+        canary=types.CanaryPolicy(
+            steps_percent=[10, 50, 100], min_step_duration=seconds(0.5), min_request_count=40
+        ),
+        analysis=types.AnalysisThresholds(**analysis),
+        auto_rollout_on_promotion=True,
+    )
+
+
+async def started_rollout(platform: Platform, version: int, timeout: float = 30.0) -> str:
+    """The id of the rollout of `version` once the deployer announced it."""
+
+    def matching() -> list[Any]:
+        return [e for e in platform.of_type("RolloutStarted") if e.version == version]
+
+    async def started() -> bool:
+        return bool(matching())
+
+    await eventually(started, timeout)
+    return str(matching()[-1].rollout_id)
+
+
+async def feed_windows(
+    platform: Platform, rollout_id: str, baseline: int, candidate: int, **candidate_window: Any
+) -> Any:
+    """Publish per-version windows, as the drift detector would, until the rollout ends."""
+    while True:
+        rollout = await platform.rollout(rollout_id)
+        if rollout.phase not in (
+            types.ROLLOUT_PHASE_PENDING,
+            types.ROLLOUT_PHASE_PROGRESSING,
+        ):
+            return rollout
+        if rollout.phase == types.ROLLOUT_PHASE_PROGRESSING:
+            await platform.publish_window(baseline, 200, errors=1, p99_ms=10.0)
+            await platform.publish_window(candidate, 50, **candidate_window)
+        await asyncio.sleep(0.3)
+
+
+async def test_a_promotion_walks_a_canary_through_every_step(
+    platform: Platform,
+) -> None:
+    v1 = await platform.register(platform.iris.classifier)
+    v2 = await platform.register(platform.iris.retrained)
+    await platform.api.SetDeploymentPolicy(
+        api.SetDeploymentPolicyRequest(
+            policy=canary_policy(platform.model, max_error_rate=0.05, max_latency_p99_ratio=2.0)
+        )
+    )
+    await platform.deploy_first(v1)
+    platform.events.clear()
+    traffic = platform.traffic()
+    load = asyncio.create_task(traffic.run())
+
+    await platform.promote(v2)
+    rollout_id = await started_rollout(platform, v2)
+    async with asyncio.timeout(120):
+        rollout = await feed_windows(platform, rollout_id, v1, v2, errors=0, p99_ms=11.0)
+    await platform.wait_serving({v2})
+    traffic.stop()
+    await load
+
+    assert rollout.phase == types.ROLLOUT_PHASE_SUCCEEDED, rollout.end_reason
+    assert rollout.trigger == types.ROLLOUT_TRIGGER_PROMOTION
+    assert (rollout.version, rollout.baseline_version) == (v2, v1)
+    steps = platform.of_type("RolloutStepAdvanced")
+    assert [(s.from_step_index, s.to_step_index, s.to_weight_percent) for s in steps] == [
+        (-1, 0, 10),
+        (0, 1, 50),
+        (1, 2, 100),
+    ]
+    for step in steps[1:]:
+        assert step.analysis.decision == types.ANALYSIS_DECISION_ADVANCE
+        assert step.analysis.candidate_request_count >= 40
+        assert {c.outcome for c in step.analysis.checks} == {types.CHECK_OUTCOME_PASSED}
+    [completed] = platform.of_type("RolloutCompleted")
+    assert completed.analysis.decision == types.ANALYSIS_DECISION_PROMOTE
+    assert [w.weight_percent for w in rollout.steps] == [10, 50, 100]
+    assert traffic.failures == []
+    assert traffic.served[v1] > 0 and traffic.served[v2] > 0
+
+
+@pytest.mark.parametrize(
+    ("bad_window", "metric", "expected"),
+    [
+        ({"errors": 10, "p99_ms": 10.0}, types.ANALYSIS_METRIC_ERROR_RATE, "error_rate"),
+        ({"errors": 0, "p99_ms": 45.0}, types.ANALYSIS_METRIC_LATENCY_P99_RATIO, "latency"),
+    ],
+    ids=["errors", "slower"],
+)
+async def test_a_bad_candidate_is_rolled_back_and_production_restored(
+    platform: Platform, bad_window: dict[str, Any], metric: int, expected: str
+) -> None:
+    v1 = await platform.register(platform.iris.classifier)
+    v2 = await platform.register(platform.iris.retrained)
+    await platform.api.SetDeploymentPolicy(
+        api.SetDeploymentPolicyRequest(
+            policy=canary_policy(platform.model, max_error_rate=0.05, max_latency_p99_ratio=2.0)
+        )
+    )
+    await platform.promote(v1)
+    first = await started_rollout(platform, v1)
+    await platform.wait_phase(first, types.ROLLOUT_PHASE_SUCCEEDED)
+    await platform.wait_serving({v1})
+    platform.events.clear()
+    traffic = platform.traffic()
+    load = asyncio.create_task(traffic.run())
+
+    await platform.promote(v2)
+    rollout_id = await started_rollout(platform, v2)
+    async with asyncio.timeout(120):
+        rollout = await feed_windows(platform, rollout_id, v1, v2, **bad_window)
+    await platform.wait_serving({v1})
+
+    async def production_restored() -> bool:
+        return await platform.production() == v1
+
+    await eventually(production_restored)
+    traffic.stop()
+    await load
+
+    assert rollout.phase == types.ROLLOUT_PHASE_ROLLED_BACK
+    assert expected in rollout.end_reason
+    [rolled_back] = platform.of_type("RolloutRolledBack")
+    assert rolled_back.automatic
+    assert (rolled_back.rolled_back_version, rolled_back.restored_version) == (v2, v1)
+    assert rolled_back.analysis.decision == types.ANALYSIS_DECISION_ROLLBACK
+    failed = [c for c in rolled_back.analysis.checks if c.outcome == types.CHECK_OUTCOME_FAILED]
+    assert [c.metric for c in failed] == [metric]
+    assert failed[0].observed > failed[0].threshold
+    assert traffic.failures == []
+    history = await platform.registry_api.GetAliasHistory(
+        registry_pb.GetAliasHistoryRequest(model=platform.model, alias="production")
+    )
+    assert rollout_id in str(history)
+
+
+async def test_ab_arms_hold_their_weights_and_sticky_keys_never_switch(
+    platform: Platform,
+) -> None:
+    v1 = await platform.register(platform.iris.classifier)
+    v2 = await platform.register(platform.iris.retrained)
+    await platform.deploy_first(v1)
+    policy = types.DeploymentPolicy(
+        model=platform.model,
+        strategy=types.STRATEGY_AB,
+        sticky_key="user",
+        ab=types.AbPolicy(
+            arms=[
+                types.AbArm(name="control", target=types.ARM_TARGET_BASELINE, weight_percent=70),
+                types.AbArm(name="treatment", target=types.ARM_TARGET_CANDIDATE, weight_percent=30),
+            ]
+        ),
+    )
+    response = await platform.api.StartRollout(
+        api.StartRolloutRequest(model=platform.model, version=v2, policy_override=policy)
+    )
+    rollout = await platform.wait_phase(
+        response.rollout.rollout_id, types.ROLLOUT_PHASE_PROGRESSING
+    )
+    assert [
+        (s.from_step_index, s.to_step_index) for s in platform.of_type("RolloutStepAdvanced")
+    ] == [(-1, 0)]
+    await platform.wait_serving({v1, v2})
+
+    traffic = platform.traffic()
+    channels = [grpc.aio.insecure_channel(g.grpc.address) for g in platform.gateways]
+    stubs = [inference_grpc.GRPCInferenceServiceStub(c) for c in channels]
+    first: dict[str, int] = {}
+    try:
+        for start in range(0, 10_000, 500):
+            keys = [f"user-{n}" for n in range(start, start + 500)]
+            served = await asyncio.gather(
+                *(traffic.infer(stubs[n % 2], n, key) for n, key in enumerate(keys))
+            )
+            first.update(zip(keys, served, strict=True))
+        again = {
+            key: await traffic.infer(stubs[(n + 1) % 2], n, key)
+            for n, key in enumerate(list(first)[:1000])
+        }
+    finally:
+        for channel in channels:
+            await channel.close()
+
+    assert traffic.failures == []
+    split = Counter(first.values())
+    assert abs(split[v1] / 10_000 - 0.70) <= 0.02, split
+    assert abs(split[v2] / 10_000 - 0.30) <= 0.02, split
+    assert all(again[key] == first[key] for key in again), "a sticky key changed arm"
+    assert rollout.phase == types.ROLLOUT_PHASE_PROGRESSING
+
+    ended = await platform.api.PromoteNow(
+        api.PromoteNowRequest(rollout_id=rollout.rollout_id, version=v1, reason="control won")
+    )
+    assert ended.rollout.phase == types.ROLLOUT_PHASE_SUCCEEDED
+    await platform.wait_serving({v1})
+
+
+async def test_shadow_never_changes_responses(platform: Platform) -> None:
+    v1 = await platform.register(platform.iris.classifier)
+    v2 = await platform.register(platform.iris.retrained)
+    await platform.deploy_first(v1)
+    policy = types.DeploymentPolicy(
+        model=platform.model,
+        strategy=types.STRATEGY_SHADOW,
+        shadow=types.ShadowPolicy(mirror_percent=100),
+    )
+    response = await platform.api.StartRollout(
+        api.StartRolloutRequest(model=platform.model, version=v2, policy_override=policy)
+    )
+    await platform.wait_phase(response.rollout.rollout_id, types.ROLLOUT_PHASE_PROGRESSING)
+    state = await platform.api.GetDeploymentState(
+        api.GetDeploymentStateRequest(model=platform.model)
+    )
+    assert (state.state.shadow.version, state.state.shadow.mirror_percent) == (v2, 100)
+
+    live = [g for g in state.gateways if g.live]
+    assert len(live) >= 2
+    assert all({v1, v2} <= set(g.ready_versions) for g in live)  # the shadow is loaded
+
+    traffic = platform.traffic()
+    load = asyncio.create_task(traffic.run())
+    await asyncio.sleep(3.0)
+    traffic.stop()
+    await load
+    assert traffic.failures == []
+    assert set(traffic.served) == {v1}
+    assert sum(traffic.served.values()) > 100
+
+
+async def test_invalid_requests_get_precise_statuses(platform: Platform) -> None:
+    v1 = await platform.register(platform.iris.classifier)
+    v2 = await platform.register(platform.iris.retrained)
+
+    async def status_of(call: Any) -> tuple[grpc.StatusCode, str]:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        return caught.value.code(), caught.value.details() or ""
+
+    uneven = types.DeploymentPolicy(
+        model=platform.model,
+        strategy=types.STRATEGY_AB,
+        ab=types.AbPolicy(
+            arms=[
+                types.AbArm(
+                    name="a", target=types.ARM_TARGET_VERSION, version=1, weight_percent=60
+                ),
+                types.AbArm(
+                    name="b", target=types.ARM_TARGET_VERSION, version=2, weight_percent=30
+                ),
+            ]
+        ),
+    )
+    code, details = await status_of(
+        platform.api.SetDeploymentPolicy(api.SetDeploymentPolicyRequest(policy=uneven))
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "sum to 100, they sum to 90" in details
+    policy = await platform.api.GetDeploymentPolicy(
+        api.GetDeploymentPolicyRequest(model=platform.model)
+    )
+    assert policy.is_default  # nothing half-stored
+
+    code, details = await status_of(
+        platform.api.StartRollout(api.StartRolloutRequest(model=platform.model, version=99))
+    )
+    assert (code, "version 99" in details) == (grpc.StatusCode.NOT_FOUND, True)
+
+    await platform.deploy_first(v1)
+    await platform.registry_api.ArchiveModelVersion(
+        registry_pb.ArchiveModelVersionRequest(model=platform.model, version=v2, reason="bad")
+    )
+    code, details = await status_of(
+        platform.api.Rollback(api.RollbackRequest(model=platform.model, to_version=v2))
+    )
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "archived" in details
+
+    [finished] = (
+        await platform.api.ListRollouts(api.ListRolloutsRequest(model=platform.model))
+    ).rollouts
+    code, details = await status_of(
+        platform.api.PauseRollout(api.PauseRolloutRequest(rollout_id=finished.rollout_id))
+    )
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "only a running rollout can be paused" in details
+    code, _ = await status_of(
+        platform.api.GetRollout(api.GetRolloutRequest(rollout_id="no-such-rollout"))
+    )
+    assert code == grpc.StatusCode.NOT_FOUND
