@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError
 from aiokafka.structs import ConsumerRecord
 from opentelemetry import metrics, trace
@@ -60,6 +60,20 @@ class RetryPolicy:
     retryable: Callable[[BaseException], bool] = is_retryable
 
 
+class _AssignmentSignal(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Sets an event once the group has given this consumer partitions."""
+
+    def __init__(self, assigned: asyncio.Event) -> None:
+        self._assigned = assigned
+
+    async def on_partitions_revoked(self, revoked: object) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: object) -> None:
+        if assigned:
+            self._assigned.set()
+
+
 class EventConsumer:
     """Runs a handler over every event of some topics, in a consumer group.
 
@@ -87,8 +101,9 @@ class EventConsumer:
         self._types = types or EventTypes.flywheel()
         self._retry = retry
         self._max_batch = max_batch
+        self._topics = list(topics)
+        self._assigned = asyncio.Event()
         self._consumer = AIOKafkaConsumer(
-            *topics,
             bootstrap_servers=settings.bootstrap_servers,
             client_id=settings.client_id or group_id,
             group_id=group_id,
@@ -106,6 +121,7 @@ class EventConsumer:
 
     async def start(self) -> None:
         await self._consumer.start()
+        self._consumer.subscribe(self._topics, listener=_AssignmentSignal(self._assigned))
         if not self._from_beginning:
             await self._pin_start_positions()
         self._task = asyncio.create_task(self._run(), name=f"consumer:{self._group_id}")
@@ -115,8 +131,7 @@ class EventConsumer:
         so every event published after start-up is seen (aiokafka resolves it lazily)."""
         try:
             async with asyncio.timeout(timeout):
-                while not self._consumer.assignment():
-                    await asyncio.sleep(0.05)
+                await self._assigned.wait()
                 for partition in self._consumer.assignment():
                     await self._consumer.position(partition)
         except TimeoutError:

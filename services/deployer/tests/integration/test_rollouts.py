@@ -106,7 +106,8 @@ async def test_a_promotion_walks_a_canary_through_every_step(
     assert completed.analysis.decision == types.ANALYSIS_DECISION_PROMOTE
     assert [w.weight_percent for w in rollout.steps] == [10, 50, 100]
     assert traffic.failures == []
-    assert traffic.served[v1] > 0 and traffic.served[v2] > 0
+    assert traffic.served[v1] > 0
+    assert traffic.served[v2] > 0
 
 
 @pytest.mark.parametrize(

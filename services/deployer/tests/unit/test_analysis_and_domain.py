@@ -198,7 +198,7 @@ def test_ab_arms_and_shadow_routing() -> None:
 def test_invalid_steps_and_arms_are_rejected_with_what_to_fix() -> None:
     with pytest.raises(InvalidArgument, match="increase strictly"):
         check_steps((5, 50, 25))
-    with pytest.raises(InvalidArgument, match="1..100"):
+    with pytest.raises(InvalidArgument, match=r"1\.\.100"):
         check_steps((0, 100))
     with pytest.raises(InvalidArgument, match="sum to 100, they sum to 90"):
         check_arms((Arm("a", 1, 60), Arm("b", 2, 30)))
