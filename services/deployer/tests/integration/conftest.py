@@ -242,6 +242,7 @@ async def _collect_events(bootstrap: str, model: str, sink: list[Any]) -> None:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     types = EventTypes.flywheel()
+    seen: set[str] = set()
     try:
         partitions = [TopicPartition(DEPLOYMENT_EVENTS.name, p) for p in range(3)]
         consumer.assign(partitions)
@@ -254,7 +255,10 @@ async def _collect_events(bootstrap: str, model: str, sink: list[Any]) -> None:
             for records in batches.values():
                 for record in records:
                     if record.key == model.encode():
-                        sink.append(decode_event(record.headers, record.value, types).message)
+                        envelope = decode_event(record.headers, record.value, types)
+                        if envelope.id not in seen:  # at-least-once delivery: dedupe on ce_id
+                            seen.add(envelope.id)
+                            sink.append(envelope.message)
     finally:
         await consumer.stop()
 

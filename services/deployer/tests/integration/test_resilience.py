@@ -1,0 +1,128 @@
+"""A deployer killed with SIGKILL mid-rollout resumes from its database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from flywheel.deployer.v1 import deployer_pb2 as api
+from flywheel.deployer.v1 import types_pb2 as types
+from flywheel_common.events import EventTypes, decode_event
+from flywheel_common.healthcheck import wait_until_serving
+from flywheel_common.testing import unused_port
+from flywheel_common.topics import DEPLOYMENTS
+
+from .conftest import Platform
+from .test_rollouts import canary_policy, started_rollout
+
+
+async def deployer_process(platform: Platform, port: int) -> asyncio.subprocess.Process:
+    settings = platform.deployer_settings
+    assert settings is not None
+    env = os.environ | {
+        "FLYWHEEL_DEPLOYER_GRPC__PORT": str(port),
+        "FLYWHEEL_DEPLOYER_DATA_DIR": str(settings.data_dir),
+        "FLYWHEEL_DEPLOYER_KAFKA__BOOTSTRAP_SERVERS": platform.kafka_bootstrap,
+        "FLYWHEEL_DEPLOYER_REGISTRY_ADDRESS": settings.registry_address,
+        "FLYWHEEL_DEPLOYER_CONSUMER_GROUP": settings.consumer_group,
+        "FLYWHEEL_DEPLOYER_GATEWAY_HEARTBEAT_TIMEOUT_SECONDS": "5",
+        "FLYWHEEL_DEPLOYER_RECONCILE_INTERVAL_SECONDS": "0.2",
+        "FLYWHEEL_DEPLOYER_TELEMETRY__METRICS_PORT": "-1",
+        "FLYWHEEL_DEPLOYER_TELEMETRY__LOG_LEVEL": "WARNING",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "flywheel_deployer", env=env
+    )
+    address = f"127.0.0.1:{port}"
+    if await wait_until_serving([address], timeout=60):
+        process.kill()
+        raise RuntimeError("the deployer process did not start")
+    platform.deployer_address = address
+    return process
+
+
+async def feed_until(platform: Platform, rollout_id: str, done: Any, v1: int, v2: int) -> None:
+    while not await done():
+        rollout = await platform.rollout(rollout_id)
+        if rollout.phase == types.ROLLOUT_PHASE_PROGRESSING:
+            await platform.publish_window(v1, 200, errors=1, p99_ms=10.0)
+            await platform.publish_window(v2, 50, errors=0, p99_ms=10.0)
+        await asyncio.sleep(0.3)
+
+
+async def test_a_deployer_killed_mid_rollout_resumes_without_repeating_a_step(
+    platform: Platform,
+) -> None:
+    v1 = await platform.register(platform.iris.classifier)
+    v2 = await platform.register(platform.iris.retrained)
+    policy = canary_policy(platform.model, max_error_rate=0.05)
+    policy.canary.min_step_duration.FromSeconds(1)
+    await platform.api.SetDeploymentPolicy(api.SetDeploymentPolicyRequest(policy=policy))
+    await platform.deploy_first(v1)
+    await platform.deployer.stop()  # from here on the deployer runs as a process
+    port = unused_port()
+    first = await deployer_process(platform, port)
+    traffic = platform.traffic()
+    load = asyncio.create_task(traffic.run())
+    second = None
+    try:
+        await platform.promote(v2)
+        rollout_id = await started_rollout(platform, v2)
+
+        async def at_half() -> bool:
+            return any(s.to_step_index == 1 for s in platform.of_type("RolloutStepAdvanced"))
+
+        async with asyncio.timeout(120):
+            await feed_until(platform, rollout_id, at_half, v1, v2)
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+
+        second = await deployer_process(platform, port)
+
+        async def finished() -> bool:
+            rollout = await platform.rollout(rollout_id)
+            return bool(rollout.phase == types.ROLLOUT_PHASE_SUCCEEDED)
+
+        async with asyncio.timeout(120):
+            await feed_until(platform, rollout_id, finished, v1, v2)
+        await platform.wait_serving({v2})
+    finally:
+        traffic.stop()
+        await load
+        for process in (first, second):
+            if process is not None and process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(process.wait(), 60)
+
+    steps = [(s.from_step_index, s.to_step_index) for s in platform.of_type("RolloutStepAdvanced")]
+    assert steps == [(-1, 0), (0, 1), (1, 2)]
+    assert len([e for e in platform.of_type("RolloutStarted") if e.version == v2]) == 1
+    assert [e.version for e in platform.of_type("RolloutCompleted")] == [v1, v2]
+    assert traffic.failures == []
+    states = await deployment_generations(platform)
+    assert states == sorted(set(states)), "a routing generation was repeated or reordered"
+
+
+async def deployment_generations(platform: Platform) -> list[int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=platform.kafka_bootstrap)
+    await consumer.start()
+    generations: dict[str, int] = {}
+    try:
+        partitions = [TopicPartition(DEPLOYMENTS.name, p) for p in range(DEPLOYMENTS.partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        while [p for p in partitions if await consumer.position(p) < ends[p]]:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    if record.key == platform.model.encode() and record.value is not None:
+                        envelope = decode_event(record.headers, record.value, EventTypes.flywheel())
+                        generations[envelope.id] = envelope.message.generation
+    finally:
+        await consumer.stop()
+    return list(generations.values())
