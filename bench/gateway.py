@@ -21,23 +21,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
 import numpy as np
 import onnxruntime
 import tritonclient.grpc.aio as triton_aio
+from harness import register, start, stop
 from sklearn.datasets import load_breast_cancer
 from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
@@ -46,22 +42,13 @@ from tritonclient.utils import InferenceServerException
 
 from flywheel.deployer.v1 import events_pb2 as deployer_events
 from flywheel.deployer.v1 import types_pb2 as deployer_types
-from flywheel.registry.v1 import registry_pb2 as registry_pb
-from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
-from flywheel_common.healthcheck import wait_until_serving
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings
-from flywheel_common.testing import onnx_from_sklearn
+from flywheel_common.testing import onnx_from_sklearn, unused_port
 from flywheel_common.topics import DEPLOYMENTS, ensure_topics
 
 HERE = Path(__file__).parent
 MLSERVER_VENV = HERE.parent / ".run" / "bench" / "mlserver"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def mlp_model() -> tuple[bytes, np.ndarray]:
@@ -69,42 +56,6 @@ def mlp_model() -> tuple[bytes, np.ndarray]:
     features = StandardScaler().fit_transform(features).astype(np.float32)
     model = MLPClassifier(hidden_layer_sizes=(64, 32), max_iter=300, random_state=0)
     return onnx_from_sklearn(model.fit(features, labels), features.shape[1]), features
-
-
-async def start(command: list[str], env: dict[str, str], port: int) -> asyncio.subprocess.Process:
-    process = await asyncio.create_subprocess_exec(
-        *command,
-        env=os.environ | env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    if await wait_until_serving([f"127.0.0.1:{port}"], timeout=90):
-        process.kill()
-        raise RuntimeError(f"{command} did not start")
-    return process
-
-
-async def stop(process: asyncio.subprocess.Process) -> None:
-    process.send_signal(signal.SIGTERM)
-    await asyncio.wait_for(process.wait(), 60)
-
-
-async def register(address: str, model: str, artifact: bytes) -> None:
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = registry_grpc.RegistryServiceStub(channel)
-
-        async def stream() -> AsyncIterator[registry_pb.RegisterModelVersionRequest]:
-            yield registry_pb.RegisterModelVersionRequest(
-                metadata=registry_pb.RegistrationMetadata(model=model)
-            )
-            yield registry_pb.RegisterModelVersionRequest(artifact_chunk=artifact)
-            yield registry_pb.RegisterModelVersionRequest(
-                expected_digests=registry_pb.ExpectedDigests(
-                    artifact_sha256=hashlib.sha256(artifact).hexdigest()
-                )
-            )
-
-        await stub.RegisterModelVersion(stream())
 
 
 async def deploy(bootstrap: str, model: str) -> None:
@@ -226,7 +177,7 @@ async def main() -> None:
     results: dict[str, dict[int, float]] = {}
 
     with tempfile.TemporaryDirectory() as folder:
-        registry_port = free_port()
+        registry_port = unused_port()
         registry = await start(
             [sys.executable, "-m", "flywheel_registry"],
             {
@@ -240,7 +191,7 @@ async def main() -> None:
         await register(f"127.0.0.1:{registry_port}", model, artifact)
         await deploy(args.bootstrap, model)
 
-        bare_port = free_port()
+        bare_port = unused_port()
         bare = await start(
             [sys.executable, str(HERE / "bare_v2_server.py"), str(bare_port)], {}, bare_port
         )
@@ -257,7 +208,7 @@ async def main() -> None:
             "gateway, batching on, logging on": ("32", "true"),
         }
         for label, (batch, logging_on) in variants.items():
-            port = free_port()
+            port = unused_port()
             gateway = await start(
                 [sys.executable, "-m", "flywheel_gateway"],
                 {
@@ -280,7 +231,7 @@ async def main() -> None:
             await stop(gateway)
         await stop(registry)
 
-        ports = {"grpc": free_port(), "http": free_port(), "metrics": free_port()}
+        ports = {"grpc": unused_port(), "http": unused_port(), "metrics": unused_port()}
         repository = mlserver_repository(Path(folder), model, artifact, ports)
         mlserver = await asyncio.create_subprocess_exec(
             str(mlserver_executable()),

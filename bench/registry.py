@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import statistics
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -25,6 +24,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import onnx
+from harness import quantile
 from onnx import TensorProto, helper
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
@@ -172,10 +172,6 @@ async def list_latencies_ms(
         latencies.append((time.perf_counter() - started) * 1000)
         assert response.model_versions
     return latencies
-
-
-def quantile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100)[int(q * 100) - 1]
 
 
 async def main() -> None:

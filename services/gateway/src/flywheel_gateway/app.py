@@ -59,6 +59,7 @@ def build(settings: ServiceSettings | None = None) -> Service:
     follower = DeploymentFollower(routes, models, fetcher)
     reporter = StatusReporter(publisher, models, follower, gateway_id, config.heartbeat_seconds)
     models.on_change = reporter.changed
+    follower.on_applied = reporter.changed
     prediction_publisher = EventPublisher(
         config.kafka.model_copy(update={"linger_ms": config.prediction_linger_ms}),
         source=config.service_name,

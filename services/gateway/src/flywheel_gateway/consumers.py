@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from flywheel.common.v1 import types_pb2 as common
 from flywheel.deployer.v1 import events_pb2 as deployer_events
@@ -63,6 +64,8 @@ class DeploymentFollower:
         self._fetcher = fetcher
         self._installing: dict[str, asyncio.Task[None]] = {}
         self.applied_generations: dict[str, int] = {}
+        self.on_applied: Callable[[], None] = lambda: None
+        """Called when a routing generation takes effect (the status reporter listens)."""
 
     async def apply(self, key: bytes, envelope: Envelope | None) -> None:
         model = key.decode()
@@ -104,6 +107,7 @@ class DeploymentFollower:
             await asyncio.gather(*loads, return_exceptions=True)
         self._routes[table.model] = table
         self.applied_generations[table.model] = table.generation
+        self.on_applied()
         for loaded in self._models.versions:
             if loaded.model == table.model and loaded.version not in wanted:
                 self._models.retire(table.model, loaded.version)

@@ -1,0 +1,78 @@
+"""What the benchmarks share: Flywheel services as processes, registration, quantiles."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import statistics
+import sys
+from collections.abc import AsyncIterator
+
+import grpc
+
+from flywheel.registry.v1 import registry_pb2 as registry_pb
+from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
+from flywheel_common.healthcheck import wait_until_serving
+from flywheel_common.testing import unused_port
+
+
+async def start(command: list[str], env: dict[str, str], port: int) -> asyncio.subprocess.Process:
+    """Start a server process and wait until its gRPC health check answers SERVING."""
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        env=os.environ | env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    if await wait_until_serving([f"127.0.0.1:{port}"], timeout=90):
+        process.kill()
+        raise RuntimeError(f"{command} did not start")
+    return process
+
+
+async def start_service(
+    name: str, settings: dict[str, str], bootstrap: str
+) -> tuple[asyncio.subprocess.Process, str]:
+    """`python -m flywheel_<name>` on a free port, quiet, without a metrics endpoint."""
+    port = unused_port()
+    prefix = f"FLYWHEEL_{name.upper()}_"
+    env = {
+        f"{prefix}GRPC__PORT": str(port),
+        f"{prefix}TELEMETRY__METRICS_PORT": "-1",
+        f"{prefix}TELEMETRY__LOG_LEVEL": "WARNING",
+        f"{prefix}KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+    } | {f"{prefix}{key}": value for key, value in settings.items()}
+    process = await start([sys.executable, "-m", f"flywheel_{name}"], env, port)
+    return process, f"127.0.0.1:{port}"
+
+
+async def stop(process: asyncio.subprocess.Process) -> None:
+    process.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(process.wait(), 60)
+
+
+async def register(address: str, model: str, artifact: bytes) -> int:
+    """Register an ONNX artifact as the model's next version; returns the version."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = registry_grpc.RegistryServiceStub(channel)
+
+        async def stream() -> AsyncIterator[registry_pb.RegisterModelVersionRequest]:
+            yield registry_pb.RegisterModelVersionRequest(
+                metadata=registry_pb.RegistrationMetadata(model=model, breaking_change=True)
+            )
+            yield registry_pb.RegisterModelVersionRequest(artifact_chunk=artifact)
+            yield registry_pb.RegisterModelVersionRequest(
+                expected_digests=registry_pb.ExpectedDigests(
+                    artifact_sha256=hashlib.sha256(artifact).hexdigest()
+                )
+            )
+
+        response = await stub.RegisterModelVersion(stream())
+    return int(response.model_version.version)
+
+
+def quantile(values: list[float], q: float) -> float:
+    """The q-quantile (0.5, 0.99, ...) of at least two values."""
+    return statistics.quantiles(values, n=100)[int(q * 100) - 1]
