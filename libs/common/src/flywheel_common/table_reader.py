@@ -118,3 +118,17 @@ class CompactedTopicReader:
             log.exception(
                 "applying a record failed", extra={"topic": self._topic, "ce_id": envelope.id}
             )
+
+
+class CaughtUp:
+    """Start-up component placed after a reader: waits until the table as of start-up is
+    applied, so what starts next (serving, a reconcile loop) never acts on a partial view."""
+
+    def __init__(self, reader: CompactedTopicReader) -> None:
+        self._reader = reader
+
+    async def start(self) -> None:
+        await self._reader.caught_up()
+
+    async def stop(self) -> None:
+        return None

@@ -15,7 +15,7 @@ from flywheel_common.publisher import EventPublisher
 from flywheel_common.registry_client import RegistryClient
 from flywheel_common.service import Component, Service, TopicProvisioner, run_service
 from flywheel_common.settings import ServiceSettings
-from flywheel_common.table_reader import CompactedTopicReader
+from flywheel_common.table_reader import CaughtUp, CompactedTopicReader
 from flywheel_common.topics import GATEWAY_STATUS, MODEL_EVENTS, MODEL_METRICS
 from flywheel_deployer.consumers import (
     METRICS_CONSUMER,
@@ -59,8 +59,11 @@ def build(settings: ServiceSettings | None = None) -> Service:
                 poll_interval_seconds=config.outbox.poll_interval_seconds,
             )
         )
+    gateway_status = CompactedTopicReader(config.kafka, GATEWAY_STATUS.name, fleet.apply)
     components += [
-        CompactedTopicReader(config.kafka, GATEWAY_STATUS.name, fleet.apply),
+        gateway_status,
+        # Rollouts move only on a complete view of the gateways, never on a partial one.
+        CaughtUp(gateway_status),
         EventConsumer(
             config.kafka,
             group_id=f"{group}.promotions",

@@ -28,8 +28,13 @@ from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
 from flywheel_common.events import EventTypes, decode_event
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.service import Service
-from flywheel_common.settings import GrpcSettings, KafkaSettings, TelemetrySettings
-from flywheel_common.testing import IrisModels
+from flywheel_common.settings import (
+    DatabaseSettings,
+    GrpcSettings,
+    KafkaSettings,
+    TelemetrySettings,
+)
+from flywheel_common.testing import IrisModels, reset_postgres
 from flywheel_common.timestamps import timestamp
 from flywheel_common.topics import DEPLOYMENT_EVENTS, DEPLOYMENTS, MODEL_METRICS
 from flywheel_deployer.app import build as build_deployer
@@ -290,8 +295,17 @@ def deployer_settings(
 
 @pytest.fixture
 async def platform(
-    kafka_bootstrap: str, tmp_path: Path, iris_models: IrisModels
+    kafka_bootstrap: str,
+    tmp_path: Path,
+    iris_models: IrisModels,
+    request: pytest.FixtureRequest,
 ) -> AsyncIterator[Platform]:
+    """Parametrize indirectly with "postgresql" to keep the deployer's state there."""
+    deployer_database = DatabaseSettings()
+    if getattr(request, "param", "sqlite") == "postgresql":
+        url = str(request.getfixturevalue("postgres_url"))
+        await reset_postgres(url)
+        deployer_database = DatabaseSettings(url=url)
     kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, linger_ms=1)
     model = f"iris-{uuid.uuid4().hex[:8]}"
     registry = build_registry(
@@ -323,7 +337,9 @@ async def platform(
             await gateway.start()
             cleanup.push_async_callback(bounded, gateway.stop)
             gateways.append(gateway)
-        settings = deployer_settings(kafka, registry.grpc.address, tmp_path / "deployer")
+        settings = deployer_settings(
+            kafka, registry.grpc.address, tmp_path / "deployer", database=deployer_database
+        )
         deployer = build_deployer(settings)
         await deployer.start()
         cleanup.push_async_callback(bounded, deployer.stop)

@@ -8,6 +8,7 @@ import signal
 import sys
 from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from flywheel.deployer.v1 import deployer_pb2 as api
@@ -34,6 +35,7 @@ async def deployer_process(platform: Platform, port: int) -> asyncio.subprocess.
         "FLYWHEEL_DEPLOYER_RECONCILE_INTERVAL_SECONDS": "0.2",
         "FLYWHEEL_DEPLOYER_TELEMETRY__METRICS_PORT": "-1",
         "FLYWHEEL_DEPLOYER_TELEMETRY__LOG_LEVEL": "WARNING",
+        "FLYWHEEL_DEPLOYER_DATABASE__URL": settings.database.url,
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "flywheel_deployer", env=env
@@ -55,6 +57,7 @@ async def feed_until(platform: Platform, rollout_id: str, done: Any, v1: int, v2
         await asyncio.sleep(0.3)
 
 
+@pytest.mark.parametrize("platform", ["sqlite", "postgresql"], indirect=True)
 async def test_a_deployer_killed_mid_rollout_resumes_without_repeating_a_step(
     platform: Platform,
 ) -> None:

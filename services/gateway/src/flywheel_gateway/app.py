@@ -7,7 +7,7 @@ from flywheel_common.publisher import EventPublisher
 from flywheel_common.registry_client import RegistryClient
 from flywheel_common.service import Component, Service, TopicProvisioner, instance_id, run_service
 from flywheel_common.settings import Role, ServiceSettings
-from flywheel_common.table_reader import CompactedTopicReader
+from flywheel_common.table_reader import CaughtUp, CompactedTopicReader
 from flywheel_common.topics import DEPLOYMENTS
 from flywheel_gateway.batching import BatchPolicy
 from flywheel_gateway.consumers import DeploymentFollower
@@ -20,19 +20,6 @@ from flywheel_gateway.routing import RoutingTable
 from flywheel_gateway.settings import GatewaySettings
 from flywheel_gateway.status import StatusReporter
 from inference import grpc_service_pb2_grpc
-
-
-class _Catchup:
-    """Start-up waits until the deployments known at start are applied, then serves."""
-
-    def __init__(self, reader: CompactedTopicReader) -> None:
-        self._reader = reader
-
-    async def start(self) -> None:
-        await self._reader.caught_up()
-
-    async def stop(self) -> None:
-        return None
 
 
 def build(settings: ServiceSettings | None = None) -> Service:
@@ -88,7 +75,7 @@ def build(settings: ServiceSettings | None = None) -> Service:
     components += [publisher, models]
     if logger is not None:
         components += [prediction_publisher, logger]
-    components += [reader, _Catchup(reader), reporter]
+    components += [reader, CaughtUp(reader), reporter]
     servicer = InferenceServicer(inference, models, lambda: True)
     binding = ServiceBinding(
         SERVICE_NAME,
