@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import signal
 import statistics
 import sys
-from collections.abc import AsyncIterator
 
 import grpc
 
-from flywheel.registry.v1 import registry_pb2 as registry_pb
 from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
 from flywheel_common.healthcheck import wait_until_serving
-from flywheel_common.testing import unused_port
+from flywheel_common.testing import registration, unused_port
 
 
 async def start(command: list[str], env: dict[str, str], port: int) -> asyncio.subprocess.Process:
@@ -57,19 +54,8 @@ async def register(address: str, model: str, artifact: bytes) -> int:
     """Register an ONNX artifact as the model's next version; returns the version."""
     async with grpc.aio.insecure_channel(address) as channel:
         stub = registry_grpc.RegistryServiceStub(channel)
-
-        async def stream() -> AsyncIterator[registry_pb.RegisterModelVersionRequest]:
-            yield registry_pb.RegisterModelVersionRequest(
-                metadata=registry_pb.RegistrationMetadata(model=model, breaking_change=True)
-            )
-            yield registry_pb.RegisterModelVersionRequest(artifact_chunk=artifact)
-            yield registry_pb.RegisterModelVersionRequest(
-                expected_digests=registry_pb.ExpectedDigests(
-                    artifact_sha256=hashlib.sha256(artifact).hexdigest()
-                )
-            )
-
-        response = await stub.RegisterModelVersion(stream())
+        messages = registration(model, artifact, chunk=1 << 20, breaking_change=True)
+        response = await stub.RegisterModelVersion(iter(messages))
     return int(response.model_version.version)
 
 

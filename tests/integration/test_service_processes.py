@@ -31,6 +31,9 @@ async def test_service_serves_health_and_exits_cleanly_on_sigterm(
         sys.executable, "-m", f"flywheel_{name}", env=env, stderr=asyncio.subprocess.PIPE
     )
     address = f"127.0.0.1:{free_port}"
+    # Drain stderr all along: a full pipe would block the service's logging.
+    assert process.stderr is not None
+    stderr_reader = asyncio.create_task(process.stderr.read())
     try:
         down = await wait_until_serving([address], timeout=60)
         assert not down, f"flywheel_{name} did not report SERVING"
@@ -41,7 +44,8 @@ async def test_service_serves_health_and_exits_cleanly_on_sigterm(
         assert f'service_name="flywheel-{name}"'.encode() in scrape
     finally:
         process.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+        await asyncio.wait_for(process.wait(), 30)
+        stderr = await stderr_reader
     assert process.returncode == 0, stderr.decode()[-2000:]
     assert b'"service stopped"' in stderr
     assert not await is_serving(address, timeout=0.5)

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from flywheel_common.db import Base, Database
 from flywheel_common.events import OutgoingRecord
 from flywheel_common.publisher import EventPublisher
+from flywheel_common.settings import OutboxSettings
 from flywheel_common.topics import TopicSpec
 
 log = logging.getLogger(__name__)
@@ -158,3 +159,20 @@ class OutboxRelay:
                 await asyncio.sleep(self._poll_interval)
             if published < self._batch_size:
                 await self._outbox.wait_for_commit(self._poll_interval)
+
+
+def relays(
+    database: Database, outbox: Outbox, publisher: EventPublisher, settings: OutboxSettings
+) -> list[OutboxRelay]:
+    """The relay this replica runs: one, or none when another replica relays this database."""
+    if not settings.relay_enabled:
+        return []
+    return [
+        OutboxRelay(
+            database,
+            outbox,
+            publisher,
+            batch_size=settings.batch_size,
+            poll_interval_seconds=settings.poll_interval_seconds,
+        )
+    ]

@@ -6,21 +6,24 @@ are not running the tests fail with the command that starts them, never skip.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from flywheel.registry.v1 import registry_pb2 as registry_pb
+from flywheel.registry.v1 import types_pb2 as registry_types
 from flywheel_common.db import Database
 from flywheel_common.settings import KafkaSettings, TelemetrySettings
 from flywheel_common.telemetry import configure_telemetry
@@ -235,3 +238,62 @@ async def read_topic(
         return records
     finally:
         await consumer.stop()
+
+
+def registration(
+    model: str,
+    artifact: bytes,
+    *,
+    sample: bytes | None = None,
+    n_features: int = 4,
+    digests: bool = True,
+    chunk: int = 700,
+    **fields: Any,
+) -> list[registry_pb.RegisterModelVersionRequest]:
+    """The messages of one RegisterModelVersion stream, in protocol order: metadata
+    (`fields` are RegistrationMetadata fields), artifact chunks, the optional FP32 reference
+    sample `[rows, n_features]` and the sha256 digests."""
+    if sample is not None:
+        fields["reference_sample"] = registry_types.ReferenceSampleSpec(
+            datatype="FP32",
+            shape=[len(sample) // (4 * n_features), n_features],
+            feature_names=[f"f{i}" for i in range(n_features)],
+            input_name="features",
+        )
+    messages = [
+        registry_pb.RegisterModelVersionRequest(
+            metadata=registry_pb.RegistrationMetadata(model=model, **fields)
+        )
+    ]
+    messages += [
+        registry_pb.RegisterModelVersionRequest(artifact_chunk=artifact[i : i + chunk])
+        for i in range(0, len(artifact), chunk)
+    ]
+    if sample is not None:
+        messages += [
+            registry_pb.RegisterModelVersionRequest(reference_sample_chunk=sample[i : i + 4096])
+            for i in range(0, len(sample), 4096)
+        ]
+    if digests:
+        messages.append(
+            registry_pb.RegisterModelVersionRequest(
+                expected_digests=registry_pb.ExpectedDigests(
+                    artifact_sha256=hashlib.sha256(artifact).hexdigest(),
+                    reference_sample_sha256=hashlib.sha256(sample).hexdigest() if sample else "",
+                )
+            )
+        )
+    return messages
+
+
+async def tombstone(bootstrap: str, topic: str, keys: Sequence[str]) -> None:
+    """Delete keys from a compacted topic, so replicas of later tests do not act on them."""
+    if not keys:
+        return
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for key in keys:
+            await producer.send_and_wait(topic, None, key=key.encode())
+    finally:
+        await producer.stop()

@@ -218,16 +218,7 @@ class Deployer:
                 created_at=now,
                 updated_at=now,
             )
-            row = storage.RolloutRow(
-                rollout_id=rollout_id,
-                model=model,
-                policy=to_json(policy),
-                idempotency_key=idempotency_key or None,
-                steps=[],
-                created_at=now,
-            )
-            self._store(row, rollout)
-            session.add(row)
+            row = self._insert(session, rollout, policy, idempotency_key)
             self._stage(
                 session,
                 events.RolloutStarted(
@@ -375,15 +366,7 @@ class Deployer:
                 end_reason=why,
                 finished_at=now,
             )
-            row = storage.RolloutRow(
-                rollout_id=rollout.rollout_id,
-                model=model,
-                policy=to_json(policy),
-                steps=[],
-                created_at=now,
-            )
-            self._store(row, rollout)
-            session.add(row)
+            row = self._insert(session, rollout, policy)
             self._stage(
                 session,
                 events.RolloutRolledBack(
@@ -767,6 +750,25 @@ class Deployer:
             promoted_version=row.promoted_version,
         )
         return Loaded(row, rollout, policy)
+
+    def _insert(
+        self,
+        session: AsyncSession,
+        rollout: Rollout,
+        policy: pb.DeploymentPolicy,
+        idempotency_key: str = "",
+    ) -> storage.RolloutRow:
+        row = storage.RolloutRow(
+            rollout_id=rollout.rollout_id,
+            model=rollout.model,
+            policy=to_json(policy),
+            idempotency_key=idempotency_key or None,
+            steps=[],
+            created_at=rollout.created_at,
+        )
+        self._store(row, rollout)
+        session.add(row)
+        return row
 
     @staticmethod
     def _store(row: storage.RolloutRow, rollout: Rollout) -> None:

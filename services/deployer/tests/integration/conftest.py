@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,7 +15,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from flywheel.deployer.v1 import deployer_pb2 as deployer_pb
 from flywheel.deployer.v1 import deployer_pb2_grpc as deployer_grpc
@@ -34,7 +33,7 @@ from flywheel_common.settings import (
     KafkaSettings,
     TelemetrySettings,
 )
-from flywheel_common.testing import IrisModels, reset_postgres
+from flywheel_common.testing import IrisModels, registration, reset_postgres, tombstone
 from flywheel_common.timestamps import timestamp
 from flywheel_common.topics import DEPLOYMENT_EVENTS, DEPLOYMENTS, MODEL_METRICS
 from flywheel_deployer.app import build as build_deployer
@@ -141,18 +140,8 @@ class Platform:
         return Traffic([g.grpc.address for g in self.gateways], self.model, self.iris.features)
 
     async def register(self, artifact: bytes) -> int:
-        async def stream() -> AsyncIterator[registry_pb.RegisterModelVersionRequest]:
-            yield registry_pb.RegisterModelVersionRequest(
-                metadata=registry_pb.RegistrationMetadata(model=self.model, breaking_change=True)
-            )
-            yield registry_pb.RegisterModelVersionRequest(artifact_chunk=artifact)
-            yield registry_pb.RegisterModelVersionRequest(
-                expected_digests=registry_pb.ExpectedDigests(
-                    artifact_sha256=hashlib.sha256(artifact).hexdigest()
-                )
-            )
-
-        response = await self.registry_api.RegisterModelVersion(stream())
+        messages = registration(self.model, artifact, chunk=1 << 20, breaking_change=True)
+        response = await self.registry_api.RegisterModelVersion(iter(messages))
         return int(response.model_version.version)
 
     async def promote(self, version: int) -> None:
@@ -351,7 +340,9 @@ async def platform(
         )
         platform.deployer_settings = settings
         cleanup.push_async_callback(bounded, platform.close)
-        cleanup.push_async_callback(bounded, lambda: _forget(kafka_bootstrap, model))
+        cleanup.push_async_callback(
+            bounded, lambda: tombstone(kafka_bootstrap, DEPLOYMENTS.name, [model])
+        )
         collector = asyncio.create_task(_collect_events(kafka_bootstrap, model, platform.events))
 
         async def stop_collector() -> None:
@@ -365,13 +356,3 @@ async def platform(
                 await asyncio.sleep(0.05)
         platform.events.clear()
         yield platform
-
-
-async def _forget(bootstrap: str, model: str) -> None:
-    """Tombstone the test's model so gateways of later tests do not try to load it."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await producer.start()
-    try:
-        await producer.send_and_wait(DEPLOYMENTS.name, None, key=model.encode())
-    finally:
-        await producer.stop()

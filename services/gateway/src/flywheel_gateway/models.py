@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime
 
 from flywheel.registry.v1 import registry_pb2 as registry
-from flywheel_common.errors import InvalidArgument, NotFound, Unavailable
+from flywheel_common.errors import FlywheelError, InvalidArgument, NotFound, Unavailable
 from flywheel_common.registry_client import RegistryClient
 from flywheel_common.signatures import DYNAMIC, ONNXRUNTIME_DATATYPES, Signature, TensorSpec
 from flywheel_gateway.batching import Arrays, BatchPolicy, DynamicBatcher
@@ -224,6 +224,13 @@ class ModelManager:
             loaded.signature = _signature(session)
             await loop.run_in_executor(self._executor, loaded.run, _warmup_inputs(loaded.signature))
             loaded.batcher = DynamicBatcher(loaded.run, self._executor, self._options.batch)
+        except FlywheelError as exc:  # the registry said no: a known cause, no traceback
+            log.warning(
+                "loading failed", extra={"model": model, "version": version, "error": exc.message}
+            )
+            loaded.set_state(LoadState.FAILED, exc.message)
+            self.on_change()
+            return
         except Exception as exc:
             log.exception("loading failed", extra={"model": model, "version": version})
             loaded.set_state(LoadState.FAILED, str(exc))

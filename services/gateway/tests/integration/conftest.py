@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import sys
 import uuid
@@ -15,17 +14,15 @@ from typing import Any
 
 import grpc
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from flywheel.common.v1 import types_pb2 as common
 from flywheel.deployer.v1 import events_pb2 as deployer_events
 from flywheel.deployer.v1 import types_pb2 as deployer_types
-from flywheel.registry.v1 import registry_pb2 as registry_pb
 from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.service import Service
 from flywheel_common.settings import GrpcSettings, KafkaSettings, TelemetrySettings
-from flywheel_common.testing import IrisModels
+from flywheel_common.testing import IrisModels, registration, tombstone
 from flywheel_common.topics import DEPLOYMENTS
 from flywheel_gateway.app import build as build_gateway
 from flywheel_gateway.settings import GatewaySettings
@@ -45,15 +42,9 @@ class Platform:
 
     async def forget_deployments(self) -> None:
         """Tombstone this test's models so later gateways do not try to load them."""
-        if not self.deployed:
-            return
-        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka.bootstrap_servers)
-        try:
-            await producer.start()
-            for model in self.deployed:
-                await producer.send_and_wait(DEPLOYMENTS.name, None, key=model.encode())
-        finally:
-            await producer.stop()
+        await tombstone(
+            self.settings.kafka.bootstrap_servers, DEPLOYMENTS.name, list(self.deployed)
+        )
 
     @property
     def address(self) -> str:
@@ -62,19 +53,8 @@ class Platform:
     async def register(self, model: str, artifact: bytes) -> int:
         async with grpc.aio.insecure_channel(self.registry.grpc.address) as channel:
             stub = registry_grpc.RegistryServiceStub(channel)
-
-            async def stream() -> AsyncIterator[registry_pb.RegisterModelVersionRequest]:
-                yield registry_pb.RegisterModelVersionRequest(
-                    metadata=registry_pb.RegistrationMetadata(model=model, breaking_change=True)
-                )
-                yield registry_pb.RegisterModelVersionRequest(artifact_chunk=artifact)
-                yield registry_pb.RegisterModelVersionRequest(
-                    expected_digests=registry_pb.ExpectedDigests(
-                        artifact_sha256=hashlib.sha256(artifact).hexdigest()
-                    )
-                )
-
-            response = await stub.RegisterModelVersion(stream())
+            messages = registration(model, artifact, chunk=1 << 20, breaking_change=True)
+            response = await stub.RegisterModelVersion(iter(messages))
         return int(response.model_version.version)
 
     async def deploy(

@@ -10,7 +10,7 @@ from flywheel_common.db import Database
 from flywheel_common.grpc_server import ServiceBinding
 from flywheel_common.inbox import deduplicated
 from flywheel_common.migrations import SchemaMigration
-from flywheel_common.outbox import Outbox, OutboxRelay
+from flywheel_common.outbox import Outbox, relays
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.service import Component, Service, TopicProvisioner, run_service
 from flywheel_common.settings import ServiceSettings
@@ -52,16 +52,7 @@ def build(settings: ServiceSettings | None = None) -> Service:
         validator,
         publisher,
     ]
-    if config.outbox.relay_enabled:
-        components.append(
-            OutboxRelay(
-                database,
-                outbox,
-                publisher,
-                batch_size=config.outbox.batch_size,
-                poll_interval_seconds=config.outbox.poll_interval_seconds,
-            )
-        )
+    components += relays(database, outbox, publisher, config.outbox)
     components.append(
         EventConsumer(
             config.kafka,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -113,46 +112,6 @@ def model_name() -> str:
 
 def metadata(model: str, **fields: Any) -> pb.RegisterModelVersionRequest:
     return pb.RegisterModelVersionRequest(metadata=pb.RegistrationMetadata(model=model, **fields))
-
-
-def registration(
-    model: str,
-    artifact: bytes,
-    *,
-    sample: bytes | None = None,
-    n_features: int = 4,
-    digests: bool = True,
-    chunk: int = 700,
-    **fields: Any,
-) -> list[pb.RegisterModelVersionRequest]:
-    """The messages of one RegisterModelVersion stream, in protocol order."""
-    if sample is not None:
-        fields["reference_sample"] = types.ReferenceSampleSpec(
-            datatype="FP32",
-            shape=[len(sample) // (4 * n_features), n_features],
-            feature_names=[f"f{i}" for i in range(n_features)],
-            input_name="features",
-        )
-    messages = [metadata(model, **fields)]
-    messages += [
-        pb.RegisterModelVersionRequest(artifact_chunk=artifact[i : i + chunk])
-        for i in range(0, len(artifact), chunk)
-    ]
-    if sample is not None:
-        messages += [
-            pb.RegisterModelVersionRequest(reference_sample_chunk=sample[i : i + 4096])
-            for i in range(0, len(sample), 4096)
-        ]
-    if digests:
-        messages.append(
-            pb.RegisterModelVersionRequest(
-                expected_digests=pb.ExpectedDigests(
-                    artifact_sha256=hashlib.sha256(artifact).hexdigest(),
-                    reference_sample_sha256=hashlib.sha256(sample).hexdigest() if sample else "",
-                )
-            )
-        )
-    return messages
 
 
 async def register(

@@ -14,10 +14,10 @@ from flywheel.registry.v1 import registry_pb2 as pb
 from flywheel.registry.v1 import types_pb2 as types
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings
-from flywheel_common.testing import IrisModels
+from flywheel_common.testing import IrisModels, registration
 from flywheel_common.topics import DEPLOYMENT_EVENTS
 
-from .conftest import RegistryClient, RunningRegistry, model_events, register, registration
+from .conftest import RegistryClient, RunningRegistry, model_events, register
 
 
 async def versions(client: RegistryClient, model: str, iris: IrisModels, count: int) -> None:

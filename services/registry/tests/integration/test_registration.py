@@ -12,7 +12,7 @@ import pytest
 from flywheel.registry.v1 import events_pb2 as events
 from flywheel.registry.v1 import registry_pb2 as pb
 from flywheel.registry.v1 import types_pb2 as types
-from flywheel_common.testing import IrisModels
+from flywheel_common.testing import IrisModels, registration
 
 from .conftest import (
     MAX_ARTIFACT_BYTES,
@@ -20,7 +20,6 @@ from .conftest import (
     metadata,
     model_events,
     register,
-    registration,
 )
 
 

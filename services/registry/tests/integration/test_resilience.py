@@ -19,9 +19,9 @@ from flywheel.registry.v1 import registry_pb2 as pb
 from flywheel.registry.v1 import registry_pb2_grpc as pb_grpc
 from flywheel.registry.v1 import types_pb2 as types
 from flywheel_common.healthcheck import wait_until_serving
-from flywheel_common.testing import IrisModels, unused_port
+from flywheel_common.testing import IrisModels, registration, unused_port
 
-from .conftest import model_events, registration
+from .conftest import model_events
 
 ACCEPTABLE = {
     grpc.StatusCode.OK,

@@ -1,0 +1,196 @@
+"""Drift statistics against scipy, false alarms under control, and shifts caught in one window."""
+
+import numpy as np
+import pytest
+from scipy import stats
+from scipy.spatial import distance
+
+from flywheel_drift.concept import Adwin, PageHinkley
+from flywheel_drift.detection import (
+    DriftTest,
+    Kind,
+    Monitor,
+    Severity,
+    Thresholds,
+    alerting,
+    data_drift,
+    prediction_drift,
+    quality,
+)
+from flywheel_drift.profiles import bin_counts, build_profile
+from flywheel_drift.statistics import (
+    Correction,
+    chi_square,
+    continuous,
+    correct,
+    jensen_shannon,
+    population_stability_index,
+)
+
+RNG_SEED = 20261123
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(RNG_SEED)
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.2, 1.0])
+def test_ks_and_wasserstein_equal_scipy(rng: np.random.Generator, shift: float) -> None:
+    reference = np.sort(rng.normal(size=1500))
+    window = rng.normal(shift, 1.3, size=1000)
+    measured = continuous(reference, window)
+    expected = stats.ks_2samp(reference, window, method="asymp")
+    assert measured.ks.statistic == pytest.approx(expected.statistic, abs=1e-12)
+    assert measured.ks.p_value == pytest.approx(expected.pvalue, rel=1e-9, abs=1e-300)
+    assert measured.wasserstein == pytest.approx(
+        stats.wasserstein_distance(reference, window), rel=1e-9
+    )
+
+
+def test_ties_and_discrete_values_still_equal_scipy(rng: np.random.Generator) -> None:
+    reference = np.sort(rng.integers(0, 5, size=800).astype(float))
+    window = rng.integers(0, 6, size=600).astype(float)
+    measured = continuous(reference, window)
+    expected = stats.ks_2samp(reference, window, method="asymp")
+    assert measured.ks.statistic == pytest.approx(expected.statistic)
+    assert measured.ks.p_value == pytest.approx(expected.pvalue)
+    assert measured.wasserstein == pytest.approx(stats.wasserstein_distance(reference, window))
+
+
+def test_chi_square_psi_and_jensen_shannon_equal_their_definitions() -> None:
+    reference, window = np.array([50, 30, 20]), np.array([30, 30, 40])
+    result = chi_square(reference, window)
+    statistic, p_value, _, _ = stats.chi2_contingency(np.vstack([reference, window]), False)
+    assert (result.statistic, result.p_value) == pytest.approx((statistic, p_value))
+    p, q = reference / 100, window / 100
+    assert population_stability_index(reference, window) == pytest.approx(
+        np.sum((q - p) * np.log(q / p))
+    )
+    assert jensen_shannon(reference, window) == pytest.approx(distance.jensenshannon(p, q, base=2))
+    assert chi_square(np.array([10, 0]), np.array([5, 0])).p_value == 1.0
+
+
+def test_corrections_match_bonferroni_and_scipys_benjamini_hochberg() -> None:
+    p_values = np.array([0.001, 0.008, 0.039, 0.041, 0.042, 0.06, 0.074, 0.205, 0.212, 0.216])
+    np.testing.assert_allclose(
+        correct(p_values, Correction.BONFERRONI), np.minimum(p_values * 10, 1)
+    )
+    np.testing.assert_allclose(
+        correct(p_values, Correction.BENJAMINI_HOCHBERG),
+        stats.false_discovery_control(p_values, method="bh"),
+    )
+    np.testing.assert_array_equal(correct(p_values, Correction.NONE), p_values)
+
+
+def test_no_drift_raises_at_most_alpha_false_alarms_over_200_windows(
+    rng: np.random.Generator,
+) -> None:
+    reference = rng.normal(size=(5000, 30))
+    profile = build_profile("m", 1, reference)
+    monitor = Monitor(thresholds=Thresholds(alpha=0.01))
+    alarms = 0
+    for _ in range(200):
+        window = rng.normal(size=(1000, 30))
+        findings = data_drift(profile, window, monitor) + quality(profile, window, "FP32", monitor)
+        drifted = [f for f in alerting(findings, monitor) if f.kind is Kind.DATA]
+        alarms += bool(drifted)
+    assert alarms / 200 <= 0.01
+
+
+def test_half_a_sigma_shift_in_one_of_30_features_is_caught_in_one_window(
+    rng: np.random.Generator,
+) -> None:
+    profile = build_profile("m", 1, rng.normal(size=(5000, 30)))
+    window = rng.normal(size=(1000, 30))
+    window[:, 17] += 0.5
+    monitor = Monitor(thresholds=Thresholds(alpha=0.01), correction=Correction.BONFERRONI)
+    drifted = alerting(data_drift(profile, window, monitor), monitor)
+    assert {(f.feature, f.test) for f in drifted} == {("f17", DriftTest.KOLMOGOROV_SMIRNOV)}
+    [finding] = drifted
+    assert finding.adjusted_p_value is not None
+    assert finding.adjusted_p_value < 0.01
+    assert finding.severity >= Severity.MEDIUM
+
+
+def test_distances_alert_only_with_a_threshold(rng: np.random.Generator) -> None:
+    profile = build_profile("m", 1, rng.normal(size=(3000, 2)))
+    window = rng.normal(size=(1000, 2))
+    window[:, 0] += 1.0
+    silent = data_drift(profile, window, Monitor(tests=frozenset({DriftTest.WASSERSTEIN})))
+    assert not any(f.drifted for f in silent)
+    assert silent[0].statistic == pytest.approx(1.0, abs=0.15)
+    loud = data_drift(
+        profile,
+        window,
+        Monitor(
+            tests=frozenset({DriftTest.WASSERSTEIN, DriftTest.POPULATION_STABILITY_INDEX}),
+            thresholds=Thresholds(wasserstein=0.3, psi=0.25),
+        ),
+    )
+    assert {f.test for f in loud if f.drifted} == {
+        DriftTest.WASSERSTEIN,
+        DriftTest.POPULATION_STABILITY_INDEX,
+    }
+    assert all(f.feature == "f0" for f in loud if f.drifted)
+
+
+def test_categorical_features_use_chi_square(rng: np.random.Generator) -> None:
+    reference = np.column_stack([rng.integers(0, 3, 3000), rng.normal(size=3000)])
+    profile = build_profile("m", 1, reference, ["colour", "size"], categorical={"colour"})
+    same = reference[rng.permutation(3000)[:1000]]  # a draw from the reference itself
+    shifted = np.column_stack([rng.choice(3, 1000, p=[0.6, 0.2, 0.2]), rng.normal(size=1000)])
+    monitor = Monitor()
+    assert not alerting(data_drift(profile, same, monitor), monitor)
+    [finding] = alerting(data_drift(profile, shifted, monitor), monitor)
+    assert (finding.feature, finding.test) == ("colour", DriftTest.CHI_SQUARE)
+
+
+def test_quality_flags_nans_out_of_range_values_and_schema_changes(
+    rng: np.random.Generator,
+) -> None:
+    profile = build_profile("m", 1, rng.uniform(0, 1, size=(2000, 3)))
+    window = rng.uniform(0, 1, size=(1000, 3))
+    window[:100, 0] = np.nan
+    window[:200, 2] = 5.0
+    monitor = Monitor()
+    flagged = {(f.feature, f.test) for f in quality(profile, window, "FP32", monitor) if f.drifted}
+    assert flagged == {("f0", DriftTest.NAN_RATE), ("f2", DriftTest.OUT_OF_RANGE_RATE)}
+    [schema] = quality(profile, window[:, :2], "FP32", monitor)
+    assert (schema.test, schema.severity) == (DriftTest.SCHEMA_CHANGE, Severity.CRITICAL)
+    [retyped] = quality(profile, window, "FP64", monitor)
+    assert retyped.test is DriftTest.SCHEMA_CHANGE
+
+
+def test_prediction_drift_compares_classes_with_the_first_window() -> None:
+    monitor = Monitor()
+    steady = prediction_drift({"0": 500, "1": 500}, {"0": 490, "1": 510}, monitor)
+    assert steady is not None
+    assert not steady.drifted
+    moved = prediction_drift({"0": 500, "1": 500}, {"0": 300, "1": 700}, monitor)
+    assert moved is not None
+    assert moved.drifted
+
+
+def test_profiles_are_compact_and_keep_the_reference_shape(rng: np.random.Generator) -> None:
+    reference = rng.normal(size=(50_000, 4))
+    profile = build_profile("m", 1, reference, sketch_size=1000)
+    feature = profile.features[0]
+    assert len(feature.sketch) == 1000
+    assert feature.counts.sum() == 50_000
+    np.testing.assert_array_equal(feature.counts, bin_counts(reference[:, 0], feature.edges))
+    assert stats.ks_2samp(feature.sketch, reference[:, 0]).statistic < 0.01
+
+
+@pytest.mark.parametrize("make", [PageHinkley, Adwin], ids=["page-hinkley", "adwin"])
+def test_change_detectors_catch_a_rise_in_errors_and_stay_quiet_before(
+    rng: np.random.Generator, make: type
+) -> None:
+    detector = make()
+    before = rng.random(3000) < 0.05
+    after = rng.random(3000) < 0.30
+    early = [i for i, e in enumerate(before) if detector.update(float(e))]
+    assert early == []
+    late = [i for i, e in enumerate(after) if detector.update(float(e))]
+    assert late
+    assert late[0] < 500  # caught within a few hundred labels of the change
