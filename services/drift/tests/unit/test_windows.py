@@ -1,0 +1,79 @@
+"""Windows close where they should, with what they saw; labels join within their wait."""
+
+import numpy as np
+import pytest
+
+from flywheel_drift.windows import LabelJoin, Observation, Pending, VersionWindows, WindowPolicy
+
+
+def observation(n: int, at: float = 0.0, failed: bool = False, label: str = "1") -> Observation:
+    return Observation(
+        request_id=f"r{n}",
+        received_at=at,
+        features=np.full((1, 3), float(n)),
+        prediction=label,
+        latency_ms=float(n % 10),
+        failed=failed,
+    )
+
+
+def test_count_windows_close_every_size_requests_across_batches() -> None:
+    windows = VersionWindows("iris", 2, WindowPolicy(size=100))
+    closed = windows.add([observation(n) for n in range(70)])
+    assert closed == []
+    closed = windows.add([observation(n, failed=n == 75) for n in range(70, 250)])
+    assert [w.index for w in closed] == [0, 1]
+    first, second = closed
+    assert (first.requests, first.errors) == (100, 1)
+    assert first.features.shape == (99, 3)
+    assert first.window_id == "iris:2:0"
+    assert second.features[0, 0] == 100.0
+    assert first.predictions == {"1": 99}
+    assert first.latency_quantiles()["max"] == 9.0
+
+
+def test_time_windows_are_aligned_numbered_and_flushed_when_idle() -> None:
+    windows = VersionWindows("iris", 1, WindowPolicy(seconds=60))
+    assert windows.add([observation(1, at=130.0), observation(2, at=170.0)]) == []
+    [closed] = windows.add([observation(3, at=185.0)])
+    assert (closed.index, closed.start, closed.requests) == (2, 120.0, 2)
+    assert windows.flush(now=200.0) == []
+    [idle] = windows.flush(now=240.0)
+    assert (idle.index, idle.requests) == (3, 1)
+
+
+def test_labels_count_toward_the_open_window() -> None:
+    windows = VersionWindows("iris", 1, WindowPolicy(size=4))
+    windows.add([observation(n) for n in range(2)])
+    windows.add_label(True)
+    windows.add_label(False)
+    [closed] = windows.add([observation(n) for n in range(2, 4)])
+    assert (closed.labeled, closed.correct, closed.accuracy) == (2, 1, 0.5)
+
+
+def test_labels_join_in_either_order_and_expire_after_the_wait() -> None:
+    join = LabelJoin(wait_seconds=30)
+    pending = Pending("iris", 1, "2", received_at=100.0)
+    assert join.prediction("a", pending) is None
+    assert join.label("a", "2", now=110.0) == (pending, "2")
+    assert join.label("b", "0", now=110.0) is None  # the label came first
+    assert join.prediction("b", Pending("iris", 1, "1", 112.0)) == (
+        Pending("iris", 1, "1", 112.0),
+        "0",
+    )
+    join.prediction("c", Pending("iris", 1, "1", 120.0))
+    join.expire(now=149.0)
+    assert join.waiting == 1
+    join.expire(now=151.0)
+    assert (join.waiting, join.expired) == (0, 1)
+    assert join.label("c", "1", now=152.0) is None  # too late: it waits as an early label
+
+
+@pytest.mark.parametrize("size", [1, 7, 1000])
+def test_every_request_lands_in_exactly_one_window(size: int) -> None:
+    windows = VersionWindows("iris", 1, WindowPolicy(size=size))
+    closed = []
+    for start in range(0, 5000, 333):
+        closed += windows.add([observation(n) for n in range(start, min(start + 333, 5000))])
+    assert sum(w.requests for w in closed) == (5000 // size) * size
+    assert [w.index for w in closed] == list(range(5000 // size))
