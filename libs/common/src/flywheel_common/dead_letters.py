@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
-
-from aiokafka.structs import ConsumerRecord
+from typing import Protocol
 
 from flywheel_common.events import OutgoingRecord
 from flywheel_common.topics import DLQ
@@ -17,7 +17,24 @@ CONSUMER_GROUP = "dlq_consumer_group"
 FAILED_AT = "dlq_failed_at"
 
 
-def dead_letter(record: ConsumerRecord[bytes, bytes], reason: str, group_id: str) -> OutgoingRecord:
+class Consumed(Protocol):
+    """A consumed Kafka record, from aiokafka or from a faust stream."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]] | None: ...
+
+
+def dead_letter(record: Consumed, reason: str, group_id: str) -> OutgoingRecord:
     """The DLQ record for a consumed record that could not be handled."""
     headers = list(record.headers or ())
     headers += [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import grpc
@@ -57,6 +58,33 @@ class RegistryClient:
                 "pick another version"
             )
         return found
+
+    async def reference_sample(
+        self, model: str, version: int
+    ) -> tuple[registry_types.ReferenceSampleInfo, bytes]:
+        """A version's reference sample (its spec and bytes, sha256 checked); NotFound when
+        the version was registered without one."""
+        info = registry_types.ReferenceSampleInfo()
+        parts: list[bytes] = []
+        try:
+            stream = self.stub().GetReferenceSample(
+                registry.GetReferenceSampleRequest(model=model, version=version),
+                metadata=self.metadata,
+            )
+            async for message in stream:
+                if message.HasField("reference_sample"):
+                    info.CopyFrom(message.reference_sample)
+                parts.append(message.chunk)
+        except grpc.aio.AioRpcError as error:
+            if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
+                raise NotFound(f"{model} version {version} has no reference sample") from error
+            raise Unavailable(
+                f"the registry at {self.address} failed: {error.details()}"
+            ) from error
+        data = b"".join(parts)
+        if hashlib.sha256(data).hexdigest() != info.sha256:
+            raise Unavailable(f"the reference sample of {model} v{version} failed its sha256 check")
+        return info, data
 
     async def start(self) -> None:
         return None

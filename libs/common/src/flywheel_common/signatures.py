@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 DYNAMIC = -1
 """A dimension whose size varies from request to request (the batch, usually)."""
 
@@ -27,6 +29,23 @@ DATATYPE_SIZES: dict[str, int | None] = {
 }
 
 # onnxruntime's type strings for the same datatypes.
+# The numpy dtype of each V2 datatype, little-endian as the raw wire format is.
+NUMPY_DTYPES: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+    "BYTES": np.dtype(np.object_),
+}
+
 ONNXRUNTIME_DATATYPES = {
     "tensor(bool)": "BOOL",
     "tensor(uint8)": "UINT8",

@@ -1,17 +1,53 @@
-"""Composition root of the drift service: settings in, a running service out."""
+"""Composition root of the drift detector: settings in, a running service out."""
 
 from __future__ import annotations
 
-from flywheel_common.service import Service, TopicProvisioner, run_service
+from flywheel.drift.v1 import drift_pb2_grpc
+from flywheel_common.grpc_server import ServiceBinding
+from flywheel_common.publisher import EventPublisher
+from flywheel_common.registry_client import RegistryClient
+from flywheel_common.service import Component, Service, TopicProvisioner, run_service
 from flywheel_common.settings import ServiceSettings
+from flywheel_drift.engine import DriftEngine
+from flywheel_drift.grpc_api import METHOD_ROLES, SERVICE_NAME, DriftServicer
+from flywheel_drift.monitors import MonitorConfigs, load_profile
+from flywheel_drift.profiles import ReferenceProfile
 from flywheel_drift.settings import DriftSettings
+from flywheel_drift.stream import DriftStream
 
 
 def build(settings: ServiceSettings | None = None) -> Service:
-    """Wire the drift service; its business RPCs arrive with their own issue."""
-    settings = settings or DriftSettings()
-    components = [TopicProvisioner(settings)] if settings.kafka.provision_topics else []
-    return Service(settings, bindings=[], components=components)
+    """Wire the drift detector: registry client, engine, the faust stream, gRPC."""
+    config = settings if isinstance(settings, DriftSettings) else DriftSettings()
+    registry = RegistryClient(config.registry_address, config.registry_token)
+    configs = MonitorConfigs(config.window_size)
+
+    async def profile(model: str, version: int) -> ReferenceProfile | None:
+        return await load_profile(registry, configs, model, version)
+
+    engine = DriftEngine(
+        profile, configs.monitor, config.label_wait_seconds, config.max_alerts_kept
+    )
+    publisher = EventPublisher(config.kafka, source=config.service_name)
+    stream = DriftStream(
+        config.kafka,
+        config.consumer_group or config.service_name,
+        engine,
+        publisher,
+        config.batch_size,
+        config.batch_seconds,
+    )
+    components: list[Component] = []
+    if config.kafka.provision_topics:
+        components.append(TopicProvisioner(config))
+    components += [registry, publisher, stream]
+    binding = ServiceBinding(
+        SERVICE_NAME,
+        drift_pb2_grpc.add_DriftServiceServicer_to_server,
+        DriftServicer(engine, configs),
+        METHOD_ROLES,
+    )
+    return Service(config, [binding], components)
 
 
 def main() -> None:

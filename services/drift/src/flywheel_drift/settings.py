@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from flywheel_common.settings import GrpcSettings, ServiceSettings, TelemetrySettings
@@ -13,3 +14,19 @@ class DriftSettings(ServiceSettings):
     service_name: str = "flywheel-drift"
     grpc: GrpcSettings = GrpcSettings(port=50054)
     telemetry: TelemetrySettings = TelemetrySettings(metrics_port=9104)
+    registry_address: str = "127.0.0.1:50051"
+    """Where reference samples come from (GetReferenceSample)."""
+    registry_token: str = ""
+    """Bearer token for the registry when it requires authentication (reader role)."""
+    window_size: int = Field(default=1000, ge=10)
+    """Predictions per window for models without a monitor config."""
+    batch_size: int = Field(default=1000, ge=1)
+    """Events the stream hands to the detector at once."""
+    batch_seconds: float = Field(default=0.5, gt=0)
+    """Longest wait to fill a batch."""
+    label_wait_seconds: float = Field(default=3600.0, gt=0)
+    """How long a prediction waits for its ground truth (and a label for its prediction)."""
+    max_alerts_kept: int = Field(default=10_000, ge=1)
+    """Alerts ListAlerts can return (the newest)."""
+    consumer_group: str = ""
+    """The faust application id (its Kafka consumer group); default the service name."""

@@ -21,9 +21,14 @@ import onnxruntime
 from flywheel.registry.v1 import registry_pb2 as registry
 from flywheel_common.errors import FlywheelError, InvalidArgument, NotFound, Unavailable
 from flywheel_common.registry_client import RegistryClient
-from flywheel_common.signatures import DYNAMIC, ONNXRUNTIME_DATATYPES, Signature, TensorSpec
+from flywheel_common.signatures import (
+    DYNAMIC,
+    NUMPY_DTYPES,
+    ONNXRUNTIME_DATATYPES,
+    Signature,
+    TensorSpec,
+)
 from flywheel_gateway.batching import Arrays, BatchPolicy, DynamicBatcher
-from flywheel_gateway.tensors import NUMPY_DTYPES
 
 log = logging.getLogger(__name__)
 

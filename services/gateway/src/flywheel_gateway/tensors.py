@@ -10,23 +10,8 @@ from enum import StrEnum
 import numpy as np
 
 from flywheel_common.errors import InvalidArgument
-from flywheel_common.signatures import DYNAMIC, Signature, TensorSpec
+from flywheel_common.signatures import DYNAMIC, NUMPY_DTYPES, Signature, TensorSpec
 
-NUMPY_DTYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype("<u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("<i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-    "BYTES": np.dtype(np.object_),
-}
 DATATYPE_OF_KIND = {
     dtype.str if name != "BOOL" else "|b1": name for name, dtype in NUMPY_DTYPES.items()
 }

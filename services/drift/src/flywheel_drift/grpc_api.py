@@ -1,0 +1,78 @@
+"""gRPC transport of the drift detector: statuses, alerts and monitor configs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flywheel.drift.v1 import drift_pb2 as pb
+from flywheel.drift.v1 import drift_pb2_grpc as pb_grpc
+from flywheel_common.errors import InvalidArgument, NotFound
+from flywheel_common.settings import Role
+from flywheel_drift.engine import DriftEngine
+from flywheel_drift.monitors import MonitorConfigs
+
+SERVICE_NAME = "flywheel.drift.v1.DriftService"
+METHOD_ROLES: dict[str, Role] = {}
+MAX_PAGE_SIZE = 500
+
+
+def _required(value: str, name: str) -> str:
+    if not value:
+        raise InvalidArgument(f"{name} is required")
+    return value
+
+
+class DriftServicer(pb_grpc.DriftServiceServicer):
+    def __init__(self, engine: DriftEngine, configs: MonitorConfigs) -> None:
+        self._engine = engine
+        self._configs = configs
+
+    async def GetDriftStatus(
+        self, request: pb.GetDriftStatusRequest, context: Any
+    ) -> pb.GetDriftStatusResponse:
+        statuses = self._engine.statuses(_required(request.model, "model"), request.version)
+        if not statuses:
+            raise NotFound(
+                f"no predictions of {request.model!r}"
+                + (f" version {request.version}" if request.version else "")
+                + " have been seen yet"
+            )
+        return pb.GetDriftStatusResponse(versions=statuses)
+
+    async def ListAlerts(
+        self, request: pb.ListAlertsRequest, context: Any
+    ) -> pb.ListAlertsResponse:
+        if request.page_size < 0:
+            raise InvalidArgument("page_size cannot be negative")
+        size = min(request.page_size or 100, MAX_PAGE_SIZE)
+        try:
+            offset = int(request.page_token) if request.page_token else 0
+        except ValueError:
+            raise InvalidArgument("page_token is not one this server issued") from None
+        start = request.time_range.start.ToNanoseconds() if request.HasField("time_range") else 0
+        end = request.time_range.end.ToNanoseconds() if request.HasField("time_range") else 0
+        matching = [
+            alert
+            for alert in reversed(self._engine.alerts)
+            if (not request.model or alert.model == request.model)
+            and (not request.version or alert.version == request.version)
+            and (not request.kinds or set(request.kinds) & set(alert.kinds))
+            and alert.severity >= request.min_severity
+            and (not start or alert.occurred_at.ToNanoseconds() >= start)
+            and (not end or alert.occurred_at.ToNanoseconds() < end)
+        ]
+        page = matching[offset : offset + size]
+        token = str(offset + size) if offset + size < len(matching) else ""
+        return pb.ListAlertsResponse(alerts=page, next_page_token=token)
+
+    async def SetMonitorConfig(
+        self, request: pb.SetMonitorConfigRequest, context: Any
+    ) -> pb.SetMonitorConfigResponse:
+        expected = request.expected_revision if request.HasField("expected_revision") else None
+        return pb.SetMonitorConfigResponse(config=self._configs.set(request.config, expected))
+
+    async def GetMonitorConfig(
+        self, request: pb.GetMonitorConfigRequest, context: Any
+    ) -> pb.GetMonitorConfigResponse:
+        config, is_default = self._configs.get(_required(request.model, "model"))
+        return pb.GetMonitorConfigResponse(config=config, is_default=is_default)

@@ -1,0 +1,157 @@
+"""Monitor configurations per model: the MonitorConfig contract and the detector's rules."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from flywheel.drift.v1 import types_pb2 as types
+from flywheel_common.auth import current_principal
+from flywheel_common.errors import FailedPrecondition, InvalidArgument, NotFound
+from flywheel_common.registry_client import RegistryClient
+from flywheel_common.signatures import NUMPY_DTYPES
+from flywheel_common.timestamps import now
+from flywheel_drift.detection import ALL_TESTS, DriftTest, Monitor, Severity, Thresholds
+from flywheel_drift.engine import ModelMonitor
+from flywheel_drift.profiles import ReferenceProfile, build_profile
+from flywheel_drift.statistics import Correction
+from flywheel_drift.windows import WindowPolicy
+
+_TESTS = {
+    types.DRIFT_TEST_KOLMOGOROV_SMIRNOV: DriftTest.KOLMOGOROV_SMIRNOV,
+    types.DRIFT_TEST_CHI_SQUARE: DriftTest.CHI_SQUARE,
+    types.DRIFT_TEST_POPULATION_STABILITY_INDEX: DriftTest.POPULATION_STABILITY_INDEX,
+    types.DRIFT_TEST_WASSERSTEIN: DriftTest.WASSERSTEIN,
+    types.DRIFT_TEST_JENSEN_SHANNON: DriftTest.JENSEN_SHANNON,
+    types.DRIFT_TEST_NAN_RATE: DriftTest.NAN_RATE,
+    types.DRIFT_TEST_INF_RATE: DriftTest.INF_RATE,
+    types.DRIFT_TEST_OUT_OF_RANGE_RATE: DriftTest.OUT_OF_RANGE_RATE,
+    types.DRIFT_TEST_SCHEMA_CHANGE: DriftTest.SCHEMA_CHANGE,
+}
+_CORRECTIONS = {
+    types.MULTIPLE_TESTING_CORRECTION_UNSPECIFIED: Correction.BENJAMINI_HOCHBERG,
+    types.MULTIPLE_TESTING_CORRECTION_NONE: Correction.NONE,
+    types.MULTIPLE_TESTING_CORRECTION_BONFERRONI: Correction.BONFERRONI,
+    types.MULTIPLE_TESTING_CORRECTION_BENJAMINI_HOCHBERG: Correction.BENJAMINI_HOCHBERG,
+}
+
+
+def monitor_of(config: types.MonitorConfig, default_window: int) -> ModelMonitor:
+    """The detector's rules for a config; every invalid field is named in the error."""
+    thresholds = config.thresholds
+    alpha = thresholds.alpha if thresholds.HasField("alpha") else 0.01
+    if not 0 < alpha < 1:
+        raise InvalidArgument(f"thresholds.alpha must be in (0, 1), got {alpha}")
+    window = WindowPolicy(size=default_window)
+    if config.window.kind == types.WINDOW_KIND_COUNT:
+        if config.window.size_count < 10:
+            raise InvalidArgument("window.size_count must be at least 10 predictions")
+        window = WindowPolicy(size=config.window.size_count)
+    elif config.window.kind == types.WINDOW_KIND_TIME:
+        seconds = config.window.size_duration.ToTimedelta().total_seconds()
+        if seconds < 1:
+            raise InvalidArgument("window.size_duration must be at least one second")
+        window = WindowPolicy(seconds=seconds)
+    unknown = [t for t in config.tests if t not in _TESTS]
+    if unknown:
+        raise InvalidArgument(f"unknown drift tests {unknown}; use the DriftTest values")
+    concept = config.concept_drift
+    detector = "page_hinkley" if concept.detector == types.DRIFT_TEST_PAGE_HINKLEY else "adwin"
+    defaults = Thresholds()
+    return ModelMonitor(
+        detection=Monitor(
+            tests=frozenset(_TESTS[t] for t in config.tests) or ALL_TESTS,
+            thresholds=Thresholds(
+                alpha=alpha,
+                psi=thresholds.psi if thresholds.HasField("psi") else None,
+                wasserstein=thresholds.wasserstein if thresholds.HasField("wasserstein") else None,
+                jensen_shannon=(
+                    thresholds.jensen_shannon if thresholds.HasField("jensen_shannon") else None
+                ),
+                nan_rate=thresholds.nan_rate
+                if thresholds.HasField("nan_rate")
+                else defaults.nan_rate,
+                inf_rate=thresholds.inf_rate
+                if thresholds.HasField("inf_rate")
+                else defaults.inf_rate,
+                out_of_range_rate=(
+                    thresholds.out_of_range_rate
+                    if thresholds.HasField("out_of_range_rate")
+                    else defaults.out_of_range_rate
+                ),
+            ),
+            correction=_CORRECTIONS[config.correction],
+            min_alert_severity=Severity(config.min_alert_severity or Severity.MEDIUM),
+        ),
+        window=window,
+        concept_detector=detector,
+        label_wait_seconds=concept.label_wait.ToTimedelta().total_seconds() or 3600.0,
+    )
+
+
+class MonitorConfigs:
+    """Monitor configs by model, with compare-and-set revisions.
+
+    Held in memory: configs set over gRPC last until the detector restarts (persisting them
+    is the next step of this service).
+    """
+
+    def __init__(self, default_window: int) -> None:
+        self._default_window = default_window
+        self._configs: dict[str, types.MonitorConfig] = {}
+        self._monitors: dict[str, ModelMonitor] = {}
+
+    def get(self, model: str) -> tuple[types.MonitorConfig, bool]:
+        stored = self._configs.get(model)
+        if stored is not None:
+            return stored, False
+        return types.MonitorConfig(model=model), True
+
+    def monitor(self, model: str) -> ModelMonitor:
+        found = self._monitors.get(model)
+        if found is None:
+            found = monitor_of(self.get(model)[0], self._default_window)
+            self._monitors[model] = found
+        return found
+
+    def set(
+        self, config: types.MonitorConfig, expected_revision: int | None
+    ) -> types.MonitorConfig:
+        if not config.model:
+            raise InvalidArgument("config.model is required")
+        monitor = monitor_of(config, self._default_window)  # validate before storing anything
+        current = self._configs.get(config.model)
+        revision = current.revision if current is not None else 0
+        if expected_revision is not None and expected_revision != revision:
+            raise FailedPrecondition(
+                f"the monitor config of {config.model!r} is at revision {revision}, not "
+                f"{expected_revision}; read it again and retry"
+            )
+        stored = types.MonitorConfig()
+        stored.CopyFrom(config)
+        stored.revision = revision + 1
+        stored.updated_by = current_principal().subject
+        stored.updated_at.CopyFrom(now())
+        self._configs[config.model] = stored
+        self._monitors[config.model] = monitor
+        return stored
+
+
+async def load_profile(
+    registry: RegistryClient, configs: MonitorConfigs, model: str, version: int
+) -> ReferenceProfile:
+    """The version's reference sample from the registry, profiled; NotFound without one."""
+    info, data = await registry.reference_sample(model, version)
+    spec = info.spec
+    dtype = NUMPY_DTYPES.get(spec.datatype)
+    if dtype is None or spec.datatype == "BYTES" or len(spec.shape) != 2:
+        raise NotFound(f"{model} v{version}: the reference sample is not a numeric matrix")
+    matrix = np.frombuffer(data, dtype=dtype).reshape(tuple(spec.shape))
+    config, _ = configs.get(model)
+    return build_profile(
+        model,
+        version,
+        matrix,
+        list(spec.feature_names) or None,
+        categorical=set(config.categorical_features),
+        datatype=spec.datatype,
+    )

@@ -1,0 +1,205 @@
+"""The drift detector on real traffic: registry, gateway and detector on real Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from flywheel.deployer.v1 import events_pb2 as deployer_events
+from flywheel.deployer.v1 import types_pb2 as deployer_types
+from flywheel.drift.v1 import drift_pb2 as drift_pb
+from flywheel.drift.v1 import drift_pb2_grpc as drift_grpc
+from flywheel.drift.v1 import events_pb2 as drift_events
+from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
+from flywheel_common.dead_letters import REASON
+from flywheel_common.events import header
+from flywheel_common.publisher import EventPublisher
+from flywheel_common.service import Service
+from flywheel_common.settings import GrpcSettings, KafkaSettings, TelemetrySettings
+from flywheel_common.testing import IrisModels, read_topic, registration, tombstone
+from flywheel_common.topics import DEPLOYMENTS, DLQ, DRIFT_ALERTS, MODEL_METRICS, PREDICTIONS
+from flywheel_drift.app import build as build_drift
+from flywheel_drift.settings import DriftSettings
+from flywheel_gateway.app import build as build_gateway
+from flywheel_gateway.settings import GatewaySettings
+from flywheel_registry.app import build as build_registry
+from flywheel_registry.settings import RegistrySettings
+from inference import grpc_service_pb2 as inference_pb
+from inference import grpc_service_pb2_grpc as inference_grpc
+
+TELEMETRY = TelemetrySettings(metrics_port=-1, log_level="WARNING")
+WINDOW = 100
+
+
+@pytest.fixture
+async def services(
+    kafka_bootstrap: str, tmp_path: Path, iris_models: IrisModels
+) -> AsyncIterator[tuple[Service, Service, Service, str]]:
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, linger_ms=1)
+    model = f"iris-{uuid.uuid4().hex[:8]}"
+    registry = build_registry(
+        RegistrySettings(
+            grpc=GrpcSettings(port=0),
+            kafka=kafka,
+            telemetry=TELEMETRY,
+            data_dir=tmp_path / "registry",
+            consumer_group=f"registry-test-{uuid.uuid4().hex[:8]}",
+        )
+    )
+    await registry.start()
+    async with grpc.aio.insecure_channel(registry.grpc.address) as channel:
+        stub = registry_grpc.RegistryServiceStub(channel)
+        await stub.RegisterModelVersion(
+            iter(registration(model, iris_models.classifier, sample=iris_models.reference_sample))
+        )
+    gateway = build_gateway(
+        GatewaySettings(
+            grpc=GrpcSettings(port=0),
+            kafka=kafka,
+            telemetry=TELEMETRY,
+            data_dir=tmp_path / "gateway",
+            registry_address=registry.grpc.address,
+            gateway_id=f"gw-{uuid.uuid4().hex[:6]}",
+        )
+    )
+    await gateway.start()
+    drift = build_drift(
+        DriftSettings(
+            grpc=GrpcSettings(port=0),
+            kafka=kafka,
+            telemetry=TELEMETRY,
+            registry_address=registry.grpc.address,
+            window_size=WINDOW,
+            batch_seconds=0.2,
+            consumer_group=f"drift-test-{uuid.uuid4().hex[:8]}",
+        )
+    )
+    await drift.start()
+    publisher = EventPublisher(kafka, source="flywheel-deployer")
+    await publisher.start()
+    state = deployer_events.DeploymentState(
+        model=model,
+        routes=[deployer_types.TrafficRoute(version=1, weight_percent=100)],
+        generation=1,
+    )
+    await publisher.publish(DEPLOYMENTS, state, subject=model)
+    await publisher.stop()
+    try:
+        yield registry, gateway, drift, model
+    finally:
+        await drift.stop()
+        await gateway.stop()
+        await registry.stop()
+        await tombstone(kafka_bootstrap, DEPLOYMENTS.name, [model])
+
+
+async def infer(address: str, model: str, rows: np.ndarray) -> None:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = inference_grpc.GRPCInferenceServiceStub(channel)
+        async with asyncio.timeout(30):
+            while not await ready(stub, model):  # until the deployment is applied
+                await asyncio.sleep(0.1)
+        for row in rows:
+            await stub.ModelInfer(
+                inference_pb.ModelInferRequest(
+                    model_name=model,
+                    id=uuid.uuid4().hex,
+                    inputs=[
+                        inference_pb.ModelInferRequest.InferInputTensor(
+                            name="features", datatype="FP32", shape=[1, 4]
+                        )
+                    ],
+                    raw_input_contents=[row.astype(np.float32).tobytes()],
+                )
+            )
+
+
+async def ready(stub: Any, model: str) -> bool:
+    try:
+        answer = await stub.ModelReady(inference_pb.ModelReadyRequest(name=model))
+    except grpc.aio.AioRpcError:
+        return False  # NOT_FOUND until the routing arrives
+    return bool(answer.ready)
+
+
+async def events_of(
+    bootstrap: str, topic: str, model: str, at_least: int, partitions: int = 3
+) -> list[Any]:
+    async with asyncio.timeout(120):
+        while True:
+            records = await read_topic(
+                bootstrap, topic, at_least=0, partitions=partitions, timeout_ms=2000
+            )
+            mine = [r for r in records if r.key == model.encode()]
+            if len(mine) >= at_least:
+                return mine
+            await asyncio.sleep(0.5)
+
+
+async def test_windows_metrics_and_a_shifted_feature_alerted(
+    services: tuple[Service, Service, Service, str],
+    iris_models: IrisModels,
+    kafka_bootstrap: str,
+) -> None:
+    _, gateway, drift, model = services
+    rng = np.random.default_rng(7)
+    features = iris_models.features
+    normal = features[rng.integers(0, len(features), 2 * WINDOW)]
+    await infer(gateway.grpc.address, model, normal)
+
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:  # garbage on the stream: dead-lettered, and the stream goes on
+        await producer.send_and_wait(PREDICTIONS.name, b"\x00not a cloudevent", key=model.encode())
+    finally:
+        await producer.stop()
+
+    shifted = features[rng.integers(0, len(features), WINDOW)].copy()
+    shifted[:, 2] += 3.0
+    await infer(gateway.grpc.address, model, shifted)
+
+    metrics = await events_of(kafka_bootstrap, MODEL_METRICS.name, model, at_least=3)
+    windows = [drift_events.ModelMetricsWindow.FromString(r.value) for r in metrics]
+    assert [w.window.index for w in windows] == [0, 1, 2]
+    assert all(w.request_count == WINDOW and w.error_count == 0 for w in windows)
+    assert all(w.latency.p99_ms > 0 for w in windows)
+    assert sum(windows[0].output_histograms[0].histogram.counts) == WINDOW
+
+    [alert_record] = await events_of(kafka_bootstrap, DRIFT_ALERTS.name, model, at_least=1)
+    alert = json.loads(alert_record.value)  # JSON for kcat and jq
+    assert alert["window"]["index"] == "2"
+    drifted = {(f["feature"], f["test"]) for f in alert["findings"]}
+    assert ("f2", "DRIFT_TEST_KOLMOGOROV_SMIRNOV") in drifted
+    [shifted_feature] = [
+        f
+        for f in alert["findings"]
+        if (f["feature"], f["test"]) == ("f2", "DRIFT_TEST_KOLMOGOROV_SMIRNOV")
+    ]
+    assert float(shifted_feature["adjustedPValue"]) < 0.01
+    assert shifted_feature["drifted"] is True
+
+    dead = await read_topic(kafka_bootstrap, DLQ.name, at_least=1, partitions=3, timeout_ms=5000)
+    mine = [r for r in dead if r.key == model.encode()]
+    assert mine
+    assert "undecodable" in (header(mine[-1].headers, REASON) or "")
+
+    async with grpc.aio.insecure_channel(drift.grpc.address) as channel:
+        status = await drift_grpc.DriftServiceStub(channel).GetDriftStatus(
+            drift_pb.GetDriftStatusRequest(model=model)
+        )
+        alerts = await drift_grpc.DriftServiceStub(channel).ListAlerts(
+            drift_pb.ListAlertsRequest(model=model)
+        )
+    [version] = status.versions
+    assert version.reference_loaded
+    assert version.windows_closed == 3
+    assert [a.window.index for a in alerts.alerts] == [2]
