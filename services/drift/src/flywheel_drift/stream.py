@@ -88,6 +88,14 @@ class DriftStream:
                 await self._publish(outgoing)
                 yield None
 
+        self._assigned = asyncio.Event()
+
+        async def on_assigned(app: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+            assigned = args[0] if args else set()
+            if {tp.topic for tp in assigned} >= {PREDICTIONS.name, GROUND_TRUTH.name}:
+                self._assigned.set()
+
+        self.app.on_partitions_assigned.connect(on_assigned)
         self.app.agent(predictions, name="drift.predictions")(on_predictions)
         self.app.agent(labels, name="drift.ground-truth")(on_labels)
 
@@ -145,11 +153,9 @@ class DriftStream:
     async def _pin_start_positions(self, timeout: float = 60.0) -> None:
         """Wait for the partitions and fix where the stream starts before start() returns,
         so nothing published after start-up is skipped by the "latest" reset."""
-        wanted = {PREDICTIONS.name, GROUND_TRUTH.name}
         try:
             async with asyncio.timeout(timeout):
-                while {tp.topic for tp in self.app.consumer.assignment()} != wanted:
-                    await asyncio.sleep(0.05)
+                await self._assigned.wait()
                 for partition in self.app.consumer.assignment():
                     await self.app.consumer.position(partition)
         except TimeoutError:
