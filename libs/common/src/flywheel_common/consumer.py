@@ -103,7 +103,7 @@ class EventConsumer:
         self._max_batch = max_batch
         self._topics = list(topics)
         self._assigned = asyncio.Event()
-        self._consumer = AIOKafkaConsumer(
+        consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers,
             client_id=settings.client_id or group_id,
             group_id=group_id,
@@ -111,6 +111,10 @@ class EventConsumer:
             auto_offset_reset="earliest" if from_beginning else "latest",
             isolation_level="read_committed",
         )
+        # Subscribed before start, as topics given to the constructor would be, with a
+        # listener that tells when the group has assigned partitions.
+        consumer.subscribe(self._topics, listener=_AssignmentSignal(self._assigned))
+        self._consumer = consumer
         self._from_beginning = from_beginning
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -121,7 +125,6 @@ class EventConsumer:
 
     async def start(self) -> None:
         await self._consumer.start()
-        self._consumer.subscribe(self._topics, listener=_AssignmentSignal(self._assigned))
         if not self._from_beginning:
             await self._pin_start_positions()
         self._task = asyncio.create_task(self._run(), name=f"consumer:{self._group_id}")

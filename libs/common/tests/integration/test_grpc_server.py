@@ -217,7 +217,7 @@ async def test_a_trace_started_in_a_grpc_call_continues_in_the_event_consumer(
         await stub.ModelInfer(
             pb.ModelInferRequest(model_name="iris", id="r1"), metadata=bearer("reader-token")
         )
-    await asyncio.wait_for(consumed.wait(), 20)
+    await asyncio.wait_for(consumed.wait(), 60)  # a fresh broker creates its group state first
     await consumer.stop()
 
     spans = span_exporter.get_finished_spans()

@@ -99,7 +99,7 @@ class Inference:
         if version:
             return _parse_version(version)
         table = self.table(model)
-        ready = set(self._models.ready_versions(model))
+        ready = self._models.ready_set(model)
         candidates = [r for r in table.routes if r.weight > 0 and r.version in ready]
         if not candidates:
             raise Unavailable(f"model {model!r} has no version ready yet; retry shortly")
@@ -112,7 +112,7 @@ class Inference:
             )
         table = self.table(request.model)
         key = request.parameters.get(table.sticky_key) if table.sticky_key else None
-        ready = set(self._models.ready_versions(request.model))
+        ready = self._models.ready_set(request.model)
         try:
             route = table.pick(str(key) if key is not None else None, random.random(), ready)
         except LookupError:

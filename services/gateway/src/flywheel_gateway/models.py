@@ -181,6 +181,7 @@ class ModelManager:
         self.on_change = on_change
         self._versions: dict[tuple[str, int], LoadedVersion] = {}
         self._loading: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._ready: dict[str, frozenset[int]] = {}
         self._executor = ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="infer")
 
     @property
@@ -192,11 +193,19 @@ class ModelManager:
         return loaded is not None and loaded.state is LoadState.READY
 
     def ready_versions(self, model: str) -> list[int]:
-        return sorted(
-            v
-            for (m, v), loaded in self._versions.items()
-            if m == model and loaded.state is LoadState.READY
-        )
+        return sorted(self.ready_set(model))
+
+    def ready_set(self, model: str) -> frozenset[int]:
+        """The model's routable versions; kept current on every change, read per request."""
+        return self._ready.get(model, frozenset())
+
+    def _changed(self) -> None:
+        ready: dict[str, set[int]] = {}
+        for (model, version), loaded in self._versions.items():
+            if loaded.state is LoadState.READY:
+                ready.setdefault(model, set()).add(version)
+        self._ready = {model: frozenset(versions) for model, versions in ready.items()}
+        self.on_change()
 
     def load(self, model: str, version: int) -> asyncio.Task[None] | None:
         """Start loading a version unless it is loaded or loading; returns the load task."""
@@ -204,7 +213,7 @@ class ModelManager:
         existing = self._versions.get(key)
         if existing is not None and existing.state is LoadState.DRAINING:
             existing.set_state(LoadState.READY)  # wanted again before it drained: keep it
-            self.on_change()
+            self._changed()
         if key in self._loading:
             return self._loading[key]
         if existing is not None and existing.state is not LoadState.FAILED:
@@ -217,11 +226,11 @@ class ModelManager:
     async def _load(self, model: str, version: int) -> None:
         loaded = LoadedVersion(model, version, "", LoadState.DOWNLOADING)
         self._versions[(model, version)] = loaded
-        self.on_change()
+        self._changed()
         try:
             loaded.sha256, path = await self._fetcher.fetch(model, version)
             loaded.set_state(LoadState.LOADING)
-            self.on_change()
+            self._changed()
             loop = asyncio.get_running_loop()
             session = await loop.run_in_executor(self._executor, self._create_session, path)
             loaded.session = session
@@ -234,19 +243,19 @@ class ModelManager:
                 "loading failed", extra={"model": model, "version": version, "error": exc.message}
             )
             loaded.set_state(LoadState.FAILED, exc.message)
-            self.on_change()
+            self._changed()
             return
         except Exception as exc:
             log.exception("loading failed", extra={"model": model, "version": version})
             loaded.set_state(LoadState.FAILED, str(exc))
-            self.on_change()
+            self._changed()
             return
         # Only now, warmed up, does the version become routable.
         loaded.set_state(LoadState.READY)
         log.info(
             "model ready", extra={"model": model, "version": version, "provider": loaded.provider}
         )
-        self.on_change()
+        self._changed()
 
     def _create_session(self, path: Path) -> onnxruntime.InferenceSession:
         options = onnxruntime.SessionOptions()
@@ -268,7 +277,7 @@ class ModelManager:
             self._unload(loaded)
         else:
             loaded.set_state(LoadState.DRAINING)
-        self.on_change()
+        self._changed()
 
     def _unload(self, loaded: LoadedVersion) -> None:
         self._versions.pop((loaded.model, loaded.version), None)
@@ -292,7 +301,7 @@ class ModelManager:
             loaded.in_flight -= 1
             if loaded.in_flight == 0 and loaded.draining:
                 self._unload(loaded)
-                self.on_change()
+                self._changed()
 
     async def infer(self, loaded: LoadedVersion, inputs: Arrays) -> Arrays:
         assert loaded.batcher is not None

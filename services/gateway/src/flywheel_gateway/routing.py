@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -58,7 +59,9 @@ class RoutingTable:
             versions.add(self.shadow_version)
         return versions
 
-    def pick(self, routing_key: str | None, draw: float, ready: set[int] | None = None) -> Route:
+    def pick(
+        self, routing_key: str | None, draw: float, ready: AbstractSet[int] | None = None
+    ) -> Route:
         """The route for one request.
 
         With a routing key, weighted rendezvous hashing: every route scores the key, the

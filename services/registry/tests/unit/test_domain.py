@@ -1,3 +1,5 @@
+import threading
+
 import pytest
 
 from flywheel_common.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument
@@ -121,7 +123,13 @@ def test_onnx_validation_extracts_the_signature(iris_models: IrisModels) -> None
 
 
 async def test_validation_has_a_time_limit(iris_models: IrisModels) -> None:
-    validator = OnnxValidator(timeout_seconds=1e-6)
-    with pytest.raises(DeadlineExceeded, match="took longer than"):
-        await validator.validate(iris_models.classifier)
-    await validator.stop()
+    validator = OnnxValidator(timeout_seconds=0.2, max_concurrent=1)
+    release = threading.Event()
+    # The only worker is busy with a validation that never ends: the next one cannot finish.
+    validator._executor.submit(release.wait, 30)
+    try:
+        with pytest.raises(DeadlineExceeded, match="took longer than"):
+            await validator.validate(iris_models.classifier)
+    finally:
+        release.set()
+        await validator.stop()
