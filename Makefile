@@ -76,7 +76,7 @@ postgres-down: ## Stop that PostgreSQL
 	@infra/postgres/stop.sh
 
 .PHONY: bench
-bench: bench-kafka bench-registry bench-gateway bench-rollout ## All benchmarks (never part of make test); record in bench/RESULTS.md
+bench: bench-kafka bench-registry bench-gateway bench-rollout bench-drift ## All benchmarks (never part of make test); record in bench/RESULTS.md
 
 .PHONY: bench-kafka
 bench-kafka: install ## Kafka bus: publisher and consumer against bare aiokafka
@@ -89,6 +89,10 @@ bench-gateway: install ## Gateway under tritonclient against in-process onnxrunt
 .PHONY: bench-rollout
 bench-rollout: install ## Rollback decision to the last of 3 gateways at 0%, beside Kafka latency
 	@infra/with-backends.sh $(UV) run --frozen python bench/rollout.py
+
+.PHONY: bench-drift
+bench-drift: install ## Drift detector events/s from Kafka; per-window time beside Evidently and alibi-detect
+	@infra/with-backends.sh $(UV) run --frozen python bench/drift.py
 
 .PHONY: bench-registry
 bench-registry: install ## Registry: registrations, GetArtifact MB/s, ListModelVersions at 10k

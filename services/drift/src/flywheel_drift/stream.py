@@ -51,7 +51,12 @@ class DriftStream:
         publisher: EventPublisher,
         batch_size: int = 1000,
         batch_seconds: float = 0.5,
+        predictions_topic: TopicSpec = PREDICTIONS,
+        labels_topic: TopicSpec = GROUND_TRUTH,
+        start_from: str = "latest",
     ) -> None:
+        """`start_from` applies to a new group only: "latest" counts from start-up on,
+        "earliest" catches up on what the topics retain."""
         self._engine = engine
         self._publisher = publisher
         self._group_id = group_id
@@ -63,15 +68,15 @@ class DriftStream:
             web_enabled=False,
             topic_allow_declare=False,  # the topics are provisioned with their own settings
             topic_replication_factor=kafka.replication_factor,
-            # A detector's first start counts from now on, not the whole retained history;
-            # after that its committed offsets carry it across restarts.
-            consumer_auto_offset_reset="latest",
+            # After the first start, committed offsets carry the group across restarts.
+            consumer_auto_offset_reset=start_from,
             broker_commit_interval=1.0,
         )
         self.processed = 0
         self.dead_lettered = 0
-        predictions = self._topic(PREDICTIONS)
-        labels = self._topic(GROUND_TRUTH)
+        predictions = self._topic(predictions_topic)
+        labels = self._topic(labels_topic)
+        wanted = {predictions_topic.name, labels_topic.name}
 
         async def on_predictions(stream: Any) -> AsyncIterator[None]:
             async for events in stream.take_events(batch_size, within=batch_seconds):
@@ -92,7 +97,7 @@ class DriftStream:
 
         async def on_assigned(app: Any, /, *args: Any, signal: Any, **_: Any) -> None:
             assigned = args[0] if args else set()
-            if {tp.topic for tp in assigned} >= {PREDICTIONS.name, GROUND_TRUTH.name}:
+            if {tp.topic for tp in assigned} >= wanted:
                 self._assigned.set()
 
         self.app.on_partitions_assigned.connect(on_assigned)

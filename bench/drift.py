@@ -1,0 +1,230 @@
+"""Benchmark: prediction logs per second through the drift detector, and the time per window
+of the same drift tests in Evidently and alibi-detect.
+
+    make bench-drift          # starts Kafka if needed
+    uv run python bench/drift.py --events 100000
+
+Throughput: prediction logs with 30 float features are published to a fresh topic first;
+then the detector's faust stream (in this process, one core) reads them from the broker in
+batches, fills windows of 1,000 per model version and runs every test on each window, until
+the last window closed. Printed as events per second (target: 50,000).
+
+Time per window, same arrays (a 5,000-row reference, windows of 1,000 x 30): Flywheel's data
+drift (KS per feature with Benjamini-Hochberg, PSI, Wasserstein, Jensen-Shannon) against
+Evidently's `DataDriftPreset` and alibi-detect's `KSDrift` (Bonferroni). The two run in a
+virtualenv of their own, built with uv from bench/drift_refs/requirements.txt into
+.run/bench/drift-refs on first use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from flywheel.common.v1.types_pb2 import Tensor
+from flywheel.gateway.v1.events_pb2 import PredictionLog
+from flywheel_common.publisher import EventPublisher
+from flywheel_common.settings import KafkaSettings
+from flywheel_common.timestamps import duration, now
+from flywheel_common.topics import PROTOBUF, Cleanup, TopicSpec, ensure_topics
+from flywheel_drift.detection import Monitor, data_drift
+from flywheel_drift.engine import DriftEngine, ModelMonitor
+from flywheel_drift.profiles import ReferenceProfile, build_profile
+from flywheel_drift.stream import DriftStream
+from flywheel_drift.windows import WindowPolicy
+
+HERE = Path(__file__).parent
+REFS_VENV = HERE.parent / ".run" / "bench" / "drift-refs"
+FEATURES = 30
+WINDOW = 1000
+
+REFERENCE_RUNNER = """
+import json, sys, time, warnings
+import numpy as np
+warnings.filterwarnings("ignore")
+reference = np.load(sys.argv[1]); windows = np.load(sys.argv[2])
+out = {}
+
+from alibi_detect.cd import KSDrift
+detector = KSDrift(reference, p_val=0.01, correction="bonferroni")
+detector.predict(windows[0])
+started = time.perf_counter()
+for window in windows:
+    detector.predict(window)
+out["alibi-detect KSDrift"] = (time.perf_counter() - started) / len(windows)
+
+import pandas as pd
+from evidently import Report
+from evidently.presets import DataDriftPreset
+columns = [f"f{i}" for i in range(reference.shape[1])]
+ref = pd.DataFrame(reference, columns=columns)
+report = Report([DataDriftPreset()])
+report.run(pd.DataFrame(windows[0], columns=columns), ref)
+started = time.perf_counter()
+for window in windows:
+    report.run(pd.DataFrame(window, columns=columns), ref)
+out["Evidently DataDriftPreset"] = (time.perf_counter() - started) / len(windows)
+print(json.dumps(out))
+"""
+
+
+def refs_python() -> Path:
+    python = REFS_VENV / "bin" / "python"
+    if not python.exists():
+        uv = [shutil.which("uv")] if shutil.which("uv") else [sys.executable, "-m", "uv"]
+        requirements = HERE / "drift_refs" / "requirements.txt"
+        subprocess.run([*uv, "venv", "-q", "--python", "3.11", str(REFS_VENV)], check=True)
+        subprocess.run(
+            [*uv, "pip", "install", "-q", "--python", str(python), "-r", str(requirements)],
+            check=True,
+        )
+    return python
+
+
+def prediction(model: str, row: np.ndarray, index: int) -> PredictionLog:
+    return PredictionLog(
+        request_id=f"r{index}",
+        model=model,
+        version=1,
+        inputs=[Tensor(name="features", datatype="FP32", shape=[1, FEATURES], data=row.tobytes())],
+        outputs=[
+            Tensor(
+                name="label",
+                datatype="INT64",
+                shape=[1],
+                data=np.array([index % 3], np.int64).tobytes(),
+            )
+        ],
+        latency=duration(0.002),
+        received_at=now(),
+    )
+
+
+async def fresh_topics(bootstrap: str) -> tuple[TopicSpec, TopicSpec]:
+    suffix = uuid.uuid4().hex[:8]
+    specs = (
+        TopicSpec(f"bench.predictions.{suffix}", 3, Cleanup.DELETE, PROTOBUF, "model"),
+        TopicSpec(f"bench.ground-truth.{suffix}", 3, Cleanup.DELETE, PROTOBUF, "request id"),
+    )
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(s.name, s.partitions, 1) for s in specs])
+    finally:
+        await admin.close()
+    return specs
+
+
+async def throughput(bootstrap: str, events: int, reference: np.ndarray) -> float:
+    predictions, labels = await fresh_topics(bootstrap)
+    kafka = KafkaSettings(bootstrap_servers=bootstrap, linger_ms=20)
+    publisher = EventPublisher(kafka, source="bench")
+    await publisher.start()
+    models = [f"bench-{i}" for i in range(3)]  # one per partition, as traffic spreads
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(events, FEATURES)).astype(np.float32)
+    for start in range(0, events, 5000):
+        await publisher.send(
+            [
+                predictions.record(prediction(models[i % 3], rows[i], i), source="bench",
+                                   subject=models[i % 3])
+                for i in range(start, min(start + 5000, events))
+            ]
+        )  # fmt: skip
+    profiles = {m: build_profile(m, 1, reference) for m in models}
+
+    async def profile(model: str, version: int) -> ReferenceProfile | None:
+        return profiles[model]
+
+    engine = DriftEngine(profile, lambda _: ModelMonitor(window=WindowPolicy(size=WINDOW)))
+    stream = DriftStream(
+        kafka,
+        f"bench-drift-{uuid.uuid4().hex[:6]}",
+        engine,
+        publisher,
+        batch_size=WINDOW,
+        batch_seconds=0.2,
+        predictions_topic=predictions,
+        labels_topic=labels,
+        start_from="earliest",
+    )
+    expected = sum(len(range(i, events, 3)) // WINDOW for i in range(3))
+    started = time.perf_counter()
+    await stream.start()
+    async with asyncio.timeout(600):
+        while sum(s.windows_closed for m in models for s in engine.statuses(m)) < expected:
+            await asyncio.sleep(0.02)
+    elapsed = time.perf_counter() - started
+    processed = stream.processed
+    await stream.stop()
+    await publisher.stop()
+    return processed / elapsed
+
+
+def flywheel_per_window(reference: np.ndarray, windows: np.ndarray) -> float:
+    profile = build_profile("bench", 1, reference)
+    monitor = Monitor()
+    data_drift(profile, windows[0], monitor)
+    started = time.perf_counter()
+    for window in windows:
+        data_drift(profile, window, monitor)
+    return (time.perf_counter() - started) / len(windows)
+
+
+def reference_timings(reference: np.ndarray, windows: np.ndarray) -> dict[str, float]:
+    """Seconds per window of Evidently and alibi-detect, run in their own virtualenv."""
+    with tempfile.TemporaryDirectory() as folder:
+        np.save(f"{folder}/reference.npy", reference)
+        np.save(f"{folder}/windows.npy", windows)
+        script = Path(folder) / "refs.py"
+        script.write_text(REFERENCE_RUNNER)
+        result = subprocess.run(
+            [str(refs_python()), str(script), f"{folder}/reference.npy", f"{folder}/windows.npy"],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    timings: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
+    return timings
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--bootstrap", default="127.0.0.1:19092")
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--windows", type=int, default=10)
+    args = parser.parse_args()
+    await ensure_topics(args.bootstrap)
+    rng = np.random.default_rng(1)
+    reference = rng.normal(size=(5000, FEATURES))
+    windows = rng.normal(size=(args.windows, WINDOW, FEATURES))
+    windows[:, :, 7] += 0.5
+
+    rate = await throughput(args.bootstrap, args.events, reference)
+    ours = flywheel_per_window(reference, windows)
+    others = reference_timings(reference, windows)
+
+    print(f"\ndrift: {FEATURES} float features, windows of {WINDOW}, reference of 5,000 rows")
+    print(f"throughput through the detector from Kafka, one core: {rate:,.0f} events/s "
+          "(target 50,000)")  # fmt: skip
+    print(f"\n{'time per window, same arrays':<44}{'ms':>9}{'vs Flywheel':>13}")
+    print(f"{'Flywheel data_drift (KS+BH, PSI, W1, JS)':<44}{ours * 1000:>9.1f}{1:>12.1f}x")
+    for name, seconds in others.items():
+        print(f"{name:<44}{seconds * 1000:>9.1f}{seconds / ours:>12.1f}x")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
