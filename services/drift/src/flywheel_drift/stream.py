@@ -71,6 +71,10 @@ class DriftStream:
             # After the first start, committed offsets carry the group across restarts.
             consumer_auto_offset_reset=start_from,
             broker_commit_interval=1.0,
+            # Prediction logs are small and many: fetch and buffer whole batches at once.
+            broker_max_poll_records=batch_size * 4,
+            consumer_max_fetch_size=8 * 1024 * 1024,
+            stream_buffer_maxsize=batch_size * 8,
         )
         self.processed = 0
         self.dead_lettered = 0
