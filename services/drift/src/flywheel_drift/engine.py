@@ -27,6 +27,7 @@ from flywheel_common.errors import NotFound
 from flywheel_common.timestamps import now
 from flywheel_drift.concept import ChangeDetector, detector
 from flywheel_drift.detection import (
+    DriftTest,
     Finding,
     Kind,
     Monitor,
@@ -37,6 +38,7 @@ from flywheel_drift.detection import (
     quality,
 )
 from flywheel_drift.profiles import ReferenceProfile
+from flywheel_drift.statistics import Correction
 from flywheel_drift.tensors import first_label, input_rows
 from flywheel_drift.windows import (
     ClosedWindow,
@@ -134,13 +136,13 @@ class DriftEngine:
         for entry in logs:
             if entry.shadow:
                 continue  # shadow traffic is judged by the deployer, not alerted on
-            received = entry.received_at.ToNanoseconds() / 1e9
+            received = entry.received_at.seconds + entry.received_at.nanos * 1e-9
             observation = Observation(
                 request_id=entry.request_id,
                 received_at=received,
                 features=input_rows(entry),
                 prediction=first_label(entry),
-                latency_ms=entry.latency.ToNanoseconds() / 1e6,
+                latency_ms=entry.latency.seconds * 1e3 + entry.latency.nanos * 1e-6,
                 failed=entry.status_code != 0,
                 nan_flagged=entry.nan_flagged,
             )
@@ -213,7 +215,7 @@ class DriftEngine:
         findings: list[Finding] = []
         if state.profile is not None and len(window.features):
             findings += quality(state.profile, window.features, state.profile.datatype, monitor)
-            if not any(f.test.value == "schema_change" for f in findings):
+            if not any(f.test is DriftTest.SCHEMA_CHANGE for f in findings):
                 findings += data_drift(state.profile, window.features, monitor)
         if not state.baseline_predictions:
             state.baseline_predictions = dict(window.predictions)
@@ -287,15 +289,20 @@ def _metrics(
 
 
 _TESTS = {
-    "kolmogorov_smirnov": types.DRIFT_TEST_KOLMOGOROV_SMIRNOV,
-    "chi_square": types.DRIFT_TEST_CHI_SQUARE,
-    "population_stability_index": types.DRIFT_TEST_POPULATION_STABILITY_INDEX,
-    "wasserstein": types.DRIFT_TEST_WASSERSTEIN,
-    "jensen_shannon": types.DRIFT_TEST_JENSEN_SHANNON,
-    "nan_rate": types.DRIFT_TEST_NAN_RATE,
-    "inf_rate": types.DRIFT_TEST_INF_RATE,
-    "out_of_range_rate": types.DRIFT_TEST_OUT_OF_RANGE_RATE,
-    "schema_change": types.DRIFT_TEST_SCHEMA_CHANGE,
+    DriftTest.KOLMOGOROV_SMIRNOV: types.DRIFT_TEST_KOLMOGOROV_SMIRNOV,
+    DriftTest.CHI_SQUARE: types.DRIFT_TEST_CHI_SQUARE,
+    DriftTest.POPULATION_STABILITY_INDEX: types.DRIFT_TEST_POPULATION_STABILITY_INDEX,
+    DriftTest.WASSERSTEIN: types.DRIFT_TEST_WASSERSTEIN,
+    DriftTest.JENSEN_SHANNON: types.DRIFT_TEST_JENSEN_SHANNON,
+    DriftTest.NAN_RATE: types.DRIFT_TEST_NAN_RATE,
+    DriftTest.INF_RATE: types.DRIFT_TEST_INF_RATE,
+    DriftTest.OUT_OF_RANGE_RATE: types.DRIFT_TEST_OUT_OF_RANGE_RATE,
+    DriftTest.SCHEMA_CHANGE: types.DRIFT_TEST_SCHEMA_CHANGE,
+}
+_CORRECTIONS = {
+    Correction.NONE: types.MULTIPLE_TESTING_CORRECTION_NONE,
+    Correction.BONFERRONI: types.MULTIPLE_TESTING_CORRECTION_BONFERRONI,
+    Correction.BENJAMINI_HOCHBERG: types.MULTIPLE_TESTING_CORRECTION_BENJAMINI_HOCHBERG,
 }
 _KINDS = {
     Kind.DATA: types.ALERT_KIND_DATA,
@@ -310,7 +317,7 @@ def _finding(finding: Finding) -> types.FeatureFinding:
         feature=finding.feature,
         feature_index=finding.feature_index,
         kind=_KINDS[finding.kind],
-        test=_TESTS[finding.test.value],
+        test=_TESTS[finding.test],
         statistic=finding.statistic,
         threshold=finding.threshold,
         drifted=finding.drifted,
@@ -348,11 +355,7 @@ def _alert(
         findings=[_finding(f) for f in reported],
         features_tested=len(tested),
         features_drifted=len(features),
-        correction={
-            "none": types.MULTIPLE_TESTING_CORRECTION_NONE,
-            "bonferroni": types.MULTIPLE_TESTING_CORRECTION_BONFERRONI,
-            "benjamini_hochberg": types.MULTIPLE_TESTING_CORRECTION_BENJAMINI_HOCHBERG,
-        }[monitor.correction.value],
+        correction=_CORRECTIONS[monitor.correction],
         alpha=monitor.thresholds.alpha,
         summary=summary,
         occurred_at=now(),

@@ -174,11 +174,11 @@ class DriftStream:
         await self.app.stop()
 
 
-def _headers(headers: Any) -> list[tuple[str, bytes]]:
+def _headers(headers: Any) -> Sequence[tuple[str, bytes]]:
+    """Kafka headers as (name, value) pairs: faust hands them over as such, or as a dict."""
     if not headers:
-        return []
-    items = headers.items() if isinstance(headers, dict) else headers
-    return [(str(name), bytes(value)) for name, value in items]
+        return ()
+    return list(headers.items()) if isinstance(headers, dict) else headers
 
 
 class _Record:
