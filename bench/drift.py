@@ -7,7 +7,8 @@ of the same drift tests in Evidently and alibi-detect.
 Throughput: prediction logs with 30 float features are published to a fresh topic first;
 then the detector's faust stream (in this process, one core) reads them from the broker in
 batches, fills windows of 1,000 per model version and runs every test on each window, until
-the last window closed. Printed as events per second (target: 50,000).
+the last window closed. Printed as events per second (target: 50,000) beside the same faust
+stream with an agent that does nothing (faust's own ceiling on this machine).
 
 Time per window, same arrays (a 5,000-row reference, windows of 1,000 x 30): Flywheel's data
 drift (KS per feature with Benjamini-Hochberg, PSI, Wasserstein, Jensen-Shannon) against
@@ -27,8 +28,11 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import faust
 import numpy as np
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -126,22 +130,72 @@ async def fresh_topics(bootstrap: str) -> tuple[TopicSpec, TopicSpec]:
     return specs
 
 
-async def throughput(bootstrap: str, events: int, reference: np.ndarray) -> float:
+MODELS = [f"bench-{i}" for i in range(3)]  # one per partition, as traffic spreads
+
+
+async def fill(bootstrap: str, events: int) -> tuple[TopicSpec, TopicSpec]:
+    """Fresh topics holding `events` prediction logs, published before anything is timed."""
     predictions, labels = await fresh_topics(bootstrap)
-    kafka = KafkaSettings(bootstrap_servers=bootstrap, linger_ms=20)
-    publisher = EventPublisher(kafka, source="bench")
+    publisher = EventPublisher(KafkaSettings(bootstrap_servers=bootstrap, linger_ms=20), "bench")
     await publisher.start()
-    models = [f"bench-{i}" for i in range(3)]  # one per partition, as traffic spreads
-    rng = np.random.default_rng(0)
-    rows = rng.normal(size=(events, FEATURES)).astype(np.float32)
+    rows = np.random.default_rng(0).normal(size=(events, FEATURES)).astype(np.float32)
     for start in range(0, events, 5000):
         await publisher.send(
             [
-                predictions.record(prediction(models[i % 3], rows[i], i), source="bench",
-                                   subject=models[i % 3])
+                predictions.record(prediction(MODELS[i % 3], rows[i], i), source="bench",
+                                   subject=MODELS[i % 3])
                 for i in range(start, min(start + 5000, events))
             ]
         )  # fmt: skip
+    await publisher.stop()
+    return predictions, labels
+
+
+async def faust_ceiling(bootstrap: str, events: int) -> float:
+    """The same faust stream settings with an agent that does nothing: faust's own rate."""
+    predictions, _ = await fill(bootstrap, events)
+    app = faust.App(
+        f"bench-faust-{uuid.uuid4().hex[:6]}",
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        web_enabled=False,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        broker_max_poll_records=WINDOW * 4,
+        consumer_max_fetch_size=8 * 1024 * 1024,
+        stream_buffer_maxsize=WINDOW * 8,
+    )
+    topic = app.topic(
+        predictions.name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    seen = 0
+    first = 0.0
+
+    async def count(stream: Any) -> AsyncIterator[None]:
+        nonlocal seen, first
+        async for batch in stream.take_events(WINDOW, within=0.2):
+            if not seen:
+                first = time.perf_counter()
+            seen += len(batch)
+            yield None
+
+    app.agent(topic, name="bench.count")(count)
+    await app.start()
+    async with asyncio.timeout(600):
+        while seen < events:
+            await asyncio.sleep(0.01)
+    rate = (events - WINDOW) / (time.perf_counter() - first)
+    await app.stop()
+    return rate
+
+
+async def throughput(bootstrap: str, events: int, reference: np.ndarray) -> float:
+    predictions, labels = await fill(bootstrap, events)
+    models = MODELS
     profiles = {m: build_profile(m, 1, reference) for m in models}
 
     async def profile(model: str, version: int) -> ReferenceProfile | None:
@@ -174,7 +228,6 @@ async def throughput(bootstrap: str, events: int, reference: np.ndarray) -> floa
     processed = stream.processed - first
     await stream.stop()
     await detector_publisher.stop()
-    await publisher.stop()
     return processed / elapsed
 
 
@@ -219,13 +272,15 @@ async def main() -> None:
     windows = rng.normal(size=(args.windows, WINDOW, FEATURES))
     windows[:, :, 7] += 0.5
 
+    ceiling = await faust_ceiling(args.bootstrap, args.events)
     rate = await throughput(args.bootstrap, args.events, reference)
     ours = flywheel_per_window(reference, windows)
     others = reference_timings(reference, windows)
 
     print(f"\ndrift: {FEATURES} float features, windows of {WINDOW}, reference of 5,000 rows")
-    print(f"throughput through the detector from Kafka, one core: {rate:,.0f} events/s "
-          "(target 50,000)")  # fmt: skip
+    print(f"{'events/s from Kafka, one core':<44}{'events/s':>9}{'ratio':>13}")
+    print(f"{'faust stream, agent doing nothing':<44}{ceiling:>9,.0f}{1:>12.2f}x")
+    print(f"{'drift detector (target 50,000/s)':<44}{rate:>9,.0f}{rate / ceiling:>12.2f}x")
     print(f"\n{'time per window, same arrays':<44}{'ms':>9}{'vs Flywheel':>13}")
     print(f"{'Flywheel data_drift (KS+BH, PSI, W1, JS)':<44}{ours * 1000:>9.1f}{1:>12.1f}x")
     for name, seconds in others.items():
