@@ -38,10 +38,14 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from flywheel.common.v1.types_pb2 import Tensor
 from flywheel.gateway.v1.events_pb2 import PredictionLog
+from flywheel_common.db import Database
+from flywheel_common.migrations import upgrade
+from flywheel_common.outbox import Outbox, OutboxRelay
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings
 from flywheel_common.timestamps import duration, now
 from flywheel_common.topics import PROTOBUF, Cleanup, TopicSpec, ensure_topics
+from flywheel_drift.app import MIGRATIONS
 from flywheel_drift.detection import Monitor, data_drift
 from flywheel_drift.engine import DriftEngine, ModelMonitor
 from flywheel_drift.profiles import ReferenceProfile, build_profile
@@ -202,14 +206,23 @@ async def throughput(bootstrap: str, events: int, reference: np.ndarray) -> floa
         return profiles[model]
 
     engine = DriftEngine(profile, lambda _: ModelMonitor(window=WindowPolicy(size=WINDOW)))
-    # The detector publishes with the service's own producer settings.
+    # The detector publishes with the service's own producer settings, through its outbox,
+    # and checkpoints every batch in its own SQLite database, as the service does.
     detector_publisher = EventPublisher(KafkaSettings(bootstrap_servers=bootstrap), "bench")
     await detector_publisher.start()
+    folder = tempfile.mkdtemp()
+    database = Database(f"sqlite+aiosqlite:///{folder}/drift.db")
+    await upgrade(database, MIGRATIONS)
+    outbox = Outbox(source="bench")
+    relay = OutboxRelay(database, outbox, detector_publisher)
+    await relay.start()
     stream = DriftStream(
         KafkaSettings(bootstrap_servers=bootstrap),
         f"bench-drift-{uuid.uuid4().hex[:6]}",
         engine,
         detector_publisher,
+        database,
+        outbox,
         batch_size=WINDOW,
         batch_seconds=0.2,
         predictions_topic=predictions,
@@ -227,7 +240,10 @@ async def throughput(bootstrap: str, events: int, reference: np.ndarray) -> floa
     elapsed = time.perf_counter() - started
     processed = stream.processed - first
     await stream.stop()
+    await relay.stop()
+    await database.stop()
     await detector_publisher.stop()
+    shutil.rmtree(folder, ignore_errors=True)
     return processed / elapsed
 
 

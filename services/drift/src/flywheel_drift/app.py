@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flywheel.drift.v1 import drift_pb2_grpc
+from flywheel_common.db import Database
 from flywheel_common.grpc_server import ServiceBinding
+from flywheel_common.migrations import SchemaMigration
+from flywheel_common.outbox import Outbox, relays
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.registry_client import RegistryClient
 from flywheel_common.service import Component, Service, TopicProvisioner, run_service
@@ -14,6 +19,8 @@ from flywheel_drift.monitors import MonitorConfigs, load_profile
 from flywheel_drift.profiles import ReferenceProfile
 from flywheel_drift.settings import DriftSettings
 from flywheel_drift.stream import DriftStream
+
+MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 def build(settings: ServiceSettings | None = None) -> Service:
@@ -29,18 +36,24 @@ def build(settings: ServiceSettings | None = None) -> Service:
         profile, configs.monitor, config.label_wait_seconds, config.max_alerts_kept
     )
     publisher = EventPublisher(config.kafka, source=config.service_name)
+    database = Database(config.database_url(), config.database.echo)
+    outbox = Outbox(source=config.service_name)
     stream = DriftStream(
         config.kafka,
         config.consumer_group or config.service_name,
         engine,
         publisher,
+        database,
+        outbox,
         config.batch_size,
         config.batch_seconds,
     )
     components: list[Component] = []
     if config.kafka.provision_topics:
         components.append(TopicProvisioner(config))
-    components += [registry, publisher, stream]
+    components += [SchemaMigration(database, MIGRATIONS), registry, publisher]
+    components += relays(database, outbox, publisher, config.outbox)
+    components.append(stream)
     binding = ServiceBinding(
         SERVICE_NAME,
         drift_pb2_grpc.add_DriftServiceServicer_to_server,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -89,6 +90,8 @@ class DriftEngine:
         self._load_profile = load_profile
         self._monitors = monitors
         self._versions: dict[tuple[str, int], VersionState] = {}
+        self.changed: set[tuple[str, int]] = set()
+        """Versions whose state changed since the stream last checkpointed them."""
         self.alerts: deque[events.DriftAlert] = deque(maxlen=max_alerts_kept)
         """The newest alerts raised, oldest first."""
         self._join = LabelJoin(label_wait_seconds)
@@ -157,6 +160,7 @@ class DriftEngine:
         outgoing: Outgoing = []
         for (model, version), batch in by_version.items():
             state = self.state(model, version)
+            self.changed.add((model, version))
             for window in state.windows.add(batch):
                 outgoing += self._close(state, window)
         return outgoing
@@ -175,6 +179,7 @@ class DriftEngine:
 
     def _score(self, pending: Pending, label: str) -> Outgoing:
         state = self.state(pending.model, pending.version)
+        self.changed.add((pending.model, pending.version))
         wrong = pending.prediction != label
         state.windows.add_label(not wrong)
         changed = state.concept.update(float(wrong))
@@ -238,6 +243,28 @@ class DriftEngine:
         if state.profile is None:
             state.profile_requested = False  # try the registry again for the next window
         return outgoing
+
+    def snapshot(self, model: str, version: int) -> bytes:
+        """What a restart needs of a version: its open window, the prediction baseline, the
+        change detector and its status (the profile is fetched again from the registry)."""
+        state = self._versions[(model, version)]
+        return pickle.dumps(
+            (
+                state.windows,
+                state.concept,
+                state.baseline_predictions,
+                state.status.SerializeToString(),
+            ),
+            protocol=pickle.HIGHEST_PROTOCOL,
+        )
+
+    def restore(self, model: str, version: int, snapshot: bytes) -> None:
+        """Resume a version from `snapshot` (written by this service, see `snapshot`)."""
+        windows, concept, baseline, status = pickle.loads(snapshot)
+        state = self.state(model, version)
+        state.windows, state.concept, state.baseline_predictions = windows, concept, baseline
+        state.status.ParseFromString(status)
+        state.status.reference_loaded = state.profile is not None
 
     def statuses(self, model: str, version: int = 0) -> list[api.VersionDriftStatus]:
         return [

@@ -5,7 +5,13 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from flywheel_common.settings import GrpcSettings, ServiceSettings, TelemetrySettings
+from flywheel_common.settings import (
+    DatabaseSettings,
+    GrpcSettings,
+    OutboxSettings,
+    ServiceSettings,
+    TelemetrySettings,
+)
 
 
 class DriftSettings(ServiceSettings):
@@ -14,6 +20,8 @@ class DriftSettings(ServiceSettings):
     service_name: str = "flywheel-drift"
     grpc: GrpcSettings = GrpcSettings(port=50054)
     telemetry: TelemetrySettings = TelemetrySettings(metrics_port=9104)
+    database: DatabaseSettings = DatabaseSettings()
+    outbox: OutboxSettings = OutboxSettings()
     registry_address: str = "127.0.0.1:50051"
     """Where reference samples come from (GetReferenceSample)."""
     registry_token: str = ""
@@ -30,3 +38,6 @@ class DriftSettings(ServiceSettings):
     """Alerts ListAlerts can return (the newest)."""
     consumer_group: str = ""
     """The faust application id (its Kafka consumer group); default the service name."""
+
+    def database_url(self) -> str:
+        return self.database.url or self.sqlite_url("drift.db")

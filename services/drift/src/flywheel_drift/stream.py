@@ -1,8 +1,11 @@
 """The faust-streaming application: thin agents over prediction logs and ground truth.
 
-Each agent takes events in batches, decodes them, hands the batch to the engine (pure
-numpy/scipy work) and publishes what the engine returns. An event that does not decode goes
-to the dead-letter topic with the reason, and the stream goes on.
+Each agent takes events in batches, skips those a checkpoint already covers, decodes them,
+hands the batch to the engine (pure numpy/scipy work), and checkpoints: the offsets, the
+changed windows and the events to publish commit in one transaction (outbox). Faust commits
+Kafka offsets only for batches already checkpointed, so after a crash the redelivered events
+are recognised and nothing is lost or counted twice. An event that does not decode goes to
+the dead-letter topic with the reason, and the stream goes on.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from google.protobuf.message import Message
 
 from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
 from flywheel.gateway.v1.events_pb2 import PredictionLog
+from flywheel_common.db import Database
 from flywheel_common.dead_letters import dead_letter
 from flywheel_common.events import EventTypes, MalformedEvent, decode_event
+from flywheel_common.outbox import Outbox
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings
 from flywheel_common.topics import (
@@ -29,6 +34,7 @@ from flywheel_common.topics import (
     PREDICTIONS,
     TopicSpec,
 )
+from flywheel_drift import storage
 from flywheel_drift.engine import DriftEngine, Outgoing
 
 log = logging.getLogger(__name__)
@@ -49,6 +55,8 @@ class DriftStream:
         group_id: str,
         engine: DriftEngine,
         publisher: EventPublisher,
+        database: Database,
+        outbox: Outbox,
         batch_size: int = 1000,
         batch_seconds: float = 0.5,
         predictions_topic: TopicSpec = PREDICTIONS,
@@ -59,6 +67,9 @@ class DriftStream:
         "earliest" catches up on what the topics retain."""
         self._engine = engine
         self._publisher = publisher
+        self._database = database
+        self._outbox = outbox
+        self._applied: dict[tuple[str, int], int] = {}
         self._group_id = group_id
         self._types = EventTypes.flywheel()
         self.app = faust.App(
@@ -71,6 +82,9 @@ class DriftStream:
             # After the first start, committed offsets carry the group across restarts.
             consumer_auto_offset_reset=start_from,
             broker_commit_interval=1.0,
+            # A replica that died hands its partitions over in seconds, not a minute.
+            broker_session_timeout=10.0,
+            broker_heartbeat_interval=2.0,
             # Prediction logs are small and many: fetch and buffer whole batches at once.
             broker_max_poll_records=batch_size * 4,
             consumer_max_fetch_size=8 * 1024 * 1024,
@@ -84,17 +98,19 @@ class DriftStream:
 
         async def on_predictions(stream: Any) -> AsyncIterator[None]:
             async for events in stream.take_events(batch_size, within=batch_seconds):
-                decoded = await self._decode(events, PredictionLog)
-                await self._publish(self._engine.observe(decoded))
-                self.processed += len(events)
+                fresh = self._unapplied(events)
+                decoded = await self._decode(fresh, PredictionLog)
+                await self._checkpoint(fresh, self._engine.observe(decoded))
+                self.processed += len(fresh)
                 yield None
 
         async def on_labels(stream: Any) -> AsyncIterator[None]:
             async for events in stream.take_events(batch_size, within=batch_seconds):
+                fresh = self._unapplied(events)
                 outgoing: Outgoing = []
-                for truth in await self._decode(events, GroundTruth):
+                for truth in await self._decode(fresh, GroundTruth):
                     outgoing += self._engine.label(truth, time.time())
-                await self._publish(outgoing)
+                await self._checkpoint(fresh, outgoing)
                 yield None
 
         self._assigned = asyncio.Event()
@@ -144,18 +160,38 @@ class DriftStream:
             decoded.append(envelope.message)
         return decoded
 
-    async def _publish(self, outgoing: Outgoing) -> None:
-        if not outgoing:
-            return
-        records = [
-            _DESTINATIONS[type(message).__name__].record(
-                message, source=self._publisher.source, subject=subject
-            )
-            for message, subject in outgoing
+    def _unapplied(self, events: Sequence[Any]) -> list[Any]:
+        """Events after the checkpoint: a redelivery after a crash is applied only once."""
+        return [
+            event
+            for event in events
+            if event.message.offset
+            > self._applied.get((event.message.topic, event.message.partition), -1)
         ]
-        await self._publisher.send(records)
+
+    async def _checkpoint(self, events: Sequence[Any], outgoing: Outgoing) -> None:
+        """One transaction: the offsets applied, the changed windows, the events produced."""
+        applied: dict[tuple[str, int], int] = {}
+        for event in events:
+            key = (event.message.topic, event.message.partition)
+            applied[key] = max(applied.get(key, -1), event.message.offset)
+        if not applied and not outgoing:
+            return
+        changed, self._engine.changed = self._engine.changed, set()
+        states = {key: self._engine.snapshot(*key) for key in changed}
+        async with self._database.transaction() as session:
+            await storage.save(session, applied, states)
+            for message, subject in outgoing:
+                topic = _DESTINATIONS[type(message).__name__]
+                self._outbox.stage(session, topic, message, subject=subject)
+        self._applied.update(applied)
 
     async def start(self) -> None:
+        async with self._database.transaction() as session:
+            self._applied = await storage.offsets(session)
+            for (model, version), snapshot in (await storage.window_states(session)).items():
+                self._engine.restore(model, version, snapshot)
+        self._engine.changed.clear()
         await self.app.start()
         await self._pin_start_positions()
 

@@ -78,6 +78,7 @@ async def services(
             kafka=kafka,
             telemetry=TELEMETRY,
             registry_address=registry.grpc.address,
+            data_dir=tmp_path / "drift",
             window_size=WINDOW,
             batch_seconds=0.2,
             consumer_group=f"drift-test-{uuid.uuid4().hex[:8]}",

@@ -1,0 +1,61 @@
+"""The detector's checkpoints: how far each partition was applied, and the open windows.
+
+Written in one transaction per batch together with the events the batch produced (outbox),
+so a detector killed at any point restarts exactly where its last batch left off: events at
+or before a checkpointed offset are skipped, later ones are applied once.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Integer, LargeBinary, String, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from flywheel_common.db import Base
+
+
+class OffsetRow(Base):
+    __tablename__ = "drift_offsets"
+
+    topic: Mapped[str] = mapped_column(String(249), primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    """The last offset applied."""
+
+
+class WindowStateRow(Base):
+    __tablename__ = "drift_window_states"
+
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    state: Mapped[bytes] = mapped_column(LargeBinary)
+    """The version's open window, prediction baseline and change detector (see engine)."""
+
+
+async def offsets(session: AsyncSession) -> dict[tuple[str, int], int]:
+    rows = (await session.execute(select(OffsetRow))).scalars()
+    return {(row.topic, row.partition): row.offset for row in rows}
+
+
+async def window_states(session: AsyncSession) -> dict[tuple[str, int], bytes]:
+    rows = (await session.execute(select(WindowStateRow))).scalars()
+    return {(row.model, row.version): row.state for row in rows}
+
+
+async def save(
+    session: AsyncSession,
+    applied: dict[tuple[str, int], int],
+    states: dict[tuple[str, int], bytes],
+) -> None:
+    for (topic, partition), offset in applied.items():
+        row = await session.get(OffsetRow, (topic, partition))
+        if row is None:
+            session.add(OffsetRow(topic=topic, partition=partition, offset=offset))
+        else:
+            row.offset = max(row.offset, offset)
+    for (model, version), state in states.items():
+        found = await session.get(WindowStateRow, (model, version))
+        if found is None:
+            session.add(WindowStateRow(model=model, version=version, state=state))
+        else:
+            found.state = state

@@ -1,0 +1,132 @@
+"""A detector killed with SIGKILL mid-stream neither loses nor double-counts a window."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from flywheel.common.v1.types_pb2 import Tensor
+from flywheel.drift.v1 import events_pb2 as drift_events
+from flywheel.gateway.v1.events_pb2 import PredictionLog
+from flywheel_common.events import header
+from flywheel_common.healthcheck import wait_until_serving
+from flywheel_common.publisher import EventPublisher
+from flywheel_common.settings import KafkaSettings
+from flywheel_common.testing import read_topic, unused_port
+from flywheel_common.timestamps import duration, now
+from flywheel_common.topics import MODEL_METRICS, PREDICTIONS
+
+WINDOW = 100
+TOTAL = 500
+
+
+def log(model: str, index: int) -> PredictionLog:
+    row = np.full((1, 3), float(index % 7), np.float32)
+    return PredictionLog(
+        request_id=f"{model}-{index}",
+        model=model,
+        version=1,
+        inputs=[Tensor(name="features", datatype="FP32", shape=[1, 3], data=row.tobytes())],
+        outputs=[
+            Tensor(
+                name="label",
+                datatype="INT64",
+                shape=[1],
+                data=np.array([index % 2], np.int64).tobytes(),
+            )
+        ],
+        latency=duration(0.001),
+        received_at=now(),
+    )
+
+
+async def detector(env: dict[str, str], port: int) -> asyncio.subprocess.Process:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "flywheel_drift", env=os.environ | env
+    )
+    if await wait_until_serving([f"127.0.0.1:{port}"], timeout=60):
+        process.kill()
+        raise RuntimeError("the drift detector did not start")
+    return process
+
+
+async def windows_of(
+    bootstrap: str, model: str
+) -> list[tuple[str, drift_events.ModelMetricsWindow]]:
+    records = await read_topic(
+        bootstrap, MODEL_METRICS.name, at_least=0, partitions=3, timeout_ms=3000
+    )
+    return [
+        (header(r.headers, "ce_id") or "", drift_events.ModelMetricsWindow.FromString(r.value))
+        for r in records
+        if r.key == model.encode()
+    ]
+
+
+async def test_a_detector_killed_mid_stream_neither_loses_nor_double_counts(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    model = f"restart-{uuid.uuid4().hex[:8]}"
+    port = unused_port()
+    env = {
+        "FLYWHEEL_DRIFT_GRPC__PORT": str(port),
+        "FLYWHEEL_DRIFT_DATA_DIR": str(tmp_path),
+        "FLYWHEEL_DRIFT_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "FLYWHEEL_DRIFT_CONSUMER_GROUP": f"drift-test-{uuid.uuid4().hex[:8]}",
+        "FLYWHEEL_DRIFT_WINDOW_SIZE": str(WINDOW),
+        "FLYWHEEL_DRIFT_BATCH_SIZE": "15",
+        "FLYWHEEL_DRIFT_BATCH_SECONDS": "0.05",
+        "FLYWHEEL_DRIFT_REGISTRY_ADDRESS": "127.0.0.1:1",  # no reference: windows still count
+        "FLYWHEEL_DRIFT_TELEMETRY__METRICS_PORT": "-1",
+        "FLYWHEEL_DRIFT_TELEMETRY__LOG_LEVEL": "ERROR",
+    }
+    publisher = EventPublisher(KafkaSettings(bootstrap_servers=kafka_bootstrap), "tests")
+    await publisher.start()
+    first = await detector(env, port)
+    second = None
+    try:
+
+        async def send(start: int, end: int) -> None:
+            for chunk in range(start, end, 10):
+                records = [
+                    PREDICTIONS.record(log(model, i), source="tests", subject=model)
+                    for i in range(chunk, min(chunk + 10, end))
+                ]
+                await publisher.send(records)
+                await asyncio.sleep(0.02)
+
+        await send(0, 250)
+        async with asyncio.timeout(60):
+            while len(await windows_of(kafka_bootstrap, model)) < 2:
+                await asyncio.sleep(0.2)
+        sending = asyncio.create_task(send(250, 380))
+        await asyncio.sleep(0.4)  # killed while a batch is in flight
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+        await sending
+
+        second = await detector(env, port)
+        await send(380, TOTAL)
+        async with asyncio.timeout(120):
+            while len({ce for ce, _ in await windows_of(kafka_bootstrap, model)}) < TOTAL // WINDOW:
+                await asyncio.sleep(0.5)
+        await asyncio.sleep(2.0)  # anything duplicated would have arrived by now
+        published = await windows_of(kafka_bootstrap, model)
+    finally:
+        await publisher.stop()
+        for process in (first, second):
+            if process is not None and process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(process.wait(), 60)
+
+    unique = {ce: window for ce, window in published}  # consumers dedupe on ce_id
+    indices = sorted(window.window.index for window in unique.values())
+    assert indices == list(range(TOTAL // WINDOW)), indices
+    assert all(window.request_count == WINDOW for window in unique.values())
+    assert sum(window.request_count for window in unique.values()) == TOTAL
