@@ -91,6 +91,14 @@ class _Open:
     labeled: int = 0
     correct: int = 0
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Checkpoints pickle the open window every batch: one array, not a thousand.
+        state = dict(self.__dict__)
+        if len(self.rows) > 1:
+            self.rows = [np.concatenate(self.rows)]
+            state["rows"] = self.rows
+        return state
+
 
 class VersionWindows:
     """The open window of one model version; `add` returns the windows it closed."""
