@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
+from alembic import command, context
 from alembic.config import Config
 from sqlalchemy import Connection
 
-from flywheel_common.db import Database
+from flywheel_common import inbox, outbox  # noqa: F401  (the shared tables)
+from flywheel_common.db import Base, Database
 
 
 def alembic_config(scripts: Path) -> Config:
@@ -55,3 +56,22 @@ async def new_revision(database: Database, scripts: Path, message: str) -> None:
     """Write a migration for the difference between the tables and the database (dev tool)."""
     async with database.engine.begin() as connection:
         await connection.run_sync(_revision, alembic_config(scripts), message)
+
+
+def run_environment(version_table: str = "alembic_version") -> None:
+    """The body of every service's migrations/env.py: migrate on the connection the service
+    handed over (see `upgrade`), with the tables its storage module registered."""
+    connection = context.config.attributes.get("connection")
+    if connection is None:
+        raise RuntimeError(
+            "run migrations through flywheel_common.migrations, which passes a connection"
+        )
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        render_as_batch=True,  # SQLite alters tables by copying them
+        compare_type=True,
+        version_table=version_table,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
