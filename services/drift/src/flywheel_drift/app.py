@@ -27,7 +27,8 @@ def build(settings: ServiceSettings | None = None) -> Service:
     """Wire the drift detector: registry client, engine, the faust stream, gRPC."""
     config = settings if isinstance(settings, DriftSettings) else DriftSettings()
     registry = RegistryClient(config.registry_address, config.registry_token)
-    configs = MonitorConfigs(config.window_size)
+    database = Database(config.database_url(), config.database.echo)
+    configs = MonitorConfigs(config.window_size, database)
 
     async def profile(model: str, version: int) -> ReferenceProfile | None:
         return await load_profile(registry, configs, model, version)
@@ -36,7 +37,6 @@ def build(settings: ServiceSettings | None = None) -> Service:
         profile, configs.monitor, config.label_wait_seconds, config.max_alerts_kept
     )
     publisher = EventPublisher(config.kafka, source=config.service_name)
-    database = Database(config.database_url(), config.database.echo)
     outbox = Outbox(source=config.service_name)
     stream = DriftStream(
         config.kafka,
@@ -51,7 +51,7 @@ def build(settings: ServiceSettings | None = None) -> Service:
     components: list[Component] = []
     if config.kafka.provision_topics:
         components.append(TopicProvisioner(config))
-    components += [SchemaMigration(database, MIGRATIONS), registry, publisher]
+    components += [SchemaMigration(database, MIGRATIONS), configs, registry, publisher]
     components += relays(database, outbox, publisher, config.outbox)
     components.append(stream)
     binding = ServiceBinding(

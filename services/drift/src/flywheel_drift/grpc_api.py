@@ -69,7 +69,7 @@ class DriftServicer(pb_grpc.DriftServiceServicer):
         self, request: pb.SetMonitorConfigRequest, context: Any
     ) -> pb.SetMonitorConfigResponse:
         expected = request.expected_revision if request.HasField("expected_revision") else None
-        return pb.SetMonitorConfigResponse(config=self._configs.set(request.config, expected))
+        return pb.SetMonitorConfigResponse(config=await self._configs.set(request.config, expected))
 
     async def GetMonitorConfig(
         self, request: pb.GetMonitorConfigRequest, context: Any

@@ -1,13 +1,17 @@
-"""The detector's checkpoints: how far each partition was applied, and the open windows.
+"""The detector's state: checkpoints and the monitor configs set over gRPC.
 
-Written in one transaction per batch together with the events the batch produced (outbox),
-so a detector killed at any point restarts exactly where its last batch left off: events at
-or before a checkpointed offset are skipped, later ones are applied once.
+Checkpoints (how far each partition was applied, the open windows) are written in one
+transaction per batch together with the events the batch produced (outbox), so a detector
+killed at any point restarts exactly where its last batch left off: events at or before a
+checkpointed offset are skipped, later ones are applied once.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Integer, LargeBinary, String, select
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, LargeBinary, String, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -59,3 +63,17 @@ async def save(
             session.add(WindowStateRow(model=model, version=version, state=state))
         else:
             found.state = state
+
+
+class MonitorConfigRow(Base):
+    __tablename__ = "monitor_configs"
+
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The MonitorConfig message in its JSON form."""
+    revision: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+async def monitor_configs(session: AsyncSession) -> list[MonitorConfigRow]:
+    return list((await session.execute(select(MonitorConfigRow))).scalars())

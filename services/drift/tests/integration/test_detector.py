@@ -19,6 +19,7 @@ from flywheel.deployer.v1 import types_pb2 as deployer_types
 from flywheel.drift.v1 import drift_pb2 as drift_pb
 from flywheel.drift.v1 import drift_pb2_grpc as drift_grpc
 from flywheel.drift.v1 import events_pb2 as drift_events
+from flywheel.drift.v1 import types_pb2 as drift_types
 from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
 from flywheel_common.dead_letters import REASON
 from flywheel_common.events import header
@@ -204,3 +205,57 @@ async def test_windows_metrics_and_a_shifted_feature_alerted(
     assert version.reference_loaded
     assert version.windows_closed == 3
     assert [a.window.index for a in alerts.alerts] == [2]
+
+
+async def test_monitor_configs_are_validated_versioned_and_survive_a_restart(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    settings = DriftSettings(
+        grpc=GrpcSettings(port=0),
+        kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap),
+        telemetry=TELEMETRY,
+        data_dir=tmp_path,
+        consumer_group=f"drift-test-{uuid.uuid4().hex[:8]}",
+    )
+    config = drift_types.MonitorConfig(
+        model="iris",
+        window=drift_types.WindowSpec(kind=drift_types.WINDOW_KIND_COUNT, size_count=500),
+        correction=drift_types.MULTIPLE_TESTING_CORRECTION_BONFERRONI,
+        categorical_features=["colour"],
+    )
+    config.thresholds.alpha = 0.001
+    first = build_drift(settings)
+    await first.start()
+    try:
+        async with grpc.aio.insecure_channel(first.grpc.address) as channel:
+            stub = drift_grpc.DriftServiceStub(channel)
+            stored = await stub.SetMonitorConfig(drift_pb.SetMonitorConfigRequest(config=config))
+            assert stored.config.revision == 1
+            with pytest.raises(grpc.aio.AioRpcError) as stale:
+                await stub.SetMonitorConfig(
+                    drift_pb.SetMonitorConfigRequest(config=config, expected_revision=0)
+                )
+            assert stale.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            broken = drift_types.MonitorConfig(model="iris")
+            broken.thresholds.alpha = 2.0
+            with pytest.raises(grpc.aio.AioRpcError) as invalid:
+                await stub.SetMonitorConfig(drift_pb.SetMonitorConfigRequest(config=broken))
+            assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "thresholds.alpha" in (invalid.value.details() or "")
+    finally:
+        await first.stop()
+
+    second = build_drift(settings)
+    await second.start()
+    try:
+        async with grpc.aio.insecure_channel(second.grpc.address) as channel:
+            stub = drift_grpc.DriftServiceStub(channel)
+            found = await stub.GetMonitorConfig(drift_pb.GetMonitorConfigRequest(model="iris"))
+            default = await stub.GetMonitorConfig(drift_pb.GetMonitorConfigRequest(model="other"))
+    finally:
+        await second.stop()
+    assert not found.is_default
+    assert (found.config.revision, found.config.window.size_count) == (1, 500)
+    assert found.config.thresholds.alpha == pytest.approx(0.001)
+    assert list(found.config.categorical_features) == ["colour"]
+    assert default.is_default
