@@ -6,6 +6,7 @@ are not running the tests fail with the command that starts them, never skip.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import socket
@@ -297,3 +298,12 @@ async def tombstone(bootstrap: str, topic: str, keys: Sequence[str]) -> None:
             await producer.send_and_wait(topic, None, key=key.encode())
     finally:
         await producer.stop()
+
+
+async def bounded(step: Callable[[], Awaitable[None]], seconds: float = 60.0) -> None:
+    """Run a teardown step; one that hangs fails the test by name instead of timing it out."""
+    try:
+        async with asyncio.timeout(seconds):
+            await step()
+    except TimeoutError:
+        pytest.fail(f"teardown step {step.__qualname__} did not finish in {seconds:.0f}s")

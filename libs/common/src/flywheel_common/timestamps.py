@@ -27,6 +27,12 @@ def now() -> Timestamp:
     return Timestamp(seconds=seconds, nanos=nanos)
 
 
+def epoch(seconds: float) -> Timestamp:
+    """A timestamp from seconds since the epoch (event times carried as floats)."""
+    whole, nanos = divmod(round(seconds * 1e9), 1_000_000_000)
+    return Timestamp(seconds=whole, nanos=nanos)
+
+
 def duration(seconds: float) -> Duration:
     whole, nanos = divmod(round(seconds * 1e9), 1_000_000_000)
     return Duration(seconds=whole, nanos=nanos)

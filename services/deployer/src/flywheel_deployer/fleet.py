@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from flywheel.deployer.v1 import types_pb2 as pb
 from flywheel.gateway.v1 import events_pb2 as gateway_events
 from flywheel_common.events import Envelope
+from flywheel_common.timestamps import epoch
 
 
 @dataclass
@@ -75,11 +76,12 @@ class GatewayFleet:
     def readiness(self, model: str) -> list[pb.GatewayReadiness]:
         views = []
         for gateway in sorted(self._gateways.values(), key=lambda g: g.gateway_id):
-            view = pb.GatewayReadiness(
-                gateway_id=gateway.gateway_id,
-                live=self.is_live(gateway),
-                ready_versions=sorted(gateway.ready.get(model, set())),
+            views.append(
+                pb.GatewayReadiness(
+                    gateway_id=gateway.gateway_id,
+                    live=self.is_live(gateway),
+                    ready_versions=sorted(gateway.ready.get(model, set())),
+                    last_heartbeat_at=epoch(gateway.heartbeat_at),
+                )
             )
-            view.last_heartbeat_at.FromNanoseconds(int(gateway.heartbeat_at * 1e9))
-            views.append(view)
         return views

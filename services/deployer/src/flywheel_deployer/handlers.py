@@ -35,6 +35,8 @@ from flywheel_deployer import storage
 from flywheel_deployer.analysis import Analysis, Decision, Window, analyse, merge
 from flywheel_deployer.converters import (
     PHASES,
+    STRATEGY_NUMBERS,
+    TRIGGER_NUMBERS,
     analysis_message,
     default_policy,
     deployment_state,
@@ -228,7 +230,7 @@ class Deployer:
                     baseline_version=baseline,
                     strategy=policy.strategy,
                     policy=policy,
-                    trigger=_TRIGGERS[trigger],
+                    trigger=TRIGGER_NUMBERS[trigger],
                     superseded_rollout_id=running.rollout_id if running is not None else "",
                     actor=rollout.started_by,
                     reason=reason,
@@ -651,7 +653,7 @@ class Deployer:
                 model=rollout.model,
                 version=rollout.promoted_version or rollout.version,
                 previous_version=rollout.baseline,
-                strategy=pb.Strategy.Value(f"STRATEGY_{rollout.strategy.name}"),
+                strategy=STRATEGY_NUMBERS[rollout.strategy],
                 analysis=analysis,
                 forced=forced,
                 actor=current_principal().subject if forced else "flywheel-deployer",
@@ -798,13 +800,6 @@ class Deployer:
         return rollout_message(
             rollout, loaded.policy, loaded.row.steps or [], loaded.row.last_analysis, pending
         )
-
-
-_TRIGGERS = {
-    Trigger.PROMOTION: pb.ROLLOUT_TRIGGER_PROMOTION,
-    Trigger.MANUAL: pb.ROLLOUT_TRIGGER_MANUAL,
-    Trigger.ROLLBACK: pb.ROLLOUT_TRIGGER_ROLLBACK,
-}
 
 
 def _require_active(rollout: Rollout, verb: str) -> None:

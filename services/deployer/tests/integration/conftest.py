@@ -33,7 +33,7 @@ from flywheel_common.settings import (
     KafkaSettings,
     TelemetrySettings,
 )
-from flywheel_common.testing import IrisModels, registration, reset_postgres, tombstone
+from flywheel_common.testing import IrisModels, bounded, registration, reset_postgres, tombstone
 from flywheel_common.timestamps import timestamp
 from flywheel_common.topics import DEPLOYMENT_EVENTS, DEPLOYMENTS, MODEL_METRICS
 from flywheel_deployer.app import build as build_deployer
@@ -255,14 +255,6 @@ async def _collect_events(bootstrap: str, model: str, sink: list[Any]) -> None:
                             sink.append(envelope.message)
     finally:
         await consumer.stop()
-
-
-async def bounded(step: Callable[[], Awaitable[None]], seconds: float = 60.0) -> None:
-    try:
-        async with asyncio.timeout(seconds):
-            await step()
-    except TimeoutError:
-        pytest.fail(f"teardown step {step.__qualname__} did not finish in {seconds:.0f}s")
 
 
 def deployer_settings(

@@ -8,20 +8,14 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf.duration_pb2 import Duration
 
 from flywheel.deployer.v1 import deployer_pb2 as api
 from flywheel.deployer.v1 import types_pb2 as types
 from flywheel.registry.v1 import registry_pb2 as registry_pb
+from flywheel_common.timestamps import duration
 from inference import grpc_service_pb2_grpc as inference_grpc
 
 from .conftest import Platform, eventually
-
-
-def seconds(value: float) -> Duration:
-    duration = Duration()
-    duration.FromNanoseconds(int(value * 1e9))
-    return duration
 
 
 def canary_policy(model: str, **analysis: float) -> types.DeploymentPolicy:
@@ -29,7 +23,7 @@ def canary_policy(model: str, **analysis: float) -> types.DeploymentPolicy:
         model=model,
         strategy=types.STRATEGY_CANARY,
         canary=types.CanaryPolicy(
-            steps_percent=[10, 50, 100], min_step_duration=seconds(0.5), min_request_count=40
+            steps_percent=[10, 50, 100], min_step_duration=duration(0.5), min_request_count=40
         ),
         analysis=types.AnalysisThresholds(**analysis),
         auto_rollout_on_promotion=True,

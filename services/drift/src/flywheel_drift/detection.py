@@ -13,7 +13,7 @@ from enum import IntEnum, StrEnum
 
 import numpy as np
 
-from flywheel_drift.profiles import FeatureProfile, ReferenceProfile, bin_counts
+from flywheel_drift.profiles import FeatureProfile, ReferenceProfile, bin_counts, category_counts
 from flywheel_drift.statistics import (
     Correction,
     chi_square,
@@ -176,13 +176,10 @@ def _feature_tests(
 
 def _category_counts(values: np.ndarray, labels: list[str]) -> np.ndarray:
     """Window counts per reference category, plus one last bin for categories never seen."""
-    positions = {label: i for i, label in enumerate(labels)}
-    counts = np.zeros(len(labels) + 1, dtype=np.int64)
-    uniques, numbers = np.unique(values, return_counts=True)
-    for value, number in zip(uniques, numbers, strict=True):
-        label = str(int(value)) if float(value).is_integer() else repr(float(value))
-        counts[positions.get(label, len(labels))] += number
-    return counts
+    window = category_counts(values)
+    known = set(labels)
+    unseen = sum(count for label, count in window.items() if label not in known)
+    return np.array([window.get(label, 0) for label in labels] + [unseen], dtype=np.int64)
 
 
 def _p_severity(adjusted_p: float, alpha: float) -> Severity:

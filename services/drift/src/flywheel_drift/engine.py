@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from flywheel.common.v1 import types_pb2 as common
 from flywheel.drift.v1 import drift_pb2 as api
@@ -25,7 +24,7 @@ from flywheel.drift.v1 import types_pb2 as types
 from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
 from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_common.errors import NotFound
-from flywheel_common.timestamps import now
+from flywheel_common.timestamps import epoch, now
 from flywheel_drift.concept import ChangeDetector, detector
 from flywheel_drift.detection import (
     DriftTest,
@@ -38,7 +37,7 @@ from flywheel_drift.detection import (
     prediction_drift,
     quality,
 )
-from flywheel_drift.profiles import ReferenceProfile
+from flywheel_drift.profiles import ReferenceProfile, category_label
 from flywheel_drift.statistics import Correction
 from flywheel_drift.tensors import first_label, input_rows
 from flywheel_drift.windows import (
@@ -123,15 +122,10 @@ class DriftEngine:
         except NotFound:
             log.info("no reference sample", extra={"model": state.model, "version": state.version})
         except Exception as exc:
-            log.warning("reference sample not loaded; retrying on the next window",
+            log.warning("reference sample not loaded; retrying with the next batch",
                         extra={"model": state.model, "error": str(exc)})  # fmt: skip
             state.profile_requested = False
         state.status.reference_loaded = state.profile is not None
-
-    async def profiles_loaded(self) -> None:
-        """Wait for the reference loads in flight (tests, orderly start-up)."""
-        if self._loading:
-            await asyncio.gather(*self._loading, return_exceptions=True)
 
     def observe(self, logs: list[PredictionLog]) -> Outgoing:
         """A batch of prediction logs; returns the events of the windows it closed."""
@@ -169,9 +163,7 @@ class DriftEngine:
         kind = truth.WhichOneof("label")
         if kind is None:
             return []
-        value = getattr(truth, kind)
-        label = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
-        joined = self._join.label(truth.request_id, label, at)
+        joined = self._join.label(truth.request_id, category_label(getattr(truth, kind)), at)
         self._join.expire(at)
         if joined is None:
             return []
@@ -212,8 +204,8 @@ class DriftEngine:
             window_id=window.window_id,
             kind=types.WINDOW_KIND_TIME if window.start != window.end else types.WINDOW_KIND_COUNT,
             index=window.index,
-            start=_time(window.start),
-            end=_time(window.end),
+            start=epoch(window.start),
+            end=epoch(window.end),
         )
         metrics = _metrics(state.model, state.version, ref, window)
         outgoing: Outgoing = [(metrics, state.model)]
@@ -240,8 +232,6 @@ class DriftEngine:
             status.last_alert_id = alert.alert_id
             self.alerts.append(alert)
             outgoing.append((alert, state.model))
-        if state.profile is None:
-            state.profile_requested = False  # try the registry again for the next window
         return outgoing
 
     def snapshot(self, model: str, version: int) -> bytes:
@@ -272,12 +262,6 @@ class DriftEngine:
             for (m, v), s in sorted(self._versions.items())
             if m == model and (not version or v == version)
         ]
-
-
-def _time(seconds: float) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromNanoseconds(int(seconds * 1e9))
-    return stamp
 
 
 def _metrics(

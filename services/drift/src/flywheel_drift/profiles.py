@@ -66,11 +66,16 @@ def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
 def category_counts(values: np.ndarray) -> dict[str, int]:
     finite = values[np.isfinite(values)]
     labels, counts = np.unique(finite, return_counts=True)
-    return {_category(label): int(count) for label, count in zip(labels, counts, strict=True)}
+    return {category_label(label): int(count) for label, count in zip(labels, counts, strict=True)}
 
 
-def _category(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+def category_label(value: object) -> str:
+    """The text of a category, predicted class or label: integers without a decimal point,
+    so that 1, 1.0 and "1" from a model, a reference sample and ground truth all match."""
+    if isinstance(value, str):
+        return value
+    number = float(value)  # type: ignore[arg-type]
+    return str(int(number)) if number.is_integer() else repr(number)
 
 
 def build_profile(

@@ -7,6 +7,7 @@ import numpy as np
 from flywheel.common.v1.types_pb2 import Tensor
 from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_common.signatures import NUMPY_DTYPES
+from flywheel_drift.profiles import category_label
 
 LABEL_OUTPUT = "label"
 
@@ -41,5 +42,4 @@ def first_label(log: PredictionLog) -> str:
         return ""
     if not len(values):
         return ""
-    value = values[0]
-    return str(int(value)) if float(value).is_integer() else f"{float(value):g}"
+    return category_label(values[0])

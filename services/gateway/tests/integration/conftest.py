@@ -7,7 +7,7 @@ import contextlib
 import json
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.service import Service
 from flywheel_common.settings import GrpcSettings, KafkaSettings, TelemetrySettings
-from flywheel_common.testing import IrisModels, registration, tombstone
+from flywheel_common.testing import IrisModels, bounded, registration, tombstone
 from flywheel_common.topics import DEPLOYMENTS
 from flywheel_gateway.app import build as build_gateway
 from flywheel_gateway.settings import GatewaySettings
@@ -149,15 +149,6 @@ async def platform(
         cleanup.push_async_callback(bounded, publisher.stop)
         cleanup.push_async_callback(bounded, platform.forget_deployments)
         yield platform
-
-
-async def bounded(step: Callable[[], Awaitable[None]], seconds: float = 60.0) -> None:
-    """Run a teardown step; one that hangs fails the test by name instead of timing it out."""
-    try:
-        async with asyncio.timeout(seconds):
-            await step()
-    except TimeoutError:
-        pytest.fail(f"teardown step {step.__qualname__} did not finish in {seconds:.0f}s")
 
 
 @pytest.fixture
