@@ -24,6 +24,7 @@ from flywheel.drift.v1 import types_pb2 as types
 from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
 from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_common.errors import NotFound
+from flywheel_common.prediction_logs import first_label, ground_truth_label, input_rows
 from flywheel_common.timestamps import epoch, now
 from flywheel_drift.concept import ChangeDetector, detector
 from flywheel_drift.detection import (
@@ -37,9 +38,8 @@ from flywheel_drift.detection import (
     prediction_drift,
     quality,
 )
-from flywheel_drift.profiles import ReferenceProfile, category_label
+from flywheel_drift.profiles import ReferenceProfile
 from flywheel_drift.statistics import Correction
-from flywheel_drift.tensors import first_label, input_rows
 from flywheel_drift.windows import (
     ClosedWindow,
     LabelJoin,
@@ -160,10 +160,10 @@ class DriftEngine:
         return outgoing
 
     def label(self, truth: GroundTruth, at: float) -> Outgoing:
-        kind = truth.WhichOneof("label")
-        if kind is None:
+        label = ground_truth_label(truth)
+        if label is None:
             return []
-        joined = self._join.label(truth.request_id, category_label(getattr(truth, kind)), at)
+        joined = self._join.label(truth.request_id, label, at)
         self._join.expire(at)
         if joined is None:
             return []

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from flywheel_common.prediction_logs import category_label
+
 DEFAULT_SKETCH_SIZE = 2000
 DEFAULT_BINS = 10
 
@@ -67,15 +69,6 @@ def category_counts(values: np.ndarray) -> dict[str, int]:
     finite = values[np.isfinite(values)]
     labels, counts = np.unique(finite, return_counts=True)
     return {category_label(label): int(count) for label, count in zip(labels, counts, strict=True)}
-
-
-def category_label(value: object) -> str:
-    """The text of a category, predicted class or label: integers without a decimal point,
-    so that 1, 1.0 and "1" from a model, a reference sample and ground truth all match."""
-    if isinstance(value, str):
-        return value
-    number = float(value)  # type: ignore[arg-type]
-    return str(int(number)) if number.is_integer() else repr(number)
 
 
 def build_profile(

@@ -1,18 +1,32 @@
-"""What the detector reads from a PredictionLog: the input rows and the predicted label."""
+"""Reading logged predictions and ground truth: input rows, predicted classes, labels.
+
+The drift detector and the retrain trigger read the same events; one reading of them keeps
+a predicted class and its ground truth comparable everywhere.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from flywheel.common.v1.types_pb2 import Tensor
+from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
 from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_common.signatures import NUMPY_DTYPES
-from flywheel_drift.profiles import category_label
 
 LABEL_OUTPUT = "label"
 
 
-def _array(tensor: Tensor) -> np.ndarray:
+def category_label(value: object) -> str:
+    """The text of a category, predicted class or label: integers without a decimal point,
+    so that 1, 1.0 and "1" from a model, a reference sample and ground truth all match."""
+    if isinstance(value, str):
+        return value
+    number = float(value)  # type: ignore[arg-type]
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
+def tensor_array(tensor: Tensor) -> np.ndarray:
+    """A numeric tensor's values in its own shape; ValueError for BYTES or unknown types."""
     dtype = NUMPY_DTYPES.get(tensor.datatype)
     if dtype is None or tensor.datatype == "BYTES":
         raise ValueError(f"tensor {tensor.name!r}: {tensor.datatype} is not a numeric datatype")
@@ -25,7 +39,7 @@ def input_rows(log: PredictionLog, input_name: str = "") -> np.ndarray:
     tensors = [t for t in log.inputs if not input_name or t.name == input_name]
     if not tensors:
         return np.empty((0, 0))
-    array = _array(tensors[0]).astype(np.float64)
+    array = tensor_array(tensors[0]).astype(np.float64)
     if array.ndim == 1:
         return array.reshape(1, -1)
     return array.reshape(array.shape[0], -1)
@@ -37,9 +51,15 @@ def first_label(log: PredictionLog) -> str:
     if not outputs:
         return ""
     try:
-        values = _array(outputs[0]).reshape(-1)
+        values = tensor_array(outputs[0]).reshape(-1)
     except ValueError:
         return ""
     if not len(values):
         return ""
     return category_label(values[0])
+
+
+def ground_truth_label(truth: GroundTruth) -> str | None:
+    """The label as category text, or None when the event carries none."""
+    kind = truth.WhichOneof("label")
+    return None if kind is None else category_label(getattr(truth, kind))
