@@ -44,7 +44,8 @@ from flywheel.deployer.v1 import events_pb2 as deployer_events
 from flywheel.deployer.v1 import types_pb2 as deployer_types
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings
-from flywheel_common.testing import onnx_from_sklearn, unused_port
+from flywheel_common.sklearn_onnx import onnx_from_sklearn
+from flywheel_common.testing import unused_port
 from flywheel_common.topics import DEPLOYMENTS, ensure_topics
 
 HERE = Path(__file__).parent

@@ -39,7 +39,7 @@ from flywheel_common.settings import (
     KafkaSettings,
     TelemetrySettings,
 )
-from flywheel_common.testing import onnx_from_sklearn
+from flywheel_common.sklearn_onnx import onnx_from_sklearn
 from flywheel_registry.app import build
 from flywheel_registry.onnx_validation import validate_onnx
 from flywheel_registry.settings import RegistrySettings

@@ -41,7 +41,7 @@ from flywheel.gateway.v1 import events_pb2 as gateway_events
 from flywheel_common.events import EventTypes, decode_event
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings
-from flywheel_common.testing import onnx_from_sklearn
+from flywheel_common.sklearn_onnx import onnx_from_sklearn
 from flywheel_common.timestamps import timestamp
 from flywheel_common.topics import (
     DEPLOYMENT_EVENTS,

@@ -7,7 +7,6 @@ are not running the tests fail with the command that starts them, never skip.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import socket
 import uuid
@@ -23,10 +22,10 @@ from aiokafka.structs import ConsumerRecord
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from flywheel.registry.v1 import registry_pb2 as registry_pb
-from flywheel.registry.v1 import types_pb2 as registry_types
 from flywheel_common.db import Database
+from flywheel_common.registration import registration as registration
 from flywheel_common.settings import KafkaSettings, TelemetrySettings
+from flywheel_common.sklearn_onnx import onnx_from_sklearn as onnx_from_sklearn
 from flywheel_common.telemetry import configure_telemetry
 
 KAFKA_ENV = "FLYWHEEL_TEST_KAFKA_BOOTSTRAP"
@@ -171,26 +170,6 @@ class IrisModels:
         return bytes(self.features.tobytes())
 
 
-def onnx_from_sklearn(estimator: Any, n_features: int) -> bytes:
-    """ONNX bytes of a fitted classifier: input `features`, outputs `label`, `probabilities`."""
-    from skl2onnx import to_onnx
-    from skl2onnx.common.data_types import FloatTensorType
-
-    model = to_onnx(
-        estimator,
-        initial_types=[("features", FloatTensorType([None, n_features]))],
-        options={id(estimator): {"zipmap": False}},
-        final_types=None,
-        target_opset=17,
-    )
-    outputs = {"output_label": "label", "output_probability": "probabilities"}
-    for node in model.graph.node:
-        node.output[:] = [outputs.get(name, name) for name in node.output]
-    for value in model.graph.output:
-        value.name = outputs.get(value.name, value.name)
-    return bytes(model.SerializeToString())
-
-
 @pytest.fixture(scope="session")
 def iris_models() -> IrisModels:
     import numpy as np
@@ -239,52 +218,6 @@ async def read_topic(
         return records
     finally:
         await consumer.stop()
-
-
-def registration(
-    model: str,
-    artifact: bytes,
-    *,
-    sample: bytes | None = None,
-    n_features: int = 4,
-    digests: bool = True,
-    chunk: int = 700,
-    **fields: Any,
-) -> list[registry_pb.RegisterModelVersionRequest]:
-    """The messages of one RegisterModelVersion stream, in protocol order: metadata
-    (`fields` are RegistrationMetadata fields), artifact chunks, the optional FP32 reference
-    sample `[rows, n_features]` and the sha256 digests."""
-    if sample is not None:
-        fields["reference_sample"] = registry_types.ReferenceSampleSpec(
-            datatype="FP32",
-            shape=[len(sample) // (4 * n_features), n_features],
-            feature_names=[f"f{i}" for i in range(n_features)],
-            input_name="features",
-        )
-    messages = [
-        registry_pb.RegisterModelVersionRequest(
-            metadata=registry_pb.RegistrationMetadata(model=model, **fields)
-        )
-    ]
-    messages += [
-        registry_pb.RegisterModelVersionRequest(artifact_chunk=artifact[i : i + chunk])
-        for i in range(0, len(artifact), chunk)
-    ]
-    if sample is not None:
-        messages += [
-            registry_pb.RegisterModelVersionRequest(reference_sample_chunk=sample[i : i + 4096])
-            for i in range(0, len(sample), 4096)
-        ]
-    if digests:
-        messages.append(
-            registry_pb.RegisterModelVersionRequest(
-                expected_digests=registry_pb.ExpectedDigests(
-                    artifact_sha256=hashlib.sha256(artifact).hexdigest(),
-                    reference_sample_sha256=hashlib.sha256(sample).hexdigest() if sample else "",
-                )
-            )
-        )
-    return messages
 
 
 async def tombstone(bootstrap: str, topic: str, keys: Sequence[str]) -> None:

@@ -1,0 +1,1 @@
+"""Training pipelines that register real models with Flywheel."""

@@ -1,0 +1,82 @@
+"""The contract between the retrain trigger and a training job.
+
+A training job is any command. The trigger hands it a run through environment variables
+(the dataset to train on, where to write, how to register the result and with which
+lineage); the job registers its model version and leaves `result.json` in its output
+folder naming the version. The same variables work in a subprocess and in a Kubernetes Job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+RESULT_FILE = "result.json"
+_PREFIX = "FLYWHEEL_TRAINING_"
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """What a training job is asked to do, read from or written to its environment."""
+
+    model: str
+    run_id: str
+    dataset_path: str
+    """CSV file: one column per feature, then `label`; header in the first line."""
+    dataset_uri: str
+    dataset_sha256: str
+    output_dir: str
+    registry_address: str
+    registry_token: str = ""
+    parent_version: int = 0
+    triggered_by: str = ""
+    training_entrypoint: str = ""
+    """The command itself, recorded again in the new version's lineage."""
+    alias: str = "candidate"
+
+    @property
+    def idempotency_key(self) -> str:
+        """A retried or restarted attempt registers the same version, never a second one."""
+        return f"retrain:{self.run_id}"
+
+    def environment(self) -> dict[str, str]:
+        return {f"{_PREFIX}{name.upper()}": str(value) for name, value in asdict(self).items()}
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> TrainingRun | None:
+        """The run this process was started for, or None outside the retrain trigger."""
+        environ = os.environ if environ is None else environ
+        if f"{_PREFIX}RUN_ID" not in environ:
+            return None
+        values = {
+            name: environ.get(f"{_PREFIX}{name.upper()}", "") for name in cls.__dataclass_fields__
+        }
+        return cls(**{**values, "parent_version": int(values["parent_version"] or 0)})
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """What the job leaves in its output folder: the version it registered."""
+
+    model: str
+    version: int
+
+    def write(self, output_dir: Path) -> None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / RESULT_FILE).write_text(json.dumps(asdict(self)))
+
+    @classmethod
+    def read(cls, output_dir: Path) -> TrainingResult:
+        """The job's result; ValueError naming what is missing or malformed."""
+        path = output_dir / RESULT_FILE
+        if not path.exists():
+            raise ValueError(f"the training job wrote no {RESULT_FILE} in {output_dir}")
+        try:
+            data = json.loads(path.read_text())
+            return cls(model=str(data["model"]), version=int(data["version"]))
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{path} is not a valid training result: {error}") from error
