@@ -13,7 +13,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 RESULT_FILE = "result.json"
 _PREFIX = "FLYWHEEL_TRAINING_"
