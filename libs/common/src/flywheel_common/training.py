@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 RESULT_FILE = "result.json"
 _PREFIX = "FLYWHEEL_TRAINING_"
@@ -51,10 +52,11 @@ class TrainingRun:
         environ = os.environ if environ is None else environ
         if f"{_PREFIX}RUN_ID" not in environ:
             return None
-        values = {
+        values: dict[str, Any] = {
             name: environ.get(f"{_PREFIX}{name.upper()}", "") for name in cls.__dataclass_fields__
         }
-        return cls(**{**values, "parent_version": int(values["parent_version"] or 0)})
+        values["parent_version"] = int(values["parent_version"] or 0)
+        return cls(**values)
 
 
 @dataclass(frozen=True)
