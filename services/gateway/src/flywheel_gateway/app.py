@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flywheel_common.artifact_cache import ArtifactFetcher
 from flywheel_common.grpc_server import ServiceBinding
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.registry_client import RegistryClient
@@ -14,7 +15,7 @@ from flywheel_gateway.consumers import DeploymentFollower
 from flywheel_gateway.grpc_api import SERVICE_NAME, InferenceServicer
 from flywheel_gateway.handlers import Inference, InferenceSettings
 from flywheel_gateway.journal import Journal
-from flywheel_gateway.models import ArtifactFetcher, ModelManager, RuntimeOptions
+from flywheel_gateway.models import ModelManager, RuntimeOptions
 from flywheel_gateway.predictions import PredictionLogger
 from flywheel_gateway.routing import RoutingTable
 from flywheel_gateway.settings import GatewaySettings

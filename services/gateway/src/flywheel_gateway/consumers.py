@@ -9,8 +9,9 @@ from collections.abc import Callable
 from flywheel.common.v1 import types_pb2 as common
 from flywheel.deployer.v1 import events_pb2 as deployer_events
 from flywheel.deployer.v1 import types_pb2 as deployer_types
+from flywheel_common.artifact_cache import ArtifactFetcher
 from flywheel_common.events import Envelope
-from flywheel_gateway.models import ArtifactFetcher, ModelManager
+from flywheel_gateway.models import ModelManager
 from flywheel_gateway.routing import Role, Route, RoutingTable
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -14,13 +13,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
-import grpc
 import numpy as np
 import onnxruntime
 
-from flywheel.registry.v1 import registry_pb2 as registry
+from flywheel_common.artifact_cache import ArtifactFetcher
 from flywheel_common.errors import FlywheelError, InvalidArgument, NotFound, Unavailable
-from flywheel_common.registry_client import RegistryClient
 from flywheel_common.signatures import (
     DYNAMIC,
     NUMPY_DTYPES,
@@ -105,66 +102,6 @@ def _warmup_inputs(signature: Signature) -> Arrays:
         dtype = NUMPY_DTYPES.get(spec.datatype, np.dtype(np.float32))
         arrays[spec.name] = np.zeros(shape, dtype=dtype)
     return arrays
-
-
-class ArtifactFetcher:
-    """Downloads artifacts from the registry into a local cache keyed by sha256."""
-
-    def __init__(self, registry: RegistryClient, cache_dir: Path) -> None:
-        self._registry = registry
-        self._cache = cache_dir
-
-    async def latest_versions(self, model: str, count: int) -> list[int]:
-        response = await self._registry.stub().ListModelVersions(
-            registry.ListModelVersionsRequest(model=model, page_size=count),
-            metadata=self._registry.metadata,
-        )
-        return [v.version for v in response.model_versions]
-
-    async def fetch(self, model: str, version: int) -> tuple[str, Path]:
-        """The artifact's sha256 and its verified file in the cache."""
-        digest = hashlib.sha256()
-        expected = ""
-        temp = self._cache / "tmp" / f"{model}-{version}-{os.getpid()}.part"
-        temp.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with temp.open("wb") as handle:
-                stream = self._registry.stub().GetArtifact(
-                    registry.GetArtifactRequest(model=model, version=version),
-                    metadata=self._registry.metadata,
-                )
-                async for message in stream:
-                    if message.HasField("artifact"):
-                        expected = message.artifact.sha256
-                        cached = self._path(expected)
-                        if cached.exists():
-                            stream.cancel()
-                            return expected, cached
-                    digest.update(message.chunk)
-                    handle.write(message.chunk)
-        except grpc.aio.AioRpcError as error:
-            temp.unlink(missing_ok=True)
-            if error.code() == grpc.StatusCode.NOT_FOUND:
-                raise NotFound(f"the registry has no {model} version {version}") from error
-            raise Unavailable(
-                f"cannot fetch {model} v{version} from the registry: {error.details()}"
-            ) from error
-        if digest.hexdigest() != expected:
-            temp.unlink(missing_ok=True)
-            raise Unavailable(
-                f"artifact of {model} v{version} failed verification: expected sha256 {expected}, "
-                f"got {digest.hexdigest()}"
-            )
-        target = self._path(expected)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(temp, target)
-        return expected, target
-
-    def _path(self, sha256: str) -> Path:
-        return self._cache / "sha256" / sha256[:2] / sha256[2:]
-
-    async def close(self) -> None:
-        await self._registry.stop()
 
 
 class ModelManager:
