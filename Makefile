@@ -5,7 +5,7 @@ SHELL := /bin/bash
 # uv from PATH, else the copy `make install` puts into the Python that runs make.
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PYTEST := $(UV) run --frozen pytest
-SOURCES := libs/common services tests bench
+SOURCES := libs/common services tests bench examples
 
 .PHONY: help
 help: ## List the targets
@@ -36,7 +36,7 @@ test-integration: install ## Integration tests (starts Kafka and PostgreSQL if n
 lint: install ## ruff on all Python, mypy --strict on flywheel_common and the services
 	@$(UV) run --frozen ruff check $(SOURCES)
 	@$(UV) run --frozen ruff format --check $(SOURCES)
-	@$(UV) run --frozen mypy -p flywheel_common $(foreach s,$(notdir $(wildcard services/*)),-p flywheel_$(s))
+	@$(UV) run --frozen mypy -p flywheel_common -p flywheel_examples $(foreach s,$(notdir $(wildcard services/*)),-p flywheel_$(s))
 
 .PHONY: format
 format: install ## Apply ruff's fixes and formatting

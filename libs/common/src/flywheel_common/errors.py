@@ -49,3 +49,10 @@ class Unavailable(FlywheelError):
 
 class DeadlineExceeded(FlywheelError):
     """The work did not finish within its time limit."""
+
+
+def required(value: str, name: str) -> str:
+    """The value of a required request field; INVALID_ARGUMENT naming it when empty."""
+    if not value:
+        raise InvalidArgument(f"{name} is required")
+    return value

@@ -59,6 +59,44 @@ class RegistryClient:
             )
         return found
 
+    async def alias_version(self, model: str, alias: str) -> registry_types.ModelVersion | None:
+        """The version an alias points at; None when the model or the alias does not exist."""
+        try:
+            response = await self.stub().GetModelVersionByAlias(
+                registry.GetModelVersionByAliasRequest(model=model, alias=alias),
+                metadata=self.metadata,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise Unavailable(
+                f"the registry at {self.address} failed: {error.details()}"
+            ) from error
+        found: registry_types.ModelVersion = response.model_version
+        return found
+
+    async def set_alias(self, model: str, alias: str, version: int, reason: str) -> None:
+        """Point an alias at a version (setting `production` is a promotion)."""
+        try:
+            await self.stub().SetAlias(
+                registry.SetAliasRequest(model=model, alias=alias, version=version, reason=reason),
+                metadata=self.metadata,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(f"the registry has no {model} version {version}") from error
+            if error.code() in (
+                grpc.StatusCode.FAILED_PRECONDITION,
+                grpc.StatusCode.PERMISSION_DENIED,
+                grpc.StatusCode.UNAUTHENTICATED,
+            ):
+                raise FailedPrecondition(
+                    f"the registry refused to move {alias!r}: {error.details()}"
+                ) from error
+            raise Unavailable(
+                f"the registry at {self.address} failed: {error.details()}"
+            ) from error
+
     async def reference_sample(
         self, model: str, version: int
     ) -> tuple[registry_types.ReferenceSampleInfo, bytes]:

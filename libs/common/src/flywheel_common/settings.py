@@ -21,11 +21,11 @@ class Role(StrEnum):
         return order.index(self) >= order.index(required)
 
 
-class _Section(BaseModel):
+class SettingsSection(BaseModel):
     model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid", frozen=True)
 
 
-class GrpcSettings(_Section):
+class GrpcSettings(SettingsSection):
     host: str = "127.0.0.1"
     """Address the gRPC server binds to; use 0.0.0.0 inside containers."""
     port: int = Field(default=0, ge=0, le=65535)
@@ -36,7 +36,7 @@ class GrpcSettings(_Section):
     """How long SIGTERM waits for in-flight calls before cancelling them."""
 
 
-class KafkaSettings(_Section):
+class KafkaSettings(SettingsSection):
     bootstrap_servers: str = "127.0.0.1:19092"
     """Comma-separated Kafka brokers."""
     client_id: str = ""
@@ -53,13 +53,13 @@ class KafkaSettings(_Section):
     """How long a send may wait for the brokers before it fails."""
 
 
-class AuthSettings(_Section):
+class AuthSettings(SettingsSection):
     tokens: dict[str, Role] = Field(default_factory=dict)
     """Bearer tokens and their roles, as JSON: {"token": "reader|writer|admin"}.
     Empty disables authentication: every caller is an anonymous admin."""
 
 
-class TelemetrySettings(_Section):
+class TelemetrySettings(SettingsSection):
     otlp_endpoint: str = ""
     """OTLP/gRPC collector address (for example http://127.0.0.1:4317); empty disables export."""
     trace_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
@@ -75,7 +75,7 @@ class TelemetrySettings(_Section):
     """Write logs as one JSON object per line (False: plain text for people)."""
 
 
-class DatabaseSettings(_Section):
+class DatabaseSettings(SettingsSection):
     url: str = ""
     """SQLAlchemy async URL; empty means a SQLite file in the data folder.
     PostgreSQL: postgresql+psycopg://user@host:5432/db."""
@@ -83,7 +83,7 @@ class DatabaseSettings(_Section):
     """Log every SQL statement."""
 
 
-class OutboxSettings(_Section):
+class OutboxSettings(SettingsSection):
     relay_enabled: bool = True
     """Publish this replica's outbox. With several replicas on one database, enable it in
     exactly one so events keep their commit order."""

@@ -8,10 +8,10 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from flywheel_common.events import Envelope, EventTypes, MalformedEvent, decode_event
 from flywheel_common.settings import KafkaSettings
+from flywheel_common.topic_scan import topic_partitions
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +47,8 @@ class CompactedTopicReader:
         self._caught_up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def _partitions(self) -> list[TopicPartition]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.bootstrap_servers)
-        await admin.start()
-        try:
-            [description] = await admin.describe_topics([self._topic])
-        finally:
-            await admin.close()
-        return [TopicPartition(self._topic, p["partition"]) for p in description["partitions"]]
-
     async def start(self) -> None:
-        partitions = await self._partitions()
+        partitions = await topic_partitions(self._settings, self._topic)
         if not partitions:
             raise RuntimeError(f"topic {self._topic} does not exist; provision the topics first")
         await self._consumer.start()

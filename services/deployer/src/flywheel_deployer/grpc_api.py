@@ -6,19 +6,13 @@ from typing import Any
 
 from flywheel.deployer.v1 import deployer_pb2 as pb
 from flywheel.deployer.v1 import deployer_pb2_grpc as pb_grpc
-from flywheel_common.errors import InvalidArgument
+from flywheel_common.errors import required
 from flywheel_common.settings import Role
 from flywheel_deployer.handlers import Deployer
 
 SERVICE_NAME = "flywheel.deployer.v1.DeployerService"
 # Reads need `reader` and changes `writer`: the shared default.
 METHOD_ROLES: dict[str, Role] = {}
-
-
-def _required(value: str, name: str) -> str:
-    if not value:
-        raise InvalidArgument(f"{name} is required")
-    return value
 
 
 class DeployerServicer(pb_grpc.DeployerServiceServicer):
@@ -35,14 +29,14 @@ class DeployerServicer(pb_grpc.DeployerServiceServicer):
     async def GetDeploymentPolicy(
         self, request: pb.GetDeploymentPolicyRequest, context: Any
     ) -> pb.GetDeploymentPolicyResponse:
-        policy, is_default = await self._deployer.get_policy(_required(request.model, "model"))
+        policy, is_default = await self._deployer.get_policy(required(request.model, "model"))
         return pb.GetDeploymentPolicyResponse(policy=policy, is_default=is_default)
 
     async def StartRollout(
         self, request: pb.StartRolloutRequest, context: Any
     ) -> pb.StartRolloutResponse:
         rollout = await self._deployer.start_rollout(
-            _required(request.model, "model"),
+            required(request.model, "model"),
             request.version,
             strategy=request.strategy,
             policy_override=(
@@ -57,7 +51,7 @@ class DeployerServicer(pb_grpc.DeployerServiceServicer):
     async def GetRollout(
         self, request: pb.GetRolloutRequest, context: Any
     ) -> pb.GetRolloutResponse:
-        rollout = await self._deployer.get_rollout(_required(request.rollout_id, "rollout_id"))
+        rollout = await self._deployer.get_rollout(required(request.rollout_id, "rollout_id"))
         return pb.GetRolloutResponse(rollout=rollout)
 
     async def ListRollouts(
@@ -72,21 +66,21 @@ class DeployerServicer(pb_grpc.DeployerServiceServicer):
         self, request: pb.PauseRolloutRequest, context: Any
     ) -> pb.PauseRolloutResponse:
         rollout = await self._deployer.pause(
-            _required(request.rollout_id, "rollout_id"), request.reason
+            required(request.rollout_id, "rollout_id"), request.reason
         )
         return pb.PauseRolloutResponse(rollout=rollout)
 
     async def ResumeRollout(
         self, request: pb.ResumeRolloutRequest, context: Any
     ) -> pb.ResumeRolloutResponse:
-        rollout = await self._deployer.resume(_required(request.rollout_id, "rollout_id"))
+        rollout = await self._deployer.resume(required(request.rollout_id, "rollout_id"))
         return pb.ResumeRolloutResponse(rollout=rollout)
 
     async def PromoteNow(
         self, request: pb.PromoteNowRequest, context: Any
     ) -> pb.PromoteNowResponse:
         rollout = await self._deployer.promote_now(
-            _required(request.rollout_id, "rollout_id"), request.version, request.reason
+            required(request.rollout_id, "rollout_id"), request.version, request.reason
         )
         return pb.PromoteNowResponse(rollout=rollout)
 
@@ -94,13 +88,13 @@ class DeployerServicer(pb_grpc.DeployerServiceServicer):
         self, request: pb.AbortRolloutRequest, context: Any
     ) -> pb.AbortRolloutResponse:
         rollout = await self._deployer.abort(
-            _required(request.rollout_id, "rollout_id"), request.reason
+            required(request.rollout_id, "rollout_id"), request.reason
         )
         return pb.AbortRolloutResponse(rollout=rollout)
 
     async def Rollback(self, request: pb.RollbackRequest, context: Any) -> pb.RollbackResponse:
         rollout = await self._deployer.rollback(
-            _required(request.model, "model"), request.to_version, request.reason
+            required(request.model, "model"), request.to_version, request.reason
         )
         return pb.RollbackResponse(rollout=rollout)
 
@@ -108,7 +102,7 @@ class DeployerServicer(pb_grpc.DeployerServiceServicer):
         self, request: pb.GetDeploymentStateRequest, context: Any
     ) -> pb.GetDeploymentStateResponse:
         state, gateways, active = await self._deployer.deployment_state(
-            _required(request.model, "model")
+            required(request.model, "model")
         )
         response = pb.GetDeploymentStateResponse(state=state, gateways=gateways)
         if active is not None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from flywheel.drift.v1 import drift_pb2 as pb
 from flywheel.drift.v1 import drift_pb2_grpc as pb_grpc
-from flywheel_common.errors import InvalidArgument, NotFound
+from flywheel_common.errors import InvalidArgument, NotFound, required
 from flywheel_common.settings import Role
 from flywheel_drift.engine import DriftEngine
 from flywheel_drift.monitors import MonitorConfigs
@@ -14,12 +14,6 @@ from flywheel_drift.monitors import MonitorConfigs
 SERVICE_NAME = "flywheel.drift.v1.DriftService"
 METHOD_ROLES: dict[str, Role] = {}
 MAX_PAGE_SIZE = 500
-
-
-def _required(value: str, name: str) -> str:
-    if not value:
-        raise InvalidArgument(f"{name} is required")
-    return value
 
 
 class DriftServicer(pb_grpc.DriftServiceServicer):
@@ -30,7 +24,7 @@ class DriftServicer(pb_grpc.DriftServiceServicer):
     async def GetDriftStatus(
         self, request: pb.GetDriftStatusRequest, context: Any
     ) -> pb.GetDriftStatusResponse:
-        statuses = self._engine.statuses(_required(request.model, "model"), request.version)
+        statuses = self._engine.statuses(required(request.model, "model"), request.version)
         if not statuses:
             raise NotFound(
                 f"no predictions of {request.model!r}"
@@ -74,5 +68,5 @@ class DriftServicer(pb_grpc.DriftServiceServicer):
     async def GetMonitorConfig(
         self, request: pb.GetMonitorConfigRequest, context: Any
     ) -> pb.GetMonitorConfigResponse:
-        config, is_default = self._configs.get(_required(request.model, "model"))
+        config, is_default = self._configs.get(required(request.model, "model"))
         return pb.GetMonitorConfigResponse(config=config, is_default=is_default)

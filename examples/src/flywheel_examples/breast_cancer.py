@@ -1,0 +1,206 @@
+"""A breast-cancer classifier, from first training to every retrain, with one entrypoint.
+
+    python -m flywheel_examples.breast_cancer --model breast-cancer --promote
+
+trains on scikit-learn's bundled breast-cancer data (nothing is downloaded), exports the
+model to ONNX and registers it with its reference sample and lineage; `--promote` makes it
+`production`. Its training data is kept as a CSV file whose URI and sha256 go into the
+lineage, so a retrain can add it to the logged data.
+
+Started by the retrain trigger (its `FLYWHEEL_TRAINING_*` variables are set), the same
+command trains on the run's dataset instead and registers a `candidate` whose lineage names
+the run, its trigger and the dataset's sha256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from sklearn.datasets import load_breast_cancer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.tree import DecisionTreeClassifier
+
+from flywheel.registry.v1 import registry_pb2 as registry_pb
+from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
+from flywheel.registry.v1 import types_pb2 as registry_types
+from flywheel_common.registration import registration
+from flywheel_common.sklearn_onnx import onnx_from_sklearn
+from flywheel_common.training import TrainingResult, TrainingRun
+
+ENTRYPOINT = "python -m flywheel_examples.breast_cancer"
+ESTIMATORS = ("logistic", "stump")
+"""`stump` (a one-split tree) is a deliberately weak baseline: a gate should reject it."""
+REFERENCE_ROWS = 1000
+
+
+@dataclass(frozen=True)
+class Dataset:
+    feature_names: list[str]
+    features: np.ndarray
+    labels: np.ndarray
+
+
+def bundled_data() -> Dataset:
+    data = load_breast_cancer()
+    names = [name.replace(" ", "_") for name in data.feature_names]
+    return Dataset(names, data.data.astype(np.float64), data.target.astype(np.int64))
+
+
+def write_csv(dataset: Dataset, path: Path) -> str:
+    """The dataset as the CSV layout retrain datasets use; returns its sha256."""
+    lines = [",".join([*dataset.feature_names, "label"])]
+    for row, label in zip(dataset.features, dataset.labels, strict=True):
+        lines.append(",".join([*(repr(float(v)) for v in row), str(int(label))]))
+    data = ("\n".join(lines) + "\n").encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_csv(path: Path) -> Dataset:
+    header, *rows = [line.split(",") for line in path.read_text().splitlines() if line]
+    values = np.array([[float(v) for v in row] for row in rows], dtype=np.float64)
+    return Dataset(header[:-1], values[:, :-1], values[:, -1].astype(np.int64))
+
+
+def estimator(kind: str) -> Any:
+    if kind == "stump":
+        return DecisionTreeClassifier(max_depth=1, random_state=0)
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+
+
+def train(dataset: Dataset, kind: str) -> tuple[bytes, dict[str, float]]:
+    """The fitted model as ONNX and its accuracy on a 20% split it was not fitted on."""
+    fit_x, test_x, fit_y, test_y = train_test_split(
+        dataset.features,
+        dataset.labels,
+        test_size=0.2,
+        random_state=0,
+        stratify=dataset.labels if np.bincount(dataset.labels).min() > 1 else None,
+    )
+    model = estimator(kind).fit(fit_x.astype(np.float32), fit_y)
+    accuracy = float(model.score(test_x.astype(np.float32), test_y))
+    final = estimator(kind).fit(dataset.features.astype(np.float32), dataset.labels)
+    return onnx_from_sklearn(final, dataset.features.shape[1]), {"accuracy": accuracy}
+
+
+def code_version() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+async def register(
+    address: str, token: str, messages: list[registry_pb.RegisterModelVersionRequest]
+) -> int:
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    async with grpc.aio.insecure_channel(
+        address, options=[("grpc.max_send_message_length", 64 << 20)]
+    ) as channel:
+        stub = registry_grpc.RegistryServiceStub(channel)
+        response = await stub.RegisterModelVersion(iter(messages), metadata=metadata)
+    return int(response.model_version.version)
+
+
+def registration_for(
+    model: str,
+    dataset: Dataset,
+    artifact: bytes,
+    metrics: dict[str, float],
+    lineage: registry_types.Lineage,
+    aliases: list[str],
+    kind: str,
+    idempotency_key: str = "",
+) -> list[registry_pb.RegisterModelVersionRequest]:
+    sample = dataset.features[:REFERENCE_ROWS].astype(np.float32)
+    return registration(
+        model,
+        artifact,
+        sample=sample.tobytes(),
+        n_features=sample.shape[1],
+        feature_names=dataset.feature_names,
+        chunk=1 << 20,
+        description=f"{kind} classifier of breast-cancer biopsies",
+        params={"estimator": kind, "rows": str(len(dataset.labels))},
+        metrics=metrics,
+        lineage=lineage,
+        aliases=aliases,
+        idempotency_key=idempotency_key,
+    )
+
+
+def first_training(args: argparse.Namespace) -> int:
+    dataset = bundled_data()
+    path = (args.data_dir / f"{args.model}-training.csv").resolve()
+    sha = write_csv(dataset, path)
+    artifact, metrics = train(dataset, args.estimator)
+    lineage = registry_types.Lineage(
+        dataset_uri=path.as_uri(),
+        dataset_sha256=sha,
+        code_version=code_version(),
+        triggered_by="manual:examples",
+        training_entrypoint=ENTRYPOINT,
+    )
+    aliases = ["production"] if args.promote else []
+    messages = registration_for(
+        args.model, dataset, artifact, metrics, lineage, aliases, args.estimator
+    )
+    version = asyncio.run(register(args.registry, args.token, messages))
+    print(f"registered {args.model} version {version}: accuracy {metrics['accuracy']:.3f}")
+    return version
+
+
+def retrain(run: TrainingRun, kind: str) -> int:
+    dataset = read_csv(Path(run.dataset_path))
+    print(f"run {run.run_id}: training {kind} on {len(dataset.labels)} rows of {run.dataset_uri}")
+    artifact, metrics = train(dataset, kind)
+    lineage = registry_types.Lineage(
+        dataset_uri=run.dataset_uri,
+        dataset_sha256=run.dataset_sha256,
+        code_version=code_version(),
+        parent_version=run.parent_version,
+        triggered_by=run.triggered_by,
+        training_entrypoint=run.training_entrypoint or ENTRYPOINT,
+        retrain_run_id=run.run_id,
+    )
+    messages = registration_for(
+        run.model, dataset, artifact, metrics, lineage, [run.alias], kind, run.idempotency_key
+    )
+    version = asyncio.run(register(run.registry_address, run.registry_token, messages))
+    TrainingResult(run.model, version).write(Path(run.output_dir))
+    print(f"registered {run.model} version {version}: accuracy {metrics['accuracy']:.3f}")
+    return version
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="breast-cancer")
+    parser.add_argument("--registry", default="127.0.0.1:50051")
+    parser.add_argument("--token", default="", help="bearer token with the writer role")
+    parser.add_argument("--data-dir", type=Path, default=Path(".run/data/examples"))
+    parser.add_argument("--estimator", choices=ESTIMATORS, default="logistic")
+    parser.add_argument("--promote", action="store_true", help="make it production")
+    args = parser.parse_args(argv)
+    run = TrainingRun.from_environment()
+    if run is None:
+        first_training(args)
+    else:
+        retrain(run, args.estimator)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Reading a topic's history: its partitions, and every record from a moment up to now."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import ConsumerRecord
+
+from flywheel_common.settings import KafkaSettings
+
+
+async def topic_partitions(settings: KafkaSettings, topic: str) -> list[TopicPartition]:
+    """The topic's partitions; empty when the topic does not exist."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        [description] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return [TopicPartition(topic, p["partition"]) for p in description["partitions"]]
+
+
+async def records_since(
+    settings: KafkaSettings, topic: str, since: datetime, batch_timeout_ms: int = 500
+) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """Every committed record written at or after `since` and before the call, partition by
+    partition interleaved; records produced during the scan are left for the next one."""
+    partitions = await topic_partitions(settings, topic)
+    if not partitions:
+        return
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=settings.client_id or None,
+        enable_auto_commit=False,
+        group_id=None,
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        starts = await consumer.offsets_for_times(
+            {p: int(since.timestamp() * 1000) for p in partitions}
+        )
+        remaining = set()
+        for partition in partitions:
+            found = starts.get(partition)
+            if found is not None and found.offset < ends[partition]:
+                consumer.seek(partition, found.offset)
+                remaining.add(partition)
+        while remaining:
+            batches = await consumer.getmany(*remaining, timeout_ms=batch_timeout_ms)
+            for partition, records in batches.items():
+                for record in records:
+                    if record.offset < ends[partition]:
+                        yield record
+            for partition in list(remaining):
+                if await consumer.position(partition) >= ends[partition]:
+                    remaining.discard(partition)
+    finally:
+        await consumer.stop()

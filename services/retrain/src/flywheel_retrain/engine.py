@@ -1,0 +1,111 @@
+"""Drives runs: starts queued ones, resumes interrupted ones, fires schedules."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+
+from flywheel_retrain.handlers import Retrainer, StaleRun
+from flywheel_retrain.pipeline import RunPipeline
+
+log = logging.getLogger(__name__)
+
+SCHEDULE_STARTING_DEADLINE = timedelta(minutes=5)
+"""A slot missed by more than this (the service was down) is skipped, not caught up."""
+RETRY_AFTER_ERROR_SECONDS = 10.0
+
+
+def last_slot(cron: str, time_zone: str, now: datetime) -> datetime:
+    """The latest moment at or before `now` that the cron expression names, in UTC."""
+    local = now.astimezone(ZoneInfo(time_zone or "UTC"))
+    previous: datetime = croniter(cron, local + timedelta(seconds=1)).get_prev(datetime)
+    return previous.astimezone(UTC)
+
+
+class RunEngine:
+    def __init__(
+        self, retrainer: Retrainer, pipeline: RunPipeline, max_parallel: int, interval: float
+    ) -> None:
+        self._retrainer = retrainer
+        self._pipeline = pipeline
+        self._max_parallel = max_parallel
+        self._interval = interval
+        self._wake = asyncio.Event()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._retry_at: dict[str, float] = {}
+        self._fired: set[tuple[str, datetime]] = set()
+        self._loop: asyncio.Task[None] | None = None
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def cancel(self, run_id: str) -> None:
+        task = self._tasks.get(run_id)
+        if task is not None:
+            task.cancel()
+
+    async def start(self) -> None:
+        self._loop = asyncio.create_task(self._run(), name="retrain-engine")
+
+    async def stop(self) -> None:
+        tasks = [t for t in [self._loop, *self._tasks.values()] if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self._fire_schedules()
+                await self._start_runs()
+            except Exception:
+                log.exception("the retrain engine failed a pass; retrying")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await self._wake.wait()
+
+    async def _start_runs(self) -> None:
+        queued, in_progress = await self._retrainer.runs_to_execute()
+        now = time.monotonic()
+        # Interrupted runs first: they already hold a slot in their model's limit.
+        for run_id in [*in_progress, *queued]:
+            if len(self._tasks) >= self._max_parallel:
+                return
+            if run_id in self._tasks or self._retry_at.get(run_id, 0.0) > now:
+                continue
+            self._tasks[run_id] = asyncio.create_task(self._execute(run_id), name=f"run:{run_id}")
+
+    async def _execute(self, run_id: str) -> None:
+        try:
+            await self._pipeline.execute(run_id)
+            self._retry_at.pop(run_id, None)
+        except StaleRun as moved:
+            log.info("run %s stopped: %s", run_id, moved)
+        except Exception:
+            log.exception("run %s hit an unexpected error; it resumes shortly", run_id)
+            self._retry_at[run_id] = time.monotonic() + RETRY_AFTER_ERROR_SECONDS
+        finally:
+            self._tasks.pop(run_id, None)
+            self.poke()
+
+    async def _fire_schedules(self) -> None:
+        now = self._retrainer.now()
+        for policy in await self._retrainer.scheduled_policies():
+            schedule = policy.schedule_trigger
+            slot = last_slot(schedule.cron, schedule.time_zone, now)
+            set_at = policy.updated_at.ToDatetime(UTC)
+            if slot <= set_at or now - slot > SCHEDULE_STARTING_DEADLINE:
+                continue
+            if (policy.model, slot) in self._fired:
+                continue
+            self._fired.add((policy.model, slot))
+            await self._retrainer.on_schedule(policy.model, slot, schedule.cron)

@@ -1,0 +1,72 @@
+"""Logged predictions and ground truth of one model, read back from Kafka."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import TypeVar
+
+from google.protobuf.message import Message
+
+from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
+from flywheel.gateway.v1.events_pb2 import PredictionLog
+from flywheel_common.events import EventTypes, MalformedEvent, decode_event
+from flywheel_common.prediction_logs import ground_truth_label, input_rows
+from flywheel_common.settings import KafkaSettings
+from flywheel_common.topic_scan import records_since
+from flywheel_retrain.datasets import LoggedPrediction
+
+log = logging.getLogger(__name__)
+_Event = TypeVar("_Event", bound=Message)
+
+
+class LogReader:
+    def __init__(self, kafka: KafkaSettings, predictions_topic: str, ground_truth_topic: str):
+        self._kafka = kafka
+        self._predictions = predictions_topic
+        self._ground_truth = ground_truth_topic
+        self._types = EventTypes.flywheel()
+
+    async def predictions(self, model: str, since: datetime) -> list[LoggedPrediction]:
+        """Successful, non-shadow predictions of `model` logged since `since`, one row each
+        (requests of several rows are skipped: their ground truth names one label)."""
+        found: dict[str, LoggedPrediction] = {}
+        key = model.encode()
+        async for record in records_since(self._kafka, self._predictions, since):
+            if record.key != key:
+                continue
+            prediction = self._decode(record.headers, record.value, PredictionLog)
+            if prediction is None or prediction.shadow or prediction.status_code != 0:
+                continue
+            rows = input_rows(prediction)
+            if rows.shape[0] != 1:
+                continue
+            found[prediction.request_id] = LoggedPrediction(
+                prediction.request_id,
+                rows[0],
+                prediction.received_at.ToMicroseconds() / 1e6,
+            )
+        return list(found.values())
+
+    async def labels(self, model: str, since: datetime, request_ids: set[str]) -> dict[str, str]:
+        """Ground truth since `since` for the given requests (the newest label wins)."""
+        labels: dict[str, str] = {}
+        async for record in records_since(self._kafka, self._ground_truth, since):
+            truth = self._decode(record.headers, record.value, GroundTruth)
+            if truth is None or truth.request_id not in request_ids:
+                continue
+            if truth.model and truth.model != model:
+                continue
+            label = ground_truth_label(truth)
+            if label is not None:
+                labels[truth.request_id] = label
+        return labels
+
+    def _decode(self, headers: object, value: bytes | None, kind: type[_Event]) -> _Event | None:
+        try:
+            envelope = decode_event(headers, value, self._types)  # type: ignore[arg-type]
+        except MalformedEvent as error:
+            # The detector dead-letters these; the dataset simply leaves them out.
+            log.debug("skipping a malformed record: %s", error)
+            return None
+        return envelope.message if isinstance(envelope.message, kind) else None

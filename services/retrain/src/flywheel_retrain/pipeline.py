@@ -1,0 +1,521 @@
+"""One run from queue to decision: data, training, gate, promotion.
+
+Each stage starts by reading what the run already has, so a run interrupted by a restart
+resumes where it stopped: a materialised dataset is not built again, and a training job
+registers under the run's idempotency key, so repeating it never adds a second version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+
+from google.protobuf.message import Message
+
+from flywheel.retrain.v1 import events_pb2 as events
+from flywheel.retrain.v1 import types_pb2 as pb
+from flywheel_common.artifact_cache import ArtifactFetcher
+from flywheel_common.errors import FlywheelError
+from flywheel_common.registry_client import RegistryClient
+from flywheel_common.timestamps import duration, timestamp
+from flywheel_common.training import TrainingResult, TrainingRun
+from flywheel_retrain import datasets, domain
+from flywheel_retrain.converters import from_json, gate, holdout_size, to_json
+from flywheel_retrain.evaluation import metric_named
+from flywheel_retrain.executors import Executor, JobOutcome, JobSpec
+from flywheel_retrain.handlers import PRODUCTION, SYSTEM_ACTOR, Retrainer
+from flywheel_retrain.logs import LogReader
+from flywheel_retrain.scoring import predict_off_loop
+from flywheel_retrain.storage import RunRow
+
+log = logging.getLogger(__name__)
+
+LOG_FILE = "training.log"
+
+
+class RunFailed(Exception):
+    def __init__(self, stage: int, message: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    runs_dir: Path
+    registry_address: str
+    registry_token: str
+    training_timeout_seconds: float
+    log_tail_lines: int
+
+
+def log_path(runs_dir: Path, run_id: str) -> Path:
+    return runs_dir / run_id / LOG_FILE
+
+
+def read_tail(path: Path, lines: int) -> tuple[list[str], bool]:
+    """The last `lines` lines of a log and whether there were more."""
+    if not path.exists():
+        return [], False
+    every = path.read_text(errors="replace").splitlines()
+    return every[-lines:], len(every) > lines
+
+
+class RunPipeline:
+    def __init__(
+        self,
+        retrainer: Retrainer,
+        registry: RegistryClient,
+        logs: LogReader,
+        artifacts: ArtifactFetcher,
+        executors: dict[int, Executor],
+        settings: PipelineSettings,
+    ) -> None:
+        self._retrainer = retrainer
+        self._registry = registry
+        self._logs = logs
+        self._artifacts = artifacts
+        self._executors = executors
+        self._settings = settings
+
+    async def execute(self, run_id: str) -> None:
+        row = await self._retrainer.run(run_id)
+        try:
+            if row.state in (pb.RUN_STATE_QUEUED, pb.RUN_STATE_PREPARING_DATA):
+                row = await self._prepare_data(row)
+            if row.state == pb.RUN_STATE_TRAINING:
+                row = await self._train(row)
+            if row.state == pb.RUN_STATE_GATING:
+                await self._gate(row)
+        except RunFailed as failure:
+            await self._fail(run_id, failure.stage, str(failure))
+
+    # Data
+
+    async def _prepare_data(self, row: RunRow) -> RunRow:
+        row = await self._retrainer.change(
+            row.run_id,
+            [pb.RUN_STATE_QUEUED, pb.RUN_STATE_PREPARING_DATA],
+            lambda r: _set_state(r, pb.RUN_STATE_PREPARING_DATA),
+        )
+        policy = from_json(row.policy, pb.RetrainPolicy())
+        folder = self._settings.runs_dir / row.run_id
+        until = self._retrainer.now()
+        since = until - (policy.training_data.window.ToTimedelta() or timedelta(days=7))
+        try:
+            predictions = await self._logs.predictions(row.model, since)
+            labels = await self._logs.labels(row.model, since, {p.request_id for p in predictions})
+        except Exception as error:  # the broker is down or the topics are missing
+            raise RunFailed(
+                events.FAILURE_STAGE_DATA, f"cannot read logged predictions: {error}"
+            ) from error
+        feature_names, production_table, production_sha = await self._production_data(row)
+        joined, dropped = datasets.join_labels(
+            predictions, labels, feature_names, policy.training_data.max_rows
+        )
+        training, holdout = datasets.hold_out(joined, holdout_size(policy))
+        if not len(holdout):
+            raise RunFailed(
+                events.FAILURE_STAGE_DATA,
+                f"no labeled predictions of {row.model} in the last {until - since}: the gate "
+                "needs a holdout; send ground truth to flywheel.ground-truth",
+            )
+        logged_rows = len(training)
+        if production_table is not None:
+            training = datasets.concatenate(production_table, training)
+        if not len(training):
+            raise RunFailed(
+                events.FAILURE_STAGE_DATA,
+                f"all {len(holdout)} labeled predictions are needed for the holdout and the "
+                "production version has no training data to add; lower gate.holdout_size",
+            )
+        dataset_path, dataset_sha = await asyncio.to_thread(
+            datasets.write_dataset, folder / "dataset", training
+        )
+        holdout_path, holdout_sha = await asyncio.to_thread(
+            datasets.write_dataset, folder / "holdout", holdout
+        )
+        if dropped:
+            log.warning("run %s: %d logged rows had the wrong feature count", row.run_id, dropped)
+        info = pb.DatasetInfo(
+            uri=dataset_path.resolve().as_uri(),
+            sha256=dataset_sha,
+            row_count=len(training),
+            logged_row_count=logged_rows,
+            window_start=timestamp(since),
+            window_end=timestamp(until),
+            production_dataset_sha256=production_sha,
+        )
+
+        def prepared(r: RunRow) -> list[Message]:
+            r.dataset = to_json(info)
+            r.holdout_path = str(holdout_path)
+            r.state = pb.RUN_STATE_TRAINING
+            return []
+
+        log.info(
+            "run %s: dataset %s (%d rows, %d logged), holdout %s (%d rows)",
+            row.run_id,
+            dataset_sha[:12],
+            len(training),
+            logged_rows,
+            holdout_sha[:12],
+            len(holdout),
+        )
+        return await self._retrainer.change(row.run_id, [pb.RUN_STATE_PREPARING_DATA], prepared)
+
+    async def _production_data(
+        self, row: RunRow
+    ) -> tuple[list[str] | None, datasets.Table | None, str]:
+        """The base version's feature names and, when the policy includes it and its lineage
+        names a readable file with the recorded sha256, its training data."""
+        policy = from_json(row.policy, pb.RetrainPolicy())
+        base = await self._registry.model_version(row.model, row.base_version)
+        names = list(base.reference_sample.spec.feature_names) or None
+        lineage = base.lineage
+        if not policy.training_data.include_production_dataset or not lineage.dataset_uri:
+            return names, None, ""
+        if not lineage.dataset_uri.startswith("file://"):
+            log.warning(
+                "run %s: cannot read %s; only file:// datasets are read",
+                row.run_id,
+                lineage.dataset_uri,
+            )
+            return names, None, ""
+        path = Path(lineage.dataset_uri.removeprefix("file://"))
+        data = await asyncio.to_thread(_read_if_present, path)
+        if data is None:
+            log.warning("run %s: the production dataset %s is gone", row.run_id, path)
+            return names, None, ""
+        digest = hashlib.sha256(data).hexdigest()
+        if lineage.dataset_sha256 and digest != lineage.dataset_sha256:
+            raise RunFailed(
+                events.FAILURE_STAGE_DATA,
+                f"the production dataset {path} has sha256 {digest}, its lineage says "
+                f"{lineage.dataset_sha256}",
+            )
+        try:
+            table = datasets.from_csv(data)
+        except ValueError as error:
+            raise RunFailed(events.FAILURE_STAGE_DATA, f"{path}: {error}") from error
+        return names or table.feature_names, table, digest
+
+    # Training
+
+    async def _train(self, row: RunRow) -> RunRow:
+        policy = from_json(row.policy, pb.RetrainPolicy())
+        base = await self._registry.model_version(row.model, row.base_version)
+        command = policy.executor.entrypoint_override or base.lineage.training_entrypoint
+        if not command:
+            raise RunFailed(
+                events.FAILURE_STAGE_TRAINING,
+                f"{row.model} version {row.base_version} has no training entrypoint in its "
+                "lineage; register it with one or set executor.entrypoint_override",
+            )
+        executor = self._executors.get(row.executor)
+        if executor is None:
+            raise RunFailed(
+                events.FAILURE_STAGE_TRAINING,
+                f"executor {pb.ExecutorKind.Name(row.executor)} is not configured here",  # type: ignore[arg-type]
+            )
+        dataset = from_json(row.dataset, pb.DatasetInfo())
+        trigger = from_json(row.trigger, pb.Trigger())
+        folder = self._settings.runs_dir / row.run_id
+        timeout = (
+            policy.executor.timeout.ToTimedelta().total_seconds()
+            or self._settings.training_timeout_seconds
+        )
+        attempts = policy.executor.max_retries + 1
+        while True:
+            attempt = row.attempt + 1
+            output = folder / f"attempt-{attempt}"
+            job = JobSpec(
+                run=TrainingRun(
+                    model=row.model,
+                    run_id=row.run_id,
+                    dataset_path=dataset.uri.removeprefix("file://"),
+                    dataset_uri=dataset.uri,
+                    dataset_sha256=dataset.sha256,
+                    output_dir=str(output),
+                    registry_address=self._settings.registry_address,
+                    registry_token=self._settings.registry_token,
+                    parent_version=row.base_version,
+                    triggered_by=trigger.triggered_by,
+                    training_entrypoint=command,
+                ),
+                attempt=attempt,
+                command=command,
+                timeout_seconds=timeout,
+                log_path=log_path(self._settings.runs_dir, row.run_id),
+                env=dict(policy.executor.env),
+                image=policy.executor.image,
+            )
+            row = await self._retrainer.change(
+                row.run_id, [pb.RUN_STATE_TRAINING], partial(_begin_attempt, attempt=attempt)
+            )
+
+            async def started(
+                handle: str, run_id: str = row.run_id, attempt: int = attempt
+            ) -> None:
+                await self._retrainer.change(
+                    run_id,
+                    [pb.RUN_STATE_TRAINING],
+                    partial(
+                        _started,
+                        handle=handle,
+                        attempt=attempt,
+                        dataset=dataset,
+                        retrainer=self._retrainer,
+                    ),
+                )
+
+            began = time.monotonic()
+            outcome = await executor.run(job, started)
+            candidate, stage, error = await self._candidate(row, outcome, output)
+            if candidate:
+                elapsed = time.monotonic() - began
+                return await self._retrainer.change(
+                    row.run_id,
+                    [pb.RUN_STATE_TRAINING],
+                    partial(
+                        _succeeded,
+                        candidate=candidate,
+                        attempt=attempt,
+                        dataset=dataset,
+                        elapsed=elapsed,
+                        retrainer=self._retrainer,
+                    ),
+                )
+            retry = attempt < attempts
+            lines, _ = read_tail(job.log_path, self._settings.log_tail_lines)
+            row = await self._retrainer.change(
+                row.run_id,
+                [pb.RUN_STATE_TRAINING],
+                partial(
+                    _attempt_failed,
+                    stage=stage,
+                    error=error,
+                    attempt=attempt,
+                    will_retry=retry,
+                    lines=lines,
+                    retrainer=self._retrainer,
+                ),
+            )
+            if not retry:
+                return row
+
+    async def _candidate(
+        self, row: RunRow, outcome: JobOutcome, output: Path
+    ) -> tuple[int, int, str]:
+        """(candidate version, failure stage, error): the version when the job succeeded and
+        registered one carrying this run in its lineage."""
+        if not outcome.succeeded:
+            stage = (
+                events.FAILURE_STAGE_TIMEOUT if outcome.timed_out else events.FAILURE_STAGE_TRAINING
+            )
+            return 0, stage, outcome.error
+        try:
+            result = TrainingResult.read(output)
+        except ValueError as error:
+            return 0, events.FAILURE_STAGE_REGISTRATION, str(error)
+        if result.model != row.model:
+            return (
+                0,
+                events.FAILURE_STAGE_REGISTRATION,
+                (f"the job registered model {result.model!r}, not {row.model!r}"),
+            )
+        try:
+            version = await self._registry.model_version(row.model, result.version)
+        except FlywheelError as error:
+            return 0, events.FAILURE_STAGE_REGISTRATION, str(error)
+        if version.lineage.retrain_run_id != row.run_id:
+            return (
+                0,
+                events.FAILURE_STAGE_REGISTRATION,
+                (
+                    f"version {result.version} does not name run {row.run_id} in its lineage "
+                    "(lineage.retrain_run_id); register with the TrainingRun's lineage"
+                ),
+            )
+        return result.version, 0, ""
+
+    # Gate
+
+    async def _gate(self, row: RunRow) -> None:
+        policy = from_json(row.policy, pb.RetrainPolicy())
+        rule = gate(policy)
+        production = await self._registry.alias_version(row.model, PRODUCTION)
+        production_version = production.version if production is not None else 0
+        try:
+            holdout = datasets.from_csv(await asyncio.to_thread(Path(row.holdout_path).read_bytes))
+            _, candidate_file = await self._artifacts.fetch(row.model, row.candidate_version)
+            metric = metric_named(rule.metric)
+            candidate_value = metric.score(
+                holdout.labels, await predict_off_loop(candidate_file, holdout.features)
+            )
+            production_value: float | None = None
+            if production_version:
+                _, production_file = await self._artifacts.fetch(row.model, production_version)
+                production_value = metric.score(
+                    holdout.labels, await predict_off_loop(production_file, holdout.features)
+                )
+        except (OSError, ValueError, FlywheelError) as error:
+            raise RunFailed(events.FAILURE_STAGE_GATING, f"cannot evaluate: {error}") from error
+        verdict = domain.evaluate_gate(rule, candidate_value, production_value)
+        result = pb.GateResult(
+            decision=pb.GATE_DECISION_PASSED if verdict.passed else pb.GATE_DECISION_FAILED,
+            metric=rule.metric,
+            goal=pb.METRIC_GOAL_MAXIMIZE if rule.higher_is_better else pb.METRIC_GOAL_MINIMIZE,
+            candidate_value=verdict.candidate,
+            production_value=verdict.production,
+            improvement=verdict.improvement,
+            min_improvement=rule.min_improvement,
+            holdout_size=len(holdout),
+            holdout_sha256=hashlib.sha256(datasets.to_csv(holdout)).hexdigest(),
+            summary=verdict.reason,
+            evaluated_at=timestamp(self._retrainer.now()),
+        )
+        log.info("run %s gate: %s", row.run_id, verdict.reason)
+        sign_off = policy.approval_mode == pb.APPROVAL_MODE_HUMAN_SIGN_OFF
+        if verdict.passed and not sign_off:
+            await self._registry.set_alias(
+                row.model,
+                PRODUCTION,
+                row.candidate_version,
+                f"retrain run {row.run_id}: {verdict.reason}",
+            )
+        if not verdict.passed:
+            state, outcome = pb.RUN_STATE_REJECTED, events.CANDIDATE_OUTCOME_REJECTED_BY_GATE
+        elif sign_off:
+            state, outcome = (
+                pb.RUN_STATE_AWAITING_APPROVAL,
+                events.CANDIDATE_OUTCOME_AWAITING_APPROVAL,
+            )
+        else:
+            state, outcome = pb.RUN_STATE_PROMOTED, events.CANDIDATE_OUTCOME_PROMOTED
+
+        def gated(r: RunRow) -> list[Message]:
+            r.state = state
+            r.gate = {**to_json(result), "production_version": production_version}
+            if not verdict.passed:
+                r.error = f"rejected by the gate: {verdict.reason}"
+            return [
+                events.CandidateGated(
+                    run_id=r.run_id,
+                    model=r.model,
+                    candidate_version=r.candidate_version,
+                    production_version=production_version,
+                    gate=result,
+                    outcome=outcome,
+                    actor=SYSTEM_ACTOR,
+                    occurred_at=timestamp(self._retrainer.now()),
+                )
+            ]
+
+        await self._retrainer.change(row.run_id, [pb.RUN_STATE_GATING], gated)
+
+    async def _fail(self, run_id: str, stage: int, error: str) -> None:
+        log.warning("run %s failed: %s", run_id, error)
+        lines, _ = read_tail(
+            log_path(self._settings.runs_dir, run_id), self._settings.log_tail_lines
+        )
+        await self._retrainer.change(
+            run_id,
+            [
+                pb.RUN_STATE_QUEUED,
+                pb.RUN_STATE_PREPARING_DATA,
+                pb.RUN_STATE_TRAINING,
+                pb.RUN_STATE_GATING,
+            ],
+            lambda r: _attempt_failed(
+                r, stage, error, max(r.attempt, 1), False, lines, self._retrainer
+            ),
+        )
+
+
+def _read_if_present(path: Path) -> bytes | None:
+    return path.read_bytes() if path.exists() else None
+
+
+def _set_state(row: RunRow, state: int) -> list[Message]:
+    row.state = state
+    return []
+
+
+def _begin_attempt(row: RunRow, attempt: int) -> list[Message]:
+    row.attempt = attempt
+    row.executor_job_id = ""
+    return []
+
+
+def _started(
+    row: RunRow, handle: str, attempt: int, dataset: pb.DatasetInfo, retrainer: Retrainer
+) -> list[Message]:
+    now = retrainer.now()
+    row.executor_job_id = handle
+    row.started_at = row.started_at or now
+    return [
+        events.RetrainStarted(
+            run_id=row.run_id,
+            model=row.model,
+            dataset=dataset,
+            executor=row.executor,  # type: ignore[arg-type]
+            executor_job_id=handle,
+            attempt=attempt,
+            occurred_at=timestamp(now),
+        )
+    ]
+
+
+def _succeeded(
+    row: RunRow,
+    candidate: int,
+    attempt: int,
+    dataset: pb.DatasetInfo,
+    elapsed: float,
+    retrainer: Retrainer,
+) -> list[Message]:
+    row.candidate_version = candidate
+    row.state = pb.RUN_STATE_GATING
+    return [
+        events.RetrainSucceeded(
+            run_id=row.run_id,
+            model=row.model,
+            candidate_version=candidate,
+            dataset=dataset,
+            attempt=attempt,
+            training_duration=duration(elapsed),
+            occurred_at=timestamp(retrainer.now()),
+        )
+    ]
+
+
+def _attempt_failed(
+    row: RunRow,
+    stage: int,
+    error: str,
+    attempt: int,
+    will_retry: bool,
+    lines: list[str],
+    retrainer: Retrainer,
+) -> list[Message]:
+    if not will_retry:
+        row.state = pb.RUN_STATE_FAILED
+        row.error = error
+    return [
+        events.RetrainFailed(
+            run_id=row.run_id,
+            model=row.model,
+            stage=stage,  # type: ignore[arg-type]
+            error=error,
+            attempt=attempt,
+            will_retry=will_retry,
+            log_tail=lines,
+            occurred_at=timestamp(retrainer.now()),
+        )
+    ]
