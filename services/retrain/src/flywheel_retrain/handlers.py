@@ -359,6 +359,7 @@ class Retrainer:
             candidate_version=0,
             error="",
             holdout_path="",
+            gated_against=0,
             created_at=now,
             updated_at=now,
         )
@@ -499,9 +500,7 @@ class Retrainer:
                     run_id=row.run_id,
                     model=row.model,
                     candidate_version=row.candidate_version,
-                    production_version=int(row.gate.get("production_version", 0))
-                    if row.gate
-                    else 0,
+                    production_version=row.gated_against,
                     gate=gate,
                     outcome=events.CANDIDATE_OUTCOME_PROMOTED
                     if approved

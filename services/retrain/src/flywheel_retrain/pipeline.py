@@ -401,7 +401,8 @@ class RunPipeline:
 
         def gated(r: RunRow) -> list[Message]:
             r.state = state
-            r.gate = {**to_json(result), "production_version": production_version}
+            r.gate = to_json(result)
+            r.gated_against = production_version
             if not verdict.passed:
                 r.error = f"rejected by the gate: {verdict.reason}"
             return [

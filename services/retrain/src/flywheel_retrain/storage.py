@@ -60,6 +60,8 @@ class RunRow(Base):
     holdout_path: Mapped[str] = mapped_column(Text, default="")
     candidate_version: Mapped[int] = mapped_column(BigInteger, default=0)
     gate: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    gated_against: Mapped[int] = mapped_column(BigInteger, default=0)
+    """The production version the gate compared the candidate with."""
     approval: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(_TIME, index=True)

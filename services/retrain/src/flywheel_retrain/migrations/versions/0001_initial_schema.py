@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: b903bb2baaa1
+Revision ID: 7bf673cd746c
 Revises:
-Create Date: 2026-11-23 19:26:09.241546
+Create Date: 2026-11-23 19:28:48.930377
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "b903bb2baaa1"
+revision: str = "7bf673cd746c"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -102,6 +102,7 @@ def upgrade() -> None:
         sa.Column("holdout_path", sa.Text(), nullable=False),
         sa.Column("candidate_version", sa.BigInteger(), nullable=False),
         sa.Column("gate", sa.JSON(), nullable=True),
+        sa.Column("gated_against", sa.BigInteger(), nullable=False),
         sa.Column("approval", sa.JSON(), nullable=True),
         sa.Column("error", sa.Text(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),

@@ -1,0 +1,354 @@
+"""A real registry, deployer and retrain trigger on real Kafka, with a breast-cancer model
+trained and promoted by the example pipeline, and helpers that log traffic and labels."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from sklearn.datasets import load_breast_cancer
+
+from flywheel.common.v1 import types_pb2 as common_types
+from flywheel.deployer.v1 import deployer_pb2 as deployer_pb
+from flywheel.deployer.v1 import deployer_pb2_grpc as deployer_grpc
+from flywheel.drift.v1 import events_pb2 as drift_events
+from flywheel.drift.v1 import ground_truth_pb2
+from flywheel.drift.v1 import types_pb2 as drift_types
+from flywheel.gateway.v1 import events_pb2 as gateway_events
+from flywheel.registry.v1 import registry_pb2 as registry_pb
+from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
+from flywheel.retrain.v1 import retrain_pb2 as retrain_pb
+from flywheel.retrain.v1 import retrain_pb2_grpc as retrain_grpc
+from flywheel.retrain.v1 import types_pb2 as retrain_types
+from flywheel_common.events import EventTypes, decode_event
+from flywheel_common.publisher import EventPublisher
+from flywheel_common.service import Service
+from flywheel_common.settings import GrpcSettings, KafkaSettings, TelemetrySettings
+from flywheel_common.testing import bounded, tombstone
+from flywheel_common.timestamps import timestamp
+from flywheel_common.topics import (
+    DEPLOYMENTS,
+    DRIFT_ALERTS,
+    GROUND_TRUTH,
+    PREDICTIONS,
+    RETRAIN_EVENTS,
+)
+from flywheel_deployer.app import build as build_deployer
+from flywheel_deployer.settings import DeployerSettings
+from flywheel_registry.app import build as build_registry
+from flywheel_registry.settings import RegistrySettings
+from flywheel_retrain.app import build as build_retrain
+from flywheel_retrain.settings import RetrainSettings
+
+TELEMETRY = TelemetrySettings(metrics_port=-1, log_level="WARNING")
+EXAMPLE = "flywheel_examples.breast_cancer"
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 90.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not await condition():
+            await asyncio.sleep(0.2)
+
+
+def breast_cancer(shift_sigmas: float = 0.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The bundled breast-cancer rows in a random order, every feature moved by
+    `shift_sigmas` standard deviations (the labels stay: the world changed, not the truth)."""
+    features, labels = load_breast_cancer(return_X_y=True)
+    order = np.random.default_rng(seed).permutation(len(labels))
+    moved = features + shift_sigmas * features.std(axis=0)
+    return moved[order], labels[order]
+
+
+def retrain_settings(
+    kafka: KafkaSettings, registry: str, data_dir: Path, **fields: Any
+) -> RetrainSettings:
+    values: dict[str, Any] = {
+        "grpc": GrpcSettings(port=0),
+        "kafka": kafka,
+        "telemetry": TELEMETRY,
+        "data_dir": data_dir,
+        "registry_address": registry,
+        "reconcile_interval_seconds": 0.2,
+        "consumer_group": f"retrain-test-{uuid.uuid4().hex[:8]}",
+    }
+    values.update(fields)
+    return RetrainSettings(**values)
+
+
+def train_first_version(registry: str, model: str, data_dir: Path) -> None:
+    """The example pipeline's first training, as a user runs it: v1, promoted."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            EXAMPLE,
+            "--model",
+            model,
+            "--registry",
+            registry,
+            "--data-dir",
+            str(data_dir),
+            "--promote",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+@dataclass
+class Loop:
+    model: str
+    registry: Service
+    deployer: Service
+    retrain: Service | None
+    publisher: EventPublisher
+    kafka: KafkaSettings
+    data_dir: Path
+    events: list[Any] = field(default_factory=list)
+    retrain_address: str = ""
+    _channels: list[grpc.aio.Channel] = field(default_factory=list)
+
+    def _stub(self, factory: Any, address: str) -> Any:
+        channel = grpc.aio.insecure_channel(address)
+        self._channels.append(channel)
+        return factory(channel)
+
+    @property
+    def api(self) -> Any:
+        address = self.retrain_address or (self.retrain.grpc.address if self.retrain else "")
+        return self._stub(retrain_grpc.RetrainServiceStub, address)
+
+    @property
+    def registry_api(self) -> Any:
+        return self._stub(registry_grpc.RegistryServiceStub, self.registry.grpc.address)
+
+    @property
+    def deployer_api(self) -> Any:
+        return self._stub(deployer_grpc.DeployerServiceStub, self.deployer.grpc.address)
+
+    async def set_policy(self, **fields: Any) -> retrain_types.RetrainPolicy:
+        current = (
+            await self.api.GetRetrainPolicy(retrain_pb.GetRetrainPolicyRequest(model=self.model))
+        ).policy
+        policy = retrain_types.RetrainPolicy()
+        policy.CopyFrom(current)
+        for name, value in fields.items():
+            target = getattr(policy, name)
+            if hasattr(target, "CopyFrom"):
+                target.CopyFrom(value)
+            else:
+                setattr(policy, name, value)
+        response = await self.api.SetRetrainPolicy(
+            retrain_pb.SetRetrainPolicyRequest(policy=policy)
+        )
+        return response.policy
+
+    async def log_traffic(self, features: np.ndarray, labels: np.ndarray) -> None:
+        """Each row as a logged prediction of the production version, and its ground truth."""
+        predictions, truths = [], []
+        for row, label in zip(features, labels, strict=True):
+            request_id = uuid.uuid4().hex
+            row32 = row.astype(np.float32)[None, :]
+            log = gateway_events.PredictionLog(
+                request_id=request_id,
+                model=self.model,
+                version=1,
+                inputs=[
+                    common_types.Tensor(
+                        name="features",
+                        datatype="FP32",
+                        shape=[1, row32.shape[1]],
+                        data=row32.tobytes(),
+                    )
+                ],
+                outputs=[
+                    common_types.Tensor(
+                        name="label",
+                        datatype="INT64",
+                        shape=[1],
+                        data=np.array([1], np.int64).tobytes(),
+                    )
+                ],
+                received_at=timestamp(datetime.now(UTC)),
+            )
+            predictions.append(
+                PREDICTIONS.record(log, source="flywheel-gateway", subject=self.model)
+            )
+            truth = ground_truth_pb2.GroundTruth(
+                request_id=request_id, model=self.model, int64_label=int(label)
+            )
+            truths.append(
+                GROUND_TRUTH.record(truth, source="labels", subject=self.model, key=request_id)
+            )
+        await self.publisher.send(predictions)
+        await self.publisher.send(truths)
+
+    async def alert(self, alert_id: str = "", severity: int = drift_types.SEVERITY_HIGH) -> str:
+        alert_id = alert_id or uuid.uuid4().hex
+        message = drift_events.DriftAlert(
+            alert_id=alert_id,
+            model=self.model,
+            version=1,
+            kinds=[drift_types.ALERT_KIND_DATA],
+            severity=severity,
+            features_tested=30,
+            features_drifted=12,
+            occurred_at=timestamp(datetime.now(UTC)),
+        )
+        await self.publisher.publish(DRIFT_ALERTS, message, subject=self.model)
+        return alert_id
+
+    async def runs(self) -> list[Any]:
+        response = await self.api.ListRuns(retrain_pb.ListRunsRequest(model=self.model))
+        return list(response.runs)
+
+    async def wait_run(self, states: set[int], timeout: float = 120.0) -> Any:
+        found: list[Any] = []
+
+        async def reached() -> bool:
+            found[:] = [r for r in await self.runs() if r.state in states]
+            return bool(found)
+
+        await eventually(reached, timeout)
+        return found[0]
+
+    async def version(self, version: int) -> Any:
+        response = await self.registry_api.GetModelVersion(
+            registry_pb.GetModelVersionRequest(model=self.model, version=version)
+        )
+        return response.model_version
+
+    async def production(self) -> int:
+        response = await self.registry_api.GetModelVersionByAlias(
+            registry_pb.GetModelVersionByAliasRequest(model=self.model, alias="production")
+        )
+        return int(response.model_version.version)
+
+    async def versions(self) -> list[int]:
+        response = await self.registry_api.ListModelVersions(
+            registry_pb.ListModelVersionsRequest(model=self.model, page_size=100)
+        )
+        return sorted(v.version for v in response.model_versions)
+
+    async def rollouts(self) -> list[Any]:
+        response = await self.deployer_api.ListRollouts(
+            deployer_pb.ListRolloutsRequest(model=self.model)
+        )
+        return list(response.rollouts)
+
+    def of_type(self, name: str) -> list[Any]:
+        return [e for e in self.events if type(e).__name__ == name]
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close()
+
+
+async def _collect(bootstrap: str, model: str, sink: list[Any], ready: asyncio.Event) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    types = EventTypes.flywheel()
+    seen: set[str] = set()
+    try:
+        partitions = [
+            TopicPartition(RETRAIN_EVENTS.name, p) for p in range(RETRAIN_EVENTS.partitions)
+        ]
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
+        for partition in partitions:
+            await consumer.position(partition)
+        ready.set()
+        while True:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for record in records:
+                    if record.key != model.encode():
+                        continue
+                    envelope = decode_event(record.headers, record.value, types)
+                    if envelope.id not in seen:
+                        seen.add(envelope.id)
+                        sink.append(envelope.message)
+    finally:
+        await consumer.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_loop(
+    kafka_bootstrap: str, tmp_path: Path, *, start_retrain: bool = True, **retrain_fields: Any
+) -> AsyncIterator[Loop]:
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, linger_ms=1)
+    model = f"cancer-{uuid.uuid4().hex[:8]}"
+    async with contextlib.AsyncExitStack() as cleanup:
+        registry = build_registry(
+            RegistrySettings(
+                grpc=GrpcSettings(port=0),
+                kafka=kafka,
+                telemetry=TELEMETRY,
+                data_dir=tmp_path / "registry",
+                consumer_group=f"registry-test-{uuid.uuid4().hex[:8]}",
+            )
+        )
+        await registry.start()
+        cleanup.push_async_callback(bounded, registry.stop)
+        deployer = build_deployer(
+            DeployerSettings(
+                grpc=GrpcSettings(port=0),
+                kafka=kafka,
+                telemetry=TELEMETRY,
+                data_dir=tmp_path / "deployer",
+                registry_address=registry.grpc.address,
+                reconcile_interval_seconds=0.2,
+                consumer_group=f"deployer-test-{uuid.uuid4().hex[:8]}",
+            )
+        )
+        await deployer.start()
+        cleanup.push_async_callback(bounded, deployer.stop)
+        retrain = None
+        if start_retrain:
+            retrain = build_retrain(
+                retrain_settings(
+                    kafka, registry.grpc.address, tmp_path / "retrain", **retrain_fields
+                )
+            )
+            await retrain.start()
+            cleanup.push_async_callback(bounded, retrain.stop)
+        publisher = EventPublisher(kafka, source="flywheel-tests")
+        await publisher.start()
+        cleanup.push_async_callback(bounded, publisher.stop)
+        loop = Loop(model, registry, deployer, retrain, publisher, kafka, tmp_path)
+        cleanup.push_async_callback(bounded, loop.close)
+        cleanup.push_async_callback(
+            bounded, lambda: tombstone(kafka_bootstrap, DEPLOYMENTS.name, [model])
+        )
+        ready = asyncio.Event()
+        collector = asyncio.create_task(_collect(kafka_bootstrap, model, loop.events, ready))
+
+        async def stop_collector() -> None:
+            collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collector
+
+        cleanup.push_async_callback(stop_collector)
+        await asyncio.wait_for(ready.wait(), 30)
+        await asyncio.to_thread(
+            train_first_version, registry.grpc.address, model, tmp_path / "examples"
+        )
+        yield loop
+
+
+@pytest.fixture
+async def loop(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[Loop]:
+    async with running_loop(kafka_bootstrap, tmp_path) as running:
+        yield running
