@@ -1,0 +1,82 @@
+"""A retrain trigger killed with SIGKILL mid-run starts no duplicate run and no duplicate
+version: the restarted process resumes the run it finds in its database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import uuid
+from pathlib import Path
+
+from flywheel.retrain.v1 import types_pb2 as pb
+from flywheel_common.healthcheck import wait_until_serving
+from flywheel_common.testing import unused_port
+
+from .conftest import breast_cancer, running_loop
+
+# The example pipeline, three seconds slower: long enough to be killed during training.
+SLOW_TRAINING = (
+    'python -c "import runpy, sys, time; time.sleep(3); sys.argv = [sys.argv[0]]; '
+    "runpy.run_module('flywheel_examples.breast_cancer', run_name='__main__')\""
+)
+
+
+async def trigger_process(env: dict[str, str], port: int) -> asyncio.subprocess.Process:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "flywheel_retrain", env=os.environ | env
+    )
+    if await wait_until_serving([f"127.0.0.1:{port}"], timeout=60):
+        process.kill()
+        raise RuntimeError("the retrain trigger did not start")
+    return process
+
+
+async def test_a_trigger_killed_mid_run_resumes_it_without_a_duplicate(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    port = unused_port()
+    async with running_loop(kafka_bootstrap, tmp_path, start_retrain=False) as loop:
+        loop.retrain_address = f"127.0.0.1:{port}"
+        env = {
+            "FLYWHEEL_RETRAIN_GRPC__PORT": str(port),
+            "FLYWHEEL_RETRAIN_DATA_DIR": str(tmp_path / "retrain"),
+            "FLYWHEEL_RETRAIN_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "FLYWHEEL_RETRAIN_REGISTRY_ADDRESS": loop.registry.grpc.address,
+            "FLYWHEEL_RETRAIN_CONSUMER_GROUP": f"retrain-test-{uuid.uuid4().hex[:8]}",
+            "FLYWHEEL_RETRAIN_RECONCILE_INTERVAL_SECONDS": "0.2",
+            "FLYWHEEL_RETRAIN_TELEMETRY__METRICS_PORT": "-1",
+            "FLYWHEEL_RETRAIN_TELEMETRY__LOG_LEVEL": "ERROR",
+        }
+        first = await trigger_process(env, port)
+        second = None
+        try:
+            await loop.set_policy(
+                gate=pb.EvaluationGate(metric="accuracy", holdout_size=100),
+                executor=pb.ExecutorConfig(entrypoint_override=SLOW_TRAINING),
+            )
+            await loop.log_traffic(*breast_cancer(shift_sigmas=1.0))
+            alert_id = await loop.alert()
+            await loop.wait_run({pb.RUN_STATE_TRAINING})
+            first.send_signal(signal.SIGKILL)
+            await first.wait()
+
+            second = await trigger_process(env, port)
+            await loop.alert(alert_id)  # the alert again, as a redelivery would bring it
+            run = await loop.wait_run(
+                {pb.RUN_STATE_PROMOTED, pb.RUN_STATE_FAILED, pb.RUN_STATE_REJECTED}
+            )
+            assert run.state == pb.RUN_STATE_PROMOTED, run.error
+            assert run.attempt == 2  # the killed attempt, then the resumed one
+            assert len(await loop.runs()) == 1
+            # The orphaned first attempt and the resumed one registered under the run's
+            # idempotency key: one candidate version, not two.
+            await asyncio.sleep(4)  # the orphan has finished by now
+            assert await loop.versions() == [1, 2]
+            assert await loop.production() == 2
+        finally:
+            for process in (first, second):
+                if process is not None and process.returncode is None:
+                    process.terminate()
+                    await process.wait()
