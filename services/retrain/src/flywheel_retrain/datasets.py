@@ -53,20 +53,20 @@ def join_labels(
     for a feature count unlike the names (or, without names, unlike the most common one).
     With `max_rows`, only the newest rows are kept."""
     joined = sorted((p for p in predictions if p.request_id in labels), key=lambda p: p.received_at)
-    if max_rows:
-        joined = joined[-max_rows:]
     if not joined:
         return Table.empty(feature_names or []), 0
     widths = [len(p.features) for p in joined]
     width = len(feature_names) if feature_names else max(set(widths), key=widths.count)
     kept = [p for p in joined if len(p.features) == width]
+    if max_rows:
+        kept = kept[-max_rows:]
     names = list(feature_names) if feature_names else [f"f{i}" for i in range(width)]
     table = Table(
         names,
         np.vstack([p.features for p in kept]) if kept else np.empty((0, width)),
         [labels[p.request_id] for p in kept],
     )
-    return table, len(joined) - len(kept)
+    return table, sum(1 for width_of in widths if width_of != width)
 
 
 def hold_out(table: Table, holdout_size: int) -> tuple[Table, Table]:
