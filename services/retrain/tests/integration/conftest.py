@@ -42,6 +42,7 @@ from flywheel_common.topics import (
     DEPLOYMENTS,
     DRIFT_ALERTS,
     GROUND_TRUTH,
+    MODEL_METRICS,
     PREDICTIONS,
     RETRAIN_EVENTS,
 )
@@ -210,6 +211,21 @@ class Loop:
         )
         await self.publisher.publish(DRIFT_ALERTS, message, subject=self.model)
         return alert_id
+
+    async def metrics_window(self, accuracy: float, labeled: int) -> str:
+        """A ModelMetricsWindow of version 1 as the drift detector publishes it."""
+        window_id = f"{self.model}-1-{uuid.uuid4().hex[:8]}"
+        moment = timestamp(datetime.now(UTC))
+        window = drift_events.ModelMetricsWindow(
+            model=self.model,
+            version=1,
+            window=drift_types.WindowRef(window_id=window_id, start=moment, end=moment),
+            request_count=100,
+            label_metrics=drift_types.LabelMetrics(labeled_count=labeled, accuracy=accuracy),
+            emitted_at=moment,
+        )
+        await self.publisher.publish(MODEL_METRICS, window, subject=self.model)
+        return window_id
 
     async def runs(self) -> list[Any]:
         response = await self.api.ListRuns(retrain_pb.ListRunsRequest(model=self.model))

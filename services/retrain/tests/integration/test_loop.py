@@ -196,3 +196,33 @@ async def _consumed(loop: Loop) -> bool:
     finally:
         await consumer.stop()
     return bool(committed) and all(committed[p].offset >= ends[p] for p in committed)
+
+
+async def test_accuracy_decaying_over_consecutive_windows_starts_a_run(loop: Loop) -> None:
+    await loop.set_policy(
+        alert_trigger=pb.AlertTrigger(enabled=False),
+        decay_trigger=pb.DecayTrigger(
+            enabled=True,
+            metric=pb.DECAY_METRIC_ACCURACY,
+            threshold=0.8,
+            consecutive_windows=2,
+            min_labeled_count=50,
+        ),
+        min_new_labeled_samples=100,
+        cooldown=_duration(timedelta(0)),
+        executor=pb.ExecutorConfig(entrypoint_override='python -c "raise SystemExit(1)"'),
+    )
+    await loop.log_traffic(*breast_cancer(shift_sigmas=1.0))
+    await loop.alert()  # alerts are switched off by this policy
+    await loop.metrics_window(accuracy=0.95, labeled=80)
+    await loop.metrics_window(accuracy=0.6, labeled=80)
+    await loop.metrics_window(accuracy=0.9, labeled=80)  # the streak breaks
+    await loop.metrics_window(accuracy=0.55, labeled=10)  # too few labels to count
+    await loop.metrics_window(accuracy=0.6, labeled=80)
+    last = await loop.metrics_window(accuracy=0.5, labeled=80)
+
+    run = await loop.wait_run({pb.RUN_STATE_FAILED, pb.RUN_STATE_PROMOTED})
+    assert run.trigger.kind == pb.TRIGGER_KIND_METRIC_DECAY
+    assert run.trigger.source_id == last
+    assert run.trigger.triggered_by == f"metric-decay:{last}"
+    assert len(await loop.runs()) == 1
