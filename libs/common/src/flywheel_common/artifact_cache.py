@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 from pathlib import Path
 
 import grpc
@@ -31,7 +32,7 @@ class ArtifactFetcher:
         """The artifact's sha256 and its verified file in the cache."""
         digest = hashlib.sha256()
         expected = ""
-        temp = self._cache / "tmp" / f"{model}-{version}-{os.getpid()}.part"
+        temp = self._cache / "tmp" / f"{model}-{version}-{uuid.uuid4().hex}.part"
         temp.parent.mkdir(parents=True, exist_ok=True)
         try:
             with temp.open("wb") as handle:
@@ -45,6 +46,8 @@ class ArtifactFetcher:
                         cached = self._path(expected)
                         if cached.exists():
                             stream.cancel()
+                            handle.close()
+                            temp.unlink(missing_ok=True)
                             return expected, cached
                     digest.update(message.chunk)
                     handle.write(message.chunk)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -25,7 +25,7 @@ async def topic_partitions(settings: KafkaSettings, topic: str) -> list[TopicPar
 
 async def records_since(
     settings: KafkaSettings, topic: str, since: datetime, batch_timeout_ms: int = 500
-) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+) -> AsyncGenerator[ConsumerRecord[bytes, bytes], None]:
     """Every committed record written at or after `since` and before the call, partition by
     partition interleaved; records produced during the scan are left for the next one."""
     partitions = await topic_partitions(settings, topic)

@@ -9,7 +9,7 @@ from flywheel_common.consumer import Handler
 from flywheel_common.db import Database
 from flywheel_common.events import Envelope
 from flywheel_common.inbox import deduplicated
-from flywheel_retrain.handlers import Cause, Retrainer
+from flywheel_retrain.handlers import Retrainer
 
 METRICS_CONSUMER = "retrain.model-metrics"
 
@@ -27,21 +27,20 @@ def alert_follower(retrainer: Retrainer) -> Handler:
 
 def window_follower(retrainer: Retrainer, database: Database) -> Handler:
     """flywheel.model-metrics: each window is stored once (labels count toward the guards,
-    values toward decay); a window that completes a decay starts a run after it commits."""
+    values toward decay); then decay is evaluated, on every delivery, so a decay whose run
+    could not start (the registry was down, the process died) starts on redelivery."""
 
     async def handle(envelope: Envelope) -> None:
         message = envelope.message
         if not isinstance(message, drift_events.ModelMetricsWindow):
             return
-        causes: list[Cause] = []
 
         async def record(envelope: Envelope, session: AsyncSession) -> None:
-            cause = await retrainer.record_window(session, message)
-            if cause is not None:
-                causes.append(cause)
+            await retrainer.record_window(session, message)
 
         await deduplicated(database, METRICS_CONSUMER, record)(envelope)
-        for cause in causes:
+        cause = await retrainer.decay_cause(message.model, message.version)
+        if cause is not None:
             await retrainer.on_decay(message.model, cause)
 
     return handle

@@ -107,5 +107,9 @@ class RunEngine:
                 continue
             if (policy.model, slot) in self._fired:
                 continue
+            try:
+                await self._retrainer.on_schedule(policy.model, slot, schedule.cron)
+            except Exception:
+                log.exception("the schedule of %s could not start a run; retrying", policy.model)
+                continue
             self._fired.add((policy.model, slot))
-            await self._retrainer.on_schedule(policy.model, slot, schedule.cron)

@@ -109,8 +109,9 @@ class LocalExecutor:
             return JobOutcome(
                 False, timed_out=True, error=f"exceeded its {job.timeout_seconds:.0f}s limit"
             )
-        except asyncio.CancelledError:
-            await self._terminate(process)
+        except BaseException:
+            # Cancelled, or the run could not record its start: the job must not outlive it.
+            await asyncio.shield(self._terminate(process))
             raise
         finally:
             self._processes.pop(job.run.run_id, None)

@@ -58,7 +58,7 @@ class RetrainServicer(pb_grpc.RetrainServiceServicer):
         if not 0 <= request.log_tail_lines <= MAX_LOG_TAIL_LINES:
             raise InvalidArgument(f"log_tail_lines must be between 0 and {MAX_LOG_TAIL_LINES}")
         run = await self._retrainer.get_run(required(request.run_id, "run_id"))
-        lines, truncated = read_tail(
+        lines, truncated = await read_tail(
             log_path(self._runs_dir, run.run_id), request.log_tail_lines or self._default_tail
         )
         return pb.GetRunResponse(run=run, log_tail=lines, log_truncated=truncated)

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from google.protobuf.message import Message
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
 
 from flywheel.drift.v1 import events_pb2 as drift_events
 from flywheel.registry.v1 import types_pb2 as registry_types
@@ -26,7 +27,7 @@ from flywheel.retrain.v1 import events_pb2 as events
 from flywheel.retrain.v1 import types_pb2 as pb
 from flywheel_common.auth import current_principal, require_role
 from flywheel_common.db import Database
-from flywheel_common.errors import FailedPrecondition, InvalidArgument, NotFound
+from flywheel_common.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from flywheel_common.outbox import Outbox
 from flywheel_common.registry_client import RegistryClient
 from flywheel_common.settings import Role
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 PRODUCTION = "production"
 SYSTEM_ACTOR = "system:retrain"
 MAX_PAGE_SIZE = 200
+_CHANGE_ATTEMPTS = 5
 
 
 def _now() -> datetime:
@@ -118,6 +120,11 @@ class Retrainer:
 
     def now(self) -> datetime:
         return self._clock()
+
+    def model_lock(self, model: str) -> asyncio.Lock:
+        """Serialises this process's decisions about one model: new runs, promotions,
+        cancellations and sign-offs."""
+        return self._model_locks[model]
 
     # Policies
 
@@ -189,9 +196,9 @@ class Retrainer:
 
     async def record_window(
         self, session: AsyncSession, message: drift_events.ModelMetricsWindow
-    ) -> Cause | None:
-        """Store a metric window (labels for the guards, values for decay); the decay cause
-        it completes, if any. Runs inside the consumer's deduplicating transaction."""
+    ) -> None:
+        """Store a metric window once: its labels count toward the guards, its values
+        toward decay. Runs inside the consumer's deduplicating transaction."""
         labels = message.label_metrics
         end = message.window.end.ToDatetime(UTC) if message.window.HasField("end") else self.now()
         await storage.save_window(
@@ -211,34 +218,37 @@ class Retrainer:
                 else None,
             },
         )
-        policy, _ = await self._policy(session, message.model)
-        rule = decay_rule(policy)
-        if not rule.enabled:
-            return None
-        last = await storage.last_run(session, message.model)
-        since = _aware(last.created_at) if last is not None else None
+
+    async def decay_cause(self, model: str, version: int) -> Cause | None:
+        """The decay the stored windows of a version complete since the model's last run,
+        if any. Evaluated again on every delivery: the cause is named by its last window,
+        so a repeated evaluation finds the run it started instead of starting another."""
+        async with self._database.transaction() as session:
+            policy, _ = await self._policy(session, model)
+            rule = decay_rule(policy)
+            if not rule.enabled:
+                return None
+            last = await storage.last_run(session, model)
+            since = _aware(last.created_at) if last is not None else None
+            windows = await storage.windows_of(session, model, version, since)
         tracker = domain.DecayTracker(rule)
-        fired = False
-        for window in await storage.windows_of(session, message.model, message.version, since):
-            fired = tracker.observe(
-                domain.MetricWindow(
-                    window.window_id,
-                    window.model,
-                    window.version,
-                    decay_value(policy.decay_trigger.metric, window),
-                    window.labeled,
-                )
+        fired = None
+        for window in windows:
+            value = decay_value(policy.decay_trigger.metric, window)
+            observed = domain.MetricWindow(
+                window.window_id, window.model, window.version, value, window.labeled
             )
-        if not fired:
+            fired = window if tracker.observe(observed) else None
+        if fired is None:
             return None
         metric = pb.DecayMetric.Name(policy.decay_trigger.metric).removeprefix("DECAY_METRIC_")
         return Cause(
             pb.TRIGGER_KIND_METRIC_DECAY,
-            message.window.window_id,
-            f"metric-decay:{message.window.window_id}",
-            f"{metric.lower()} of version {message.version} past {rule.threshold:g} for "
+            fired.window_id,
+            f"metric-decay:{fired.window_id}",
+            f"{metric.lower()} of version {version} past {rule.threshold:g} for "
             f"{rule.consecutive_windows} window(s)",
-            occurred_at=end,
+            occurred_at=_aware(fired.window_end),
         )
 
     async def on_decay(self, model: str, cause: Cause) -> None:
@@ -294,6 +304,17 @@ class Retrainer:
             )
             log.info("%s starts no run: %s", cause.key, decision.reason)
             return decision, None
+        if not production.lineage.training_entrypoint:
+            policy, _ = await self.get_policy(model)
+            if not policy.executor.entrypoint_override:
+                decision = domain.Decision(
+                    domain.Verdict.IGNORED,
+                    cause.key,
+                    f"{model!r} version {production.version} has no training entrypoint in its "
+                    "lineage and the policy sets no executor.entrypoint_override",
+                )
+                log.info("%s starts no run: %s", cause.key, decision.reason)
+                return decision, None
         async with self._model_locks[model], self._database.transaction() as session:
             policy, _ = await self._policy(session, model)
             if not manual and not policy.enabled:
@@ -347,6 +368,7 @@ class Retrainer:
         now = self.now()
         return storage.RunRow(
             run_id=uuid.uuid4().hex,
+            row_version=1,
             model=model,
             state=pb.RUN_STATE_QUEUED,
             trigger_key=cause.key,
@@ -411,21 +433,29 @@ class Retrainer:
         expected: Iterable[int],
         apply: Callable[[storage.RunRow], list[Message]],
     ) -> storage.RunRow:
-        """Apply a change to a run in one of the expected states, with its events."""
+        """Apply a change to a run in one of the expected states, with its events. A
+        concurrent change (CancelRun beside the pipeline, say) makes this one re-read the
+        run and check its state again rather than overwrite it."""
         allowed = set(expected)
-        async with self._database.transaction() as session:
-            row = await session.get(storage.RunRow, run_id, with_for_update=True)
-            if row is None:
-                raise NotFound(f"no retrain run {run_id!r}")
-            if row.state not in allowed:
-                raise StaleRun(f"run {run_id} is {pb.RunState.Name(row.state)}")  # type: ignore[arg-type]
-            for message in apply(row):
-                self._stage(session, row.model, message)
-            row.updated_at = self.now()
-            if row.state in TERMINAL_STATES and row.finished_at is None:
-                row.finished_at = row.updated_at
-        self.on_change()
-        return row
+        for _ in range(_CHANGE_ATTEMPTS):
+            try:
+                async with self._database.transaction() as session:
+                    row = await session.get(storage.RunRow, run_id, with_for_update=True)
+                    if row is None:
+                        raise NotFound(f"no retrain run {run_id!r}")
+                    if row.state not in allowed:
+                        state = pb.RunState.Name(row.state)  # type: ignore[arg-type]
+                        raise StaleRun(f"run {run_id} is {state}")
+                    for message in apply(row):
+                        self._stage(session, row.model, message)
+                    row.updated_at = self.now()
+                    if row.state in TERMINAL_STATES and row.finished_at is None:
+                        row.finished_at = row.updated_at
+            except StaleDataError:
+                continue
+            self.on_change()
+            return row
+        raise Aborted(f"run {run_id} kept changing under this request; retry it")
 
     async def cancel(self, run_id: str, reason: str) -> pb.Run:
         actor = current_principal().subject
@@ -452,7 +482,8 @@ class Retrainer:
             ]
 
         try:
-            row = await self.change(run_id, ACTIVE_STATES, cancelled)
+            async with self.model_lock(current.model):
+                row = await self.change(run_id, ACTIVE_STATES, cancelled)
         except StaleRun as error:
             raise FailedPrecondition(f"{error}; only unfinished runs can be cancelled") from None
         self.on_cancel(run_id)

@@ -160,16 +160,25 @@ class KubernetesExecutor:
                         False, error=f"the Kubernetes API refused the Job: {await response.text()}"
                     )
             self._jobs[job.run.run_id] = job.job_name
-            await started(job.job_name)
             try:
+                await started(job.job_name)
                 return await self._follow(http, job)
+            except BaseException:
+                # Cancelled or failed here: the Job must not go on to register a candidate.
+                await asyncio.shield(self._delete(job.job_name))
+                raise
             finally:
                 self._jobs.pop(job.run.run_id, None)
 
     async def _follow(self, http: aiohttp.ClientSession, job: JobSpec) -> JobOutcome:
         while True:
             async with http.get(f"{self._jobs_path()}/{job.job_name}") as response:
-                status = (await response.json()).get("status", {})
+                if response.status == 404:
+                    return JobOutcome(False, error=f"Job {job.job_name} was deleted")
+                if response.status >= 300:
+                    status: dict[str, Any] = {}  # the API server is busy; ask again
+                else:
+                    status = (await response.json()).get("status", {})
             for condition in status.get("conditions", []):
                 if condition.get("status") != "True":
                     continue
@@ -182,8 +191,10 @@ class KubernetesExecutor:
 
     async def cancel(self, run_id: str) -> None:
         name = self._jobs.get(run_id)
-        if name is None:
-            return
+        if name is not None:
+            await self._delete(name)
+
+    async def _delete(self, name: str) -> None:
         async with self._session() as http:
             await http.delete(
                 f"{self._jobs_path()}/{name}", json={"propagationPolicy": "Background"}

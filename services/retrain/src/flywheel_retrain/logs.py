@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import datetime
 from typing import TypeVar
@@ -32,34 +33,43 @@ class LogReader:
         (requests of several rows are skipped: their ground truth names one label)."""
         found: dict[str, LoggedPrediction] = {}
         key = model.encode()
-        async for record in records_since(self._kafka, self._predictions, since):
-            if record.key != key:
-                continue
-            prediction = self._decode(record.headers, record.value, PredictionLog)
-            if prediction is None or prediction.shadow or prediction.status_code != 0:
-                continue
-            rows = input_rows(prediction)
-            if rows.shape[0] != 1:
-                continue
-            found[prediction.request_id] = LoggedPrediction(
-                prediction.request_id,
-                rows[0],
-                prediction.received_at.ToMicroseconds() / 1e6,
-            )
+        async with contextlib.aclosing(
+            records_since(self._kafka, self._predictions, since)
+        ) as records:
+            async for record in records:
+                if record.key != key:
+                    continue
+                prediction = self._decode(record.headers, record.value, PredictionLog)
+                if prediction is None or prediction.shadow or prediction.status_code != 0:
+                    continue
+                try:
+                    rows = input_rows(prediction)
+                except ValueError:  # a non-numeric or misshaped input: not training data
+                    continue
+                if rows.shape[0] != 1:
+                    continue
+                found[prediction.request_id] = LoggedPrediction(
+                    prediction.request_id,
+                    rows[0],
+                    prediction.received_at.ToMicroseconds() / 1e6,
+                )
         return list(found.values())
 
     async def labels(self, model: str, since: datetime, request_ids: set[str]) -> dict[str, str]:
         """Ground truth since `since` for the given requests (the newest label wins)."""
         labels: dict[str, str] = {}
-        async for record in records_since(self._kafka, self._ground_truth, since):
-            truth = self._decode(record.headers, record.value, GroundTruth)
-            if truth is None or truth.request_id not in request_ids:
-                continue
-            if truth.model and truth.model != model:
-                continue
-            label = ground_truth_label(truth)
-            if label is not None:
-                labels[truth.request_id] = label
+        async with contextlib.aclosing(
+            records_since(self._kafka, self._ground_truth, since)
+        ) as records:
+            async for record in records:
+                truth = self._decode(record.headers, record.value, GroundTruth)
+                if truth is None or truth.request_id not in request_ids:
+                    continue
+                if truth.model and truth.model != model:
+                    continue
+                label = ground_truth_label(truth)
+                if label is not None:
+                    labels[truth.request_id] = label
         return labels
 
     def _decode(self, headers: object, value: bytes | None, kind: type[_Event]) -> _Event | None:

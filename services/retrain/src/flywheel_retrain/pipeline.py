@@ -15,13 +15,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from google.protobuf.message import Message
 
 from flywheel.retrain.v1 import events_pb2 as events
 from flywheel.retrain.v1 import types_pb2 as pb
 from flywheel_common.artifact_cache import ArtifactFetcher
-from flywheel_common.errors import FlywheelError
+from flywheel_common.errors import FlywheelError, Unavailable
 from flywheel_common.registry_client import RegistryClient
 from flywheel_common.timestamps import duration, timestamp
 from flywheel_common.training import TrainingResult, TrainingRun
@@ -29,7 +31,7 @@ from flywheel_retrain import datasets, domain
 from flywheel_retrain.converters import from_json, gate, holdout_size, to_json
 from flywheel_retrain.evaluation import metric_named
 from flywheel_retrain.executors import Executor, JobOutcome, JobSpec
-from flywheel_retrain.handlers import PRODUCTION, SYSTEM_ACTOR, Retrainer
+from flywheel_retrain.handlers import PRODUCTION, SYSTEM_ACTOR, Retrainer, StaleRun
 from flywheel_retrain.logs import LogReader
 from flywheel_retrain.scoring import predict_off_loop
 from flywheel_retrain.storage import RunRow
@@ -58,12 +60,31 @@ def log_path(runs_dir: Path, run_id: str) -> Path:
     return runs_dir / run_id / LOG_FILE
 
 
-def read_tail(path: Path, lines: int) -> tuple[list[str], bool]:
-    """The last `lines` lines of a log and whether there were more."""
+def path_of(uri: str) -> Path:
+    """The local path of a file:// URI (percent-escapes decoded)."""
+    return Path(url2pathname(urlparse(uri).path))
+
+
+TAIL_BYTES_PER_LINE = 512
+
+
+def _tail(path: Path, lines: int) -> tuple[list[str], bool]:
     if not path.exists():
         return [], False
-    every = path.read_text(errors="replace").splitlines()
-    return every[-lines:], len(every) > lines
+    with path.open("rb") as log_file:
+        size = log_file.seek(0, 2)
+        start = max(0, size - lines * TAIL_BYTES_PER_LINE)
+        log_file.seek(start)
+        text = log_file.read().decode(errors="replace")
+    every = text.splitlines()
+    if start > 0:
+        every = every[1:]  # the first line was cut by the seek
+    return every[-lines:], start > 0 or len(every) > lines
+
+
+async def read_tail(path: Path, lines: int) -> tuple[list[str], bool]:
+    """The last `lines` lines of a log and whether there were more, read off the loop."""
+    return await asyncio.to_thread(_tail, path, lines)
 
 
 class RunPipeline:
@@ -84,16 +105,26 @@ class RunPipeline:
         self._settings = settings
 
     async def execute(self, run_id: str) -> None:
+        """Take the run as far as it goes. Unavailable (the registry or the broker is down)
+        propagates, so the engine resumes the run later; any other error ends it, naming
+        the stage it happened in."""
         row = await self._retrainer.run(run_id)
+        stage = events.FAILURE_STAGE_DATA
         try:
             if row.state in (pb.RUN_STATE_QUEUED, pb.RUN_STATE_PREPARING_DATA):
                 row = await self._prepare_data(row)
+            stage = events.FAILURE_STAGE_TRAINING
             if row.state == pb.RUN_STATE_TRAINING:
                 row = await self._train(row)
+            stage = events.FAILURE_STAGE_GATING
             if row.state == pb.RUN_STATE_GATING:
                 await self._gate(row)
         except RunFailed as failure:
             await self._fail(run_id, failure.stage, str(failure))
+        except (Unavailable, StaleRun):
+            raise
+        except (FlywheelError, ValueError) as error:
+            await self._fail(run_id, stage, str(error))
 
     # Data
 
@@ -187,7 +218,7 @@ class RunPipeline:
                 lineage.dataset_uri,
             )
             return names, None, ""
-        path = Path(lineage.dataset_uri.removeprefix("file://"))
+        path = path_of(lineage.dataset_uri)
         data = await asyncio.to_thread(_read_if_present, path)
         if data is None:
             log.warning("run %s: the production dataset %s is gone", row.run_id, path)
@@ -200,7 +231,7 @@ class RunPipeline:
                 f"{lineage.dataset_sha256}",
             )
         try:
-            table = datasets.from_csv(data)
+            table = await asyncio.to_thread(datasets.from_csv, data)
         except ValueError as error:
             raise RunFailed(events.FAILURE_STAGE_DATA, f"{path}: {error}") from error
         return names or table.feature_names, table, digest
@@ -238,7 +269,7 @@ class RunPipeline:
                 run=TrainingRun(
                     model=row.model,
                     run_id=row.run_id,
-                    dataset_path=dataset.uri.removeprefix("file://"),
+                    dataset_path=str(path_of(dataset.uri)),
                     dataset_uri=dataset.uri,
                     dataset_sha256=dataset.sha256,
                     output_dir=str(output),
@@ -292,7 +323,7 @@ class RunPipeline:
                     ),
                 )
             retry = attempt < attempts
-            lines, _ = read_tail(job.log_path, self._settings.log_tail_lines)
+            lines, _ = await read_tail(job.log_path, self._settings.log_tail_lines)
             row = await self._retrainer.change(
                 row.run_id,
                 [pb.RUN_STATE_TRAINING],
@@ -347,8 +378,52 @@ class RunPipeline:
     # Gate
 
     async def _gate(self, row: RunRow) -> None:
+        if not row.gate:
+            # Evaluated once: a run resumed after a crash acts on the recorded decision
+            # instead of comparing a candidate that may already be production with itself.
+            result, production_version = await self._evaluate(row)
+            row = await self._retrainer.change(
+                row.run_id,
+                [pb.RUN_STATE_GATING],
+                partial(_record_gate, result=result, production_version=production_version),
+            )
+        result = from_json(row.gate, pb.GateResult())
+        passed = result.decision == pb.GATE_DECISION_PASSED
         policy = from_json(row.policy, pb.RetrainPolicy())
-        rule = gate(policy)
+        sign_off = policy.approval_mode == pb.APPROVAL_MODE_HUMAN_SIGN_OFF
+        if not passed:
+            state, outcome = pb.RUN_STATE_REJECTED, events.CANDIDATE_OUTCOME_REJECTED_BY_GATE
+        elif sign_off:
+            state, outcome = (
+                pb.RUN_STATE_AWAITING_APPROVAL,
+                events.CANDIDATE_OUTCOME_AWAITING_APPROVAL,
+            )
+        else:
+            state, outcome = pb.RUN_STATE_PROMOTED, events.CANDIDATE_OUTCOME_PROMOTED
+        # Under the model's lock, so a CancelRun cannot slip between the promotion and the
+        # run's record of it.
+        async with self._retrainer.model_lock(row.model):
+            current = await self._retrainer.run(row.run_id)
+            if current.state != pb.RUN_STATE_GATING:
+                raise StaleRun(f"run {row.run_id} is no longer gating")
+            if state == pb.RUN_STATE_PROMOTED:
+                production = await self._registry.alias_version(row.model, PRODUCTION)
+                if production is None or production.version != row.candidate_version:
+                    await self._registry.set_alias(
+                        row.model,
+                        PRODUCTION,
+                        row.candidate_version,
+                        f"retrain run {row.run_id}: {result.summary}",
+                    )
+            await self._retrainer.change(
+                row.run_id,
+                [pb.RUN_STATE_GATING],
+                partial(_gated, state=state, outcome=outcome, retrainer=self._retrainer),
+            )
+
+    async def _evaluate(self, row: RunRow) -> tuple[pb.GateResult, int]:
+        """The candidate and the current production version scored on the holdout."""
+        rule = gate(from_json(row.policy, pb.RetrainPolicy()))
         production = await self._registry.alias_version(row.model, PRODUCTION)
         production_version = production.version if production is not None else 0
         try:
@@ -367,6 +442,7 @@ class RunPipeline:
         except (OSError, ValueError, FlywheelError) as error:
             raise RunFailed(events.FAILURE_STAGE_GATING, f"cannot evaluate: {error}") from error
         verdict = domain.evaluate_gate(rule, candidate_value, production_value)
+        log.info("run %s gate: %s", row.run_id, verdict.reason)
         result = pb.GateResult(
             decision=pb.GATE_DECISION_PASSED if verdict.passed else pb.GATE_DECISION_FAILED,
             metric=rule.metric,
@@ -380,49 +456,11 @@ class RunPipeline:
             summary=verdict.reason,
             evaluated_at=timestamp(self._retrainer.now()),
         )
-        log.info("run %s gate: %s", row.run_id, verdict.reason)
-        sign_off = policy.approval_mode == pb.APPROVAL_MODE_HUMAN_SIGN_OFF
-        if verdict.passed and not sign_off:
-            await self._registry.set_alias(
-                row.model,
-                PRODUCTION,
-                row.candidate_version,
-                f"retrain run {row.run_id}: {verdict.reason}",
-            )
-        if not verdict.passed:
-            state, outcome = pb.RUN_STATE_REJECTED, events.CANDIDATE_OUTCOME_REJECTED_BY_GATE
-        elif sign_off:
-            state, outcome = (
-                pb.RUN_STATE_AWAITING_APPROVAL,
-                events.CANDIDATE_OUTCOME_AWAITING_APPROVAL,
-            )
-        else:
-            state, outcome = pb.RUN_STATE_PROMOTED, events.CANDIDATE_OUTCOME_PROMOTED
-
-        def gated(r: RunRow) -> list[Message]:
-            r.state = state
-            r.gate = to_json(result)
-            r.gated_against = production_version
-            if not verdict.passed:
-                r.error = f"rejected by the gate: {verdict.reason}"
-            return [
-                events.CandidateGated(
-                    run_id=r.run_id,
-                    model=r.model,
-                    candidate_version=r.candidate_version,
-                    production_version=production_version,
-                    gate=result,
-                    outcome=outcome,
-                    actor=SYSTEM_ACTOR,
-                    occurred_at=timestamp(self._retrainer.now()),
-                )
-            ]
-
-        await self._retrainer.change(row.run_id, [pb.RUN_STATE_GATING], gated)
+        return result, production_version
 
     async def _fail(self, run_id: str, stage: int, error: str) -> None:
         log.warning("run %s failed: %s", run_id, error)
-        lines, _ = read_tail(
+        lines, _ = await read_tail(
             log_path(self._settings.runs_dir, run_id), self._settings.log_tail_lines
         )
         await self._retrainer.change(
@@ -441,6 +479,31 @@ class RunPipeline:
 
 def _read_if_present(path: Path) -> bytes | None:
     return path.read_bytes() if path.exists() else None
+
+
+def _record_gate(row: RunRow, result: pb.GateResult, production_version: int) -> list[Message]:
+    row.gate = to_json(result)
+    row.gated_against = production_version
+    return []
+
+
+def _gated(row: RunRow, state: int, outcome: int, retrainer: Retrainer) -> list[Message]:
+    gate = from_json(row.gate, pb.GateResult())
+    row.state = state
+    if state == pb.RUN_STATE_REJECTED:
+        row.error = f"rejected by the gate: {gate.summary}"
+    return [
+        events.CandidateGated(
+            run_id=row.run_id,
+            model=row.model,
+            candidate_version=row.candidate_version,
+            production_version=row.gated_against,
+            gate=gate,
+            outcome=outcome,  # type: ignore[arg-type]
+            actor=SYSTEM_ACTOR,
+            occurred_at=timestamp(retrainer.now()),
+        )
+    ]
 
 
 def _set_state(row: RunRow, state: int) -> list[Message]:

@@ -45,6 +45,9 @@ class RunRow(Base):
     )
 
     run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    row_version: Mapped[int] = mapped_column(Integer)
+    """Optimistic lock: a change computed from a stale read fails instead of overwriting
+    (SQLite ignores SELECT ... FOR UPDATE)."""
     model: Mapped[str] = mapped_column(String(128), index=True)
     state: Mapped[int] = mapped_column(Integer, index=True)
     """RunState number."""
@@ -68,6 +71,8 @@ class RunRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(_TIME)
     finished_at: Mapped[datetime | None] = mapped_column(_TIME)
     updated_at: Mapped[datetime] = mapped_column(_TIME)
+
+    __mapper_args__ = {"version_id_col": row_version}
 
 
 class WindowRow(Base):

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 7bf673cd746c
+Revision ID: 9abd97d3c318
 Revises:
-Create Date: 2026-11-23 19:28:48.930377
+Create Date: 2026-11-23 20:39:19.822516
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "7bf673cd746c"
+revision: str = "9abd97d3c318"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -89,6 +89,7 @@ def upgrade() -> None:
     op.create_table(
         "retrain_runs",
         sa.Column("run_id", sa.String(length=64), nullable=False),
+        sa.Column("row_version", sa.Integer(), nullable=False),
         sa.Column("model", sa.String(length=128), nullable=False),
         sa.Column("state", sa.Integer(), nullable=False),
         sa.Column("trigger_key", sa.String(length=512), nullable=False),
