@@ -5,6 +5,7 @@ SHELL := /bin/bash
 # uv from PATH, else the copy `make install` puts into the Python that runs make.
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PYTEST := $(UV) run --frozen pytest
+DEMO ?= 1
 SOURCES := libs/common services tests bench examples
 
 .PHONY: help
@@ -17,8 +18,8 @@ install: ## Install uv if missing and sync the workspace from uv.lock
 	@$(UV) sync --frozen --quiet
 
 .PHONY: run
-run: install ## Start Kafka and the five services (Ctrl-C stops everything)
-	@infra/run.sh
+run: install ## Start Kafka and the five services, then the demo loop (DEMO=0 skips it; Ctrl-C stops)
+	@DEMO=$(DEMO) infra/run.sh
 
 .PHONY: test
 test: install ## Unit and integration tests against the real Kafka and PostgreSQL

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: starts Kafka and the five services on loopback with the embedded defaults
 # (SQLite files and artifacts under .run/data), waits until every service reports SERVING,
-# and keeps them running until Ctrl-C, which stops them all in reverse order.
+# runs the demo loop (DEMO=0 skips it), and keeps everything running until Ctrl-C, which
+# stops them all in reverse order.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -48,6 +49,12 @@ Flywheel is running (logs in $run_dir/logs):
   drift     127.0.0.1:50054    retrain   127.0.0.1:50055    Kafka                127.0.0.1:${KAFKA_PORT:-19092}
 Press Ctrl-C to stop.
 MSG
+if [[ "${DEMO:-1}" != 0 ]]; then
+  # The loop, end to end, on this platform (see examples/src/flywheel_examples/demo.py).
+  uv run --frozen python -m flywheel_examples.demo --data-dir "$run_dir/data/examples" ||
+    echo "the demo did not finish; the platform keeps running (logs: $run_dir/logs)" >&2
+  echo "Flywheel keeps running; press Ctrl-C to stop." >&2
+fi
 wait -n "${pids[@]}" || true
 echo "a service exited; see $run_dir/logs" >&2
 exit 1

@@ -253,8 +253,8 @@ class Demo:
 
     async def _configure(self, deployer: Any, drift: Any, retrain: Any) -> None:
         """Direct rollouts for v1, a canary for every later version; drift windows of 100;
-        retrain on drift (at most hourly: the default cooldown) with a gate on the newest
-        100 labeled predictions."""
+        retrain on drift (at most hourly: the default cooldown) once 500 labeled predictions
+        have arrived, with a gate on the newest 100."""
         canary = deployer_types.DeploymentPolicy(
             model=self.model,
             strategy=deployer_types.STRATEGY_CANARY,
@@ -286,6 +286,9 @@ class Demo:
             await retrain.GetRetrainPolicy(retrain_pb.GetRetrainPolicyRequest(model=self.model))
         ).policy
         policy.gate.holdout_size = 100
+        # The first alerts come within a window of the shift, before there is much shifted
+        # data to learn from: a run waits until enough labeled predictions have arrived.
+        policy.min_new_labeled_samples = 5 * DRIFT_WINDOW
         policy.gate.min_improvement = 0.05
         policy.training_data.window.FromSeconds(3600)
         await retrain.SetRetrainPolicy(retrain_pb.SetRetrainPolicyRequest(policy=policy))
