@@ -3,7 +3,11 @@ alerted, a retrain is gated and promoted, and v2's canary reaches 100% with no f
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
+import os
+import sys
 import uuid
 from pathlib import Path
 
@@ -97,6 +101,7 @@ async def test_drift_to_a_retrained_version_at_full_traffic(
         )
         demo = Demo(endpoints, model, tmp_path / "examples", Timeline())
         timeline = await demo.run()
+        await _operator_sees_the_loop(endpoints, model)
 
     assert demo.load is not None
     assert demo.load.failures == []  # across v1's rollout and v2's canary
@@ -108,3 +113,54 @@ async def test_drift_to_a_retrained_version_at_full_traffic(
         f"\nshift to v2 at 100% of traffic: {timeline.between(STAGES[3], STAGES[9]):.1f}s "
         f"(requests served per version {dict(demo.load.served)})"
     )
+
+
+async def flywheel(endpoints: Endpoints, *args: str) -> tuple[int, str]:
+    """The `flywheel` command line, as an operator runs it."""
+    env = os.environ | {
+        f"FLYWHEEL_CLI_{name.upper()}": getattr(endpoints, name)
+        for name in ("registry", "deployer", "gateway", "drift", "retrain", "kafka")
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "flywheel_cli",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    return process.returncode or 0, output.decode()
+
+
+async def _operator_sees_the_loop(endpoints: Endpoints, model: str) -> None:
+    code, output = await flywheel(endpoints, "--json", "status")
+    assert code == 0, output
+    status = json.loads(output)
+    assert all(service["serving"] for service in status["services"].values())
+    [entry] = [m for m in status["models"] if m["model"] == model]
+    assert entry["aliases"]["production"] == 2
+    assert entry["traffic"] == {"2": 100}
+
+    code, output = await flywheel(endpoints, "--json", "retrain", "runs", model)
+    assert code == 0, output
+    [run] = json.loads(output)
+    assert run["state"] == "RUN_STATE_PROMOTED"
+
+    code, output = await flywheel(endpoints, "versions", model)
+    assert code == 0, output
+    assert "drift-alert:" in output
+
+    code, output = await flywheel(endpoints, "--json", "infer", model, ",".join(["10"] * 30))
+    assert code == 0, output
+    assert json.loads(output)["version"] == "2"
+
+    code, output = await flywheel(endpoints, "rollouts", model)
+    assert code == 0, output
+    assert "succeeded" in output
+
+    code, output = await flywheel(endpoints, "promote", model, "99")
+    assert code == 1
+    assert "error:" in output
+    assert "99" in output

@@ -1,0 +1,1 @@
+"""flywheel: the operators' command line for a Flywheel platform."""

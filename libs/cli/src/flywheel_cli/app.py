@@ -1,0 +1,502 @@
+"""The `flywheel` command: tables for people, `--json` for scripts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from rich.console import Console
+from rich.table import Table
+
+from flywheel.deployer.v1 import deployer_pb2 as deployer_pb
+from flywheel.deployer.v1 import types_pb2 as deployer_types
+from flywheel.drift.v1 import drift_pb2 as drift_pb
+from flywheel.registry.v1 import registry_pb2 as registry_pb
+from flywheel.registry.v1 import types_pb2 as registry_types
+from flywheel.retrain.v1 import retrain_pb2 as retrain_pb
+from flywheel.retrain.v1 import types_pb2 as retrain_types
+from flywheel_cli.connection import Addresses, Clients, CommandError, run
+from flywheel_common.healthcheck import is_serving
+from flywheel_common.registration import registration
+from flywheel_common.signatures import NUMPY_DTYPES
+from inference import grpc_service_pb2 as inference_pb
+
+app = typer.Typer(help="Operate a Flywheel platform.", no_args_is_help=True)
+retrain_app = typer.Typer(help="Retrain runs: list, trigger, approve, reject.")
+app.add_typer(retrain_app, name="retrain")
+console = Console()
+errors = Console(stderr=True)
+
+SERVICES = ("registry", "deployer", "gateway", "drift", "retrain")
+
+
+class State:
+    addresses = Addresses()
+    as_json = False
+
+
+@app.callback()
+def configure(
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    token: Annotated[str, typer.Option(help="Bearer token (or FLYWHEEL_CLI_TOKEN).")] = "",
+) -> None:
+    State.as_json = json_output
+    if token:
+        State.addresses = State.addresses.model_copy(update={"token": token})
+
+
+def _data(value: Any) -> Any:
+    if isinstance(value, Message):
+        return json_format.MessageToDict(value, preserving_proto_field_name=True)
+    if isinstance(value, list):
+        return [_data(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _data(item) for key, item in value.items()}
+    return value
+
+
+def show(data: Any, table: Table | None) -> None:
+    if State.as_json or table is None:
+        console.print_json(json.dumps(_data(data)))
+    else:
+        console.print(table)
+
+
+def table(*columns: str) -> Table:
+    result = Table(box=None, header_style="bold")
+    for column in columns:
+        result.add_column(column)
+    return result
+
+
+def execute(command: Any) -> Any:
+    try:
+        return run(State.addresses, command)
+    except CommandError as error:
+        errors.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from None
+
+
+def _enum(enum: Any, number: int, prefix: str) -> str:
+    return str(enum.Name(number)).removeprefix(prefix).lower()
+
+
+@app.command()
+def status() -> None:
+    """Health of every service and gateway, the models and their live traffic split."""
+
+    async def command(clients: Clients) -> dict[str, Any]:
+        addresses = [clients.addresses.of(s) for s in SERVICES]
+        health = await asyncio.gather(*(is_serving(a) for a in addresses))
+        report: dict[str, Any] = {
+            "services": {
+                s: {"address": a, "serving": h}
+                for s, a, h in zip(SERVICES, addresses, health, strict=True)
+            },
+            "models": [],
+        }
+        if not health[0] or not health[1]:
+            return report
+        models = await clients.call("registry", "ListModels", registry_pb.ListModelsRequest())
+        for model in models.models:
+            state = await clients.call(
+                "deployer",
+                "GetDeploymentState",
+                deployer_pb.GetDeploymentStateRequest(model=model.name),
+            )
+            report["models"].append(
+                {
+                    "model": model.name,
+                    "aliases": {a.name: a.version for a in model.aliases},
+                    "traffic": {str(r.version): r.weight_percent for r in state.state.routes},
+                    "gateways": [
+                        {"id": g.gateway_id, "live": g.live, "ready": list(g.ready_versions)}
+                        for g in state.gateways
+                    ],
+                    "rollout": _enum(
+                        deployer_types.RolloutPhase, state.active_rollout.phase, "ROLLOUT_PHASE_"
+                    )
+                    if state.HasField("active_rollout")
+                    else "",
+                }
+            )
+        return report
+
+    report = execute(command)
+    services = table("service", "address", "health")
+    for name, entry in report["services"].items():
+        services.add_row(
+            name, entry["address"], "[green]SERVING[/]" if entry["serving"] else "[red]DOWN[/]"
+        )
+    models = table("model", "aliases", "traffic", "gateways", "rollout")
+    for entry in report["models"]:
+        models.add_row(
+            entry["model"],
+            " ".join(f"{k}=v{v}" for k, v in entry["aliases"].items()),
+            " ".join(f"v{k}:{w}%" for k, w in entry["traffic"].items()) or "-",
+            " ".join(f"{g['id']}{'' if g['live'] else '(down)'}" for g in entry["gateways"]) or "-",
+            entry["rollout"] or "-",
+        )
+    if State.as_json:
+        show(report, None)
+        return
+    console.print(services)
+    console.print()
+    console.print(models)
+    if not all(e["serving"] for e in report["services"].values()):
+        raise typer.Exit(1)
+
+
+@app.command()
+def models() -> None:
+    """The registered models."""
+    response = execute(
+        lambda c: c.call("registry", "ListModels", registry_pb.ListModelsRequest(page_size=200))
+    )
+    rows = table("model", "latest", "versions", "aliases", "description")
+    for model in response.models:
+        rows.add_row(
+            model.name,
+            str(model.latest_version),
+            str(model.version_count),
+            " ".join(f"{a.name}=v{a.version}" for a in model.aliases),
+            model.description,
+        )
+    show(list(response.models), rows)
+
+
+@app.command()
+def versions(model: str) -> None:
+    """A model's versions, newest first."""
+    response = execute(
+        lambda c: c.call(
+            "registry",
+            "ListModelVersions",
+            registry_pb.ListModelVersionsRequest(model=model, page_size=200),
+        )
+    )
+    rows = table("version", "status", "aliases", "metrics", "triggered by", "created")
+    for version in response.model_versions:
+        rows.add_row(
+            str(version.version),
+            _enum(registry_types.ModelVersionStatus, version.status, "MODEL_VERSION_STATUS_"),
+            " ".join(version.aliases),
+            " ".join(f"{k}={v:.3g}" for k, v in sorted(version.metrics.items())),
+            version.lineage.triggered_by,
+            version.created_at.ToDatetime().isoformat(timespec="seconds"),
+        )
+    show(list(response.model_versions), rows)
+
+
+@app.command()
+def register(
+    model: str,
+    artifact: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="ONNX file")],
+    description: str = "",
+    promote: Annotated[bool, typer.Option(help="Make it production.")] = False,
+    breaking_change: bool = False,
+) -> None:
+    """Register an ONNX file as the model's next version."""
+    data = artifact.read_bytes()
+    messages = registration(
+        model,
+        data,
+        chunk=1 << 20,
+        description=description,
+        aliases=["production"] if promote else [],
+        breaking_change=breaking_change,
+        idempotency_key=f"cli:{hashlib.sha256(data).hexdigest()[:32]}:{uuid.uuid4().hex[:8]}",
+    )
+
+    response = execute(
+        lambda c: c.call("registry", "RegisterModelVersion", iter(messages), timeout=120)
+    )
+    version = response.model_version
+    if State.as_json:
+        show(version, None)
+    else:
+        console.print(
+            f"registered [bold]{model}[/] version {version.version} "
+            f"(sha256 {version.artifact.sha256[:12]})"
+        )
+
+
+@app.command()
+def promote(model: str, version: int, reason: str = "") -> None:
+    """Point `production` at a version (the deployer rolls it out)."""
+    execute(
+        lambda c: c.call(
+            "registry",
+            "SetAlias",
+            registry_pb.SetAliasRequest(
+                model=model, alias="production", version=version, reason=reason
+            ),
+        )
+    )
+    console.print(f"{model}: production -> v{version}")
+
+
+@app.command()
+def rollback(
+    model: str,
+    to: Annotated[
+        int, typer.Option(help="Version to send all traffic to; 0 means the previous one.")
+    ] = 0,
+    reason: str = "",
+) -> None:
+    """Send all traffic back to an older version at once."""
+    response = execute(
+        lambda c: c.call(
+            "deployer",
+            "Rollback",
+            deployer_pb.RollbackRequest(model=model, to_version=to, reason=reason),
+        )
+    )
+    console.print(f"{model}: rolled back to v{response.rollout.version}")
+
+
+def _rollouts_table(rollouts: list[Any]) -> Table:
+    rows = table("rollout", "version", "baseline", "strategy", "phase", "step", "reason")
+    for rollout in rollouts:
+        step = rollout.steps[-1].weight_percent if rollout.steps else 0
+        rows.add_row(
+            rollout.rollout_id[:8],
+            f"v{rollout.version}",
+            f"v{rollout.baseline_version}",
+            _enum(deployer_types.Strategy, rollout.strategy, "STRATEGY_"),
+            _enum(deployer_types.RolloutPhase, rollout.phase, "ROLLOUT_PHASE_"),
+            f"{step}%",
+            rollout.end_reason or rollout.reason,
+        )
+    return rows
+
+
+@app.command()
+def rollouts(
+    model: str,
+    watch: Annotated[bool, typer.Option(help="Refresh every second until Ctrl-C.")] = False,
+) -> None:
+    """A model's rollouts, newest first; --watch follows the steps live."""
+
+    def fetch() -> list[Any]:
+        response = execute(
+            lambda c: c.call(
+                "deployer", "ListRollouts", deployer_pb.ListRolloutsRequest(model=model)
+            )
+        )
+        return list(response.rollouts)
+
+    if not watch:
+        found = fetch()
+        show(found, _rollouts_table(found))
+        return
+    from rich.live import Live
+
+    with Live(_rollouts_table(fetch()), console=console, refresh_per_second=2) as live:
+        try:
+            while True:
+                time.sleep(1)
+                live.update(_rollouts_table(fetch()))
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command()
+def alerts(
+    model: Annotated[str, typer.Option(help="Only this model.")] = "",
+    follow: Annotated[bool, typer.Option(help="Print new alerts as they arrive.")] = False,
+) -> None:
+    """Drift alerts, newest first; --follow streams new ones from flywheel.drift-alerts."""
+
+    def line(alert: Any) -> str:
+        features = ", ".join(f.feature for f in alert.findings if f.drifted)[:80]
+        return (
+            f"{alert.occurred_at.ToDatetime().isoformat(timespec='seconds')}  {alert.model} "
+            f"v{alert.version}  {alert.severity!s}  {alert.summary or features}"
+        )
+
+    response = execute(
+        lambda c: c.call(
+            "drift", "ListAlerts", drift_pb.ListAlertsRequest(model=model, page_size=50)
+        )
+    )
+    if State.as_json and not follow:
+        show(list(response.alerts), None)
+        return
+    if not follow:
+        for alert in response.alerts:
+            console.print(line(alert))
+        return
+    _follow_alerts(model, line)
+
+
+def _follow_alerts(model: str, line: Any) -> None:
+    from flywheel_common.events import EventTypes, decode_event
+    from flywheel_common.topics import DRIFT_ALERTS
+
+    async def follow() -> None:
+        from aiokafka import AIOKafkaConsumer
+
+        consumer = AIOKafkaConsumer(
+            DRIFT_ALERTS.name, bootstrap_servers=State.addresses.kafka, auto_offset_reset="latest"
+        )
+        await consumer.start()
+        types = EventTypes.flywheel()
+        try:
+            async for record in consumer:
+                alert = decode_event(record.headers, record.value, types).message
+                if model and getattr(alert, "model", "") != model:
+                    continue
+                if State.as_json:
+                    print(json.dumps(_data(alert)), flush=True)
+                else:
+                    console.print(line(alert))
+        finally:
+            await consumer.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(follow())
+
+
+def _runs_table(runs: list[Any]) -> Table:
+    rows = table("run", "model", "state", "trigger", "base", "candidate", "gate", "error")
+    for run_ in runs:
+        rows.add_row(
+            run_.run_id[:8],
+            run_.model,
+            _enum(retrain_types.RunState, run_.state, "RUN_STATE_"),
+            _enum(retrain_types.TriggerKind, run_.trigger.kind, "TRIGGER_KIND_"),
+            f"v{run_.base_version}",
+            f"v{run_.candidate_version}" if run_.candidate_version else "-",
+            run_.gate.summary or "-",
+            run_.error,
+        )
+    return rows
+
+
+@retrain_app.command("runs")
+def retrain_runs(model: Annotated[str, typer.Argument()] = "") -> None:
+    """Retrain runs, newest first."""
+    response = execute(
+        lambda c: c.call("retrain", "ListRuns", retrain_pb.ListRunsRequest(model=model))
+    )
+    show(list(response.runs), _runs_table(list(response.runs)))
+
+
+@retrain_app.command("trigger")
+def retrain_trigger(model: str, reason: str = "started from the command line") -> None:
+    """Start a run by hand."""
+    response = execute(
+        lambda c: c.call(
+            "retrain",
+            "TriggerRetrain",
+            retrain_pb.TriggerRetrainRequest(model=model, reason=reason),
+        )
+    )
+    show(response.run, _runs_table([response.run]))
+
+
+async def _full_run_id(clients: Clients, prefix: str) -> str:
+    if len(prefix) == 32:
+        return prefix
+    response = await clients.call("retrain", "ListRuns", retrain_pb.ListRunsRequest(page_size=200))
+    matches = [r.run_id for r in response.runs if r.run_id.startswith(prefix)]
+    if len(matches) != 1:
+        raise CommandError(f"{len(matches)} runs start with {prefix!r}; give more of the run id")
+    return str(matches[0])
+
+
+@retrain_app.command("approve")
+def retrain_approve(run_id: str, comment: str = "") -> None:
+    """Approve a candidate awaiting sign-off: it becomes production."""
+
+    async def command(clients: Clients) -> Any:
+        full = await _full_run_id(clients, run_id)
+        return await clients.call(
+            "retrain",
+            "ApproveCandidate",
+            retrain_pb.ApproveCandidateRequest(run_id=full, comment=comment),
+        )
+
+    response = execute(command)
+    show(response.run, _runs_table([response.run]))
+
+
+@retrain_app.command("reject")
+def retrain_reject(run_id: str, reason: Annotated[str, typer.Option(help="Why.")] = "") -> None:
+    """Reject a candidate awaiting sign-off: production stays as it is."""
+
+    async def command(clients: Clients) -> Any:
+        full = await _full_run_id(clients, run_id)
+        return await clients.call(
+            "retrain",
+            "RejectCandidate",
+            retrain_pb.RejectCandidateRequest(run_id=full, reason=reason),
+        )
+
+    response = execute(command)
+    show(response.run, _runs_table([response.run]))
+
+
+@app.command()
+def infer(
+    model: str,
+    values: Annotated[
+        str,
+        typer.Argument(help="One row: comma-separated numbers; '-' reads JSON rows from stdin."),
+    ],
+    input_name: str = "features",
+    version: Annotated[int, typer.Option(help="Pin a version; 0 lets routing choose.")] = 0,
+) -> None:
+    """Call the gateway's ModelInfer (KServe V2) with FP32 rows."""
+    try:
+        rows = np.array(
+            json.load(sys.stdin) if values == "-" else [[float(v) for v in values.split(",")]],
+            dtype=np.float32,
+        )
+    except (ValueError, json.JSONDecodeError) as error:
+        errors.print(f"[red]error:[/] the input must be numbers: {error}")
+        raise typer.Exit(2) from None
+    request = inference_pb.ModelInferRequest(
+        model_name=model,
+        model_version=str(version) if version else "",
+        id=uuid.uuid4().hex,
+        inputs=[
+            inference_pb.ModelInferRequest.InferInputTensor(
+                name=input_name, datatype="FP32", shape=list(rows.shape)
+            )
+        ],
+        raw_input_contents=[rows.tobytes()],
+    )
+    response = execute(lambda c: c.call("gateway", "ModelInfer", request))
+    outputs = {
+        output.name: np.frombuffer(
+            response.raw_output_contents[index], dtype=NUMPY_DTYPES[output.datatype]
+        )
+        .reshape(tuple(output.shape))
+        .tolist()
+        for index, output in enumerate(response.outputs)
+    }
+    result = {"model": response.model_name, "version": response.model_version, "outputs": outputs}
+    if State.as_json:
+        show(result, None)
+    else:
+        console.print(
+            f"{model} v{response.model_version}: "
+            + "  ".join(f"{k}={v}" for k, v in outputs.items())
+        )
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,106 @@
+"""Where the services are and how to call them: addresses, the token, errors that say what
+to fix."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from flywheel.deployer.v1 import deployer_pb2_grpc
+from flywheel.drift.v1 import drift_pb2_grpc
+from flywheel.registry.v1 import registry_pb2_grpc
+from flywheel.retrain.v1 import retrain_pb2_grpc
+from inference import grpc_service_pb2_grpc
+
+T = TypeVar("T")
+
+
+class Addresses(BaseSettings):
+    """Read from FLYWHEEL_CLI_* variables; the defaults are `make run`'s."""
+
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_CLI_")
+
+    registry: str = "127.0.0.1:50051"
+    deployer: str = "127.0.0.1:50052"
+    gateway: str = "127.0.0.1:8001"
+    drift: str = "127.0.0.1:50054"
+    retrain: str = "127.0.0.1:50055"
+    kafka: str = "127.0.0.1:19092"
+    token: str = ""
+
+    def of(self, service: str) -> str:
+        return str(getattr(self, service))
+
+
+class CommandError(Exception):
+    """A failure the user can act on; printed without a traceback."""
+
+
+_STUBS: dict[str, Callable[[grpc.aio.Channel], Any]] = {
+    "registry": registry_pb2_grpc.RegistryServiceStub,
+    "deployer": deployer_pb2_grpc.DeployerServiceStub,
+    "gateway": grpc_service_pb2_grpc.GRPCInferenceServiceStub,
+    "drift": drift_pb2_grpc.DriftServiceStub,
+    "retrain": retrain_pb2_grpc.RetrainServiceStub,
+}
+
+
+@dataclass
+class Clients:
+    """One channel per service for the duration of a command."""
+
+    addresses: Addresses
+
+    def __post_init__(self) -> None:
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def stub(self, service: str) -> Any:
+        if service not in self._channels:
+            self._channels[service] = grpc.aio.insecure_channel(self.addresses.of(service))
+        return _STUBS[service](self._channels[service])
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        token = self.addresses.token
+        return (("authorization", f"Bearer {token}"),) if token else ()
+
+    async def call(self, service: str, method: str, request: Any, timeout: float = 30.0) -> Any:
+        """A unary call; gRPC errors become CommandErrors naming the service and the fix."""
+        try:
+            return await getattr(self.stub(service), method)(
+                request, metadata=self.metadata, timeout=timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            raise CommandError(explain(service, self.addresses.of(service), error)) from None
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+
+
+def explain(service: str, address: str, error: grpc.aio.AioRpcError) -> str:
+    code = error.code()
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return (
+            f"cannot reach the {service} at {address}: is the platform running (`make run`)? "
+            f"Set FLYWHEEL_CLI_{service.upper()} if it listens elsewhere."
+        )
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return f"the {service} wants a token: set FLYWHEEL_CLI_TOKEN or pass --token"
+    return f"{error.details()} ({code.name.lower()})"
+
+
+def run(addresses: Addresses, command: Callable[[Clients], Awaitable[T]]) -> T:
+    async def main() -> T:
+        clients = Clients(addresses)
+        try:
+            return await command(clients)
+        finally:
+            await clients.close()
+
+    return asyncio.run(main())
