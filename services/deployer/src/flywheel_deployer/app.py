@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from opentelemetry import metrics
+
 from flywheel.deployer.v1 import deployer_pb2_grpc
 from flywheel_common.consumer import EventConsumer
 from flywheel_common.db import Database
@@ -39,6 +41,11 @@ def build(settings: ServiceSettings | None = None) -> Service:
     registry = RegistryClient(config.registry_address, config.registry_token)
     fleet = GatewayFleet(config.gateway_heartbeat_timeout_seconds)
     deployer = Deployer(database, outbox, registry, fleet)
+    metrics.get_meter(__name__).create_observable_gauge(
+        "flywheel.deployer.traffic_weight",
+        callbacks=[deployer.traffic_weights],
+        description="Share of a model's traffic routed to each version",
+    )
     engine = RolloutEngine(deployer, config.reconcile_interval_seconds)
     fleet.on_change = engine.poke
     deployer.on_change = engine.poke

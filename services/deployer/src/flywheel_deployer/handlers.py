@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any
 
 from google.protobuf.message import Message
+from opentelemetry.metrics import CallbackOptions, Observation
+from sqlalchemy import event as sa_event
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -90,6 +92,8 @@ class Deployer:
         self._fleet = fleet
         self._clock = clock
         self.on_change: Callable[[], None] = lambda: None
+        self._weights: dict[str, dict[int, int]] = {}
+        """Each model's published traffic split, for the weight gauge."""
 
     # Policies
 
@@ -712,6 +716,19 @@ class Deployer:
         row.state = state.SerializeToString()
         row.updated_at = self._clock()
         self._outbox.stage(session, DEPLOYMENTS, state, subject=rollout.model)
+        weights = {route.version: route.weight_percent for route in state.routes}
+        sa_event.listen(
+            session.sync_session,
+            "after_commit",
+            lambda _: self._weights.__setitem__(rollout.model, weights),
+            once=True,
+        )
+
+    def traffic_weights(self, _: CallbackOptions) -> Iterable[Observation]:
+        """Each routed version's share of its model's traffic, as last committed."""
+        for model, weights in list(self._weights.items()):
+            for version, weight in weights.items():
+                yield Observation(weight, {"model": model, "version": str(version)})
 
     def _open_step(self, row: storage.RolloutRow, rollout: Rollout, now: datetime) -> None:
         step = pb.RolloutStep(index=rollout.step_index, weight_percent=rollout.weight)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from opentelemetry import metrics
+
 from flywheel.drift.v1 import drift_pb2_grpc
 from flywheel_common.db import Database
 from flywheel_common.grpc_server import ServiceBinding
@@ -35,6 +37,11 @@ def build(settings: ServiceSettings | None = None) -> Service:
 
     engine = DriftEngine(
         profile, configs.monitor, config.label_wait_seconds, config.max_alerts_kept
+    )
+    metrics.get_meter(__name__).create_observable_gauge(
+        "flywheel.drift.p_value",
+        callbacks=[engine.p_values],
+        description="Adjusted p-value of each feature in its version's latest window",
     )
     publisher = EventPublisher(config.kafka, source=config.service_name)
     outbox = Outbox(source=config.service_name)

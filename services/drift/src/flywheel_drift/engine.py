@@ -12,10 +12,12 @@ import asyncio
 import logging
 import pickle
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
+from opentelemetry.metrics import CallbackOptions
+from opentelemetry.metrics import Observation as Reading
 
 from flywheel.common.v1 import types_pb2 as common
 from flywheel.drift.v1 import drift_pb2 as api
@@ -255,6 +257,16 @@ class DriftEngine:
         state.windows, state.concept, state.baseline_predictions = windows, concept, baseline
         state.status.ParseFromString(status)
         state.status.reference_loaded = state.profile is not None
+
+    def p_values(self, _: CallbackOptions) -> Iterable[Reading]:
+        """The latest window's adjusted p-value of each tested feature, for dashboards."""
+        for (model, version), state in list(self._versions.items()):
+            for finding in state.status.findings:
+                if finding.HasField("adjusted_p_value"):
+                    yield Reading(
+                        finding.adjusted_p_value,
+                        {"model": model, "version": str(version), "feature": finding.feature},
+                    )
 
     def statuses(self, model: str, version: int = 0) -> list[api.VersionDriftStatus]:
         return [

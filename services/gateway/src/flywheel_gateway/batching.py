@@ -10,6 +10,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
+from opentelemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,12 @@ class _Pending:
         )
 
 
+_batch_rows = metrics.get_meter(__name__).create_histogram(
+    "flywheel.gateway.batch.rows",
+    description="Rows per model run (dynamic batches and lone requests)",
+)
+
+
 class DynamicBatcher:
     """Queues requests and runs them together, off the event loop.
 
@@ -56,8 +63,15 @@ class DynamicBatcher:
     batch, not one per request.
     """
 
-    def __init__(self, run: RunModel, executor: Executor, policy: BatchPolicy) -> None:
+    def __init__(
+        self,
+        run: RunModel,
+        executor: Executor,
+        policy: BatchPolicy,
+        labels: dict[str, str] | None = None,
+    ) -> None:
         self._run = run
+        self._labels = labels or {}
         self._executor = executor
         self._policy = policy
         self._waiting: deque[_Pending] = deque()
@@ -93,6 +107,7 @@ class DynamicBatcher:
         )
 
     async def _execute(self, inputs: Arrays) -> Arrays:
+        _batch_rows.record(next(iter(inputs.values())).shape[0] if inputs else 0, self._labels)
         loop = asyncio.get_running_loop()
         self._running += 1
         try:

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 
 from flywheel.common.v1 import types_pb2 as common
 from flywheel.gateway.v1.events_pb2 import PredictionLog
@@ -29,6 +29,13 @@ from flywheel_gateway.tensors import (
 )
 
 log = logging.getLogger(__name__)
+_meter = metrics.get_meter(__name__)
+_requests = _meter.create_counter(
+    "flywheel.gateway.requests", description="Inference requests by model, version and status"
+)
+_latency = _meter.create_histogram(
+    "flywheel.gateway.request.duration", unit="ms", description="Inference latency per version"
+)
 
 _ROLES = {
     Role.STABLE: common.TRAFFIC_ROLE_STABLE,
@@ -175,6 +182,16 @@ class Inference:
         error: FlywheelError | None = None,
         flagged: bool = False,
     ) -> None:
+        """Count the request in the metrics, and log the prediction when logging is on."""
+        elapsed = time.perf_counter() - started
+        labels = {
+            "model": request.model,
+            "version": str(route.version),
+            "role": route.role.value,
+            "status": "ok" if error is None else type(error).__name__,
+        }
+        _requests.add(1, labels)
+        _latency.record(elapsed * 1000.0, labels)
         if self._logger is None:
             return
         span = trace.get_current_span().get_span_context()
@@ -190,7 +207,7 @@ class Inference:
                 outputs=[_tensor(name, array) for name, array in outputs.items()],
                 status_code=0 if error is None else _status_number(error),
                 status_message="" if error is None else error.message,
-                latency=duration(time.perf_counter() - started),
+                latency=duration(elapsed),
                 nan_flagged=flagged,
                 trace_id=format(span.trace_id, "032x") if span.is_valid else "",
                 gateway_id=self._settings.gateway_id,

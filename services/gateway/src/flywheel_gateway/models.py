@@ -174,7 +174,12 @@ class ModelManager:
             loaded.provider = session.get_providers()[0]
             loaded.signature = _signature(session)
             await loop.run_in_executor(self._executor, loaded.run, _warmup_inputs(loaded.signature))
-            loaded.batcher = DynamicBatcher(loaded.run, self._executor, self._options.batch)
+            loaded.batcher = DynamicBatcher(
+                loaded.run,
+                self._executor,
+                self._options.batch,
+                {"model": model, "version": str(version)},
+            )
         except FlywheelError as exc:  # the registry said no: a known cause, no traceback
             log.warning(
                 "loading failed", extra={"model": model, "version": version, "error": exc.message}

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from google.protobuf.message import Message
+from opentelemetry import metrics
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
@@ -50,6 +51,9 @@ from flywheel_retrain.converters import (
 )
 
 log = logging.getLogger(__name__)
+_runs_ended = metrics.get_meter(__name__).create_counter(
+    "flywheel.retrain.runs", description="Retrain runs ended, by model and outcome"
+)
 
 PRODUCTION = "production"
 SYSTEM_ACTOR = "system:retrain"
@@ -449,10 +453,14 @@ class Retrainer:
                     for message in apply(row):
                         self._stage(session, row.model, message)
                     row.updated_at = self.now()
-                    if row.state in TERMINAL_STATES and row.finished_at is None:
+                    ended = row.state in TERMINAL_STATES and row.finished_at is None
+                    if ended:
                         row.finished_at = row.updated_at
             except StaleDataError:
                 continue
+            if ended:
+                state = pb.RunState.Name(row.state).removeprefix("RUN_STATE_").lower()  # type: ignore[arg-type]
+                _runs_ended.add(1, {"model": row.model, "outcome": state})
             self.on_change()
             return row
         raise Aborted(f"run {run_id} kept changing under this request; retry it")
