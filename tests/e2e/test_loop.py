@@ -11,7 +11,8 @@ import sys
 import uuid
 from pathlib import Path
 
-from flywheel_examples.demo import STAGES, Demo, Endpoints, Timeline
+from flywheel_cli.connection import Addresses
+from flywheel_examples.demo import STAGES, Demo, Timeline
 
 from flywheel_common.settings import GrpcSettings, KafkaSettings, TelemetrySettings
 from flywheel_common.testing import bounded, tombstone
@@ -91,7 +92,7 @@ async def test_drift_to_a_retrained_version_at_full_traffic(
             bounded, lambda: tombstone(kafka_bootstrap, DEPLOYMENTS.name, [model])
         )
         deployer, gateway, drift, retrain = services
-        endpoints = Endpoints(
+        endpoints = Addresses(
             registry=address,
             deployer=deployer.grpc.address,
             gateway=gateway.grpc.address,
@@ -115,7 +116,7 @@ async def test_drift_to_a_retrained_version_at_full_traffic(
     )
 
 
-async def flywheel(endpoints: Endpoints, *args: str) -> tuple[int, str]:
+async def flywheel(endpoints: Addresses, *args: str) -> tuple[int, str]:
     """The `flywheel` command line, as an operator runs it."""
     env = os.environ | {
         f"FLYWHEEL_CLI_{name.upper()}": getattr(endpoints, name)
@@ -134,7 +135,7 @@ async def flywheel(endpoints: Endpoints, *args: str) -> tuple[int, str]:
     return process.returncode or 0, output.decode()
 
 
-async def _operator_sees_the_loop(endpoints: Endpoints, model: str) -> None:
+async def _operator_sees_the_loop(endpoints: Addresses, model: str) -> None:
     code, output = await flywheel(endpoints, "--json", "status")
     assert code == 0, output
     status = json.loads(output)

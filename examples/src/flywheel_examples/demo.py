@@ -25,6 +25,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from flywheel_cli.connection import Addresses
 from sklearn.datasets import load_breast_cancer
 
 from flywheel.deployer.v1 import deployer_pb2 as deployer_pb
@@ -58,16 +59,6 @@ STAGES = (
 )
 DRIFT_WINDOW = 100
 SHIFT_SIGMAS = 1.0
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    registry: str = "127.0.0.1:50051"
-    deployer: str = "127.0.0.1:50052"
-    gateway: str = "127.0.0.1:8001"
-    drift: str = "127.0.0.1:50054"
-    retrain: str = "127.0.0.1:50055"
-    kafka: str = "127.0.0.1:19092"
 
 
 @dataclass
@@ -164,7 +155,7 @@ async def until(condition: Callable[[], Awaitable[Any]], timeout: float, what: s
     raise TimeoutError(f"waited {timeout:.0f}s for {what}")
 
 
-async def train_first_version(endpoints: Endpoints, model: str, data_dir: Path) -> None:
+async def train_first_version(endpoints: Addresses, model: str, data_dir: Path) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -186,7 +177,7 @@ async def train_first_version(endpoints: Endpoints, model: str, data_dir: Path) 
 
 @dataclass
 class Demo:
-    endpoints: Endpoints
+    endpoints: Addresses
     model: str
     data_dir: Path
     timeline: Timeline
@@ -365,7 +356,7 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     console.print(f"[bold]Flywheel demo[/]: model {args.model}")
-    demo = Demo(Endpoints(), args.model, args.data_dir, Timeline(on_stage=show))
+    demo = Demo(Addresses(), args.model, args.data_dir, Timeline(on_stage=show))
     timeline = asyncio.run(demo.run())
     load = demo.load
     console.print(

@@ -9,6 +9,7 @@ import json
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -417,36 +418,35 @@ async def _full_run_id(clients: Clients, prefix: str) -> str:
     return str(matches[0])
 
 
-@retrain_app.command("approve")
-def retrain_approve(run_id: str, comment: str = "") -> None:
-    """Approve a candidate awaiting sign-off: it becomes production."""
+def _sign_off(run_id: str, method: str, request: Callable[[str], Message]) -> None:
+    """ApproveCandidate or RejectCandidate on the run a prefix names; the run as it stands."""
 
     async def command(clients: Clients) -> Any:
         full = await _full_run_id(clients, run_id)
-        return await clients.call(
-            "retrain",
-            "ApproveCandidate",
-            retrain_pb.ApproveCandidateRequest(run_id=full, comment=comment),
-        )
+        return await clients.call("retrain", method, request(full))
 
     response = execute(command)
     show(response.run, _runs_table([response.run]))
+
+
+@retrain_app.command("approve")
+def retrain_approve(run_id: str, comment: str = "") -> None:
+    """Approve a candidate awaiting sign-off: it becomes production."""
+    _sign_off(
+        run_id,
+        "ApproveCandidate",
+        lambda full: retrain_pb.ApproveCandidateRequest(run_id=full, comment=comment),
+    )
 
 
 @retrain_app.command("reject")
 def retrain_reject(run_id: str, reason: Annotated[str, typer.Option(help="Why.")] = "") -> None:
     """Reject a candidate awaiting sign-off: production stays as it is."""
-
-    async def command(clients: Clients) -> Any:
-        full = await _full_run_id(clients, run_id)
-        return await clients.call(
-            "retrain",
-            "RejectCandidate",
-            retrain_pb.RejectCandidateRequest(run_id=full, reason=reason),
-        )
-
-    response = execute(command)
-    show(response.run, _runs_table([response.run]))
+    _sign_off(
+        run_id,
+        "RejectCandidate",
+        lambda full: retrain_pb.RejectCandidateRequest(run_id=full, reason=reason),
+    )
 
 
 @app.command()

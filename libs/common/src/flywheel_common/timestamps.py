@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -36,3 +36,9 @@ def epoch(seconds: float) -> Timestamp:
 def duration(seconds: float) -> Duration:
     whole, nanos = divmod(round(seconds * 1e9), 1_000_000_000)
     return Duration(seconds=whole, nanos=nanos)
+
+
+def stored_utc(moment: datetime) -> datetime:
+    """A datetime read back from the database, zone-aware: SQLite returns them without a
+    zone, and every service writes them in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

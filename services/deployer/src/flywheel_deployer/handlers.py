@@ -31,7 +31,7 @@ from flywheel_common.db import Database
 from flywheel_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from flywheel_common.outbox import Outbox
 from flywheel_common.registry_client import RegistryClient
-from flywheel_common.timestamps import duration, timestamp
+from flywheel_common.timestamps import duration, stored_utc, timestamp
 from flywheel_common.topics import DEPLOYMENT_EVENTS, DEPLOYMENTS
 from flywheel_deployer import storage
 from flywheel_deployer.analysis import Analysis, Decision, Window, analyse, merge
@@ -61,11 +61,6 @@ MAX_PAGE_SIZE = 200
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands datetimes back without a zone; they were written in UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -609,11 +604,11 @@ class Deployer:
 
     async def _analyse(self, session: AsyncSession, rollout: Rollout, now: datetime) -> Analysis:
         assert rollout.step_started_at is not None
-        step_start = _aware(rollout.step_started_at)
+        step_start = stored_utc(rollout.step_started_at)
         candidate = await storage.windows_since(session, rollout.model, rollout.version, step_start)
         # The baseline is judged over the whole rollout: at a 100% step it serves nothing.
         baseline = await storage.windows_since(
-            session, rollout.model, rollout.baseline, _aware(rollout.created_at)
+            session, rollout.model, rollout.baseline, stored_utc(rollout.created_at)
         )
         return analyse(
             rollout.plan.rule,
@@ -662,7 +657,7 @@ class Deployer:
                 forced=forced,
                 actor=current_principal().subject if forced else "flywheel-deployer",
                 reason=rollout.end_reason,
-                duration=duration((finished - _aware(rollout.created_at)).total_seconds()),
+                duration=duration((finished - stored_utc(rollout.created_at)).total_seconds()),
                 occurred_at=timestamp(finished),
             ),
             rollout.model,
@@ -758,14 +753,14 @@ class Deployer:
             trigger=Trigger(row.trigger),
             started_by=row.started_by,
             reason=row.reason,
-            created_at=_aware(row.created_at),
-            updated_at=_aware(row.updated_at),
+            created_at=stored_utc(row.created_at),
+            updated_at=stored_utc(row.updated_at),
             step_index=row.step_index,
-            step_started_at=_aware(row.step_started_at) if row.step_started_at else None,
+            step_started_at=stored_utc(row.step_started_at) if row.step_started_at else None,
             paused_from=Phase(row.paused_from) if row.paused_from else None,
             end_reason=row.end_reason,
             superseded_by=row.superseded_by,
-            finished_at=_aware(row.finished_at) if row.finished_at else None,
+            finished_at=stored_utc(row.finished_at) if row.finished_at else None,
             promoted_version=row.promoted_version,
         )
         return Loaded(row, rollout, policy)

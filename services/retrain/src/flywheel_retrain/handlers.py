@@ -32,7 +32,7 @@ from flywheel_common.errors import Aborted, FailedPrecondition, InvalidArgument,
 from flywheel_common.outbox import Outbox
 from flywheel_common.registry_client import RegistryClient
 from flywheel_common.settings import Role
-from flywheel_common.timestamps import timestamp
+from flywheel_common.timestamps import stored_utc, timestamp
 from flywheel_common.topics import RETRAIN_EVENTS
 from flywheel_retrain import domain, storage
 from flywheel_retrain.converters import (
@@ -63,13 +63,6 @@ _CHANGE_ATTEMPTS = 5
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back without a zone; they were written in UTC."""
-    if moment is None:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -233,7 +226,7 @@ class Retrainer:
             if not rule.enabled:
                 return None
             last = await storage.last_run(session, model)
-            since = _aware(last.created_at) if last is not None else None
+            since = stored_utc(last.created_at) if last is not None else None
             windows = await storage.windows_of(session, model, version, since)
         tracker = domain.DecayTracker(rule)
         fired = None
@@ -252,7 +245,7 @@ class Retrainer:
             f"metric-decay:{fired.window_id}",
             f"{metric.lower()} of version {version} past {rule.threshold:g} for "
             f"{rule.consecutive_windows} window(s)",
-            occurred_at=_aware(fired.window_end),
+            occurred_at=stored_utc(fired.window_end),
         )
 
     async def on_decay(self, model: str, cause: Cause) -> None:
@@ -327,7 +320,7 @@ class Retrainer:
                 ), None
             existing = await storage.run_by_trigger(session, model, cause.key)
             last = await storage.last_run(session, model)
-            since = _aware(last.created_at) if last is not None else None
+            since = stored_utc(last.created_at) if last is not None else None
             history = domain.History(
                 trigger_keys=frozenset({cause.key}) if existing is not None else frozenset(),
                 running=len(await storage.runs_in(session, ACTIVE_STATES, model)),
@@ -498,19 +491,25 @@ class Retrainer:
         return run_message(row)
 
     async def approve(self, run_id: str, comment: str) -> pb.Run:
-        row = await self._awaiting(run_id)
         actor = current_principal().subject
-        await self._registry.set_alias(
-            row.model,
-            PRODUCTION,
-            row.candidate_version,
-            f"retrain run {run_id}: approved by {actor}" + (f": {comment}" if comment else ""),
-        )
-        return run_message(await self._decide(run_id, True, actor, comment))
+        # Under the model's lock, re-checked: a CancelRun or RejectCandidate cannot commit
+        # between the promotion and the run's record of it.
+        async with self.model_lock((await self.run(run_id)).model):
+            row = await self._awaiting(run_id)
+            await self._registry.set_alias(
+                row.model,
+                PRODUCTION,
+                row.candidate_version,
+                f"retrain run {run_id}: approved by {actor}" + (f": {comment}" if comment else ""),
+            )
+            return run_message(await self._decide(run_id, True, actor, comment))
 
     async def reject(self, run_id: str, reason: str) -> pb.Run:
-        await self._awaiting(run_id)
-        return run_message(await self._decide(run_id, False, current_principal().subject, reason))
+        async with self.model_lock((await self.run(run_id)).model):
+            await self._awaiting(run_id)
+            return run_message(
+                await self._decide(run_id, False, current_principal().subject, reason)
+            )
 
     async def _awaiting(self, run_id: str) -> storage.RunRow:
         row = await self.run(run_id)
@@ -533,22 +532,12 @@ class Retrainer:
                 approved=approved, actor=actor, comment=comment, decided_at=timestamp(now)
             )
             row.approval = to_json(approval)
-            gate = from_json(row.gate, pb.GateResult())
-            return [
-                events.CandidateGated(
-                    run_id=row.run_id,
-                    model=row.model,
-                    candidate_version=row.candidate_version,
-                    production_version=row.gated_against,
-                    gate=gate,
-                    outcome=events.CANDIDATE_OUTCOME_PROMOTED
-                    if approved
-                    else events.CANDIDATE_OUTCOME_REJECTED_BY_REVIEWER,
-                    actor=actor,
-                    comment=comment,
-                    occurred_at=timestamp(now),
-                )
-            ]
+            outcome = (
+                events.CANDIDATE_OUTCOME_PROMOTED
+                if approved
+                else events.CANDIDATE_OUTCOME_REJECTED_BY_REVIEWER
+            )
+            return [candidate_gated(row, outcome, actor, now, comment)]
 
         try:
             return await self.change(run_id, [pb.RUN_STATE_AWAITING_APPROVAL], decided)
@@ -560,6 +549,23 @@ class Retrainer:
 
 
 _IN_PROGRESS = (pb.RUN_STATE_PREPARING_DATA, pb.RUN_STATE_TRAINING, pb.RUN_STATE_GATING)
+
+
+def candidate_gated(
+    row: storage.RunRow, outcome: int, actor: str, at: datetime, comment: str = ""
+) -> events.CandidateGated:
+    """The event of a decision on a run's candidate, by the gate or by a reviewer."""
+    return events.CandidateGated(
+        run_id=row.run_id,
+        model=row.model,
+        candidate_version=row.candidate_version,
+        production_version=row.gated_against,
+        gate=from_json(row.gate, pb.GateResult()),
+        outcome=outcome,  # type: ignore[arg-type]
+        actor=actor,
+        comment=comment,
+        occurred_at=timestamp(at),
+    )
 
 
 def _offset(token: str) -> int:

@@ -31,7 +31,13 @@ from flywheel_retrain import datasets, domain
 from flywheel_retrain.converters import from_json, gate, holdout_size, to_json
 from flywheel_retrain.evaluation import metric_named
 from flywheel_retrain.executors import Executor, JobOutcome, JobSpec
-from flywheel_retrain.handlers import PRODUCTION, SYSTEM_ACTOR, Retrainer, StaleRun
+from flywheel_retrain.handlers import (
+    PRODUCTION,
+    SYSTEM_ACTOR,
+    Retrainer,
+    StaleRun,
+    candidate_gated,
+)
 from flywheel_retrain.logs import LogReader
 from flywheel_retrain.scoring import predict_off_loop
 from flywheel_retrain.storage import RunRow
@@ -488,22 +494,10 @@ def _record_gate(row: RunRow, result: pb.GateResult, production_version: int) ->
 
 
 def _gated(row: RunRow, state: int, outcome: int, retrainer: Retrainer) -> list[Message]:
-    gate = from_json(row.gate, pb.GateResult())
     row.state = state
     if state == pb.RUN_STATE_REJECTED:
-        row.error = f"rejected by the gate: {gate.summary}"
-    return [
-        events.CandidateGated(
-            run_id=row.run_id,
-            model=row.model,
-            candidate_version=row.candidate_version,
-            production_version=row.gated_against,
-            gate=gate,
-            outcome=outcome,  # type: ignore[arg-type]
-            actor=SYSTEM_ACTOR,
-            occurred_at=timestamp(retrainer.now()),
-        )
-    ]
+        row.error = f"rejected by the gate: {from_json(row.gate, pb.GateResult()).summary}"
+    return [candidate_gated(row, outcome, SYSTEM_ACTOR, retrainer.now())]
 
 
 def _set_state(row: RunRow, state: int) -> list[Message]:
