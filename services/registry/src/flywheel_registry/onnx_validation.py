@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import chain
 
 import onnx
 import onnxruntime
@@ -23,27 +24,41 @@ class ValidatedModel:
     producer_name: str
 
 
-def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    """Every tensor a graph stores, including those in subgraphs and node attributes."""
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
+def _sparse(tensors: Iterable[onnx.SparseTensorProto]) -> Iterator[onnx.TensorProto]:
+    for sparse in tensors:
         yield sparse.values
         yield sparse.indices
-    for node in graph.node:
+
+
+def _node_tensors(nodes: Iterable[onnx.NodeProto]) -> Iterator[onnx.TensorProto]:
+    """Every tensor in the nodes' attributes, dense or sparse, and in their subgraphs."""
+    for node in nodes:
         for attribute in node.attribute:
             if attribute.HasField("t"):
                 yield attribute.t
             yield from attribute.tensors
+            if attribute.HasField("sparse_tensor"):
+                yield from _sparse([attribute.sparse_tensor])
+            yield from _sparse(attribute.sparse_tensors)
             if attribute.HasField("g"):
                 yield from _tensors(attribute.g)
             for subgraph in attribute.graphs:
                 yield from _tensors(subgraph)
 
 
+def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor a graph stores, including those in subgraphs and node attributes."""
+    yield from graph.initializer
+    yield from _sparse(graph.sparse_initializer)
+    yield from _node_tensors(graph.node)
+
+
 def _reject_external_data(model: onnx.ModelProto) -> None:
     """Weights must live inside the artifact: an external path can read any file the
-    server can (`../../etc/passwd`), a known attack on model registries."""
-    for tensor in _tensors(model.graph):
+    server can (`../../etc/passwd`), a known attack on model registries. onnxruntime
+    resolves a relative one against the server's working directory, so none is safe."""
+    in_functions = (_node_tensors(function.node) for function in model.functions)
+    for tensor in chain(_tensors(model.graph), *in_functions):
         if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.external_data:
             location = next((e.value for e in tensor.external_data if e.key == "location"), "?")
             raise InvalidArgument(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,13 +25,14 @@ from flywheel_common.settings import (
     Role,
     TelemetrySettings,
 )
-from flywheel_common.testing import IrisModels, read_topic, reset_postgres
+from flywheel_common.testing import IrisModels, read_topic, registration, reset_postgres
 from flywheel_common.topics import MODEL_EVENTS
 from flywheel_registry.app import build
 from flywheel_registry.settings import RegistrySettings
 
 TOKENS = {"reader-token": Role.READER, "writer-token": Role.WRITER, "admin-token": Role.ADMIN}
 MAX_ARTIFACT_BYTES = 64 * 1024
+MAX_REFERENCE_SAMPLE_BYTES = 16 * 1024
 
 
 def registry_settings(
@@ -45,6 +46,7 @@ def registry_settings(
         database=DatabaseSettings(url=database_url),
         data_dir=data_dir,
         max_artifact_bytes=MAX_ARTIFACT_BYTES,
+        max_reference_sample_bytes=MAX_REFERENCE_SAMPLE_BYTES,
         # A group of its own: no test waits on group membership left by another test.
         consumer_group=f"registry-test-{uuid.uuid4().hex[:8]}",
         **overrides,
@@ -149,6 +151,32 @@ async def model_events(
             break
         waited += 1000
     return found
+
+
+async def relay_barrier(client: RegistryClient, kafka_bootstrap: str, artifact: bytes) -> None:
+    """Return once every event committed before the call is on flywheel.model-events.
+
+    The relay publishes in commit order, a batch at a time, and selects the next batch only
+    when the previous one is acknowledged. Seeing a sentinel's event does not prove that the
+    earlier events of its batch landed on the other partitions; a second sentinel, committed
+    after the first was seen, is in a later batch, so seeing it does."""
+    for _ in range(2):
+        sentinel = f"sentinel-{uuid.uuid4().hex[:8]}"
+        await register(client, registration(sentinel, artifact))
+        assert await model_events(kafka_bootstrap, sentinel, at_least=1), "the relay is stuck"
+
+
+async def expect_error(call: Awaitable[object], code: grpc.StatusCode, fragment: str = "") -> str:
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await call
+    assert failure.value.code() == code, failure.value.details()
+    assert fragment in (failure.value.details() or ""), failure.value.details()
+    return failure.value.details() or ""
+
+
+async def drain(stream: AsyncIterator[Any]) -> list[Any]:
+    """Every message of a server stream (GetArtifact, GetReferenceSample)."""
+    return [message async for message in stream]
 
 
 @pytest.fixture

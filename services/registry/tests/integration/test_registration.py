@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Sequence
+from pathlib import Path
 
 import grpc
 import onnx
@@ -16,10 +18,13 @@ from flywheel_common.testing import IrisModels, registration
 
 from .conftest import (
     MAX_ARTIFACT_BYTES,
+    MAX_REFERENCE_SAMPLE_BYTES,
     RunningRegistry,
+    expect_error,
     metadata,
     model_events,
     register,
+    relay_barrier,
 )
 
 
@@ -144,24 +149,109 @@ async def test_twenty_concurrent_registrations_number_one_to_twenty(
     assert (model.model.latest_version, model.model.version_count) == (20, 20)
 
 
-def _external_data_model(iris: IrisModels) -> bytes:
-    model = onnx.load_model_from_string(iris.classifier)
-    weights = model.graph.initializer[0] if model.graph.initializer else None
-    if weights is None:  # the classifier keeps its weights in node attributes
-        attribute = next(
-            a for n in model.graph.node for a in n.attribute if a.name == "coefficients"
-        )
-        tensor = onnx.helper.make_tensor("w", onnx.TensorProto.FLOAT, [1], [0.0])
-        model.graph.initializer.append(tensor)
-        weights = model.graph.initializer[-1]
-        del attribute
-    weights.data_location = onnx.TensorProto.EXTERNAL
-    del weights.external_data[:]
-    entry = weights.external_data.add()
-    entry.key, entry.value = "location", "../../../etc/passwd"
-    weights.ClearField("float_data")
-    weights.ClearField("raw_data")
+FEATURES = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 4])
+RESULT = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, 4])
+
+
+def _onnx(
+    nodes: list[onnx.NodeProto],
+    *extra_inputs: onnx.ValueInfoProto,
+    functions: Sequence[onnx.FunctionProto] = (),
+) -> bytes:
+    """A small model from `x` FP32[?, 4] to `y` FP32[?, 4], at opset 17 and IR version 8
+    (which onnxruntime loads)."""
+    graph = onnx.helper.make_graph(nodes, "tiny", [FEATURES, *extra_inputs], [RESULT])
+    opsets = [onnx.helper.make_opsetid("", 17)]
+    opsets += [onnx.helper.make_opsetid(function.domain, 1) for function in functions]
+    model = onnx.helper.make_model(
+        graph, opset_imports=opsets, ir_version=8, functions=list(functions)
+    )
     return model.SerializeToString()
+
+
+def _weights(name: str, location: str) -> onnx.TensorProto:
+    """Four FP32 weights kept in an external file."""
+    tensor = onnx.helper.make_tensor(name, onnx.TensorProto.FLOAT, [4], bytes(16), raw=True)
+    onnx.external_data_helper.set_external_data(tensor, location=location, offset=0, length=16)
+    tensor.ClearField("raw_data")
+    return tensor
+
+
+def _external_data_model(iris: IrisModels, location: str) -> bytes:
+    """The iris classifier with one more initializer, stored in an external file."""
+    model = onnx.load_model_from_string(iris.classifier)
+    model.graph.initializer.append(_weights("w", location))
+    return model.SerializeToString()
+
+
+def _external_data_in_subgraph() -> bytes:
+    """An If whose then-branch adds weights stored in an external file."""
+    then_out = onnx.helper.make_tensor_value_info("then_y", onnx.TensorProto.FLOAT, [None, 4])
+    else_out = onnx.helper.make_tensor_value_info("else_y", onnx.TensorProto.FLOAT, [None, 4])
+    then_branch = onnx.helper.make_graph(
+        [onnx.helper.make_node("Add", ["x", "w"], ["then_y"])],
+        "then",
+        [],
+        [then_out],
+        initializer=[_weights("w", "weights.bin")],
+    )
+    else_branch = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["else_y"])], "else", [], [else_out]
+    )
+    condition = onnx.helper.make_tensor_value_info("c", onnx.TensorProto.BOOL, [])
+    branch = onnx.helper.make_node(
+        "If", ["c"], ["y"], then_branch=then_branch, else_branch=else_branch
+    )
+    return _onnx([branch], condition)
+
+
+def _external_data_in_sparse_constant() -> bytes:
+    """A Constant whose sparse value lives in an external file; onnxruntime would read it
+    from the server's working directory."""
+    values = _weights("w_values", "weights.bin")
+    indices = onnx.helper.make_tensor("w_indices", onnx.TensorProto.INT64, [4], [0, 1, 2, 3])
+    sparse = onnx.helper.make_sparse_tensor(values, indices, [4])
+    return _onnx(
+        [
+            onnx.helper.make_node("Constant", [], ["w"], sparse_value=sparse),
+            onnx.helper.make_node("Add", ["x", "w"], ["y"]),
+        ]
+    )
+
+
+def _external_data_in_function() -> bytes:
+    """A model-local function whose Constant lives in an external file."""
+    add_weights = onnx.helper.make_function(
+        "local",
+        "AddWeights",
+        ["a"],
+        ["b"],
+        [
+            onnx.helper.make_node("Constant", [], ["w"], value=_weights("w", "weights.bin")),
+            onnx.helper.make_node("Add", ["a", "w"], ["b"]),
+        ],
+        [onnx.helper.make_opsetid("", 17)],
+    )
+    return _onnx(
+        [onnx.helper.make_node("AddWeights", ["x"], ["y"], domain="local")],
+        functions=[add_weights],
+    )
+
+
+def _fails_the_checker() -> bytes:
+    """Parses, but Relu takes one input."""
+    return _onnx([onnx.helper.make_node("Relu", ["x", "x"], ["y"])])
+
+
+def _fails_to_load() -> bytes:
+    """Passes the checker (which infers no types), but onnxruntime refuses to add FP32 to
+    INT64."""
+    numbers = onnx.helper.make_tensor_value_info("n", onnx.TensorProto.INT64, [None, 4])
+    return _onnx([onnx.helper.make_node("Add", ["x", "n"], ["y"])], numbers)
+
+
+SELF_CONTAINED = "the registry accepts self-contained models only (save without external data)"
+BAD_NAME = "Iris Model!"
 
 
 @pytest.mark.parametrize(
@@ -174,8 +264,34 @@ def _external_data_model(iris: IrisModels) -> bytes:
         (
             "external data",
             grpc.StatusCode.INVALID_ARGUMENT,
-            "external data file '../../../etc/passwd'",
+            f"external data file '../../../etc/passwd'; {SELF_CONTAINED}",
         ),
+        (
+            "relative external data",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"tensor 'w' refers to external data file 'weights.bin'; {SELF_CONTAINED}",
+        ),
+        (
+            "external data in a subgraph",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"tensor 'w' refers to external data file 'weights.bin'; {SELF_CONTAINED}",
+        ),
+        (
+            "external data in a sparse constant",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"tensor 'w_values' refers to external data file 'weights.bin'; {SELF_CONTAINED}",
+        ),
+        (
+            "external data in a function",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"tensor 'w' refers to external data file 'weights.bin'; {SELF_CONTAINED}",
+        ),
+        (
+            "fails the checker",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "the ONNX checker rejects the model: Node with schema(::Relu",
+        ),
+        ("fails to load", grpc.StatusCode.INVALID_ARGUMENT, "onnxruntime cannot load the model"),
         ("bad name", grpc.StatusCode.INVALID_ARGUMENT, "is not a valid name"),
         ("bad alias", grpc.StatusCode.INVALID_ARGUMENT, "is not a valid name"),
         ("no metadata", grpc.StatusCode.INVALID_ARGUMENT, "first message"),
@@ -186,6 +302,16 @@ def _external_data_model(iris: IrisModels) -> bytes:
         ),
         ("sample size", grpc.StatusCode.INVALID_ARGUMENT, "bytes arrived"),
         ("sample features", grpc.StatusCode.INVALID_ARGUMENT, "takes 4"),
+        (
+            "sample sha mismatch",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"reference sample sha256 mismatch: expected {'0' * 64}, received ",
+        ),
+        (
+            "sample too large",
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"the reference sample exceeds the limit of {MAX_REFERENCE_SAMPLE_BYTES} bytes",
+        ),
         ("chunks out of order", grpc.StatusCode.INVALID_ARGUMENT, "after"),
         ("empty", grpc.StatusCode.INVALID_ARGUMENT, "artifact is empty"),
     ],
@@ -195,11 +321,14 @@ async def test_rejected_registrations_leave_nothing_behind(
     iris: IrisModels,
     model_name: str,
     kafka_bootstrap: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     case: str,
     code: grpc.StatusCode,
     fragment: str,
 ) -> None:
     good = registration(model_name, iris.classifier, sample=iris.reference_sample)
+    artifact_sha256 = hashlib.sha256(iris.classifier).hexdigest()
     messages = {
         "not onnx": registration(model_name, b"definitely not a protobuf \xff\xfe" * 20),
         "truncated": registration(model_name, iris.classifier[: len(iris.classifier) // 2]),
@@ -210,8 +339,20 @@ async def test_rejected_registrations_leave_nothing_behind(
             )
         ],
         "too large": registration(model_name, b"\x00" * (MAX_ARTIFACT_BYTES + 1), chunk=8192),
-        "external data": registration(model_name, _external_data_model(iris)),
-        "bad name": registration("Iris Model!", iris.classifier),
+        "external data": registration(
+            model_name, _external_data_model(iris, "../../../etc/passwd")
+        ),
+        "relative external data": registration(
+            model_name, _external_data_model(iris, "weights.bin")
+        ),
+        "external data in a subgraph": registration(model_name, _external_data_in_subgraph()),
+        "external data in a sparse constant": registration(
+            model_name, _external_data_in_sparse_constant()
+        ),
+        "external data in a function": registration(model_name, _external_data_in_function()),
+        "fails the checker": registration(model_name, _fails_the_checker()),
+        "fails to load": registration(model_name, _fails_to_load()),
+        "bad name": registration(BAD_NAME, iris.classifier),
         "bad alias": registration(model_name, iris.classifier, aliases=["Prod"]),
         "no metadata": good[1:],
         "sample without layout": [metadata(model_name)]
@@ -222,27 +363,52 @@ async def test_rejected_registrations_leave_nothing_behind(
         "sample features": registration(
             model_name, iris.classifier, sample=iris.features[:, :3].copy().tobytes(), n_features=3
         ),
+        "sample sha mismatch": good[:-1]
+        + [
+            pb.RegisterModelVersionRequest(
+                expected_digests=pb.ExpectedDigests(
+                    artifact_sha256=artifact_sha256, reference_sample_sha256="0" * 64
+                )
+            )
+        ],
+        "sample too large": registration(
+            model_name, iris.classifier, sample=iris.reference_sample * 8
+        ),
         "chunks out of order": [good[0], good[-2], *good[1:-2]],
         "empty": [metadata(model_name)],
     }[case]
-    before_files = registry.artifact_files
+    sent_name = BAD_NAME if case == "bad name" else model_name
+    # onnxruntime resolves relative external data against the working directory: with the
+    # file really there, only the registry's own rule stands between a model and that file.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights.bin").write_bytes(bytes(16))
     with pytest.raises(grpc.aio.AioRpcError) as rejected:
         await register(registry.client(), messages)
     assert rejected.value.code() == code, rejected.value.details()
-    assert fragment in (rejected.value.details() or "")
+    assert fragment in (rejected.value.details() or ""), rejected.value.details()
 
-    assert registry.artifact_files == before_files
+    assert registry.artifact_files == set()
     assert registry.temp_files == []
-    with pytest.raises(grpc.aio.AioRpcError) as missing:
-        await registry.client("reader").GetModelVersion(
-            pb.GetModelVersionRequest(model=model_name, version=1)
+    reader = registry.client("reader")
+    if case == "bad name":  # a name that cannot be stored cannot be asked for either
+        await expect_error(
+            reader.GetModel(pb.GetModelRequest(name=sent_name)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "is not a valid name",
         )
-    assert missing.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
-    assert await model_events(kafka_bootstrap, model_name, at_least=0, timeout_ms=0) == []
+    else:
+        await expect_error(
+            reader.GetModel(pb.GetModelRequest(name=sent_name)),
+            grpc.StatusCode.NOT_FOUND,
+            f"model {sent_name!r} does not exist",
+        )
+    assert not (await reader.ListModels(pb.ListModelsRequest())).models  # under no other name
+    await relay_barrier(registry.client(), kafka_bootstrap, iris.classifier)
+    assert await model_events(kafka_bootstrap, sent_name, at_least=0, timeout_ms=0) == []
 
 
 async def test_incompatible_signature_needs_breaking_change(
-    registry: RunningRegistry, iris: IrisModels, model_name: str
+    registry: RunningRegistry, iris: IrisModels, model_name: str, kafka_bootstrap: str
 ) -> None:
     client = registry.client()
     await register(client, registration(model_name, iris.classifier, aliases=["production"]))
@@ -253,6 +419,24 @@ async def test_incompatible_signature_needs_breaking_change(
     assert "incompatible with production version 1" in details
     assert "features: FP32[?, 4] -> features: FP32[?, 3]" in details
     assert "breaking_change=true" in details
+
+    # The rejected attempt leaves no version, no blob, no temporary file and no event.
+    model = await client.GetModel(pb.GetModelRequest(name=model_name))
+    assert (model.model.latest_version, model.model.version_count) == (1, 1)
+    listed = await client.ListModelVersions(
+        pb.ListModelVersionsRequest(model=model_name, include_archived=True)
+    )
+    assert [v.version for v in listed.model_versions] == [1]
+    assert registry.artifact_files == {hashlib.sha256(iris.classifier).hexdigest()}
+    assert registry.temp_files == []
+    await relay_barrier(client, kafka_bootstrap, iris.classifier)
+    found = await model_events(kafka_bootstrap, model_name, at_least=0, timeout_ms=0)
+    assert [(type(event), event.version) for _, event in found] == [
+        (events.ModelVersionRegistered, 1),
+        (events.AliasChanged, 1),
+        (events.ModelVersionPromoted, 1),
+    ]
+
     accepted = await register(
         client, registration(model_name, iris.three_features, breaking_change=True)
     )
