@@ -1,19 +1,56 @@
-"""Reading logged predictions and ground truth: input rows, predicted classes, labels.
+"""Logged predictions and ground truth: packing logs into records, and reading them back as
+input rows, predicted classes and labels.
 
-The drift detector and the retrain trigger read the same events; one reading of them keeps
-a predicted class and its ground truth comparable everywhere.
+The gateway packs the logs of one model into `PredictionLogBatch` records; the drift
+detector and the retrain trigger read the same events. One reading of them keeps a predicted
+class and its ground truth comparable everywhere.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+from google.protobuf.message import Message
 
 from flywheel.common.v1.types_pb2 import Tensor
 from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
-from flywheel.gateway.v1.events_pb2 import PredictionLog
+from flywheel.gateway.v1.events_pb2 import PredictionLog, PredictionLogBatch
+from flywheel_common.events import OutgoingRecord
 from flywheel_common.signatures import NUMPY_DTYPES
+from flywheel_common.topics import PREDICTIONS
 
 LABEL_OUTPUT = "label"
+
+
+def pack(
+    logs: Sequence[PredictionLog], *, source: str, per_record: int = 200
+) -> list[tuple[OutgoingRecord, int]]:
+    """Prediction logs as `flywheel.predictions` records: one `PredictionLogBatch` per model
+    and at most `per_record` logs, keyed by the model, in the order given. Each record comes
+    with the number of logs it carries."""
+    by_model: dict[str, list[PredictionLog]] = {}
+    for log in logs:
+        by_model.setdefault(log.model, []).append(log)
+    packed = []
+    for model, model_logs in by_model.items():
+        for start in range(0, len(model_logs), per_record):
+            chunk = model_logs[start : start + per_record]
+            batch = PredictionLogBatch(logs=chunk)
+            packed.append((PREDICTIONS.record(batch, source=source, subject=model), len(chunk)))
+    return packed
+
+
+def unpack(message: Message) -> Sequence[PredictionLog]:
+    """The prediction logs an event on `flywheel.predictions` carries: a batch, or one log."""
+    if isinstance(message, PredictionLogBatch):
+        return message.logs
+    if isinstance(message, PredictionLog):
+        return (message,)
+    raise ValueError(
+        f"{message.DESCRIPTOR.full_name} carries no prediction logs; expected "
+        f"{PredictionLogBatch.DESCRIPTOR.full_name} or {PredictionLog.DESCRIPTOR.full_name}"
+    )
 
 
 def category_label(value: object) -> str:
@@ -63,3 +100,96 @@ def ground_truth_label(truth: GroundTruth) -> str | None:
     """The label as category text, or None when the event carries none."""
     kind = truth.WhichOneof("label")
     return None if kind is None else category_label(getattr(truth, kind))
+
+
+def input_matrix(
+    logs: Sequence[PredictionLog], input_name: str = ""
+) -> tuple[np.ndarray, np.ndarray]:
+    """The input rows of many logs at once: (rows each log contributed, int64 [logs]; the
+    rows, float64 [total rows, features]). A log without a readable numeric input adds no
+    rows. When every tensor has one datatype and row width (what one model's gateway
+    logs), the rows are read in one pass over the joined bytes; otherwise log by log."""
+    tensors = _each_named(logs, "inputs", input_name, or_first=not input_name)
+    if tensors:
+        layouts = {(tensor.datatype, tuple(tensor.shape[1:])) for tensor in tensors}
+        [(datatype, row_shape)] = layouts if len(layouts) == 1 else [("", ())]
+        dtype = NUMPY_DTYPES.get(datatype) if datatype != "BYTES" else None
+        width = int(np.prod(row_shape)) if row_shape else 0
+        rows = np.array([tensor.shape[0] if tensor.shape else 0 for tensor in tensors])
+        data = b"".join(tensor.data for tensor in tensors)
+        if dtype is not None and width and len(data) == rows.sum() * width * dtype.itemsize:
+            matrix = np.frombuffer(data, dtype=dtype).astype(np.float64).reshape(-1, width)
+            return rows.astype(np.int64), matrix
+    return _input_matrix_one_by_one(logs, input_name)
+
+
+def _input_matrix_one_by_one(
+    logs: Sequence[PredictionLog], input_name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    parts: list[np.ndarray] = []
+    for log in logs:
+        try:
+            parts.append(input_rows(log, input_name))
+        except ValueError:
+            parts.append(np.empty((0, 0)))
+    widths = [part.shape[1] for part in parts if len(part)]
+    width = max(set(widths), key=widths.count) if widths else 0
+    # Rows of another width than most cannot share the matrix: they count as unreadable.
+    kept = [
+        part if len(part) and part.shape[1] == width else np.empty((0, width)) for part in parts
+    ]
+    rows = np.array([len(part) for part in kept], dtype=np.int64)
+    return rows, np.concatenate(kept) if kept else np.empty((0, 0))
+
+
+def first_labels(logs: Sequence[PredictionLog]) -> list[str]:
+    """`first_label` of each log; one pass over the values of all logs when every log has
+    its label tensor of one numeric datatype."""
+    tensors = _each_named(logs, "outputs", LABEL_OUTPUT, or_first=True)
+    datatypes = {tensor.datatype for tensor in tensors}
+    [datatype] = datatypes if len(datatypes) == 1 else [""]
+    dtype = NUMPY_DTYPES.get(datatype) if datatype != "BYTES" else None
+    if tensors and dtype is not None:
+        size = dtype.itemsize
+        firsts = [tensor.data[:size] for tensor in tensors]
+        if all(len(first) == size for first in firsts):
+            values, positions = np.unique(
+                np.frombuffer(b"".join(firsts), dtype=dtype), return_inverse=True
+            )
+            labels = [category_label(value) for value in values.tolist()]
+            return [labels[position] for position in positions.tolist()]
+    return [first_label(log) for log in logs]
+
+
+def _each_named(
+    logs: Sequence[PredictionLog], field: str, name: str, or_first: bool
+) -> list[Tensor]:
+    """Every log's tensor called `name` in `field` (inputs or outputs), or its first one
+    when `or_first`; empty unless every log has one."""
+    if not logs:
+        return []
+    # One model's logs list their tensors in one order: look the position up once.
+    names = [tensor.name for tensor in getattr(logs[0], field)]
+    position = names.index(name) if name in names else 0
+    try:
+        found = [getattr(log, field)[position] for log in logs]
+    except IndexError:
+        found = []
+    if found and (not name or all(tensor.name == name for tensor in found)):
+        return found
+    return _each_named_one_by_one(logs, field, name, or_first)
+
+
+def _each_named_one_by_one(
+    logs: Sequence[PredictionLog], field: str, name: str, or_first: bool
+) -> list[Tensor]:
+    found: list[Tensor] = []
+    for log in logs:
+        tensors = getattr(log, field)
+        tensor = next((t for t in tensors if t.name == name), None) if name else None
+        if tensor is None:
+            if not or_first or not tensors:
+                return []
+            tensor = tensors[0]
+        found.append(tensor)
+    return found

@@ -59,6 +59,7 @@ def build(settings: ServiceSettings | None = None) -> Service:
             Journal(config.journal_path(), config.prediction_journal_bytes),
             config.prediction_sample_rate,
             config.prediction_buffer,
+            logs_per_record=config.prediction_logs_per_record,
         )
         if config.log_predictions
         else None

@@ -1,4 +1,5 @@
-"""Prediction logs: off the request path, in batches, to flywheel.predictions, never lost."""
+"""Prediction logs: off the request path, packed per model, to flywheel.predictions, never
+lost."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import random
 
 from opentelemetry import metrics
 
-from flywheel.gateway.v1.events_pb2 import PredictionLog
-from flywheel_common.events import OutgoingRecord
+from flywheel.gateway.v1.events_pb2 import PredictionLog, PredictionLogBatch
+from flywheel_common.events import OutgoingRecord, event_type, header
+from flywheel_common.prediction_logs import pack
 from flywheel_common.publisher import DeliveryFailed, EventPublisher
-from flywheel_common.topics import PREDICTIONS
 from flywheel_gateway.journal import Journal
 
 log = logging.getLogger(__name__)
@@ -32,12 +33,15 @@ _dropped = _meter.create_counter(
 
 
 class PredictionLogger:
-    """Buffers prediction logs and publishes them in batches from a background task.
+    """Buffers prediction logs and publishes them, packed per model, from a background task.
 
-    The request path only encodes and enqueues. When Kafka refuses a batch, or the memory
-    buffer is full, records go to a bounded disk journal; while the journal holds anything,
-    new records queue behind it, and it is replayed in order once Kafka takes a send again.
-    Memory stays bounded by `max_buffered`; only a full journal loses records (counted).
+    The request path only enqueues the log. The task takes what has queued (up to
+    `max_batch` logs), packs each model's logs into `PredictionLogBatch` records of at most
+    `logs_per_record`, and sends them. When Kafka refuses a record, or the memory buffer is
+    full, records go to a bounded disk journal; while the journal holds anything, new
+    records queue behind it, and it is replayed in order once Kafka takes a send again.
+    Memory stays bounded by `max_buffered` logs; only a full journal loses logs (counted).
+    A record is delivered whole or not at all, so each log reaches Kafka exactly once.
     """
 
     def __init__(
@@ -47,37 +51,54 @@ class PredictionLogger:
         sample_rate: float = 1.0,
         max_buffered: int = 10_000,
         max_batch: int = 1000,
+        logs_per_record: int = 200,
         retry_seconds: float = 1.0,
     ) -> None:
         self._publisher = publisher
         self._journal = journal
         self._sample_rate = sample_rate
-        self._queue: asyncio.Queue[OutgoingRecord] = asyncio.Queue(max_buffered)
+        self._queue: asyncio.Queue[PredictionLog] = asyncio.Queue(max_buffered)
         self._max_batch = max_batch
+        self._logs_per_record = logs_per_record
         self._retry_seconds = retry_seconds
         self._task: asyncio.Task[None] | None = None
         self._restart_publisher = False
+        self._log_counts: dict[str, int] = {}
+        """Logs per record packed by this process, by event id (the metrics count logs)."""
 
     def log(self, prediction: PredictionLog) -> None:
         if self._sample_rate < 1.0 and random.random() >= self._sample_rate:
             return
         prediction.sample_rate = self._sample_rate
-        record = PREDICTIONS.record(
-            prediction, source=self._publisher.source, subject=prediction.model
-        )
         try:
-            self._queue.put_nowait(record)
+            self._queue.put_nowait(prediction)
         except asyncio.QueueFull:
-            self._spill([record])
+            self._spill(self._pack([prediction]))
+
+    def _pack(self, logs: list[PredictionLog]) -> list[OutgoingRecord]:
+        records = []
+        for record, count in pack(
+            logs, source=self._publisher.source, per_record=self._logs_per_record
+        ):
+            self._log_counts[record.event_id] = count
+            records.append(record)
+        return records
+
+    def _count(self, records: list[OutgoingRecord]) -> int:
+        """Logs in `records`, forgetting them (the metrics count logs, not records)."""
+        total = 0
+        for record in records:
+            known = self._log_counts.pop(record.event_id, None)
+            total += known if known is not None else _logs_in(record)
+        return total
 
     def _spill(self, records: list[OutgoingRecord]) -> None:
         written = self._journal.append(records)
-        _journaled.add(written)
+        _journaled.add(self._count(records[:written]))
         if written < len(records):
-            _dropped.add(len(records) - written)
-            log.error(
-                "prediction journal full; logs dropped", extra={"dropped": len(records) - written}
-            )
+            dropped = self._count(records[written:])
+            _dropped.add(dropped)
+            log.error("prediction journal full; logs dropped", extra={"dropped": dropped})
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="prediction-logger")
@@ -92,16 +113,21 @@ class PredictionLogger:
         while not self._queue.empty():
             remaining.append(self._queue.get_nowait())
         if remaining:
-            self._spill(await self._send(remaining, timeout=10.0))
+            records = self._pack(remaining)
+            failed = await self._send(records, timeout=10.0)
+            sent = {record.event_id for record in failed}
+            _logged.add(self._count([r for r in records if r.event_id not in sent]))
+            self._spill(failed)
 
     async def _next_batch(self) -> list[OutgoingRecord]:
+        """The records of the logs queued so far (waiting up to the retry interval for one)."""
         try:
-            batch = [await asyncio.wait_for(self._queue.get(), self._retry_seconds)]
+            logs = [await asyncio.wait_for(self._queue.get(), self._retry_seconds)]
         except TimeoutError:
             return []
-        while len(batch) < self._max_batch and not self._queue.empty():
-            batch.append(self._queue.get_nowait())
-        return batch
+        while len(logs) < self._max_batch and not self._queue.empty():
+            logs.append(self._queue.get_nowait())
+        return self._pack(logs)
 
     async def _send(
         self, records: list[OutgoingRecord], timeout: float | None = None
@@ -128,7 +154,8 @@ class PredictionLogger:
         for start in range(0, len(pending), self._max_batch):
             chunk = pending[start : start + self._max_batch]
             failed = await self._send(chunk)
-            _replayed.add(len(chunk) - len(failed))
+            unsent = {record.event_id for record in failed}
+            _replayed.add(self._count([r for r in chunk if r.event_id not in unsent]))
             if failed:
                 # Keep exactly what Kafka has not taken, in order, ahead of later spills.
                 later = list(self._journal.records())[len(pending) :]
@@ -153,6 +180,14 @@ class PredictionLogger:
                 continue
             if batch:
                 failed = await self._send(batch)
-                _logged.add(len(batch) - len(failed))
+                unsent = {record.event_id for record in failed}
+                _logged.add(self._count([r for r in batch if r.event_id not in unsent]))
                 if failed:
                     self._spill(failed)
+
+
+def _logs_in(record: OutgoingRecord) -> int:
+    """Logs in a record journaled by an earlier process: decoded, as no count was kept."""
+    if header(record.headers, "ce_type") == event_type(PredictionLog):
+        return 1
+    return len(PredictionLogBatch.FromString(record.value).logs)

@@ -42,13 +42,17 @@ class GatewaySettings(ServiceSettings):
     non_finite_inputs: NonFinitePolicy = NonFinitePolicy.REJECT
     """NaN/Inf in inputs: reject (INVALID_ARGUMENT) or flag in the prediction log."""
     log_predictions: bool = True
-    """Publish a PredictionLog per request to flywheel.predictions."""
+    """Publish a PredictionLog per request to flywheel.predictions (packed per model into
+    PredictionLogBatch records)."""
     prediction_sample_rate: float = Field(default=1.0, gt=0, le=1)
     """Share of requests logged."""
     prediction_linger_ms: int = Field(default=50, ge=0)
     """How long the producer of prediction logs gathers records before a produce request:
     logs are not latency-critical, and fuller requests cost the gateway and the brokers
     less CPU per record."""
+    prediction_logs_per_record: int = Field(default=200, ge=1)
+    """Most prediction logs packed into one Kafka record: each record costs producers and
+    consumers the same whatever it carries, so fuller records log more for less CPU."""
     prediction_buffer: int = Field(default=10_000, ge=1)
     """Prediction logs held in memory; beyond that they go to the disk journal."""
     prediction_journal_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)

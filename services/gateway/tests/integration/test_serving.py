@@ -10,6 +10,7 @@ import pytest
 
 from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_common.events import EventTypes, decode_event
+from flywheel_common.prediction_logs import unpack
 from flywheel_common.testing import IrisModels, read_topic
 from flywheel_common.topics import PREDICTIONS
 
@@ -27,14 +28,15 @@ async def prediction_logs(kafka_bootstrap: str, model: str, at_least: int) -> li
             timeout_ms=60_000,
         )
         logs = [
-            decode_event(r.headers, r.value, types).message
+            log
             for r in records
             if r.key == model.encode()
+            for log in unpack(decode_event(r.headers, r.value, types).message)
         ]
         if len(logs) >= at_least:
-            return logs  # type: ignore[return-value]
+            return logs
         await asyncio.sleep(0.5)
-    return logs  # type: ignore[return-value]
+    return logs
 
 
 async def test_stock_tritonclient_speaks_every_rpc(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TypeVar
 
@@ -12,7 +13,7 @@ from google.protobuf.message import Message
 from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
 from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_common.events import EventTypes, MalformedEvent, decode_event
-from flywheel_common.prediction_logs import ground_truth_label, input_rows
+from flywheel_common.prediction_logs import ground_truth_label, input_rows, unpack
 from flywheel_common.settings import KafkaSettings
 from flywheel_common.topic_scan import records_since
 from flywheel_retrain.datasets import LoggedPrediction
@@ -39,20 +40,20 @@ class LogReader:
             async for record in records:
                 if record.key != key:
                     continue
-                prediction = self._decode(record.headers, record.value, PredictionLog)
-                if prediction is None or prediction.shadow or prediction.status_code != 0:
-                    continue
-                try:
-                    rows = input_rows(prediction)
-                except ValueError:  # a non-numeric or misshaped input: not training data
-                    continue
-                if rows.shape[0] != 1:
-                    continue
-                found[prediction.request_id] = LoggedPrediction(
-                    prediction.request_id,
-                    rows[0],
-                    prediction.received_at.ToMicroseconds() / 1e6,
-                )
+                for prediction in self._predictions_in(record.headers, record.value):
+                    if prediction.shadow or prediction.status_code != 0:
+                        continue
+                    try:
+                        rows = input_rows(prediction)
+                    except ValueError:  # a non-numeric or misshaped input: not training data
+                        continue
+                    if rows.shape[0] != 1:
+                        continue
+                    found[prediction.request_id] = LoggedPrediction(
+                        prediction.request_id,
+                        rows[0],
+                        prediction.received_at.ToMicroseconds() / 1e6,
+                    )
         return list(found.values())
 
     async def labels(self, model: str, since: datetime, request_ids: set[str]) -> dict[str, str]:
@@ -71,6 +72,13 @@ class LogReader:
                 if label is not None:
                     labels[truth.request_id] = label
         return labels
+
+    def _predictions_in(self, headers: object, value: bytes | None) -> Sequence[PredictionLog]:
+        message = self._decode(headers, value, Message)
+        try:
+            return unpack(message) if message is not None else ()
+        except ValueError:
+            return ()
 
     def _decode(self, headers: object, value: bytes | None, kind: type[_Event]) -> _Event | None:
         try:

@@ -4,7 +4,8 @@ isort:skip_file
 Events the inference gateway publishes. Its request API is the V2 inference protocol in
 `inference/grpc_service.proto`; it has no other gRPC API.
 - `flywheel.gateway-status` (compacted, Kafka key: gateway id): GatewayStatus;
-- `flywheel.predictions` (Kafka key: model name): PredictionLog.
+- `flywheel.predictions` (Kafka key: model name): PredictionLogBatch from the gateway;
+  consumers also accept a lone PredictionLog, for producers that log one at a time.
 """
 
 from collections import abc as _abc
@@ -308,3 +309,31 @@ class PredictionLog(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PredictionLog: _TypeAlias = PredictionLog  # noqa: Y015
+
+@_typing.final
+class PredictionLogBatch(_message.Message):
+    """Prediction logs of one model packed into one Kafka record: what the gateway publishes on
+    `flywheel.predictions`. A Kafka client spends tens of microseconds on every record it
+    produces or consumes; packing the logs of a publishing round takes that cost off each
+    prediction, in the gateway and in every consumer of the topic.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def logs(self) -> _containers.RepeatedCompositeFieldContainer[Global___PredictionLog]:
+        """The logs, in the order the gateway answered the requests; all of one model."""
+
+    def __init__(
+        self,
+        *,
+        logs: _abc.Iterable[Global___PredictionLog] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["logs", b"logs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PredictionLogBatch: _TypeAlias = PredictionLogBatch  # noqa: Y015

@@ -4,7 +4,8 @@ isort:skip_file
 Events the inference gateway publishes. Its request API is the V2 inference protocol in
 `inference/grpc_service.proto`; it has no other gRPC API.
 - `flywheel.gateway-status` (compacted, Kafka key: gateway id): GatewayStatus;
-- `flywheel.predictions` (Kafka key: model name): PredictionLog.
+- `flywheel.predictions` (Kafka key: model name): PredictionLogBatch from the gateway;
+  consumers also accept a lone PredictionLog, for producers that log one at a time.
 """
 
 from collections import abc as _abc
