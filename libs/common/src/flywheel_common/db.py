@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,30 @@ async def insert_unless_present(
     await session.execute(
         insert(table).values(**values).on_conflict_do_nothing(index_elements=unique)
     )
+
+
+async def upsert(
+    session: AsyncSession,
+    table: type[Base],
+    rows: list[dict[str, Any]],
+    unique: list[str],
+    merge: Callable[[Any], dict[str, Any]] | None = None,
+) -> None:
+    """INSERT ... ON CONFLICT DO UPDATE of many rows in one statement, on PostgreSQL and
+    SQLite alike. `merge(excluded)` gives the SET clause for a row that exists (`excluded`
+    holds the new values); by default every column outside `unique` takes the new value."""
+    if not rows:
+        return
+    dialect = session.bind.dialect.name if session.bind else "sqlite"
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(table).values(rows)
+    columns = [name for name in rows[0] if name not in unique]
+    updates = (
+        merge(statement.excluded)
+        if merge is not None
+        else {name: getattr(statement.excluded, name) for name in columns}
+    )
+    await session.execute(statement.on_conflict_do_update(index_elements=unique, set_=updates))
 
 
 def _tune_sqlite(dbapi_connection: DBAPIConnection, _: ConnectionPoolEntry) -> None:

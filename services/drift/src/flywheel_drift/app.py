@@ -54,6 +54,8 @@ def build(settings: ServiceSettings | None = None) -> Service:
         outbox,
         config.batch_size,
         config.batch_seconds,
+        config.prediction_batch_records,
+        data_dir=config.data_dir / "faust",
     )
     components: list[Component] = []
     if config.kafka.provision_topics:

@@ -13,14 +13,23 @@ from enum import IntEnum, StrEnum
 
 import numpy as np
 
-from flywheel_drift.profiles import FeatureProfile, ReferenceProfile, bin_counts, category_counts
+from flywheel_drift.profiles import (
+    FeatureProfile,
+    ReferenceProfile,
+    bin_counts,
+    bin_counts_sorted,
+    category_counts,
+)
 from flywheel_drift.statistics import (
     Correction,
     chi_square,
     continuous,
+    continuous_columns,
     correct,
     jensen_shannon,
+    jensen_shannon_distances,
     population_stability_index,
+    population_stability_indices,
 )
 
 
@@ -90,16 +99,34 @@ class Finding:
     adjusted_p_value: float | None = None
 
 
+@dataclass(frozen=True)
+class _Measured:
+    """What the continuous tests measured of one numeric feature."""
+
+    ks_statistic: float
+    ks_p_value: float
+    wasserstein: float
+    psi: float
+    jensen_shannon: float
+
+
 def data_drift(profile: ReferenceProfile, window: np.ndarray, monitor: Monitor) -> list[Finding]:
     """Per-feature two-sample tests of a [rows, features] window against the profile."""
+    columns = np.ascontiguousarray(window.T, dtype=np.float64)
+    measured = _measure_numeric(profile, columns)
     findings: list[Finding] = []
     tested: list[int] = []  # indices into findings of tests with p-values
     for index, feature in enumerate(profile.features):
-        values = window[:, index].astype(np.float64)
-        finite = values[np.isfinite(values)]
-        if len(finite) < 2:
-            continue
-        findings += _feature_tests(feature, index, finite, monitor, tested, len(findings))
+        if feature.categorical:
+            values = columns[index][np.isfinite(columns[index])]
+            if len(values) >= 2:
+                findings += _categorical_tests(
+                    feature, index, values, monitor, tested, len(findings)
+                )
+        elif index in measured:
+            findings += _numeric_findings(
+                feature, index, measured[index], monitor, tested, len(findings)
+            )
     if tested:
         adjusted = correct(np.array([findings[i].p_value for i in tested]), monitor.correction)
         alpha = monitor.thresholds.alpha
@@ -114,7 +141,57 @@ def data_drift(profile: ReferenceProfile, window: np.ndarray, monitor: Monitor) 
     return findings
 
 
-def _feature_tests(
+def _measure_numeric(profile: ReferenceProfile, columns: np.ndarray) -> dict[int, _Measured]:
+    """KS, Wasserstein, PSI and Jensen-Shannon of every numeric feature with at least two
+    finite values. Features stacked in the profile whose window column is all finite are
+    measured together, as matrices; the rest one by one on their finite values."""
+    stacked = profile.stacked
+    together = np.isfinite(columns[stacked.indices]).all(axis=1)
+    measured: dict[int, _Measured] = {}
+    if together.any():
+        rows = stacked.indices[together]
+        values = np.sort(columns[rows], axis=1)
+        found = continuous_columns(stacked.sketches[together], values)
+        counts = bin_counts_sorted(values, stacked.edges[together])
+        psi = population_stability_indices(stacked.counts[together], counts)
+        js = jensen_shannon_distances(stacked.counts[together], counts)
+        for position, index in enumerate(rows.tolist()):
+            measured[index] = _Measured(
+                float(found.ks_statistic[position]),
+                float(found.ks_p_value[position]),
+                float(found.wasserstein[position]),
+                float(psi[position]),
+                float(js[position]),
+            )
+    for index, feature in enumerate(profile.features):
+        if feature.categorical or index in measured:
+            continue
+        values = columns[index][np.isfinite(columns[index])]
+        if len(values) < 2:
+            continue
+        one = continuous(feature.sketch, values)
+        counts = bin_counts(values, feature.edges)
+        measured[index] = _Measured(
+            one.ks.statistic,
+            one.ks.p_value if one.ks.p_value is not None else 1.0,
+            one.wasserstein,
+            population_stability_index(feature.counts, counts),
+            jensen_shannon(feature.counts, counts),
+        )
+    return measured
+
+
+def _p_value_finding(
+    feature: FeatureProfile, index: int, test: DriftTest, statistic: float, p_value: float,
+    monitor: Monitor,
+) -> Finding:  # fmt: skip
+    """A test decided after the correction (see data_drift): not drifted yet."""
+    alpha = monitor.thresholds.alpha
+    return Finding(feature.name, index, Kind.DATA, test, statistic, alpha, False, Severity.NONE,
+                   p_value=p_value)  # fmt: skip
+
+
+def _categorical_tests(
     feature: FeatureProfile,
     index: int,
     values: np.ndarray,
@@ -122,38 +199,40 @@ def _feature_tests(
     tested: list[int],
     offset: int,
 ) -> list[Finding]:
+    if DriftTest.CHI_SQUARE not in monitor.tests:
+        return []
+    labels = list(feature.categories)
+    observed = _category_counts(values, labels)
+    result = chi_square(np.array([feature.categories[k] for k in labels] + [0]), observed)
+    tested.append(offset)
+    return [
+        _p_value_finding(
+            feature, index, DriftTest.CHI_SQUARE, result.statistic, result.p_value or 1.0, monitor
+        )
+    ]
+
+
+def _numeric_findings(
+    feature: FeatureProfile,
+    index: int,
+    measured: _Measured,
+    monitor: Monitor,
+    tested: list[int],
+    offset: int,
+) -> list[Finding]:
     found: list[Finding] = []
-    alpha = monitor.thresholds.alpha
-
-    def pending(test: DriftTest, statistic: float, p_value: float) -> None:
-        tested.append(offset + len(found))
-        found.append(
-            Finding(feature.name, index, Kind.DATA, test, statistic, alpha, False, Severity.NONE,
-                    p_value=p_value)
-        )  # fmt: skip
-
-    if feature.categorical:
-        if DriftTest.CHI_SQUARE in monitor.tests:
-            labels = list(feature.categories)
-            observed = _category_counts(values, labels)
-            result = chi_square(np.array([feature.categories[k] for k in labels] + [0]), observed)
-            pending(DriftTest.CHI_SQUARE, result.statistic, result.p_value or 1.0)
-        return found
-    measured = continuous(feature.sketch, values)
     if DriftTest.KOLMOGOROV_SMIRNOV in monitor.tests:
-        assert measured.ks.p_value is not None
-        pending(DriftTest.KOLMOGOROV_SMIRNOV, measured.ks.statistic, measured.ks.p_value)
-    counts = bin_counts(values, feature.edges)
+        tested.append(offset)
+        found.append(
+            _p_value_finding(
+                feature, index, DriftTest.KOLMOGOROV_SMIRNOV, measured.ks_statistic,
+                measured.ks_p_value, monitor,
+            )
+        )  # fmt: skip
     distances = {
-        DriftTest.POPULATION_STABILITY_INDEX: (
-            population_stability_index(feature.counts, counts),
-            monitor.thresholds.psi,
-        ),
+        DriftTest.POPULATION_STABILITY_INDEX: (measured.psi, monitor.thresholds.psi),
         DriftTest.WASSERSTEIN: (measured.wasserstein, monitor.thresholds.wasserstein),
-        DriftTest.JENSEN_SHANNON: (
-            jensen_shannon(feature.counts, counts),
-            monitor.thresholds.jensen_shannon,
-        ),
+        DriftTest.JENSEN_SHANNON: (measured.jensen_shannon, monitor.thresholds.jensen_shannon),
     }
     for test, (statistic, limit) in distances.items():
         if test not in monitor.tests:

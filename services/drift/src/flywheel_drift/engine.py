@@ -12,9 +12,10 @@ import asyncio
 import logging
 import pickle
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from google.protobuf.message import Message
 from opentelemetry.metrics import CallbackOptions
 from opentelemetry.metrics import Observation as Reading
@@ -26,7 +27,7 @@ from flywheel.drift.v1 import types_pb2 as types
 from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
 from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_common.errors import NotFound
-from flywheel_common.prediction_logs import first_label, ground_truth_label, input_rows
+from flywheel_common.prediction_logs import first_labels, ground_truth_label, input_matrix
 from flywheel_common.timestamps import epoch, now
 from flywheel_drift.concept import ChangeDetector, detector
 from flywheel_drift.detection import (
@@ -45,7 +46,7 @@ from flywheel_drift.statistics import Correction
 from flywheel_drift.windows import (
     ClosedWindow,
     LabelJoin,
-    Observation,
+    Observations,
     Pending,
     VersionWindows,
     WindowPolicy,
@@ -129,36 +130,45 @@ class DriftEngine:
             state.profile_requested = False
         state.status.reference_loaded = state.profile is not None
 
-    def observe(self, logs: list[PredictionLog]) -> Outgoing:
-        """A batch of prediction logs; returns the events of the windows it closed."""
-        by_version: dict[tuple[str, int], list[Observation]] = {}
+    def observe(self, logs: Sequence[PredictionLog]) -> Outgoing:
+        """A batch of prediction logs; returns the events of the windows it closed and of
+        concept drift found by labels that were waiting for these predictions."""
+        by_version: dict[tuple[str, int], list[PredictionLog]] = {}
         for entry in logs:
-            if entry.shadow:
-                continue  # shadow traffic is judged by the deployer, not alerted on
-            received = entry.received_at.seconds + entry.received_at.nanos * 1e-9
-            observation = Observation(
-                request_id=entry.request_id,
-                received_at=received,
-                features=input_rows(entry),
-                prediction=first_label(entry),
-                latency_ms=entry.latency.seconds * 1e3 + entry.latency.nanos * 1e-6,
-                failed=entry.status_code != 0,
-                nan_flagged=entry.nan_flagged,
-            )
-            by_version.setdefault((entry.model, entry.version), []).append(observation)
-            if entry.request_id and not observation.failed:
-                joined = self._join.prediction(
-                    entry.request_id,
-                    Pending(entry.model, entry.version, observation.prediction, received),
-                )
-                if joined is not None:
-                    self._score(*joined)
+            if not entry.shadow:  # shadow traffic is judged by the deployer, not alerted on
+                by_version.setdefault((entry.model, entry.version), []).append(entry)
         outgoing: Outgoing = []
-        for (model, version), batch in by_version.items():
+        for (model, version), entries in by_version.items():
+            batch = observations(entries)
+            for request_id, prediction, received, failed in zip(
+                batch.request_ids,
+                batch.predictions,
+                batch.received_at.tolist(),
+                batch.failed.tolist(),
+                strict=True,
+            ):
+                if request_id and not failed:
+                    joined = self._join.prediction(
+                        request_id, Pending(model, version, prediction, received)
+                    )
+                    if joined is not None:
+                        outgoing += self._score(*joined)
             state = self.state(model, version)
             self.changed.add((model, version))
             for window in state.windows.add(batch):
                 outgoing += self._close(state, window)
+        return outgoing
+
+    def flush(self, now: float) -> Outgoing:
+        """Close the time windows whose end has passed though no prediction came since (a
+        model whose traffic stopped still reports its last window), and forget predictions
+        and labels that waited past the label wait."""
+        outgoing: Outgoing = []
+        for key, state in list(self._versions.items()):
+            for window in state.windows.flush(now):
+                self.changed.add(key)
+                outgoing += self._close(state, window)
+        self._join.expire(now)
         return outgoing
 
     def label(self, truth: GroundTruth, at: float) -> Outgoing:
@@ -204,7 +214,7 @@ class DriftEngine:
         monitor = self._monitors(state.model).detection
         ref = types.WindowRef(
             window_id=window.window_id,
-            kind=types.WINDOW_KIND_TIME if window.start != window.end else types.WINDOW_KIND_COUNT,
+            kind=types.WINDOW_KIND_TIME if window.timed else types.WINDOW_KIND_COUNT,
             index=window.index,
             start=epoch(window.start),
             end=epoch(window.end),
@@ -274,6 +284,30 @@ class DriftEngine:
             for (m, v), s in sorted(self._versions.items())
             if m == model and (not version or v == version)
         ]
+
+
+def observations(logs: Sequence[PredictionLog]) -> Observations:
+    """One model version's prediction logs as columns (read in bulk, see prediction_logs)."""
+    failed = np.array([entry.status_code != 0 for entry in logs], dtype=bool)
+    succeeded = [entry for entry, bad in zip(logs, failed.tolist(), strict=True) if not bad]
+    rows = np.zeros(len(logs), dtype=np.int64)
+    succeeded_rows, features = input_matrix(succeeded)
+    rows[~failed] = succeeded_rows
+    labels = iter(first_labels(succeeded))
+    return Observations(
+        request_ids=[entry.request_id for entry in logs],
+        received_at=np.array(
+            [entry.received_at.seconds + entry.received_at.nanos * 1e-9 for entry in logs]
+        ),
+        rows=rows,
+        features=features,
+        predictions=["" if bad else next(labels) for bad in failed.tolist()],
+        latency_ms=np.array(
+            [entry.latency.seconds * 1e3 + entry.latency.nanos * 1e-6 for entry in logs]
+        ),
+        failed=failed,
+        nan_flagged=np.array([entry.nan_flagged for entry in logs], dtype=bool),
+    )
 
 
 def _metrics(

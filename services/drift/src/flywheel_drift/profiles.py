@@ -8,6 +8,7 @@ for out-of-range checks, and category counts for categorical features. Never the
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,6 +50,39 @@ class ReferenceProfile:
     def width(self) -> int:
         return len(self.features)
 
+    @functools.cached_property
+    def stacked(self) -> StackedFeatures:
+        """The numeric features whose sketches and bins have one common size, stacked into
+        matrices so a window tests them all at once (the others are tested one by one)."""
+        numeric = [i for i, f in enumerate(self.features) if not f.categorical]
+        sizes = {(len(self.features[i].sketch), len(self.features[i].edges)) for i in numeric}
+        common = max(sizes, key=lambda size: sum(
+            (len(self.features[i].sketch), len(self.features[i].edges)) == size for i in numeric
+        )) if sizes else (0, 0)  # fmt: skip
+        indices = [
+            i
+            for i in numeric
+            if (len(self.features[i].sketch), len(self.features[i].edges)) == common
+        ]
+        chosen = [self.features[i] for i in indices]
+        return StackedFeatures(
+            indices=np.array(indices, dtype=np.int64),
+            sketches=np.array([f.sketch for f in chosen]).reshape(len(chosen), common[0]),
+            edges=np.array([f.edges for f in chosen]).reshape(len(chosen), common[1]),
+            counts=np.array([f.counts for f in chosen]).reshape(len(chosen), common[1] + 1),
+        )
+
+
+@dataclass(frozen=True)
+class StackedFeatures:
+    """Numeric features of a profile as matrices, one row per feature."""
+
+    indices: np.ndarray
+    """Positions of the stacked features in the profile."""
+    sketches: np.ndarray
+    edges: np.ndarray
+    counts: np.ndarray
+
 
 def _sketch(values: np.ndarray, size: int) -> np.ndarray:
     ordered = np.sort(values)
@@ -63,6 +97,18 @@ def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Counts of finite values per bin of `edges` (see FeatureProfile.edges)."""
     finite = values[np.isfinite(values)]
     return np.bincount(np.searchsorted(edges, finite, side="right"), minlength=len(edges) + 1)
+
+
+def bin_counts_sorted(values_sorted: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """`bin_counts` of every row of `values_sorted` [features, m] (rows sorted, all finite)
+    in its row of `edges` [features, e]: [features, e + 1]. On sorted values a bin's count
+    is the difference of where its two edges fall: e binary searches per feature, not m."""
+    features, m = values_sorted.shape
+    below = np.empty((features, edges.shape[1] + 2), dtype=np.int64)
+    below[:, 0], below[:, -1] = 0, m
+    for row in range(features):
+        below[row, 1:-1] = np.searchsorted(values_sorted[row], edges[row], side="left")
+    return np.diff(below, axis=1)
 
 
 def category_counts(values: np.ndarray) -> dict[str, int]:

@@ -29,7 +29,11 @@ class DriftSettings(ServiceSettings):
     window_size: int = Field(default=1000, ge=10)
     """Predictions per window for models without a monitor config."""
     batch_size: int = Field(default=1000, ge=1)
-    """Events the stream hands to the detector at once."""
+    """Ground-truth records the stream hands to the detector at once."""
+    prediction_batch_records: int = Field(default=20, ge=1)
+    """Prediction records the stream hands to the detector at once. A gateway packs up to
+    its `PREDICTION_LOGS_PER_RECORD` (200) logs into one record, so this bounds a batch at
+    4,000 logs by default; raise it for producers that send one log per record."""
     batch_seconds: float = Field(default=0.5, gt=0)
     """Longest wait to fill a batch."""
     label_wait_seconds: float = Field(default=3600.0, gt=0)

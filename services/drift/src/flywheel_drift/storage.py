@@ -11,11 +11,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, LargeBinary, String, select
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, LargeBinary, String, case, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from flywheel_common.db import Base
+from flywheel_common.db import Base, upsert
 
 
 class OffsetRow(Base):
@@ -51,18 +51,23 @@ async def save(
     applied: dict[tuple[str, int], int],
     states: dict[tuple[str, int], bytes],
 ) -> None:
-    for (topic, partition), offset in applied.items():
-        row = await session.get(OffsetRow, (topic, partition))
-        if row is None:
-            session.add(OffsetRow(topic=topic, partition=partition, offset=offset))
-        else:
-            row.offset = max(row.offset, offset)
-    for (model, version), state in states.items():
-        found = await session.get(WindowStateRow, (model, version))
-        if found is None:
-            session.add(WindowStateRow(model=model, version=version, state=state))
-        else:
-            found.state = state
+    """Two statements whatever the batch held: this runs once per batch of the stream."""
+    await upsert(
+        session,
+        OffsetRow,
+        [{"topic": t, "partition": p, "offset": offset} for (t, p), offset in applied.items()],
+        ["topic", "partition"],
+        # An offset only moves forward, whichever replica wrote last.
+        lambda new: {
+            "offset": case((new.offset > OffsetRow.offset, new.offset), else_=OffsetRow.offset)
+        },
+    )
+    await upsert(
+        session,
+        WindowStateRow,
+        [{"model": m, "version": v, "state": state} for (m, v), state in states.items()],
+        ["model", "version"],
+    )
 
 
 class MonitorConfigRow(Base):

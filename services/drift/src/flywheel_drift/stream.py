@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import faust
 from google.protobuf.message import Message
 
 from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
-from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_common.db import Database
 from flywheel_common.dead_letters import dead_letter
 from flywheel_common.events import EventTypes, MalformedEvent, decode_event
 from flywheel_common.outbox import Outbox
+from flywheel_common.prediction_logs import unpack
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings
 from flywheel_common.topics import (
@@ -59,12 +61,18 @@ class DriftStream:
         outbox: Outbox,
         batch_size: int = 1000,
         batch_seconds: float = 0.5,
+        prediction_batch_size: int = 20,
+        flush_seconds: float = 1.0,
         predictions_topic: TopicSpec = PREDICTIONS,
         labels_topic: TopicSpec = GROUND_TRUTH,
         start_from: str = "latest",
+        data_dir: Path | None = None,
     ) -> None:
-        """`start_from` applies to a new group only: "latest" counts from start-up on,
-        "earliest" catches up on what the topics retain."""
+        """`batch_size` and `prediction_batch_size` count records (of ground truth and of
+        prediction logs). `start_from` applies to a new group only: "latest" counts from
+        start-up on, "earliest" catches up on what the topics retain. `data_dir` is faust's
+        own folder (a temporary one when not given: the app keeps nothing there that must
+        survive)."""
         self._engine = engine
         self._publisher = publisher
         self._database = database
@@ -76,6 +84,7 @@ class DriftStream:
             group_id,
             broker=[f"kafka://{server}" for server in kafka.bootstrap_servers.split(",")],
             store="memory://",
+            datadir=str(data_dir or Path(tempfile.mkdtemp(prefix="flywheel-faust-"))),
             web_enabled=False,
             topic_allow_declare=False,  # the topics are provisioned with their own settings
             topic_replication_factor=kafka.replication_factor,
@@ -86,34 +95,39 @@ class DriftStream:
             broker_session_timeout=10.0,
             broker_heartbeat_interval=2.0,
             # Prediction logs are small and many: fetch and buffer whole batches at once.
-            broker_max_poll_records=batch_size * 4,
+            broker_max_poll_records=max(batch_size, prediction_batch_size) * 4,
             consumer_max_fetch_size=8 * 1024 * 1024,
-            stream_buffer_maxsize=batch_size * 8,
+            stream_buffer_maxsize=max(batch_size, prediction_batch_size) * 2,
         )
         self.processed = 0
+        """Prediction logs applied (a record may carry many)."""
         self.dead_lettered = 0
         predictions = self._topic(predictions_topic)
         labels = self._topic(labels_topic)
         wanted = {predictions_topic.name, labels_topic.name}
 
         async def on_predictions(stream: Any) -> AsyncIterator[None]:
-            async for events in stream.take_events(batch_size, within=batch_seconds):
+            async for events in stream.take_events(prediction_batch_size, within=batch_seconds):
                 fresh = self._unapplied(events)
-                decoded = await self._decode(fresh, PredictionLog)
-                await self._checkpoint(fresh, self._engine.observe(decoded))
-                self.processed += len(fresh)
+                logs = await self._decode(fresh, unpack)
+                await self._checkpoint(fresh, self._engine.observe(logs))
+                self.processed += len(logs)
                 yield None
 
         async def on_labels(stream: Any) -> AsyncIterator[None]:
             async for events in stream.take_events(batch_size, within=batch_seconds):
                 fresh = self._unapplied(events)
                 outgoing: Outgoing = []
-                for truth in await self._decode(fresh, GroundTruth):
+                for truth in await self._decode(fresh, _ground_truth):
                     outgoing += self._engine.label(truth, time.time())
                 await self._checkpoint(fresh, outgoing)
                 yield None
 
         self._assigned = asyncio.Event()
+        self._checkpointing = asyncio.Lock()
+
+        async def close_idle_windows() -> None:
+            await self._checkpoint([], self._engine.flush(time.time()))
 
         async def on_assigned(app: Any, /, *args: Any, signal: Any, **_: Any) -> None:
             assigned = args[0] if args else set()
@@ -123,6 +137,7 @@ class DriftStream:
         self.app.on_partitions_assigned.connect(on_assigned)
         self.app.agent(predictions, name="drift.predictions")(on_predictions)
         self.app.agent(labels, name="drift.ground-truth")(on_labels)
+        self.app.timer(interval=flush_seconds)(close_idle_windows)
 
     def _topic(self, spec: TopicSpec) -> Any:
         return self.app.topic(
@@ -134,7 +149,11 @@ class DriftStream:
             allow_empty=True,
         )
 
-    async def _decode(self, events: Sequence[Any], kind: type[M]) -> list[M]:
+    async def _decode(
+        self, events: Sequence[Any], contents: Callable[[Message], Sequence[M]]
+    ) -> list[M]:
+        """What the events carry, by `contents`; an event it refuses (ValueError) or that
+        does not decode is dead-lettered."""
         decoded: list[M] = []
         for event in events:
             message = event.message
@@ -142,10 +161,10 @@ class DriftStream:
                 envelope = decode_event(
                     _headers(message.headers), message.value or b"", self._types, key=message.key
                 )
-                if not isinstance(envelope.message, kind):
-                    raise MalformedEvent(
-                        f"{envelope.type} on {message.topic}, expected {kind.DESCRIPTOR.full_name}"
-                    )
+                try:
+                    carried = contents(envelope.message)
+                except ValueError as exc:
+                    raise MalformedEvent(f"{envelope.type} on {message.topic}: {exc}") from exc
             except MalformedEvent as exc:
                 self.dead_lettered += 1
                 log.warning(
@@ -157,7 +176,7 @@ class DriftStream:
                     [dead_letter(record, f"undecodable: {exc}", self._group_id)]
                 )
                 continue
-            decoded.append(envelope.message)
+            decoded.extend(carried)
         return decoded
 
     def _unapplied(self, events: Sequence[Any]) -> list[Any]:
@@ -170,7 +189,13 @@ class DriftStream:
         ]
 
     async def _checkpoint(self, events: Sequence[Any], outgoing: Outgoing) -> None:
-        """One transaction: the offsets applied, the changed windows, the events produced."""
+        """One transaction: the offsets applied, the changed windows, the events produced.
+
+        The windows are snapshot at once, with no await after the engine changed them, so a
+        snapshot holds exactly the batches whose offsets it commits. Transactions then
+        commit one at a time in snapshot order (the lock's waiters queue first come, first
+        served): the agents and the idle-window timer all checkpoint, and a later snapshot
+        committed first would persist windows ahead of their offsets."""
         applied: dict[tuple[str, int], int] = {}
         for event in events:
             key = (event.message.topic, event.message.partition)
@@ -179,12 +204,13 @@ class DriftStream:
             return
         changed, self._engine.changed = self._engine.changed, set()
         states = {key: self._engine.snapshot(*key) for key in changed}
-        async with self._database.transaction() as session:
-            await storage.save(session, applied, states)
-            for message, subject in outgoing:
-                topic = _DESTINATIONS[type(message).__name__]
-                self._outbox.stage(session, topic, message, subject=subject)
-        self._applied.update(applied)
+        async with self._checkpointing:
+            async with self._database.transaction() as session:
+                await storage.save(session, applied, states)
+                for message, subject in outgoing:
+                    topic = _DESTINATIONS[type(message).__name__]
+                    self._outbox.stage(session, topic, message, subject=subject)
+            self._applied.update(applied)
 
     async def start(self) -> None:
         async with self._database.transaction() as session:
@@ -208,6 +234,12 @@ class DriftStream:
 
     async def stop(self) -> None:
         await self.app.stop()
+
+
+def _ground_truth(message: Message) -> Sequence[GroundTruth]:
+    if not isinstance(message, GroundTruth):
+        raise ValueError(f"expected {GroundTruth.DESCRIPTOR.full_name}")
+    return (message,)
 
 
 def _headers(headers: Any) -> Sequence[tuple[str, bytes]]:

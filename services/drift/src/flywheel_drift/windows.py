@@ -1,16 +1,20 @@
 """Tumbling windows per model version, filled in batches, and the label join.
 
-Pure state: the stream layer decodes events into `Observation` batches and ground truth into
-`Label`s; this module decides when a window closes and what it measured. Windows are counted
+Pure state: the engine hands predictions over as `Observations`, a batch held column by
+column, and this module decides when a window closes and what it measured. A batch is cut
+into slices at window boundaries and each slice is taken whole (numpy, not a Python step per
+prediction), which is what lets one core keep up with the gateways. Windows are counted
 (every `size` predictions) or timed (every `seconds` of event time), and numbered, so that a
 window's id is the same wherever and however often it is computed.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import compress
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -39,6 +43,51 @@ class Observation:
     nan_flagged: bool = False
 
 
+@dataclass(frozen=True)
+class Observations:
+    """Predictions of one model version in arrival order, column by column."""
+
+    request_ids: Sequence[str]
+    received_at: np.ndarray
+    """Event time, seconds since the epoch, float64 [n]."""
+    rows: np.ndarray
+    """Input rows each prediction put in `features`, int64 [n]: 0 for failed requests."""
+    features: np.ndarray
+    """The input rows of the successful predictions, in order, [sum(rows), features]."""
+    predictions: Sequence[str]
+    """Predicted class (or output bin) of each prediction's first row."""
+    latency_ms: np.ndarray
+    failed: np.ndarray
+    """bool [n]."""
+    nan_flagged: np.ndarray
+    """bool [n]."""
+
+    def __len__(self) -> int:
+        return len(self.received_at)
+
+    @property
+    def row_offsets(self) -> np.ndarray:
+        """Where each prediction's rows start in `features`, and one past the last, [n + 1]."""
+        offsets = np.zeros(len(self) + 1, dtype=np.int64)
+        np.cumsum(self.rows, out=offsets[1:])
+        return offsets
+
+    @classmethod
+    def of(cls, observations: Sequence[Observation]) -> Observations:
+        """Columns of observations given one by one (their features share a width)."""
+        kept = [o.features if not o.failed else o.features[:0] for o in observations]
+        return cls(
+            request_ids=[o.request_id for o in observations],
+            received_at=np.array([o.received_at for o in observations], dtype=np.float64),
+            rows=np.array([len(features) for features in kept], dtype=np.int64),
+            features=np.concatenate(kept) if kept else np.empty((0, 0)),
+            predictions=[o.prediction for o in observations],
+            latency_ms=np.array([o.latency_ms for o in observations], dtype=np.float64),
+            failed=np.array([o.failed for o in observations], dtype=bool),
+            nan_flagged=np.array([o.nan_flagged for o in observations], dtype=bool),
+        )
+
+
 @dataclass
 class ClosedWindow:
     model: str
@@ -46,6 +95,7 @@ class ClosedWindow:
     index: int
     start: float
     end: float
+    """A time window's end; a count window's last event time."""
     requests: int
     errors: int
     nan_flagged: int
@@ -55,6 +105,8 @@ class ClosedWindow:
     latencies_ms: np.ndarray
     labeled: int = 0
     correct: int = 0
+    timed: bool = False
+    """A time window (of event time), else a count window."""
 
     @property
     def window_id(self) -> str:
@@ -87,16 +139,34 @@ class _Open:
     nan_flagged: int = 0
     rows: list[np.ndarray] = field(default_factory=list)
     predictions: dict[str, int] = field(default_factory=dict)
-    latencies: list[float] = field(default_factory=list)
+    latencies: list[np.ndarray] = field(default_factory=list)
     labeled: int = 0
     correct: int = 0
 
+    def take(self, batch: Observations, offsets: np.ndarray, start: int, stop: int) -> None:
+        """Predictions `start:stop` of `batch` join the window."""
+        self.requests += stop - start
+        self.end = max(self.end, float(batch.received_at[start:stop].max()))
+        self.latencies.append(batch.latency_ms[start:stop])
+        failed = batch.failed[start:stop]
+        self.errors += int(failed.sum())
+        self.nan_flagged += int(batch.nan_flagged[start:stop].sum())
+        rows = batch.features[offsets[start] : offsets[stop]]
+        if len(rows):
+            self.rows.append(rows)
+        succeeded = compress(batch.predictions[start:stop], ~failed)
+        for label, count in Counter(succeeded).items():
+            self.predictions[label] = self.predictions.get(label, 0) + count
+
     def __getstate__(self) -> dict[str, Any]:
-        # Checkpoints pickle the open window every batch: one array, not a thousand.
+        # Checkpoints pickle the open window every batch: one array each, not a list.
         state = dict(self.__dict__)
         if len(self.rows) > 1:
-            self.rows = [np.concatenate(self.rows)]
+            self.rows = [_stacked(self.rows)]
             state["rows"] = self.rows
+        if len(self.latencies) > 1:
+            self.latencies = [np.hstack(self.latencies)]
+            state["latencies"] = self.latencies
         return state
 
 
@@ -110,22 +180,23 @@ class VersionWindows:
         self._open: _Open | None = None
         self._next_index = 0
 
-    def add(self, batch: list[Observation]) -> list[ClosedWindow]:
+    def add(self, batch: Observations) -> list[ClosedWindow]:
         closed: list[ClosedWindow] = []
-        for observation in batch:
-            window = self._window_for(observation.received_at, closed)
-            window.requests += 1
-            window.end = max(window.end, observation.received_at)
-            window.latencies.append(observation.latency_ms)
-            if observation.failed:
-                window.errors += 1
+        offsets = batch.row_offsets
+        seconds, size = self._policy.seconds, self._policy.size
+        start = 0
+        while start < len(batch):
+            window = self._window_for(float(batch.received_at[start]), closed)
+            if seconds:
+                # Up to the first prediction at or past the window's end (late ones stay).
+                past = batch.received_at[start:] >= window.start + seconds
+                stop = start + int(past.argmax()) if past.any() else len(batch)
             else:
-                window.rows.append(observation.features)
-                label = observation.prediction
-                window.predictions[label] = window.predictions.get(label, 0) + 1
-            window.nan_flagged += observation.nan_flagged
-            if not self._policy.seconds and window.requests >= self._policy.size:
+                stop = min(len(batch), start + size - window.requests)
+            window.take(batch, offsets, start, stop)
+            if not seconds and window.requests >= size:
                 closed.append(self._close())
+            start = stop
         return closed
 
     def add_label(self, correct: bool) -> None:
@@ -163,26 +234,37 @@ class VersionWindows:
         assert window is not None
         self._open = None
         self._next_index = window.index + 1
-        rows = np.concatenate(window.rows) if window.rows else np.empty((0, 0))
+        rows = _stacked(window.rows) if window.rows else np.empty((0, 0))
         return ClosedWindow(
             model=self.model,
             version=self.version,
             index=window.index,
             start=window.start,
-            end=window.end,
+            end=window.start + self._policy.seconds if self._policy.seconds else window.end,
             requests=window.requests,
             errors=window.errors,
             nan_flagged=window.nan_flagged,
             features=rows,
             predictions=dict(window.predictions),
-            latencies_ms=np.array(window.latencies, dtype=np.float64),
+            latencies_ms=np.hstack(window.latencies).astype(np.float64)
+            if window.latencies
+            else np.empty(0),
             labeled=window.labeled,
             correct=window.correct,
+            timed=bool(self._policy.seconds),
         )
 
 
-@dataclass(frozen=True)
-class Pending:
+def _stacked(parts: list[np.ndarray]) -> np.ndarray:
+    """The rows of a window as one matrix. Should the feature count change within a window,
+    the rows of the newest count are kept: the quality check reports the change."""
+    width = parts[-1].shape[1]
+    return np.concatenate([part for part in parts if part.shape[1] == width])
+
+
+class Pending(NamedTuple):
+    """A prediction waiting for its label (a tuple: the join holds up to a million)."""
+
     model: str
     version: int
     prediction: str

@@ -27,6 +27,7 @@ from flywheel_common.publisher import EventPublisher
 from flywheel_common.service import Service
 from flywheel_common.settings import GrpcSettings, KafkaSettings, TelemetrySettings
 from flywheel_common.testing import IrisModels, read_topic, registration, tombstone
+from flywheel_common.timestamps import duration
 from flywheel_common.topics import DEPLOYMENTS, DLQ, DRIFT_ALERTS, MODEL_METRICS, PREDICTIONS
 from flywheel_drift.app import build as build_drift
 from flywheel_drift.settings import DriftSettings
@@ -172,6 +173,7 @@ async def test_windows_metrics_and_a_shifted_feature_alerted(
     metrics = await events_of(kafka_bootstrap, MODEL_METRICS.name, model, at_least=3)
     windows = [drift_events.ModelMetricsWindow.FromString(r.value) for r in metrics]
     assert [w.window.index for w in windows] == [0, 1, 2]
+    assert all(w.window.kind == drift_types.WINDOW_KIND_COUNT for w in windows)
     assert all(w.request_count == WINDOW and w.error_count == 0 for w in windows)
     assert all(w.latency.p99_ms > 0 for w in windows)
     assert sum(windows[0].output_histograms[0].histogram.counts) == WINDOW
@@ -205,6 +207,34 @@ async def test_windows_metrics_and_a_shifted_feature_alerted(
     assert version.reference_loaded
     assert version.windows_closed == 3
     assert [a.window.index for a in alerts.alerts] == [2]
+
+
+async def test_a_time_window_closes_when_traffic_stops(
+    services: tuple[Service, Service, Service, str],
+    iris_models: IrisModels,
+    kafka_bootstrap: str,
+) -> None:
+    _, gateway, drift, model = services
+    async with grpc.aio.insecure_channel(drift.grpc.address) as channel:
+        window = drift_types.WindowSpec(
+            kind=drift_types.WINDOW_KIND_TIME, size_duration=duration(3.0)
+        )
+        await drift_grpc.DriftServiceStub(channel).SetMonitorConfig(
+            drift_pb.SetMonitorConfigRequest(
+                config=drift_types.MonitorConfig(model=model, window=window)
+            )
+        )
+    await infer(gateway.grpc.address, model, iris_models.features[:10])
+    # No request follows: the detector's clock alone closes the window (or the two, should
+    # the requests straddle a 3-second boundary).
+    async with asyncio.timeout(60):
+        while True:
+            records = await events_of(kafka_bootstrap, MODEL_METRICS.name, model, at_least=1)
+            windows = [drift_events.ModelMetricsWindow.FromString(r.value) for r in records]
+            if sum(w.request_count for w in windows) == 10:
+                break
+    assert all(w.window.kind == drift_types.WINDOW_KIND_TIME for w in windows)
+    assert all(w.window.end.ToSeconds() - w.window.start.ToSeconds() <= 3 for w in windows)
 
 
 async def test_monitor_configs_are_validated_versioned_and_survive_a_restart(

@@ -194,3 +194,37 @@ def test_change_detectors_catch_a_rise_in_errors_and_stay_quiet_before(
     late = [i for i, e in enumerate(after) if detector.update(float(e))]
     assert late
     assert late[0] < 500  # caught within a few hundred labels of the change
+
+
+def test_features_tested_together_measure_what_each_feature_tested_alone_does(
+    rng: np.random.Generator,
+) -> None:
+    reference = rng.normal(size=(3000, 5))
+    reference[:, 3] = rng.integers(0, 4, size=3000)  # few distinct values: fewer bin edges
+    profile = build_profile("m", 1, reference)
+    window = rng.normal(0.2, 1.1, size=(800, 5))
+    window[:5, 1] = np.nan  # a column with gaps is tested on its finite values
+    window[:, 3] = rng.integers(0, 5, size=800)
+    assert profile.stacked.indices.tolist() == [0, 1, 2, 4]  # 3 has its own bin count
+    findings = data_drift(profile, window, Monitor(correction=Correction.NONE))
+    for index, feature in enumerate(profile.features):
+        values = window[:, index][np.isfinite(window[:, index])]
+        alone = continuous(feature.sketch, values)
+        counts = bin_counts(values, feature.edges)
+        expected = {
+            DriftTest.KOLMOGOROV_SMIRNOV: (alone.ks.statistic, alone.ks.p_value),
+            DriftTest.WASSERSTEIN: (alone.wasserstein, None),
+            DriftTest.POPULATION_STABILITY_INDEX: (
+                population_stability_index(feature.counts, counts),
+                None,
+            ),
+            DriftTest.JENSEN_SHANNON: (jensen_shannon(feature.counts, counts), None),
+        }
+        measured = {f.test: (f.statistic, f.p_value) for f in findings if f.feature_index == index}
+        assert measured.keys() == expected.keys()
+        for test, (statistic, p_value) in expected.items():
+            assert measured[test][0] == pytest.approx(statistic, rel=1e-12, abs=1e-15), test
+            if p_value is None:
+                assert measured[test][1] is None, test
+            else:
+                assert measured[test][1] == pytest.approx(p_value, rel=1e-12), test

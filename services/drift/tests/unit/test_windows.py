@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from flywheel_drift.windows import LabelJoin, Observation, Pending, VersionWindows, WindowPolicy
+from flywheel_drift.windows import (
+    LabelJoin,
+    Observation,
+    Observations,
+    Pending,
+    VersionWindows,
+    WindowPolicy,
+)
 
 
 def observation(n: int, at: float = 0.0, failed: bool = False, label: str = "1") -> Observation:
@@ -19,9 +26,9 @@ def observation(n: int, at: float = 0.0, failed: bool = False, label: str = "1")
 
 def test_count_windows_close_every_size_requests_across_batches() -> None:
     windows = VersionWindows("iris", 2, WindowPolicy(size=100))
-    closed = windows.add([observation(n) for n in range(70)])
+    closed = windows.add(Observations.of([observation(n) for n in range(70)]))
     assert closed == []
-    closed = windows.add([observation(n, failed=n == 75) for n in range(70, 250)])
+    closed = windows.add(Observations.of([observation(n, failed=n == 75) for n in range(70, 250)]))
     assert [w.index for w in closed] == [0, 1]
     first, second = closed
     assert (first.requests, first.errors) == (100, 1)
@@ -34,8 +41,8 @@ def test_count_windows_close_every_size_requests_across_batches() -> None:
 
 def test_time_windows_are_aligned_numbered_and_flushed_when_idle() -> None:
     windows = VersionWindows("iris", 1, WindowPolicy(seconds=60))
-    assert windows.add([observation(1, at=130.0), observation(2, at=170.0)]) == []
-    [closed] = windows.add([observation(3, at=185.0)])
+    assert windows.add(Observations.of([observation(1, at=130.0), observation(2, at=170.0)])) == []
+    [closed] = windows.add(Observations.of([observation(3, at=185.0)]))
     assert (closed.index, closed.start, closed.requests) == (2, 120.0, 2)
     assert windows.flush(now=200.0) == []
     [idle] = windows.flush(now=240.0)
@@ -44,10 +51,10 @@ def test_time_windows_are_aligned_numbered_and_flushed_when_idle() -> None:
 
 def test_labels_count_toward_the_open_window() -> None:
     windows = VersionWindows("iris", 1, WindowPolicy(size=4))
-    windows.add([observation(n) for n in range(2)])
+    windows.add(Observations.of([observation(n) for n in range(2)]))
     windows.add_label(True)
     windows.add_label(False)
-    [closed] = windows.add([observation(n) for n in range(2, 4)])
+    [closed] = windows.add(Observations.of([observation(n) for n in range(2, 4)]))
     assert (closed.labeled, closed.correct, closed.accuracy) == (2, 1, 0.5)
 
 
@@ -74,6 +81,18 @@ def test_every_request_lands_in_exactly_one_window(size: int) -> None:
     windows = VersionWindows("iris", 1, WindowPolicy(size=size))
     closed = []
     for start in range(0, 5000, 333):
-        closed += windows.add([observation(n) for n in range(start, min(start + 333, 5000))])
+        closed += windows.add(
+            Observations.of([observation(n) for n in range(start, min(start + 333, 5000))])
+        )
     assert sum(w.requests for w in closed) == (5000 // size) * size
     assert [w.index for w in closed] == list(range(5000 // size))
+
+
+def test_one_batch_across_time_windows_closes_each_and_keeps_late_predictions() -> None:
+    windows = VersionWindows("iris", 1, WindowPolicy(seconds=60))
+    times = [10.0, 70.0, 65.0, 130.0, 500.0]
+    closed = windows.add(Observations.of([observation(n, at=t) for n, t in enumerate(times)]))
+    assert [(w.index, w.requests) for w in closed] == [(0, 1), (1, 2), (2, 1)]
+    assert closed[1].features[:, 0].tolist() == [1.0, 2.0]  # 65 s came late: still window 1
+    [idle] = windows.flush(now=600.0)
+    assert (idle.index, idle.start, idle.requests) == (8, 480.0, 1)
