@@ -233,6 +233,17 @@ async def tombstone(bootstrap: str, topic: str, keys: Sequence[str]) -> None:
         await producer.stop()
 
 
+async def eventually(
+    condition: Callable[[], Awaitable[bool]], timeout: float = 60.0, poll: float = 0.1
+) -> None:
+    """Wait until `condition()` holds, checking every `poll` seconds; TimeoutError after
+    `timeout` (what a test waits on is an outcome, never a fixed sleep)."""
+    async with asyncio.timeout(timeout):
+        # Polling on purpose: the outcome lives in another process, which sets no event here.
+        while not await condition():  # noqa: ASYNC110
+            await asyncio.sleep(poll)
+
+
 async def bounded(step: Callable[[], Awaitable[None]], seconds: float = 60.0) -> None:
     """Run a teardown step; one that hangs fails the test by name instead of timing it out."""
     try:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +33,14 @@ from flywheel_common.settings import (
     KafkaSettings,
     TelemetrySettings,
 )
-from flywheel_common.testing import IrisModels, bounded, registration, reset_postgres, tombstone
+from flywheel_common.testing import (
+    IrisModels,
+    bounded,
+    eventually,
+    registration,
+    reset_postgres,
+    tombstone,
+)
 from flywheel_common.timestamps import timestamp
 from flywheel_common.topics import DEPLOYMENT_EVENTS, DEPLOYMENTS, MODEL_METRICS
 from flywheel_deployer.app import build as build_deployer
@@ -46,12 +53,6 @@ from inference import grpc_service_pb2 as inference_pb
 from inference import grpc_service_pb2_grpc as inference_grpc
 
 TELEMETRY = TelemetrySettings(metrics_port=-1, log_level="WARNING")
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 60.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not await condition():
-            await asyncio.sleep(0.1)
 
 
 @dataclass

@@ -8,7 +8,7 @@ import contextlib
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +36,7 @@ from flywheel_common.events import EventTypes, decode_event
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.service import Service
 from flywheel_common.settings import GrpcSettings, KafkaSettings, TelemetrySettings
-from flywheel_common.testing import bounded, tombstone
+from flywheel_common.testing import bounded, eventually, tombstone
 from flywheel_common.timestamps import timestamp
 from flywheel_common.topics import (
     DEPLOYMENTS,
@@ -55,12 +55,6 @@ from flywheel_retrain.settings import RetrainSettings
 
 TELEMETRY = TelemetrySettings(metrics_port=-1, log_level="WARNING")
 EXAMPLE = "flywheel_examples.breast_cancer"
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 90.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not await condition():
-            await asyncio.sleep(0.2)
 
 
 def breast_cancer(shift_sigmas: float = 0.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -238,7 +232,7 @@ class Loop:
             found[:] = [r for r in await self.runs() if r.state in states]
             return bool(found)
 
-        await eventually(reached, timeout)
+        await eventually(reached, timeout, poll=0.2)
         return found[0]
 
     async def version(self, version: int) -> Any:

@@ -10,8 +10,9 @@ import pytest
 from flywheel.retrain.v1 import events_pb2 as retrain_events
 from flywheel.retrain.v1 import retrain_pb2 as retrain_pb
 from flywheel.retrain.v1 import types_pb2 as pb
+from flywheel_common.testing import eventually
 
-from .conftest import Loop, breast_cancer, eventually
+from .conftest import Loop, breast_cancer
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -130,7 +131,7 @@ async def test_a_cancelled_run_stops_its_training_job(loop: Loop) -> None:
         runs = await loop.runs()
         return bool(runs) and bool(runs[0].executor_job_id)
 
-    await eventually(job_running)
+    await eventually(job_running, 90)
     [run] = await loop.runs()
     cancelled = await loop.api.CancelRun(
         retrain_pb.CancelRunRequest(run_id=run.run_id, reason="wrong data window")

@@ -18,8 +18,9 @@ from flywheel.deployer.v1 import types_pb2 as deployer_types
 from flywheel.retrain.v1 import events_pb2 as retrain_events
 from flywheel.retrain.v1 import retrain_pb2 as retrain_pb
 from flywheel.retrain.v1 import types_pb2 as pb
+from flywheel_common.testing import eventually
 
-from .conftest import Loop, breast_cancer, eventually
+from .conftest import Loop, breast_cancer
 
 HOLDOUT = 100
 
@@ -74,7 +75,7 @@ async def test_a_drift_alert_ends_in_a_better_version_rolled_out(loop: Loop) -> 
     async def rolled_out() -> bool:
         return any(r.version == 2 for r in await loop.rollouts())
 
-    await eventually(rolled_out)
+    await eventually(rolled_out, 90)
     [rollout] = [r for r in await loop.rollouts() if r.version == 2]
     assert rollout.trigger == deployer_types.ROLLOUT_TRIGGER_PROMOTION
 
@@ -167,7 +168,7 @@ async def test_a_burst_of_alerts_starts_one_run(loop: Loop) -> None:
     async def all_consumed() -> bool:
         return bool(loop.of_type("RetrainFailed")) and await _consumed(loop)
 
-    await eventually(all_consumed)
+    await eventually(all_consumed, 90)
     runs = await loop.runs()
     assert len(runs) == 1
     assert runs[0].trigger.source_id == first
