@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Copies the Kafka broker/tool jars named by infra/kafka/pom.xml from Maven Central (via mvn)
 # into the cache (~/.cache/flywheel/kafka-<version>/libs). Idempotent: does nothing when the
-# marker file says the cache is complete for the current pom.xml. --force refetches.
+# marker file says the cache is complete for the current pom.xml. --force refetches. Installs
+# Debian's maven (and a JDK when java is missing) with apt-get if mvn is missing and we are root.
 set -euo pipefail
 # shellcheck source=env.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -27,7 +28,16 @@ exec 9>"$KAFKA_CACHE_DIR/.lock"
 flock 9
 if [[ $force == 0 ]] && is_complete; then exit 0; fi
 
-command -v mvn >/dev/null || kafka_die "mvn not found (apt-get install -y maven)"
+if ! command -v mvn >/dev/null; then
+  ((EUID == 0)) || kafka_die "mvn not found (sudo apt-get install -y maven)"
+  kafka_log "Maven not found: installing Debian's maven package (and a JDK if none is present)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  packages=(maven)
+  command -v java >/dev/null || packages+=(default-jdk-headless)
+  apt-get install -y -qq --no-install-recommends "${packages[@]}" >&2
+  command -v mvn >/dev/null || kafka_die "maven installed but mvn is not on PATH"
+fi
 tmp=$(mktemp -d "$KAFKA_CACHE_DIR/libs.tmp.XXXXXX")
 mvn_log=$KAFKA_CACHE_DIR/fetch.log
 trap 'rm -rf "$tmp"' EXIT

@@ -145,10 +145,14 @@ async def test_flywheel_errors_map_to_precise_statuses(
         assert "incident" in (bug.value.details() or "")
 
 
-async def test_health_and_reflection_need_no_token(
-    server: tuple[GrpcServer, ExampleServicer],
+async def test_health_and_reflection_need_no_token_and_health_checks_are_not_traced(
+    server: tuple[GrpcServer, ExampleServicer], span_exporter: InMemorySpanExporter
 ) -> None:
+    span_exporter.clear()
     async with grpc.aio.insecure_channel(server[0].address) as channel:
+        await pb_grpc.GRPCInferenceServiceStub(channel).ServerLive(
+            pb.ServerLiveRequest(), metadata=bearer("reader-token")
+        )
         for name in ("", SERVICE):
             response = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=name)
@@ -162,6 +166,10 @@ async def test_health_and_reflection_need_no_token(
             names = {service.name for service in response.list_services_response.service}
             assert {SERVICE, "grpc.health.v1.Health"} <= names
             break
+    # Probes every few seconds would bury real traces: only the business call is a span.
+    server_spans = [s.name for s in span_exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    assert any(name.endswith("ServerLive") for name in server_spans), server_spans
+    assert not [name for name in server_spans if "Health" in name]
 
 
 async def test_stop_drains_in_flight_calls_and_refuses_new_ones(
