@@ -23,6 +23,7 @@ from rich.table import Table
 from flywheel.deployer.v1 import deployer_pb2 as deployer_pb
 from flywheel.deployer.v1 import types_pb2 as deployer_types
 from flywheel.drift.v1 import drift_pb2 as drift_pb
+from flywheel.drift.v1 import types_pb2 as drift_types
 from flywheel.registry.v1 import registry_pb2 as registry_pb
 from flywheel.registry.v1 import types_pb2 as registry_types
 from flywheel.retrain.v1 import retrain_pb2 as retrain_pb
@@ -151,10 +152,10 @@ def status() -> None:
         )
     if State.as_json:
         show(report, None)
-        return
-    console.print(services)
-    console.print()
-    console.print(models)
+    else:
+        console.print(services)
+        console.print()
+        console.print(models)
     if not all(e["serving"] for e in report["services"].values()):
         raise typer.Exit(1)
 
@@ -324,7 +325,8 @@ def alerts(
         features = ", ".join(f.feature for f in alert.findings if f.drifted)[:80]
         return (
             f"{alert.occurred_at.ToDatetime().isoformat(timespec='seconds')}  {alert.model} "
-            f"v{alert.version}  {alert.severity!s}  {alert.summary or features}"
+            f"v{alert.version}  {_enum(drift_types.Severity, alert.severity, 'SEVERITY_')}  "
+            f"{alert.summary or features}"
         )
 
     response = execute(
