@@ -147,7 +147,7 @@ def status() -> None:
             entry["model"],
             " ".join(f"{k}=v{v}" for k, v in entry["aliases"].items()),
             " ".join(f"v{k}:{w}%" for k, w in entry["traffic"].items()) or "-",
-            " ".join(f"{g['id']}{'' if g['live'] else '(down)'}" for g in entry["gateways"]) or "-",
+            _gateways(entry["gateways"]),
             entry["rollout"] or "-",
         )
     if State.as_json:
@@ -158,6 +158,14 @@ def status() -> None:
         console.print(models)
     if not all(e["serving"] for e in report["services"].values()):
         raise typer.Exit(1)
+
+
+def _gateways(gateways: list[dict[str, Any]]) -> str:
+    """Live gateways by id; those gone (silent past their heartbeat) only counted: a
+    compacted status topic remembers every replica that ever ran."""
+    live = [g["id"] for g in gateways if g["live"]]
+    gone = len(gateways) - len(live)
+    return " ".join(live + ([f"(+{gone} gone)"] if gone else [])) or "-"
 
 
 @app.command()
