@@ -49,7 +49,7 @@ from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings
 from flywheel_common.timestamps import duration, now
 from flywheel_common.topics import PROTOBUF, Cleanup, TopicSpec, ensure_topics
-from flywheel_drift.app import MIGRATIONS
+from flywheel_drift.app import MIGRATIONS, tune_garbage_collection
 from flywheel_drift.detection import Monitor, data_drift
 from flywheel_drift.engine import DriftEngine, ModelMonitor
 from flywheel_drift.profiles import ReferenceProfile, build_profile
@@ -212,6 +212,7 @@ async def throughput(bootstrap: str, events: int, reference: np.ndarray, per_rec
         return profiles[model]
 
     engine = DriftEngine(profile, lambda _: ModelMonitor(window=WindowPolicy(size=WINDOW)))
+    tune_garbage_collection(DriftSettings().gc_first_generation)  # as the service does
     # The detector publishes with the service's own producer settings, through its outbox,
     # and checkpoints every batch in its own SQLite database, as the service does.
     detector_publisher = EventPublisher(KafkaSettings(bootstrap_servers=bootstrap), "bench")

@@ -48,21 +48,25 @@ async def upsert(
     unique: list[str],
     merge: Callable[[Any], dict[str, Any]] | None = None,
 ) -> None:
-    """INSERT ... ON CONFLICT DO UPDATE of many rows in one statement, on PostgreSQL and
-    SQLite alike. `merge(excluded)` gives the SET clause for a row that exists (`excluded`
-    holds the new values); by default every column outside `unique` takes the new value."""
+    """INSERT ... ON CONFLICT DO UPDATE of many rows, on PostgreSQL and SQLite alike.
+    `merge(excluded)` gives the SET clause for a row that exists (`excluded` holds the new
+    values); by default every column outside `unique` takes the new value. The rows go as
+    parameters of one statement whose shape never changes, so SQLAlchemy compiles it once
+    per process rather than once per call."""
     if not rows:
         return
     dialect = session.bind.dialect.name if session.bind else "sqlite"
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(table).values(rows)
+    statement = insert(table)
     columns = [name for name in rows[0] if name not in unique]
     updates = (
         merge(statement.excluded)
         if merge is not None
         else {name: getattr(statement.excluded, name) for name in columns}
     )
-    await session.execute(statement.on_conflict_do_update(index_elements=unique, set_=updates))
+    await session.execute(
+        statement.on_conflict_do_update(index_elements=unique, set_=updates), rows
+    )
 
 
 def _tune_sqlite(dbapi_connection: DBAPIConnection, _: ConnectionPoolEntry) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 from opentelemetry import metrics
@@ -28,6 +29,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 def build(settings: ServiceSettings | None = None) -> Service:
     """Wire the drift detector: registry client, engine, the faust stream, gRPC."""
     config = settings if isinstance(settings, DriftSettings) else DriftSettings()
+    tune_garbage_collection(config.gc_first_generation)
     registry = RegistryClient(config.registry_address, config.registry_token)
     database = Database(config.database_url(), config.database.echo)
     configs = MonitorConfigs(config.window_size, database)
@@ -70,6 +72,11 @@ def build(settings: ServiceSettings | None = None) -> Service:
         METHOD_ROLES,
     )
     return Service(config, [binding], components)
+
+
+def tune_garbage_collection(first_generation: int) -> None:
+    """Process-wide: the detector is the process's hot path (see the setting)."""
+    gc.set_threshold(first_generation, *gc.get_threshold()[1:])
 
 
 def main() -> None:

@@ -36,6 +36,10 @@ class DriftSettings(ServiceSettings):
     4,000 logs by default; raise it for producers that send one log per record."""
     batch_seconds: float = Field(default=0.5, gt=0)
     """Longest wait to fill a batch."""
+    gc_first_generation: int = Field(default=50_000, ge=700)
+    """Allocations between collections of Python's youngest generation (Python's default
+    is 700). Reading a batch allocates and drops a protobuf wrapper per field per log; with
+    the default, collections that free nothing took a quarter of the detector's time."""
     label_wait_seconds: float = Field(default=3600.0, gt=0)
     """How long a prediction waits for its ground truth (and a label for its prediction)."""
     max_alerts_kept: int = Field(default=10_000, ge=1)
