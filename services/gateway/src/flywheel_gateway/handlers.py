@@ -15,7 +15,7 @@ from flywheel.common.v1 import types_pb2 as common
 from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_common.errors import FlywheelError, InvalidArgument, NotFound, Unavailable
 from flywheel_common.grpc_server import status_of
-from flywheel_common.timestamps import duration, now
+from flywheel_common.timestamps import duration, epoch
 from flywheel_gateway.models import LoadedVersion, ModelManager
 from flywheel_gateway.predictions import PredictionLogger
 from flywheel_gateway.routing import Role, Route, RoutingTable
@@ -195,8 +195,12 @@ class Inference:
         if self._logger is None:
             return
         span = trace.get_current_span().get_span_context()
-        self._logger.log(
-            PredictionLog(
+        received = time.time() - elapsed
+
+        def prediction_log() -> PredictionLog:
+            # Built by the logger's task, off the request path: copying the tensors into
+            # the message is most of a log's cost.
+            return PredictionLog(
                 request_id=request.request_id,
                 model=request.model,
                 version=route.version,
@@ -211,9 +215,10 @@ class Inference:
                 nan_flagged=flagged,
                 trace_id=format(span.trace_id, "032x") if span.is_valid else "",
                 gateway_id=self._settings.gateway_id,
-                received_at=now(),
+                received_at=epoch(received),
             )
-        )
+
+        self._logger.log(prediction_log)
 
 
 def _parse_version(version: str) -> int:

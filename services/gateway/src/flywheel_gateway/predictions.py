@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Callable
 
 from opentelemetry import metrics
 
@@ -35,9 +36,9 @@ _dropped = _meter.create_counter(
 class PredictionLogger:
     """Buffers prediction logs and publishes them, packed per model, from a background task.
 
-    The request path only enqueues the log. The task takes what has queued (up to
-    `max_batch` logs), packs each model's logs into `PredictionLogBatch` records of at most
-    `logs_per_record`, and sends them. When Kafka refuses a record, or the memory buffer is
+    The request path only enqueues a function that builds the log. The task builds what has
+    queued (up to `max_batch` logs), packs each model's logs into `PredictionLogBatch`
+    records of at most `logs_per_record`, and sends them. When Kafka refuses a record, or the memory buffer is
     full, records go to a bounded disk journal; while the journal holds anything, new
     records queue behind it, and it is replayed in order once Kafka takes a send again.
     Memory stays bounded by `max_buffered` logs; only a full journal loses logs (counted).
@@ -57,7 +58,7 @@ class PredictionLogger:
         self._publisher = publisher
         self._journal = journal
         self._sample_rate = sample_rate
-        self._queue: asyncio.Queue[PredictionLog] = asyncio.Queue(max_buffered)
+        self._queue: asyncio.Queue[Callable[[], PredictionLog]] = asyncio.Queue(max_buffered)
         self._max_batch = max_batch
         self._logs_per_record = logs_per_record
         self._retry_seconds = retry_seconds
@@ -66,16 +67,19 @@ class PredictionLogger:
         self._log_counts: dict[str, int] = {}
         """Logs per record packed by this process, by event id (the metrics count logs)."""
 
-    def log(self, prediction: PredictionLog) -> None:
+    def log(self, prediction: Callable[[], PredictionLog]) -> None:
+        """Queue a prediction's log; `prediction` builds it later, in the logger's task."""
         if self._sample_rate < 1.0 and random.random() >= self._sample_rate:
             return
-        prediction.sample_rate = self._sample_rate
         try:
             self._queue.put_nowait(prediction)
         except asyncio.QueueFull:
             self._spill(self._pack([prediction]))
 
-    def _pack(self, logs: list[PredictionLog]) -> list[OutgoingRecord]:
+    def _pack(self, queued: list[Callable[[], PredictionLog]]) -> list[OutgoingRecord]:
+        logs = [build() for build in queued]
+        for log_ in logs:
+            log_.sample_rate = self._sample_rate
         records = []
         for record, count in pack(
             logs, source=self._publisher.source, per_record=self._logs_per_record
@@ -122,12 +126,12 @@ class PredictionLogger:
     async def _next_batch(self) -> list[OutgoingRecord]:
         """The records of the logs queued so far (waiting up to the retry interval for one)."""
         try:
-            logs = [await asyncio.wait_for(self._queue.get(), self._retry_seconds)]
+            queued = [await asyncio.wait_for(self._queue.get(), self._retry_seconds)]
         except TimeoutError:
             return []
-        while len(logs) < self._max_batch and not self._queue.empty():
-            logs.append(self._queue.get_nowait())
-        return self._pack(logs)
+        while len(queued) < self._max_batch and not self._queue.empty():
+            queued.append(self._queue.get_nowait())
+        return self._pack(queued)
 
     async def _send(
         self, records: list[OutgoingRecord], timeout: float | None = None
