@@ -2,14 +2,17 @@
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaProducer
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from flywheel.drift.v1.events_pb2 import DriftAlert
 from flywheel.registry.v1.events_pb2 import ModelVersionRegistered
 from flywheel_common import dead_letters
 from flywheel_common.consumer import EventConsumer, RetryPolicy
-from flywheel_common.events import JSON, PROTOBUF, Envelope, header
+from flywheel_common.events import JSON, PROTOBUF, Envelope, EventTypes, decode_event, header
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings
 from flywheel_common.testing import NewTopicFactory, read_topic
@@ -29,23 +32,34 @@ async def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None
 
 
 async def test_cloudevent_round_trips_with_every_header(
-    publisher: EventPublisher, new_topic: NewTopicFactory, kafka_bootstrap: str
+    publisher: EventPublisher,
+    new_topic: NewTopicFactory,
+    kafka_bootstrap: str,
+    span_exporter: InMemorySpanExporter,
 ) -> None:
     topic = spec(await new_topic("roundtrip"))
-    sent = await publisher.publish(
-        topic, ModelVersionRegistered(model="iris", version=1), subject="iris"
-    )
+    before = datetime.now(UTC)
+    with trace.get_tracer("tests").start_as_current_span("register") as span:
+        sent = await publisher.publish(
+            topic, ModelVersionRegistered(model="iris", version=1), subject="iris"
+        )
     [record] = await read_topic(kafka_bootstrap, topic.name, at_least=1)
     headers = record.headers
     assert record.key == b"iris"
     assert header(headers, "ce_specversion") == "1.0"
-    assert header(headers, "ce_id") == sent.event_id
-    assert header(headers, "ce_source") == "flywheel-tests"
-    assert header(headers, "ce_type") == "flywheel.registry.v1.ModelVersionRegistered"
-    assert header(headers, "ce_subject") == "iris"
-    assert header(headers, "ce_time")
-    assert header(headers, "content-type") == PROTOBUF
-    assert ModelVersionRegistered.FromString(record.value).version == 1
+    assert header(headers, "traceparent")
+
+    event = decode_event(headers, record.value, EventTypes.flywheel(), key=record.key)
+    assert event.id == sent.event_id
+    assert event.source == "flywheel-tests"
+    assert event.type == "flywheel.registry.v1.ModelVersionRegistered"
+    assert event.subject == "iris"
+    assert event.content_type == PROTOBUF
+    assert event.time is not None
+    assert before - timedelta(seconds=1) <= event.time <= datetime.now(UTC)
+    assert event.message == ModelVersionRegistered(model="iris", version=1)
+    carried = trace.get_current_span(event.trace_context()).get_span_context()
+    assert carried.trace_id == span.get_span_context().trace_id
 
 
 async def test_json_topics_carry_json(

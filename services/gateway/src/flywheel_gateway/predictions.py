@@ -38,9 +38,10 @@ class PredictionLogger:
 
     The request path only enqueues a function that builds the log. The task builds what has
     queued (up to `max_batch` logs), packs each model's logs into `PredictionLogBatch`
-    records of at most `logs_per_record`, and sends them. When Kafka refuses a record, or the memory buffer is
-    full, records go to a bounded disk journal; while the journal holds anything, new
-    records queue behind it, and it is replayed in order once Kafka takes a send again.
+    records of at most `logs_per_record`, and sends them. When Kafka refuses a record, or
+    the memory buffer is full, records go to a bounded disk journal; while the journal holds
+    anything, new records queue behind it, and it is replayed in order once Kafka takes a
+    send again.
     Memory stays bounded by `max_buffered` logs; only a full journal loses logs (counted).
     A record is delivered whole or not at all, so each log reaches Kafka exactly once.
     """
