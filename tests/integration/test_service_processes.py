@@ -1,15 +1,23 @@
-"""Every service runs as `python -m flywheel_<name>`: health, metrics, clean SIGTERM."""
+"""Every service runs as `python -m flywheel_<name>`: health, metrics, clean SIGTERM that
+lets calls in flight finish."""
 
 import asyncio
+import hashlib
 import os
 import signal
 import sys
 import urllib.request
 from pathlib import Path
 
+import grpc
+import numpy as np
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
+from flywheel.registry.v1 import registry_pb2 as registry_pb
+from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
 from flywheel_common.healthcheck import is_serving, wait_until_serving
+from flywheel_common.registration import registration
 from flywheel_common.testing import unused_port
 
 SERVICES = ["registry", "deployer", "gateway", "drift", "retrain"]
@@ -49,3 +57,60 @@ async def test_service_serves_health_and_exits_cleanly_on_sigterm(
     assert process.returncode == 0, stderr.decode()[-2000:]
     assert b'"service stopped"' in stderr
     assert not await is_serving(address, timeout=0.5)
+
+
+def large_model(megabytes: int) -> bytes:
+    """A valid ONNX model (one MatMul) whose weights make it `megabytes` large."""
+    rows = 256
+    weights = np.zeros((rows, megabytes * 1024 * 1024 // (4 * rows)), dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "large",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, rows])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, weights.shape[1]])],
+        [numpy_helper.from_array(weights, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+async def test_sigterm_lets_an_in_flight_download_finish_and_refuses_new_calls(
+    kafka_bootstrap: str, free_port: int, tmp_path: Path
+) -> None:
+    artifact = large_model(32)
+    env = os.environ | {
+        "FLYWHEEL_REGISTRY_TELEMETRY__METRICS_PORT": "-1",
+        "FLYWHEEL_REGISTRY_GRPC__PORT": str(free_port),
+        "FLYWHEEL_REGISTRY_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "FLYWHEEL_REGISTRY_DATA_DIR": str(tmp_path),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "flywheel_registry", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    address = f"127.0.0.1:{free_port}"
+    assert process.stderr is not None
+    stderr_reader = asyncio.create_task(process.stderr.read())
+    try:
+        assert not await wait_until_serving([address], timeout=60)
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = registry_grpc.RegistryServiceStub(channel)
+            await stub.RegisterModelVersion(iter(registration("big", artifact, chunk=1 << 20)))
+            download = stub.GetArtifact(registry_pb.GetArtifactRequest(model="big", version=1))
+            received = [await download.read()]  # the call is in flight...
+            process.send_signal(signal.SIGTERM)  # ...when the service is told to stop
+            await asyncio.sleep(1.0)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.GetModel(registry_pb.GetModelRequest(name="big"), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            while (message := await download.read()) is not grpc.aio.EOF:
+                received.append(message)
+        data = b"".join(message.chunk for message in received)
+        assert data == artifact
+        assert received[0].artifact.sha256 == hashlib.sha256(artifact).hexdigest()
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), 30)
+        stderr = await stderr_reader
+    assert process.returncode == 0, stderr.decode()[-2000:]
