@@ -91,6 +91,7 @@ async def test_sigterm_lets_an_in_flight_download_finish_and_refuses_new_calls(
     address = f"127.0.0.1:{free_port}"
     assert process.stderr is not None
     stderr_reader = asyncio.create_task(process.stderr.read())
+    stop_sent = False
     try:
         assert not await wait_until_serving([address], timeout=60)
         async with grpc.aio.insecure_channel(address) as channel:
@@ -99,6 +100,7 @@ async def test_sigterm_lets_an_in_flight_download_finish_and_refuses_new_calls(
             download = stub.GetArtifact(registry_pb.GetArtifactRequest(model="big", version=1))
             received = [await download.read()]  # the call is in flight...
             process.send_signal(signal.SIGTERM)  # ...when the service is told to stop
+            stop_sent = True
             await asyncio.sleep(1.0)
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await stub.GetModel(registry_pb.GetModelRequest(name="big"), timeout=5)
@@ -109,7 +111,9 @@ async def test_sigterm_lets_an_in_flight_download_finish_and_refuses_new_calls(
         assert data == artifact
         assert received[0].artifact.sha256 == hashlib.sha256(artifact).hexdigest()
     finally:
-        if process.returncode is None:
+        # A second SIGTERM would race the interpreter's exit, after the service has given
+        # its signal handlers back, and kill it: send one only if the test never did.
+        if not stop_sent:
             process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(process.wait(), 30)
         stderr = await stderr_reader
