@@ -177,6 +177,9 @@ def test_profiles_are_compact_and_keep_the_reference_shape(rng: np.random.Genera
     profile = build_profile("m", 1, reference, sketch_size=1000)
     feature = profile.features[0]
     assert len(feature.sketch) == 1000
+    midpoints = (np.arange(1000) + 0.5) / 1000
+    expected = np.quantile(reference[:, 0], midpoints, method="inverted_cdf")
+    np.testing.assert_array_equal(feature.sketch, expected)
     assert feature.counts.sum() == 50_000
     np.testing.assert_array_equal(feature.counts, bin_counts(reference[:, 0], feature.edges))
     assert stats.ks_2samp(feature.sketch, reference[:, 0]).statistic < 0.01
