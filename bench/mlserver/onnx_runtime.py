@@ -16,7 +16,14 @@ from mlserver.utils import get_model_uri
 class OnnxRuntime(MLModel):
     async def load(self) -> bool:
         path = await get_model_uri(self.settings)
-        self._session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        # The gateway's session defaults, so that both servers run the model alike: idle
+        # onnxruntime threads sleep rather than spin.
+        options = onnxruntime.SessionOptions()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        self._session = onnxruntime.InferenceSession(
+            path, sess_options=options, providers=["CPUExecutionProvider"]
+        )
         self._output_names = [output.name for output in self._session.get_outputs()]
         return True
 

@@ -14,14 +14,14 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from opentelemetry import metrics
-from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+from opentelemetry import metrics, propagate, trace
 
 from flywheel_common import errors
 from flywheel_common.auth import Principal, TokenAuthenticator, set_current_principal
 from flywheel_common.settings import GrpcSettings, Role
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)
 _rpc_duration = metrics.get_meter(__name__).create_histogram(
     "flywheel.rpc.server.duration", unit="ms", description="Duration of served RPCs"
 )
@@ -82,11 +82,18 @@ class ServiceBinding:
 
 
 class _CallInterceptor(grpc.aio.ServerInterceptor):
-    """Authenticates, logs and maps Flywheel errors for every business RPC."""
+    """Authenticates, traces, measures, logs and maps Flywheel errors for every business RPC.
+
+    One interceptor does it all, and keeps the handler it wraps for each method and caller:
+    grpc.aio awaits every interceptor on every call, and the gateway serves thousands of
+    calls a second per core (OpenTelemetry's own gRPC interceptor, in front of this one,
+    cost a fifth of its throughput).
+    """
 
     def __init__(self, bindings: Sequence[ServiceBinding], authenticator: TokenAuthenticator):
         self._bindings = {binding.name: binding for binding in bindings}
         self._authenticator = authenticator
+        self._wrapped: dict[tuple[str, Principal], tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
@@ -111,7 +118,12 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):
                 )
         except errors.FlywheelError as exc:
             return _rejecting_handler(handler, exc)
-        return _wrap_handler(handler, details.method, principal)
+        key = (details.method, principal)
+        cached = self._wrapped.get(key)
+        if cached is None or cached[0] is not handler:
+            cached = (handler, _wrap_handler(handler, details.method, principal))
+            self._wrapped[key] = cached
+        return cached[1]
 
 
 async def _abort_with(context: Context, exc: errors.FlywheelError) -> None:
@@ -128,33 +140,50 @@ async def _abort_internal(context: Context, method: str) -> None:
 
 @asynccontextmanager
 async def _served_call(context: Context, method: str, principal: Principal) -> AsyncIterator[None]:
-    """Runs one call as `principal`; maps errors to statuses, records and logs the outcome."""
+    """Runs one call as `principal` in a server span that continues the caller's trace
+    (W3C `traceparent` metadata); maps errors to statuses, records and logs the outcome."""
     set_current_principal(principal)
     started = time.perf_counter()
     code = grpc.StatusCode.OK
-    try:
-        yield
-    except errors.FlywheelError as exc:
-        code = status_of(exc)
-        await _abort_with(context, exc)
-    except grpc.aio.AbortError:
-        code = context.code()
-        raise
-    except Exception:
-        code = grpc.StatusCode.INTERNAL
-        await _abort_internal(context, method)
-    finally:
-        duration_ms = (time.perf_counter() - started) * 1000
-        _rpc_duration.record(duration_ms, {"rpc.method": method, "rpc.grpc.status_code": code.name})
-        log.info(
-            "rpc",
-            extra={
-                "method": method,
-                "code": code.name,
-                "principal": principal.subject,
-                "duration_ms": round(duration_ms, 3),
-            },
-        )
+    caller = propagate.extract(dict(context.invocation_metadata() or ()))
+    service, _, name = method.lstrip("/").partition("/")
+    with _tracer.start_as_current_span(
+        method,
+        context=caller,
+        kind=trace.SpanKind.SERVER,
+        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        try:
+            yield
+        except errors.FlywheelError as exc:
+            code = status_of(exc)
+            await _abort_with(context, exc)
+        except grpc.aio.AbortError:
+            code = context.code()
+            raise
+        except Exception as exc:
+            code = grpc.StatusCode.INTERNAL
+            span.record_exception(exc)
+            await _abort_internal(context, method)
+        finally:
+            span.set_attribute("rpc.grpc.status_code", code.value[0])
+            if code is not grpc.StatusCode.OK:
+                span.set_status(trace.StatusCode.ERROR, code.name)
+            duration_ms = (time.perf_counter() - started) * 1000
+            _rpc_duration.record(
+                duration_ms, {"rpc.method": method, "rpc.grpc.status_code": code.name}
+            )
+            log.info(
+                "rpc",
+                extra={
+                    "method": method,
+                    "code": code.name,
+                    "principal": principal.subject,
+                    "duration_ms": round(duration_ms, 3),
+                },
+            )
 
 
 def _rejecting_handler(handler: Handler, exc: errors.FlywheelError) -> Handler:
@@ -231,12 +260,7 @@ class GrpcServer:
             ("grpc.so_reuseport", 0),
         ]
         self._server = grpc.aio.server(
-            interceptors=[
-                aio_server_interceptor(  # type: ignore[no-untyped-call]
-                    filter_=filters.negate(filters.health_check())
-                ),
-                _CallInterceptor(self._bindings, TokenAuthenticator(tokens)),
-            ],
+            interceptors=[_CallInterceptor(self._bindings, TokenAuthenticator(tokens))],
             options=options,
         )
         for binding in self._bindings:

@@ -116,6 +116,10 @@ async def test_roles_gate_methods_and_reach_the_handler(
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         live = await stub.ServerLive(pb.ServerLiveRequest(), metadata=bearer("reader-token"))
         assert live.live  # the handler saw the caller's role
+        as_admin = await stub.ServerLive(pb.ServerLiveRequest(), metadata=bearer("admin-token"))
+        assert not as_admin.live  # the next caller of the same method is served as itself
+        again = await stub.ServerLive(pb.ServerLiveRequest(), metadata=bearer("reader-token"))
+        assert again.live
         with pytest.raises(grpc.aio.AioRpcError) as denied:
             await stub.ServerReady(pb.ServerReadyRequest(), metadata=bearer("writer-token"))
         assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
@@ -170,6 +174,39 @@ async def test_health_and_reflection_need_no_token_and_health_checks_are_not_tra
     server_spans = [s.name for s in span_exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
     assert any(name.endswith("ServerLive") for name in server_spans), server_spans
     assert not [name for name in server_spans if "Health" in name]
+
+
+async def test_server_spans_continue_the_callers_trace_and_carry_the_status(
+    server: tuple[GrpcServer, ExampleServicer], span_exporter: InMemorySpanExporter
+) -> None:
+    caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    traceparent = ("traceparent", f"00-{caller_trace}-{caller_span}-01")
+    span_exporter.clear()
+    async with grpc.aio.insecure_channel(server[0].address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        await stub.ServerLive(
+            pb.ServerLiveRequest(), metadata=(*bearer("reader-token"), traceparent)
+        )
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.ModelReady(
+                pb.ModelReadyRequest(name="ghost"), metadata=bearer("reader-token")
+            )
+    spans = {s.name: s for s in span_exporter.get_finished_spans() if s.kind is SpanKind.SERVER}
+    live = spans[f"/{SERVICE}/ServerLive"]
+    assert format(live.context.trace_id, "032x") == caller_trace
+    assert live.parent is not None
+    assert format(live.parent.span_id, "016x") == caller_span
+    assert live.attributes is not None
+    assert live.attributes["rpc.system"] == "grpc"
+    assert live.attributes["rpc.service"] == SERVICE
+    assert live.attributes["rpc.method"] == "ServerLive"
+    assert live.attributes["rpc.grpc.status_code"] == grpc.StatusCode.OK.value[0]
+    assert live.status.is_ok
+    missing = spans[f"/{SERVICE}/ModelReady"]
+    assert missing.parent is None  # no traceparent: a trace of its own
+    assert missing.attributes is not None
+    assert missing.attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
+    assert not missing.status.is_ok
 
 
 async def test_stop_drains_in_flight_calls_and_refuses_new_ones(

@@ -37,6 +37,7 @@ def build(settings: ServiceSettings | None = None) -> Service:
             provider=config.execution_provider,
             intra_op_threads=config.intra_op_threads,
             inter_op_threads=config.inter_op_threads,
+            thread_spinning=config.thread_spinning,
             batch=BatchPolicy(
                 max_batch_size=config.max_batch_size,
                 max_queue_delay_seconds=config.max_queue_delay_ms / 1000,

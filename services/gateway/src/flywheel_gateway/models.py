@@ -53,7 +53,19 @@ class RuntimeOptions:
     provider: str = "auto"
     intra_op_threads: int = 0
     inter_op_threads: int = 0
+    thread_spinning: bool = False
     batch: BatchPolicy = field(default_factory=BatchPolicy)
+
+
+def session_options(runtime: RuntimeOptions) -> onnxruntime.SessionOptions:
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = runtime.intra_op_threads
+    options.inter_op_num_threads = runtime.inter_op_threads
+    spinning = "1" if runtime.thread_spinning else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
+    options.log_severity_level = 3
+    return options
 
 
 @dataclass
@@ -200,12 +212,10 @@ class ModelManager:
         self._changed()
 
     def _create_session(self, path: Path) -> onnxruntime.InferenceSession:
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = self._options.intra_op_threads
-        options.inter_op_num_threads = self._options.inter_op_threads
-        options.log_severity_level = 3
         return onnxruntime.InferenceSession(
-            str(path), sess_options=options, providers=choose_providers(self._options.provider)
+            str(path),
+            sess_options=session_options(self._options),
+            providers=choose_providers(self._options.provider),
         )
 
     def retire(self, model: str, version: int) -> None:
