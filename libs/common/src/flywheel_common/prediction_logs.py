@@ -23,22 +23,48 @@ from flywheel_common.topics import PREDICTIONS
 LABEL_OUTPUT = "label"
 
 
+MAX_RECORD_BYTES = 512 * 1024
+"""Packing stops before a record's logs pass this size: Kafka refuses records over its
+`message.max.bytes` (1 MiB by default), and a refused record would never be delivered."""
+
+
 def pack(
-    logs: Sequence[PredictionLog], *, source: str, per_record: int = 200
+    logs: Sequence[PredictionLog],
+    *,
+    source: str,
+    per_record: int = 200,
+    max_bytes: int = MAX_RECORD_BYTES,
 ) -> list[tuple[OutgoingRecord, int]]:
     """Prediction logs as `flywheel.predictions` records: one `PredictionLogBatch` per model
-    and at most `per_record` logs, keyed by the model, in the order given. Each record comes
-    with the number of logs it carries."""
+    of at most `per_record` logs and, unless one log alone is larger, `max_bytes`; keyed by
+    the model, in the order given. Each record comes with the number of logs it carries."""
     by_model: dict[str, list[PredictionLog]] = {}
     for log in logs:
         by_model.setdefault(log.model, []).append(log)
     packed = []
     for model, model_logs in by_model.items():
-        for start in range(0, len(model_logs), per_record):
-            chunk = model_logs[start : start + per_record]
+        for chunk in _chunks(model_logs, per_record, max_bytes):
             batch = PredictionLogBatch(logs=chunk)
             packed.append((PREDICTIONS.record(batch, source=source, subject=model), len(chunk)))
     return packed
+
+
+def _chunks(
+    logs: list[PredictionLog], per_record: int, max_bytes: int
+) -> list[list[PredictionLog]]:
+    chunks: list[list[PredictionLog]] = []
+    chunk: list[PredictionLog] = []
+    size = 0
+    for log in logs:
+        log_bytes = log.ByteSize() + 5  # the field's tag and length in the batch
+        if chunk and (len(chunk) == per_record or size + log_bytes > max_bytes):
+            chunks.append(chunk)
+            chunk, size = [], 0
+        chunk.append(log)
+        size += log_bytes
+    if chunk:
+        chunks.append(chunk)
+    return chunks
 
 
 def unpack(message: Message) -> Sequence[PredictionLog]:

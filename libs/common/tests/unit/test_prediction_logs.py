@@ -69,6 +69,16 @@ def test_pack_groups_by_model_caps_each_record_and_round_trips() -> None:
     assert read[4:] == [log.request_id for log in logs if log.model == "a"]  # in order
 
 
+def test_pack_keeps_records_under_the_byte_limit_and_a_huge_log_alone() -> None:
+    wide = np.ones((1, 1000), np.float32)  # about 4 kB a log
+    logs = [logged(f"r{i}", wide) for i in range(10)]
+    logs.insert(5, logged("huge", np.ones((1, 10_000), np.float32)))
+    packed = pack(logs, source="gateway", per_record=200, max_bytes=10_000)
+    assert [count for _, count in packed] == [2, 2, 1, 1, 2, 2, 1]
+    assert all(len(record.value) <= 10_000 for record, count in packed if count > 1)
+    assert sum(count for _, count in packed) == len(logs)
+
+
 def test_unpack_takes_a_batch_or_one_log_and_refuses_anything_else() -> None:
     log = logged("r", np.ones((1, 2), np.float32))
     assert list(unpack(log)) == [log]

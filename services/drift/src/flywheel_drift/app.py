@@ -57,6 +57,7 @@ def build(settings: ServiceSettings | None = None) -> Service:
         config.batch_size,
         config.batch_seconds,
         config.prediction_batch_records,
+        late_seconds=config.late_prediction_seconds,
         data_dir=config.data_dir / "faust",
     )
     components: list[Component] = []

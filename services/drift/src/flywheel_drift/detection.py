@@ -146,7 +146,7 @@ def _measure_numeric(profile: ReferenceProfile, columns: np.ndarray) -> dict[int
     finite values. Features stacked in the profile whose window column is all finite are
     measured together, as matrices; the rest one by one on their finite values."""
     stacked = profile.stacked
-    together = np.isfinite(columns[stacked.indices]).all(axis=1)
+    together = np.isfinite(columns[stacked.indices]).all(axis=1) & (columns.shape[1] >= 2)
     measured: dict[int, _Measured] = {}
     if together.any():
         rows = stacked.indices[together]

@@ -159,13 +159,13 @@ class DriftEngine:
                 outgoing += self._close(state, window)
         return outgoing
 
-    def flush(self, now: float) -> Outgoing:
-        """Close the time windows whose end has passed though no prediction came since (a
-        model whose traffic stopped still reports its last window), and forget predictions
-        and labels that waited past the label wait."""
+    def flush(self, now: float, grace: float = 0.0) -> Outgoing:
+        """Close the time windows whose end passed more than `grace` seconds ago though no
+        prediction came since (a model whose traffic stopped still reports its last window),
+        and forget predictions and labels that waited past the label wait."""
         outgoing: Outgoing = []
         for key, state in list(self._versions.items()):
-            for window in state.windows.flush(now):
+            for window in state.windows.flush(now, grace):
                 self.changed.add(key)
                 outgoing += self._close(state, window)
         self._join.expire(now)

@@ -36,6 +36,11 @@ class DriftSettings(ServiceSettings):
     4,000 logs by default; raise it for producers that send one log per record."""
     batch_seconds: float = Field(default=0.5, gt=0)
     """Longest wait to fill a batch."""
+    late_prediction_seconds: float = Field(default=10.0, ge=0)
+    """How long after a time window's end its predictions may still arrive (gateways and
+    this stream send logs in batches). A window closes at its end's first newer prediction,
+    or this long after its end when traffic has stopped; a prediction later still counts
+    in the next window."""
     gc_first_generation: int = Field(default=50_000, ge=700)
     """Allocations between collections of Python's youngest generation (Python's default
     is 700). Reading a batch allocates and drops a protobuf wrapper per field per log; with

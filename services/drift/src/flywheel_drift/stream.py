@@ -63,6 +63,7 @@ class DriftStream:
         batch_seconds: float = 0.5,
         prediction_batch_size: int = 20,
         flush_seconds: float = 1.0,
+        late_seconds: float = 10.0,
         predictions_topic: TopicSpec = PREDICTIONS,
         labels_topic: TopicSpec = GROUND_TRUTH,
         start_from: str = "latest",
@@ -70,7 +71,9 @@ class DriftStream:
     ) -> None:
         """`batch_size` and `prediction_batch_size` count records (of ground truth and of
         prediction logs). `start_from` applies to a new group only: "latest" counts from
-        start-up on, "earliest" catches up on what the topics retain. `data_dir` is faust's
+        start-up on, "earliest" catches up on what the topics retain. Every
+        `flush_seconds`, time windows that ended over `late_seconds` ago close even without
+        newer predictions. `data_dir` is faust's
         own folder (a temporary one when not given: the app keeps nothing there that must
         survive)."""
         self._engine = engine
@@ -127,7 +130,7 @@ class DriftStream:
         self._checkpointing = asyncio.Lock()
 
         async def close_idle_windows() -> None:
-            await self._checkpoint([], self._engine.flush(time.time()))
+            await self._checkpoint([], self._engine.flush(time.time(), late_seconds))
 
         async def on_assigned(app: Any, /, *args: Any, signal: Any, **_: Any) -> None:
             assigned = args[0] if args else set()

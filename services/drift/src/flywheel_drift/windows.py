@@ -207,12 +207,14 @@ class VersionWindows:
         window.labeled += 1
         window.correct += int(correct)
 
-    def flush(self, now: float) -> list[ClosedWindow]:
-        """Close a time window whose end has passed even if no prediction arrived since."""
+    def flush(self, now: float, grace: float = 0.0) -> list[ClosedWindow]:
+        """Close a time window whose end passed more than `grace` seconds before `now`, even
+        if no prediction arrived since. The grace leaves time for logs still on their way
+        (the gateway and the stream batch them): they would find their window closed."""
         window = self._open
         if window is None or not self._policy.seconds:
             return []
-        if now >= window.start + self._policy.seconds:
+        if now >= window.start + self._policy.seconds + grace:
             return [self._close()]
         return []
 
@@ -223,9 +225,11 @@ class VersionWindows:
         if self._open is None:
             start = event_time
             if seconds:
-                index = int(event_time // seconds)
+                # A prediction whose own window has closed joins the next one: a window's
+                # index and start always name the same span of event time.
+                index = max(int(event_time // seconds), self._next_index)
                 start = index * seconds
-                self._next_index = max(self._next_index, index)
+                self._next_index = index
             self._open = _Open(self._next_index, start, start)
         return self._open
 

@@ -162,6 +162,19 @@ def test_quality_flags_nans_out_of_range_values_and_schema_changes(
     assert retyped.test is DriftTest.SCHEMA_CHANGE
 
 
+def test_a_window_of_one_row_is_not_tested_for_drift(rng: np.random.Generator) -> None:
+    # One request in a quiet time window says nothing about a distribution: with a PSI or
+    # Jensen-Shannon threshold it would otherwise alert on every such window.
+    profile = build_profile("m", 1, rng.normal(size=(2000, 3)))
+    monitor = Monitor(thresholds=Thresholds(psi=0.2, jensen_shannon=0.1))
+    assert data_drift(profile, rng.normal(size=(1, 3)), monitor) == []
+    assert {f.feature for f in data_drift(profile, rng.normal(size=(2, 3)), monitor)} == {
+        "f0",
+        "f1",
+        "f2",
+    }
+
+
 def test_prediction_drift_compares_classes_with_the_first_window() -> None:
     monitor = Monitor()
     steady = prediction_drift({"0": 500, "1": 500}, {"0": 490, "1": 510}, monitor)

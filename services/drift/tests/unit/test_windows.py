@@ -49,6 +49,27 @@ def test_time_windows_are_aligned_numbered_and_flushed_when_idle() -> None:
     assert (idle.index, idle.requests) == (3, 1)
 
 
+def test_idle_time_windows_wait_out_the_grace_for_late_predictions() -> None:
+    windows = VersionWindows("iris", 1, WindowPolicy(seconds=60))
+    windows.add(Observations.of([observation(1, at=130.0)]))
+    assert windows.flush(now=185.0, grace=10.0) == []
+    assert windows.add(Observations.of([observation(2, at=179.0)])) == []  # late, still in
+    [closed] = windows.flush(now=190.0, grace=10.0)
+    assert (closed.index, closed.start, closed.requests) == (2, 120.0, 2)
+
+
+def test_a_prediction_later_than_its_closed_window_counts_in_the_next_one() -> None:
+    windows = VersionWindows("iris", 1, WindowPolicy(seconds=60))
+    windows.add(Observations.of([observation(1, at=130.0)]))
+    [first] = windows.flush(now=200.0)
+    assert (first.index, first.start) == (2, 120.0)
+    # Window 2 (120-180 s) is gone: a prediction of 170 s opens window 3, not a second 2.
+    [late] = windows.add(Observations.of([observation(2, at=170.0), observation(3, at=245.0)]))
+    assert (late.index, late.start, late.end, late.requests) == (3, 180.0, 240.0, 1)
+    [last] = windows.flush(now=400.0)
+    assert (last.index, last.start, last.requests) == (4, 240.0, 1)
+
+
 def test_labels_count_toward_the_open_window() -> None:
     windows = VersionWindows("iris", 1, WindowPolicy(size=4))
     windows.add(Observations.of([observation(n) for n in range(2)]))

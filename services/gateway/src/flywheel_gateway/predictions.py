@@ -33,6 +33,11 @@ _dropped = _meter.create_counter(
 )
 
 
+KAFKA_RECORD_LIMIT = 1024 * 1024
+"""The largest record the producer and a broker with default settings accept (aiokafka's
+`max_request_size`, Kafka's `message.max.bytes`)."""
+
+
 class PredictionLogger:
     """Buffers prediction logs and publishes them, packed per model, from a background task.
 
@@ -78,13 +83,27 @@ class PredictionLogger:
             self._spill(self._pack([prediction]))
 
     def _pack(self, queued: list[Callable[[], PredictionLog]]) -> list[OutgoingRecord]:
-        logs = [build() for build in queued]
+        logs = []
+        for build in queued:
+            try:
+                logs.append(build())
+            except Exception:  # one request's log must not stop the logging of all others
+                _dropped.add(1)
+                log.exception("prediction log not built; dropped")
         for log_ in logs:
             log_.sample_rate = self._sample_rate
         records = []
         for record, count in pack(
             logs, source=self._publisher.source, per_record=self._logs_per_record
         ):
+            if len(record.value) > KAFKA_RECORD_LIMIT:
+                # Kafka would refuse it on every try, holding up every log behind it.
+                _dropped.add(count)
+                log.error(
+                    "prediction log larger than Kafka takes; dropped",
+                    extra={"bytes": len(record.value), "limit": KAFKA_RECORD_LIMIT},
+                )
+                continue
             self._log_counts[record.event_id] = count
             records.append(record)
         return records
