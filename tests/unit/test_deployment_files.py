@@ -95,6 +95,15 @@ def test_kubernetes_manifests_match_the_image_and_ports(compose: dict[str, Any],
         assert field.removeprefix(prefix).split("__")[0].lower() in SETTINGS[name].model_fields
 
 
+def test_the_drift_detector_never_runs_two_replicas_at_once() -> None:
+    documents = {
+        d["kind"]: d for d in yaml.safe_load_all((ROOT / "infra/k8s/drift.yaml").read_text())
+    }
+    spec = documents["Deployment"]["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+
+
 def test_kustomization_lists_every_manifest() -> None:
     kustomization = yaml.safe_load((ROOT / "infra/k8s/kustomization.yaml").read_text())
     assert sorted(kustomization["resources"]) == sorted(f"{name}.yaml" for name in SETTINGS)

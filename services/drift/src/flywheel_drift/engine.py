@@ -140,19 +140,19 @@ class DriftEngine:
         outgoing: Outgoing = []
         for (model, version), entries in by_version.items():
             batch = observations(entries)
-            for request_id, prediction, received, failed in zip(
-                batch.request_ids,
-                batch.predictions,
-                batch.received_at.tolist(),
-                batch.failed.tolist(),
-                strict=True,
-            ):
-                if request_id and not failed:
-                    joined = self._join.prediction(
-                        request_id, Pending(model, version, prediction, received)
-                    )
-                    if joined is not None:
-                        outgoing += self._score(*joined)
+            waiting = [
+                (request_id, Pending(model, version, prediction, received))
+                for request_id, prediction, received, failed in zip(
+                    batch.request_ids,
+                    batch.predictions,
+                    batch.received_at.tolist(),
+                    batch.failed.tolist(),
+                    strict=True,
+                )
+                if request_id and not failed
+            ]
+            for joined in self._join.predictions(waiting):
+                outgoing += self._score(*joined)
             state = self.state(model, version)
             self.changed.add((model, version))
             for window in state.windows.add(batch):
@@ -267,6 +267,12 @@ class DriftEngine:
         state.windows, state.concept, state.baseline_predictions = windows, concept, baseline
         state.status.ParseFromString(status)
         state.status.reference_loaded = state.profile is not None
+
+    @property
+    def join(self) -> LabelJoin:
+        """Predictions and labels waiting for each other; the stream checkpoints its
+        changes with the windows and replays them on restart."""
+        return self._join
 
     def p_values(self, _: CallbackOptions) -> Iterable[Reading]:
         """The latest window's adjusted p-value of each tested feature, for dashboards."""

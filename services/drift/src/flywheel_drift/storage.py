@@ -8,14 +8,28 @@ checkpointed offset are skipped, later ones are applied once.
 
 from __future__ import annotations
 
+import pickle
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, LargeBinary, String, case, select
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Integer,
+    LargeBinary,
+    String,
+    case,
+    delete,
+    func,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from flywheel_common.db import Base, upsert
+from flywheel_drift.windows import JoinChanges, Pending, WaitingLabel
 
 
 class OffsetRow(Base):
@@ -36,6 +50,19 @@ class WindowStateRow(Base):
     """The version's open window, prediction baseline and change detector (see engine)."""
 
 
+class JoinLogRow(Base):
+    """The label join's changelog: each checkpoint appends what started or stopped waiting;
+    a base row holds the whole join, and rows before it are deleted."""
+
+    __tablename__ = "drift_join_log"
+
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    base: Mapped[bool] = mapped_column(Boolean)
+    changes: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 async def offsets(session: AsyncSession) -> dict[tuple[str, int], int]:
     rows = (await session.execute(select(OffsetRow))).scalars()
     return {(row.topic, row.partition): row.offset for row in rows}
@@ -46,12 +73,27 @@ async def window_states(session: AsyncSession) -> dict[tuple[str, int], bytes]:
     return {(row.model, row.version): row.state for row in rows}
 
 
+async def join_log(session: AsyncSession) -> list[JoinChanges]:
+    """The join's changes since its last base, oldest first, the base first."""
+    newest_base = select(func.max(JoinLogRow.seq)).where(JoinLogRow.base).scalar_subquery()
+    rows = await session.execute(
+        select(JoinLogRow.changes)
+        .where(JoinLogRow.seq >= func.coalesce(newest_base, 0))
+        .order_by(JoinLogRow.seq)
+    )
+    return [_decode_join(changes) for changes in rows.scalars()]
+
+
 async def save(
     session: AsyncSession,
     applied: dict[tuple[str, int], int],
     states: dict[tuple[str, int], bytes],
+    join: JoinChanges,
+    join_is_base: bool = False,
 ) -> None:
-    """Two statements whatever the batch held: this runs once per batch of the stream."""
+    """A few statements whatever the batch held: this runs once per batch of the stream.
+    `join` is what changed in the label join, or, when `join_is_base`, all of it: then the
+    log before it is deleted."""
     await upsert(
         session,
         OffsetRow,
@@ -67,6 +109,57 @@ async def save(
         WindowStateRow,
         [{"model": m, "version": v, "state": state} for (m, v), state in states.items()],
         ["model", "version"],
+    )
+    await _save_join(session, join, join_is_base)
+
+
+async def _save_join(session: AsyncSession, join: JoinChanges, base: bool) -> None:
+    if not join and not base:
+        return
+    row = JoinLogRow(base=base, changes=_encode_join(join))
+    session.add(row)
+    if base:
+        await session.flush()
+        await session.execute(delete(JoinLogRow).where(JoinLogRow.seq < row.seq))
+
+
+def _encode_join(join: JoinChanges) -> bytes:
+    # Column by column: a checkpoint writes thousands of entries, and lists of plain values
+    # pickle several times faster than as many tuples.
+    predictions, labels = join.predictions, join.labels
+    return pickle.dumps(
+        (
+            list(predictions),
+            [pending.model for pending in predictions.values()],
+            [pending.version for pending in predictions.values()],
+            [pending.prediction for pending in predictions.values()],
+            [pending.received_at for pending in predictions.values()],
+            list(join.predictions_gone),
+            list(labels),
+            [waiting.label for waiting in labels.values()],
+            [waiting.arrived_at for waiting in labels.values()],
+            list(join.labels_gone),
+        ),
+        protocol=pickle.HIGHEST_PROTOCOL,
+    )
+
+
+def _decode_join(data: bytes) -> JoinChanges:
+    (ids, models, versions, predicted, received, predictions_gone,
+     label_ids, labels, arrived, labels_gone) = pickle.loads(data)  # fmt: skip
+    return JoinChanges(
+        predictions={
+            request_id: Pending(model, version, prediction, at)
+            for request_id, model, version, prediction, at in zip(
+                ids, models, versions, predicted, received, strict=True
+            )
+        },
+        predictions_gone=set(predictions_gone),
+        labels={
+            request_id: WaitingLabel(label, at)
+            for request_id, label, at in zip(label_ids, labels, arrived, strict=True)
+        },
+        labels_gone=set(labels_gone),
     )
 
 

@@ -2,7 +2,8 @@
 
 Each agent takes events in batches, skips those a checkpoint already covers, decodes them,
 hands the batch to the engine (pure numpy/scipy work), and checkpoints: the offsets, the
-changed windows and the events to publish commit in one transaction (outbox). Faust commits
+changed windows, the predictions and labels still waiting for each other and the events
+to publish commit in one transaction (outbox). Faust commits
 Kafka offsets only for batches already checkpointed, so after a crash the redelivered events
 are recognised and nothing is lost or counted twice. An event that does not decode goes to
 the dead-letter topic with the reason, and the stream goes on.
@@ -38,9 +39,13 @@ from flywheel_common.topics import (
 )
 from flywheel_drift import storage
 from flywheel_drift.engine import DriftEngine, Outgoing
+from flywheel_drift.windows import JoinChanges
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=Message)
+
+MIN_JOIN_LOG_ENTRIES = 100_000
+"""The label join's log is compacted into a base no sooner than this many entries."""
 
 _DESTINATIONS: dict[str, TopicSpec] = {
     "ModelMetricsWindow": MODEL_METRICS,
@@ -81,6 +86,8 @@ class DriftStream:
         self._database = database
         self._outbox = outbox
         self._applied: dict[tuple[str, int], int] = {}
+        self._join_logged = 0
+        """Label-join entries in the checkpoint log since its last base."""
         self._group_id = group_id
         self._types = EventTypes.flywheel()
         self.app = faust.App(
@@ -192,7 +199,8 @@ class DriftStream:
         ]
 
     async def _checkpoint(self, events: Sequence[Any], outgoing: Outgoing) -> None:
-        """One transaction: the offsets applied, the changed windows, the events produced.
+        """One transaction: the offsets applied, the changed windows and label join, the
+        events produced.
 
         The windows are snapshot at once, with no await after the engine changed them, so a
         snapshot holds exactly the batches whose offsets it commits. Transactions then
@@ -207,19 +215,35 @@ class DriftStream:
             return
         changed, self._engine.changed = self._engine.changed, set()
         states = {key: self._engine.snapshot(*key) for key in changed}
+        join, join_is_base = self._join_checkpoint()
         async with self._checkpointing:
             async with self._database.transaction() as session:
-                await storage.save(session, applied, states)
+                await storage.save(session, applied, states, join, join_is_base)
                 for message, subject in outgoing:
                     topic = _DESTINATIONS[type(message).__name__]
                     self._outbox.stage(session, topic, message, subject=subject)
             self._applied.update(applied)
+
+    def _join_checkpoint(self) -> tuple[JoinChanges, bool]:
+        """What to log of the label join: its changes, or all of it once the changes logged
+        since the last base outnumber twice what it holds (the log stays within three
+        times the join, and a restart replays at most that)."""
+        join = self._engine.join
+        changes = join.changes()
+        self._join_logged += len(changes)
+        if self._join_logged <= max(2 * join.size, MIN_JOIN_LOG_ENTRIES):
+            return changes, False
+        self._join_logged = 0
+        return join.everything(), True
 
     async def start(self) -> None:
         async with self._database.transaction() as session:
             self._applied = await storage.offsets(session)
             for (model, version), snapshot in (await storage.window_states(session)).items():
                 self._engine.restore(model, version, snapshot)
+            for changes in await storage.join_log(session):
+                self._engine.join.apply(changes)
+                self._join_logged += len(changes)
         self._engine.changed.clear()
         await self.app.start()
         await self._pin_start_positions()

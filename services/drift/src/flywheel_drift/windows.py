@@ -14,7 +14,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import compress
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -173,6 +173,10 @@ class _Open:
 class VersionWindows:
     """The open window of one model version; `add` returns the windows it closed."""
 
+    _labels_between: tuple[int, int] = (0, 0)
+    """Labels (joined, correct) that came while no window was open: the next one counts
+    them. A class default, so checkpoints written before it existed still load."""
+
     def __init__(self, model: str, version: int, policy: WindowPolicy) -> None:
         self.model = model
         self.version = version
@@ -200,9 +204,11 @@ class VersionWindows:
         return closed
 
     def add_label(self, correct: bool) -> None:
-        """A joined label counts toward the open window's accuracy."""
+        """A joined label counts toward the open window's accuracy (or the next one's)."""
         window = self._open
         if window is None:
+            labeled, right = self._labels_between
+            self._labels_between = (labeled + 1, right + int(correct))
             return
         window.labeled += 1
         window.correct += int(correct)
@@ -230,7 +236,9 @@ class VersionWindows:
                 index = max(int(event_time // seconds), self._next_index)
                 start = index * seconds
                 self._next_index = index
-            self._open = _Open(self._next_index, start, start)
+            labeled, correct = self._labels_between
+            self._labels_between = (0, 0)
+            self._open = _Open(self._next_index, start, start, labeled=labeled, correct=correct)
         return self._open
 
     def _close(self) -> ClosedWindow:
@@ -275,56 +283,150 @@ class Pending(NamedTuple):
     received_at: float
 
 
+E = TypeVar("E")
+
+
+class WaitingLabel(NamedTuple):
+    """Ground truth that came before its prediction."""
+
+    label: str
+    arrived_at: float
+
+
+@dataclass
+class JoinChanges:
+    """What changed in a `LabelJoin` since the last `LabelJoin.changes()`, per side: the
+    entries that now wait (by request id) and the request ids that stopped waiting."""
+
+    predictions: dict[str, Pending] = field(default_factory=dict)
+    predictions_gone: set[str] = field(default_factory=set)
+    labels: dict[str, WaitingLabel] = field(default_factory=dict)
+    labels_gone: set[str] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.predictions or self.predictions_gone or self.labels or self.labels_gone)
+
+    def __len__(self) -> int:
+        return (
+            len(self.predictions)
+            + len(self.predictions_gone)
+            + len(self.labels)
+            + len(self.labels_gone)
+        )
+
+
+class _Waiting(Generic[E]):
+    """One side of the join: entries by request id, oldest first, and the request ids that
+    changed since they were last drained."""
+
+    def __init__(self, limit: int) -> None:
+        self.entries: OrderedDict[str, E] = OrderedDict()
+        self.touched: set[str] = set()
+        self.limit = limit
+        self.forgotten = 0
+
+    def put(self, request_id: str, entry: E) -> None:
+        self.put_many([(request_id, entry)])
+
+    def put_many(self, entries: list[tuple[str, E]]) -> None:
+        self.entries.update(entries)
+        self.touched.update(request_id for request_id, _ in entries)
+        while len(self.entries) > self.limit:
+            self.forget_oldest()
+
+    def take(self, request_id: str) -> E | None:
+        entry = self.entries.pop(request_id, None)
+        if entry is not None:
+            self.touched.add(request_id)
+        return entry
+
+    def forget_oldest(self) -> None:
+        request_id, _ = self.entries.popitem(last=False)
+        self.touched.add(request_id)
+        self.forgotten += 1
+
+    def drain(self) -> tuple[dict[str, E], set[str]]:
+        """What waits now among the changed request ids, and which stopped waiting."""
+        touched, self.touched = self.touched, set()
+        waiting = {r: self.entries[r] for r in touched if r in self.entries}
+        return waiting, touched - waiting.keys()
+
+
 class LabelJoin:
     """Predictions waiting for their ground truth, by request id, for at most `wait_seconds`.
 
     Labels may arrive before their prediction (other topic, other lag): those wait too, and
     join when the prediction comes. Both sides expire after the wait, bounded in memory.
+    The join remembers which request ids changed, so a checkpoint writes only those.
     """
 
     def __init__(self, wait_seconds: float, max_pending: int = 1_000_000) -> None:
         self._wait = wait_seconds
-        self._max = max_pending
-        self._predictions: OrderedDict[str, Pending] = OrderedDict()
-        self._labels: OrderedDict[str, tuple[str, float]] = OrderedDict()
-        self.expired = 0
+        self._predictions: _Waiting[Pending] = _Waiting(max_pending)
+        self._labels: _Waiting[WaitingLabel] = _Waiting(max_pending)
 
     def prediction(self, request_id: str, pending: Pending) -> tuple[Pending, str] | None:
-        early = self._labels.pop(request_id, None)
+        early = self._labels.take(request_id)
         if early is not None:
-            return pending, early[0]
-        self._predictions[request_id] = pending
-        self._bound(self._predictions)
+            return pending, early.label
+        self._predictions.put(request_id, pending)
         return None
 
+    def predictions(self, arrived: list[tuple[str, Pending]]) -> list[tuple[Pending, str]]:
+        """`prediction` for many, in order; returns those that joined a waiting label."""
+        if self._labels.entries:
+            found = (self.prediction(request_id, pending) for request_id, pending in arrived)
+            return [joined for joined in found if joined is not None]
+        self._predictions.put_many(arrived)  # nothing to join: one dict update
+        return []
+
     def label(self, request_id: str, label: str, now: float) -> tuple[Pending, str] | None:
-        pending = self._predictions.pop(request_id, None)
+        pending = self._predictions.take(request_id)
         if pending is not None:
             return pending, label
-        self._labels[request_id] = (label, now)
-        self._bound(self._labels)
+        self._labels.put(request_id, WaitingLabel(label, now))
         return None
 
     def expire(self, now: float) -> None:
         """Forget what has waited longer than the wait (oldest first)."""
-        while self._predictions:
-            oldest = next(iter(self._predictions.values()))
-            if now - oldest.received_at <= self._wait:
+        predictions, labels = self._predictions, self._labels
+        while predictions.entries:
+            if now - next(iter(predictions.entries.values())).received_at <= self._wait:
                 break
-            self._predictions.popitem(last=False)
-            self.expired += 1
-        while self._labels:
-            _, arrived = next(iter(self._labels.values()))
-            if now - arrived <= self._wait:
+            predictions.forget_oldest()
+        while labels.entries:
+            if now - next(iter(labels.entries.values())).arrived_at <= self._wait:
                 break
-            self._labels.popitem(last=False)
-            self.expired += 1
+            labels.forget_oldest()
+
+    def changes(self) -> JoinChanges:
+        """The request ids changed since the last call, with what they hold now."""
+        predictions, predictions_gone = self._predictions.drain()
+        labels, labels_gone = self._labels.drain()
+        return JoinChanges(predictions, predictions_gone, labels, labels_gone)
+
+    def everything(self) -> JoinChanges:
+        """All that waits, as the changes that rebuild it from an empty join."""
+        return JoinChanges(dict(self._predictions.entries), set(), dict(self._labels.entries))
+
+    def apply(self, changes: JoinChanges) -> None:
+        """Replay changes taken from another join (a checkpoint's log), oldest first."""
+        for request_id in changes.predictions_gone:
+            self._predictions.entries.pop(request_id, None)
+        for request_id in changes.labels_gone:
+            self._labels.entries.pop(request_id, None)
+        self._predictions.entries.update(changes.predictions)
+        self._labels.entries.update(changes.labels)
+
+    @property
+    def size(self) -> int:
+        """Predictions and labels waiting."""
+        return len(self._predictions.entries) + len(self._labels.entries)
 
     @property
     def waiting(self) -> int:
-        return len(self._predictions)
+        return len(self._predictions.entries)
 
-    def _bound(self, table: OrderedDict[str, Any]) -> None:
-        while len(table) > self._max:
-            table.popitem(last=False)
-            self.expired += 1
+    @property
+    def expired(self) -> int:
+        return self._predictions.forgotten + self._labels.forgotten

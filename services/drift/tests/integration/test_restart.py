@@ -1,4 +1,5 @@
-"""A detector killed with SIGKILL mid-stream neither loses nor double-counts a window."""
+"""A detector killed with SIGKILL mid-stream neither loses nor double-counts a window, and
+the predictions it logged before still join the ground truth that comes after."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ import sys
 import uuid
 from pathlib import Path
 
+import grpc
 import numpy as np
 
 from flywheel.common.v1.types_pb2 import Tensor
+from flywheel.drift.v1 import drift_pb2 as drift_api
+from flywheel.drift.v1 import drift_pb2_grpc as drift_grpc
 from flywheel.drift.v1 import events_pb2 as drift_events
+from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
 from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_common.events import header
 from flywheel_common.healthcheck import wait_until_serving
@@ -20,10 +25,11 @@ from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings
 from flywheel_common.testing import read_topic, unused_port
 from flywheel_common.timestamps import duration, now
-from flywheel_common.topics import MODEL_METRICS, PREDICTIONS
+from flywheel_common.topics import GROUND_TRUTH, MODEL_METRICS, PREDICTIONS
 
 WINDOW = 100
 TOTAL = 500
+LABELED = 200  # the requests of the first two windows, closed long before the kill
 
 
 def log(model: str, index: int) -> PredictionLog:
@@ -112,6 +118,21 @@ async def test_a_detector_killed_mid_stream_neither_loses_nor_double_counts(
         await sending
 
         second = await detector(env, port)
+        # Ground truth for predictions the first detector took long before it died: they
+        # wait in its checkpoint, not in the new process's memory, and must still join.
+        await publisher.send(
+            [
+                GROUND_TRUTH.record(
+                    GroundTruth(request_id=f"{model}-{i}", model=model, int64_label=i % 2),
+                    source="tests",
+                    subject=f"{model}-{i}",
+                )
+                for i in range(LABELED)
+            ]
+        )
+        async with asyncio.timeout(60):
+            while await labeled(port, model) < LABELED:
+                await asyncio.sleep(0.2)
         await send(380, TOTAL)
         async with asyncio.timeout(120):
             while len({ce for ce, _ in await windows_of(kafka_bootstrap, model)}) < TOTAL // WINDOW:
@@ -130,3 +151,17 @@ async def test_a_detector_killed_mid_stream_neither_loses_nor_double_counts(
     assert indices == list(range(TOTAL // WINDOW)), indices
     assert all(window.request_count == WINDOW for window in unique.values())
     assert sum(window.request_count for window in unique.values()) == TOTAL
+    assert sum(window.label_metrics.labeled_count for window in unique.values()) == LABELED
+    assert all(
+        window.label_metrics.accuracy == 1.0
+        for window in unique.values()
+        if window.label_metrics.labeled_count
+    )
+
+
+async def labeled(port: int, model: str) -> int:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        response = await drift_grpc.DriftServiceStub(channel).GetDriftStatus(
+            drift_api.GetDriftStatusRequest(model=model)
+        )
+    return sum(status.concept_drift.labeled_count for status in response.versions)

@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 
 from flywheel_drift.windows import (
+    JoinChanges,
     LabelJoin,
     Observation,
     Observations,
     Pending,
     VersionWindows,
+    WaitingLabel,
     WindowPolicy,
 )
 
@@ -77,6 +79,52 @@ def test_labels_count_toward_the_open_window() -> None:
     windows.add_label(False)
     [closed] = windows.add(Observations.of([observation(n) for n in range(2, 4)]))
     assert (closed.labeled, closed.correct, closed.accuracy) == (2, 1, 0.5)
+
+
+def test_labels_joined_between_windows_count_in_the_next_one() -> None:
+    windows = VersionWindows("iris", 1, WindowPolicy(size=2))
+    windows.add(Observations.of([observation(n) for n in range(2)]))  # closes window 0
+    windows.add_label(True)
+    windows.add_label(False)
+    [closed] = windows.add(Observations.of([observation(n) for n in range(2, 4)]))
+    assert (closed.index, closed.labeled, closed.correct) == (1, 2, 1)
+
+
+def test_the_join_reports_what_changed_since_the_last_checkpoint() -> None:
+    join = LabelJoin(wait_seconds=30)
+    join.prediction("a", Pending("iris", 1, "1", 100.0))
+    join.prediction("b", Pending("iris", 1, "0", 101.0))
+    join.label("c", "1", now=102.0)
+    first = join.changes()
+    assert set(first.predictions) == {"a", "b"}
+    assert set(first.labels) == {"c"}
+    assert not first.predictions_gone
+    assert not first.labels_gone
+    assert not join.changes()  # nothing since
+    join.label("a", "1", now=103.0)  # joins: a stops waiting
+    join.prediction("c", Pending("iris", 1, "1", 104.0))  # joins the early label c
+    join.expire(now=131.5)  # b has waited over 30 s
+    second = join.changes()
+    assert (second.predictions, second.labels) == ({}, {})
+    assert second.predictions_gone == {"a", "b"}
+    assert second.labels_gone == {"c"}
+    restored = LabelJoin(wait_seconds=30)
+    restored.apply(second)
+    restored.apply(first)  # an older log replayed later would bring a, b and c back...
+    restored.apply(second)  # ...which the changes after it take away again
+    assert restored.size == 0
+    restored.apply(
+        JoinChanges(
+            predictions={"d": Pending("iris", 1, "1", 120.0)},
+            labels={"e": WaitingLabel("0", 121.0)},
+        )
+    )
+    assert restored.everything().predictions == {"d": Pending("iris", 1, "1", 120.0)}
+    assert restored.label("d", "1", now=125.0) == (Pending("iris", 1, "1", 120.0), "1")
+    assert restored.prediction("e", Pending("iris", 1, "0", 126.0)) == (
+        Pending("iris", 1, "0", 126.0),
+        "0",
+    )
 
 
 def test_labels_join_in_either_order_and_expire_after_the_wait() -> None:
