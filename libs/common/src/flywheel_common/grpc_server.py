@@ -138,20 +138,27 @@ async def _abort_internal(context: Context, method: str) -> None:
     )
 
 
+def _span_attributes(method: str) -> dict[str, str]:
+    service, _, name = method.lstrip("/").partition("/")
+    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+
+
 @asynccontextmanager
-async def _served_call(context: Context, method: str, principal: Principal) -> AsyncIterator[None]:
-    """Runs one call as `principal` in a server span that continues the caller's trace
-    (W3C `traceparent` metadata); maps errors to statuses, records and logs the outcome."""
+async def _served_call(
+    context: Context, method: str, principal: Principal, attributes: Mapping[str, str]
+) -> AsyncIterator[None]:
+    """Runs one call as `principal` in a server span (with `attributes`) that continues the
+    caller's trace (W3C `traceparent` metadata); maps errors to statuses, records and logs
+    the outcome."""
     set_current_principal(principal)
     started = time.perf_counter()
     code = grpc.StatusCode.OK
     caller = propagate.extract(dict(context.invocation_metadata() or ()))
-    service, _, name = method.lstrip("/").partition("/")
     with _tracer.start_as_current_span(
         method,
         context=caller,
         kind=trace.SpanKind.SERVER,
-        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+        attributes=attributes,
         record_exception=False,
         set_status_on_exception=False,
     ) as span:
@@ -198,6 +205,7 @@ def _rejecting_handler(handler: Handler, exc: errors.FlywheelError) -> Handler:
 
 
 def _wrap_handler(handler: Handler, method: str, principal: Principal) -> Handler:
+    attributes = _span_attributes(method)
     # Under grpc.aio the behaviors are coroutines or async generators; the stubs describe
     # the sync API, hence the cast.
     behavior = cast(
@@ -209,11 +217,11 @@ def _wrap_handler(handler: Handler, method: str, principal: Principal) -> Handle
     )
 
     async def unary_response(request: Any, context: Context) -> Any:
-        async with _served_call(context, method, principal):
+        async with _served_call(context, method, principal, attributes):
             return await behavior(request, context)
 
     async def stream_response(request: Any, context: Context) -> AsyncIterator[Any]:
-        async with _served_call(context, method, principal):
+        async with _served_call(context, method, principal, attributes):
             async for response in behavior(request, context):
                 yield response
 

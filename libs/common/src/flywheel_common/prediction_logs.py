@@ -43,28 +43,36 @@ def pack(
         by_model.setdefault(log.model, []).append(log)
     packed = []
     for model, model_logs in by_model.items():
-        for chunk in _chunks(model_logs, per_record, max_bytes):
-            batch = PredictionLogBatch(logs=chunk)
-            packed.append((PREDICTIONS.record(batch, source=source, subject=model), len(chunk)))
+        for start in range(0, len(model_logs), per_record):
+            chunk = model_logs[start : start + per_record]
+            whole = _record(chunk, source, model)
+            if len(whole.value) <= max_bytes:
+                packed.append((whole, len(chunk)))
+            else:  # rare: only then is each log's size worth measuring
+                for part in _by_size(chunk, max_bytes):
+                    packed.append((_record(part, source, model), len(part)))
     return packed
 
 
-def _chunks(
-    logs: list[PredictionLog], per_record: int, max_bytes: int
-) -> list[list[PredictionLog]]:
-    chunks: list[list[PredictionLog]] = []
-    chunk: list[PredictionLog] = []
+def _record(logs: list[PredictionLog], source: str, model: str) -> OutgoingRecord:
+    return PREDICTIONS.record(PredictionLogBatch(logs=logs), source=source, subject=model)
+
+
+def _by_size(logs: list[PredictionLog], max_bytes: int) -> list[list[PredictionLog]]:
+    """`logs` in order, cut into runs of at most `max_bytes` (a larger log alone)."""
+    parts: list[list[PredictionLog]] = []
+    part: list[PredictionLog] = []
     size = 0
     for log in logs:
         log_bytes = log.ByteSize() + 5  # the field's tag and length in the batch
-        if chunk and (len(chunk) == per_record or size + log_bytes > max_bytes):
-            chunks.append(chunk)
-            chunk, size = [], 0
-        chunk.append(log)
+        if part and size + log_bytes > max_bytes:
+            parts.append(part)
+            part, size = [], 0
+        part.append(log)
         size += log_bytes
-    if chunk:
-        chunks.append(chunk)
-    return chunks
+    if part:
+        parts.append(part)
+    return parts
 
 
 def unpack(message: Message) -> Sequence[PredictionLog]:

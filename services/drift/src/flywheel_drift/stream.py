@@ -2,11 +2,11 @@
 
 Each agent takes events in batches, skips those a checkpoint already covers, decodes them,
 hands the batch to the engine (pure numpy/scipy work), and checkpoints: the offsets, the
-changed windows, the predictions and labels still waiting for each other and the events
-to publish commit in one transaction (outbox). Faust commits
-Kafka offsets only for batches already checkpointed, so after a crash the redelivered events
-are recognised and nothing is lost or counted twice. An event that does not decode goes to
-the dead-letter topic with the reason, and the stream goes on.
+changed windows, the changes of the label join and the events to publish commit in one
+transaction (outbox). Faust commits Kafka offsets only for batches already checkpointed, so
+after a crash the redelivered events are recognised and nothing is lost or counted twice.
+An event that does not decode goes to the dead-letter topic with the reason, and the stream
+goes on.
 """
 
 from __future__ import annotations
@@ -76,11 +76,10 @@ class DriftStream:
     ) -> None:
         """`batch_size` and `prediction_batch_size` count records (of ground truth and of
         prediction logs). `start_from` applies to a new group only: "latest" counts from
-        start-up on, "earliest" catches up on what the topics retain. Every
-        `flush_seconds`, time windows that ended over `late_seconds` ago close even without
-        newer predictions. `data_dir` is faust's
-        own folder (a temporary one when not given: the app keeps nothing there that must
-        survive)."""
+        start-up on, "earliest" catches up on what the topics retain. Every `flush_seconds`,
+        time windows that ended over `late_seconds` ago close even without newer
+        predictions. `data_dir` is faust's own folder (a temporary one when not given: the
+        app keeps nothing there that must survive)."""
         self._engine = engine
         self._publisher = publisher
         self._database = database

@@ -303,9 +303,6 @@ class JoinChanges:
     labels: dict[str, WaitingLabel] = field(default_factory=dict)
     labels_gone: set[str] = field(default_factory=set)
 
-    def __bool__(self) -> bool:
-        return bool(self.predictions or self.predictions_gone or self.labels or self.labels_gone)
-
     def __len__(self) -> int:
         return (
             len(self.predictions)
@@ -344,6 +341,12 @@ class _Waiting(Generic[E]):
         request_id, _ = self.entries.popitem(last=False)
         self.touched.add(request_id)
         self.forgotten += 1
+
+    def replay(self, waiting: dict[str, E], gone: set[str]) -> None:
+        """Changes drained from another side (see `drain`), not counted as changes here."""
+        for request_id in gone:
+            self.entries.pop(request_id, None)
+        self.entries.update(waiting)
 
     def drain(self) -> tuple[dict[str, E], set[str]]:
         """What waits now among the changed request ids, and which stopped waiting."""
@@ -411,12 +414,8 @@ class LabelJoin:
 
     def apply(self, changes: JoinChanges) -> None:
         """Replay changes taken from another join (a checkpoint's log), oldest first."""
-        for request_id in changes.predictions_gone:
-            self._predictions.entries.pop(request_id, None)
-        for request_id in changes.labels_gone:
-            self._labels.entries.pop(request_id, None)
-        self._predictions.entries.update(changes.predictions)
-        self._labels.entries.update(changes.labels)
+        self._predictions.replay(changes.predictions, changes.predictions_gone)
+        self._labels.replay(changes.labels, changes.labels_gone)
 
     @property
     def size(self) -> int:
