@@ -96,38 +96,18 @@ class Deployer:
         self, policy: pb.DeploymentPolicy, expected_revision: int | None
     ) -> pb.DeploymentPolicy:
         validate_policy(policy)
-        stored = pb.DeploymentPolicy()
-        stored.CopyFrom(policy)
         async with self._database.transaction() as session:
-            row = await session.get(storage.PolicyRow, policy.model, with_for_update=True)
-            current = row.revision if row is not None else 0
-            if expected_revision is not None and expected_revision != current:
-                raise FailedPrecondition(
-                    f"the policy of {policy.model!r} is at revision {current}, not "
-                    f"{expected_revision}; read it again and retry"
-                )
-            now = self._clock()
-            stored.revision = current + 1
-            stored.updated_by = current_principal().subject
-            stored.updated_at.CopyFrom(timestamp(now))
-            if row is None:
-                row = storage.PolicyRow(model=policy.model)
-                session.add(row)
-            row.policy = to_json(stored)
-            row.revision = stored.revision
-            row.updated_by = stored.updated_by
-            row.updated_at = now
-        return stored
+            return await storage.POLICIES.put(
+                session, policy, expected_revision, current_principal().subject, self._clock()
+            )
 
     async def get_policy(self, model: str) -> tuple[pb.DeploymentPolicy, bool]:
         async with self._database.transaction() as session:
             return await self._policy(session, model)
 
     async def _policy(self, session: AsyncSession, model: str) -> tuple[pb.DeploymentPolicy, bool]:
-        row = await session.get(storage.PolicyRow, model)
-        if row is None:
-            return default_policy(model), True
-        return policy_from_json(row.policy), False
+        stored = await storage.POLICIES.get(session, model)
+        return (default_policy(model), True) if stored is None else (stored, False)
 
     # Starting rollouts
 

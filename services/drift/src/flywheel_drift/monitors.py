@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 
 import numpy as np
-from google.protobuf import json_format
 
 from flywheel.drift.v1 import types_pb2 as types
 from flywheel_common.auth import current_principal
 from flywheel_common.db import Database
-from flywheel_common.errors import FailedPrecondition, InvalidArgument, NotFound
+from flywheel_common.errors import InvalidArgument, NotFound
 from flywheel_common.registry_client import RegistryClient
 from flywheel_common.signatures import NUMPY_DTYPES
-from flywheel_common.timestamps import now
 from flywheel_drift import storage
 from flywheel_drift.detection import ALL_TESTS, DriftTest, Monitor, Severity, Thresholds
 from flywheel_drift.engine import ModelMonitor
@@ -106,10 +104,9 @@ class MonitorConfigs:
     async def start(self) -> None:
         """Load the stored configs (a service component, after the schema migration)."""
         async with self._database.transaction() as session:
-            for row in await storage.monitor_configs(session):
-                config = json_format.ParseDict(row.config, types.MonitorConfig())
-                self._configs[row.model] = config
-                self._monitors[row.model] = monitor_of(config, self._default_window)
+            for config in await storage.MONITOR_CONFIGS.every(session):
+                self._configs[config.model] = config
+                self._monitors[config.model] = monitor_of(config, self._default_window)
 
     async def stop(self) -> None:
         return None
@@ -134,24 +131,9 @@ class MonitorConfigs:
             raise InvalidArgument("config.model is required")
         monitor = monitor_of(config, self._default_window)  # validate before storing anything
         async with self._database.transaction() as session:
-            row = await session.get(storage.MonitorConfigRow, config.model, with_for_update=True)
-            revision = row.revision if row is not None else 0
-            if expected_revision is not None and expected_revision != revision:
-                raise FailedPrecondition(
-                    f"the monitor config of {config.model!r} is at revision {revision}, not "
-                    f"{expected_revision}; read it again and retry"
-                )
-            stored = types.MonitorConfig()
-            stored.CopyFrom(config)
-            stored.revision = revision + 1
-            stored.updated_by = current_principal().subject
-            stored.updated_at.CopyFrom(now())
-            if row is None:
-                row = storage.MonitorConfigRow(model=config.model)
-                session.add(row)
-            row.config = json_format.MessageToDict(stored, preserving_proto_field_name=True)
-            row.revision = stored.revision
-            row.updated_at = stored.updated_at.ToDatetime(UTC)
+            stored = await storage.MONITOR_CONFIGS.put(
+                session, config, expected_revision, current_principal().subject, datetime.now(UTC)
+            )
         self._configs[config.model] = stored
         self._monitors[config.model] = monitor
         return stored

@@ -9,14 +9,10 @@ checkpointed offset are skipped, later ones are applied once.
 from __future__ import annotations
 
 import pickle
-from datetime import datetime
-from typing import Any
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Boolean,
-    DateTime,
     Integer,
     LargeBinary,
     String,
@@ -28,7 +24,9 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from flywheel.drift.v1 import types_pb2 as types
 from flywheel_common.db import Base, upsert
+from flywheel_common.policies import PolicyColumns, PolicyRepository
 from flywheel_drift.windows import JoinChanges, Pending, WaitingLabel
 
 
@@ -163,15 +161,8 @@ def _decode_join(data: bytes) -> JoinChanges:
     )
 
 
-class MonitorConfigRow(Base):
+class MonitorConfigRow(PolicyColumns, Base):
     __tablename__ = "monitor_configs"
 
-    model: Mapped[str] = mapped_column(String(128), primary_key=True)
-    config: Mapped[dict[str, Any]] = mapped_column(JSON)
-    """The MonitorConfig message in its JSON form."""
-    revision: Mapped[int] = mapped_column(BigInteger)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
-
-async def monitor_configs(session: AsyncSession) -> list[MonitorConfigRow]:
-    return list((await session.execute(select(MonitorConfigRow))).scalars())
+MONITOR_CONFIGS = PolicyRepository(MonitorConfigRow, types.MonitorConfig, "monitor config")

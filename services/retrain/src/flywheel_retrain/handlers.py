@@ -129,26 +129,10 @@ class Retrainer:
         self, policy: pb.RetrainPolicy, expected_revision: int | None
     ) -> pb.RetrainPolicy:
         validate_policy(policy)
-        stored = pb.RetrainPolicy()
-        stored.CopyFrom(policy)
         async with self._database.transaction() as session:
-            row = await session.get(storage.PolicyRow, policy.model, with_for_update=True)
-            current = row.revision if row is not None else 0
-            if expected_revision is not None and expected_revision != current:
-                raise FailedPrecondition(
-                    f"the retrain policy of {policy.model!r} is at revision {current}, not "
-                    f"{expected_revision}; read it again and retry"
-                )
-            now = self._clock()
-            stored.revision = current + 1
-            stored.updated_by = current_principal().subject
-            stored.updated_at.CopyFrom(timestamp(now))
-            if row is None:
-                row = storage.PolicyRow(model=policy.model)
-                session.add(row)
-            row.policy = to_json(stored)
-            row.revision = stored.revision
-            row.updated_at = now
+            stored = await storage.POLICIES.put(
+                session, policy, expected_revision, current_principal().subject, self._clock()
+            )
         self.on_change()
         return stored
 
@@ -157,15 +141,12 @@ class Retrainer:
             return await self._policy(session, model)
 
     async def _policy(self, session: AsyncSession, model: str) -> tuple[pb.RetrainPolicy, bool]:
-        row = await session.get(storage.PolicyRow, model)
-        if row is None:
-            return default_policy(model), True
-        return from_json(row.policy, pb.RetrainPolicy()), False
+        stored = await storage.POLICIES.get(session, model)
+        return (default_policy(model), True) if stored is None else (stored, False)
 
     async def scheduled_policies(self) -> list[pb.RetrainPolicy]:
         async with self._database.transaction() as session:
-            rows = (await session.execute(select(storage.PolicyRow))).scalars()
-            policies = [from_json(row.policy, pb.RetrainPolicy()) for row in rows]
+            policies = await storage.POLICIES.every(session)
         return [p for p in policies if p.enabled and p.schedule_trigger.enabled]
 
     # Causes

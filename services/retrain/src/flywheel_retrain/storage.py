@@ -21,20 +21,19 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from flywheel.retrain.v1 import types_pb2 as pb
 from flywheel_common.db import Base, insert_unless_present
+from flywheel_common.policies import PolicyColumns, PolicyRepository
 
 _ID = BigInteger().with_variant(Integer, "sqlite")
 _TIME = DateTime(timezone=True)
 
 
-class PolicyRow(Base):
+class PolicyRow(PolicyColumns, Base):
     __tablename__ = "retrain_policies"
 
-    model: Mapped[str] = mapped_column(String(128), primary_key=True)
-    policy: Mapped[dict[str, Any]] = mapped_column(JSON)
-    """The RetrainPolicy message in its JSON form."""
-    revision: Mapped[int] = mapped_column(BigInteger)
-    updated_at: Mapped[datetime] = mapped_column(_TIME)
+
+POLICIES = PolicyRepository(PolicyRow, pb.RetrainPolicy, "retrain policy")
 
 
 class RunRow(Base):
