@@ -21,18 +21,14 @@ from tenacity import (
 )
 
 from flywheel_common import errors
-from flywheel_common.dead_letters import dead_letter
+from flywheel_common.dead_letters import DeadLetters, RecordSender
 from flywheel_common.events import Envelope, EventTypes, MalformedEvent, decode_event
-from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
 _meter = metrics.get_meter(__name__)
 _handled = _meter.create_counter("flywheel.events.handled", description="Events handled")
-_dead_lettered = _meter.create_counter(
-    "flywheel.events.dead_lettered", description="Records sent to the dead-letter topic"
-)
 
 Handler = Callable[[Envelope], Awaitable[None]]
 
@@ -89,7 +85,7 @@ class EventConsumer:
         group_id: str,
         topics: Sequence[str],
         handler: Handler,
-        dead_letters: EventPublisher,
+        dead_letters: RecordSender,
         types: EventTypes | None = None,
         retry: RetryPolicy = RetryPolicy(),
         max_batch: int = 500,
@@ -97,7 +93,7 @@ class EventConsumer:
     ) -> None:
         self._group_id = group_id
         self._handler = handler
-        self._dead_letters = dead_letters
+        self._dead_letters = DeadLetters(dead_letters, group_id)
         self._types = types or EventTypes.flywheel()
         self._retry = retry
         self._max_batch = max_batch
@@ -122,6 +118,11 @@ class EventConsumer:
     @property
     def group_id(self) -> str:
         return self._group_id
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The long-running loop, watched by the service's supervisor."""
+        return self._task
 
     async def start(self) -> None:
         await self._consumer.start()
@@ -185,7 +186,7 @@ class EventConsumer:
         try:
             envelope = decode_event(record.headers or (), record.value, self._types, key=record.key)
         except MalformedEvent as exc:
-            await self._send_to_dead_letters(record, f"undecodable: {exc}")
+            await self._dead_letters.send(record, f"undecodable: {exc}")
             return False
         with _tracer.start_as_current_span(
             f"{record.topic} process",
@@ -203,7 +204,7 @@ class EventConsumer:
                 await self._handle_with_retries(envelope)
             except Exception as exc:
                 log.exception("handler failed", extra={"ce_id": envelope.id})
-                await self._send_to_dead_letters(
+                await self._dead_letters.send(
                     record, f"handler failed: {type(exc).__name__}: {exc}"
                 )
                 return False
@@ -232,13 +233,3 @@ class EventConsumer:
         async for attempt in retrying:
             with attempt:
                 await self._handler(envelope)
-
-    async def _send_to_dead_letters(
-        self, record: ConsumerRecord[bytes, bytes], reason: str
-    ) -> None:
-        log.warning(
-            "record dead-lettered",
-            extra={"topic": record.topic, "offset": record.offset, "reason": reason},
-        )
-        await self._dead_letters.send([dead_letter(record, reason, self._group_id)])
-        _dead_lettered.add(1, {"topic": record.topic, "group": self._group_id})

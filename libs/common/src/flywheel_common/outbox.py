@@ -139,6 +139,11 @@ class OutboxRelay:
             )
         return len(rows)
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The long-running loop, watched by the service's supervisor."""
+        return self._task
+
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
 

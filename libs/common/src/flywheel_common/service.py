@@ -19,8 +19,13 @@ from flywheel_common.telemetry import Telemetry, configure_telemetry
 from flywheel_common.topics import ensure_topics
 
 log = logging.getLogger(__name__)
-_ready_services = metrics.get_meter(__name__).create_up_down_counter(
+_meter = metrics.get_meter(__name__)
+_ready_services = _meter.create_up_down_counter(
     "flywheel.service.ready", description="1 while the service reports SERVING"
+)
+_component_failures = _meter.create_counter(
+    "flywheel.service.component_failures",
+    description="Long-running components that ended while the service was serving",
 )
 
 
@@ -30,6 +35,13 @@ class Component(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+class Supervised(Protocol):
+    """A component whose work runs in one long-lived task that must not end on its own."""
+
+    @property
+    def task(self) -> asyncio.Task[None] | None: ...
 
 
 class TopicProvisioner:
@@ -52,7 +64,15 @@ def instance_id(settings: ServiceSettings) -> str:
 
 
 class Service:
-    """A running Flywheel service: its gRPC server and the components behind it."""
+    """A running Flywheel service: its gRPC server and the components behind it.
+
+    The service supervises its components: when the task of one (a consumer, a table reader,
+    a relay, an engine) ends while the service is up, the failure is logged with its cause
+    and counted, health turns NOT_SERVING at once, and `failed` is set, on which
+    `serve_until_signalled` stops the process with a non-zero status so that its supervisor
+    (Kubernetes, `make run`) restarts it. A replica never keeps answering SERVING with a
+    dead loop inside.
+    """
 
     def __init__(
         self,
@@ -70,6 +90,11 @@ class Service:
         self.components = list(components)
         self._started: list[Component] = []
         self._serving = False
+        self._stopping = False
+        self.failed = asyncio.Event()
+        """Set when a supervised component died; `failure` says which and why."""
+        self.failure = ""
+        self._unhealthy: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         """Bind gRPC first (health answers NOT_SERVING), start components, then SERVING."""
@@ -78,6 +103,7 @@ class Service:
             for component in self.components:
                 await component.start()
                 self._started.append(component)
+                self._supervise(component)
         except BaseException:
             await self.stop()
             raise
@@ -86,7 +112,33 @@ class Service:
         _ready_services.add(1, {"service": self.name})
         log.info("service ready", extra={"service": self.name, "address": self.grpc.address})
 
+    def _supervise(self, component: Component) -> None:
+        task = getattr(component, "task", None)
+        if isinstance(task, asyncio.Task):
+            name = type(component).__name__
+            task.add_done_callback(lambda done: self._component_ended(name, done))
+
+    def _component_ended(self, name: str, task: asyncio.Task[None]) -> None:
+        if self._stopping:
+            return
+        cause = task.exception() if not task.cancelled() else None
+        self.failure = f"{name} ({task.get_name()}) ended: " + (
+            f"{type(cause).__name__}: {cause}" if cause is not None else "stopped unexpectedly"
+        )
+        log.error(
+            "component failed; the service reports NOT_SERVING and stops",
+            exc_info=cause,
+            extra={"service": self.name, "component": name, "failure": self.failure},
+        )
+        _component_failures.add(1, {"service": self.name, "component": name})
+        if self._serving:
+            self._serving = False
+            _ready_services.add(-1, {"service": self.name})
+        self._unhealthy = asyncio.ensure_future(self.grpc.set_serving(False))
+        self.failed.set()
+
     async def stop(self) -> None:
+        self._stopping = True
         if self._serving:
             self._serving = False
             _ready_services.add(-1, {"service": self.name})
@@ -111,17 +163,26 @@ class Service:
         log.info("service stopped", extra={"service": self.name})
 
 
-async def serve_until_signalled(service: Service) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+async def serve_until_signalled(service: Service) -> int:
+    """Run until SIGTERM or SIGINT, or until a component fails, then shut down gracefully.
+    Returns the process exit status: 0 when asked to stop, 1 after a component failed."""
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop_requested.set)
     await service.start()
-    await stop_requested.wait()
-    log.info("shutdown requested", extra={"service": service.name})
+    signalled = asyncio.ensure_future(stop_requested.wait())
+    failed = asyncio.ensure_future(service.failed.wait())
+    await asyncio.wait({signalled, failed}, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in (signalled, failed):
+        waiter.cancel()
+    if service.failed.is_set():
+        log.error("stopping after a failure", extra={"service": service.name})
+    else:
+        log.info("shutdown requested", extra={"service": service.name})
     await service.stop()
     service.telemetry.shutdown()
+    return 1 if service.failed.is_set() else 0
 
 
 def run_service(settings: ServiceSettings, build: Callable[[ServiceSettings], Service]) -> None:
@@ -130,7 +191,9 @@ def run_service(settings: ServiceSettings, build: Callable[[ServiceSettings], Se
         settings.service_name, settings.telemetry.log_level, settings.telemetry.log_json
     )
 
-    async def build_and_serve() -> None:
-        await serve_until_signalled(build(settings))
+    async def build_and_serve() -> int:
+        return await serve_until_signalled(build(settings))
 
-    asyncio.run(build_and_serve())
+    status = asyncio.run(build_and_serve())
+    if status:
+        raise SystemExit(status)

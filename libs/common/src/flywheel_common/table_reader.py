@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeAlias
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
 
+from flywheel_common.dead_letters import DeadLetters
 from flywheel_common.events import Envelope, EventTypes, MalformedEvent, decode_event
 from flywheel_common.settings import KafkaSettings
 from flywheel_common.topic_scan import topic_partitions
@@ -17,13 +20,17 @@ log = logging.getLogger(__name__)
 
 # Called with the record key and the decoded event, or None for a tombstone (deleted key).
 Apply = Callable[[bytes, Envelope | None], Awaitable[None]]
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
 
 class CompactedTopicReader:
     """Feeds every record of a compacted topic to `apply`, then follows new ones.
 
     Each replica reads the whole topic (no consumer group, no commits): the topic is the
-    state, and `caught_up()` tells when the state as of start-up has been applied.
+    state, and `caught_up()` tells when the state as of start-up has been applied. A record
+    that does not decode, or that `apply` refuses with any error, is dead-lettered under
+    this reader's name and the reader goes on: one bad record never stops a replica from
+    following the table.
     """
 
     def __init__(
@@ -31,11 +38,13 @@ class CompactedTopicReader:
         settings: KafkaSettings,
         topic: str,
         apply: Apply,
+        dead_letters: DeadLetters,
         types: EventTypes | None = None,
     ) -> None:
         self._settings = settings
         self._topic = topic
         self._apply = apply
+        self._dead_letters = dead_letters
         self._types = types or EventTypes.flywheel()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers,
@@ -57,6 +66,11 @@ class CompactedTopicReader:
         end_offsets = await self._consumer.end_offsets(partitions)
         self._task = asyncio.create_task(self._run(end_offsets), name=f"table:{self._topic}")
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The reading loop, watched by the service's supervisor."""
+        return self._task
+
     async def caught_up(self, timeout: float = 30.0) -> None:
         await asyncio.wait_for(self._caught_up.wait(), timeout)
 
@@ -71,44 +85,42 @@ class CompactedTopicReader:
         pending = {partition for partition, end in end_offsets.items() if end > 0}
         # Until caught up only the newest record of each key matters: keys deleted or
         # overwritten since (not yet compacted away) are never applied.
-        backlog: dict[bytes, tuple[object, bytes | None]] = {}
+        backlog: dict[bytes | None, Record] = {}
         while pending:
             batches = await self._consumer.getmany(timeout_ms=200)
             for records in batches.values():
                 for record in records:
-                    key = record.key or b""
-                    backlog.pop(key, None)
-                    backlog[key] = (record.headers, record.value)
+                    backlog.pop(record.key, None)
+                    backlog[record.key] = record
             for partition in list(pending):
                 if await self._consumer.position(partition) >= end_offsets[partition]:
                     pending.discard(partition)
-        for key, (headers, value) in backlog.items():
-            if value is not None:  # a key whose newest record is a tombstone never existed here
-                await self._apply_record(key, headers, value)
+        for record in backlog.values():
+            if record.value is not None:  # a key whose newest record is a tombstone never existed
+                await self._apply_record(record)
         self._caught_up.set()
         while True:
             batches = await self._consumer.getmany(timeout_ms=200)
             for records in batches.values():
                 for record in records:
-                    await self._apply_record(record.key or b"", record.headers, record.value)
+                    await self._apply_record(record)
 
-    async def _apply_record(self, key: bytes, headers: object, value: bytes | None) -> None:
-        if value is None:
-            await self._apply(key, None)
-            return
+    async def _apply_record(self, record: Record) -> None:
+        key = record.key or b""
         try:
-            envelope = decode_event(headers or (), value, self._types, key=key)  # type: ignore[arg-type]
+            envelope = (
+                None
+                if record.value is None
+                else decode_event(record.headers or (), record.value, self._types, key=key)
+            )
         except MalformedEvent as exc:
-            # Every replica reads this topic; dead-lettering from each would multiply the
-            # record, so it is logged and skipped here.
-            log.error("skipping malformed record", extra={"topic": self._topic, "reason": str(exc)})
+            await self._dead_letters.send(record, f"undecodable: {exc}")
             return
         try:
             await self._apply(key, envelope)
-        except Exception:
-            log.exception(
-                "applying a record failed", extra={"topic": self._topic, "ce_id": envelope.id}
-            )
+        except Exception as exc:
+            log.exception("applying a record failed", extra={"topic": self._topic})
+            await self._dead_letters.send(record, f"cannot apply: {type(exc).__name__}: {exc}")
 
 
 class CaughtUp:

@@ -1,16 +1,19 @@
 """A compacted topic read as a table: the state at start-up, then every change after it."""
 
 import asyncio
+import uuid
 
 from aiokafka import AIOKafkaProducer
 
 from flywheel.registry.v1.events_pb2 import ModelVersionRegistered
-from flywheel_common.events import PROTOBUF, Envelope
+from flywheel_common import dead_letters
+from flywheel_common.dead_letters import DeadLetters
+from flywheel_common.events import PROTOBUF, Envelope, header
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings
 from flywheel_common.table_reader import CompactedTopicReader
-from flywheel_common.testing import NewTopicFactory
-from flywheel_common.topics import Cleanup, TopicSpec
+from flywheel_common.testing import NewTopicFactory, read_topic
+from flywheel_common.topics import DLQ, Cleanup, TopicSpec
 
 
 async def test_start_up_applies_only_the_newest_record_of_each_live_key(
@@ -40,7 +43,9 @@ async def test_start_up_applies_only_the_newest_record_of_each_live_key(
         assert message is None or isinstance(message, ModelVersionRegistered)
         applied.append((key, message.version if message is not None else None))
 
-    reader = CompactedTopicReader(kafka_settings, topic.name, apply)
+    reader = CompactedTopicReader(
+        kafka_settings, topic.name, apply, DeadLetters(publisher, "test.table-reader")
+    )
     await reader.start()
     try:
         await reader.caught_up()
@@ -56,3 +61,54 @@ async def test_start_up_applies_only_the_newest_record_of_each_live_key(
         assert applied == [(b"changed-later", 4)]
     finally:
         await reader.stop()
+
+
+async def test_records_it_cannot_apply_are_dead_lettered_and_the_reader_goes_on(
+    publisher: EventPublisher,
+    new_topic: NewTopicFactory,
+    kafka_settings: KafkaSettings,
+) -> None:
+    topic = TopicSpec(await new_topic("table", compact=True), 1, Cleanup.COMPACT, PROTOBUF, "model")
+    applied: list[str] = []
+
+    async def apply(key: bytes, envelope: Envelope | None) -> None:
+        model = key.decode()  # as every Flywheel table does: the key is a UTF-8 name
+        if envelope is not None:
+            applied.append(model)
+
+    reader_name = f"test.{uuid.uuid4().hex[:8]}"
+    reader = CompactedTopicReader(
+        kafka_settings, topic.name, apply, DeadLetters(publisher, reader_name)
+    )
+    await reader.start()
+    try:
+        await reader.caught_up()
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_settings.bootstrap_servers)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic.name, None, key=b"\xff\xfe")  # apply raises
+            await producer.send_and_wait(topic.name, b"not an event", key=b"garbage")
+        finally:
+            await producer.stop()
+        await publisher.publish(
+            topic, ModelVersionRegistered(model="after", version=1), subject="after"
+        )
+        async with asyncio.timeout(20):
+            while applied != ["after"]:
+                await asyncio.sleep(0.05)
+        assert reader.task is not None
+        assert not reader.task.done()
+    finally:
+        await reader.stop()
+
+    dead = [
+        record
+        for record in await read_topic(
+            kafka_settings.bootstrap_servers, DLQ.name, at_least=2, partitions=DLQ.partitions
+        )
+        if header(record.headers, dead_letters.CONSUMER_GROUP) == reader_name
+    ]
+    reasons = {record.key: header(record.headers, dead_letters.REASON) or "" for record in dead}
+    assert len(dead) == 2
+    assert reasons[b"\xff\xfe"].startswith("cannot apply: UnicodeDecodeError")
+    assert reasons[b"garbage"].startswith("undecodable:")

@@ -9,13 +9,20 @@ from opentelemetry import metrics
 from flywheel.deployer.v1 import deployer_pb2_grpc
 from flywheel_common.consumer import EventConsumer
 from flywheel_common.db import Database
+from flywheel_common.dead_letters import DeadLetters
 from flywheel_common.grpc_server import ServiceBinding
 from flywheel_common.inbox import deduplicated
 from flywheel_common.migrations import SchemaMigration
 from flywheel_common.outbox import Outbox, relays
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.registry_client import RegistryClient
-from flywheel_common.service import Component, Service, TopicProvisioner, run_service
+from flywheel_common.service import (
+    Component,
+    Service,
+    TopicProvisioner,
+    instance_id,
+    run_service,
+)
 from flywheel_common.settings import ServiceSettings
 from flywheel_common.table_reader import CaughtUp, CompactedTopicReader
 from flywheel_common.topics import GATEWAY_STATUS, MODEL_EVENTS, MODEL_METRICS
@@ -57,7 +64,12 @@ def build(settings: ServiceSettings | None = None) -> Service:
         components.append(TopicProvisioner(config))
     components += [SchemaMigration(database, MIGRATIONS), registry, publisher]
     components += relays(database, outbox, publisher, config.outbox)
-    gateway_status = CompactedTopicReader(config.kafka, GATEWAY_STATUS.name, fleet.apply)
+    gateway_status = CompactedTopicReader(
+        config.kafka,
+        GATEWAY_STATUS.name,
+        fleet.apply,
+        DeadLetters(publisher, f"{group}.{instance_id(config)}.gateway-status"),
+    )
     components += [
         gateway_status,
         # Rollouts move only on a complete view of the gateways, never on a partial one.

@@ -28,6 +28,11 @@ class RolloutEngine:
     def poke(self) -> None:
         self._poked.set()
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The long-running loop, watched by the service's supervisor."""
+        return self._task
+
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="rollout-engine")
 

@@ -24,7 +24,7 @@ from google.protobuf.message import Message
 
 from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
 from flywheel_common.db import Database
-from flywheel_common.dead_letters import dead_letter
+from flywheel_common.dead_letters import DeadLetters
 from flywheel_common.events import EventTypes, MalformedEvent, decode_event
 from flywheel_common.outbox import Outbox
 from flywheel_common.prediction_logs import unpack
@@ -81,13 +81,12 @@ class DriftStream:
         predictions. `data_dir` is faust's own folder (a temporary one when not given: the
         app keeps nothing there that must survive)."""
         self._engine = engine
-        self._publisher = publisher
+        self._dead_letters = DeadLetters(publisher, group_id)
         self._database = database
         self._outbox = outbox
         self._applied: dict[tuple[str, int], int] = {}
         self._join_logged = 0
         """Label-join entries in the checkpoint log since its last base."""
-        self._group_id = group_id
         self._types = EventTypes.flywheel()
         self.app = faust.App(
             group_id,
@@ -176,14 +175,7 @@ class DriftStream:
                     raise MalformedEvent(f"{envelope.type} on {message.topic}: {exc}") from exc
             except MalformedEvent as exc:
                 self.dead_lettered += 1
-                log.warning(
-                    "record dead-lettered",
-                    extra={"topic": message.topic, "offset": message.offset, "reason": str(exc)},
-                )
-                record = _Record(message)
-                await self._publisher.send(
-                    [dead_letter(record, f"undecodable: {exc}", self._group_id)]
-                )
+                await self._dead_letters.send(_Record(message), f"undecodable: {exc}")
                 continue
             decoded.extend(carried)
         return decoded

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flywheel_common.artifact_cache import ArtifactFetcher
+from flywheel_common.dead_letters import DeadLetters
 from flywheel_common.grpc_server import ServiceBinding
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.registry_client import RegistryClient
@@ -71,7 +72,12 @@ def build(settings: ServiceSettings | None = None) -> Service:
         logger,
         InferenceSettings(config.max_request_batch, config.non_finite_inputs, gateway_id),
     )
-    reader = CompactedTopicReader(config.kafka, DEPLOYMENTS.name, follower.apply)
+    reader = CompactedTopicReader(
+        config.kafka,
+        DEPLOYMENTS.name,
+        follower.apply,
+        DeadLetters(publisher, f"{config.service_name}.{gateway_id}.deployments"),
+    )
     components: list[Component] = []
     if config.kafka.provision_topics:
         components.append(TopicProvisioner(config))

@@ -124,6 +124,11 @@ class PredictionLogger:
             _dropped.add(dropped)
             log.error("prediction journal full; logs dropped", extra={"dropped": dropped})
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The long-running loop, watched by the service's supervisor."""
+        return self._task
+
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="prediction-logger")
 

@@ -80,6 +80,11 @@ class StatusReporter:
             software_version="0.1.0",
         )
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The long-running loop, watched by the service's supervisor."""
+        return self._task
+
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="gateway-status")
 

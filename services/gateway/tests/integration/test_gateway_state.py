@@ -7,12 +7,14 @@ import asyncio
 import grpc
 import numpy as np
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from flywheel.gateway.v1 import events_pb2 as gateway_events
 from flywheel_common.events import EventTypes, decode_event
+from flywheel_common.healthcheck import is_serving
 from flywheel_common.settings import GrpcSettings
 from flywheel_common.testing import IrisModels, read_topic
-from flywheel_common.topics import GATEWAY_STATUS
+from flywheel_common.topics import DEPLOYMENTS, GATEWAY_STATUS
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc as pb_grpc
 
@@ -38,7 +40,6 @@ async def test_typed_contents_and_pinned_versions(
     # v2 takes the traffic; v1 stays loaded for callers that pin it (SPECIFIC policy).
     from flywheel.deployer.v1 import events_pb2 as deployer_events
     from flywheel.deployer.v1 import types_pb2 as deployer_types
-    from flywheel_common.topics import DEPLOYMENTS
 
     state = deployer_events.DeploymentState(
         model=model_name,
@@ -143,3 +144,25 @@ async def test_status_heartbeats_report_ready_versions(
     [version] = [v for v in latest.versions if v.model == model_name]
     assert version.execution_provider == "CPUExecutionProvider"
     assert version.artifact_sha256
+
+
+async def test_a_record_it_cannot_apply_does_not_stop_the_gateway_following_deployments(
+    platform: Platform, iris: IrisModels, model_name: str
+) -> None:
+    await platform.register(model_name, iris.classifier)
+    await platform.register(model_name, iris.retrained)
+    await platform.deploy(model_name, {1: 100}, generation=1)
+    # A delete marker whose key is not UTF-8: no model can have that name.
+    producer = AIOKafkaProducer(bootstrap_servers=platform.settings.kafka.bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(DEPLOYMENTS.name, None, key=b"\xff\xfe")
+    finally:
+        await producer.stop()
+    await platform.deploy(model_name, {2: 100}, generation=2)
+    async with grpc.aio.insecure_channel(platform.address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        served = await stub.ModelInfer(typed_request(model_name, iris.features[:3]))
+    assert served.model_version == "2"
+    assert await is_serving(platform.address)
+    assert not platform.gateway.failed.is_set()

@@ -50,6 +50,11 @@ class RunEngine:
         if task is not None:
             task.cancel()
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The long-running loop, watched by the service's supervisor."""
+        return self._loop
+
     async def start(self) -> None:
         self._loop = asyncio.create_task(self._run(), name="retrain-engine")
 

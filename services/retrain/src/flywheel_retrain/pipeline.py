@@ -117,11 +117,12 @@ class RunPipeline:
         row = await self._retrainer.run(run_id)
         stage = events.FAILURE_STAGE_DATA
         try:
+            resumed = row.state == pb.RUN_STATE_TRAINING
             if row.state in (pb.RUN_STATE_QUEUED, pb.RUN_STATE_PREPARING_DATA):
                 row = await self._prepare_data(row)
             stage = events.FAILURE_STAGE_TRAINING
             if row.state == pb.RUN_STATE_TRAINING:
-                row = await self._train(row)
+                row = await self._train(row, resumed)
             stage = events.FAILURE_STAGE_GATING
             if row.state == pb.RUN_STATE_GATING:
                 await self._gate(row)
@@ -193,7 +194,7 @@ class RunPipeline:
             r.dataset = to_json(info)
             r.holdout_path = str(holdout_path)
             r.state = pb.RUN_STATE_TRAINING
-            return []
+            return _begin_attempt(r, 1)
 
         log.info(
             "run %s: dataset %s (%d rows, %d logged), holdout %s (%d rows)",
@@ -244,7 +245,11 @@ class RunPipeline:
 
     # Training
 
-    async def _train(self, row: RunRow) -> RunRow:
+    async def _train(self, row: RunRow, resumed: bool) -> RunRow:
+        """Run the training job's attempts. Each attempt begins in the same commit as the
+        state change that calls for it (entering TRAINING, a failed attempt that will be
+        retried, or this resumption of an interrupted one), so a crash at any point counts
+        every attempt that may have started."""
         policy = from_json(row.policy, pb.RetrainPolicy())
         base = await self._registry.model_version(row.model, row.base_version)
         command = policy.executor.entrypoint_override or base.lineage.training_entrypoint
@@ -268,8 +273,14 @@ class RunPipeline:
             or self._settings.training_timeout_seconds
         )
         attempts = policy.executor.max_retries + 1
+        if resumed:
+            row = await self._retrainer.change(
+                row.run_id,
+                [pb.RUN_STATE_TRAINING],
+                partial(_begin_attempt, attempt=row.attempt + 1),
+            )
         while True:
-            attempt = row.attempt + 1
+            attempt = row.attempt
             output = folder / f"attempt-{attempt}"
             job = JobSpec(
                 run=TrainingRun(
@@ -291,9 +302,6 @@ class RunPipeline:
                 log_path=log_path(self._settings.runs_dir, row.run_id),
                 env=dict(policy.executor.env),
                 image=policy.executor.image,
-            )
-            row = await self._retrainer.change(
-                row.run_id, [pb.RUN_STATE_TRAINING], partial(_begin_attempt, attempt=attempt)
             )
 
             async def started(
@@ -562,7 +570,9 @@ def _attempt_failed(
     lines: list[str],
     retrainer: Retrainer,
 ) -> list[Message]:
-    if not will_retry:
+    if will_retry:
+        _begin_attempt(row, attempt + 1)
+    else:
         row.state = pb.RUN_STATE_FAILED
         row.error = error
     return [
