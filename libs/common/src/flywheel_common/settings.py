@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -125,3 +126,38 @@ class ServiceSettings(BaseSettings):
     def sqlite_url(self, file_name: str) -> str:
         """The embedded default database of a service: a SQLite file in the data folder."""
         return f"sqlite+aiosqlite:///{(self.data_dir / file_name).resolve()}"
+
+
+class WithDatabase(ServiceSettings):
+    """A service that keeps state in its own database and announces changes via an outbox."""
+
+    database_file: ClassVar[str] = "service.db"
+    """The embedded default's SQLite file in the data folder (each service names its own)."""
+    database: DatabaseSettings = DatabaseSettings()
+    outbox: OutboxSettings = OutboxSettings()
+
+    def database_url(self) -> str:
+        return self.database.url or self.sqlite_url(self.database_file)
+
+
+class WithRegistry(ServiceSettings):
+    """A service that calls the registry."""
+
+    registry_address: str = "127.0.0.1:50051"
+    """The registry's gRPC address."""
+    registry_token: str = ""
+    """Bearer token for the registry when it requires authentication (the reader role,
+    unless the service's README says otherwise)."""
+
+
+class WithConsumerGroup(ServiceSettings):
+    """A service that follows topics in Kafka consumer groups."""
+
+    consumer_group: str = ""
+    """Kafka consumer group (or the prefix of the service's groups); default the service
+    name. A new group starts at the end of its topics."""
+
+    def group(self, suffix: str = "") -> str:
+        """The consumer group of one of the service's consumers."""
+        base = self.consumer_group or self.service_name
+        return f"{base}.{suffix}" if suffix else base
