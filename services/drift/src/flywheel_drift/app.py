@@ -8,13 +8,11 @@ from pathlib import Path
 from opentelemetry import metrics
 
 from flywheel.drift.v1 import drift_pb2_grpc
-from flywheel_common.db import Database
+from flywheel_common.foundation import Foundation
 from flywheel_common.grpc_server import ServiceBinding
-from flywheel_common.migrations import SchemaMigration
-from flywheel_common.outbox import Outbox, relays
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.registry_client import RegistryClient
-from flywheel_common.service import Component, Service, TopicProvisioner, run_service
+from flywheel_common.service import Service, run_service
 from flywheel_common.settings import ServiceSettings
 from flywheel_drift.engine import DriftEngine
 from flywheel_drift.grpc_api import METHOD_ROLES, SERVICE_NAME, DriftServicer
@@ -26,13 +24,19 @@ from flywheel_drift.stream import DriftStream
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def build(settings: ServiceSettings | None = None) -> Service:
-    """Wire the drift detector: registry client, engine, the faust stream, gRPC."""
+def build(
+    settings: ServiceSettings | None = None,
+    *,
+    registry: RegistryClient | None = None,
+    publisher: EventPublisher | None = None,
+) -> Service:
+    """Wire the drift detector: registry client, engine, the faust stream, gRPC.
+    `registry` and `publisher` replace the registry client and the Kafka publisher."""
     config = settings if isinstance(settings, DriftSettings) else DriftSettings()
     tune_garbage_collection(config.gc_first_generation)
-    registry = RegistryClient(config.registry_address, config.registry_token)
-    database = Database(config.database_url(), config.database.echo)
-    configs = MonitorConfigs(config.window_size, database)
+    foundation = Foundation(config, MIGRATIONS, publisher)
+    registry = registry or RegistryClient(config.registry_address, config.registry_token)
+    configs = MonitorConfigs(config.window_size, foundation.database)
 
     async def profile(model: str, version: int) -> ReferenceProfile | None:
         return await load_profile(registry, configs, model, version)
@@ -45,27 +49,20 @@ def build(settings: ServiceSettings | None = None) -> Service:
         callbacks=[engine.p_values],
         description="Adjusted p-value of each feature in its version's latest window",
     )
-    publisher = EventPublisher(config.kafka, source=config.service_name)
-    outbox = Outbox(source=config.service_name)
     stream = DriftStream(
         config.kafka,
-        config.consumer_group or config.service_name,
+        config.group(),
         engine,
-        publisher,
-        database,
-        outbox,
+        foundation.publisher,
+        foundation.database,
+        foundation.outbox,
         config.batch_size,
         config.batch_seconds,
         config.prediction_batch_records,
         late_seconds=config.late_prediction_seconds,
         data_dir=config.data_dir / "faust",
     )
-    components: list[Component] = []
-    if config.kafka.provision_topics:
-        components.append(TopicProvisioner(config))
-    components += [SchemaMigration(database, MIGRATIONS), configs, registry, publisher]
-    components += relays(database, outbox, publisher, config.outbox)
-    components.append(stream)
+    components = [*foundation.components(), configs, registry, stream]
     binding = ServiceBinding(
         SERVICE_NAME,
         drift_pb2_grpc.add_DriftServiceServicer_to_server,

@@ -6,26 +6,21 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from flywheel_common.settings import (
-    DatabaseSettings,
     GrpcSettings,
-    OutboxSettings,
-    ServiceSettings,
     TelemetrySettings,
+    WithConsumerGroup,
+    WithDatabase,
+    WithRegistry,
 )
 
 
-class DriftSettings(ServiceSettings):
+class DriftSettings(WithDatabase, WithRegistry, WithConsumerGroup):
     model_config = SettingsConfigDict(env_prefix="FLYWHEEL_DRIFT_")
+    database_file = "drift.db"
 
     service_name: str = "flywheel-drift"
     grpc: GrpcSettings = GrpcSettings(port=50054)
     telemetry: TelemetrySettings = TelemetrySettings(metrics_port=9104)
-    database: DatabaseSettings = DatabaseSettings()
-    outbox: OutboxSettings = OutboxSettings()
-    registry_address: str = "127.0.0.1:50051"
-    """Where reference samples come from (GetReferenceSample)."""
-    registry_token: str = ""
-    """Bearer token for the registry when it requires authentication (reader role)."""
     window_size: int = Field(default=1000, ge=10)
     """Predictions per window for models without a monitor config."""
     batch_size: int = Field(default=1000, ge=1)
@@ -50,8 +45,3 @@ class DriftSettings(ServiceSettings):
     """How long a prediction waits for its ground truth (and a label for its prediction)."""
     max_alerts_kept: int = Field(default=10_000, ge=1)
     """Alerts ListAlerts can return (the newest)."""
-    consumer_group: str = ""
-    """The faust application id (its Kafka consumer group); default the service name."""
-
-    def database_url(self) -> str:
-        return self.database.url or self.sqlite_url("drift.db")

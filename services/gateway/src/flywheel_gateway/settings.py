@@ -7,11 +7,11 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from flywheel_common.settings import GrpcSettings, ServiceSettings, TelemetrySettings
+from flywheel_common.settings import GrpcSettings, TelemetrySettings, WithRegistry
 from flywheel_gateway.tensors import NonFinitePolicy
 
 
-class GatewaySettings(ServiceSettings):
+class GatewaySettings(WithRegistry):
     model_config = SettingsConfigDict(env_prefix="FLYWHEEL_GATEWAY_")
 
     service_name: str = "flywheel-gateway"
@@ -19,10 +19,6 @@ class GatewaySettings(ServiceSettings):
     telemetry: TelemetrySettings = TelemetrySettings(metrics_port=9103)
     gateway_id: str = ""
     """Identifies this replica on flywheel.gateway-status; defaults to the instance id."""
-    registry_address: str = "127.0.0.1:50051"
-    """Where artifacts come from (GetArtifact)."""
-    registry_token: str = ""
-    """Bearer token for the registry when it requires authentication (reader role)."""
     cache_dir: Path | None = None
     """Local artifact cache; default `<data_dir>/artifacts`."""
     execution_provider: str = Field(default="auto", pattern="^(auto|cuda|cpu)$")

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from flywheel.retrain.v1 import retrain_pb2_grpc
 from flywheel.retrain.v1 import types_pb2 as pb
 from flywheel_common.artifact_cache import ArtifactFetcher
-from flywheel_common.consumer import EventConsumer
-from flywheel_common.db import Database
+from flywheel_common.foundation import Foundation
 from flywheel_common.grpc_server import ServiceBinding
-from flywheel_common.migrations import SchemaMigration
-from flywheel_common.outbox import Outbox, relays
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.registry_client import RegistryClient
-from flywheel_common.service import Component, Service, TopicProvisioner, run_service
+from flywheel_common.service import Service, run_service
 from flywheel_common.settings import ServiceSettings
 from flywheel_common.topics import DRIFT_ALERTS, MODEL_METRICS
+from flywheel_common.wakeup import Wakeup
 from flywheel_retrain.consumers import alert_follower, window_follower
-from flywheel_retrain.engine import RunEngine
+from flywheel_retrain.engine import RunEngine, RunTasks
 from flywheel_retrain.executors import Executor, LocalExecutor
 from flywheel_retrain.grpc_api import METHOD_ROLES, SERVICE_NAME, RetrainServicer
 from flywheel_retrain.handlers import Retrainer
@@ -31,23 +31,41 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 EXECUTOR_KINDS = {"local": pb.EXECUTOR_KIND_LOCAL, "kubernetes": pb.EXECUTOR_KIND_KUBERNETES}
 
 
-def build(settings: ServiceSettings | None = None) -> Service:
-    """Wire the retrain trigger: database and outbox, executors, consumers, engine, gRPC."""
+def build(
+    settings: ServiceSettings | None = None,
+    *,
+    registry: RegistryClient | None = None,
+    publisher: EventPublisher | None = None,
+    executors: dict[int, Executor] | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> Service:
+    """Wire the retrain trigger: database and outbox, executors, consumers, engine, gRPC.
+    The keyword arguments replace the registry client, the Kafka publisher, the executors
+    (by ExecutorKind) and the clock."""
     config = settings if isinstance(settings, RetrainSettings) else RetrainSettings()
-    database = Database(config.database_url(), config.database.echo)
-    outbox = Outbox(source=config.service_name)
-    registry = RegistryClient(config.registry_address, config.registry_token)
-    retrainer = Retrainer(database, outbox, registry, EXECUTOR_KINDS[config.executor])
-    executors: dict[int, Executor] = {
-        pb.EXECUTOR_KIND_LOCAL: LocalExecutor(config.training_workdir),
-        pb.EXECUTOR_KIND_KUBERNETES: KubernetesExecutor(config.kubernetes),
-    }
+    foundation = Foundation(config, MIGRATIONS, publisher)
+    registry = registry or RegistryClient(config.registry_address, config.registry_token)
+    wakeup = Wakeup()
+    tasks = RunTasks()
+    retrainer = Retrainer(
+        foundation.database,
+        foundation.outbox,
+        registry,
+        EXECUTOR_KINDS[config.executor],
+        wakeup,
+        tasks.cancel,
+        clock,
+    )
     pipeline = RunPipeline(
         retrainer,
         registry,
         LogReader(config.kafka, config.predictions_topic, config.ground_truth_topic),
         ArtifactFetcher(registry, config.data_dir / "artifacts"),
-        executors,
+        executors
+        or {
+            pb.EXECUTOR_KIND_LOCAL: LocalExecutor(config.training_workdir),
+            pb.EXECUTOR_KIND_KUBERNETES: KubernetesExecutor(config.kubernetes),
+        },
         PipelineSettings(
             runs_dir=config.runs_dir.resolve(),
             registry_address=config.registry_address,
@@ -57,35 +75,23 @@ def build(settings: ServiceSettings | None = None) -> Service:
         ),
     )
     engine = RunEngine(
-        retrainer, pipeline, config.max_parallel_runs, config.reconcile_interval_seconds
+        retrainer,
+        pipeline,
+        tasks,
+        wakeup,
+        config.max_parallel_runs,
+        config.reconcile_interval_seconds,
     )
-    retrainer.on_change = engine.poke
-
-    # Cancelling the run's task stops its job: executors end their job when cancelled.
-    retrainer.on_cancel = engine.cancel
-    publisher = EventPublisher(config.kafka, source=config.service_name)
-    group = config.consumer_group or config.service_name
-
-    components: list[Component] = []
-    if config.kafka.provision_topics:
-        components.append(TopicProvisioner(config))
-    components += [SchemaMigration(database, MIGRATIONS), registry, publisher]
-    components += relays(database, outbox, publisher, config.outbox)
-    components += [
-        EventConsumer(
-            config.kafka,
-            group_id=f"{group}.alerts",
-            topics=[DRIFT_ALERTS.name],
-            handler=alert_follower(retrainer),
-            dead_letters=publisher,
-            from_beginning=False,
+    components = [
+        *foundation.components(),
+        registry,
+        foundation.consumer(
+            [DRIFT_ALERTS.name], alert_follower(retrainer), group="alerts", from_beginning=False
         ),
-        EventConsumer(
-            config.kafka,
-            group_id=f"{group}.metrics",
-            topics=[MODEL_METRICS.name],
-            handler=window_follower(retrainer, database),
-            dead_letters=publisher,
+        foundation.consumer(
+            [MODEL_METRICS.name],
+            window_follower(retrainer, foundation.database),
+            group="metrics",
             from_beginning=False,
         ),
         engine,

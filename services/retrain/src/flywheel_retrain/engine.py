@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
+from flywheel_common.wakeup import Wakeup
 from flywheel_retrain.handlers import Retrainer, StaleRun
 from flywheel_retrain.pipeline import RunPipeline
 
@@ -28,27 +29,39 @@ def last_slot(cron: str, time_zone: str, now: datetime) -> datetime:
     return previous.astimezone(UTC)
 
 
+class RunTasks:
+    """The runs this process executes, one task each. Built before the use cases and the
+    engine: the engine starts tasks here, a cancelled run's use case cancels its task (an
+    executor ends its job when cancelled)."""
+
+    def __init__(self) -> None:
+        self.running: dict[str, asyncio.Task[None]] = {}
+
+    def cancel(self, run_id: str) -> None:
+        task = self.running.get(run_id)
+        if task is not None:
+            task.cancel()
+
+
 class RunEngine:
     def __init__(
-        self, retrainer: Retrainer, pipeline: RunPipeline, max_parallel: int, interval: float
+        self,
+        retrainer: Retrainer,
+        pipeline: RunPipeline,
+        tasks: RunTasks,
+        wakeup: Wakeup,
+        max_parallel: int,
+        interval: float,
     ) -> None:
         self._retrainer = retrainer
         self._pipeline = pipeline
         self._max_parallel = max_parallel
         self._interval = interval
-        self._wake = asyncio.Event()
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._wakeup = wakeup
+        self._tasks = tasks.running
         self._retry_at: dict[str, float] = {}
         self._fired: set[tuple[str, datetime]] = set()
         self._loop: asyncio.Task[None] | None = None
-
-    def poke(self) -> None:
-        self._wake.set()
-
-    def cancel(self, run_id: str) -> None:
-        task = self._tasks.get(run_id)
-        if task is not None:
-            task.cancel()
 
     @property
     def task(self) -> asyncio.Task[None] | None:
@@ -68,15 +81,12 @@ class RunEngine:
 
     async def _run(self) -> None:
         while True:
-            self._wake.clear()
             try:
                 await self._fire_schedules()
                 await self._start_runs()
             except Exception:
                 log.exception("the retrain engine failed a pass; retrying")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval):
-                    await self._wake.wait()
+            await self._wakeup.wait(self._interval)
 
     async def _start_runs(self) -> None:
         queued, in_progress = await self._retrainer.runs_to_execute()
@@ -100,7 +110,7 @@ class RunEngine:
             self._retry_at[run_id] = time.monotonic() + RETRY_AFTER_ERROR_SECONDS
         finally:
             self._tasks.pop(run_id, None)
-            self.poke()
+            self._wakeup()
 
     async def _fire_schedules(self) -> None:
         now = self._retrainer.now()

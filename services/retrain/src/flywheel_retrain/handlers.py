@@ -104,16 +104,20 @@ class Retrainer:
         outbox: Outbox,
         registry: RegistryClient,
         default_executor: int,
-        clock: Callable[[], datetime] = _now,
+        wakeup: Callable[[], None],
+        cancel_run: Callable[[str], None],
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
+        """`wakeup` tells the run engine that runs or policies changed; `cancel_run` stops
+        the task executing a run this process is working on."""
         self._database = database
         self._outbox = outbox
         self._registry = registry
         self._default_executor = default_executor
-        self._clock = clock
+        self._clock = clock or _now
         self._model_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self.on_change: Callable[[], None] = lambda: None
-        self.on_cancel: Callable[[str], None] = lambda run_id: None
+        self.on_change = wakeup
+        self.on_cancel = cancel_run
 
     def now(self) -> datetime:
         return self._clock()

@@ -9,12 +9,12 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from flywheel_common.settings import (
-    DatabaseSettings,
     GrpcSettings,
-    OutboxSettings,
-    ServiceSettings,
     SettingsSection,
     TelemetrySettings,
+    WithConsumerGroup,
+    WithDatabase,
+    WithRegistry,
 )
 from flywheel_common.topics import GROUND_TRUTH, PREDICTIONS
 
@@ -39,16 +39,13 @@ class KubernetesSettings(SettingsSection):
     poll_seconds: float = Field(default=5.0, gt=0)
 
 
-class RetrainSettings(ServiceSettings):
+class RetrainSettings(WithDatabase, WithRegistry, WithConsumerGroup):
     model_config = SettingsConfigDict(env_prefix="FLYWHEEL_RETRAIN_")
+    database_file = "retrain.db"
 
     service_name: str = "flywheel-retrain"
     grpc: GrpcSettings = GrpcSettings(port=50055)
     telemetry: TelemetrySettings = TelemetrySettings(metrics_port=9105)
-    database: DatabaseSettings = DatabaseSettings()
-    outbox: OutboxSettings = OutboxSettings()
-    registry_address: str = "127.0.0.1:50051"
-    """The registry: production versions, artifacts for the gate, promotions."""
     registry_token: str = ""
     """Bearer token for the registry (writer role: the trigger moves `production`); also
     handed to training jobs so they can register their candidate."""
@@ -67,11 +64,6 @@ class RetrainSettings(ServiceSettings):
     """Lines of the training log GetRun and RetrainFailed carry by default."""
     predictions_topic: str = PREDICTIONS.name
     ground_truth_topic: str = GROUND_TRUTH.name
-    consumer_group: str = ""
-    """Kafka consumer group for drift alerts and metric windows; default the service name."""
-
-    def database_url(self) -> str:
-        return self.database.url or self.sqlite_url("retrain.db")
 
     @property
     def runs_dir(self) -> Path:
