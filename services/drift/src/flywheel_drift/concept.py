@@ -4,7 +4,7 @@ absolute error): the signal of concept drift once labels arrive."""
 from __future__ import annotations
 
 from collections import deque
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -17,6 +17,10 @@ class ChangeDetector(Protocol):
     @property
     def estimate(self) -> float:
         """The current estimate of the stream's mean."""
+        ...
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Its parameters and state, for `from_checkpoint`."""
         ...
 
 
@@ -43,6 +47,27 @@ class PageHinkley:
     @property
     def estimate(self) -> float:
         return self._mean
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {
+            "kind": "page_hinkley",
+            "delta": self._delta,
+            "threshold": self._threshold,
+            "min_samples": self._min_samples,
+            "count": self._count,
+            "mean": self._mean,
+            "cumulative": self._cumulative,
+            "minimum": self._minimum,
+        }
+
+    @classmethod
+    def from_checkpoint(cls, document: dict[str, Any]) -> PageHinkley:
+        restored = cls(document["delta"], document["threshold"], document["min_samples"])
+        restored._count = document["count"]
+        restored._mean = document["mean"]
+        restored._cumulative = document["cumulative"]
+        restored._minimum = document["minimum"]
+        return restored
 
     def update(self, value: float) -> bool:
         self._count += 1
@@ -84,6 +109,29 @@ class Adwin:
     @property
     def width(self) -> int:
         return len(self._values)
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {
+            "kind": "adwin",
+            "delta": self._delta,
+            "max_window": self._values.maxlen,
+            "check_every": self._check_every,
+            "min_side": self._min_side,
+            "since_check": self._since_check,
+            "values": np.fromiter(self._values, dtype=np.float64, count=len(self._values)),
+        }
+
+    @classmethod
+    def from_checkpoint(cls, document: dict[str, Any]) -> Adwin:
+        restored = cls(
+            document["delta"],
+            document["max_window"],
+            document["check_every"],
+            document["min_side"],
+        )
+        restored._values.extend(document["values"].tolist())
+        restored._since_check = document["since_check"]
+        return restored
 
     def update(self, value: float) -> bool:
         self._values.append(value)
@@ -127,3 +175,12 @@ def detector(
     if kind == "adwin":
         return Adwin(delta=0.002 if delta is None else delta)
     raise ValueError(f"unknown change detector {kind!r}: use adwin or page_hinkley")
+
+
+def detector_from_checkpoint(document: dict[str, Any]) -> ChangeDetector:
+    """The detector a `checkpoint()` describes."""
+    if document["kind"] == "page_hinkley":
+        return PageHinkley.from_checkpoint(document)
+    if document["kind"] == "adwin":
+        return Adwin.from_checkpoint(document)
+    raise ValueError(f"unknown change detector {document['kind']!r} in a checkpoint")

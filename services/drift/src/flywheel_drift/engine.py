@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import pickle
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,8 @@ from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_common.errors import NotFound
 from flywheel_common.prediction_logs import first_labels, ground_truth_label, input_matrix
 from flywheel_common.timestamps import epoch, now
-from flywheel_drift.concept import ChangeDetector, detector
+from flywheel_drift import checkpoints
+from flywheel_drift.concept import ChangeDetector, detector, detector_from_checkpoint
 from flywheel_drift.detection import (
     DriftTest,
     Finding,
@@ -250,22 +250,23 @@ class DriftEngine:
         """What a restart needs of a version: its open window, the prediction baseline, the
         change detector and its status (the profile is fetched again from the registry)."""
         state = self._versions[(model, version)]
-        return pickle.dumps(
-            (
-                state.windows,
-                state.concept,
-                state.baseline_predictions,
-                state.status.SerializeToString(),
-            ),
-            protocol=pickle.HIGHEST_PROTOCOL,
+        return checkpoints.encode(
+            {
+                "windows": state.windows.checkpoint(),
+                "concept": state.concept.checkpoint(),
+                "baseline_predictions": state.baseline_predictions,
+                "status": np.frombuffer(state.status.SerializeToString(), dtype=np.uint8),
+            }
         )
 
     def restore(self, model: str, version: int, snapshot: bytes) -> None:
         """Resume a version from `snapshot` (written by this service, see `snapshot`)."""
-        windows, concept, baseline, status = pickle.loads(snapshot)
+        document = checkpoints.decode(snapshot)
         state = self.state(model, version)
-        state.windows, state.concept, state.baseline_predictions = windows, concept, baseline
-        state.status.ParseFromString(status)
+        state.windows = VersionWindows.from_checkpoint(model, version, document["windows"])
+        state.concept = detector_from_checkpoint(document["concept"])
+        state.baseline_predictions = dict(document["baseline_predictions"])
+        state.status.ParseFromString(document["status"].tobytes())
         state.status.reference_loaded = state.profile is not None
 
     @property

@@ -8,8 +8,7 @@ checkpointed offset are skipped, later ones are applied once.
 
 from __future__ import annotations
 
-import pickle
-
+import numpy as np
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -27,6 +26,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from flywheel.drift.v1 import types_pb2 as types
 from flywheel_common.db import Base, upsert
 from flywheel_common.policies import PolicyColumns, PolicyRepository
+from flywheel_drift import checkpoints
 from flywheel_drift.windows import JoinChanges, Pending, WaitingLabel
 
 
@@ -122,42 +122,62 @@ async def _save_join(session: AsyncSession, join: JoinChanges, base: bool) -> No
 
 
 def _encode_join(join: JoinChanges) -> bytes:
-    # Column by column: a checkpoint writes thousands of entries, and lists of plain values
-    # pickle several times faster than as many tuples.
+    # Column by column: a checkpoint writes thousands of entries, and a numeric column is
+    # one array rather than thousands of JSON numbers.
     predictions, labels = join.predictions, join.labels
-    return pickle.dumps(
-        (
-            list(predictions),
-            [pending.model for pending in predictions.values()],
-            [pending.version for pending in predictions.values()],
-            [pending.prediction for pending in predictions.values()],
-            [pending.received_at for pending in predictions.values()],
-            list(join.predictions_gone),
-            list(labels),
-            [waiting.label for waiting in labels.values()],
-            [waiting.arrived_at for waiting in labels.values()],
-            list(join.labels_gone),
-        ),
-        protocol=pickle.HIGHEST_PROTOCOL,
+    return checkpoints.encode(
+        {
+            "predictions": {
+                "request_ids": list(predictions),
+                "models": [pending.model for pending in predictions.values()],
+                "versions": np.fromiter(
+                    (pending.version for pending in predictions.values()),
+                    np.int64,
+                    len(predictions),
+                ),
+                "predicted": [pending.prediction for pending in predictions.values()],
+                "received_at": np.fromiter(
+                    (pending.received_at for pending in predictions.values()),
+                    np.float64,
+                    len(predictions),
+                ),
+                "gone": list(join.predictions_gone),
+            },
+            "labels": {
+                "request_ids": list(labels),
+                "labels": [waiting.label for waiting in labels.values()],
+                "arrived_at": np.fromiter(
+                    (waiting.arrived_at for waiting in labels.values()), np.float64, len(labels)
+                ),
+                "gone": list(join.labels_gone),
+            },
+        }
     )
 
 
 def _decode_join(data: bytes) -> JoinChanges:
-    (ids, models, versions, predicted, received, predictions_gone,
-     label_ids, labels, arrived, labels_gone) = pickle.loads(data)  # fmt: skip
+    document = checkpoints.decode(data)
+    predictions, labels = document["predictions"], document["labels"]
     return JoinChanges(
         predictions={
             request_id: Pending(model, version, prediction, at)
             for request_id, model, version, prediction, at in zip(
-                ids, models, versions, predicted, received, strict=True
+                predictions["request_ids"],
+                predictions["models"],
+                predictions["versions"].tolist(),
+                predictions["predicted"],
+                predictions["received_at"].tolist(),
+                strict=True,
             )
         },
-        predictions_gone=set(predictions_gone),
+        predictions_gone=set(predictions["gone"]),
         labels={
             request_id: WaitingLabel(label, at)
-            for request_id, label, at in zip(label_ids, labels, arrived, strict=True)
+            for request_id, label, at in zip(
+                labels["request_ids"], labels["labels"], labels["arrived_at"].tolist(), strict=True
+            )
         },
-        labels_gone=set(labels_gone),
+        labels_gone=set(labels["gone"]),
     )
 
 

@@ -158,24 +158,47 @@ class _Open:
         for label, count in Counter(succeeded).items():
             self.predictions[label] = self.predictions.get(label, 0) + count
 
-    def __getstate__(self) -> dict[str, Any]:
-        # Checkpoints pickle the open window every batch: one array each, not a list.
-        state = dict(self.__dict__)
+    def checkpoint(self) -> dict[str, Any]:
+        # Checkpointed every batch: the parts are joined once here and kept joined, so a
+        # window is not re-stacked from scratch at every checkpoint.
         if len(self.rows) > 1:
             self.rows = [_stacked(self.rows)]
-            state["rows"] = self.rows
         if len(self.latencies) > 1:
             self.latencies = [np.hstack(self.latencies)]
-            state["latencies"] = self.latencies
-        return state
+        return {
+            "index": self.index,
+            "start": self.start,
+            "end": self.end,
+            "requests": self.requests,
+            "errors": self.errors,
+            "nan_flagged": self.nan_flagged,
+            "rows": self.rows[0] if self.rows else None,
+            "predictions": self.predictions,
+            "latencies": self.latencies[0] if self.latencies else None,
+            "labeled": self.labeled,
+            "correct": self.correct,
+        }
+
+    @classmethod
+    def from_checkpoint(cls, document: dict[str, Any]) -> _Open:
+        rows, latencies = document["rows"], document["latencies"]
+        return cls(
+            index=document["index"],
+            start=document["start"],
+            end=document["end"],
+            requests=document["requests"],
+            errors=document["errors"],
+            nan_flagged=document["nan_flagged"],
+            rows=[rows] if rows is not None else [],
+            predictions=dict(document["predictions"]),
+            latencies=[latencies] if latencies is not None else [],
+            labeled=document["labeled"],
+            correct=document["correct"],
+        )
 
 
 class VersionWindows:
     """The open window of one model version; `add` returns the windows it closed."""
-
-    _labels_between: tuple[int, int] = (0, 0)
-    """Labels (joined, correct) that came while no window was open: the next one counts
-    them. A class default, so checkpoints written before it existed still load."""
 
     def __init__(self, model: str, version: int, policy: WindowPolicy) -> None:
         self.model = model
@@ -183,6 +206,28 @@ class VersionWindows:
         self._policy = policy
         self._open: _Open | None = None
         self._next_index = 0
+        self._labels_between: tuple[int, int] = (0, 0)
+        """Labels (joined, correct) that came while no window was open: the next one
+        counts them."""
+
+    def checkpoint(self) -> dict[str, Any]:
+        """What a restart needs to carry on exactly here (see `from_checkpoint`)."""
+        return {
+            "policy": {"size": self._policy.size, "seconds": self._policy.seconds},
+            "next_index": self._next_index,
+            "labels_between": list(self._labels_between),
+            "open": self._open.checkpoint() if self._open is not None else None,
+        }
+
+    @classmethod
+    def from_checkpoint(cls, model: str, version: int, document: dict[str, Any]) -> VersionWindows:
+        windows = cls(model, version, WindowPolicy(**document["policy"]))
+        windows._next_index = document["next_index"]
+        labeled, correct = document["labels_between"]
+        windows._labels_between = (labeled, correct)
+        if document["open"] is not None:
+            windows._open = _Open.from_checkpoint(document["open"])
+        return windows
 
     def add(self, batch: Observations) -> list[ClosedWindow]:
         closed: list[ClosedWindow] = []
