@@ -7,7 +7,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import MetaData, event
+from enum import IntEnum
+
+from sqlalchemy import Integer, MetaData, event
+from sqlalchemy.types import TypeDecorator
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
@@ -27,6 +30,23 @@ class Base(DeclarativeBase):
             "pk": "pk_%(table_name)s",
         }
     )
+
+
+class IntEnumColumn(TypeDecorator[IntEnum]):
+    """An IntEnum kept as its number: the column stays INTEGER, rows read back as members."""
+
+    impl = Integer
+    cache_ok = True
+
+    def __init__(self, enum: type[IntEnum]) -> None:
+        super().__init__()
+        self._enum = enum
+
+    def process_bind_param(self, value: IntEnum | int | None, dialect: Any) -> int | None:
+        return None if value is None else int(value)
+
+    def process_result_value(self, value: int | None, dialect: Any) -> IntEnum | None:
+        return None if value is None else self._enum(value)
 
 
 async def insert_unless_present(

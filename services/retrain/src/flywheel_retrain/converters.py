@@ -18,18 +18,12 @@ from flywheel_common.errors import InvalidArgument
 from flywheel_retrain import domain
 from flywheel_retrain.evaluation import METRICS
 from flywheel_retrain.executors import command_line
-from flywheel_retrain.storage import RunRow
+from flywheel_retrain.storage import RunRow, WindowRow
 
 MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DEFAULT_HOLDOUT_SIZE = 200
 DEFAULT_WINDOW = timedelta(days=7)
-TERMINAL_STATES = frozenset(
-    {pb.RUN_STATE_PROMOTED, pb.RUN_STATE_REJECTED, pb.RUN_STATE_FAILED, pb.RUN_STATE_CANCELLED}
-)
-IN_PROGRESS_STATES = [pb.RUN_STATE_PREPARING_DATA, pb.RUN_STATE_TRAINING, pb.RUN_STATE_GATING]
-# A run awaiting sign-off still holds its slot: a second candidate would compete with it.
-ACTIVE_STATES = [pb.RUN_STATE_QUEUED, *IN_PROGRESS_STATES, pb.RUN_STATE_AWAITING_APPROVAL]
 
 
 def to_json(message: Any) -> dict[str, Any]:
@@ -193,28 +187,29 @@ def alert_of(message: drift_events.DriftAlert) -> domain.Alert:
     )
 
 
-def decay_value(metric: int, window: Any) -> float | None:
+def decay_value(metric: int, window: WindowRow) -> float | None:
     """The decay metric of a stored window, None when the window cannot tell."""
     if metric == pb.DECAY_METRIC_ACCURACY:
-        return window.accuracy  # type: ignore[no-any-return]
+        return window.accuracy
     if metric == pb.DECAY_METRIC_MEAN_ABSOLUTE_ERROR:
-        return window.mean_absolute_error  # type: ignore[no-any-return]
-    return window.error_rate  # type: ignore[no-any-return]
+        return window.mean_absolute_error
+    return window.error_rate
 
 
 def _alert_kind(kind: int) -> str:
-    return drift_types.AlertKind.Name(kind).removeprefix("ALERT_KIND_").lower()  # type: ignore[arg-type]
+    name = drift_types.AlertKind.Name(drift_types.AlertKind.ValueType(kind))
+    return name.removeprefix("ALERT_KIND_").lower()
 
 
 def run_message(row: RunRow) -> pb.Run:
     run = pb.Run(
         run_id=row.run_id,
         model=row.model,
-        state=row.state,  # type: ignore[arg-type]
+        state=pb.RunState.ValueType(row.state),
         trigger=from_json(row.trigger, pb.Trigger()),
         base_version=row.base_version,
         candidate_version=row.candidate_version,
-        executor=row.executor,  # type: ignore[arg-type]
+        executor=pb.ExecutorKind.ValueType(row.executor),
         executor_job_id=row.executor_job_id,
         attempt=row.attempt,
         error=row.error,

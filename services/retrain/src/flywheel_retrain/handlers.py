@@ -36,8 +36,6 @@ from flywheel_common.timestamps import stored_utc, timestamp
 from flywheel_common.topics import RETRAIN_EVENTS
 from flywheel_retrain import domain, storage
 from flywheel_retrain.converters import (
-    ACTIVE_STATES,
-    TERMINAL_STATES,
     alert_of,
     alert_rule,
     decay_rule,
@@ -49,6 +47,7 @@ from flywheel_retrain.converters import (
     to_json,
     validate_policy,
 )
+from flywheel_retrain.domain import ACTIVE, IN_PROGRESS, TERMINAL, RunState, check_transition
 
 log = logging.getLogger(__name__)
 _runs_ended = metrics.get_meter(__name__).create_counter(
@@ -69,7 +68,7 @@ def _now() -> datetime:
 class Cause:
     """A trigger that met the policy, before the guards have spoken."""
 
-    kind: int
+    kind: pb.TriggerKind.ValueType
     source_id: str
     triggered_by: str
     reason: str
@@ -78,11 +77,11 @@ class Cause:
 
     @property
     def key(self) -> str:
-        return f"{pb.TriggerKind.Name(self.kind)}:{self.source_id}"  # type: ignore[arg-type]
+        return f"{pb.TriggerKind.Name(self.kind)}:{self.source_id}"
 
     def message(self) -> pb.Trigger:
         trigger = pb.Trigger(
-            kind=self.kind,  # type: ignore[arg-type]
+            kind=self.kind,
             source_id=self.source_id,
             triggered_by=self.triggered_by,
             reason=self.reason,
@@ -308,7 +307,7 @@ class Retrainer:
             since = stored_utc(last.created_at) if last is not None else None
             history = domain.History(
                 trigger_keys=frozenset({cause.key}) if existing is not None else frozenset(),
-                running=len(await storage.runs_in(session, ACTIVE_STATES, model)),
+                running=len(await storage.runs_in(session, ACTIVE, model)),
                 last_started_at=since,
                 new_labeled_samples=await storage.labeled_since(session, model, since),
             )
@@ -352,7 +351,7 @@ class Retrainer:
             run_id=uuid.uuid4().hex,
             row_version=1,
             model=model,
-            state=pb.RUN_STATE_QUEUED,
+            state=RunState.QUEUED,
             trigger_key=cause.key,
             trigger=to_json(cause.message()),
             base_version=production.version,
@@ -403,8 +402,8 @@ class Retrainer:
         """(queued runs oldest first, runs in progress: interrupted by a restart or an
         error, or running now)."""
         async with self._database.transaction() as session:
-            queued = await storage.runs_in(session, [pb.RUN_STATE_QUEUED])
-            interrupted = await storage.runs_in(session, list(_IN_PROGRESS))
+            queued = await storage.runs_in(session, [RunState.QUEUED])
+            interrupted = await storage.runs_in(session, IN_PROGRESS)
         return [r.run_id for r in queued], [r.run_id for r in interrupted]
 
     # Changing runs
@@ -412,12 +411,13 @@ class Retrainer:
     async def change(
         self,
         run_id: str,
-        expected: Iterable[int],
+        expected: Iterable[RunState],
         apply: Callable[[storage.RunRow], list[Message]],
     ) -> storage.RunRow:
-        """Apply a change to a run in one of the expected states, with its events. A
-        concurrent change (CancelRun beside the pipeline, say) makes this one re-read the
-        run and check its state again rather than overwrite it."""
+        """Apply a change to a run in one of the expected states, with its events. The
+        change must follow the run's state machine (`domain.NEXT_STATES`). A concurrent
+        change (CancelRun beside the pipeline, say) makes this one re-read the run and
+        check its state again rather than overwrite it."""
         allowed = set(expected)
         for _ in range(_CHANGE_ATTEMPTS):
             try:
@@ -426,19 +426,19 @@ class Retrainer:
                     if row is None:
                         raise NotFound(f"no retrain run {run_id!r}")
                     if row.state not in allowed:
-                        state = pb.RunState.Name(row.state)  # type: ignore[arg-type]
-                        raise StaleRun(f"run {run_id} is {state}")
+                        raise StaleRun(f"run {run_id} is {row.state.name}")
+                    before = row.state
                     for message in apply(row):
                         self._stage(session, row.model, message)
+                    check_transition(run_id, before, row.state)
                     row.updated_at = self.now()
-                    ended = row.state in TERMINAL_STATES and row.finished_at is None
+                    ended = row.state in TERMINAL and row.finished_at is None
                     if ended:
                         row.finished_at = row.updated_at
             except StaleDataError:
                 continue
             if ended:
-                state = pb.RunState.Name(row.state).removeprefix("RUN_STATE_").lower()  # type: ignore[arg-type]
-                _runs_ended.add(1, {"model": row.model, "outcome": state})
+                _runs_ended.add(1, {"model": row.model, "outcome": row.state.label})
             self.on_change()
             return row
         raise Aborted(f"run {run_id} kept changing under this request; retry it")
@@ -446,14 +446,14 @@ class Retrainer:
     async def cancel(self, run_id: str, reason: str) -> pb.Run:
         actor = current_principal().subject
         current = await self.run(run_id)
-        if current.state in TERMINAL_STATES:
+        if current.state in TERMINAL:
             raise FailedPrecondition(
-                f"run {run_id} is already {pb.RunState.Name(current.state)}; only unfinished "  # type: ignore[arg-type]
-                "runs can be cancelled"
+                f"run {run_id} is already {current.state.name}; only unfinished runs can be "
+                "cancelled"
             )
 
         def cancelled(row: storage.RunRow) -> list[Message]:
-            row.state = pb.RUN_STATE_CANCELLED
+            row.state = RunState.CANCELLED
             row.error = f"cancelled by {actor}" + (f": {reason}" if reason else "")
             return [
                 events.RetrainFailed(
@@ -469,7 +469,7 @@ class Retrainer:
 
         try:
             async with self.model_lock(current.model):
-                row = await self.change(run_id, ACTIVE_STATES, cancelled)
+                row = await self.change(run_id, ACTIVE, cancelled)
         except StaleRun as error:
             raise FailedPrecondition(f"{error}; only unfinished runs can be cancelled") from None
         self.on_cancel(run_id)
@@ -498,10 +498,8 @@ class Retrainer:
 
     async def _awaiting(self, run_id: str) -> storage.RunRow:
         row = await self.run(run_id)
-        if row.state != pb.RUN_STATE_AWAITING_APPROVAL:
-            raise FailedPrecondition(
-                f"run {run_id} is {pb.RunState.Name(row.state)}, not AWAITING_APPROVAL"  # type: ignore[arg-type]
-            )
+        if row.state != RunState.AWAITING_APPROVAL:
+            raise FailedPrecondition(f"run {run_id} is {row.state.name}, not AWAITING_APPROVAL")
         return row
 
     async def _decide(
@@ -510,7 +508,7 @@ class Retrainer:
         now = self.now()
 
         def decided(row: storage.RunRow) -> list[Message]:
-            row.state = pb.RUN_STATE_PROMOTED if approved else pb.RUN_STATE_REJECTED
+            row.state = RunState.PROMOTED if approved else RunState.REJECTED
             if not approved:
                 row.error = f"rejected by {actor}" + (f": {comment}" if comment else "")
             approval = pb.Approval(
@@ -525,7 +523,7 @@ class Retrainer:
             return [candidate_gated(row, outcome, actor, now, comment)]
 
         try:
-            return await self.change(run_id, [pb.RUN_STATE_AWAITING_APPROVAL], decided)
+            return await self.change(run_id, [RunState.AWAITING_APPROVAL], decided)
         except StaleRun as error:
             raise FailedPrecondition(f"{error}, not AWAITING_APPROVAL") from None
 
@@ -533,11 +531,12 @@ class Retrainer:
         self._outbox.stage(session, RETRAIN_EVENTS, message, subject=model)
 
 
-_IN_PROGRESS = (pb.RUN_STATE_PREPARING_DATA, pb.RUN_STATE_TRAINING, pb.RUN_STATE_GATING)
-
-
 def candidate_gated(
-    row: storage.RunRow, outcome: int, actor: str, at: datetime, comment: str = ""
+    row: storage.RunRow,
+    outcome: events.CandidateOutcome.ValueType,
+    actor: str,
+    at: datetime,
+    comment: str = "",
 ) -> events.CandidateGated:
     """The event of a decision on a run's candidate, by the gate or by a reviewer."""
     return events.CandidateGated(
@@ -546,7 +545,7 @@ def candidate_gated(
         candidate_version=row.candidate_version,
         production_version=row.gated_against,
         gate=from_json(row.gate, pb.GateResult()),
-        outcome=outcome,  # type: ignore[arg-type]
+        outcome=outcome,
         actor=actor,
         comment=comment,
         occurred_at=timestamp(at),

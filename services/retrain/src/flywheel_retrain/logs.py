@@ -12,7 +12,7 @@ from google.protobuf.message import Message
 
 from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
 from flywheel.gateway.v1.events_pb2 import PredictionLog
-from flywheel_common.events import EventTypes, MalformedEvent, decode_event
+from flywheel_common.events import EventTypes, Headers, MalformedEvent, decode_event
 from flywheel_common.prediction_logs import ground_truth_label, input_rows, unpack
 from flywheel_common.settings import KafkaSettings
 from flywheel_common.topic_scan import records_since
@@ -73,16 +73,20 @@ class LogReader:
                     labels[truth.request_id] = label
         return labels
 
-    def _predictions_in(self, headers: object, value: bytes | None) -> Sequence[PredictionLog]:
+    def _predictions_in(
+        self, headers: Headers | None, value: bytes | None
+    ) -> Sequence[PredictionLog]:
         message = self._decode(headers, value, Message)
         try:
             return unpack(message) if message is not None else ()
         except ValueError:
             return ()
 
-    def _decode(self, headers: object, value: bytes | None, kind: type[_Event]) -> _Event | None:
+    def _decode(
+        self, headers: Headers | None, value: bytes | None, kind: type[_Event]
+    ) -> _Event | None:
         try:
-            envelope = decode_event(headers, value, self._types)  # type: ignore[arg-type]
+            envelope = decode_event(headers or (), value, self._types)
         except MalformedEvent as error:
             # The detector dead-letters these; the dataset simply leaves them out.
             log.debug("skipping a malformed record: %s", error)

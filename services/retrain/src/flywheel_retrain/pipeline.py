@@ -29,6 +29,7 @@ from flywheel_common.timestamps import duration, timestamp
 from flywheel_common.training import TrainingResult, TrainingRun
 from flywheel_retrain import datasets, domain
 from flywheel_retrain.converters import from_json, gate, holdout_size, to_json
+from flywheel_retrain.domain import RunState
 from flywheel_retrain.evaluation import metric_named
 from flywheel_retrain.executors import Executor, JobOutcome, JobSpec
 from flywheel_retrain.handlers import (
@@ -48,7 +49,7 @@ LOG_FILE = "training.log"
 
 
 class RunFailed(Exception):
-    def __init__(self, stage: int, message: str) -> None:
+    def __init__(self, stage: events.FailureStage.ValueType, message: str) -> None:
         super().__init__(message)
         self.stage = stage
 
@@ -117,14 +118,14 @@ class RunPipeline:
         row = await self._retrainer.run(run_id)
         stage = events.FAILURE_STAGE_DATA
         try:
-            resumed = row.state == pb.RUN_STATE_TRAINING
-            if row.state in (pb.RUN_STATE_QUEUED, pb.RUN_STATE_PREPARING_DATA):
+            resumed = row.state == RunState.TRAINING
+            if row.state in (RunState.QUEUED, RunState.PREPARING_DATA):
                 row = await self._prepare_data(row)
             stage = events.FAILURE_STAGE_TRAINING
-            if row.state == pb.RUN_STATE_TRAINING:
+            if row.state == RunState.TRAINING:
                 row = await self._train(row, resumed)
             stage = events.FAILURE_STAGE_GATING
-            if row.state == pb.RUN_STATE_GATING:
+            if row.state == RunState.GATING:
                 await self._gate(row)
         except RunFailed as failure:
             await self._fail(run_id, failure.stage, str(failure))
@@ -138,8 +139,8 @@ class RunPipeline:
     async def _prepare_data(self, row: RunRow) -> RunRow:
         row = await self._retrainer.change(
             row.run_id,
-            [pb.RUN_STATE_QUEUED, pb.RUN_STATE_PREPARING_DATA],
-            lambda r: _set_state(r, pb.RUN_STATE_PREPARING_DATA),
+            [RunState.QUEUED, RunState.PREPARING_DATA],
+            lambda r: _set_state(r, RunState.PREPARING_DATA),
         )
         policy = from_json(row.policy, pb.RetrainPolicy())
         folder = self._settings.runs_dir / row.run_id
@@ -193,7 +194,7 @@ class RunPipeline:
         def prepared(r: RunRow) -> list[Message]:
             r.dataset = to_json(info)
             r.holdout_path = str(holdout_path)
-            r.state = pb.RUN_STATE_TRAINING
+            r.state = RunState.TRAINING
             return _begin_attempt(r, 1)
 
         log.info(
@@ -205,7 +206,7 @@ class RunPipeline:
             holdout_sha[:12],
             len(holdout),
         )
-        return await self._retrainer.change(row.run_id, [pb.RUN_STATE_PREPARING_DATA], prepared)
+        return await self._retrainer.change(row.run_id, [RunState.PREPARING_DATA], prepared)
 
     async def _production_data(
         self, row: RunRow
@@ -263,7 +264,8 @@ class RunPipeline:
         if executor is None:
             raise RunFailed(
                 events.FAILURE_STAGE_TRAINING,
-                f"executor {pb.ExecutorKind.Name(row.executor)} is not configured here",  # type: ignore[arg-type]
+                f"executor {pb.ExecutorKind.Name(pb.ExecutorKind.ValueType(row.executor))} "
+                "is not configured here",
             )
         dataset = from_json(row.dataset, pb.DatasetInfo())
         trigger = from_json(row.trigger, pb.Trigger())
@@ -276,7 +278,7 @@ class RunPipeline:
         if resumed:
             row = await self._retrainer.change(
                 row.run_id,
-                [pb.RUN_STATE_TRAINING],
+                [RunState.TRAINING],
                 partial(_begin_attempt, attempt=row.attempt + 1),
             )
         while True:
@@ -309,7 +311,7 @@ class RunPipeline:
             ) -> None:
                 await self._retrainer.change(
                     run_id,
-                    [pb.RUN_STATE_TRAINING],
+                    [RunState.TRAINING],
                     partial(
                         _started,
                         handle=handle,
@@ -326,7 +328,7 @@ class RunPipeline:
                 elapsed = time.monotonic() - began
                 return await self._retrainer.change(
                     row.run_id,
-                    [pb.RUN_STATE_TRAINING],
+                    [RunState.TRAINING],
                     partial(
                         _succeeded,
                         candidate=candidate,
@@ -340,7 +342,7 @@ class RunPipeline:
             lines, _ = await read_tail(job.log_path, self._settings.log_tail_lines)
             row = await self._retrainer.change(
                 row.run_id,
-                [pb.RUN_STATE_TRAINING],
+                [RunState.TRAINING],
                 partial(
                     _attempt_failed,
                     stage=stage,
@@ -356,7 +358,7 @@ class RunPipeline:
 
     async def _candidate(
         self, row: RunRow, outcome: JobOutcome, output: Path
-    ) -> tuple[int, int, str]:
+    ) -> tuple[int, events.FailureStage.ValueType, str]:
         """(candidate version, failure stage, error): the version when the job succeeded and
         registered one carrying this run in its lineage."""
         if not outcome.succeeded:
@@ -387,7 +389,7 @@ class RunPipeline:
                     "(lineage.retrain_run_id); register with the TrainingRun's lineage"
                 ),
             )
-        return result.version, 0, ""
+        return result.version, events.FAILURE_STAGE_UNSPECIFIED, ""
 
     # Gate
 
@@ -398,7 +400,7 @@ class RunPipeline:
             result, production_version = await self._evaluate(row)
             row = await self._retrainer.change(
                 row.run_id,
-                [pb.RUN_STATE_GATING],
+                [RunState.GATING],
                 partial(_record_gate, result=result, production_version=production_version),
             )
         result = from_json(row.gate, pb.GateResult())
@@ -406,21 +408,21 @@ class RunPipeline:
         policy = from_json(row.policy, pb.RetrainPolicy())
         sign_off = policy.approval_mode == pb.APPROVAL_MODE_HUMAN_SIGN_OFF
         if not passed:
-            state, outcome = pb.RUN_STATE_REJECTED, events.CANDIDATE_OUTCOME_REJECTED_BY_GATE
+            state, outcome = RunState.REJECTED, events.CANDIDATE_OUTCOME_REJECTED_BY_GATE
         elif sign_off:
             state, outcome = (
-                pb.RUN_STATE_AWAITING_APPROVAL,
+                RunState.AWAITING_APPROVAL,
                 events.CANDIDATE_OUTCOME_AWAITING_APPROVAL,
             )
         else:
-            state, outcome = pb.RUN_STATE_PROMOTED, events.CANDIDATE_OUTCOME_PROMOTED
+            state, outcome = RunState.PROMOTED, events.CANDIDATE_OUTCOME_PROMOTED
         # Under the model's lock, so a CancelRun cannot slip between the promotion and the
         # run's record of it.
         async with self._retrainer.model_lock(row.model):
             current = await self._retrainer.run(row.run_id)
-            if current.state != pb.RUN_STATE_GATING:
+            if current.state != RunState.GATING:
                 raise StaleRun(f"run {row.run_id} is no longer gating")
-            if state == pb.RUN_STATE_PROMOTED:
+            if state == RunState.PROMOTED:
                 production = await self._registry.alias_version(row.model, PRODUCTION)
                 if production is None or production.version != row.candidate_version:
                     await self._registry.set_alias(
@@ -431,7 +433,7 @@ class RunPipeline:
                     )
             await self._retrainer.change(
                 row.run_id,
-                [pb.RUN_STATE_GATING],
+                [RunState.GATING],
                 partial(_gated, state=state, outcome=outcome, retrainer=self._retrainer),
             )
 
@@ -472,7 +474,7 @@ class RunPipeline:
         )
         return result, production_version
 
-    async def _fail(self, run_id: str, stage: int, error: str) -> None:
+    async def _fail(self, run_id: str, stage: events.FailureStage.ValueType, error: str) -> None:
         log.warning("run %s failed: %s", run_id, error)
         lines, _ = await read_tail(
             log_path(self._settings.runs_dir, run_id), self._settings.log_tail_lines
@@ -480,10 +482,10 @@ class RunPipeline:
         await self._retrainer.change(
             run_id,
             [
-                pb.RUN_STATE_QUEUED,
-                pb.RUN_STATE_PREPARING_DATA,
-                pb.RUN_STATE_TRAINING,
-                pb.RUN_STATE_GATING,
+                RunState.QUEUED,
+                RunState.PREPARING_DATA,
+                RunState.TRAINING,
+                RunState.GATING,
             ],
             lambda r: _attempt_failed(
                 r, stage, error, max(r.attempt, 1), False, lines, self._retrainer
@@ -501,14 +503,19 @@ def _record_gate(row: RunRow, result: pb.GateResult, production_version: int) ->
     return []
 
 
-def _gated(row: RunRow, state: int, outcome: int, retrainer: Retrainer) -> list[Message]:
+def _gated(
+    row: RunRow,
+    state: RunState,
+    outcome: events.CandidateOutcome.ValueType,
+    retrainer: Retrainer,
+) -> list[Message]:
     row.state = state
-    if state == pb.RUN_STATE_REJECTED:
+    if state == RunState.REJECTED:
         row.error = f"rejected by the gate: {from_json(row.gate, pb.GateResult()).summary}"
     return [candidate_gated(row, outcome, SYSTEM_ACTOR, retrainer.now())]
 
 
-def _set_state(row: RunRow, state: int) -> list[Message]:
+def _set_state(row: RunRow, state: RunState) -> list[Message]:
     row.state = state
     return []
 
@@ -530,7 +537,7 @@ def _started(
             run_id=row.run_id,
             model=row.model,
             dataset=dataset,
-            executor=row.executor,  # type: ignore[arg-type]
+            executor=pb.ExecutorKind.ValueType(row.executor),
             executor_job_id=handle,
             attempt=attempt,
             occurred_at=timestamp(now),
@@ -547,7 +554,7 @@ def _succeeded(
     retrainer: Retrainer,
 ) -> list[Message]:
     row.candidate_version = candidate
-    row.state = pb.RUN_STATE_GATING
+    row.state = RunState.GATING
     return [
         events.RetrainSucceeded(
             run_id=row.run_id,
@@ -563,7 +570,7 @@ def _succeeded(
 
 def _attempt_failed(
     row: RunRow,
-    stage: int,
+    stage: events.FailureStage.ValueType,
     error: str,
     attempt: int,
     will_retry: bool,
@@ -573,13 +580,13 @@ def _attempt_failed(
     if will_retry:
         _begin_attempt(row, attempt + 1)
     else:
-        row.state = pb.RUN_STATE_FAILED
+        row.state = RunState.FAILED
         row.error = error
     return [
         events.RetrainFailed(
             run_id=row.run_id,
             model=row.model,
-            stage=stage,  # type: ignore[arg-type]
+            stage=stage,
             error=error,
             attempt=attempt,
             will_retry=will_retry,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -22,8 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from flywheel.retrain.v1 import types_pb2 as pb
-from flywheel_common.db import Base, insert_unless_present
+from flywheel_common.db import Base, IntEnumColumn, insert_unless_present
 from flywheel_common.policies import PolicyColumns, PolicyRepository
+from flywheel_retrain.domain import RunState
 
 _ID = BigInteger().with_variant(Integer, "sqlite")
 _TIME = DateTime(timezone=True)
@@ -48,8 +49,7 @@ class RunRow(Base):
     """Optimistic lock: a change computed from a stale read fails instead of overwriting
     (SQLite ignores SELECT ... FOR UPDATE)."""
     model: Mapped[str] = mapped_column(String(128), index=True)
-    state: Mapped[int] = mapped_column(Integer, index=True)
-    """RunState number."""
+    state: Mapped[RunState] = mapped_column(IntEnumColumn(RunState), index=True)
     trigger_key: Mapped[str] = mapped_column(String(512))
     trigger: Mapped[dict[str, Any]] = mapped_column(JSON)
     base_version: Mapped[int] = mapped_column(BigInteger)
@@ -122,8 +122,10 @@ async def run_by_trigger(session: AsyncSession, model: str, trigger_key: str) ->
     ).scalar_one_or_none()
 
 
-async def runs_in(session: AsyncSession, states: Sequence[int], model: str = "") -> list[RunRow]:
-    query = select(RunRow).where(RunRow.state.in_(states))
+async def runs_in(
+    session: AsyncSession, states: Iterable[RunState], model: str = ""
+) -> list[RunRow]:
+    query = select(RunRow).where(RunRow.state.in_(list(states)))
     if model:
         query = query.where(RunRow.model == model)
     return list((await session.execute(query.order_by(RunRow.created_at))).scalars())
