@@ -1,5 +1,7 @@
 """The retrain run's state machine: the contract's states, and the only ways between them."""
 
+import itertools
+
 import pytest
 
 from flywheel.retrain.v1 import types_pb2 as pb
@@ -29,7 +31,7 @@ def test_every_path_of_a_run_is_an_edge_of_the_machine() -> None:
         ["QUEUED", "PREPARING_DATA", "TRAINING", "GATING", "AWAITING_APPROVAL", "CANCELLED"],
     ]
     for path in paths:
-        for before, after in zip(path, path[1:], strict=False):
+        for before, after in itertools.pairwise(path):
             check_transition("r1", RunState[before], RunState[after])
 
 
@@ -49,11 +51,11 @@ def test_anything_else_is_refused(before: RunState, after: RunState) -> None:
 
 
 def test_finished_runs_go_nowhere_and_unfinished_ones_can_always_end() -> None:
-    assert TERMINAL == {
+    assert {
         RunState.PROMOTED,
         RunState.REJECTED,
         RunState.FAILED,
         RunState.CANCELLED,
-    }
+    } == TERMINAL
     assert all(not NEXT_STATES[state] for state in TERMINAL)
     assert all({RunState.FAILED, RunState.CANCELLED} <= NEXT_STATES[state] for state in ACTIVE)
