@@ -137,6 +137,12 @@ def execute(command: Any) -> Any:
         raise typer.Exit(1) from None
 
 
+async def _known_model(clients: Clients, model: str) -> None:
+    """Listings filtered by a model answer empty for a name nobody registered; asking the
+    registry first fails with NOT_FOUND, as the commands that act on a model do."""
+    await clients.call("registry", "GetModel", registry_pb.GetModelRequest(name=model))
+
+
 def _enum(enum: Any, number: int, prefix: str) -> str:
     return str(enum.Name(number)).removeprefix(prefix).lower()
 
@@ -388,6 +394,7 @@ def rollouts(
         )
         return list(response.rollouts)
 
+    execute(lambda c: _known_model(c, model))
     if not watch:
         found = fetch()
         show(found, _rollouts_table(found))
@@ -418,11 +425,14 @@ def alerts(
             f"{alert.summary or features}"
         )
 
-    response = execute(
-        lambda c: c.call(
+    async def command(clients: Clients) -> Any:
+        if model:
+            await _known_model(clients, model)
+        return await clients.call(
             "drift", "ListAlerts", drift_pb.ListAlertsRequest(model=model, page_size=50)
         )
-    )
+
+    response = execute(command)
     if State.as_json and not follow:
         show(list(response.alerts), None)
         return
@@ -516,10 +526,13 @@ def show_runs(data: Any, runs: list[Any]) -> None:
 @retrain_app.command("runs")
 def retrain_runs(model: Annotated[str, typer.Argument()] = "") -> None:
     """Retrain runs, newest first."""
-    response = execute(
-        lambda c: c.call("retrain", "ListRuns", retrain_pb.ListRunsRequest(model=model))
-    )
-    runs = list(response.runs)
+
+    async def command(clients: Clients) -> Any:
+        if model:
+            await _known_model(clients, model)
+        return await clients.call("retrain", "ListRuns", retrain_pb.ListRunsRequest(model=model))
+
+    runs = list(execute(command).runs)
     show_runs(runs, runs)
 
 
