@@ -277,18 +277,20 @@ def _versions_table(versions: list[Any]) -> Table:
             _enum(registry_types.ModelVersionStatus, version.status, "MODEL_VERSION_STATUS_"),
             lines(version.aliases),
             lines(f"{k}={v:.3g}" for k, v in sorted(version.metrics.items())),
-            _short_trigger(version.lineage.triggered_by) or "-",
+            _short_trigger(version.lineage.triggered_by, version.model) or "-",
             _age(version.created_at),
         )
     return rows
 
 
-def _short_trigger(triggered_by: str) -> str:
-    """`drift-alert:<32 hex digits>` as `drift-alert:<8>`; other triggers as they are."""
+def _short_trigger(triggered_by: str, model: str) -> str:
+    """Without the model the listing is about (`drift-alert:<model>:1:5:drift` reads
+    `drift-alert:1:5:drift`), and hex ids by their first 8 characters."""
     kind, _, ident = triggered_by.partition(":")
+    ident = ident.removeprefix(f"{model}:")
     if len(ident) >= 16 and all(c in "0123456789abcdef-" for c in ident):
-        return f"{kind}:{_short_id(ident)}"
-    return triggered_by
+        ident = _short_id(ident)
+    return f"{kind}:{ident}" if ident else kind
 
 
 @app.command()

@@ -105,14 +105,22 @@ def test_versions() -> None:
                 registry_types.MODEL_VERSION_STATUS_READY,
                 ["production", "candidate"],
                 0.964,
-                "drift-alert:4f0c1d2e9a8b47c6b5a4e3d2c1b0a9f8",
+                f"drift-alert:{MODEL}:11:5:drift",
             ),
-            (11, registry_types.MODEL_VERSION_STATUS_ARCHIVED, [], 0.982, "manual:examples"),
+            (
+                11,
+                registry_types.MODEL_VERSION_STATUS_ARCHIVED,
+                [],
+                0.982,
+                "retrain:4f0c1d2e9a8b47c6b5a4e3d2c1b0a9f8",
+            ),
+            (10, registry_types.MODEL_VERSION_STATUS_READY, [], 0.951, "manual:examples"),
         )
     ]
     lines = render(app._versions_table(versions))
     on_one_line(lines, "v12", "ready", "archived", "production", "candidate", "accuracy=0.964")
-    on_one_line(lines, "roc_auc=0.994", "drift-alert:4f0c1d2e", "manual:examples")
+    on_one_line(lines, "roc_auc=0.994", "drift-alert:11:5:drift", "manual:examples")
+    on_one_line(lines, "retrain:4f0c1d2e")
 
 
 def test_ages_read_like_kubectl() -> None:
