@@ -60,6 +60,12 @@ for entry in "${services[@]}"; do
     "FLYWHEEL_${upper}_KAFKA__BOOTSTRAP_SERVERS=$kafka" \
     uv run --frozen python -m "flywheel_$name" >"$logs/$name.log" 2>&1 &
   pids+=($!)
+  if [[ $name == registry ]]; then
+    # The others fetch artifacts and reference samples from it as they start: a gateway that
+    # finds no registry leaves the models it must serve unloaded.
+    uv run --frozen python -m flywheel_common.healthcheck --timeout 90 "127.0.0.1:$port" >/dev/null ||
+      { echo "the registry did not start; logs: $logs" >&2; exit 1; }
+  fi
 done
 
 addresses=()
