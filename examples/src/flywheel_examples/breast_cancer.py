@@ -24,6 +24,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from flywheel_cli.connection import Addresses
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
@@ -39,6 +40,8 @@ from flywheel_common.sklearn_onnx import onnx_from_sklearn
 from flywheel_common.training import TrainingResult, TrainingRun
 
 ENTRYPOINT = "python -m flywheel_examples.breast_cancer"
+MODEL = "breast-cancer"
+"""The name it registers under unless told otherwise (README's "loop by hand" uses it)."""
 ESTIMATORS = ("logistic", "stump")
 """`stump` (a one-split tree) is a deliberately weak baseline: a gate should reject it."""
 REFERENCE_ROWS = 1000
@@ -188,9 +191,14 @@ def retrain(run: TrainingRun, kind: str) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="breast-cancer")
-    parser.add_argument("--registry", default="127.0.0.1:50051")
-    parser.add_argument("--token", default="", help="bearer token with the writer role")
+    parser.add_argument("--model", default=MODEL)
+    addresses = Addresses()
+    parser.add_argument(
+        "--registry", default=addresses.registry, help="default: FLYWHEEL_CLI_REGISTRY"
+    )
+    parser.add_argument(
+        "--token", default=addresses.token, help="bearer token with the writer role"
+    )
     parser.add_argument("--data-dir", type=Path, default=Path(".run/data/examples"))
     parser.add_argument("--estimator", choices=ESTIMATORS, default="logistic")
     parser.add_argument("--promote", action="store_true", help="make it production")

@@ -6,6 +6,9 @@ v2 to 100% of traffic. Every stage is observed through the services' public APIs
 load generator counts each request that failed.
 
     python -m flywheel_examples.demo        # against `make run`'s default addresses
+
+Each run trains a model of its own, `breast-cancer-<6 hex digits>` (a platform keeps its
+models across runs, and the demo's stages start from v1); its first line names it.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ STAGES = (
 )
 DRIFT_WINDOW = 100
 SHIFT_SIGMAS = 1.0
+MODEL_PREFIX = "breast-cancer"
 
 
 @dataclass
@@ -345,14 +349,15 @@ def main(argv: list[str] | None = None) -> None:
     from rich.console import Console
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=f"breast-cancer-{uuid.uuid4().hex[:6]}")
+    parser.add_argument("--model", default=f"{MODEL_PREFIX}-{uuid.uuid4().hex[:6]}")
     parser.add_argument("--data-dir", type=Path, default=Path(".run/data/examples"))
     args = parser.parse_args(argv)
     console = Console()
 
     def show(stage: str, seconds: float, note: str) -> None:
         console.print(
-            f"[green]✓[/] {seconds:7.1f}s  {stage}" + (f"  [dim]{note}[/]" if note else "")
+            f"[green]✓[/] {seconds:7.1f}s  {stage}" + (f"  [dim]{note}[/]" if note else ""),
+            soft_wrap=True,
         )
 
     console.print(f"[bold]Flywheel demo[/]: model {args.model}")
@@ -362,8 +367,25 @@ def main(argv: list[str] | None = None) -> None:
     console.print(
         f"\n[bold]Shift to v2 at 100%:[/] {timeline.between(STAGES[3], STAGES[9]):.1f}s; "
         f"requests served {dict(load.served) if load else {}}, "
-        f"failed {len(load.failures) if load else 0}"
+        f"failed {len(load.failures) if load else 0}",
+        soft_wrap=True,
     )
+    console.print(f"\n{args.model} keeps serving; look at it with:")
+    for command in next_steps(args.model):
+        console.print(f"  {command}", soft_wrap=True, markup=False, highlight=False)
+
+
+def next_steps(model: str) -> list[str]:
+    """Commands that show what the demo left behind (README's "The loop by hand" has more)."""
+    features = len(load_breast_cancer().feature_names)
+    row = f"""$(python3 -c 'print(",".join(["14"] * {features}))')"""
+    return [
+        "uv run flywheel status",
+        f"uv run flywheel versions {model}",
+        f"uv run flywheel rollouts {model}",
+        f"uv run flywheel alerts --model {model}",
+        f'uv run flywheel infer {model} "{row}"',
+    ]
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,7 +18,7 @@ import typer
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from flywheel.deployer.v1 import deployer_pb2 as deployer_pb
 from flywheel.deployer.v1 import types_pb2 as deployer_types
@@ -75,11 +75,58 @@ def show(data: Any, table: Table | None) -> None:
         console.print(table)
 
 
-def table(*columns: str) -> Table:
-    result = Table(box=None, header_style="bold")
-    for column in columns:
-        result.add_column(column)
-    return result
+def table(*columns: Column, title: str | None = None) -> Table:
+    """Two spaces between columns and none at the edges.
+
+    A table has at most one `prose` column: when a table is too wide, rich narrows its
+    wrapping columns evenly, and only a single one takes that without breaking what it holds.
+    Lists go one item per line (`lines`), so a key column is as wide as its longest item.
+    """
+    return Table(
+        *columns,
+        box=None,
+        header_style="bold",
+        pad_edge=False,
+        padding=(0, 2, 0, 0),
+        title=title,
+        title_justify="left",
+        title_style="bold",
+    )
+
+
+def key(header: str) -> Column:
+    """Values read whole (names, ids, versions, phases): never wrapped; folded only when
+    the key columns alone are wider than the terminal."""
+    return Column(header, no_wrap=True, overflow="fold")
+
+
+def prose(header: str) -> Column:
+    """Values that wrap at spaces to the width the key columns leave; long words fold."""
+    return Column(header, overflow="fold")
+
+
+def lines(items: Iterable[str]) -> str:
+    return "\n".join(items) or "-"
+
+
+def _short_id(value: str) -> str:
+    """Ids shortened to 8 characters, a prefix `retrain approve` and `reject` accept."""
+    return value[:8]
+
+
+def _age(value: Any, now: float | None = None) -> str:
+    """How long ago, as kubectl says it (45s, 12m, 3h, 9d); --json has the time itself."""
+    if not value.seconds:
+        return "-"
+    seconds = max(0, int((time.time() if now is None else now) - value.seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _versions(base: int, new: int) -> str:
+    return f"v{base}→v{new}" if base else f"v{new}"
 
 
 def execute(command: Any) -> Any:
@@ -88,6 +135,12 @@ def execute(command: Any) -> Any:
     except CommandError as error:
         errors.print(f"[red]error:[/] {error}")
         raise typer.Exit(1) from None
+
+
+async def _known_model(clients: Clients, model: str) -> None:
+    """Listings filtered by a model answer empty for a name nobody registered; asking the
+    registry first fails with NOT_FOUND, as the commands that act on a model do."""
+    await clients.call("registry", "GetModel", registry_pb.GetModelRequest(name=model))
 
 
 def _enum(enum: Any, number: int, prefix: str) -> str:
@@ -136,23 +189,10 @@ def status() -> None:
         return report
 
     report = execute(command)
-    services = table("service", "address", "health")
-    for name, entry in report["services"].items():
-        services.add_row(
-            name, entry["address"], "[green]SERVING[/]" if entry["serving"] else "[red]DOWN[/]"
-        )
-    models = table("model", "aliases", "traffic", "gateways", "rollout")
-    for entry in report["models"]:
-        models.add_row(
-            entry["model"],
-            " ".join(f"{k}=v{v}" for k, v in entry["aliases"].items()),
-            " ".join(f"v{k}:{w}%" for k, w in entry["traffic"].items()) or "-",
-            _gateways(entry["gateways"]),
-            entry["rollout"] or "-",
-        )
     if State.as_json:
         show(report, None)
     else:
+        services, models = _status_tables(report)
         console.print(services)
         console.print()
         console.print(models)
@@ -160,12 +200,30 @@ def status() -> None:
         raise typer.Exit(1)
 
 
-def _gateways(gateways: list[dict[str, Any]]) -> str:
-    """Live gateways by id; those gone (silent past their heartbeat) only counted: a
-    compacted status topic remembers every replica that ever ran."""
+def _status_tables(report: dict[str, Any]) -> tuple[Table, Table]:
+    services = table(key("service"), key("address"), key("health"))
+    for name, entry in report["services"].items():
+        services.add_row(
+            name, entry["address"], "[green]SERVING[/]" if entry["serving"] else "[red]DOWN[/]"
+        )
+    models = table(key("model"), key("aliases"), key("traffic"), prose("gateways"), key("rollout"))
+    for entry in report["models"]:
+        models.add_row(
+            entry["model"],
+            lines(f"{k}=v{v}" for k, v in entry["aliases"].items()),
+            lines(f"v{k}:{w}%" for k, w in entry["traffic"].items()),
+            lines(_gateways(entry["gateways"])),
+            entry["rollout"] or "-",
+        )
+    return services, models
+
+
+def _gateways(gateways: list[dict[str, Any]]) -> list[str]:
+    """Live gateways by id; those gone (stopped without a word, silent past their heartbeat)
+    only counted."""
     live = [g["id"] for g in gateways if g["live"]]
     gone = len(gateways) - len(live)
-    return " ".join(live + ([f"(+{gone} gone)"] if gone else [])) or "-"
+    return live + ([f"(+{gone} gone)"] if gone else [])
 
 
 @app.command()
@@ -174,16 +232,20 @@ def models() -> None:
     response = execute(
         lambda c: c.call("registry", "ListModels", registry_pb.ListModelsRequest(page_size=200))
     )
-    rows = table("model", "latest", "versions", "aliases", "description")
-    for model in response.models:
+    show(list(response.models), _models_table(list(response.models)))
+
+
+def _models_table(models: list[Any]) -> Table:
+    rows = table(key("model"), key("latest"), key("versions"), key("aliases"), prose("description"))
+    for model in models:
         rows.add_row(
             model.name,
-            str(model.latest_version),
+            f"v{model.latest_version}",
             str(model.version_count),
-            " ".join(f"{a.name}=v{a.version}" for a in model.aliases),
+            lines(f"{a.name}=v{a.version}" for a in model.aliases),
             model.description,
         )
-    show(list(response.models), rows)
+    return rows
 
 
 @app.command()
@@ -196,17 +258,39 @@ def versions(model: str) -> None:
             registry_pb.ListModelVersionsRequest(model=model, page_size=200),
         )
     )
-    rows = table("version", "status", "aliases", "metrics", "triggered by", "created")
-    for version in response.model_versions:
+    found = list(response.model_versions)
+    show(found, _versions_table(found))
+
+
+def _versions_table(versions: list[Any]) -> Table:
+    rows = table(
+        key("version"),
+        key("status"),
+        key("aliases"),
+        key("metrics"),
+        prose("triggered by"),
+        key("age"),
+    )
+    for version in versions:
         rows.add_row(
-            str(version.version),
+            f"v{version.version}",
             _enum(registry_types.ModelVersionStatus, version.status, "MODEL_VERSION_STATUS_"),
-            " ".join(version.aliases),
-            " ".join(f"{k}={v:.3g}" for k, v in sorted(version.metrics.items())),
-            version.lineage.triggered_by,
-            version.created_at.ToDatetime().isoformat(timespec="seconds"),
+            lines(version.aliases),
+            lines(f"{k}={v:.3g}" for k, v in sorted(version.metrics.items())),
+            _short_trigger(version.lineage.triggered_by, version.model) or "-",
+            _age(version.created_at),
         )
-    show(list(response.model_versions), rows)
+    return rows
+
+
+def _short_trigger(triggered_by: str, model: str) -> str:
+    """Without the model the listing is about (`drift-alert:<model>:1:5:drift` reads
+    `drift-alert:1:5:drift`), and hex ids by their first 8 characters."""
+    kind, _, ident = triggered_by.partition(":")
+    ident = ident.removeprefix(f"{model}:")
+    if len(ident) >= 16 and all(c in "0123456789abcdef-" for c in ident):
+        ident = _short_id(ident)
+    return f"{kind}:{ident}" if ident else kind
 
 
 @app.command()
@@ -277,16 +361,21 @@ def rollback(
 
 
 def _rollouts_table(rollouts: list[Any]) -> Table:
-    rows = table("rollout", "version", "baseline", "strategy", "phase", "step", "reason")
+    rows = table(
+        key("rollout"),
+        key("versions"),
+        key("strategy"),
+        key("phase"),
+        key("traffic"),
+        prose("reason"),
+    )
     for rollout in rollouts:
-        step = rollout.steps[-1].weight_percent if rollout.steps else 0
         rows.add_row(
-            rollout.rollout_id[:8],
-            f"v{rollout.version}",
-            f"v{rollout.baseline_version}",
+            _short_id(rollout.rollout_id),
+            _versions(rollout.baseline_version, rollout.version),
             _enum(deployer_types.Strategy, rollout.strategy, "STRATEGY_"),
             _enum(deployer_types.RolloutPhase, rollout.phase, "ROLLOUT_PHASE_"),
-            f"{step}%",
+            f"{rollout.weight_percent}%",
             rollout.end_reason or rollout.reason,
         )
     return rows
@@ -307,6 +396,7 @@ def rollouts(
         )
         return list(response.rollouts)
 
+    execute(lambda c: _known_model(c, model))
     if not watch:
         found = fetch()
         show(found, _rollouts_table(found))
@@ -330,26 +420,34 @@ def alerts(
     """Drift alerts, newest first; --follow streams new ones from flywheel.drift-alerts."""
 
     def line(alert: Any) -> str:
-        features = ", ".join(f.feature for f in alert.findings if f.drifted)[:80]
+        features = ", ".join(f.feature for f in alert.findings if f.drifted)
         return (
-            f"{alert.occurred_at.ToDatetime().isoformat(timespec='seconds')}  {alert.model} "
+            f"{alert.occurred_at.ToDatetime().strftime('%Y-%m-%d %H:%M:%S')}  {alert.model} "
             f"v{alert.version}  {_enum(drift_types.Severity, alert.severity, 'SEVERITY_')}  "
             f"{alert.summary or features}"
         )
 
-    response = execute(
-        lambda c: c.call(
+    async def command(clients: Clients) -> Any:
+        if model:
+            await _known_model(clients, model)
+        return await clients.call(
             "drift", "ListAlerts", drift_pb.ListAlertsRequest(model=model, page_size=50)
         )
-    )
+
+    response = execute(command)
     if State.as_json and not follow:
         show(list(response.alerts), None)
         return
     if not follow:
         for alert in response.alerts:
-            console.print(line(alert))
+            print_line(line(alert))
         return
     _follow_alerts(model, line)
+
+
+def print_line(text: str) -> None:
+    """One line per item, cut with an ellipsis at the terminal's width (--json has it all)."""
+    console.print(text, no_wrap=True, overflow="ellipsis", markup=False, highlight=False)
 
 
 def _follow_alerts(model: str, line: Any) -> None:
@@ -372,7 +470,7 @@ def _follow_alerts(model: str, line: Any) -> None:
                 if State.as_json:
                     print(json.dumps(_data(alert)), flush=True)
                 else:
-                    console.print(line(alert))
+                    print_line(line(alert))
         finally:
             await consumer.stop()
 
@@ -380,29 +478,64 @@ def _follow_alerts(model: str, line: Any) -> None:
         asyncio.run(follow())
 
 
-def _runs_table(runs: list[Any]) -> Table:
-    rows = table("run", "model", "state", "trigger", "base", "candidate", "gate", "error")
+def _runs_tables(runs: list[Any]) -> list[Table]:
+    """One table per model, titled with its name, in the order of each model's first run."""
+    by_model: dict[str, list[Any]] = {}
     for run_ in runs:
-        rows.add_row(
-            run_.run_id[:8],
-            run_.model,
-            _enum(retrain_types.RunState, run_.state, "RUN_STATE_"),
-            _enum(retrain_types.TriggerKind, run_.trigger.kind, "TRIGGER_KIND_"),
-            f"v{run_.base_version}",
-            f"v{run_.candidate_version}" if run_.candidate_version else "-",
-            run_.gate.summary or "-",
-            run_.error,
+        by_model.setdefault(run_.model, []).append(run_)
+    tables = []
+    for model, group in by_model.items():
+        rows = table(
+            key("run"), key("state"), key("trigger"), key("versions"), prose("outcome"), title=model
         )
-    return rows
+        for run_ in group:
+            rows.add_row(
+                _short_id(run_.run_id),
+                _enum(retrain_types.RunState, run_.state, "RUN_STATE_"),
+                _enum(retrain_types.TriggerKind, run_.trigger.kind, "TRIGGER_KIND_"),
+                _versions(run_.base_version, run_.candidate_version)
+                if run_.candidate_version
+                else f"v{run_.base_version}→-",
+                "; ".join(filter(None, (_gate(run_.gate), run_.error))) or "-",
+            )
+        tables.append(rows)
+    return tables
+
+
+def _gate(gate: Any) -> str:
+    if not gate.decision:
+        return ""
+    decision = _enum(retrain_types.GateDecision, gate.decision, "GATE_DECISION_")
+    return (
+        f"gate {decision}: {gate.metric} {gate.candidate_value:.3g} "
+        f"vs {gate.production_value:.3g} in production"
+    )
+
+
+def show_runs(data: Any, runs: list[Any]) -> None:
+    """`data` as JSON with --json (a run or a list of them), else the runs' tables."""
+    if State.as_json:
+        show(data, None)
+        return
+    if not runs:
+        console.print("no retrain runs")
+    for index, rows in enumerate(_runs_tables(runs)):
+        if index:
+            console.print()
+        console.print(rows)
 
 
 @retrain_app.command("runs")
 def retrain_runs(model: Annotated[str, typer.Argument()] = "") -> None:
     """Retrain runs, newest first."""
-    response = execute(
-        lambda c: c.call("retrain", "ListRuns", retrain_pb.ListRunsRequest(model=model))
-    )
-    show(list(response.runs), _runs_table(list(response.runs)))
+
+    async def command(clients: Clients) -> Any:
+        if model:
+            await _known_model(clients, model)
+        return await clients.call("retrain", "ListRuns", retrain_pb.ListRunsRequest(model=model))
+
+    runs = list(execute(command).runs)
+    show_runs(runs, runs)
 
 
 @retrain_app.command("trigger")
@@ -415,7 +548,7 @@ def retrain_trigger(model: str, reason: str = "started from the command line") -
             retrain_pb.TriggerRetrainRequest(model=model, reason=reason),
         )
     )
-    show(response.run, _runs_table([response.run]))
+    show_runs(response.run, [response.run])
 
 
 async def _full_run_id(clients: Clients, prefix: str) -> str:
@@ -436,7 +569,7 @@ def _sign_off(run_id: str, method: str, request: Callable[[str], Message]) -> No
         return await clients.call("retrain", method, request(full))
 
     response = execute(command)
-    show(response.run, _runs_table([response.run]))
+    show_runs(response.run, [response.run])
 
 
 @retrain_app.command("approve")

@@ -83,16 +83,30 @@ class Clients:
             await channel.close()
 
 
+# How gRPC itself words an UNAVAILABLE it raises without reaching a server; a server's own
+# UNAVAILABLE (a gateway with no version ready yet) says what to wait for.
+_UNREACHABLE = (
+    "failed to connect",
+    "connection refused",
+    "dns resolution failed",
+    "connections to all backends failing",
+    "socket closed",
+)
+
+
 def explain(service: str, address: str, error: grpc.aio.AioRpcError) -> str:
     code = error.code()
-    if code == grpc.StatusCode.UNAVAILABLE:
+    details = error.details() or ""
+    if code == grpc.StatusCode.UNAVAILABLE and (
+        not details or any(phrase in details.lower() for phrase in _UNREACHABLE)
+    ):
         return (
             f"cannot reach the {service} at {address}: is the platform running (`make run`)? "
             f"Set FLYWHEEL_CLI_{service.upper()} if it listens elsewhere."
         )
     if code == grpc.StatusCode.UNAUTHENTICATED:
         return f"the {service} wants a token: set FLYWHEEL_CLI_TOKEN or pass --token"
-    return f"{error.details()} ({code.name.lower()})"
+    return f"{details} ({code.name.lower()})"
 
 
 def run(addresses: Addresses, command: Callable[[Clients], Awaitable[T]]) -> T:

@@ -24,6 +24,7 @@ from flywheel_common import errors
 from flywheel_common.dead_letters import DeadLetters, RecordSender
 from flywheel_common.events import Envelope, EventTypes, MalformedEvent, decode_event
 from flywheel_common.settings import KafkaSettings
+from flywheel_common.topics import await_group_coordinator
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
@@ -92,6 +93,7 @@ class EventConsumer:
         from_beginning: bool = True,
     ) -> None:
         self._group_id = group_id
+        self._bootstrap_servers = settings.bootstrap_servers
         self._handler = handler
         self._dead_letters = DeadLetters(dead_letters, group_id)
         self._types = types or EventTypes.flywheel()
@@ -125,6 +127,7 @@ class EventConsumer:
         return self._task
 
     async def start(self) -> None:
+        await await_group_coordinator(self._bootstrap_servers, self._group_id)
         await self._consumer.start()
         if not self._from_beginning:
             await self._pin_start_positions()

@@ -91,6 +91,14 @@ class EventPublisher:
             await self.send([record])
         return record
 
+    async def tombstone(self, topic: TopicSpec, key: str | bytes) -> None:
+        """Delete a key from a compacted topic (a record with no value) and wait for the ack."""
+        with _tracer.start_as_current_span(f"{topic.name} publish", kind=SpanKind.PRODUCER):
+            await self._producer.send_and_wait(
+                topic.name, value=None, key=key.encode() if isinstance(key, str) else key
+            )
+        _published.add(1, {"topic": topic.name})
+
     async def publish_many(
         self, topic: TopicSpec, events: Sequence[tuple[Message, str | None]]
     ) -> list[OutgoingRecord]:

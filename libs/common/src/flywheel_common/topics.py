@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from enum import StrEnum
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from google.protobuf.message import Message
 
 from flywheel_common.events import JSON, PROTOBUF, OutgoingRecord, encode_event
@@ -87,32 +89,110 @@ async def ensure_topics(
     bootstrap_servers: str,
     specs: tuple[TopicSpec, ...] = ALL_TOPICS,
     replication_factor: int = 1,
+    timeout: float = 60.0,
 ) -> list[str]:
-    """Create the topics that are missing; returns the names created by this call."""
+    """Create the topics that are missing and wait until every partition of `specs` has a
+    leader that answers; returns the names created by this call."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [spec for spec in specs if spec.name not in existing]
-        if not missing:
-            return []
-        new_topics = [
-            NewTopic(
-                name=spec.name,
-                num_partitions=spec.partitions,
-                replication_factor=replication_factor,
-                topic_configs=_topic_config(spec, replication_factor),
-            )
-            for spec in missing
-        ]
-        response = await admin.create_topics(new_topics)
         created = []
-        for topic, error_code, *details in response.topic_errors:
-            if error_code == 0:
-                created.append(topic)
-            elif error_code != TopicAlreadyExistsError.errno:  # lost a race with a peer
-                raise KafkaTopicError(f"cannot create topic {topic}: {error_code} {details}")
-        log.info("topics created", extra={"topics": created})
+        if missing:
+            new_topics = [
+                NewTopic(
+                    name=spec.name,
+                    num_partitions=spec.partitions,
+                    replication_factor=replication_factor,
+                    topic_configs=_topic_config(spec, replication_factor),
+                )
+                for spec in missing
+            ]
+            response = await admin.create_topics(new_topics)
+            for topic, error_code, *details in response.topic_errors:
+                if error_code == 0:
+                    created.append(topic)
+                elif error_code != TopicAlreadyExistsError.errno:  # lost a race with a peer
+                    raise KafkaTopicError(f"cannot create topic {topic}: {error_code} {details}")
+            log.info("topics created", extra={"topics": created})
+        # A topic created a moment ago, here or by a peer, has no acting leader yet; clients
+        # that ask it for offsets meanwhile log errors, so start-up waits here instead.
+        try:
+            async with asyncio.timeout(timeout):
+                partitions = await _led_partitions(admin, [spec.name for spec in specs])
+                await _offsets_answered(bootstrap_servers, partitions)
+        except TimeoutError:
+            raise KafkaTopicError(
+                f"the topics' partitions have no acting leader after {timeout:.0f}s"
+            ) from None
         return created
     finally:
         await admin.close()
+
+
+async def _led_partitions(admin: AIOKafkaAdminClient, topics: list[str]) -> list[TopicPartition]:
+    """The topics' partitions, once the metadata names a leader for every one."""
+    while True:
+        described = await admin.describe_topics(topics)
+        if all(
+            topic["error_code"] == 0
+            and topic["partitions"]
+            and all(p["error_code"] == 0 and p["leader"] >= 0 for p in topic["partitions"])
+            for topic in described
+        ):
+            return [
+                TopicPartition(topic["topic"], partition["partition"])
+                for topic in described
+                for partition in topic["partitions"]
+            ]
+        await asyncio.sleep(0.1)
+
+
+async def _offsets_answered(bootstrap_servers: str, partitions: list[TopicPartition]) -> None:
+    """Returns once every partition's leader answers an offset request (aiokafka retries
+    the ones that are not leading yet quietly here, unlike in a consumer's fetch loop)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None)
+    await consumer.start()
+    try:
+        await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+
+
+async def await_group_coordinator(
+    bootstrap_servers: str, group_id: str, timeout: float = 60.0
+) -> None:
+    """Wait until the group's coordinator is known and has loaded the group.
+
+    The first group on a new cluster makes the broker create `__consumer_offsets`, and its
+    coordinators are unavailable for a few seconds; a consumer started meanwhile logs each
+    failed lookup as an error. After `timeout` the consumer is left to keep trying itself.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                try:
+                    await _coordinator_answers(admin, group_id)
+                    return
+                except KafkaError as error:
+                    if not error.retriable:
+                        raise
+                    await asyncio.sleep(0.1)
+    except TimeoutError:
+        log.warning(
+            "no group coordinator yet; starting anyway",
+            extra={"group": group_id, "timeout_seconds": timeout},
+        )
+    finally:
+        await admin.close()
+
+
+async def _coordinator_answers(admin: AIOKafkaAdminClient, group_id: str) -> None:
+    node = await admin.find_coordinator(group_id)
+    [response] = await admin.describe_consumer_groups([group_id], group_coordinator_id=node)
+    error_code = response.groups[0][0]
+    if error_code:
+        raise for_code(error_code)(f"the coordinator of {group_id} is not ready")

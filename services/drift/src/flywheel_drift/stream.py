@@ -36,6 +36,7 @@ from flywheel_common.topics import (
     MODEL_METRICS,
     PREDICTIONS,
     TopicSpec,
+    await_group_coordinator,
 )
 from flywheel_drift import storage
 from flywheel_drift.engine import DriftEngine, Outgoing
@@ -87,6 +88,8 @@ class DriftStream:
         self._applied: dict[tuple[str, int], int] = {}
         self._join_logged = 0
         """Label-join entries in the checkpoint log since its last base."""
+        self._group_id = group_id
+        self._bootstrap_servers = kafka.bootstrap_servers
         self._types = EventTypes.flywheel()
         self.app = faust.App(
             group_id,
@@ -95,6 +98,7 @@ class DriftStream:
             datadir=str(data_dir or Path(tempfile.mkdtemp(prefix="flywheel-faust-"))),
             web_enabled=False,
             topic_allow_declare=False,  # the topics are provisioned with their own settings
+            topic_disable_leader=True,  # no on_leader timers: no leader-election topic needed
             topic_replication_factor=kafka.replication_factor,
             # After the first start, committed offsets carry the group across restarts.
             consumer_auto_offset_reset=start_from,
@@ -236,6 +240,7 @@ class DriftStream:
                 self._engine.join.apply(changes)
                 self._join_logged += len(changes)
         self._engine.changed.clear()
+        await await_group_coordinator(self._bootstrap_servers, self._group_id)
         await self.app.start()
         await self._pin_start_positions()
 

@@ -53,14 +53,13 @@ class StatusReporter:
     def changed(self) -> None:
         self._changed.set()
 
-    def snapshot(self, draining: bool = False) -> events.GatewayStatus:
+    def snapshot(self) -> events.GatewayStatus:
         interval = Duration()
         interval.FromMilliseconds(int(self._heartbeat * 1000))
         return events.GatewayStatus(
             gateway_id=self._gateway_id,
             address=self.address(),
-            ready=not draining,
-            draining=draining,
+            ready=True,
             versions=[
                 events.LoadedModelVersion(
                     model=v.model,
@@ -93,12 +92,16 @@ class StatusReporter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        with contextlib.suppress(Exception):  # the last word: this replica is leaving
-            await self._publish(draining=True)
+        try:
+            # A replica that stops cleanly leaves the compacted topic, so the deployer and
+            # `flywheel status` forget it; one that dies is aged out by its heartbeat.
+            await self._publisher.tombstone(GATEWAY_STATUS, self._gateway_id)
+        except Exception as exc:
+            log.warning("gateway status not deleted", extra={"error": str(exc)})
 
-    async def _publish(self, draining: bool = False) -> None:
+    async def _publish(self) -> None:
         await self._publisher.publish(
-            GATEWAY_STATUS, self.snapshot(draining), subject=None, key=self._gateway_id
+            GATEWAY_STATUS, self.snapshot(), subject=None, key=self._gateway_id
         )
 
     async def _run(self) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import grpc
 import numpy as np
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
 
 from flywheel.gateway.v1 import events_pb2 as gateway_events
 from flywheel_common.events import EventTypes, decode_event
@@ -15,6 +17,7 @@ from flywheel_common.healthcheck import is_serving
 from flywheel_common.settings import GrpcSettings
 from flywheel_common.testing import IrisModels, read_topic
 from flywheel_common.topics import DEPLOYMENTS, GATEWAY_STATUS
+from flywheel_gateway.app import build as build_gateway
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc as pb_grpc
 
@@ -166,3 +169,32 @@ async def test_a_record_it_cannot_apply_does_not_stop_the_gateway_following_depl
     assert served.model_version == "2"
     assert await is_serving(platform.address)
     assert not platform.gateway.failed.is_set()
+
+
+async def test_a_gateway_that_stops_cleanly_deletes_its_status(
+    platform: Platform, kafka_bootstrap: str
+) -> None:
+    """The status topic is compacted: without a tombstone, every replica that ever ran would
+    stay listed (by the deployer and `flywheel status`) after it stopped."""
+    gateway_id = f"gw-leaving-{uuid.uuid4().hex[:6]}"
+    settings = platform.settings.model_copy(
+        update={"gateway_id": gateway_id, "grpc": GrpcSettings(port=0), "heartbeat_seconds": 0.2}
+    )
+    gateway = build_gateway(settings)
+    await gateway.start()
+    try:
+        async with asyncio.timeout(30):
+            while not await _own_status_records(kafka_bootstrap, gateway_id):
+                await asyncio.sleep(0.2)
+    finally:
+        await gateway.stop()
+    records = await _own_status_records(kafka_bootstrap, gateway_id)
+    assert records[0].value is not None
+    assert records[-1].value is None  # the newest record for its key: a delete marker
+
+
+async def _own_status_records(
+    kafka_bootstrap: str, gateway_id: str
+) -> list[ConsumerRecord[bytes, bytes]]:
+    records = await read_topic(kafka_bootstrap, GATEWAY_STATUS.name, at_least=0)
+    return [r for r in records if r.key == gateway_id.encode()]

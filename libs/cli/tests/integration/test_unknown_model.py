@@ -1,0 +1,75 @@
+"""A model nobody registered is NOT_FOUND for every command that names one, listings too."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from flywheel_common.service import Service
+from flywheel_common.settings import GrpcSettings, KafkaSettings, TelemetrySettings
+from flywheel_common.testing import bounded, unused_port
+from flywheel_registry.app import build as build_registry
+from flywheel_registry.settings import RegistrySettings
+
+
+@pytest.fixture
+async def registry(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[Service]:
+    service = build_registry(
+        RegistrySettings(
+            grpc=GrpcSettings(port=0),
+            kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap),
+            telemetry=TelemetrySettings(metrics_port=-1, log_level="WARNING"),
+            data_dir=tmp_path,
+        )
+    )
+    await service.start()
+    yield service
+    await bounded(service.stop)
+
+
+async def flywheel(registry: Service, *args: str) -> tuple[int, str, str]:
+    """The command line in its own process (the registry serves from this test's loop)."""
+    # Nothing listens at the other services' addresses: the answer comes from the registry.
+    nowhere = f"127.0.0.1:{unused_port()}"
+    env = os.environ | {
+        "FLYWHEEL_CLI_REGISTRY": registry.grpc.address,
+        "FLYWHEEL_CLI_DEPLOYER": nowhere,
+        "FLYWHEEL_CLI_DRIFT": nowhere,
+        "FLYWHEEL_CLI_RETRAIN": nowhere,
+        "COLUMNS": "200",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "flywheel_cli",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode or 0, stdout.decode(), stderr.decode()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["alerts", "--model", "no-such-model"],
+        ["rollouts", "no-such-model"],
+        ["retrain", "runs", "no-such-model"],
+    ],
+)
+async def test_listings_of_an_unknown_model_fail_as_other_commands_do(
+    registry: Service, args: list[str]
+) -> None:
+    code, _, reference = await flywheel(registry, "versions", "no-such-model")
+    assert code == 1
+    assert "model 'no-such-model' does not exist" in reference
+    assert "(not_found)" in reference
+
+    assert await flywheel(registry, *args) == (1, "", reference)
