@@ -242,11 +242,68 @@ def policy_from_document(document: Mapping[str, Any]) -> Policy:
     return policy_of(json_format.ParseDict(dict(document), pb.DeploymentPolicy()))
 
 
+_INSUFFICIENT_NUMBERS = {
+    InsufficientData.WAIT: pb.INSUFFICIENT_DATA_ACTION_WAIT,
+    InsufficientData.PAUSE: pb.INSUFFICIENT_DATA_ACTION_PAUSE,
+    InsufficientData.ROLLBACK: pb.INSUFFICIENT_DATA_ACTION_ROLLBACK,
+}
+_ARM_TARGET_NUMBERS = {target: number for number, target in _ARM_TARGETS.items()}
+
+
+def _terms_message(policy: Policy) -> pb.DeploymentPolicy:
+    """A policy built in the domain (no stored document), field by field."""
+    canary, shadow, limits = policy.canary_rule, policy.shadow_rule, policy.thresholds
+    message = pb.DeploymentPolicy(
+        canary=pb.CanaryPolicy(
+            steps_percent=list(policy.canary_steps),
+            min_step_duration=duration(canary.min_seconds),
+            min_request_count=canary.min_requests,
+            on_insufficient_data=_INSUFFICIENT_NUMBERS[canary.on_insufficient_data],
+        ),
+        ab=pb.AbPolicy(
+            arms=[
+                pb.AbArm(
+                    name=arm.name,
+                    target=_ARM_TARGET_NUMBERS.get(arm.target, pb.ARM_TARGET_UNSPECIFIED),
+                    version=arm.version,
+                    weight_percent=arm.weight,
+                )
+                for arm in policy.arms
+            ]
+        ),
+        shadow=pb.ShadowPolicy(
+            mirror_percent=policy.mirror_percent,
+            min_duration=duration(shadow.min_seconds),
+            min_request_count=shadow.min_requests,
+            promote_on_success=policy.promote_shadow_on_success,
+        ),
+        analysis=pb.AnalysisThresholds(
+            max_error_rate=limits.max_error_rate,
+            max_latency_p99_ratio=limits.max_latency_p99_ratio,
+            max_js_divergence=limits.max_js_divergence,
+            min_accuracy_delta=limits.min_accuracy_delta,
+        ),
+        sticky_key=policy.sticky_key,
+        revision=policy.revision,
+    )
+    if canary.max_seconds is not None:
+        message.canary.max_step_duration.CopyFrom(duration(canary.max_seconds))
+    if policy.gateway_ready_timeout_seconds is not None:
+        message.gateway_ready_timeout.CopyFrom(duration(policy.gateway_ready_timeout_seconds))
+    if policy.version_policy is not None:
+        message.gateway_version_policy.CopyFrom(version_policy_message(policy.version_policy))
+    return message
+
+
 def policy_message(policy: Policy) -> pb.DeploymentPolicy:
-    """The policy as stored, with the model and strategy a rollout may have overridden."""
-    message = pb.DeploymentPolicy()
+    """The policy as stored, with the model and strategy a rollout may have overridden; one
+    built in the domain, from its terms (the default policy sets only these three)."""
     if policy.document is not None:
-        json_format.ParseDict(dict(policy.document), message)
+        message = json_format.ParseDict(dict(policy.document), pb.DeploymentPolicy())
+    elif policy == Policy.default(policy.model):
+        message = pb.DeploymentPolicy()
+    else:
+        message = _terms_message(policy)
     message.model = policy.model
     if policy.strategy is not None:
         message.strategy = STRATEGY_NUMBERS[policy.strategy]
