@@ -2,101 +2,86 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 from opentelemetry import metrics
 
 from flywheel.deployer.v1 import deployer_pb2_grpc
-from flywheel_common.consumer import EventConsumer
-from flywheel_common.db import Database
-from flywheel_common.dead_letters import DeadLetters
+from flywheel_common.foundation import Foundation
 from flywheel_common.grpc_server import ServiceBinding
-from flywheel_common.inbox import deduplicated
-from flywheel_common.migrations import SchemaMigration
-from flywheel_common.outbox import Outbox, relays
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.registry_client import RegistryClient
-from flywheel_common.service import (
-    Component,
-    Service,
-    TopicProvisioner,
-    instance_id,
-    run_service,
-)
+from flywheel_common.service import Component, Service, run_service
 from flywheel_common.settings import ServiceSettings
-from flywheel_common.table_reader import CaughtUp, CompactedTopicReader
+from flywheel_common.table_reader import CaughtUp
 from flywheel_common.topics import GATEWAY_STATUS, MODEL_EVENTS, MODEL_METRICS
-from flywheel_deployer.consumers import (
-    METRICS_CONSUMER,
-    promotion_follower,
-    window_recorder,
-)
+from flywheel_common.wakeup import Wakeup
+from flywheel_deployer.consumers import promotion_follower, window_recorder
 from flywheel_deployer.engine import RolloutEngine
 from flywheel_deployer.fleet import GatewayFleet
+from flywheel_deployer.gauges import TrafficWeights
 from flywheel_deployer.grpc_api import METHOD_ROLES, SERVICE_NAME, DeployerServicer
-from flywheel_deployer.handlers import Deployer
+from flywheel_deployer.handlers.ports import Deps, utc_now
+from flywheel_deployer.handlers.reconcile import reconcile
 from flywheel_deployer.settings import DeployerSettings
+from flywheel_deployer.storage import DeployerUnitOfWork
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def build(settings: ServiceSettings | None = None) -> Service:
-    """Wire the deployer: database and outbox, gateway fleet, consumers, engine, gRPC."""
+def build(
+    settings: ServiceSettings | None = None,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    registry: RegistryClient | None = None,
+    publisher: EventPublisher | None = None,
+) -> Service:
+    """Wire the deployer: database and outbox, gateway fleet, consumers, engine, gRPC.
+    The keyword arguments replace the clock, the registry client and the Kafka publisher."""
     config = settings if isinstance(settings, DeployerSettings) else DeployerSettings()
-    database = Database(config.database_url(), config.database.echo)
-    outbox = Outbox(source=config.service_name)
-    registry = RegistryClient(config.registry_address, config.registry_token)
-    fleet = GatewayFleet(config.gateway_heartbeat_timeout_seconds)
-    deployer = Deployer(database, outbox, registry, fleet)
+    foundation = Foundation(config, MIGRATIONS, publisher)
+    registry = registry or RegistryClient(config.registry_address, config.registry_token)
+    wakeup = Wakeup()
+    fleet = GatewayFleet(config.gateway_heartbeat_timeout_seconds, on_change=wakeup)
+    weights = TrafficWeights()
     metrics.get_meter(__name__).create_observable_gauge(
         "flywheel.deployer.traffic_weight",
-        callbacks=[deployer.traffic_weights],
+        callbacks=[weights.observe],
         description="Share of a model's traffic routed to each version",
     )
-    engine = RolloutEngine(deployer, config.reconcile_interval_seconds)
-    fleet.on_change = engine.poke
-    deployer.on_change = engine.poke
-    publisher = EventPublisher(config.kafka, source=config.service_name)
-    group = config.consumer_group or config.service_name
-
-    components: list[Component] = []
-    if config.kafka.provision_topics:
-        components.append(TopicProvisioner(config))
-    components += [SchemaMigration(database, MIGRATIONS), registry, publisher]
-    components += relays(database, outbox, publisher, config.outbox)
-    gateway_status = CompactedTopicReader(
-        config.kafka,
-        GATEWAY_STATUS.name,
-        fleet.apply,
-        DeadLetters(publisher, f"{group}.{instance_id(config)}.gateway-status"),
+    deps = Deps(
+        unit_of_work=partial(
+            DeployerUnitOfWork, foundation.database, foundation.outbox, weights.committed
+        ),
+        registry=registry,
+        fleet=fleet,
+        wakeup=wakeup,
+        clock=clock or utc_now,
     )
-    components += [
+    engine = RolloutEngine(partial(reconcile, deps), wakeup, config.reconcile_interval_seconds)
+    gateway_status = foundation.table(GATEWAY_STATUS.name, fleet.apply)
+    components: list[Component] = [
+        *foundation.components(),
+        registry,
         gateway_status,
         # Rollouts move only on a complete view of the gateways, never on a partial one.
         CaughtUp(gateway_status),
-        EventConsumer(
-            config.kafka,
-            group_id=f"{group}.promotions",
-            topics=[MODEL_EVENTS.name],
-            handler=promotion_follower(deployer),
-            dead_letters=publisher,
-            # A first start acts on promotions from now on, not on the topic's history.
-            from_beginning=False,
+        # A first start acts on promotions and windows from now on, not on their history.
+        foundation.consumer(
+            [MODEL_EVENTS.name], promotion_follower(deps), group="promotions", from_beginning=False
         ),
-        EventConsumer(
-            config.kafka,
-            group_id=f"{group}.metrics",
-            topics=[MODEL_METRICS.name],
-            handler=deduplicated(database, METRICS_CONSUMER, window_recorder(deployer)),
-            dead_letters=publisher,
-            from_beginning=False,
+        foundation.consumer(
+            [MODEL_METRICS.name], window_recorder(deps), group="metrics", from_beginning=False
         ),
         engine,
     ]
     binding = ServiceBinding(
         SERVICE_NAME,
         deployer_pb2_grpc.add_DeployerServiceServicer_to_server,
-        DeployerServicer(deployer),
+        DeployerServicer(deps),
         METHOD_ROLES,
     )
     return Service(config, [binding], components)

@@ -5,28 +5,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
-from flywheel_deployer.handlers import Deployer
+from flywheel_common.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
 
 class RolloutEngine:
-    """Runs `Deployer.reconcile` every `interval_seconds`, or sooner when poked.
+    """Runs `reconcile` every `interval_seconds`, or sooner when its wakeup is poked.
 
     Gateway heartbeats, metric windows and API calls poke it, so a rollout reacts within
     one pass rather than one interval; the timer covers time-based rules (step durations,
     readiness timeouts).
     """
 
-    def __init__(self, deployer: Deployer, interval_seconds: float) -> None:
-        self._deployer = deployer
+    def __init__(
+        self,
+        reconcile: Callable[[], Awaitable[None]],
+        wakeup: Wakeup,
+        interval_seconds: float,
+    ) -> None:
+        self._reconcile = reconcile
+        self._wakeup = wakeup
         self._interval = interval_seconds
-        self._poked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-
-    def poke(self) -> None:
-        self._poked.set()
 
     @property
     def task(self) -> asyncio.Task[None] | None:
@@ -44,10 +47,8 @@ class RolloutEngine:
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poked.wait(), self._interval)
-            self._poked.clear()
+            await self._wakeup.wait(self._interval)
             try:
-                await self._deployer.reconcile()
+                await self._reconcile()
             except Exception:
                 log.exception("reconcile pass failed; retrying on the next tick")

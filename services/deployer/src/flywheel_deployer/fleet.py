@@ -6,10 +6,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from flywheel.deployer.v1 import types_pb2 as pb
 from flywheel.gateway.v1 import events_pb2 as gateway_events
 from flywheel_common.events import Envelope
-from flywheel_common.timestamps import epoch
+from flywheel_deployer.domain import GatewayReadiness
 
 
 @dataclass
@@ -30,15 +29,19 @@ class GatewayFleet:
     `heartbeat_timeout_seconds` (or three of its own intervals, if longer), or draining, it no
     longer holds a rollout back. With no live gateway at all nothing can fail a request, so
     nothing is waited for; gateways that join later load from the compacted routing topic.
+    Every status applied calls `on_change`.
     """
 
     def __init__(
-        self, heartbeat_timeout_seconds: float, clock: Callable[[], float] = time.time
+        self,
+        heartbeat_timeout_seconds: float,
+        on_change: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._timeout = heartbeat_timeout_seconds
+        self._on_change = on_change
         self._clock = clock
         self._gateways: dict[str, GatewayView] = {}
-        self.on_change: Callable[[], None] = lambda: None
 
     async def apply(self, key: bytes, envelope: Envelope | None) -> None:
         """CompactedTopicReader callback for flywheel.gateway-status."""
@@ -58,7 +61,7 @@ class GatewayFleet:
                 draining=status.draining,
                 ready=ready,
             )
-        self.on_change()
+        self._on_change()
 
     def is_live(self, gateway: GatewayView) -> bool:
         allowed = max(self._timeout, 3 * gateway.interval_seconds)
@@ -73,15 +76,13 @@ class GatewayFleet:
             g.gateway_id for g in self.live() if not versions <= g.ready.get(model, set())
         )
 
-    def readiness(self, model: str) -> list[pb.GatewayReadiness]:
-        views = []
-        for gateway in sorted(self._gateways.values(), key=lambda g: g.gateway_id):
-            views.append(
-                pb.GatewayReadiness(
-                    gateway_id=gateway.gateway_id,
-                    live=self.is_live(gateway),
-                    ready_versions=sorted(gateway.ready.get(model, set())),
-                    last_heartbeat_at=epoch(gateway.heartbeat_at),
-                )
+    def readiness(self, model: str) -> list[GatewayReadiness]:
+        return [
+            GatewayReadiness(
+                gateway_id=gateway.gateway_id,
+                live=self.is_live(gateway),
+                ready_versions=tuple(sorted(gateway.ready.get(model, set()))),
+                heartbeat_at=gateway.heartbeat_at,
             )
-        return views
+            for gateway in sorted(self._gateways.values(), key=lambda g: g.gateway_id)
+        ]

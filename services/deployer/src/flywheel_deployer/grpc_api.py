@@ -8,103 +8,124 @@ from flywheel.deployer.v1 import deployer_pb2 as pb
 from flywheel.deployer.v1 import deployer_pb2_grpc as pb_grpc
 from flywheel_common.errors import required
 from flywheel_common.settings import Role
-from flywheel_deployer.handlers import Deployer
+from flywheel_deployer import converters
+from flywheel_deployer.handlers import operator, policies, queries, rollouts
+from flywheel_deployer.handlers.ports import Deps, RolloutView
 
 SERVICE_NAME = "flywheel.deployer.v1.DeployerService"
 # Reads need `reader` and changes `writer`: the shared default.
 METHOD_ROLES: dict[str, Role] = {}
 
 
+def _rollout(found: RolloutView) -> Any:
+    return converters.rollout_message(found.rollout, found.pending_gateways)
+
+
 class DeployerServicer(pb_grpc.DeployerServiceServicer):
-    def __init__(self, deployer: Deployer) -> None:
-        self._deployer = deployer
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
 
     async def SetDeploymentPolicy(
         self, request: pb.SetDeploymentPolicyRequest, context: Any
     ) -> pb.SetDeploymentPolicyResponse:
         expected = request.expected_revision if request.HasField("expected_revision") else None
-        policy = await self._deployer.set_policy(request.policy, expected)
-        return pb.SetDeploymentPolicyResponse(policy=policy)
+        policy = await policies.set_policy(
+            self._deps, converters.policy_of(request.policy), expected
+        )
+        return pb.SetDeploymentPolicyResponse(policy=converters.policy_message(policy))
 
     async def GetDeploymentPolicy(
         self, request: pb.GetDeploymentPolicyRequest, context: Any
     ) -> pb.GetDeploymentPolicyResponse:
-        policy, is_default = await self._deployer.get_policy(required(request.model, "model"))
-        return pb.GetDeploymentPolicyResponse(policy=policy, is_default=is_default)
+        policy, is_default = await policies.get_policy(self._deps, required(request.model, "model"))
+        return pb.GetDeploymentPolicyResponse(
+            policy=converters.policy_message(policy), is_default=is_default
+        )
 
     async def StartRollout(
         self, request: pb.StartRolloutRequest, context: Any
     ) -> pb.StartRolloutResponse:
-        rollout = await self._deployer.start_rollout(
-            required(request.model, "model"),
+        model = required(request.model, "model")
+        command = rollouts.StartRollout(
+            model,
             request.version,
-            strategy=request.strategy,
+            strategy=converters.requested_strategy(request.strategy),
             policy_override=(
-                request.policy_override if request.HasField("policy_override") else None
+                converters.override_of(model, request.policy_override)
+                if request.HasField("policy_override")
+                else None
             ),
             reason=request.reason,
             supersede=request.supersede,
             idempotency_key=request.idempotency_key,
         )
-        return pb.StartRolloutResponse(rollout=rollout)
+        started = await rollouts.start_rollout(self._deps, command)
+        return pb.StartRolloutResponse(rollout=_rollout(started))
 
     async def GetRollout(
         self, request: pb.GetRolloutRequest, context: Any
     ) -> pb.GetRolloutResponse:
-        rollout = await self._deployer.get_rollout(required(request.rollout_id, "rollout_id"))
-        return pb.GetRolloutResponse(rollout=rollout)
+        found = await queries.get_rollout(self._deps, required(request.rollout_id, "rollout_id"))
+        return pb.GetRolloutResponse(rollout=_rollout(found))
 
     async def ListRollouts(
         self, request: pb.ListRolloutsRequest, context: Any
     ) -> pb.ListRolloutsResponse:
-        rollouts, token = await self._deployer.list_rollouts(
-            request.model, list(request.phases), request.page_size, request.page_token
+        found, token = await queries.list_rollouts(
+            self._deps,
+            request.model,
+            converters.phases_of(request.phases),
+            request.page_size,
+            request.page_token,
         )
-        return pb.ListRolloutsResponse(rollouts=rollouts, next_page_token=token)
+        return pb.ListRolloutsResponse(
+            rollouts=[_rollout(each) for each in found], next_page_token=token
+        )
 
     async def PauseRollout(
         self, request: pb.PauseRolloutRequest, context: Any
     ) -> pb.PauseRolloutResponse:
-        rollout = await self._deployer.pause(
-            required(request.rollout_id, "rollout_id"), request.reason
+        paused = await operator.pause(
+            self._deps, required(request.rollout_id, "rollout_id"), request.reason
         )
-        return pb.PauseRolloutResponse(rollout=rollout)
+        return pb.PauseRolloutResponse(rollout=_rollout(paused))
 
     async def ResumeRollout(
         self, request: pb.ResumeRolloutRequest, context: Any
     ) -> pb.ResumeRolloutResponse:
-        rollout = await self._deployer.resume(required(request.rollout_id, "rollout_id"))
-        return pb.ResumeRolloutResponse(rollout=rollout)
+        resumed = await operator.resume(self._deps, required(request.rollout_id, "rollout_id"))
+        return pb.ResumeRolloutResponse(rollout=_rollout(resumed))
 
     async def PromoteNow(
         self, request: pb.PromoteNowRequest, context: Any
     ) -> pb.PromoteNowResponse:
-        rollout = await self._deployer.promote_now(
-            required(request.rollout_id, "rollout_id"), request.version, request.reason
+        promoted = await operator.promote_now(
+            self._deps, required(request.rollout_id, "rollout_id"), request.version, request.reason
         )
-        return pb.PromoteNowResponse(rollout=rollout)
+        return pb.PromoteNowResponse(rollout=_rollout(promoted))
 
     async def AbortRollout(
         self, request: pb.AbortRolloutRequest, context: Any
     ) -> pb.AbortRolloutResponse:
-        rollout = await self._deployer.abort(
-            required(request.rollout_id, "rollout_id"), request.reason
+        aborted = await operator.abort(
+            self._deps, required(request.rollout_id, "rollout_id"), request.reason
         )
-        return pb.AbortRolloutResponse(rollout=rollout)
+        return pb.AbortRolloutResponse(rollout=_rollout(aborted))
 
     async def Rollback(self, request: pb.RollbackRequest, context: Any) -> pb.RollbackResponse:
-        rollout = await self._deployer.rollback(
-            required(request.model, "model"), request.to_version, request.reason
+        rolled_back = await operator.rollback(
+            self._deps, required(request.model, "model"), request.to_version, request.reason
         )
-        return pb.RollbackResponse(rollout=rollout)
+        return pb.RollbackResponse(rollout=_rollout(rolled_back))
 
     async def GetDeploymentState(
         self, request: pb.GetDeploymentStateRequest, context: Any
     ) -> pb.GetDeploymentStateResponse:
-        state, gateways, active = await self._deployer.deployment_state(
-            required(request.model, "model")
+        found = await queries.deployment_state(self._deps, required(request.model, "model"))
+        response = pb.GetDeploymentStateResponse(
+            state=converters.state_message(found.state),
+            gateways=[converters.readiness_message(g) for g in found.gateways],
         )
-        response = pb.GetDeploymentStateResponse(state=state, gateways=gateways)
-        if active is not None:
-            response.active_rollout.CopyFrom(active)
+        if found.active is not None:
+            response.active_rollout.CopyFrom(_rollout(found.active))
         return response

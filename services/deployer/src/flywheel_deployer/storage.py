@@ -1,9 +1,13 @@
-"""The deployer's tables: policies, rollouts, the published routing state, metric windows."""
+"""The deployer's tables, their repositories, and the unit of work that commits them with
+the events they caused."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 from sqlalchemy import (
     JSON,
@@ -20,10 +24,26 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from flywheel.deployer.v1 import events_pb2 as events
 from flywheel.deployer.v1 import types_pb2 as pb
-from flywheel_common.db import Base, insert_unless_present
+from flywheel_common.db import Base, Database, insert_unless_present
+from flywheel_common.inbox import claim
+from flywheel_common.outbox import Outbox
 from flywheel_common.policies import PolicyColumns, PolicyRepository
-from flywheel_deployer.domain import ACTIVE_PHASES
+from flywheel_common.timestamps import stored_utc
+from flywheel_common.topics import DEPLOYMENT_EVENTS, DEPLOYMENTS
+from flywheel_deployer import converters
+from flywheel_deployer.analysis import Window
+from flywheel_deployer.domain import (
+    ACTIVE_PHASES,
+    MetricWindow,
+    Phase,
+    Policy,
+    Rollout,
+    RoutingState,
+    Strategy,
+    Trigger,
+)
 
 _ID = BigInteger().with_variant(Integer, "sqlite")
 _TIME = DateTime(timezone=True)
@@ -94,36 +114,274 @@ class WindowRow(Base):
     accuracy: Mapped[float | None] = mapped_column(Float)
 
 
-async def active_rollout(session: AsyncSession, model: str) -> RolloutRow | None:
-    return (
-        await session.execute(
-            select(RolloutRow)
-            .where(
-                RolloutRow.model == model, RolloutRow.phase.in_([p.value for p in ACTIVE_PHASES])
-            )
-            .with_for_update()
+class SqlRollouts:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+        self.saved: dict[str, Rollout] = {}
+        """Rollouts saved in this unit of work, in the order first saved."""
+
+    async def get(self, rollout_id: str, *, for_update: bool = False) -> Rollout | None:
+        if rollout_id in self.saved:
+            return self.saved[rollout_id]
+        row = await self._session.get(RolloutRow, rollout_id, with_for_update=for_update)
+        return None if row is None else rollout_of(row)
+
+    async def active(self, model: str) -> Rollout | None:
+        query = select(RolloutRow).where(
+            RolloutRow.model == model, RolloutRow.phase.in_([p.value for p in ACTIVE_PHASES])
         )
-    ).scalar_one_or_none()
+        row = (await self._session.execute(query.with_for_update())).scalar_one_or_none()
+        return None if row is None else rollout_of(row)
 
+    async def by_idempotency_key(self, model: str, key: str) -> Rollout | None:
+        query = select(RolloutRow).where(
+            RolloutRow.model == model, RolloutRow.idempotency_key == key
+        )
+        row = (await self._session.execute(query)).scalar_one_or_none()
+        return None if row is None else rollout_of(row)
 
-async def save_window(session: AsyncSession, values: dict[str, Any]) -> None:
-    """Store a window once; a redelivered window (same id) changes nothing."""
-    await insert_unless_present(session, WindowRow, values, ["model", "version", "window_id"])
+    async def moving_ids(self) -> list[str]:
+        query = select(RolloutRow.rollout_id).where(
+            RolloutRow.phase.in_([Phase.PENDING.value, Phase.PROGRESSING.value])
+        )
+        return list((await self._session.execute(query)).scalars())
 
+    async def page(
+        self, model: str, phases: tuple[Phase, ...] | None, offset: int, limit: int
+    ) -> list[Rollout]:
+        query = select(RolloutRow)
+        if model:
+            query = query.where(RolloutRow.model == model)
+        if phases is not None:
+            query = query.where(RolloutRow.phase.in_([phase.value for phase in phases]))
+        query = query.order_by(RolloutRow.created_at.desc(), RolloutRow.rollout_id)
+        rows = (await self._session.execute(query.offset(offset).limit(limit))).scalars()
+        return [rollout_of(row) for row in rows]
 
-async def windows_since(
-    session: AsyncSession, model: str, version: int, since: datetime
-) -> list[WindowRow]:
-    return list(
-        (
-            await session.execute(
-                select(WindowRow)
-                .where(
-                    WindowRow.model == model,
-                    WindowRow.version == version,
-                    WindowRow.window_start >= since,
+    def save(self, rollout: Rollout) -> None:
+        self.saved[rollout.rollout_id] = rollout
+
+    async def write(self) -> None:
+        for rollout in self.saved.values():
+            row = await self._session.get(RolloutRow, rollout.rollout_id)
+            if row is None:
+                row = RolloutRow(
+                    rollout_id=rollout.rollout_id,
+                    model=rollout.model,
+                    policy=(
+                        converters.policy_document(rollout.policy)
+                        if rollout.policy is not None
+                        else {}
+                    ),
+                    idempotency_key=rollout.idempotency_key or None,
+                    created_at=rollout.created_at,
                 )
-                .order_by(WindowRow.window_start)
-            )
-        ).scalars()
+                self._session.add(row)
+            write_rollout(row, rollout)
+
+
+def rollout_of(row: RolloutRow) -> Rollout:
+    policy = converters.policy_from_document(row.policy)
+    return Rollout(
+        rollout_id=row.rollout_id,
+        model=row.model,
+        version=row.version,
+        baseline=row.baseline,
+        plan=policy.plan(row.version, row.baseline, Strategy(row.strategy)),
+        phase=Phase(row.phase),
+        trigger=Trigger(row.trigger),
+        started_by=row.started_by,
+        reason=row.reason,
+        created_at=stored_utc(row.created_at),
+        updated_at=stored_utc(row.updated_at),
+        step_index=row.step_index,
+        step_started_at=stored_utc(row.step_started_at) if row.step_started_at else None,
+        paused_from=Phase(row.paused_from) if row.paused_from else None,
+        end_reason=row.end_reason,
+        superseded_by=row.superseded_by,
+        finished_at=stored_utc(row.finished_at) if row.finished_at else None,
+        promoted_version=row.promoted_version,
+        policy=policy,
+        idempotency_key=row.idempotency_key or "",
+        steps=converters.steps_from_document(row.steps),
+        last_analysis=converters.analysis_from_document(row.last_analysis),
     )
+
+
+def write_rollout(row: RolloutRow, rollout: Rollout) -> None:
+    row.version = rollout.version
+    row.baseline = rollout.baseline
+    row.strategy = rollout.strategy.value
+    row.phase = rollout.phase.value
+    row.step_index = rollout.step_index
+    row.step_started_at = rollout.step_started_at
+    row.paused_from = rollout.paused_from.value if rollout.paused_from else None
+    row.trigger = rollout.trigger.value
+    row.started_by = rollout.started_by
+    row.reason = rollout.reason
+    row.end_reason = rollout.end_reason
+    row.superseded_by = rollout.superseded_by
+    row.promoted_version = rollout.promoted_version
+    row.updated_at = rollout.updated_at
+    row.finished_at = rollout.finished_at
+    row.steps = converters.steps_document(rollout.steps)
+    row.last_analysis = converters.analysis_document(rollout.last_analysis)
+
+
+class SqlRoutingStates:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+        self.saved: dict[str, RoutingState] = {}
+
+    async def get(self, model: str, *, for_update: bool = False) -> RoutingState | None:
+        if model in self.saved:
+            return self.saved[model]
+        row = await self._session.get(StateRow, model, with_for_update=for_update)
+        if row is None:
+            return None
+        return converters.state_of(events.DeploymentState.FromString(row.state))
+
+    def save(self, state: RoutingState) -> None:
+        self.saved[state.model] = state
+
+    async def write(self) -> None:
+        for state in self.saved.values():
+            row = await self._session.get(StateRow, state.model)
+            if row is None:
+                row = StateRow(model=state.model)
+                self._session.add(row)
+            row.generation = state.generation
+            row.state = converters.state_message(state).SerializeToString()
+            row.updated_at = state.updated_at
+
+
+class SqlMetricWindows:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, window: MetricWindow) -> None:
+        summary = window.summary
+        values = {
+            "model": window.model,
+            "version": window.version,
+            "window_id": summary.window_id,
+            "window_start": window.start,
+            "window_end": window.end,
+            "requests": summary.requests,
+            "errors": summary.errors,
+            "latency_p99_ms": summary.latency_p99_ms,
+            "outputs": summary.outputs,
+            "labeled": summary.labeled,
+            "accuracy": summary.accuracy,
+        }
+        await insert_unless_present(
+            self._session, WindowRow, values, ["model", "version", "window_id"]
+        )
+
+    async def since(self, model: str, version: int, since: datetime) -> list[Window]:
+        query = (
+            select(WindowRow)
+            .where(
+                WindowRow.model == model,
+                WindowRow.version == version,
+                WindowRow.window_start >= stored_utc(since),
+            )
+            .order_by(WindowRow.window_start)
+        )
+        return [
+            Window(
+                window_id=row.window_id,
+                requests=row.requests,
+                errors=row.errors,
+                latency_p99_ms=row.latency_p99_ms,
+                outputs=dict(row.outputs or {}),
+                labeled=row.labeled,
+                accuracy=row.accuracy,
+            )
+            for row in (await self._session.execute(query)).scalars()
+        ]
+
+
+class SqlPolicies:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def get(self, model: str) -> Policy | None:
+        stored = await POLICIES.get(self._session, model)
+        return None if stored is None else converters.policy_of(stored)
+
+    async def put(
+        self, policy: Policy, expected_revision: int | None, actor: str, at: datetime
+    ) -> Policy:
+        message = converters.policy_message(policy)
+        stored = await POLICIES.put(self._session, message, expected_revision, actor, at)
+        return converters.policy_of(stored)
+
+
+CommittedStates = Callable[[Iterable[RoutingState]], None]
+"""Told the routing states a unit of work committed, after the commit."""
+
+
+class DeployerUnitOfWork:
+    """A transaction of the deployer's database: on a normal exit it writes the aggregates
+    saved, stages their events in the outbox (rollout events on flywheel.deployment-events,
+    routing states on flywheel.deployments) and commits; on an error it rolls back."""
+
+    def __init__(
+        self, database: Database, outbox: Outbox, on_commit: CommittedStates = lambda _: None
+    ) -> None:
+        self._database = database
+        self._outbox = outbox
+        self._on_commit = on_commit
+        self._transaction: AbstractAsyncContextManager[AsyncSession] | None = None
+
+    async def __aenter__(self) -> Self:
+        self._transaction = self._database.transaction()
+        session = await self._transaction.__aenter__()
+        self._session = session
+        self.rollouts = SqlRollouts(session)
+        self.states = SqlRoutingStates(session)
+        self.windows = SqlMetricWindows(session)
+        self.policies = SqlPolicies(session)
+        return self
+
+    async def claim(self, consumer: str, event_id: str) -> bool:
+        return await claim(self._session, consumer, event_id)
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        assert self._transaction is not None
+        transaction, self._transaction = self._transaction, None
+        if error is None:
+            try:
+                await self._write()
+            except BaseException as failure:
+                await transaction.__aexit__(type(failure), failure, failure.__traceback__)
+                raise
+        await transaction.__aexit__(kind, error, traceback)
+        if error is None and self.states.saved:
+            self._on_commit(self.states.saved.values())
+
+    async def _write(self) -> None:
+        await self.rollouts.write()
+        await self.states.write()
+        for rollout in self.rollouts.saved.values():
+            for event in rollout.events:
+                self._outbox.stage(
+                    self._session,
+                    DEPLOYMENT_EVENTS,
+                    converters.event_message(event),
+                    subject=rollout.model,
+                )
+        for state in self.states.saved.values():
+            for change in state.events:
+                self._outbox.stage(
+                    self._session,
+                    DEPLOYMENTS,
+                    converters.state_message(change.state),
+                    subject=state.model,
+                )

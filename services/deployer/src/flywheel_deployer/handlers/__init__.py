@@ -1,0 +1,1 @@
+"""The deployer's use cases, one module per concern; each takes the `Deps` of ports.py."""
