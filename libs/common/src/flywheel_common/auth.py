@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -30,6 +31,16 @@ def current_principal() -> Principal:
 
 def set_current_principal(principal: Principal) -> None:
     _current_principal.set(principal)
+
+
+@contextmanager
+def acting_as(principal: Principal) -> Iterator[Principal]:
+    """`principal` is the current caller inside the block, and the previous one after it."""
+    token = _current_principal.set(principal)
+    try:
+        yield principal
+    finally:
+        _current_principal.reset(token)
 
 
 def require_role(required: Role) -> Principal:

@@ -2,10 +2,11 @@ import pytest
 
 from flywheel_common.auth import (
     ANONYMOUS_ADMIN,
+    SYSTEM,
     TokenAuthenticator,
+    acting_as,
     current_principal,
     require_role,
-    set_current_principal,
 )
 from flywheel_common.errors import PermissionDenied, Unauthenticated
 from flywheel_common.settings import Role
@@ -58,8 +59,9 @@ def test_subject_does_not_reveal_the_token() -> None:
 
 def test_require_role_checks_the_current_principal() -> None:
     reader = TokenAuthenticator({"t": Role.READER}).authenticate("Bearer t")
-    set_current_principal(reader)
-    assert current_principal() == reader
-    assert require_role(Role.READER) == reader
-    with pytest.raises(PermissionDenied, match="needs role admin"):
-        require_role(Role.ADMIN)
+    with acting_as(reader):
+        assert current_principal() == reader
+        assert require_role(Role.READER) == reader
+        with pytest.raises(PermissionDenied, match="needs role admin"):
+            require_role(Role.ADMIN)
+    assert current_principal() == SYSTEM  # the caller does not outlive its block
