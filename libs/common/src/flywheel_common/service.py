@@ -8,7 +8,7 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from opentelemetry import metrics
 
@@ -37,6 +37,7 @@ class Component(Protocol):
     async def stop(self) -> None: ...
 
 
+@runtime_checkable
 class Supervised(Protocol):
     """A component whose work runs in one long-lived task that must not end on its own."""
 
@@ -113,10 +114,9 @@ class Service:
         log.info("service ready", extra={"service": self.name, "address": self.grpc.address})
 
     def _supervise(self, component: Component) -> None:
-        task = getattr(component, "task", None)
-        if isinstance(task, asyncio.Task):
+        if isinstance(component, Supervised) and component.task is not None:
             name = type(component).__name__
-            task.add_done_callback(lambda done: self._component_ended(name, done))
+            component.task.add_done_callback(lambda done: self._component_ended(name, done))
 
     def _component_ended(self, name: str, task: asyncio.Task[None]) -> None:
         if self._stopping:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from flywheel_common.artifact_cache import ArtifactFetcher
-from flywheel_common.dead_letters import DeadLetters
+from flywheel_common.foundation import Foundation
 from flywheel_common.grpc_server import ServiceBinding
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.registry_client import RegistryClient
-from flywheel_common.service import Component, Service, TopicProvisioner, instance_id, run_service
+from flywheel_common.service import Service, instance_id, run_service
 from flywheel_common.settings import Role, ServiceSettings
-from flywheel_common.table_reader import CaughtUp, CompactedTopicReader
+from flywheel_common.table_reader import CaughtUp
 from flywheel_common.topics import DEPLOYMENTS
+from flywheel_common.wakeup import Wakeup
 from flywheel_gateway.batching import BatchPolicy
 from flywheel_gateway.consumers import DeploymentFollower
 from flywheel_gateway.grpc_api import SERVICE_NAME, InferenceServicer
@@ -27,7 +28,8 @@ from inference import grpc_service_pb2_grpc
 def build(settings: ServiceSettings | None = None) -> Service:
     config = settings if isinstance(settings, GatewaySettings) else GatewaySettings()
     gateway_id = config.gateway_id or instance_id(config)
-    publisher = EventPublisher(config.kafka, source=config.service_name)
+    foundation = Foundation(config)
+    status_changed = Wakeup()
     fetcher = ArtifactFetcher(
         RegistryClient(config.registry_address, config.registry_token), config.artifact_cache()
     )
@@ -45,11 +47,19 @@ def build(settings: ServiceSettings | None = None) -> Service:
                 preferred_batch_sizes=tuple(config.preferred_batch_sizes),
             ),
         ),
+        on_change=status_changed,
     )
-    follower = DeploymentFollower(routes, models, fetcher)
-    reporter = StatusReporter(publisher, models, follower, gateway_id, config.heartbeat_seconds)
-    models.on_change = reporter.changed
-    follower.on_applied = reporter.changed
+    follower = DeploymentFollower(routes, models, fetcher, on_applied=status_changed)
+    service: Service  # bound below; the reporter asks for its address only once serving
+    reporter = StatusReporter(
+        foundation.publisher,
+        models,
+        follower,
+        gateway_id,
+        config.heartbeat_seconds,
+        status_changed,
+        address=lambda: service.grpc.address,
+    )
     prediction_publisher = EventPublisher(
         config.kafka.model_copy(update={"linger_ms": config.prediction_linger_ms}),
         source=config.service_name,
@@ -72,16 +82,8 @@ def build(settings: ServiceSettings | None = None) -> Service:
         logger,
         InferenceSettings(config.max_request_batch, config.non_finite_inputs, gateway_id),
     )
-    reader = CompactedTopicReader(
-        config.kafka,
-        DEPLOYMENTS.name,
-        follower.apply,
-        DeadLetters(publisher, f"{config.service_name}.{gateway_id}.deployments"),
-    )
-    components: list[Component] = []
-    if config.kafka.provision_topics:
-        components.append(TopicProvisioner(config))
-    components += [publisher, models]
+    reader = foundation.table(DEPLOYMENTS.name, follower.apply, replica=gateway_id)
+    components = [*foundation.components(), models]
     if logger is not None:
         components += [prediction_publisher, logger]
     components += [reader, CaughtUp(reader), reporter]
@@ -93,7 +95,6 @@ def build(settings: ServiceSettings | None = None) -> Service:
         {"ModelInfer": Role.READER},
     )
     service = Service(config, [binding], components)
-    reporter.address = lambda: service.grpc.address
     return service
 
 

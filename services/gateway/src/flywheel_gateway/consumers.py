@@ -58,15 +58,19 @@ class DeploymentFollower:
     """
 
     def __init__(
-        self, routes: dict[str, RoutingTable], models: ModelManager, fetcher: ArtifactFetcher
+        self,
+        routes: dict[str, RoutingTable],
+        models: ModelManager,
+        fetcher: ArtifactFetcher,
+        on_applied: Callable[[], None],
     ) -> None:
+        """`on_applied` is called when a routing generation takes effect."""
         self._routes = routes
         self._models = models
         self._fetcher = fetcher
         self._installing: dict[str, asyncio.Task[None]] = {}
         self.applied_generations: dict[str, int] = {}
-        self.on_applied: Callable[[], None] = lambda: None
-        """Called when a routing generation takes effect (the status reporter listens)."""
+        self.on_applied = on_applied
 
     async def apply(self, key: bytes, envelope: Envelope | None) -> None:
         model = key.decode()

@@ -14,6 +14,7 @@ from flywheel.gateway.v1 import events_pb2 as events
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.timestamps import now, timestamp
 from flywheel_common.topics import GATEWAY_STATUS
+from flywheel_common.wakeup import Wakeup
 from flywheel_gateway.consumers import DeploymentFollower
 from flywheel_gateway.models import LoadState, ModelManager
 
@@ -38,27 +39,27 @@ class StatusReporter:
         follower: DeploymentFollower,
         gateway_id: str,
         heartbeat_seconds: float,
+        changed: Wakeup,
+        address: Callable[[], str],
     ) -> None:
+        """`changed` is poked by the models and the follower; `address` says where callers
+        reach this replica (known once the gRPC port is bound, before this starts)."""
         self._publisher = publisher
         self._models = models
         self._follower = follower
         self._gateway_id = gateway_id
         self._heartbeat = heartbeat_seconds
-        self._changed = asyncio.Event()
+        self._changed = changed
         self._started_at = datetime.now(UTC)
-        self.address: Callable[[], str] = lambda: ""
-        """Where callers reach this replica; known once the gRPC port is bound."""
+        self._address = address
         self._task: asyncio.Task[None] | None = None
-
-    def changed(self) -> None:
-        self._changed.set()
 
     def snapshot(self) -> events.GatewayStatus:
         interval = Duration()
         interval.FromMilliseconds(int(self._heartbeat * 1000))
         return events.GatewayStatus(
             gateway_id=self._gateway_id,
-            address=self.address(),
+            address=self._address(),
             ready=True,
             versions=[
                 events.LoadedModelVersion(
@@ -106,11 +107,9 @@ class StatusReporter:
 
     async def _run(self) -> None:
         while True:
-            self._changed.clear()
             try:
                 await self._publish()
             except Exception as exc:
                 log.warning("gateway status not published", extra={"error": str(exc)})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), self._heartbeat)
+            await self._changed.wait(self._heartbeat)
             await asyncio.sleep(0.05)  # coalesce bursts of changes
