@@ -6,7 +6,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PYTEST := $(UV) run --frozen pytest
 DEMO ?= 1
-SOURCES := libs/common libs/cli services tests bench examples
+SOURCES := libs/common libs/cli libs/testing services tests bench examples
 
 .PHONY: help
 help: ## List the targets
@@ -37,7 +37,7 @@ test-integration: install ## Integration tests (starts Kafka and PostgreSQL if n
 lint: install ## ruff on all Python, mypy --strict on flywheel_common and the services
 	@$(UV) run --frozen ruff check $(SOURCES)
 	@$(UV) run --frozen ruff format --check $(SOURCES)
-	@$(UV) run --frozen mypy -p flywheel_common -p flywheel_cli -p flywheel_examples $(foreach s,$(notdir $(wildcard services/*)),-p flywheel_$(s))
+	@$(UV) run --frozen mypy -p flywheel_common -p flywheel_cli -p flywheel_testing -p flywheel_examples $(foreach s,$(notdir $(wildcard services/*)),-p flywheel_$(s))
 
 .PHONY: format
 format: install ## Apply ruff's fixes and formatting

@@ -45,8 +45,8 @@ from flywheel.deployer.v1 import types_pb2 as deployer_types
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings
 from flywheel_common.sklearn_onnx import onnx_from_sklearn
-from flywheel_common.testing import unused_port
 from flywheel_common.topics import DEPLOYMENTS, ensure_topics
+from flywheel_testing.backends import unused_port
 
 HERE = Path(__file__).parent
 MLSERVER_VENV = HERE.parent / ".run" / "bench" / "mlserver"

@@ -12,7 +12,8 @@ import grpc
 
 from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
 from flywheel_common.healthcheck import wait_until_serving
-from flywheel_common.testing import registration, unused_port
+from flywheel_common.registration import registration
+from flywheel_testing.backends import unused_port
 
 
 async def start(command: list[str], env: dict[str, str], port: int) -> asyncio.subprocess.Process:

@@ -11,7 +11,6 @@ import pytest
 from flywheel_cli.connection import Addresses
 
 from flywheel_common.settings import GrpcSettings, KafkaSettings, TelemetrySettings
-from flywheel_common.testing import bounded, tombstone
 from flywheel_common.topics import DEPLOYMENTS
 from flywheel_deployer.app import build as build_deployer
 from flywheel_deployer.settings import DeployerSettings
@@ -23,6 +22,8 @@ from flywheel_registry.app import build as build_registry
 from flywheel_registry.settings import RegistrySettings
 from flywheel_retrain.app import build as build_retrain
 from flywheel_retrain.settings import RetrainSettings
+from flywheel_testing.kafka import tombstone
+from flywheel_testing.waiting import bounded
 
 TELEMETRY = TelemetrySettings(metrics_port=-1, log_level="WARNING")
 

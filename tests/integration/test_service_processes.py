@@ -18,7 +18,7 @@ from flywheel.registry.v1 import registry_pb2 as registry_pb
 from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
 from flywheel_common.healthcheck import is_serving, wait_until_serving
 from flywheel_common.registration import registration
-from flywheel_common.testing import unused_port
+from flywheel_testing.backends import unused_port
 
 SERVICES = ["registry", "deployer", "gateway", "drift", "retrain"]
 

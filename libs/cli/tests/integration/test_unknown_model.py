@@ -12,9 +12,10 @@ import pytest
 
 from flywheel_common.service import Service
 from flywheel_common.settings import GrpcSettings, KafkaSettings, TelemetrySettings
-from flywheel_common.testing import bounded, unused_port
 from flywheel_registry.app import build as build_registry
 from flywheel_registry.settings import RegistrySettings
+from flywheel_testing.backends import unused_port
+from flywheel_testing.waiting import bounded
 
 
 @pytest.fixture

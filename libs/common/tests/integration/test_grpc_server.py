@@ -18,8 +18,8 @@ from flywheel_common.events import Envelope
 from flywheel_common.grpc_server import GrpcServer, ServiceBinding
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import GrpcSettings, KafkaSettings, Role
-from flywheel_common.testing import NewTopicFactory
 from flywheel_common.topics import Cleanup, TopicSpec
+from flywheel_testing.plugin import NewTopicFactory
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc as pb_grpc
 

@@ -15,8 +15,9 @@ from flywheel_common.consumer import EventConsumer, RetryPolicy
 from flywheel_common.events import JSON, PROTOBUF, Envelope, EventTypes, decode_event, header
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings
-from flywheel_common.testing import NewTopicFactory, read_topic
 from flywheel_common.topics import DLQ, Cleanup, TopicSpec
+from flywheel_testing.kafka import read_topic
+from flywheel_testing.plugin import NewTopicFactory
 
 FAST_RETRIES = RetryPolicy(attempts=3, initial_backoff_seconds=0.01, max_backoff_seconds=0.05)
 

@@ -16,8 +16,9 @@ from flywheel_common.inbox import ProcessedEvent, deduplicated
 from flywheel_common.outbox import Outbox, OutboxRelay, OutboxRow
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings
-from flywheel_common.testing import NewTopicFactory, read_topic
 from flywheel_common.topics import Cleanup, TopicSpec
+from flywheel_testing.kafka import read_topic
+from flywheel_testing.plugin import NewTopicFactory
 
 RELAY_THEN_DIE = Path(__file__).with_name("relay_then_die.py")
 

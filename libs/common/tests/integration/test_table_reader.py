@@ -12,8 +12,9 @@ from flywheel_common.events import PROTOBUF, Envelope, header
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings
 from flywheel_common.table_reader import CompactedTopicReader
-from flywheel_common.testing import NewTopicFactory, read_topic
 from flywheel_common.topics import DLQ, Cleanup, TopicSpec
+from flywheel_testing.kafka import read_topic
+from flywheel_testing.plugin import NewTopicFactory
 
 
 async def test_start_up_applies_only_the_newest_record_of_each_live_key(

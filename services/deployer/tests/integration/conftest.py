@@ -26,20 +26,13 @@ from flywheel.registry.v1 import registry_pb2 as registry_pb
 from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
 from flywheel_common.events import EventTypes, decode_event
 from flywheel_common.publisher import EventPublisher
+from flywheel_common.registration import registration
 from flywheel_common.service import Service
 from flywheel_common.settings import (
     DatabaseSettings,
     GrpcSettings,
     KafkaSettings,
     TelemetrySettings,
-)
-from flywheel_common.testing import (
-    IrisModels,
-    bounded,
-    eventually,
-    registration,
-    reset_postgres,
-    tombstone,
 )
 from flywheel_common.timestamps import timestamp
 from flywheel_common.topics import DEPLOYMENT_EVENTS, DEPLOYMENTS, MODEL_METRICS
@@ -49,6 +42,10 @@ from flywheel_gateway.app import build as build_gateway
 from flywheel_gateway.settings import GatewaySettings
 from flywheel_registry.app import build as build_registry
 from flywheel_registry.settings import RegistrySettings
+from flywheel_testing.backends import reset_postgres
+from flywheel_testing.kafka import tombstone
+from flywheel_testing.models import IrisModels
+from flywheel_testing.waiting import bounded, eventually
 from inference import grpc_service_pb2 as inference_pb
 from inference import grpc_service_pb2_grpc as inference_grpc
 

@@ -15,8 +15,8 @@ from flywheel.deployer.v1 import deployer_pb2 as api
 from flywheel.deployer.v1 import types_pb2 as types
 from flywheel_common.events import EventTypes, decode_event
 from flywheel_common.healthcheck import wait_until_serving
-from flywheel_common.testing import unused_port
 from flywheel_common.topics import DEPLOYMENTS
+from flywheel_testing.backends import unused_port
 
 from .conftest import Platform
 from .test_rollouts import canary_policy, started_rollout

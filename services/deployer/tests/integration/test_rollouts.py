@@ -12,8 +12,8 @@ import pytest
 from flywheel.deployer.v1 import deployer_pb2 as api
 from flywheel.deployer.v1 import types_pb2 as types
 from flywheel.registry.v1 import registry_pb2 as registry_pb
-from flywheel_common.testing import eventually
 from flywheel_common.timestamps import duration
+from flywheel_testing.waiting import eventually
 from inference import grpc_service_pb2_grpc as inference_grpc
 
 from .conftest import Platform

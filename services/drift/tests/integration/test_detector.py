@@ -24,9 +24,9 @@ from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
 from flywheel_common.dead_letters import REASON
 from flywheel_common.events import header
 from flywheel_common.publisher import EventPublisher
+from flywheel_common.registration import registration
 from flywheel_common.service import Service
 from flywheel_common.settings import GrpcSettings, KafkaSettings, TelemetrySettings
-from flywheel_common.testing import IrisModels, read_topic, registration, tombstone
 from flywheel_common.timestamps import duration
 from flywheel_common.topics import DEPLOYMENTS, DLQ, DRIFT_ALERTS, MODEL_METRICS, PREDICTIONS
 from flywheel_drift.app import build as build_drift
@@ -35,6 +35,8 @@ from flywheel_gateway.app import build as build_gateway
 from flywheel_gateway.settings import GatewaySettings
 from flywheel_registry.app import build as build_registry
 from flywheel_registry.settings import RegistrySettings
+from flywheel_testing.kafka import read_topic, tombstone
+from flywheel_testing.models import IrisModels
 from inference import grpc_service_pb2 as inference_pb
 from inference import grpc_service_pb2_grpc as inference_grpc
 

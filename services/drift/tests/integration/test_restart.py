@@ -23,9 +23,10 @@ from flywheel_common.events import header
 from flywheel_common.healthcheck import wait_until_serving
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings
-from flywheel_common.testing import read_topic, unused_port
 from flywheel_common.timestamps import duration, now
 from flywheel_common.topics import GROUND_TRUTH, MODEL_METRICS, PREDICTIONS
+from flywheel_testing.backends import unused_port
+from flywheel_testing.kafka import read_topic
 
 WINDOW = 100
 TOTAL = 500

@@ -6,10 +6,10 @@ from sqlalchemy import func, select
 
 from flywheel_common.db import Database
 from flywheel_common.migrations import upgrade
-from flywheel_common.testing import reset_postgres
 from flywheel_drift import storage
 from flywheel_drift.app import MIGRATIONS
 from flywheel_drift.windows import JoinChanges, LabelJoin, Pending
+from flywheel_testing.backends import reset_postgres
 
 
 async def replayed(database: Database) -> LabelJoin:

@@ -1,9 +1,8 @@
-"""A real registry and a real gateway per test module, on real Kafka, with models trained here."""
+"""A real registry and a real gateway per test, on real Kafka, with models trained here."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import sys
 import uuid
@@ -20,14 +19,15 @@ from flywheel.deployer.v1 import events_pb2 as deployer_events
 from flywheel.deployer.v1 import types_pb2 as deployer_types
 from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
 from flywheel_common.publisher import EventPublisher
+from flywheel_common.registration import registration
 from flywheel_common.service import Service
-from flywheel_common.settings import GrpcSettings, KafkaSettings, TelemetrySettings
-from flywheel_common.testing import IrisModels, bounded, registration, tombstone
 from flywheel_common.topics import DEPLOYMENTS
 from flywheel_gateway.app import build as build_gateway
 from flywheel_gateway.settings import GatewaySettings
-from flywheel_registry.app import build as build_registry
-from flywheel_registry.settings import RegistrySettings
+from flywheel_testing.kafka import tombstone
+from flywheel_testing.models import IrisModels
+from flywheel_testing.platform import in_process
+from flywheel_testing.waiting import bounded
 
 DRIVER = Path(__file__).with_name("triton_driver.py")
 
@@ -114,41 +114,16 @@ async def drive(address: str, scenario: str, **arguments: Any) -> Any:
 async def platform(
     kafka_bootstrap: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[Platform]:
-    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, linger_ms=1)
-    telemetry = TelemetrySettings(metrics_port=-1, log_level="WARNING")
-    registry = build_registry(
-        RegistrySettings(
-            grpc=GrpcSettings(port=0),
-            kafka=kafka,
-            telemetry=telemetry,
-            data_dir=tmp_path / "registry",
+    async with in_process(kafka_bootstrap, tmp_path) as services:
+        registry = await services.registry()
+        settings = services.settings(
+            GatewaySettings, "gateway", heartbeat_seconds=1.0, **getattr(request, "param", {})
         )
-    )
-    await registry.start()
-    fields: dict[str, Any] = {
-        "grpc": GrpcSettings(port=0),
-        "kafka": kafka,
-        "telemetry": telemetry,
-        "data_dir": tmp_path / "gateway",
-        "registry_address": registry.grpc.address,
-        "gateway_id": f"gw-{uuid.uuid4().hex[:6]}",
-        "heartbeat_seconds": 1.0,
-    }
-    fields.update(getattr(request, "param", {}))
-    settings = GatewaySettings(**fields)
-    gateway = build_gateway(settings)
-    publisher = EventPublisher(kafka, source="flywheel-deployer")
-    platform = Platform(registry, gateway, publisher, settings)
-    async with contextlib.AsyncExitStack() as cleanup:
-        # Every step runs even when an earlier one fails or hangs: a server left running
-        # would keep the test loop from closing.
-        cleanup.push_async_callback(bounded, registry.stop)
-        await gateway.start()
-        cleanup.push_async_callback(bounded, gateway.stop)
-        await publisher.start()
-        cleanup.push_async_callback(bounded, publisher.stop)
-        cleanup.push_async_callback(bounded, platform.forget_deployments)
+        gateway = await services.start(build_gateway(settings))
+        publisher = await services.publisher("flywheel-deployer")
+        platform = Platform(registry, gateway, publisher, settings)
         yield platform
+        await bounded(platform.forget_deployments)
 
 
 @pytest.fixture

@@ -15,9 +15,10 @@ from flywheel.gateway.v1 import events_pb2 as gateway_events
 from flywheel_common.events import EventTypes, decode_event
 from flywheel_common.healthcheck import is_serving
 from flywheel_common.settings import GrpcSettings
-from flywheel_common.testing import IrisModels, read_topic
 from flywheel_common.topics import DEPLOYMENTS, GATEWAY_STATUS
 from flywheel_gateway.app import build as build_gateway
+from flywheel_testing.kafka import read_topic
+from flywheel_testing.models import IrisModels
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc as pb_grpc
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from flywheel_common.settings import KafkaSettings
-from flywheel_common.testing import IrisModels
+from flywheel_testing.models import IrisModels
 
 from .conftest import Platform, drive
 from .test_serving import prediction_logs

@@ -11,8 +11,9 @@ import pytest
 from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_common.events import EventTypes, decode_event
 from flywheel_common.prediction_logs import unpack
-from flywheel_common.testing import IrisModels, read_topic
 from flywheel_common.topics import PREDICTIONS
+from flywheel_testing.kafka import read_topic
+from flywheel_testing.models import IrisModels
 
 from .conftest import Platform, drive
 

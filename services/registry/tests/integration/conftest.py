@@ -16,6 +16,7 @@ from flywheel.registry.v1 import registry_pb2 as pb
 from flywheel.registry.v1 import registry_pb2_grpc as pb_grpc
 from flywheel.registry.v1 import types_pb2 as types
 from flywheel_common.events import EventTypes, decode_event, header
+from flywheel_common.registration import registration
 from flywheel_common.service import Service
 from flywheel_common.settings import (
     AuthSettings,
@@ -25,10 +26,12 @@ from flywheel_common.settings import (
     Role,
     TelemetrySettings,
 )
-from flywheel_common.testing import IrisModels, read_topic, registration, reset_postgres
 from flywheel_common.topics import MODEL_EVENTS
 from flywheel_registry.app import build
 from flywheel_registry.settings import RegistrySettings
+from flywheel_testing.backends import reset_postgres
+from flywheel_testing.kafka import read_topic
+from flywheel_testing.models import IrisModels
 
 TOKENS = {"reader-token": Role.READER, "writer-token": Role.WRITER, "admin-token": Role.ADMIN}
 MAX_ARTIFACT_BYTES = 64 * 1024

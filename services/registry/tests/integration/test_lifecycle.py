@@ -13,9 +13,11 @@ from flywheel.registry.v1 import events_pb2 as events
 from flywheel.registry.v1 import registry_pb2 as pb
 from flywheel.registry.v1 import types_pb2 as types
 from flywheel_common.publisher import EventPublisher
+from flywheel_common.registration import registration
 from flywheel_common.settings import KafkaSettings
-from flywheel_common.testing import IrisModels, eventually, registration
 from flywheel_common.topics import DEPLOYMENT_EVENTS
+from flywheel_testing.models import IrisModels
+from flywheel_testing.waiting import eventually
 
 from .conftest import (
     RegistryClient,

@@ -14,7 +14,8 @@ import pytest
 from flywheel.registry.v1 import events_pb2 as events
 from flywheel.registry.v1 import registry_pb2 as pb
 from flywheel.registry.v1 import types_pb2 as types
-from flywheel_common.testing import IrisModels, registration
+from flywheel_common.registration import registration
+from flywheel_testing.models import IrisModels
 
 from .conftest import (
     MAX_ARTIFACT_BYTES,

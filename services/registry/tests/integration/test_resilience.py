@@ -20,7 +20,9 @@ from flywheel.registry.v1 import registry_pb2 as pb
 from flywheel.registry.v1 import registry_pb2_grpc as pb_grpc
 from flywheel.registry.v1 import types_pb2 as types
 from flywheel_common.healthcheck import wait_until_serving
-from flywheel_common.testing import IrisModels, registration, unused_port
+from flywheel_common.registration import registration
+from flywheel_testing.backends import unused_port
+from flywheel_testing.models import IrisModels
 
 from .conftest import model_events
 

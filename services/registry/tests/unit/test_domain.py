@@ -4,7 +4,6 @@ import pytest
 
 from flywheel_common.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument
 from flywheel_common.signatures import DYNAMIC, Signature, TensorSpec
-from flywheel_common.testing import IrisModels
 from flywheel_registry.domain import (
     ReferenceSampleLayout,
     check_compatible_with_production,
@@ -16,6 +15,7 @@ from flywheel_registry.domain import (
     signature_incompatibilities,
 )
 from flywheel_registry.onnx_validation import OnnxValidator, validate_onnx
+from flywheel_testing.models import IrisModels
 
 IRIS = Signature(
     inputs=(TensorSpec("features", "FP32", (DYNAMIC, 4)),),

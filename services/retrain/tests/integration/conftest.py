@@ -36,7 +36,6 @@ from flywheel_common.events import EventTypes, decode_event
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.service import Service
 from flywheel_common.settings import GrpcSettings, KafkaSettings, TelemetrySettings
-from flywheel_common.testing import bounded, eventually, tombstone
 from flywheel_common.timestamps import timestamp
 from flywheel_common.topics import (
     DEPLOYMENTS,
@@ -52,6 +51,8 @@ from flywheel_registry.app import build as build_registry
 from flywheel_registry.settings import RegistrySettings
 from flywheel_retrain.app import build as build_retrain
 from flywheel_retrain.settings import RetrainSettings
+from flywheel_testing.kafka import tombstone
+from flywheel_testing.waiting import bounded, eventually
 
 TELEMETRY = TelemetrySettings(metrics_port=-1, log_level="WARNING")
 EXAMPLE = "flywheel_examples.breast_cancer"

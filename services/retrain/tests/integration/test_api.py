@@ -10,7 +10,7 @@ import pytest
 from flywheel.retrain.v1 import events_pb2 as retrain_events
 from flywheel.retrain.v1 import retrain_pb2 as retrain_pb
 from flywheel.retrain.v1 import types_pb2 as pb
-from flywheel_common.testing import eventually
+from flywheel_testing.waiting import eventually
 
 from .conftest import Loop, breast_cancer
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from flywheel.retrain.v1 import types_pb2 as pb
 from flywheel_common.healthcheck import wait_until_serving
-from flywheel_common.testing import unused_port
+from flywheel_testing.backends import unused_port
 
 from .conftest import breast_cancer, running_loop
 

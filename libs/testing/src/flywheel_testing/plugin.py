@@ -1,0 +1,123 @@
+"""Pytest fixtures shared by every Flywheel test suite (loaded with `-p flywheel_testing.plugin`).
+
+Integration fixtures talk to the real broker and database that `make test` starts; when they
+are not running the tests fail with the command that starts them, never skip.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from flywheel_common.db import Database
+from flywheel_common.settings import KafkaSettings, TelemetrySettings
+from flywheel_common.telemetry import configure_telemetry
+from flywheel_testing import backends
+from flywheel_testing.models import IrisModels, train_iris_models
+
+_spans = InMemorySpanExporter()
+
+NewTopicFactory = Callable[..., Awaitable[str]]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests under an integration/ or e2e/ folder are integration tests."""
+    for item in items:
+        parts = Path(str(item.path)).parts
+        if "integration" in parts or "e2e" in parts:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def span_exporter() -> InMemorySpanExporter:
+    """Every span the test process finishes, for asserting on traces."""
+    configure_telemetry(
+        "flywheel-tests", "tests", TelemetrySettings(), (SimpleSpanProcessor(_spans),)
+    )
+    return _spans
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    address = backends.kafka_address()
+    if not backends.reachable(address):
+        pytest.fail(
+            f"no Kafka broker at {address}: run `make kafka-up` (or set {backends.KAFKA_ENV})"
+        )
+    return address
+
+
+@pytest.fixture(scope="session")
+def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
+    return KafkaSettings(bootstrap_servers=kafka_bootstrap, linger_ms=0)
+
+
+@pytest.fixture
+async def new_topic(kafka_bootstrap: str) -> AsyncIterator[NewTopicFactory]:
+    """Creates uniquely named topics for one test and deletes them afterwards."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    created: list[str] = []
+
+    async def create(prefix: str = "test", partitions: int = 1, compact: bool = False) -> str:
+        name = f"{prefix}.{uuid.uuid4().hex[:10]}"
+        config = {"cleanup.policy": "compact"} if compact else {}
+        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=config)])
+        created.append(name)
+        return name
+
+    yield create
+    if created:
+        await admin.delete_topics(created)
+    await admin.close()
+
+
+@pytest.fixture
+def group_id() -> str:
+    return f"test-group-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    url = backends.postgres_url()
+    host_port = url.split("@", 1)[-1].split("/", 1)[0]
+    if not backends.reachable(host_port):
+        pytest.fail(
+            f"no PostgreSQL at {host_port}: run `make postgres-up` (or set {backends.POSTGRES_ENV})"
+        )
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database: a SQLite file, then the real PostgreSQL (reset first)."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    """A Database with the shared tables (outbox, processed events) created."""
+    if database_url.startswith("postgresql"):
+        await backends.reset_postgres(database_url)
+    db = Database(database_url)
+    await db.create_schema()
+    yield db
+    await db.stop()
+
+
+@pytest.fixture
+def free_port() -> int:
+    return backends.unused_port()
+
+
+@pytest.fixture(scope="session")
+def iris_models() -> IrisModels:
+    return train_iris_models()
