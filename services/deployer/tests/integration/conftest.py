@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -15,7 +14,6 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from flywheel.deployer.v1 import deployer_pb2 as deployer_pb
 from flywheel.deployer.v1 import deployer_pb2_grpc as deployer_grpc
@@ -24,32 +22,20 @@ from flywheel.drift.v1 import events_pb2 as drift_events
 from flywheel.drift.v1 import types_pb2 as drift_types
 from flywheel.registry.v1 import registry_pb2 as registry_pb
 from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
-from flywheel_common.events import EventTypes, decode_event
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.registration import registration
 from flywheel_common.service import Service
-from flywheel_common.settings import (
-    DatabaseSettings,
-    GrpcSettings,
-    KafkaSettings,
-    TelemetrySettings,
-)
+from flywheel_common.settings import DatabaseSettings
 from flywheel_common.timestamps import timestamp
-from flywheel_common.topics import DEPLOYMENT_EVENTS, DEPLOYMENTS, MODEL_METRICS
+from flywheel_common.topics import DEPLOYMENT_EVENTS, MODEL_METRICS
 from flywheel_deployer.app import build as build_deployer
 from flywheel_deployer.settings import DeployerSettings
-from flywheel_gateway.app import build as build_gateway
-from flywheel_gateway.settings import GatewaySettings
-from flywheel_registry.app import build as build_registry
-from flywheel_registry.settings import RegistrySettings
 from flywheel_testing.backends import reset_postgres
-from flywheel_testing.kafka import tombstone
 from flywheel_testing.models import IrisModels
+from flywheel_testing.platform import in_process
 from flywheel_testing.waiting import bounded, eventually
 from inference import grpc_service_pb2 as inference_pb
 from inference import grpc_service_pb2_grpc as inference_grpc
-
-TELEMETRY = TelemetrySettings(metrics_port=-1, log_level="WARNING")
 
 
 @dataclass
@@ -230,48 +216,6 @@ class Platform:
             await channel.close()
 
 
-async def _collect_events(bootstrap: str, model: str, sink: list[Any]) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    types = EventTypes.flywheel()
-    seen: set[str] = set()
-    try:
-        partitions = [TopicPartition(DEPLOYMENT_EVENTS.name, p) for p in range(3)]
-        consumer.assign(partitions)
-        await consumer.seek_to_end(*partitions)
-        for partition in partitions:
-            await consumer.position(partition)  # fix the start before the test acts
-        sink.append(None)  # marks "listening"
-        while True:
-            batches = await consumer.getmany(timeout_ms=200)
-            for records in batches.values():
-                for record in records:
-                    if record.key == model.encode():
-                        envelope = decode_event(record.headers, record.value, types)
-                        if envelope.id not in seen:  # at-least-once delivery: dedupe on ce_id
-                            seen.add(envelope.id)
-                            sink.append(envelope.message)
-    finally:
-        await consumer.stop()
-
-
-def deployer_settings(
-    kafka: KafkaSettings, registry_address: str, data_dir: Path, **overrides: Any
-) -> DeployerSettings:
-    fields: dict[str, Any] = {
-        "grpc": GrpcSettings(port=0),
-        "kafka": kafka,
-        "telemetry": TELEMETRY,
-        "data_dir": data_dir,
-        "registry_address": registry_address,
-        "gateway_heartbeat_timeout_seconds": 5.0,
-        "reconcile_interval_seconds": 0.2,
-        "consumer_group": f"deployer-test-{uuid.uuid4().hex[:8]}",
-    }
-    fields.update(overrides)
-    return DeployerSettings(**fields)
-
-
 @pytest.fixture
 async def platform(
     kafka_bootstrap: str,
@@ -285,64 +229,20 @@ async def platform(
         url = str(request.getfixturevalue("postgres_url"))
         await reset_postgres(url)
         deployer_database = DatabaseSettings(url=url)
-    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, linger_ms=1)
     model = f"iris-{uuid.uuid4().hex[:8]}"
-    registry = build_registry(
-        RegistrySettings(
-            grpc=GrpcSettings(port=0),
-            kafka=kafka,
-            telemetry=TELEMETRY,
-            data_dir=tmp_path / "registry",
-            consumer_group=f"registry-test-{uuid.uuid4().hex[:8]}",
-        )
-    )
-    async with contextlib.AsyncExitStack() as cleanup:
-        await registry.start()
-        cleanup.push_async_callback(bounded, registry.stop)
-        gateways = []
-        for name in ("a", "b"):
-            gateway = build_gateway(
-                GatewaySettings(
-                    grpc=GrpcSettings(port=0),
-                    kafka=kafka,
-                    telemetry=TELEMETRY,
-                    data_dir=tmp_path / f"gateway-{name}",
-                    registry_address=registry.grpc.address,
-                    gateway_id=f"gw-{name}-{uuid.uuid4().hex[:6]}",
-                    heartbeat_seconds=0.5,
-                    log_predictions=False,
-                )
-            )
-            await gateway.start()
-            cleanup.push_async_callback(bounded, gateway.stop)
-            gateways.append(gateway)
-        settings = deployer_settings(
-            kafka, registry.grpc.address, tmp_path / "deployer", database=deployer_database
-        )
-        deployer = build_deployer(settings)
-        await deployer.start()
-        cleanup.push_async_callback(bounded, deployer.stop)
-        publisher = EventPublisher(kafka, source="flywheel-drift")
-        await publisher.start()
-        cleanup.push_async_callback(bounded, publisher.stop)
+    async with in_process(kafka_bootstrap, tmp_path) as services:
+        registry = await services.registry()
+        gateways = [
+            await services.gateway(f"gateway-{name}", log_predictions=False) for name in "ab"
+        ]
+        settings = services.settings(DeployerSettings, "deployer", database=deployer_database)
+        deployer = await services.start(build_deployer(settings))
+        publisher = await services.publisher("flywheel-drift")
+        await services.forget_deployments([model])
+        events = await services.events(DEPLOYMENT_EVENTS, model)
         platform = Platform(
-            model, iris_models, registry, deployer, gateways, publisher, kafka_bootstrap
+            model, iris_models, registry, deployer, gateways, publisher, kafka_bootstrap, events
         )
         platform.deployer_settings = settings
-        cleanup.push_async_callback(bounded, platform.close)
-        cleanup.push_async_callback(
-            bounded, lambda: tombstone(kafka_bootstrap, DEPLOYMENTS.name, [model])
-        )
-        collector = asyncio.create_task(_collect_events(kafka_bootstrap, model, platform.events))
-
-        async def stop_collector() -> None:
-            collector.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await collector
-
-        cleanup.push_async_callback(stop_collector)
-        async with asyncio.timeout(30):
-            while not platform.events:
-                await asyncio.sleep(0.05)
-        platform.events.clear()
         yield platform
+        await bounded(platform.close)

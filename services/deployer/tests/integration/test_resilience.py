@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from typing import Any
 
 import pytest
@@ -14,37 +12,21 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from flywheel.deployer.v1 import deployer_pb2 as api
 from flywheel.deployer.v1 import types_pb2 as types
 from flywheel_common.events import EventTypes, decode_event
-from flywheel_common.healthcheck import wait_until_serving
+from flywheel_common.settings import GrpcSettings
 from flywheel_common.topics import DEPLOYMENTS
 from flywheel_testing.backends import unused_port
+from flywheel_testing.processes import service_process
 
 from .conftest import Platform
 from .test_rollouts import canary_policy, started_rollout
 
 
 async def deployer_process(platform: Platform, port: int) -> asyncio.subprocess.Process:
-    settings = platform.deployer_settings
-    assert settings is not None
-    env = os.environ | {
-        "FLYWHEEL_DEPLOYER_GRPC__PORT": str(port),
-        "FLYWHEEL_DEPLOYER_DATA_DIR": str(settings.data_dir),
-        "FLYWHEEL_DEPLOYER_KAFKA__BOOTSTRAP_SERVERS": platform.kafka_bootstrap,
-        "FLYWHEEL_DEPLOYER_REGISTRY_ADDRESS": settings.registry_address,
-        "FLYWHEEL_DEPLOYER_CONSUMER_GROUP": settings.consumer_group,
-        "FLYWHEEL_DEPLOYER_GATEWAY_HEARTBEAT_TIMEOUT_SECONDS": "5",
-        "FLYWHEEL_DEPLOYER_RECONCILE_INTERVAL_SECONDS": "0.2",
-        "FLYWHEEL_DEPLOYER_TELEMETRY__METRICS_PORT": "-1",
-        "FLYWHEEL_DEPLOYER_TELEMETRY__LOG_LEVEL": "WARNING",
-        "FLYWHEEL_DEPLOYER_DATABASE__URL": settings.database.url,
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "flywheel_deployer", env=env
-    )
-    address = f"127.0.0.1:{port}"
-    if await wait_until_serving([address], timeout=60):
-        process.kill()
-        raise RuntimeError("the deployer process did not start")
-    platform.deployer_address = address
+    """The platform's deployer, as its own process on `port`, with the same database."""
+    assert platform.deployer_settings is not None
+    settings = platform.deployer_settings.model_copy(update={"grpc": GrpcSettings(port=port)})
+    process = await service_process("flywheel_deployer", settings)
+    platform.deployer_address = f"127.0.0.1:{port}"
     return process
 
 
