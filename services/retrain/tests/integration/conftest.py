@@ -17,7 +17,6 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from sklearn.datasets import load_breast_cancer
 
 from flywheel.common.v1 import types_pb2 as common_types
@@ -32,29 +31,19 @@ from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
 from flywheel.retrain.v1 import retrain_pb2 as retrain_pb
 from flywheel.retrain.v1 import retrain_pb2_grpc as retrain_grpc
 from flywheel.retrain.v1 import types_pb2 as retrain_types
-from flywheel_common.events import EventTypes, decode_event
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.service import Service
-from flywheel_common.settings import GrpcSettings, KafkaSettings, TelemetrySettings
 from flywheel_common.timestamps import timestamp
 from flywheel_common.topics import (
-    DEPLOYMENTS,
     DRIFT_ALERTS,
     GROUND_TRUTH,
     MODEL_METRICS,
     PREDICTIONS,
     RETRAIN_EVENTS,
 )
-from flywheel_deployer.app import build as build_deployer
-from flywheel_deployer.settings import DeployerSettings
-from flywheel_registry.app import build as build_registry
-from flywheel_registry.settings import RegistrySettings
-from flywheel_retrain.app import build as build_retrain
-from flywheel_retrain.settings import RetrainSettings
-from flywheel_testing.kafka import tombstone
+from flywheel_testing.platform import Platform, in_process
 from flywheel_testing.waiting import bounded, eventually
 
-TELEMETRY = TelemetrySettings(metrics_port=-1, log_level="WARNING")
 EXAMPLE = "flywheel_examples.breast_cancer"
 
 
@@ -65,22 +54,6 @@ def breast_cancer(shift_sigmas: float = 0.0, seed: int = 0) -> tuple[np.ndarray,
     order = np.random.default_rng(seed).permutation(len(labels))
     moved = features + shift_sigmas * features.std(axis=0)
     return moved[order], labels[order]
-
-
-def retrain_settings(
-    kafka: KafkaSettings, registry: str, data_dir: Path, **fields: Any
-) -> RetrainSettings:
-    values: dict[str, Any] = {
-        "grpc": GrpcSettings(port=0),
-        "kafka": kafka,
-        "telemetry": TELEMETRY,
-        "data_dir": data_dir,
-        "registry_address": registry,
-        "reconcile_interval_seconds": 0.2,
-        "consumer_group": f"retrain-test-{uuid.uuid4().hex[:8]}",
-    }
-    values.update(fields)
-    return RetrainSettings(**values)
 
 
 def train_first_version(registry: str, model: str, data_dir: Path) -> None:
@@ -111,7 +84,7 @@ class Loop:
     deployer: Service
     retrain: Service | None
     publisher: EventPublisher
-    kafka: KafkaSettings
+    platform: Platform
     data_dir: Path
     events: list[Any] = field(default_factory=list)
     retrain_address: str = ""
@@ -268,95 +241,24 @@ class Loop:
             await channel.close()
 
 
-async def _collect(bootstrap: str, model: str, sink: list[Any], ready: asyncio.Event) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    types = EventTypes.flywheel()
-    seen: set[str] = set()
-    try:
-        partitions = [
-            TopicPartition(RETRAIN_EVENTS.name, p) for p in range(RETRAIN_EVENTS.partitions)
-        ]
-        consumer.assign(partitions)
-        await consumer.seek_to_end(*partitions)
-        for partition in partitions:
-            await consumer.position(partition)
-        ready.set()
-        while True:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                for record in records:
-                    if record.key != model.encode():
-                        continue
-                    envelope = decode_event(record.headers, record.value, types)
-                    if envelope.id not in seen:
-                        seen.add(envelope.id)
-                        sink.append(envelope.message)
-    finally:
-        await consumer.stop()
-
-
 @contextlib.asynccontextmanager
 async def running_loop(
     kafka_bootstrap: str, tmp_path: Path, *, start_retrain: bool = True, **retrain_fields: Any
 ) -> AsyncIterator[Loop]:
-    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, linger_ms=1)
     model = f"cancer-{uuid.uuid4().hex[:8]}"
-    async with contextlib.AsyncExitStack() as cleanup:
-        registry = build_registry(
-            RegistrySettings(
-                grpc=GrpcSettings(port=0),
-                kafka=kafka,
-                telemetry=TELEMETRY,
-                data_dir=tmp_path / "registry",
-                consumer_group=f"registry-test-{uuid.uuid4().hex[:8]}",
-            )
-        )
-        await registry.start()
-        cleanup.push_async_callback(bounded, registry.stop)
-        deployer = build_deployer(
-            DeployerSettings(
-                grpc=GrpcSettings(port=0),
-                kafka=kafka,
-                telemetry=TELEMETRY,
-                data_dir=tmp_path / "deployer",
-                registry_address=registry.grpc.address,
-                reconcile_interval_seconds=0.2,
-                consumer_group=f"deployer-test-{uuid.uuid4().hex[:8]}",
-            )
-        )
-        await deployer.start()
-        cleanup.push_async_callback(bounded, deployer.stop)
-        retrain = None
-        if start_retrain:
-            retrain = build_retrain(
-                retrain_settings(
-                    kafka, registry.grpc.address, tmp_path / "retrain", **retrain_fields
-                )
-            )
-            await retrain.start()
-            cleanup.push_async_callback(bounded, retrain.stop)
-        publisher = EventPublisher(kafka, source="flywheel-tests")
-        await publisher.start()
-        cleanup.push_async_callback(bounded, publisher.stop)
-        loop = Loop(model, registry, deployer, retrain, publisher, kafka, tmp_path)
-        cleanup.push_async_callback(bounded, loop.close)
-        cleanup.push_async_callback(
-            bounded, lambda: tombstone(kafka_bootstrap, DEPLOYMENTS.name, [model])
-        )
-        ready = asyncio.Event()
-        collector = asyncio.create_task(_collect(kafka_bootstrap, model, loop.events, ready))
-
-        async def stop_collector() -> None:
-            collector.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await collector
-
-        cleanup.push_async_callback(stop_collector)
-        await asyncio.wait_for(ready.wait(), 30)
+    async with in_process(kafka_bootstrap, tmp_path) as services:
+        registry = await services.registry()
+        deployer = await services.deployer()
+        retrain = await services.retrain(**retrain_fields) if start_retrain else None
+        publisher = await services.publisher("flywheel-tests")
+        await services.forget_deployments([model])
+        events = await services.events(RETRAIN_EVENTS, model)
+        loop = Loop(model, registry, deployer, retrain, publisher, services, tmp_path, events)
         await asyncio.to_thread(
             train_first_version, registry.grpc.address, model, tmp_path / "examples"
         )
         yield loop
+        await bounded(loop.close)
 
 
 @pytest.fixture

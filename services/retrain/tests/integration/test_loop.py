@@ -184,13 +184,13 @@ async def _consumed(loop: Loop) -> bool:
     """Whether the trigger's alert consumer has committed everything published so far."""
     assert loop.retrain is not None
     group = f"{loop.retrain.settings.consumer_group}.alerts"  # type: ignore[attr-defined]
-    admin = AIOKafkaAdminClient(bootstrap_servers=loop.kafka.bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=loop.platform.kafka_bootstrap)
     await admin.start()
     try:
         committed = await admin.list_consumer_group_offsets(group)
     finally:
         await admin.close()
-    consumer = AIOKafkaConsumer(bootstrap_servers=loop.kafka.bootstrap_servers)
+    consumer = AIOKafkaConsumer(bootstrap_servers=loop.platform.kafka_bootstrap)
     await consumer.start()
     try:
         ends = await consumer.end_offsets(list(committed))

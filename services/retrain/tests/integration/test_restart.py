@@ -4,15 +4,14 @@ version: the restarted process resumes the run it finds in its database."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
-import uuid
 from pathlib import Path
 
 from flywheel.retrain.v1 import types_pb2 as pb
-from flywheel_common.healthcheck import wait_until_serving
+from flywheel_common.settings import GrpcSettings, TelemetrySettings
+from flywheel_retrain.settings import RetrainSettings
 from flywheel_testing.backends import unused_port
+from flywheel_testing.processes import service_process
 
 from .conftest import breast_cancer, running_loop
 
@@ -23,33 +22,19 @@ SLOW_TRAINING = (
 )
 
 
-async def trigger_process(env: dict[str, str], port: int) -> asyncio.subprocess.Process:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "flywheel_retrain", env=os.environ | env
-    )
-    if await wait_until_serving([f"127.0.0.1:{port}"], timeout=60):
-        process.kill()
-        raise RuntimeError("the retrain trigger did not start")
-    return process
-
-
 async def test_a_trigger_killed_mid_run_resumes_it_without_a_duplicate(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     port = unused_port()
     async with running_loop(kafka_bootstrap, tmp_path, start_retrain=False) as loop:
         loop.retrain_address = f"127.0.0.1:{port}"
-        env = {
-            "FLYWHEEL_RETRAIN_GRPC__PORT": str(port),
-            "FLYWHEEL_RETRAIN_DATA_DIR": str(tmp_path / "retrain"),
-            "FLYWHEEL_RETRAIN_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "FLYWHEEL_RETRAIN_REGISTRY_ADDRESS": loop.registry.grpc.address,
-            "FLYWHEEL_RETRAIN_CONSUMER_GROUP": f"retrain-test-{uuid.uuid4().hex[:8]}",
-            "FLYWHEEL_RETRAIN_RECONCILE_INTERVAL_SECONDS": "0.2",
-            "FLYWHEEL_RETRAIN_TELEMETRY__METRICS_PORT": "-1",
-            "FLYWHEEL_RETRAIN_TELEMETRY__LOG_LEVEL": "ERROR",
-        }
-        first = await trigger_process(env, port)
+        settings = loop.platform.settings(
+            RetrainSettings,
+            "retrain",
+            grpc=GrpcSettings(port=port),
+            telemetry=TelemetrySettings(metrics_port=-1, log_level="ERROR"),
+        )
+        first = await service_process("flywheel_retrain", settings)
         second = None
         try:
             await loop.set_policy(
@@ -62,7 +47,7 @@ async def test_a_trigger_killed_mid_run_resumes_it_without_a_duplicate(
             first.send_signal(signal.SIGKILL)
             await first.wait()
 
-            second = await trigger_process(env, port)
+            second = await service_process("flywheel_retrain", settings)
             await loop.alert(alert_id)  # the alert again, as a redelivery would bring it
             run = await loop.wait_run(
                 {pb.RUN_STATE_PROMOTED, pb.RUN_STATE_FAILED, pb.RUN_STATE_REJECTED}
