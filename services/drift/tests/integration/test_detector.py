@@ -23,24 +23,18 @@ from flywheel.drift.v1 import types_pb2 as drift_types
 from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
 from flywheel_common.dead_letters import REASON
 from flywheel_common.events import header
-from flywheel_common.publisher import EventPublisher
 from flywheel_common.registration import registration
 from flywheel_common.service import Service
-from flywheel_common.settings import GrpcSettings, KafkaSettings, TelemetrySettings
 from flywheel_common.timestamps import duration
 from flywheel_common.topics import DEPLOYMENTS, DLQ, DRIFT_ALERTS, MODEL_METRICS, PREDICTIONS
 from flywheel_drift.app import build as build_drift
 from flywheel_drift.settings import DriftSettings
-from flywheel_gateway.app import build as build_gateway
-from flywheel_gateway.settings import GatewaySettings
-from flywheel_registry.app import build as build_registry
-from flywheel_registry.settings import RegistrySettings
-from flywheel_testing.kafka import read_topic, tombstone
+from flywheel_testing.kafka import read_topic
 from flywheel_testing.models import IrisModels
+from flywheel_testing.platform import in_process
 from inference import grpc_service_pb2 as inference_pb
 from inference import grpc_service_pb2_grpc as inference_grpc
 
-TELEMETRY = TelemetrySettings(metrics_port=-1, log_level="WARNING")
 WINDOW = 100
 
 
@@ -48,63 +42,27 @@ WINDOW = 100
 async def services(
     kafka_bootstrap: str, tmp_path: Path, iris_models: IrisModels
 ) -> AsyncIterator[tuple[Service, Service, Service, str]]:
-    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, linger_ms=1)
     model = f"iris-{uuid.uuid4().hex[:8]}"
-    registry = build_registry(
-        RegistrySettings(
-            grpc=GrpcSettings(port=0),
-            kafka=kafka,
-            telemetry=TELEMETRY,
-            data_dir=tmp_path / "registry",
-            consumer_group=f"registry-test-{uuid.uuid4().hex[:8]}",
+    async with in_process(kafka_bootstrap, tmp_path) as platform:
+        registry = await platform.registry()
+        async with grpc.aio.insecure_channel(registry.grpc.address) as channel:
+            stub = registry_grpc.RegistryServiceStub(channel)
+            await stub.RegisterModelVersion(
+                iter(
+                    registration(model, iris_models.classifier, sample=iris_models.reference_sample)
+                )
+            )
+        gateway = await platform.gateway()
+        drift = await platform.drift(window_size=WINDOW)
+        publisher = await platform.publisher("flywheel-deployer")
+        await platform.forget_deployments([model])
+        state = deployer_events.DeploymentState(
+            model=model,
+            routes=[deployer_types.TrafficRoute(version=1, weight_percent=100)],
+            generation=1,
         )
-    )
-    await registry.start()
-    async with grpc.aio.insecure_channel(registry.grpc.address) as channel:
-        stub = registry_grpc.RegistryServiceStub(channel)
-        await stub.RegisterModelVersion(
-            iter(registration(model, iris_models.classifier, sample=iris_models.reference_sample))
-        )
-    gateway = build_gateway(
-        GatewaySettings(
-            grpc=GrpcSettings(port=0),
-            kafka=kafka,
-            telemetry=TELEMETRY,
-            data_dir=tmp_path / "gateway",
-            registry_address=registry.grpc.address,
-            gateway_id=f"gw-{uuid.uuid4().hex[:6]}",
-        )
-    )
-    await gateway.start()
-    drift = build_drift(
-        DriftSettings(
-            grpc=GrpcSettings(port=0),
-            kafka=kafka,
-            telemetry=TELEMETRY,
-            registry_address=registry.grpc.address,
-            data_dir=tmp_path / "drift",
-            window_size=WINDOW,
-            batch_seconds=0.2,
-            consumer_group=f"drift-test-{uuid.uuid4().hex[:8]}",
-        )
-    )
-    await drift.start()
-    publisher = EventPublisher(kafka, source="flywheel-deployer")
-    await publisher.start()
-    state = deployer_events.DeploymentState(
-        model=model,
-        routes=[deployer_types.TrafficRoute(version=1, weight_percent=100)],
-        generation=1,
-    )
-    await publisher.publish(DEPLOYMENTS, state, subject=model)
-    await publisher.stop()
-    try:
+        await publisher.publish(DEPLOYMENTS, state, subject=model)
         yield registry, gateway, drift, model
-    finally:
-        await drift.stop()
-        await gateway.stop()
-        await registry.stop()
-        await tombstone(kafka_bootstrap, DEPLOYMENTS.name, [model])
 
 
 async def infer(address: str, model: str, rows: np.ndarray) -> None:
@@ -242,50 +200,49 @@ async def test_a_time_window_closes_when_traffic_stops(
 async def test_monitor_configs_are_validated_versioned_and_survive_a_restart(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    settings = DriftSettings(
-        grpc=GrpcSettings(port=0),
-        kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap),
-        telemetry=TELEMETRY,
-        data_dir=tmp_path,
-        consumer_group=f"drift-test-{uuid.uuid4().hex[:8]}",
-    )
-    config = drift_types.MonitorConfig(
-        model="iris",
-        window=drift_types.WindowSpec(kind=drift_types.WINDOW_KIND_COUNT, size_count=500),
-        correction=drift_types.MULTIPLE_TESTING_CORRECTION_BONFERRONI,
-        categorical_features=["colour"],
-    )
-    config.thresholds.alpha = 0.001
-    first = build_drift(settings)
-    await first.start()
-    try:
-        async with grpc.aio.insecure_channel(first.grpc.address) as channel:
-            stub = drift_grpc.DriftServiceStub(channel)
-            stored = await stub.SetMonitorConfig(drift_pb.SetMonitorConfigRequest(config=config))
-            assert stored.config.revision == 1
-            with pytest.raises(grpc.aio.AioRpcError) as stale:
-                await stub.SetMonitorConfig(
-                    drift_pb.SetMonitorConfigRequest(config=config, expected_revision=0)
+    async with in_process(kafka_bootstrap, tmp_path) as platform:
+        settings = platform.settings(DriftSettings, "drift")
+        config = drift_types.MonitorConfig(
+            model="iris",
+            window=drift_types.WindowSpec(kind=drift_types.WINDOW_KIND_COUNT, size_count=500),
+            correction=drift_types.MULTIPLE_TESTING_CORRECTION_BONFERRONI,
+            categorical_features=["colour"],
+        )
+        config.thresholds.alpha = 0.001
+        first = build_drift(settings)
+        await first.start()
+        try:
+            async with grpc.aio.insecure_channel(first.grpc.address) as channel:
+                stub = drift_grpc.DriftServiceStub(channel)
+                stored = await stub.SetMonitorConfig(
+                    drift_pb.SetMonitorConfigRequest(config=config)
                 )
-            assert stale.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-            broken = drift_types.MonitorConfig(model="iris")
-            broken.thresholds.alpha = 2.0
-            with pytest.raises(grpc.aio.AioRpcError) as invalid:
-                await stub.SetMonitorConfig(drift_pb.SetMonitorConfigRequest(config=broken))
-            assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            assert "thresholds.alpha" in (invalid.value.details() or "")
-    finally:
-        await first.stop()
+                assert stored.config.revision == 1
+                with pytest.raises(grpc.aio.AioRpcError) as stale:
+                    await stub.SetMonitorConfig(
+                        drift_pb.SetMonitorConfigRequest(config=config, expected_revision=0)
+                    )
+                assert stale.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+                broken = drift_types.MonitorConfig(model="iris")
+                broken.thresholds.alpha = 2.0
+                with pytest.raises(grpc.aio.AioRpcError) as invalid:
+                    await stub.SetMonitorConfig(drift_pb.SetMonitorConfigRequest(config=broken))
+                assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert "thresholds.alpha" in (invalid.value.details() or "")
+        finally:
+            await first.stop()
 
-    second = build_drift(settings)
-    await second.start()
-    try:
-        async with grpc.aio.insecure_channel(second.grpc.address) as channel:
-            stub = drift_grpc.DriftServiceStub(channel)
-            found = await stub.GetMonitorConfig(drift_pb.GetMonitorConfigRequest(model="iris"))
-            default = await stub.GetMonitorConfig(drift_pb.GetMonitorConfigRequest(model="other"))
-    finally:
-        await second.stop()
+        second = build_drift(settings)
+        await second.start()
+        try:
+            async with grpc.aio.insecure_channel(second.grpc.address) as channel:
+                stub = drift_grpc.DriftServiceStub(channel)
+                found = await stub.GetMonitorConfig(drift_pb.GetMonitorConfigRequest(model="iris"))
+                default = await stub.GetMonitorConfig(
+                    drift_pb.GetMonitorConfigRequest(model="other")
+                )
+        finally:
+            await second.stop()
     assert not found.is_default
     assert (found.config.revision, found.config.window.size_count) == (1, 500)
     assert found.config.thresholds.alpha == pytest.approx(0.001)

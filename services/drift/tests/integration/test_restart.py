@@ -4,9 +4,7 @@ the predictions it logged before still join the ground truth that comes after.""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 import uuid
 from pathlib import Path
 
@@ -20,13 +18,15 @@ from flywheel.drift.v1 import events_pb2 as drift_events
 from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
 from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_common.events import header
-from flywheel_common.healthcheck import wait_until_serving
 from flywheel_common.publisher import EventPublisher
-from flywheel_common.settings import KafkaSettings
+from flywheel_common.settings import GrpcSettings, TelemetrySettings
 from flywheel_common.timestamps import duration, now
 from flywheel_common.topics import GROUND_TRUTH, MODEL_METRICS, PREDICTIONS
+from flywheel_drift.settings import DriftSettings
 from flywheel_testing.backends import unused_port
 from flywheel_testing.kafka import read_topic
+from flywheel_testing.platform import in_process
+from flywheel_testing.processes import service_process
 
 WINDOW = 100
 TOTAL = 500
@@ -53,16 +53,6 @@ def log(model: str, index: int) -> PredictionLog:
     )
 
 
-async def detector(env: dict[str, str], port: int) -> asyncio.subprocess.Process:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "flywheel_drift", env=os.environ | env
-    )
-    if await wait_until_serving([f"127.0.0.1:{port}"], timeout=60):
-        process.kill()
-        raise RuntimeError("the drift detector did not start")
-    return process
-
-
 async def windows_of(
     bootstrap: str, model: str
 ) -> list[tuple[str, drift_events.ModelMetricsWindow]]:
@@ -81,21 +71,39 @@ async def test_a_detector_killed_mid_stream_neither_loses_nor_double_counts(
 ) -> None:
     model = f"restart-{uuid.uuid4().hex[:8]}"
     port = unused_port()
-    env = {
-        "FLYWHEEL_DRIFT_GRPC__PORT": str(port),
-        "FLYWHEEL_DRIFT_DATA_DIR": str(tmp_path),
-        "FLYWHEEL_DRIFT_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "FLYWHEEL_DRIFT_CONSUMER_GROUP": f"drift-test-{uuid.uuid4().hex[:8]}",
-        "FLYWHEEL_DRIFT_WINDOW_SIZE": str(WINDOW),
-        "FLYWHEEL_DRIFT_BATCH_SIZE": "15",
-        "FLYWHEEL_DRIFT_BATCH_SECONDS": "0.05",
-        "FLYWHEEL_DRIFT_REGISTRY_ADDRESS": "127.0.0.1:1",  # no reference: windows still count
-        "FLYWHEEL_DRIFT_TELEMETRY__METRICS_PORT": "-1",
-        "FLYWHEEL_DRIFT_TELEMETRY__LOG_LEVEL": "ERROR",
-    }
-    publisher = EventPublisher(KafkaSettings(bootstrap_servers=kafka_bootstrap), "tests")
-    await publisher.start()
-    first = await detector(env, port)
+    async with in_process(kafka_bootstrap, tmp_path) as platform:
+        publisher = await platform.publisher("tests")
+        settings = platform.settings(
+            DriftSettings,
+            "drift",
+            grpc=GrpcSettings(port=port),
+            telemetry=TelemetrySettings(metrics_port=-1, log_level="ERROR"),
+            window_size=WINDOW,
+            batch_size=15,
+            batch_seconds=0.05,
+            registry_address="127.0.0.1:1",  # no reference: windows still count
+        )
+        published = await kill_mid_stream(settings, publisher, model, kafka_bootstrap)
+
+    unique = {ce: window for ce, window in published}  # consumers dedupe on ce_id
+    indices = sorted(window.window.index for window in unique.values())
+    assert indices == list(range(TOTAL // WINDOW)), indices
+    assert all(window.request_count == WINDOW for window in unique.values())
+    assert sum(window.request_count for window in unique.values()) == TOTAL
+    assert sum(window.label_metrics.labeled_count for window in unique.values()) == LABELED
+    assert all(
+        window.label_metrics.accuracy == 1.0
+        for window in unique.values()
+        if window.label_metrics.labeled_count
+    )
+
+
+async def kill_mid_stream(
+    settings: DriftSettings, publisher: EventPublisher, model: str, bootstrap: str
+) -> list[tuple[str, drift_events.ModelMetricsWindow]]:
+    """Stream TOTAL logs through a detector process killed with SIGKILL mid-batch and
+    restarted, label the first LABELED after the restart; every window it published."""
+    first = await service_process("flywheel_drift", settings)
     second = None
     try:
 
@@ -110,7 +118,7 @@ async def test_a_detector_killed_mid_stream_neither_loses_nor_double_counts(
 
         await send(0, 250)
         async with asyncio.timeout(60):
-            while len(await windows_of(kafka_bootstrap, model)) < 2:
+            while len(await windows_of(bootstrap, model)) < 2:
                 await asyncio.sleep(0.2)
         sending = asyncio.create_task(send(250, 380))
         await asyncio.sleep(0.4)  # killed while a batch is in flight
@@ -118,7 +126,7 @@ async def test_a_detector_killed_mid_stream_neither_loses_nor_double_counts(
         await first.wait()
         await sending
 
-        second = await detector(env, port)
+        second = await service_process("flywheel_drift", settings)
         # Ground truth for predictions the first detector took long before it died: they
         # wait in its checkpoint, not in the new process's memory, and must still join.
         await publisher.send(
@@ -132,32 +140,19 @@ async def test_a_detector_killed_mid_stream_neither_loses_nor_double_counts(
             ]
         )
         async with asyncio.timeout(60):
-            while await labeled(port, model) < LABELED:
+            while await labeled(settings.grpc.port, model) < LABELED:
                 await asyncio.sleep(0.2)
         await send(380, TOTAL)
         async with asyncio.timeout(120):
-            while len({ce for ce, _ in await windows_of(kafka_bootstrap, model)}) < TOTAL // WINDOW:
+            while len({ce for ce, _ in await windows_of(bootstrap, model)}) < TOTAL // WINDOW:
                 await asyncio.sleep(0.5)
         await asyncio.sleep(2.0)  # anything duplicated would have arrived by now
-        published = await windows_of(kafka_bootstrap, model)
+        return await windows_of(bootstrap, model)
     finally:
-        await publisher.stop()
         for process in (first, second):
             if process is not None and process.returncode is None:
                 process.send_signal(signal.SIGTERM)
                 await asyncio.wait_for(process.wait(), 60)
-
-    unique = {ce: window for ce, window in published}  # consumers dedupe on ce_id
-    indices = sorted(window.window.index for window in unique.values())
-    assert indices == list(range(TOTAL // WINDOW)), indices
-    assert all(window.request_count == WINDOW for window in unique.values())
-    assert sum(window.request_count for window in unique.values()) == TOTAL
-    assert sum(window.label_metrics.labeled_count for window in unique.values()) == LABELED
-    assert all(
-        window.label_metrics.accuracy == 1.0
-        for window in unique.values()
-        if window.label_metrics.labeled_count
-    )
 
 
 async def labeled(port: int, model: str) -> int:
