@@ -104,7 +104,7 @@ def observations(logs: Sequence[PredictionLog]) -> Observations:
 
 
 def _seconds(stamp: Timestamp) -> float:
-    return stamp.ToNanoseconds() / 1e9
+    return stamp.seconds + stamp.nanos / 1e9
 
 
 def kind_of(number: int) -> Kind | None:
