@@ -51,7 +51,8 @@ from flywheel_common.timestamps import duration, now
 from flywheel_common.topics import PROTOBUF, Cleanup, TopicSpec, ensure_topics
 from flywheel_drift.app import MIGRATIONS, tune_garbage_collection
 from flywheel_drift.detection import Monitor, data_drift
-from flywheel_drift.engine import DriftEngine, ModelMonitor
+from flywheel_drift.domain import ModelMonitor
+from flywheel_drift.engine import DriftEngine
 from flywheel_drift.profiles import ReferenceProfile, build_profile
 from flywheel_drift.settings import DriftSettings
 from flywheel_drift.stream import DriftStream

@@ -15,6 +15,7 @@ from flywheel_common.registry_client import RegistryClient
 from flywheel_common.service import Service, run_service
 from flywheel_common.settings import ServiceSettings
 from flywheel_drift.engine import DriftEngine
+from flywheel_drift.gauges import p_values
 from flywheel_drift.grpc_api import METHOD_ROLES, SERVICE_NAME, DriftServicer
 from flywheel_drift.monitors import MonitorConfigs, load_profile
 from flywheel_drift.profiles import ReferenceProfile
@@ -46,7 +47,7 @@ def build(
     )
     metrics.get_meter(__name__).create_observable_gauge(
         "flywheel.drift.p_value",
-        callbacks=[engine.p_values],
+        callbacks=[p_values(engine)],
         description="Adjusted p-value of each feature in its version's latest window",
     )
     stream = DriftStream(

@@ -8,6 +8,7 @@ from flywheel.drift.v1 import drift_pb2 as pb
 from flywheel.drift.v1 import drift_pb2_grpc as pb_grpc
 from flywheel_common.errors import InvalidArgument, NotFound, required
 from flywheel_common.settings import Role
+from flywheel_drift import converters
 from flywheel_drift.engine import DriftEngine
 from flywheel_drift.monitors import MonitorConfigs
 
@@ -31,7 +32,7 @@ class DriftServicer(pb_grpc.DriftServiceServicer):
                 + (f" version {request.version}" if request.version else "")
                 + " have been seen yet"
             )
-        return pb.GetDriftStatusResponse(versions=statuses)
+        return pb.GetDriftStatusResponse(versions=[converters.status_message(s) for s in statuses])
 
     async def ListAlerts(
         self, request: pb.ListAlertsRequest, context: Any
@@ -43,21 +44,26 @@ class DriftServicer(pb_grpc.DriftServiceServicer):
             offset = int(request.page_token) if request.page_token else 0
         except ValueError:
             raise InvalidArgument("page_token is not one this server issued") from None
-        start = request.time_range.start.ToNanoseconds() if request.HasField("time_range") else 0
-        end = request.time_range.end.ToNanoseconds() if request.HasField("time_range") else 0
-        matching = [
-            alert
-            for alert in reversed(self._engine.alerts)
-            if (not request.model or alert.model == request.model)
-            and (not request.version or alert.version == request.version)
-            and (not request.kinds or set(request.kinds) & set(alert.kinds))
-            and alert.severity >= request.min_severity
-            and (not start or alert.occurred_at.ToNanoseconds() >= start)
-            and (not end or alert.occurred_at.ToNanoseconds() < end)
-        ]
+        timed = request.HasField("time_range")
+        least_severity = converters.least_severity_of(request.min_severity)
+        kinds = {converters.kind_of(number) for number in request.kinds}
+        matching = (
+            self._engine.find_alerts(
+                model=request.model,
+                version=request.version,
+                kinds={kind for kind in kinds if kind is not None} if request.kinds else None,
+                min_severity=least_severity,
+                start=request.time_range.start.ToNanoseconds() / 1e9 if timed else 0.0,
+                end=request.time_range.end.ToNanoseconds() / 1e9 if timed else 0.0,
+            )
+            if least_severity is not None
+            else []
+        )
         page = matching[offset : offset + size]
         token = str(offset + size) if offset + size < len(matching) else ""
-        return pb.ListAlertsResponse(alerts=page, next_page_token=token)
+        return pb.ListAlertsResponse(
+            alerts=[converters.alert_message(alert) for alert in page], next_page_token=token
+        )
 
     async def SetMonitorConfig(
         self, request: pb.SetMonitorConfigRequest, context: Any

@@ -14,7 +14,7 @@ from flywheel_common.registry_client import RegistryClient
 from flywheel_common.signatures import NUMPY_DTYPES
 from flywheel_drift import storage
 from flywheel_drift.detection import ALL_TESTS, DriftTest, Monitor, Severity, Thresholds
-from flywheel_drift.engine import ModelMonitor
+from flywheel_drift.domain import ModelMonitor
 from flywheel_drift.profiles import ReferenceProfile, build_profile
 from flywheel_drift.statistics import Correction
 from flywheel_drift.windows import WindowPolicy

@@ -27,7 +27,7 @@ from flywheel_common.db import Database
 from flywheel_common.dead_letters import DeadLetters
 from flywheel_common.events import EventTypes, MalformedEvent, decode_event
 from flywheel_common.outbox import Outbox
-from flywheel_common.prediction_logs import unpack
+from flywheel_common.prediction_logs import ground_truth_label, unpack
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings
 from flywheel_common.topics import (
@@ -38,8 +38,9 @@ from flywheel_common.topics import (
     TopicSpec,
     await_group_coordinator,
 )
-from flywheel_drift import storage
-from flywheel_drift.engine import DriftEngine, Outgoing
+from flywheel_drift import converters, snapshots, storage
+from flywheel_drift.domain import DriftEvent
+from flywheel_drift.engine import DriftEngine
 from flywheel_drift.windows import JoinChanges
 
 log = logging.getLogger(__name__)
@@ -122,16 +123,19 @@ class DriftStream:
             async for events in stream.take_events(prediction_batch_size, within=batch_seconds):
                 fresh = self._unapplied(events)
                 logs = await self._decode(fresh, unpack)
-                await self._checkpoint(fresh, self._engine.observe(logs))
+                outgoing = self._engine.observe(converters.batches(logs))
+                await self._checkpoint(fresh, outgoing)
                 self.processed += len(logs)
                 yield None
 
         async def on_labels(stream: Any) -> AsyncIterator[None]:
             async for events in stream.take_events(batch_size, within=batch_seconds):
                 fresh = self._unapplied(events)
-                outgoing: Outgoing = []
+                outgoing: list[DriftEvent] = []
                 for truth in await self._decode(fresh, _ground_truth):
-                    outgoing += self._engine.label(truth, time.time())
+                    label = ground_truth_label(truth)
+                    if label is not None:
+                        outgoing += self._engine.label(truth.request_id, label, time.time())
                 await self._checkpoint(fresh, outgoing)
                 yield None
 
@@ -193,7 +197,7 @@ class DriftStream:
             > self._applied.get((event.message.topic, event.message.partition), -1)
         ]
 
-    async def _checkpoint(self, events: Sequence[Any], outgoing: Outgoing) -> None:
+    async def _checkpoint(self, events: Sequence[Any], outgoing: Sequence[DriftEvent]) -> None:
         """One transaction: the offsets applied, the changed windows and label join, the
         events produced.
 
@@ -209,12 +213,13 @@ class DriftStream:
         if not applied and not outgoing:
             return
         changed, self._engine.changed = self._engine.changed, set()
-        states = {key: self._engine.snapshot(*key) for key in changed}
+        states = {key: snapshots.encode(self._engine.snapshot(*key)) for key in changed}
+        messages = [(converters.event_message(event), event.model) for event in outgoing]
         join, join_is_base = self._join_checkpoint()
         async with self._checkpointing:
             async with self._database.transaction() as session:
                 await storage.save(session, applied, states, join, join_is_base)
-                for message, subject in outgoing:
+                for message, subject in messages:
                     topic = _DESTINATIONS[type(message).__name__]
                     self._outbox.stage(session, topic, message, subject=subject)
             self._applied.update(applied)
@@ -235,7 +240,7 @@ class DriftStream:
         async with self._database.transaction() as session:
             self._applied = await storage.offsets(session)
             for (model, version), snapshot in (await storage.window_states(session)).items():
-                self._engine.restore(model, version, snapshot)
+                self._engine.restore(model, version, snapshots.decode(model, version, snapshot))
             for changes in await storage.join_log(session):
                 self._engine.join.apply(changes)
                 self._join_logged += len(changes)

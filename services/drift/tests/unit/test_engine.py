@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
+from google.protobuf.message import Message
 
 from flywheel.common.v1.types_pb2 import Tensor
 from flywheel.drift.v1 import events_pb2 as events
 from flywheel.drift.v1 import types_pb2 as types
 from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
 from flywheel.gateway.v1.events_pb2 import PredictionLog
+from flywheel_common.prediction_logs import ground_truth_label
 from flywheel_common.timestamps import epoch
-from flywheel_drift.engine import DriftEngine, ModelMonitor
+from flywheel_drift import converters
+from flywheel_drift.domain import DriftEvent, ModelMonitor
+from flywheel_drift.engine import DriftEngine
 from flywheel_drift.profiles import ReferenceProfile
 from flywheel_drift.windows import WindowPolicy
 
@@ -32,12 +36,27 @@ def logged(request: str, at: float, label: int = 1) -> PredictionLog:
     )
 
 
+def published(events: list[DriftEvent]) -> list[tuple[Message, str]]:
+    """The events as the stream stages them: message and subject."""
+    return [(converters.event_message(event), event.model) for event in events]
+
+
+def observe(engine: DriftEngine, logs: list[PredictionLog]) -> list[tuple[Message, str]]:
+    return published(engine.observe(converters.batches(logs)))
+
+
+def label(engine: DriftEngine, truth: GroundTruth, at: float) -> list[tuple[Message, str]]:
+    value = ground_truth_label(truth)
+    assert value is not None
+    return published(engine.label(truth.request_id, value, at))
+
+
 async def test_an_idle_time_window_closes_once_its_end_has_passed() -> None:
     engine = DriftEngine(no_profile, lambda _: ModelMonitor(window=WindowPolicy(seconds=60)))
-    assert engine.observe([logged(f"r{i}", 600.0 + i) for i in range(5)]) == []
+    assert observe(engine, [logged(f"r{i}", 600.0 + i) for i in range(5)]) == []
     engine.changed.clear()
     assert engine.flush(now=659.0) == []
-    [(metrics, subject)] = engine.flush(now=660.0)
+    [(metrics, subject)] = published(engine.flush(now=660.0))
     assert isinstance(metrics, events.ModelMetricsWindow)
     assert (subject, metrics.window.index, metrics.request_count) == ("iris", 10, 5)
     assert metrics.window.kind == types.WINDOW_KIND_TIME
@@ -50,8 +69,8 @@ async def test_labels_that_arrive_before_their_predictions_still_raise_concept_d
     # Ground truth first: right for the first 300 predictions, wrong for the next 300.
     for i in range(600):
         truth = GroundTruth(request_id=f"r{i}", model="iris", int64_label=1 if i < 300 else 0)
-        assert engine.label(truth, at=1000.0) == []
-    outgoing = engine.observe([logged(f"r{i}", 1000.0 + i / 100) for i in range(600)])
+        assert label(engine, truth, at=1000.0) == []
+    outgoing = observe(engine, [logged(f"r{i}", 1000.0 + i / 100) for i in range(600)])
     alerts = [m for m, _ in outgoing if isinstance(m, events.DriftAlert)]
     assert alerts
     assert all(list(a.kinds) == [types.ALERT_KIND_CONCEPT] for a in alerts)
