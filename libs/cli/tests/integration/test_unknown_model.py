@@ -11,26 +11,14 @@ from pathlib import Path
 import pytest
 
 from flywheel_common.service import Service
-from flywheel_common.settings import GrpcSettings, KafkaSettings, TelemetrySettings
-from flywheel_registry.app import build as build_registry
-from flywheel_registry.settings import RegistrySettings
 from flywheel_testing.backends import unused_port
-from flywheel_testing.waiting import bounded
+from flywheel_testing.platform import in_process
 
 
 @pytest.fixture
 async def registry(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[Service]:
-    service = build_registry(
-        RegistrySettings(
-            grpc=GrpcSettings(port=0),
-            kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap),
-            telemetry=TelemetrySettings(metrics_port=-1, log_level="WARNING"),
-            data_dir=tmp_path,
-        )
-    )
-    await service.start()
-    yield service
-    await bounded(service.stop)
+    async with in_process(kafka_bootstrap, tmp_path) as platform:
+        yield await platform.registry()
 
 
 async def flywheel(registry: Service, *args: str) -> tuple[int, str, str]:

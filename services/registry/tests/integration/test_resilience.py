@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,10 +17,18 @@ from hypothesis import strategies as st
 from flywheel.registry.v1 import registry_pb2 as pb
 from flywheel.registry.v1 import registry_pb2_grpc as pb_grpc
 from flywheel.registry.v1 import types_pb2 as types
-from flywheel_common.healthcheck import wait_until_serving
 from flywheel_common.registration import registration
+from flywheel_common.settings import (
+    DatabaseSettings,
+    GrpcSettings,
+    KafkaSettings,
+    OutboxSettings,
+    TelemetrySettings,
+)
+from flywheel_registry.settings import RegistrySettings
 from flywheel_testing.backends import unused_port
 from flywheel_testing.models import IrisModels
+from flywheel_testing.processes import service_process
 
 from .conftest import model_events
 
@@ -39,29 +45,20 @@ ACCEPTABLE = {
 
 @asynccontextmanager
 async def registry_process(
-    database_url: str, kafka_bootstrap: str, data_dir: Path, **env: str
+    database_url: str, kafka_bootstrap: str, data_dir: Path, *, relay_enabled: bool = True
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    port = unused_port()
-    environment = os.environ | {
-        "FLYWHEEL_REGISTRY_GRPC__PORT": str(port),
-        "FLYWHEEL_REGISTRY_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "FLYWHEEL_REGISTRY_DATABASE__URL": database_url,
-        "FLYWHEEL_REGISTRY_DATA_DIR": str(data_dir),
-        "FLYWHEEL_REGISTRY_TELEMETRY__METRICS_PORT": "-1",
-        "FLYWHEEL_REGISTRY_MAX_ARTIFACT_BYTES": "65536",
-        **{f"FLYWHEEL_REGISTRY_{key}": value for key, value in env.items()},
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "flywheel_registry",
-        env=environment,
-        stderr=asyncio.subprocess.DEVNULL,
+    settings = RegistrySettings(
+        grpc=GrpcSettings(port=unused_port()),
+        kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap),
+        telemetry=TelemetrySettings(metrics_port=-1),
+        database=DatabaseSettings(url=database_url),
+        outbox=OutboxSettings(relay_enabled=relay_enabled),
+        data_dir=data_dir,
+        max_artifact_bytes=65536,
     )
-    address = f"127.0.0.1:{port}"
+    process = await service_process("flywheel_registry", settings)
     try:
-        assert not await wait_until_serving([address], timeout=60), "registry did not start"
-        yield process, address
+        yield process, f"{settings.grpc.host}:{settings.grpc.port}"
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
@@ -78,7 +75,7 @@ async def test_registry_killed_between_commit_and_publish_still_publishes_once(
     # The first process commits but never publishes: its relay is off, as in a replica that
     # crashes after the commit and before the relay's next round.
     async with registry_process(
-        registry_database_url, kafka_bootstrap, tmp_path, OUTBOX__RELAY_ENABLED="false"
+        registry_database_url, kafka_bootstrap, tmp_path, relay_enabled=False
     ) as (process, address):
         async with grpc.aio.insecure_channel(address) as channel:
             stub = pb_grpc.RegistryServiceStub(channel)
