@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -48,9 +49,9 @@ async def parts(*items: Part) -> AsyncIterator[Part]:
 
 
 async def registered(
-    w: World, artifact: bytes = ARTIFACT, model: str = "iris", **fields: object
+    w: World, artifact: bytes = ARTIFACT, model: str = "iris", **fields: Any
 ) -> int:
-    new = NewVersion(model=model, **fields)  # type: ignore[arg-type]
+    new = NewVersion(model=model, **fields)
     with as_role(Role.WRITER, "trainer"):
         done = await register(w.deps, new, parts((PartKind.ARTIFACT, artifact)))
     return done.version.version.version
