@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from flywheel.registry.v1 import registry_pb2_grpc
 from flywheel_common.foundation import Foundation
 from flywheel_common.grpc_server import ServiceBinding
-from flywheel_common.inbox import deduplicated
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.service import Service, run_service
 from flywheel_common.settings import ServiceSettings
 from flywheel_common.topics import DEPLOYMENT_EVENTS
-from flywheel_registry.artifacts import BlobStore, LocalBlobStore
-from flywheel_registry.consumers import CONSUMER_NAME, rollback_follower
+from flywheel_registry.artifacts import LocalBlobStore
+from flywheel_registry.consumers import rollback_follower
 from flywheel_registry.grpc_api import METHOD_ROLES, SERVICE_NAME, RegistryServicer
-from flywheel_registry.handlers import Registry, RegistryLimits
+from flywheel_registry.handlers.ports import BlobStore, Deps, RegistryLimits
 from flywheel_registry.onnx_validation import OnnxValidator
 from flywheel_registry.settings import RegistrySettings
+from flywheel_registry.storage import RegistryUnitOfWork
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -33,28 +34,26 @@ def build(
     config = settings if isinstance(settings, RegistrySettings) else RegistrySettings()
     foundation = Foundation(config, MIGRATIONS, publisher)
     validator = OnnxValidator(config.validation_timeout_seconds)
-    registry = Registry(
-        foundation.database,
-        blobs or LocalBlobStore(config.artifact_folder()),
-        foundation.outbox,
-        validator,
-        RegistryLimits(
+    deps = Deps(
+        unit_of_work=partial(RegistryUnitOfWork, foundation.database, foundation.outbox),
+        blobs=blobs or LocalBlobStore(config.artifact_folder()),
+        validator=validator,
+        limits=RegistryLimits(
             max_artifact_bytes=config.max_artifact_bytes,
             max_reference_sample_bytes=config.max_reference_sample_bytes,
             default_protected_aliases=frozenset(config.protected_aliases),
             chunk_bytes=config.download_chunk_bytes,
         ),
     )
-    follow_rollbacks = deduplicated(foundation.database, CONSUMER_NAME, rollback_follower(registry))
     components = [
         *foundation.components(),
         validator,
-        foundation.consumer([DEPLOYMENT_EVENTS.name], follow_rollbacks),
+        foundation.consumer([DEPLOYMENT_EVENTS.name], rollback_follower(deps)),
     ]
     binding = ServiceBinding(
         SERVICE_NAME,
         registry_pb2_grpc.add_RegistryServiceServicer_to_server,
-        RegistryServicer(registry),
+        RegistryServicer(deps),
         METHOD_ROLES,
     )
     return Service(config, [binding], components)

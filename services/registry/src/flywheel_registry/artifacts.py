@@ -1,4 +1,5 @@
-"""Content-addressed blob store for artifacts and reference samples: `sha256/ab/cdef...`."""
+"""Content-addressed blob store for artifacts and reference samples in a local folder:
+`sha256/ab/cdef...` (it implements `handlers.ports.BlobStore`)."""
 
 from __future__ import annotations
 
@@ -8,42 +9,9 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Protocol
 
 from flywheel_common.errors import InvalidArgument, NotFound, ResourceExhausted
 from flywheel_registry.domain import SHA256_PATTERN
-
-
-class BlobUpload(Protocol):
-    """Bytes being received; becomes a blob only when committed."""
-
-    size: int
-
-    async def write(self, chunk: bytes) -> None: ...
-
-    def sha256(self) -> str: ...
-
-    async def read_all(self) -> bytes: ...
-
-    async def commit(self) -> bool:
-        """Store under the digest; False when that blob existed already."""
-        ...
-
-    async def discard(self) -> None: ...
-
-
-class BlobStore(Protocol):
-    """Where blobs live; an object store can implement this later."""
-
-    def upload(self, limit_bytes: int, what: str) -> BlobUpload: ...
-
-    def read(
-        self, sha256: str, offset: int = 0, chunk_size: int = 1 << 20
-    ) -> AsyncIterator[bytes]: ...
-
-    async def size(self, sha256: str) -> int: ...
-
-    async def delete(self, sha256: str) -> None: ...
 
 
 class LocalBlobStore:

@@ -1,21 +1,36 @@
-"""Rows to protobuf: API messages and the events of flywheel.model-events."""
+"""Protobuf at the edge: requests to domain values, domain values to API messages and to the
+events of flywheel.model-events."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from google.protobuf.message import Message
 
 from flywheel.common.v1 import types_pb2 as common
 from flywheel.registry.v1 import events_pb2 as events
 from flywheel.registry.v1 import types_pb2 as types
 from flywheel_common.signatures import Signature
 from flywheel_common.timestamps import optional_timestamp
-from flywheel_registry.domain import ReferenceSampleLayout
-from flywheel_registry.storage import AliasHistoryRow, AliasRow, ModelRow, VersionRow
+from flywheel_registry.domain import (
+    AliasChange,
+    AliasChanged,
+    AliasPointer,
+    Cause,
+    ModelSummary,
+    ModelVersion,
+    ModelVersionArchived,
+    ModelVersionPromoted,
+    ModelVersionRegistered,
+    ReferenceSampleLayout,
+    RegistryEvent,
+    VersionView,
+)
 
 CAUSES = {
-    "request": types.ALIAS_CHANGE_CAUSE_REQUEST,
-    "registration": types.ALIAS_CHANGE_CAUSE_REGISTRATION,
-    "rollback": types.ALIAS_CHANGE_CAUSE_ROLLBACK,
+    Cause.REQUEST: types.ALIAS_CHANGE_CAUSE_REQUEST,
+    Cause.REGISTRATION: types.ALIAS_CHANGE_CAUSE_REGISTRATION,
+    Cause.ROLLBACK: types.ALIAS_CHANGE_CAUSE_ROLLBACK,
 }
 LINEAGE_FIELDS = (
     "dataset_uri",
@@ -28,16 +43,15 @@ LINEAGE_FIELDS = (
 )
 
 
-def signature_proto(signature: dict[str, Any]) -> common.ModelSignature:
-    parsed = Signature.from_json(signature)
+def signature_proto(signature: Signature) -> common.ModelSignature:
     return common.ModelSignature(
         inputs=[
             common.TensorSpec(name=t.name, datatype=t.datatype, shape=t.shape)
-            for t in parsed.inputs
+            for t in signature.inputs
         ],
         outputs=[
             common.TensorSpec(name=t.name, datatype=t.datatype, shape=t.shape)
-            for t in parsed.outputs
+            for t in signature.outputs
         ],
     )
 
@@ -64,149 +78,176 @@ def layout_to_json(layout: ReferenceSampleLayout) -> dict[str, Any]:
     }
 
 
-def artifact_info(row: VersionRow) -> types.ArtifactInfo:
-    return types.ArtifactInfo(
-        sha256=row.artifact_sha256,
-        size_bytes=row.artifact_size,
-        format="onnx",
-        onnx_ir_version=row.onnx_ir_version,
-        onnx_opset_version=row.onnx_opset_version,
-        producer_name=row.producer_name,
+def layout_from_json(document: dict[str, Any]) -> ReferenceSampleLayout:
+    return ReferenceSampleLayout(
+        datatype=document["datatype"],
+        shape=tuple(document["shape"]),
+        feature_names=tuple(document["feature_names"]),
+        input_name=document["input_name"],
     )
 
 
-def reference_sample_info(row: VersionRow) -> types.ReferenceSampleInfo | None:
-    if not row.reference_sample_sha256 or row.reference_sample_spec is None:
+def artifact_info(version: ModelVersion) -> types.ArtifactInfo:
+    artifact = version.artifact
+    return types.ArtifactInfo(
+        sha256=artifact.sha256,
+        size_bytes=artifact.size,
+        format="onnx",
+        onnx_ir_version=artifact.onnx_ir_version,
+        onnx_opset_version=artifact.onnx_opset_version,
+        producer_name=artifact.producer_name,
+    )
+
+
+def reference_sample_info(version: ModelVersion) -> types.ReferenceSampleInfo | None:
+    sample = version.reference_sample
+    if sample is None:
         return None
     return types.ReferenceSampleInfo(
-        sha256=row.reference_sample_sha256,
-        size_bytes=row.reference_sample_size,
-        spec=types.ReferenceSampleSpec(**row.reference_sample_spec),
+        sha256=sample.sha256,
+        size_bytes=sample.size,
+        spec=types.ReferenceSampleSpec(**layout_to_json(sample.layout)),
     )
 
 
-def version_proto(row: VersionRow, aliases: list[str]) -> types.ModelVersion:
+def version_proto(view: VersionView) -> types.ModelVersion:
+    version = view.version
     return types.ModelVersion(
-        model=row.model_name,
-        version=row.version,
-        description=row.description,
+        model=version.model,
+        version=version.version,
+        description=version.description,
         status=(
             types.MODEL_VERSION_STATUS_ARCHIVED
-            if row.archived
+            if version.archived
             else types.MODEL_VERSION_STATUS_READY
         ),
-        params=row.params,
-        metrics={metric.name: metric.value for metric in row.metrics},
-        tags=row.tag_map,
-        aliases=aliases,
-        signature=signature_proto(row.signature),
-        artifact=artifact_info(row),
-        reference_sample=reference_sample_info(row),
-        lineage=types.Lineage(**row.lineage),
-        breaking_change=row.breaking_change,
-        created_by=row.created_by,
-        created_at=optional_timestamp(row.created_at),
-        updated_at=optional_timestamp(row.updated_at),
-        archived_at=optional_timestamp(row.archived_at),
-        archive_reason=row.archive_reason,
-    )
-
-
-def alias_proto(row: AliasRow) -> types.Alias:
-    return types.Alias(
-        name=row.name,
-        version=row.version,
-        protected=row.protected,
-        updated_by=row.updated_by,
-        updated_at=optional_timestamp(row.updated_at),
-    )
-
-
-def model_proto(row: ModelRow, version_count: int) -> types.Model:
-    return types.Model(
-        name=row.name,
-        description=row.description,
-        latest_version=row.latest_version,
-        version_count=version_count,
-        aliases=[alias_proto(alias) for alias in row.aliases],
-        created_at=optional_timestamp(row.created_at),
-        updated_at=optional_timestamp(row.updated_at),
-    )
-
-
-def history_proto(row: AliasHistoryRow) -> types.AliasChange:
-    return types.AliasChange(
-        model=row.model_name,
-        alias=row.alias,
-        version=row.version,
-        previous_version=row.previous_version,
-        actor=row.actor,
-        reason=row.reason,
-        cause=CAUSES[row.cause],
-        rollout_id=row.rollout_id,
-        changed_at=optional_timestamp(row.changed_at),
-    )
-
-
-def registered_event(row: VersionRow, aliases: list[str]) -> events.ModelVersionRegistered:
-    return events.ModelVersionRegistered(
-        model=row.model_name,
-        version=row.version,
-        description=row.description,
-        signature=signature_proto(row.signature),
-        artifact=artifact_info(row),
-        reference_sample=reference_sample_info(row),
-        lineage=types.Lineage(**row.lineage),
-        params=row.params,
-        metrics={metric.name: metric.value for metric in row.metrics},
-        tags=row.tag_map,
-        breaking_change=row.breaking_change,
-        aliases=aliases,
-        actor=row.created_by,
-        occurred_at=optional_timestamp(row.created_at),
-    )
-
-
-def alias_changed_event(change: AliasHistoryRow, protected: bool) -> events.AliasChanged:
-    return events.AliasChanged(
-        model=change.model_name,
-        alias=change.alias,
-        version=change.version,
-        previous_version=change.previous_version,
-        protected=protected,
-        actor=change.actor,
-        reason=change.reason,
-        cause=CAUSES[change.cause],
-        rollout_id=change.rollout_id,
-        occurred_at=optional_timestamp(change.changed_at),
-    )
-
-
-def promoted_event(change: AliasHistoryRow, version: VersionRow) -> events.ModelVersionPromoted:
-    return events.ModelVersionPromoted(
-        model=change.model_name,
-        version=change.version,
-        previous_version=change.previous_version,
-        alias=change.alias,
-        actor=change.actor,
-        reason=change.reason,
-        cause=CAUSES[change.cause],
-        rollout_id=change.rollout_id,
-        artifact_sha256=version.artifact_sha256,
+        params=version.params,
+        metrics=version.metrics,
+        tags=version.tags,
+        aliases=view.aliases,
         signature=signature_proto(version.signature),
+        artifact=artifact_info(version),
+        reference_sample=reference_sample_info(version),
+        lineage=types.Lineage(**version.lineage),
+        breaking_change=version.breaking_change,
+        created_by=version.created_by,
+        created_at=optional_timestamp(version.created_at),
+        updated_at=optional_timestamp(version.updated_at),
+        archived_at=optional_timestamp(version.archived_at),
+        archive_reason=version.archive_reason,
+    )
+
+
+def alias_proto(alias: AliasPointer) -> types.Alias:
+    return types.Alias(
+        name=alias.name,
+        version=alias.version,
+        protected=alias.protected,
+        updated_by=alias.updated_by,
+        updated_at=optional_timestamp(alias.updated_at),
+    )
+
+
+def model_proto(summary: ModelSummary) -> types.Model:
+    model = summary.model
+    return types.Model(
+        name=model.name,
+        description=model.description,
+        latest_version=model.latest_version,
+        version_count=summary.version_count,
+        aliases=[alias_proto(model.aliases[name]) for name in sorted(model.aliases)],
+        created_at=optional_timestamp(model.created_at),
+        updated_at=optional_timestamp(model.updated_at),
+    )
+
+
+def history_proto(change: AliasChange) -> types.AliasChange:
+    return types.AliasChange(
+        model=change.model,
+        alias=change.alias,
+        version=change.version,
+        previous_version=change.previous_version,
+        actor=change.actor,
+        reason=change.reason,
+        cause=CAUSES[change.cause],
+        rollout_id=change.rollout_id,
+        changed_at=optional_timestamp(change.changed_at),
+    )
+
+
+def registered_event(event: ModelVersionRegistered) -> events.ModelVersionRegistered:
+    version = event.version
+    return events.ModelVersionRegistered(
+        model=version.model,
+        version=version.version,
+        description=version.description,
+        signature=signature_proto(version.signature),
+        artifact=artifact_info(version),
+        reference_sample=reference_sample_info(version),
+        lineage=types.Lineage(**version.lineage),
+        params=version.params,
+        metrics=version.metrics,
+        tags=version.tags,
+        breaking_change=version.breaking_change,
+        aliases=event.aliases,
+        actor=version.created_by,
+        occurred_at=optional_timestamp(version.created_at),
+    )
+
+
+def alias_changed_event(event: AliasChanged) -> events.AliasChanged:
+    change = event.change
+    return events.AliasChanged(
+        model=change.model,
+        alias=change.alias,
+        version=change.version,
+        previous_version=change.previous_version,
+        protected=event.protected,
+        actor=change.actor,
+        reason=change.reason,
+        cause=CAUSES[change.cause],
+        rollout_id=change.rollout_id,
         occurred_at=optional_timestamp(change.changed_at),
     )
 
 
-def archived_event(
-    row: VersionRow, removed_aliases: list[str], actor: str
-) -> events.ModelVersionArchived:
-    return events.ModelVersionArchived(
-        model=row.model_name,
-        version=row.version,
-        removed_aliases=removed_aliases,
-        artifact_sha256=row.artifact_sha256,
-        actor=actor,
-        reason=row.archive_reason,
-        occurred_at=optional_timestamp(row.archived_at),
+def promoted_event(event: ModelVersionPromoted) -> events.ModelVersionPromoted:
+    change = event.change
+    return events.ModelVersionPromoted(
+        model=change.model,
+        version=change.version,
+        previous_version=change.previous_version,
+        alias=change.alias,
+        actor=change.actor,
+        reason=change.reason,
+        cause=CAUSES[change.cause],
+        rollout_id=change.rollout_id,
+        artifact_sha256=event.artifact_sha256,
+        signature=signature_proto(event.signature),
+        occurred_at=optional_timestamp(change.changed_at),
     )
+
+
+def archived_event(event: ModelVersionArchived) -> events.ModelVersionArchived:
+    return events.ModelVersionArchived(
+        model=event.model,
+        version=event.version,
+        removed_aliases=event.removed_aliases,
+        artifact_sha256=event.artifact_sha256,
+        actor=event.actor,
+        reason=event.reason,
+        occurred_at=optional_timestamp(event.occurred_at),
+    )
+
+
+def event_message(event: RegistryEvent) -> Message:
+    """The protobuf message of a domain event, as flywheel.model-events carries it."""
+    match event:
+        case ModelVersionRegistered():
+            return registered_event(event)
+        case AliasChanged():
+            return alias_changed_event(event)
+        case ModelVersionPromoted():
+            return promoted_event(event)
+        case ModelVersionArchived():
+            return archived_event(event)

@@ -11,8 +11,16 @@ from flywheel.registry.v1 import registry_pb2_grpc as pb_grpc
 from flywheel_common.errors import InvalidArgument
 from flywheel_common.settings import Role
 from flywheel_registry import converters
-from flywheel_registry.handlers import Digests, NewVersion, Part, PartKind, Registry
-from flywheel_registry.search import MetricCondition, OrderKey, SearchQuery
+from flywheel_registry.domain import (
+    MetricCondition,
+    NewVersion,
+    OrderKey,
+    SearchQuery,
+    VersionView,
+)
+from flywheel_registry.handlers import aliases, queries, versions
+from flywheel_registry.handlers.ports import Deps
+from flywheel_registry.handlers.registration import Digests, Part, PartKind, register
 
 SERVICE_NAME = "flywheel.registry.v1.RegistryService"
 # Reads need `reader` and changes `writer` (the shared default); protected aliases are checked
@@ -113,8 +121,8 @@ def _search_query(request: pb.SearchModelVersionsRequest) -> SearchQuery:
 
 
 class RegistryServicer(pb_grpc.RegistryServiceServicer):
-    def __init__(self, registry: Registry) -> None:
-        self._registry = registry
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
 
     async def RegisterModelVersion(
         self, request_iterator: AsyncIterator[pb.RegisterModelVersionRequest], context: Any
@@ -122,55 +130,59 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         first = await anext(aiter(request_iterator), None)
         if first is None:
             raise InvalidArgument("RegisterModelVersion received no messages")
-        registration = await self._registry.register(_new_version(first), _parts(request_iterator))
+        registration = await register(self._deps, _new_version(first), _parts(request_iterator))
         return pb.RegisterModelVersionResponse(
-            model_version=converters.version_proto(registration.version, registration.aliases),
+            model_version=converters.version_proto(registration.version),
             replayed=registration.replayed,
         )
 
     async def GetModel(self, request: pb.GetModelRequest, context: Any) -> pb.GetModelResponse:
-        model, count = await self._registry.get_model(request.name)
-        return pb.GetModelResponse(model=converters.model_proto(model, count))
+        summary = await queries.get_model(self._deps, request.name)
+        return pb.GetModelResponse(model=converters.model_proto(summary))
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Any
     ) -> pb.ListModelsResponse:
-        rows, token = await self._registry.list_models(
-            request.page_size, request.page_token, request.name_prefix
+        found, token = await queries.list_models(
+            self._deps, request.page_size, request.page_token, request.name_prefix
         )
         return pb.ListModelsResponse(
-            models=[converters.model_proto(model, count) for model, count in rows],
+            models=[converters.model_proto(summary) for summary in found],
             next_page_token=token,
         )
 
     async def GetModelVersion(
         self, request: pb.GetModelVersionRequest, context: Any
     ) -> pb.GetModelVersionResponse:
-        row, aliases = await self._registry.get_version(request.model, request.version)
-        return pb.GetModelVersionResponse(model_version=converters.version_proto(row, aliases))
+        found = await queries.get_version(self._deps, request.model, request.version)
+        return pb.GetModelVersionResponse(model_version=converters.version_proto(found))
 
     async def ListModelVersions(
         self, request: pb.ListModelVersionsRequest, context: Any
     ) -> pb.ListModelVersionsResponse:
-        rows, token = await self._registry.list_versions(
-            request.model, request.page_size, request.page_token, request.include_archived
+        found, token = await queries.list_versions(
+            self._deps,
+            request.model,
+            request.page_size,
+            request.page_token,
+            request.include_archived,
         )
         return pb.ListModelVersionsResponse(
-            model_versions=[converters.version_proto(row, aliases) for row, aliases in rows],
+            model_versions=[converters.version_proto(each) for each in found],
             next_page_token=token,
         )
 
     async def SearchModelVersions(
         self, request: pb.SearchModelVersionsRequest, context: Any
     ) -> pb.SearchModelVersionsResponse:
-        rows, token = await self._registry.search(_search_query(request))
+        found, token = await queries.search(self._deps, _search_query(request))
         return pb.SearchModelVersionsResponse(
-            model_versions=[converters.version_proto(row, aliases) for row, aliases in rows],
+            model_versions=[converters.version_proto(each) for each in found],
             next_page_token=token,
         )
 
     async def SetAlias(self, request: pb.SetAliasRequest, context: Any) -> pb.SetAliasResponse:
-        alias, previous = await self._registry.set_alias(
+        command = aliases.SetAlias(
             request.model,
             request.alias,
             request.version,
@@ -182,12 +194,13 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
             ),
             protected=request.protected if request.HasField("protected") else None,
         )
+        alias, previous = await aliases.set_alias(self._deps, command)
         return pb.SetAliasResponse(alias=converters.alias_proto(alias), previous_version=previous)
 
     async def DeleteAlias(
         self, request: pb.DeleteAliasRequest, context: Any
     ) -> pb.DeleteAliasResponse:
-        previous = await self._registry.delete_alias(
+        command = aliases.DeleteAlias(
             request.model,
             request.alias,
             request.reason,
@@ -195,53 +208,58 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
             if request.HasField("expected_current_version")
             else None,
         )
+        previous = await aliases.delete_alias(self._deps, command)
         return pb.DeleteAliasResponse(previous_version=previous)
 
     async def GetModelVersionByAlias(
         self, request: pb.GetModelVersionByAliasRequest, context: Any
     ) -> pb.GetModelVersionByAliasResponse:
-        row, aliases = await self._registry.version_by_alias(request.model, request.alias)
-        return pb.GetModelVersionByAliasResponse(
-            model_version=converters.version_proto(row, aliases)
-        )
+        found = await queries.version_by_alias(self._deps, request.model, request.alias)
+        return pb.GetModelVersionByAliasResponse(model_version=converters.version_proto(found))
 
     async def GetAliasHistory(
         self, request: pb.GetAliasHistoryRequest, context: Any
     ) -> pb.GetAliasHistoryResponse:
-        rows, token = await self._registry.alias_history(
-            request.model, request.alias, request.page_size, request.page_token
+        changes, token = await queries.alias_history(
+            self._deps, request.model, request.alias, request.page_size, request.page_token
         )
         return pb.GetAliasHistoryResponse(
-            changes=[converters.history_proto(row) for row in rows], next_page_token=token
+            changes=[converters.history_proto(change) for change in changes],
+            next_page_token=token,
         )
 
     async def UpdateModelVersion(
         self, request: pb.UpdateModelVersionRequest, context: Any
     ) -> pb.UpdateModelVersionResponse:
-        row, aliases = await self._registry.update_version(
+        command = versions.UpdateVersion(
             request.model,
             request.version,
             request.description if request.HasField("description") else None,
             dict(request.set_tags),
-            list(request.remove_tag_keys),
+            tuple(request.remove_tag_keys),
         )
-        return pb.UpdateModelVersionResponse(model_version=converters.version_proto(row, aliases))
+        found = await versions.update_version(self._deps, command)
+        return pb.UpdateModelVersionResponse(model_version=converters.version_proto(found))
 
     async def ArchiveModelVersion(
         self, request: pb.ArchiveModelVersionRequest, context: Any
     ) -> pb.ArchiveModelVersionResponse:
-        row = await self._registry.archive_version(request.model, request.version, request.reason)
-        return pb.ArchiveModelVersionResponse(model_version=converters.version_proto(row, []))
+        archived = await versions.archive_version(
+            self._deps, request.model, request.version, request.reason
+        )
+        return pb.ArchiveModelVersionResponse(
+            model_version=converters.version_proto(VersionView(archived))
+        )
 
     async def GetArtifact(
         self, request: pb.GetArtifactRequest, context: Any
     ) -> AsyncIterator[pb.GetArtifactResponse]:
-        row, chunks = await self._registry.open_artifact(
-            request.model, request.version, request.offset
+        found, chunks = await queries.open_artifact(
+            self._deps, request.model, request.version, request.offset
         )
         offset = request.offset
         first: pb.GetArtifactResponse | None = pb.GetArtifactResponse(
-            artifact=converters.artifact_info(row), offset=offset
+            artifact=converters.artifact_info(found), offset=offset
         )
         async for chunk in chunks:
             if first is not None:
@@ -257,9 +275,11 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
     async def GetReferenceSample(
         self, request: pb.GetReferenceSampleRequest, context: Any
     ) -> AsyncIterator[pb.GetReferenceSampleResponse]:
-        row, chunks = await self._registry.open_reference_sample(request.model, request.version)
+        found, chunks = await queries.open_reference_sample(
+            self._deps, request.model, request.version
+        )
         offset = 0
-        info = converters.reference_sample_info(row)
+        info = converters.reference_sample_info(found)
         async for chunk in chunks:
             yield pb.GetReferenceSampleResponse(
                 reference_sample=info if offset == 0 else None, chunk=chunk, offset=offset

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from itertools import chain
 
 import onnx
@@ -14,14 +13,7 @@ from google.protobuf.message import DecodeError
 
 from flywheel_common.errors import DeadlineExceeded, InvalidArgument
 from flywheel_common.signatures import DYNAMIC, ONNXRUNTIME_DATATYPES, Signature, TensorSpec
-
-
-@dataclass(frozen=True)
-class ValidatedModel:
-    signature: Signature
-    ir_version: int
-    opset_version: int
-    producer_name: str
+from flywheel_registry.domain import ValidatedModel
 
 
 def _sparse(tensors: Iterable[onnx.SparseTensorProto]) -> Iterator[onnx.TensorProto]:

@@ -1,13 +1,11 @@
-"""The registry's rules: names, signatures and their compatibility, reference samples, paging."""
+"""What a registration must satisfy: names and free text, digests, signatures and their
+compatibility with production, and the layout of a reference sample."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import json
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flywheel_common.errors import FailedPrecondition, InvalidArgument
@@ -17,10 +15,8 @@ NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 PRODUCTION = "production"
 
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
-
 REFERENCE_SAMPLE_DATATYPES = ("FP32", "FP64")
+MAX_MAP_ENTRIES = 1000
 
 
 def check_name(kind: str, value: str) -> str:
@@ -175,37 +171,62 @@ class ReferenceSampleLayout:
             )
 
 
-def page_size(requested: int) -> int:
-    if requested < 0:
-        raise InvalidArgument(f"page_size must be 0 (default) or positive, not {requested}")
-    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+@dataclass(frozen=True)
+class ValidatedModel:
+    """What validating an ONNX artifact found out about it."""
+
+    signature: Signature
+    ir_version: int
+    opset_version: int
+    producer_name: str
 
 
-def query_fingerprint(query: Any) -> str:
-    """A short digest of a query, so a page token is only accepted by the query that made it."""
-    canonical = json.dumps(query, sort_keys=True, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+@dataclass(frozen=True)
+class NewVersion:
+    """What a registration says about the version, before its bytes arrive."""
 
+    model: str
+    description: str = ""
+    model_description: str = ""
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    lineage: dict[str, Any] = field(default_factory=dict)
+    idempotency_key: str = ""
+    breaking_change: bool = False
+    reference_sample: ReferenceSampleLayout | None = None
+    aliases: tuple[str, ...] = ()
 
-def encode_page_token(position: Any, fingerprint: str) -> str:
-    payload = json.dumps({"p": position, "q": fingerprint}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
-
-
-def decode_page_token(token: str, fingerprint: str, kind: type[Any] = int) -> Any:
-    """The position a token points at (of type `kind`); None for the first page."""
-    if not token:
-        return None
-    try:
-        padded = token + "=" * (-len(token) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        position, token_fingerprint = data["p"], data["q"]
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        raise InvalidArgument("page_token is not a token this server issued") from None
-    if token_fingerprint != fingerprint:
-        raise InvalidArgument(
-            "page_token belongs to a different query; repeat the query that returned it"
-        )
-    if not isinstance(position, kind) or isinstance(position, bool):
-        raise InvalidArgument("page_token is not a token this server issued")
-    return position
+    def check(self) -> None:
+        check_name("model", self.model)
+        for alias in self.aliases:
+            check_name("alias", alias)
+        if len(set(self.aliases)) != len(self.aliases):
+            raise InvalidArgument("aliases must not repeat")
+        for name, number in self.metrics.items():
+            check_key("metrics", name)
+            if not math.isfinite(number):
+                raise InvalidArgument(f"metric {name!r} must be a finite number, not {number}")
+        for what, texts in (("params", self.params), ("tags", self.tags)):
+            for key, text in texts.items():
+                check_key(what, key)
+                check_text(f"{what}[{key[:40]!r}]", text)
+        for what, size in (
+            ("params", len(self.params)),
+            ("metrics", len(self.metrics)),
+            ("tags", len(self.tags)),
+        ):
+            if size > MAX_MAP_ENTRIES:
+                raise InvalidArgument(f"at most {MAX_MAP_ENTRIES} {what} per version")
+        check_text("description", self.description)
+        check_text("model_description", self.model_description)
+        check_text("idempotency_key", self.idempotency_key, 256)
+        for name, value in self.lineage.items():
+            if isinstance(value, str):
+                check_text(f"lineage.{name}", value, 2048)
+        if self.reference_sample is not None:
+            for name in (*self.reference_sample.feature_names, self.reference_sample.input_name):
+                check_text("reference sample feature or input name", name, 256)
+        check_sha256("lineage.dataset_sha256", str(self.lineage.get("dataset_sha256", "")))
+        if int(self.lineage.get("parent_version", 0)) < 0:
+            raise InvalidArgument("lineage.parent_version must not be negative")
