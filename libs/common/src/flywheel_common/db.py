@@ -8,7 +8,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Integer, MetaData, event
+from sqlalchemy import BigInteger, DateTime, Integer, MetaData, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
@@ -29,6 +29,13 @@ class Base(DeclarativeBase):
             "pk": "pk_%(table_name)s",
         }
     )
+
+
+ROW_ID = BigInteger().with_variant(Integer, "sqlite")
+"""A surrogate key: BIGINT on PostgreSQL; INTEGER on SQLite, where only that autoincrements."""
+
+TIMESTAMP = DateTime(timezone=True)
+"""A moment in time, with its zone (UTC everywhere in Flywheel)."""
 
 
 class IntEnumColumn(TypeDecorator[IntEnum]):

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, String, select
+from sqlalchemy import String, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from flywheel_common.consumer import Handler
-from flywheel_common.db import Base, Database
+from flywheel_common.db import TIMESTAMP, Base, Database
 from flywheel_common.events import Envelope
 
 
@@ -19,7 +19,7 @@ class ProcessedEvent(Base):
 
     consumer: Mapped[str] = mapped_column(String(128), primary_key=True)
     event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    processed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    processed_at: Mapped[datetime] = mapped_column(TIMESTAMP)
 
 
 async def claim(session: AsyncSession, consumer: str, event_id: str) -> bool:

@@ -8,12 +8,12 @@ import logging
 from datetime import UTC, datetime
 
 from google.protobuf.message import Message
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, LargeBinary, String, select, update
+from sqlalchemy import JSON, LargeBinary, String, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from flywheel_common.db import Base, Database
+from flywheel_common.db import ROW_ID, TIMESTAMP, Base, Database
 from flywheel_common.events import OutgoingRecord
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import OutboxSettings
@@ -27,17 +27,15 @@ class OutboxRow(Base):
 
     __tablename__ = "outbox"
 
-    id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    )
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(String(64), unique=True)
     topic: Mapped[str] = mapped_column(String(249))
     key: Mapped[bytes | None] = mapped_column(LargeBinary)
     value: Mapped[bytes] = mapped_column(LargeBinary)
     # Header values are bytes; latin-1 maps each byte to one code point, so JSON keeps them.
     headers: Mapped[list[list[str]]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    created_at: Mapped[datetime] = mapped_column(TIMESTAMP)
+    published_at: Mapped[datetime | None] = mapped_column(TIMESTAMP, index=True)
 
     def to_record(self) -> OutgoingRecord:
         return OutgoingRecord(

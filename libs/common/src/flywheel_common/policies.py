@@ -14,10 +14,11 @@ from typing import Any, Generic, TypeVar
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from sqlalchemy import JSON, BigInteger, DateTime, String, select
+from sqlalchemy import JSON, BigInteger, String, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from flywheel_common.db import TIMESTAMP
 from flywheel_common.errors import FailedPrecondition
 from flywheel_common.timestamps import stored_utc
 
@@ -30,7 +31,7 @@ class PolicyColumns:
     """The policy message in its JSON form (field names as in the .proto)."""
     revision: Mapped[int] = mapped_column(BigInteger)
     updated_by: Mapped[str] = mapped_column(String(256), default="")
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(TIMESTAMP)
 
 
 # A policy message: it names its `model` and carries `revision`, `updated_by`, `updated_at`.

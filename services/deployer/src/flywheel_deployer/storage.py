@@ -12,7 +12,6 @@ from typing import Any, Self
 from sqlalchemy import (
     JSON,
     BigInteger,
-    DateTime,
     Float,
     Integer,
     LargeBinary,
@@ -26,7 +25,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from flywheel.deployer.v1 import events_pb2 as events
 from flywheel.deployer.v1 import types_pb2 as pb
-from flywheel_common.db import Base, Database, insert_unless_present
+from flywheel_common.db import ROW_ID, TIMESTAMP, Base, Database, insert_unless_present
 from flywheel_common.inbox import claim
 from flywheel_common.outbox import Outbox
 from flywheel_common.policies import PolicyColumns, PolicyRepository
@@ -44,9 +43,6 @@ from flywheel_deployer.domain import (
     Strategy,
     Trigger,
 )
-
-_ID = BigInteger().with_variant(Integer, "sqlite")
-_TIME = DateTime(timezone=True)
 
 
 class PolicyRow(PolicyColumns, Base):
@@ -69,7 +65,7 @@ class RolloutRow(Base):
     policy: Mapped[dict[str, Any]] = mapped_column(JSON)
     """The policy the rollout started with (JSON form of DeploymentPolicy)."""
     step_index: Mapped[int] = mapped_column(Integer)
-    step_started_at: Mapped[datetime | None] = mapped_column(_TIME)
+    step_started_at: Mapped[datetime | None] = mapped_column(TIMESTAMP)
     paused_from: Mapped[str | None] = mapped_column(String(16))
     trigger: Mapped[str] = mapped_column(String(16))
     started_by: Mapped[str] = mapped_column(String(256))
@@ -81,9 +77,9 @@ class RolloutRow(Base):
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     """RolloutStep messages in JSON form: each step's weight, times and analysis."""
     last_analysis: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(_TIME, index=True)
-    updated_at: Mapped[datetime] = mapped_column(_TIME)
-    finished_at: Mapped[datetime | None] = mapped_column(_TIME)
+    created_at: Mapped[datetime] = mapped_column(TIMESTAMP, index=True)
+    updated_at: Mapped[datetime] = mapped_column(TIMESTAMP)
+    finished_at: Mapped[datetime | None] = mapped_column(TIMESTAMP)
 
 
 class StateRow(Base):
@@ -93,19 +89,19 @@ class StateRow(Base):
     generation: Mapped[int] = mapped_column(BigInteger)
     state: Mapped[bytes] = mapped_column(LargeBinary)
     """The last DeploymentState published for the model (serialized protobuf)."""
-    updated_at: Mapped[datetime] = mapped_column(_TIME)
+    updated_at: Mapped[datetime] = mapped_column(TIMESTAMP)
 
 
 class WindowRow(Base):
     __tablename__ = "metric_windows"
     __table_args__ = (UniqueConstraint("model", "version", "window_id"),)
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
     model: Mapped[str] = mapped_column(String(128))
     version: Mapped[int] = mapped_column(BigInteger)
     window_id: Mapped[str] = mapped_column(String(256))
-    window_start: Mapped[datetime] = mapped_column(_TIME, index=True)
-    window_end: Mapped[datetime] = mapped_column(_TIME)
+    window_start: Mapped[datetime] = mapped_column(TIMESTAMP, index=True)
+    window_end: Mapped[datetime] = mapped_column(TIMESTAMP)
     requests: Mapped[int] = mapped_column(BigInteger)
     errors: Mapped[int] = mapped_column(BigInteger)
     latency_p99_ms: Mapped[float] = mapped_column(Float)

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from flywheel.drift.v1 import types_pb2 as types
-from flywheel_common.db import Base, upsert
+from flywheel_common.db import ROW_ID, Base, upsert
 from flywheel_common.policies import PolicyColumns, PolicyRepository
 from flywheel_drift import checkpoints
 from flywheel_drift.windows import JoinChanges, Pending, WaitingLabel
@@ -54,9 +54,7 @@ class JoinLogRow(Base):
 
     __tablename__ = "drift_join_log"
 
-    seq: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    )
+    seq: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
     base: Mapped[bool] = mapped_column(Boolean)
     changes: Mapped[bytes] = mapped_column(LargeBinary)
 

@@ -13,7 +13,6 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    DateTime,
     Float,
     ForeignKey,
     Integer,
@@ -29,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, aliased, mapped_column, relationship
 
-from flywheel_common.db import Base, Database, insert_unless_present
+from flywheel_common.db import ROW_ID, TIMESTAMP, Base, Database, insert_unless_present
 from flywheel_common.inbox import claim
 from flywheel_common.outbox import Outbox
 from flywheel_common.signatures import Signature
@@ -50,21 +49,18 @@ from flywheel_registry.domain import (
     SearchQuery,
 )
 
-_ID = BigInteger().with_variant(Integer, "sqlite")
-_TIME = DateTime(timezone=True)
-
 
 class ModelRow(Base):
     __tablename__ = "models"
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
     # The last version number handed out; bumping it is the first write of a registration,
     # so concurrent registrations of one model serialise on this row: no gaps, no repeats.
     latest_version: Mapped[int] = mapped_column(BigInteger, default=0)
-    created_at: Mapped[datetime] = mapped_column(_TIME)
-    updated_at: Mapped[datetime] = mapped_column(_TIME)
+    created_at: Mapped[datetime] = mapped_column(TIMESTAMP)
+    updated_at: Mapped[datetime] = mapped_column(TIMESTAMP)
 
     aliases: Mapped[list[AliasRow]] = relationship(
         lazy="selectin", order_by="AliasRow.name", cascade="all, delete-orphan"
@@ -78,7 +74,7 @@ class VersionRow(Base):
         UniqueConstraint("model_id", "idempotency_key"),
     )
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), index=True)
     model_name: Mapped[str] = mapped_column(String(128))
     version: Mapped[int] = mapped_column(BigInteger)
@@ -98,9 +94,9 @@ class VersionRow(Base):
     breaking_change: Mapped[bool] = mapped_column(Boolean, default=False)
     idempotency_key: Mapped[str | None] = mapped_column(String(256))
     created_by: Mapped[str] = mapped_column(String(256))
-    created_at: Mapped[datetime] = mapped_column(_TIME, index=True)
-    updated_at: Mapped[datetime] = mapped_column(_TIME)
-    archived_at: Mapped[datetime | None] = mapped_column(_TIME)
+    created_at: Mapped[datetime] = mapped_column(TIMESTAMP, index=True)
+    updated_at: Mapped[datetime] = mapped_column(TIMESTAMP)
+    archived_at: Mapped[datetime | None] = mapped_column(TIMESTAMP)
     archive_reason: Mapped[str] = mapped_column(Text, default="")
 
     tags: Mapped[list[TagRow]] = relationship(
@@ -141,13 +137,13 @@ class AliasRow(Base):
     version: Mapped[int] = mapped_column(BigInteger)
     protected: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_by: Mapped[str] = mapped_column(String(256))
-    updated_at: Mapped[datetime] = mapped_column(_TIME)
+    updated_at: Mapped[datetime] = mapped_column(TIMESTAMP)
 
 
 class AliasHistoryRow(Base):
     __tablename__ = "alias_history"
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), index=True)
     model_name: Mapped[str] = mapped_column(String(128))
     alias: Mapped[str] = mapped_column(String(128))
@@ -158,7 +154,7 @@ class AliasHistoryRow(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     cause: Mapped[str] = mapped_column(String(32))
     rollout_id: Mapped[str] = mapped_column(String(128), default="")
-    changed_at: Mapped[datetime] = mapped_column(_TIME)
+    changed_at: Mapped[datetime] = mapped_column(TIMESTAMP)
 
 
 def search_statement(search: SearchQuery) -> Any:
