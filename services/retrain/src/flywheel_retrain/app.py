@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 from flywheel.retrain.v1 import retrain_pb2_grpc
-from flywheel.retrain.v1 import types_pb2 as pb
 from flywheel_common.artifact_cache import ArtifactFetcher
 from flywheel_common.foundation import Foundation
 from flywheel_common.grpc_server import ServiceBinding
@@ -18,17 +18,25 @@ from flywheel_common.settings import ServiceSettings
 from flywheel_common.topics import DRIFT_ALERTS, MODEL_METRICS
 from flywheel_common.wakeup import Wakeup
 from flywheel_retrain.consumers import alert_follower, window_follower
+from flywheel_retrain.domain import ExecutorKind
 from flywheel_retrain.engine import RunEngine, RunTasks
 from flywheel_retrain.executors import Executor, LocalExecutor
 from flywheel_retrain.grpc_api import METHOD_ROLES, SERVICE_NAME, RetrainServicer
-from flywheel_retrain.handlers import Retrainer
+from flywheel_retrain.handlers.ports import Deps, utc_now
 from flywheel_retrain.kubernetes import KubernetesExecutor
 from flywheel_retrain.logs import LogReader
-from flywheel_retrain.pipeline import PipelineSettings, RunPipeline
 from flywheel_retrain.settings import RetrainSettings
+from flywheel_retrain.steps import (
+    HoldoutEvaluator,
+    LoggedData,
+    Registry,
+    TrainingJobs,
+    TrainingSettings,
+)
+from flywheel_retrain.storage import RetrainUnitOfWork
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-EXECUTOR_KINDS = {"local": pb.EXECUTOR_KIND_LOCAL, "kubernetes": pb.EXECUTOR_KIND_KUBERNETES}
+EXECUTOR_KINDS = {"local": ExecutorKind.LOCAL, "kubernetes": ExecutorKind.KUBERNETES}
 
 
 def build(
@@ -36,70 +44,65 @@ def build(
     *,
     registry: RegistryClient | None = None,
     publisher: EventPublisher | None = None,
-    executors: dict[int, Executor] | None = None,
+    executors: dict[ExecutorKind, Executor] | None = None,
     clock: Callable[[], datetime] | None = None,
 ) -> Service:
     """Wire the retrain trigger: database and outbox, executors, consumers, engine, gRPC.
     The keyword arguments replace the registry client, the Kafka publisher, the executors
-    (by ExecutorKind) and the clock."""
+    (by kind) and the clock."""
     config = settings if isinstance(settings, RetrainSettings) else RetrainSettings()
     foundation = Foundation(config, MIGRATIONS, publisher)
     registry = registry or RegistryClient(config.registry_address, config.registry_token)
+    runs_dir = config.runs_dir.resolve()
     wakeup = Wakeup()
     tasks = RunTasks()
-    retrainer = Retrainer(
-        foundation.database,
-        foundation.outbox,
-        registry,
-        EXECUTOR_KINDS[config.executor],
-        wakeup,
-        tasks.cancel,
-        clock,
-    )
-    pipeline = RunPipeline(
-        retrainer,
-        registry,
-        LogReader(config.kafka, config.predictions_topic, config.ground_truth_topic),
-        ArtifactFetcher(registry, config.data_dir / "artifacts"),
-        executors
-        or {
-            pb.EXECUTOR_KIND_LOCAL: LocalExecutor(config.training_workdir),
-            pb.EXECUTOR_KIND_KUBERNETES: KubernetesExecutor(config.kubernetes),
-        },
-        PipelineSettings(
-            runs_dir=config.runs_dir.resolve(),
-            registry_address=config.registry_address,
-            registry_token=config.registry_token,
-            training_timeout_seconds=config.training_timeout_seconds,
-            log_tail_lines=config.log_tail_lines,
+    deps = Deps(
+        unit_of_work=partial(RetrainUnitOfWork, foundation.database, foundation.outbox),
+        registry=Registry(registry),
+        data=LoggedData(
+            LogReader(config.kafka, config.predictions_topic, config.ground_truth_topic),
+            registry,
+            runs_dir,
         ),
+        training=TrainingJobs(
+            executors
+            or {
+                ExecutorKind.LOCAL: LocalExecutor(config.training_workdir),
+                ExecutorKind.KUBERNETES: KubernetesExecutor(config.kubernetes),
+            },
+            registry,
+            TrainingSettings(
+                runs_dir=runs_dir,
+                registry_address=config.registry_address,
+                registry_token=config.registry_token,
+                training_timeout_seconds=config.training_timeout_seconds,
+                log_tail_lines=config.log_tail_lines,
+            ),
+        ),
+        evaluator=HoldoutEvaluator(ArtifactFetcher(registry, config.data_dir / "artifacts")),
+        default_executor=EXECUTOR_KINDS[config.executor],
+        wakeup=wakeup,
+        stop_run=tasks.cancel,
+        clock=clock or utc_now,
     )
     engine = RunEngine(
-        retrainer,
-        pipeline,
-        tasks,
-        wakeup,
-        config.max_parallel_runs,
-        config.reconcile_interval_seconds,
+        deps, tasks, wakeup, config.max_parallel_runs, config.reconcile_interval_seconds
     )
     components = [
         *foundation.components(),
         registry,
         foundation.consumer(
-            [DRIFT_ALERTS.name], alert_follower(retrainer), group="alerts", from_beginning=False
+            [DRIFT_ALERTS.name], alert_follower(deps), group="alerts", from_beginning=False
         ),
         foundation.consumer(
-            [MODEL_METRICS.name],
-            window_follower(retrainer, foundation.database),
-            group="metrics",
-            from_beginning=False,
+            [MODEL_METRICS.name], window_follower(deps), group="metrics", from_beginning=False
         ),
         engine,
     ]
     binding = ServiceBinding(
         SERVICE_NAME,
         retrain_pb2_grpc.add_RetrainServiceServicer_to_server,
-        RetrainServicer(retrainer, config.runs_dir.resolve(), config.log_tail_lines),
+        RetrainServicer(deps),
         METHOD_ROLES,
     )
     return Service(config, [binding], components)

@@ -2,45 +2,35 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from flywheel.drift.v1 import events_pb2 as drift_events
 from flywheel_common.consumer import Handler
-from flywheel_common.db import Database
 from flywheel_common.events import Envelope
-from flywheel_common.inbox import deduplicated
-from flywheel_retrain.handlers import Retrainer
+from flywheel_retrain import converters
+from flywheel_retrain.handlers.ports import Deps
+from flywheel_retrain.handlers.starts import on_alert, on_window
 
 METRICS_CONSUMER = "retrain.model-metrics"
 
 
-def alert_follower(retrainer: Retrainer) -> Handler:
+def alert_follower(deps: Deps) -> Handler:
     """flywheel.drift-alerts: an alert that meets the policy queues a run. A redelivered
     alert finds the run it started (runs are unique per trigger), so no inbox is needed."""
 
     async def handle(envelope: Envelope) -> None:
         if isinstance(envelope.message, drift_events.DriftAlert):
-            await retrainer.on_alert(envelope.message)
+            alert, occurred_at = converters.alert_of(envelope.message)
+            await on_alert(deps, alert, occurred_at)
 
     return handle
 
 
-def window_follower(retrainer: Retrainer, database: Database) -> Handler:
-    """flywheel.model-metrics: each window is stored once (labels count toward the guards,
-    values toward decay); then decay is evaluated, on every delivery, so a decay whose run
-    could not start (the registry was down, the process died) starts on redelivery."""
+def window_follower(deps: Deps) -> Handler:
+    """flywheel.model-metrics: each window is stored once (by its event id), then decay is
+    evaluated on every delivery."""
 
     async def handle(envelope: Envelope) -> None:
-        message = envelope.message
-        if not isinstance(message, drift_events.ModelMetricsWindow):
-            return
-
-        async def record(envelope: Envelope, session: AsyncSession) -> None:
-            await retrainer.record_window(session, message)
-
-        await deduplicated(database, METRICS_CONSUMER, record)(envelope)
-        cause = await retrainer.decay_cause(message.model, message.version)
-        if cause is not None:
-            await retrainer.on_decay(message.model, cause)
+        if isinstance(envelope.message, drift_events.ModelMetricsWindow):
+            window = converters.window_of(envelope.message, deps.clock())
+            await on_window(deps, window, METRICS_CONSUMER, envelope.id)
 
     return handle

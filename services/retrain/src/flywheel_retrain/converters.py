@@ -1,229 +1,507 @@
-"""Between the retrain contract (protobuf) and the domain, the database and the defaults."""
+"""Between the retrain contract (protobuf) and the domain: messages in, domain values out,
+and the JSON documents run rows keep (the contract's JSON form, readable by ops tooling)."""
 
 from __future__ import annotations
 
-import math
-import re
-from datetime import timedelta
-from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from typing import Any, TypeVar
 
-from croniter import croniter
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from flywheel.drift.v1 import events_pb2 as drift_events
 from flywheel.drift.v1 import types_pb2 as drift_types
+from flywheel.retrain.v1 import events_pb2 as events
 from flywheel.retrain.v1 import types_pb2 as pb
 from flywheel_common.errors import InvalidArgument
-from flywheel_retrain import domain
-from flywheel_retrain.evaluation import METRICS
-from flywheel_retrain.executors import command_line
-from flywheel_retrain.storage import RunRow, WindowRow
+from flywheel_common.timestamps import duration, timestamp
+from flywheel_retrain.domain import (
+    Alert,
+    AlertTrigger,
+    Approval,
+    ApprovalMode,
+    CandidateGated,
+    Dataset,
+    DecayMetric,
+    DecayTrigger,
+    ExecutorConfig,
+    ExecutorKind,
+    GateConfig,
+    GateReport,
+    MetricGoal,
+    Policy,
+    RetrainFailed,
+    RetrainRequested,
+    RetrainStarted,
+    RetrainSucceeded,
+    Run,
+    RunEvent,
+    RunState,
+    ScheduleTrigger,
+    Severity,
+    StoredWindow,
+    TrainingData,
+    Trigger,
+    TriggerKind,
+)
 
-MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-DEFAULT_HOLDOUT_SIZE = 200
-DEFAULT_WINDOW = timedelta(days=7)
+E = TypeVar("E", bound=Enum)
 
-
-def to_json(message: Any) -> dict[str, Any]:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
-
-
-def from_json(data: dict[str, Any] | None, message: Any) -> Any:
-    return json_format.ParseDict(data or {}, message)
-
-
-def default_policy(model: str) -> pb.RetrainPolicy:
-    """What a model gets until someone sets a policy: alerts of MEDIUM severity or more and
-    concept drift retrain, at most once an hour, promoted automatically when the candidate
-    is at least as accurate as production on the newest 200 labeled predictions."""
-    policy = pb.RetrainPolicy(
-        model=model,
-        enabled=True,
-        alert_trigger=pb.AlertTrigger(
-            enabled=True,
-            min_severity=drift_types.SEVERITY_MEDIUM,
-            min_drifted_features=1,
-            on_concept_drift=True,
-        ),
-        max_concurrent_runs=1,
-        approval_mode=pb.APPROVAL_MODE_AUTOMATIC,
-        gate=pb.EvaluationGate(
-            metric="accuracy", goal=pb.METRIC_GOAL_MAXIMIZE, holdout_size=DEFAULT_HOLDOUT_SIZE
-        ),
-        training_data=pb.TrainingDataConfig(include_production_dataset=True),
-        executor=pb.ExecutorConfig(max_retries=1),
-    )
-    policy.cooldown.FromTimedelta(timedelta(hours=1))
-    policy.training_data.window.FromTimedelta(DEFAULT_WINDOW)
-    return policy
+_SEVERITIES = {
+    drift_types.SEVERITY_UNSPECIFIED: Severity.NONE,
+    drift_types.SEVERITY_LOW: Severity.LOW,
+    drift_types.SEVERITY_MEDIUM: Severity.MEDIUM,
+    drift_types.SEVERITY_HIGH: Severity.HIGH,
+    drift_types.SEVERITY_CRITICAL: Severity.CRITICAL,
+}
+_SEVERITY_NUMBERS = {severity: number for number, severity in _SEVERITIES.items()}
 
 
-def validate_policy(policy: pb.RetrainPolicy) -> None:
-    """INVALID_ARGUMENT naming the first field to fix."""
-    if not MODEL_NAME.match(policy.model):
-        raise InvalidArgument(f"policy.model {policy.model!r} must match {MODEL_NAME.pattern}")
-    alert = policy.alert_trigger
-    if alert.min_drifted_features < 0:
-        raise InvalidArgument("alert_trigger.min_drifted_features cannot be negative")
-    if alert.min_severity not in drift_types.Severity.values():
-        raise InvalidArgument(f"alert_trigger.min_severity {alert.min_severity} is not a Severity")
-    decay = policy.decay_trigger
-    if decay.enabled:
-        if (
-            decay.metric == pb.DECAY_METRIC_UNSPECIFIED
-            or decay.metric not in pb.DecayMetric.values()
-        ):
-            raise InvalidArgument(
-                "decay_trigger.metric is required when decay is enabled: ACCURACY, "
-                "MEAN_ABSOLUTE_ERROR or ERROR_RATE"
-            )
-        if not math.isfinite(decay.threshold):
-            raise InvalidArgument("decay_trigger.threshold must be a finite number")
-    if decay.consecutive_windows < 0 or decay.min_labeled_count < 0:
-        raise InvalidArgument("decay_trigger counts cannot be negative")
-    schedule = policy.schedule_trigger
-    if schedule.enabled and not croniter.is_valid(schedule.cron):
-        raise InvalidArgument(
-            f"schedule_trigger.cron {schedule.cron!r} is not a five-field cron expression "
-            "such as '0 3 * * 1'"
-        )
-    if schedule.time_zone:
-        try:
-            ZoneInfo(schedule.time_zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise InvalidArgument(
-                f"schedule_trigger.time_zone {schedule.time_zone!r} is not an IANA time zone"
-            ) from None
-    if policy.cooldown.ToTimedelta() < timedelta(0):
-        raise InvalidArgument("cooldown cannot be negative")
-    if policy.min_new_labeled_samples < 0 or policy.max_concurrent_runs < 0:
-        raise InvalidArgument("min_new_labeled_samples and max_concurrent_runs cannot be negative")
-    gate = policy.gate
-    if gate.metric and gate.metric not in METRICS:
-        raise InvalidArgument(f"gate.metric {gate.metric!r} is not one of {sorted(METRICS)}")
-    if gate.goal not in pb.MetricGoal.values():
-        raise InvalidArgument(f"gate.goal {gate.goal} is not a MetricGoal")
-    if not math.isfinite(gate.min_improvement):
-        raise InvalidArgument("gate.min_improvement must be a finite number")
-    if gate.holdout_size < 0:
-        raise InvalidArgument("gate.holdout_size cannot be negative")
-    data = policy.training_data
-    if data.window.ToTimedelta() < timedelta(0) or data.max_rows < 0:
-        raise InvalidArgument("training_data.window and training_data.max_rows cannot be negative")
-    executor = policy.executor
-    if executor.kind not in pb.ExecutorKind.values():
-        raise InvalidArgument(f"executor.kind {executor.kind} is not an ExecutorKind")
-    if executor.timeout.ToTimedelta() < timedelta(0):
-        raise InvalidArgument("executor.timeout cannot be negative")
-    if not 0 <= executor.max_retries <= 10:
-        raise InvalidArgument("executor.max_retries must be between 0 and 10")
-    if executor.entrypoint_override:
-        try:
-            command_line(executor.entrypoint_override)
-        except ValueError as error:
-            raise InvalidArgument(f"executor.entrypoint_override: {error}") from None
-    for name in executor.env:
-        if not _ENV_NAME.match(name):
-            raise InvalidArgument(f"executor.env name {name!r} is not a valid variable name")
+def _member(wrapper: Any, prefix: str, domain: type[E], number: int, what: str) -> E:
+    """The domain member named like the contract's value `number`; INVALID_ARGUMENT
+    (`what` names the field and its type) for a number the contract does not have."""
+    try:
+        return domain[wrapper.Name(number).removeprefix(prefix)]
+    except (ValueError, KeyError):
+        raise InvalidArgument(f"{what.format(number)}") from None
 
 
-def alert_rule(policy: pb.RetrainPolicy) -> domain.AlertRule:
-    trigger = policy.alert_trigger
-    kinds = [_alert_kind(k) for k in trigger.kinds] or ["data", "prediction"]
-    return domain.AlertRule(
-        enabled=policy.enabled and trigger.enabled,
-        min_severity=domain.Severity(max(trigger.min_severity, drift_types.SEVERITY_LOW)),
-        min_drifted_features=trigger.min_drifted_features,
-        kinds=frozenset(kinds),
-        on_concept_drift=trigger.on_concept_drift,
-    )
+def _number(wrapper: Any, prefix: str, member: Enum) -> Any:
+    return wrapper.Value(prefix + member.name)
 
 
-def decay_rule(policy: pb.RetrainPolicy) -> domain.DecayRule:
-    trigger = policy.decay_trigger
-    return domain.DecayRule(
-        enabled=policy.enabled and trigger.enabled,
-        higher_is_better=trigger.metric == pb.DECAY_METRIC_ACCURACY,
-        threshold=trigger.threshold,
-        consecutive_windows=max(trigger.consecutive_windows, 1),
-        min_labeled=trigger.min_labeled_count,
-    )
-
-
-def guards(policy: pb.RetrainPolicy, *, manual: bool, ignore_cooldown: bool) -> domain.Guards:
-    return domain.Guards(
-        cooldown=timedelta(0) if ignore_cooldown else policy.cooldown.ToTimedelta(),
-        max_concurrent_runs=max(policy.max_concurrent_runs, 1),
-        # New labels gate automatic runs; a person asking for a run has their reasons.
-        min_new_labeled_samples=0 if manual else policy.min_new_labeled_samples,
-    )
-
-
-def gate(policy: pb.RetrainPolicy) -> domain.Gate:
-    name = policy.gate.metric or "accuracy"
-    goal = policy.gate.goal
-    higher = (
-        METRICS[name].higher_is_better
-        if goal == pb.METRIC_GOAL_UNSPECIFIED
-        else (goal == pb.METRIC_GOAL_MAXIMIZE)
-    )
-    return domain.Gate(name, higher, policy.gate.min_improvement)
-
-
-def holdout_size(policy: pb.RetrainPolicy) -> int:
-    return int(policy.gate.holdout_size or DEFAULT_HOLDOUT_SIZE)
-
-
-def alert_of(message: drift_events.DriftAlert) -> domain.Alert:
-    return domain.Alert(
-        alert_id=message.alert_id,
-        model=message.model,
-        version=message.version,
-        severity=domain.Severity(message.severity),
-        kinds=frozenset(_alert_kind(k) for k in message.kinds),
-        drifted_features=message.features_drifted,
-    )
-
-
-def decay_value(metric: int, window: WindowRow) -> float | None:
-    """The decay metric of a stored window, None when the window cannot tell."""
-    if metric == pb.DECAY_METRIC_ACCURACY:
-        return window.accuracy
-    if metric == pb.DECAY_METRIC_MEAN_ABSOLUTE_ERROR:
-        return window.mean_absolute_error
-    return window.error_rate
+def _time(message: Any, name: str) -> datetime | None:
+    return getattr(message, name).ToDatetime(UTC) if message.HasField(name) else None
 
 
 def _alert_kind(kind: int) -> str:
-    name = drift_types.AlertKind.Name(drift_types.AlertKind.ValueType(kind))
+    try:
+        name = drift_types.AlertKind.Name(drift_types.AlertKind.ValueType(kind))
+    except ValueError:
+        raise InvalidArgument(f"alert kind {kind} is not an AlertKind") from None
     return name.removeprefix("ALERT_KIND_").lower()
 
 
-def run_message(row: RunRow) -> pb.Run:
-    run = pb.Run(
-        run_id=row.run_id,
-        model=row.model,
-        state=pb.RunState.ValueType(row.state),
-        trigger=from_json(row.trigger, pb.Trigger()),
-        base_version=row.base_version,
-        candidate_version=row.candidate_version,
-        executor=pb.ExecutorKind.ValueType(row.executor),
-        executor_job_id=row.executor_job_id,
-        attempt=row.attempt,
-        error=row.error,
-        policy=from_json(row.policy, pb.RetrainPolicy()),
+def _alert_kind_number(kind: str) -> drift_types.AlertKind.ValueType:
+    return drift_types.AlertKind.Value(f"ALERT_KIND_{kind.upper()}")
+
+
+# Policies
+
+
+def policy_of(message: pb.RetrainPolicy) -> Policy:
+    """A policy from the contract; INVALID_ARGUMENT for enum numbers it does not have."""
+    alert, decay = message.alert_trigger, message.decay_trigger
+    if alert.min_severity not in _SEVERITIES:
+        raise InvalidArgument(f"alert_trigger.min_severity {alert.min_severity} is not a Severity")
+    gate, data, executor = message.gate, message.training_data, message.executor
+    return Policy(
+        model=message.model,
+        enabled=message.enabled,
+        alert_trigger=AlertTrigger(
+            enabled=alert.enabled,
+            min_severity=_SEVERITIES[alert.min_severity],
+            min_drifted_features=alert.min_drifted_features,
+            kinds=tuple(_alert_kind(kind) for kind in alert.kinds),
+            on_concept_drift=alert.on_concept_drift,
+        ),
+        decay_trigger=DecayTrigger(
+            enabled=decay.enabled,
+            metric=_decay_metric(decay),
+            threshold=decay.threshold,
+            consecutive_windows=decay.consecutive_windows,
+            min_labeled_count=decay.min_labeled_count,
+        ),
+        schedule_trigger=ScheduleTrigger(
+            enabled=message.schedule_trigger.enabled,
+            cron=message.schedule_trigger.cron,
+            time_zone=message.schedule_trigger.time_zone,
+        ),
+        cooldown=message.cooldown.ToTimedelta(),
+        min_new_labeled_samples=message.min_new_labeled_samples,
+        max_concurrent_runs=message.max_concurrent_runs,
+        approval_mode=_member(
+            pb.ApprovalMode,
+            "APPROVAL_MODE_",
+            ApprovalMode,
+            message.approval_mode,
+            "approval_mode {} is not an ApprovalMode",
+        ),
+        gate=GateConfig(
+            metric=gate.metric,
+            goal=_member(
+                pb.MetricGoal,
+                "METRIC_GOAL_",
+                MetricGoal,
+                gate.goal,
+                "gate.goal {} is not a MetricGoal",
+            ),
+            min_improvement=gate.min_improvement,
+            holdout_size=gate.holdout_size,
+        ),
+        training_data=TrainingData(
+            window=data.window.ToTimedelta(),
+            include_production_dataset=data.include_production_dataset,
+            max_rows=data.max_rows,
+        ),
+        executor=ExecutorConfig(
+            kind=_member(
+                pb.ExecutorKind,
+                "EXECUTOR_KIND_",
+                ExecutorKind,
+                executor.kind,
+                "executor.kind {} is not an ExecutorKind",
+            ),
+            timeout=executor.timeout.ToTimedelta(),
+            max_retries=executor.max_retries,
+            entrypoint_override=executor.entrypoint_override,
+            image=executor.image,
+            env=dict(executor.env),
+        ),
+        revision=message.revision,
+        updated_by=message.updated_by,
+        updated_at=_time(message, "updated_at"),
     )
-    if row.dataset:
-        run.dataset.CopyFrom(from_json(row.dataset, pb.DatasetInfo()))
-    if row.gate:
-        run.gate.CopyFrom(from_json(row.gate, pb.GateResult()))
-    if row.approval:
-        run.approval.CopyFrom(from_json(row.approval, pb.Approval()))
-    run.created_at.FromDatetime(row.created_at)
-    if row.started_at:
-        run.started_at.FromDatetime(row.started_at)
-    if row.finished_at:
-        run.finished_at.FromDatetime(row.finished_at)
-    return run
+
+
+def _decay_metric(decay: pb.DecayTrigger) -> DecayMetric:
+    if decay.metric not in pb.DecayMetric.values():
+        if decay.enabled:
+            return DecayMetric.UNSPECIFIED  # the policy's validation names what to set
+        raise InvalidArgument(f"decay_trigger.metric {decay.metric} is not a DecayMetric")
+    return _member(pb.DecayMetric, "DECAY_METRIC_", DecayMetric, decay.metric, "{}")
+
+
+def _set_duration(target: Any, value: timedelta) -> None:
+    if value:
+        target.FromTimedelta(value)
+
+
+def policy_message(policy: Policy) -> pb.RetrainPolicy:
+    alert, decay, gate = policy.alert_trigger, policy.decay_trigger, policy.gate
+    data, executor = policy.training_data, policy.executor
+    message = pb.RetrainPolicy(
+        model=policy.model,
+        enabled=policy.enabled,
+        alert_trigger=pb.AlertTrigger(
+            enabled=alert.enabled,
+            min_severity=_SEVERITY_NUMBERS[alert.min_severity],
+            min_drifted_features=alert.min_drifted_features,
+            kinds=[_alert_kind_number(kind) for kind in alert.kinds],
+            on_concept_drift=alert.on_concept_drift,
+        ),
+        decay_trigger=pb.DecayTrigger(
+            enabled=decay.enabled,
+            metric=_number(pb.DecayMetric, "DECAY_METRIC_", decay.metric),
+            threshold=decay.threshold,
+            consecutive_windows=decay.consecutive_windows,
+            min_labeled_count=decay.min_labeled_count,
+        ),
+        schedule_trigger=pb.ScheduleTrigger(
+            enabled=policy.schedule_trigger.enabled,
+            cron=policy.schedule_trigger.cron,
+            time_zone=policy.schedule_trigger.time_zone,
+        ),
+        min_new_labeled_samples=policy.min_new_labeled_samples,
+        max_concurrent_runs=policy.max_concurrent_runs,
+        approval_mode=_number(pb.ApprovalMode, "APPROVAL_MODE_", policy.approval_mode),
+        gate=pb.EvaluationGate(
+            metric=gate.metric,
+            goal=_number(pb.MetricGoal, "METRIC_GOAL_", gate.goal),
+            min_improvement=gate.min_improvement,
+            holdout_size=gate.holdout_size,
+        ),
+        training_data=pb.TrainingDataConfig(
+            include_production_dataset=data.include_production_dataset, max_rows=data.max_rows
+        ),
+        executor=pb.ExecutorConfig(
+            kind=_number(pb.ExecutorKind, "EXECUTOR_KIND_", executor.kind),
+            max_retries=executor.max_retries,
+            entrypoint_override=executor.entrypoint_override,
+            image=executor.image,
+            env=dict(executor.env),
+        ),
+        revision=policy.revision,
+        updated_by=policy.updated_by,
+    )
+    _set_duration(message.cooldown, policy.cooldown)
+    _set_duration(message.training_data.window, data.window)
+    _set_duration(message.executor.timeout, executor.timeout)
+    if policy.updated_at is not None:
+        message.updated_at.CopyFrom(timestamp(policy.updated_at))
+    return message
+
+
+def _document(message: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def _parse(document: dict[str, Any], message: Any) -> Any:
+    return json_format.ParseDict(document, message, ignore_unknown_fields=True)
+
+
+def policy_document(policy: Policy) -> dict[str, Any]:
+    return _document(policy_message(policy))
+
+
+def policy_from_document(document: dict[str, Any]) -> Policy:
+    return policy_of(_parse(document, pb.RetrainPolicy()))
+
+
+# Runs and what they record
+
+
+def trigger_message(trigger: Trigger) -> pb.Trigger:
+    message = pb.Trigger(
+        kind=_number(pb.TriggerKind, "TRIGGER_KIND_", trigger.kind),
+        source_id=trigger.source_id,
+        triggered_by=trigger.triggered_by,
+        reason=trigger.reason,
+        actor=trigger.actor,
+    )
+    if trigger.occurred_at is not None:
+        message.occurred_at.CopyFrom(timestamp(trigger.occurred_at))
+    return message
+
+
+def trigger_document(trigger: Trigger) -> dict[str, Any]:
+    return _document(trigger_message(trigger))
+
+
+def trigger_from_document(document: dict[str, Any]) -> Trigger:
+    message = _parse(document, pb.Trigger())
+    return Trigger(
+        kind=_member(pb.TriggerKind, "TRIGGER_KIND_", TriggerKind, message.kind, "{}"),
+        source_id=message.source_id,
+        triggered_by=message.triggered_by,
+        reason=message.reason,
+        actor=message.actor,
+        occurred_at=_time(message, "occurred_at"),
+    )
+
+
+def dataset_message(dataset: Dataset) -> pb.DatasetInfo:
+    message = pb.DatasetInfo(
+        uri=dataset.uri,
+        sha256=dataset.sha256,
+        row_count=dataset.row_count,
+        logged_row_count=dataset.logged_row_count,
+        production_dataset_sha256=dataset.production_dataset_sha256,
+    )
+    if dataset.window_start is not None:
+        message.window_start.CopyFrom(timestamp(dataset.window_start))
+    if dataset.window_end is not None:
+        message.window_end.CopyFrom(timestamp(dataset.window_end))
+    return message
+
+
+def dataset_document(dataset: Dataset | None) -> dict[str, Any] | None:
+    return None if dataset is None else _document(dataset_message(dataset))
+
+
+def dataset_from_document(document: dict[str, Any] | None) -> Dataset | None:
+    if not document:
+        return None
+    message = _parse(document, pb.DatasetInfo())
+    return Dataset(
+        uri=message.uri,
+        sha256=message.sha256,
+        row_count=message.row_count,
+        logged_row_count=message.logged_row_count,
+        window_start=_time(message, "window_start"),
+        window_end=_time(message, "window_end"),
+        production_dataset_sha256=message.production_dataset_sha256,
+    )
+
+
+def gate_message(report: GateReport) -> pb.GateResult:
+    message = pb.GateResult(
+        decision=pb.GATE_DECISION_PASSED if report.passed else pb.GATE_DECISION_FAILED,
+        metric=report.metric,
+        goal=pb.METRIC_GOAL_MAXIMIZE if report.higher_is_better else pb.METRIC_GOAL_MINIMIZE,
+        candidate_value=report.candidate_value,
+        production_value=report.production_value,
+        improvement=report.improvement,
+        min_improvement=report.min_improvement,
+        holdout_size=report.holdout_size,
+        holdout_sha256=report.holdout_sha256,
+        summary=report.summary,
+    )
+    if report.evaluated_at is not None:
+        message.evaluated_at.CopyFrom(timestamp(report.evaluated_at))
+    return message
+
+
+def gate_document(report: GateReport | None) -> dict[str, Any] | None:
+    return None if report is None else _document(gate_message(report))
+
+
+def gate_from_document(document: dict[str, Any] | None) -> GateReport | None:
+    if not document:
+        return None
+    message = _parse(document, pb.GateResult())
+    return GateReport(
+        passed=message.decision == pb.GATE_DECISION_PASSED,
+        metric=message.metric,
+        higher_is_better=message.goal != pb.METRIC_GOAL_MINIMIZE,
+        candidate_value=message.candidate_value,
+        production_value=message.production_value,
+        improvement=message.improvement,
+        min_improvement=message.min_improvement,
+        holdout_size=message.holdout_size,
+        holdout_sha256=message.holdout_sha256,
+        summary=message.summary,
+        evaluated_at=_time(message, "evaluated_at"),
+    )
+
+
+def approval_message(approval: Approval) -> pb.Approval:
+    message = pb.Approval(
+        approved=approval.approved, actor=approval.actor, comment=approval.comment
+    )
+    if approval.decided_at is not None:
+        message.decided_at.CopyFrom(timestamp(approval.decided_at))
+    return message
+
+
+def approval_document(approval: Approval | None) -> dict[str, Any] | None:
+    return None if approval is None else _document(approval_message(approval))
+
+
+def approval_from_document(document: dict[str, Any] | None) -> Approval | None:
+    if not document:
+        return None
+    message = _parse(document, pb.Approval())
+    return Approval(message.approved, message.actor, message.comment, _time(message, "decided_at"))
+
+
+def run_message(run: Run) -> pb.Run:
+    message = pb.Run(
+        run_id=run.run_id,
+        model=run.model,
+        state=_number(pb.RunState, "RUN_STATE_", run.state),
+        trigger=trigger_message(run.trigger),
+        base_version=run.base_version,
+        candidate_version=run.candidate_version,
+        executor=_number(pb.ExecutorKind, "EXECUTOR_KIND_", run.executor),
+        executor_job_id=run.executor_job_id,
+        attempt=run.attempt,
+        error=run.error,
+        policy=policy_message(run.policy),
+        created_at=timestamp(run.created_at),
+    )
+    if run.dataset is not None:
+        message.dataset.CopyFrom(dataset_message(run.dataset))
+    if run.gate is not None:
+        message.gate.CopyFrom(gate_message(run.gate))
+    if run.approval is not None:
+        message.approval.CopyFrom(approval_message(run.approval))
+    if run.started_at is not None:
+        message.started_at.CopyFrom(timestamp(run.started_at))
+    if run.finished_at is not None:
+        message.finished_at.CopyFrom(timestamp(run.finished_at))
+    return message
+
+
+def run_states(numbers: list[int]) -> tuple[RunState, ...]:
+    """The states a ListRuns request filters on; INVALID_ARGUMENT for a number the
+    contract does not have."""
+    return tuple(
+        _member(pb.RunState, "RUN_STATE_", RunState, n, "states: {} is not a RunState")
+        for n in numbers
+    )
+
+
+def event_message(event: RunEvent) -> Message:
+    """The contract's event for a domain event, as the outbox stages it."""
+    at = timestamp(event.occurred_at)
+    match event:
+        case RetrainRequested():
+            return events.RetrainRequested(
+                run_id=event.run_id,
+                model=event.model,
+                trigger=trigger_message(event.trigger),
+                base_version=event.base_version,
+                occurred_at=at,
+            )
+        case RetrainStarted():
+            started = events.RetrainStarted(
+                run_id=event.run_id,
+                model=event.model,
+                executor=_number(pb.ExecutorKind, "EXECUTOR_KIND_", event.executor),
+                executor_job_id=event.executor_job_id,
+                attempt=event.attempt,
+                occurred_at=at,
+            )
+            if event.dataset is not None:
+                started.dataset.CopyFrom(dataset_message(event.dataset))
+            return started
+        case RetrainSucceeded():
+            succeeded = events.RetrainSucceeded(
+                run_id=event.run_id,
+                model=event.model,
+                candidate_version=event.candidate_version,
+                attempt=event.attempt,
+                training_duration=duration(event.training_seconds),
+                occurred_at=at,
+            )
+            if event.dataset is not None:
+                succeeded.dataset.CopyFrom(dataset_message(event.dataset))
+            return succeeded
+        case RetrainFailed():
+            return events.RetrainFailed(
+                run_id=event.run_id,
+                model=event.model,
+                stage=_number(events.FailureStage, "FAILURE_STAGE_", event.stage),
+                error=event.error,
+                attempt=event.attempt,
+                will_retry=event.will_retry,
+                log_tail=list(event.log_tail),
+                occurred_at=at,
+            )
+        case CandidateGated():
+            return events.CandidateGated(
+                run_id=event.run_id,
+                model=event.model,
+                candidate_version=event.candidate_version,
+                production_version=event.production_version,
+                gate=gate_message(event.gate) if event.gate is not None else pb.GateResult(),
+                outcome=_number(events.CandidateOutcome, "CANDIDATE_OUTCOME_", event.outcome),
+                actor=event.actor,
+                comment=event.comment,
+                occurred_at=at,
+            )
+
+
+# Events followed
+
+
+def alert_of(message: drift_events.DriftAlert) -> tuple[Alert, datetime | None]:
+    """A drift alert and when it happened."""
+    alert = Alert(
+        alert_id=message.alert_id,
+        model=message.model,
+        version=message.version,
+        severity=_SEVERITIES.get(message.severity, Severity.NONE),
+        kinds=frozenset(_alert_kind(k) for k in message.kinds),
+        drifted_features=message.features_drifted,
+    )
+    return alert, _time(message, "occurred_at")
+
+
+def window_of(message: drift_events.ModelMetricsWindow, now: datetime) -> StoredWindow:
+    """What the trigger keeps of a metric window; one without an end ends `now`."""
+    labels = message.label_metrics
+    return StoredWindow(
+        model=message.model,
+        version=message.version,
+        window_id=message.window.window_id,
+        window_end=_time(message.window, "end") or now,
+        labeled=labels.labeled_count,
+        accuracy=labels.accuracy if labels.HasField("accuracy") else None,
+        mean_absolute_error=(
+            labels.mean_absolute_error if labels.HasField("mean_absolute_error") else None
+        ),
+        error_rate=(message.error_count / message.request_count if message.request_count else None),
+    )

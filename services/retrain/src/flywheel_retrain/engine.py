@@ -1,4 +1,5 @@
-"""Drives runs: starts queued ones, resumes interrupted ones, fires schedules."""
+"""The background loop that drives runs: it advances queued and interrupted runs (one task
+each, `handlers.advance`) and fires schedule slots (`handlers.starts.on_schedule`)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,16 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 
 from flywheel_common.wakeup import Wakeup
-from flywheel_retrain.handlers import Retrainer, StaleRun
-from flywheel_retrain.pipeline import RunPipeline
+from flywheel_retrain.domain import StaleRun
+from flywheel_retrain.handlers.advance import advance
+from flywheel_retrain.handlers.policies import scheduled_policies
+from flywheel_retrain.handlers.ports import Deps
+from flywheel_retrain.handlers.queries import runs_to_execute
+from flywheel_retrain.handlers.starts import on_schedule
 
 log = logging.getLogger(__name__)
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SCHEDULE_STARTING_DEADLINE = timedelta(minutes=5)
 """A slot missed by more than this (the service was down) is skipped, not caught up."""
 RETRY_AFTER_ERROR_SECONDS = 10.0
@@ -31,7 +37,7 @@ def last_slot(cron: str, time_zone: str, now: datetime) -> datetime:
 
 class RunTasks:
     """The runs this process executes, one task each. Built before the use cases and the
-    engine: the engine starts tasks here, a cancelled run's use case cancels its task (an
+    engine: the engine starts tasks here, a cancelled run's use case stops its task (an
     executor ends its job when cancelled)."""
 
     def __init__(self) -> None:
@@ -46,15 +52,13 @@ class RunTasks:
 class RunEngine:
     def __init__(
         self,
-        retrainer: Retrainer,
-        pipeline: RunPipeline,
+        deps: Deps,
         tasks: RunTasks,
         wakeup: Wakeup,
         max_parallel: int,
         interval: float,
     ) -> None:
-        self._retrainer = retrainer
-        self._pipeline = pipeline
+        self._deps = deps
         self._max_parallel = max_parallel
         self._interval = interval
         self._wakeup = wakeup
@@ -89,7 +93,7 @@ class RunEngine:
             await self._wakeup.wait(self._interval)
 
     async def _start_runs(self) -> None:
-        queued, in_progress = await self._retrainer.runs_to_execute()
+        queued, in_progress = await runs_to_execute(self._deps)
         now = time.monotonic()
         # Interrupted runs first: they already hold a slot in their model's limit.
         for run_id in [*in_progress, *queued]:
@@ -101,7 +105,7 @@ class RunEngine:
 
     async def _execute(self, run_id: str) -> None:
         try:
-            await self._pipeline.execute(run_id)
+            await advance(self._deps, run_id)
             self._retry_at.pop(run_id, None)
         except StaleRun as moved:
             log.info("run %s stopped: %s", run_id, moved)
@@ -113,17 +117,17 @@ class RunEngine:
             self._wakeup()
 
     async def _fire_schedules(self) -> None:
-        now = self._retrainer.now()
-        for policy in await self._retrainer.scheduled_policies():
+        now = self._deps.clock()
+        for policy in await scheduled_policies(self._deps):
             schedule = policy.schedule_trigger
             slot = last_slot(schedule.cron, schedule.time_zone, now)
-            set_at = policy.updated_at.ToDatetime(UTC)
+            set_at = policy.updated_at or EPOCH
             if slot <= set_at or now - slot > SCHEDULE_STARTING_DEADLINE:
                 continue
             if (policy.model, slot) in self._fired:
                 continue
             try:
-                await self._retrainer.on_schedule(policy.model, slot, schedule.cron)
+                await on_schedule(self._deps, policy.model, slot, schedule.cron)
             except Exception:
                 log.exception("the schedule of %s could not start a run; retrying", policy.model)
                 continue

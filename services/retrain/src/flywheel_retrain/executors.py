@@ -1,7 +1,7 @@
 """Where training jobs run: one interface, a local subprocess executor by default.
 
 An executor runs one attempt of a run's training job to its end and says how it ended; it
-does not interpret what the job registered (the run pipeline does).
+does not interpret what the job registered (`steps.TrainingJobs` does).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import shlex
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -18,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from flywheel.retrain.v1 import types_pb2 as pb
 from flywheel_common.training import TrainingRun
+from flywheel_retrain.domain import ExecutorKind, command_line
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +50,7 @@ class JobOutcome:
 
 
 class Executor(Protocol):
-    kind: int
-    """The ExecutorKind number it reports in runs and events."""
+    kind: ExecutorKind
 
     async def run(self, job: JobSpec, started: Started) -> JobOutcome: ...
 
@@ -60,21 +58,10 @@ class Executor(Protocol):
         """Stop the run's job if it is running here; a no-op otherwise."""
 
 
-def command_line(command: str) -> list[str]:
-    """The argv of a training command; ValueError for an empty or unparsable one."""
-    try:
-        argv = shlex.split(command)
-    except ValueError as error:
-        raise ValueError(f"the training entrypoint {command!r} cannot be parsed: {error}") from None
-    if not argv:
-        raise ValueError("the training entrypoint is empty")
-    return argv
-
-
 class LocalExecutor:
     """Runs the job as a subprocess in its own process group, output captured to a file."""
 
-    kind: int = pb.EXECUTOR_KIND_LOCAL
+    kind: ExecutorKind = ExecutorKind.LOCAL
 
     def __init__(self, workdir: Path | None = None, kill_grace_seconds: float = 5.0) -> None:
         self._workdir = workdir

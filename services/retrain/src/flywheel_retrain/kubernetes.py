@@ -16,8 +16,8 @@ from typing import Any
 import aiohttp
 import yaml
 
-from flywheel.retrain.v1 import types_pb2 as pb
-from flywheel_retrain.executors import JobOutcome, JobSpec, Started, command_line
+from flywheel_retrain.domain import ExecutorKind, command_line
+from flywheel_retrain.executors import JobOutcome, JobSpec, Started
 from flywheel_retrain.settings import KubernetesSettings
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -123,7 +123,7 @@ def validate_job(manifest: dict[str, Any]) -> list[str]:
 class KubernetesExecutor:
     """Submits each attempt as a Job and follows it until it ends or times out."""
 
-    kind: int = pb.EXECUTOR_KIND_KUBERNETES
+    kind: ExecutorKind = ExecutorKind.KUBERNETES
 
     def __init__(self, settings: KubernetesSettings) -> None:
         self._settings = settings

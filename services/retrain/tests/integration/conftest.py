@@ -123,7 +123,8 @@ class Loop:
         response = await self.api.SetRetrainPolicy(
             retrain_pb.SetRetrainPolicyRequest(policy=policy)
         )
-        return response.policy
+        stored: retrain_types.RetrainPolicy = response.policy
+        return stored
 
     async def log_traffic(self, features: np.ndarray, labels: np.ndarray) -> None:
         """Each row as a logged prediction of the production version, and its ground truth."""
@@ -165,7 +166,11 @@ class Loop:
         await self.publisher.send(predictions)
         await self.publisher.send(truths)
 
-    async def alert(self, alert_id: str = "", severity: int = drift_types.SEVERITY_HIGH) -> str:
+    async def alert(
+        self,
+        alert_id: str = "",
+        severity: drift_types.Severity.ValueType = drift_types.SEVERITY_HIGH,
+    ) -> str:
         alert_id = alert_id or uuid.uuid4().hex
         message = drift_events.DriftAlert(
             alert_id=alert_id,

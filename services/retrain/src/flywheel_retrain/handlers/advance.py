@@ -1,0 +1,141 @@
+"""The engine's use case: take a run as far as it goes, one step after another (data,
+training, gate, decision).
+
+Each step starts from what the run has recorded, so a run interrupted by a restart resumes
+where it stopped: a prepared dataset is not prepared again, an interrupted training
+attempt counts, and a recorded gate verdict is acted on instead of evaluated again.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flywheel_common.errors import FlywheelError, Unavailable
+from flywheel_retrain.domain import IN_PROGRESS, FailureStage, Run, RunState, StaleRun
+from flywheel_retrain.handlers.ports import Deps, RunFailed, load
+from flywheel_retrain.handlers.runs import change
+
+log = logging.getLogger(__name__)
+
+
+async def advance(deps: Deps, run_id: str) -> None:
+    """Unavailable (the registry or the broker is down) and StaleRun (the run moved on,
+    cancelled say) propagate, so the engine resumes or drops the run; any other error ends
+    the run FAILED, naming the stage it happened in."""
+    async with deps.unit_of_work() as uow:
+        run = await load(uow, run_id)
+    stage = FailureStage.DATA
+    try:
+        resumed = run.state is RunState.TRAINING
+        if run.state in (RunState.QUEUED, RunState.PREPARING_DATA):
+            run = await prepare_data(deps, run)
+        stage = FailureStage.TRAINING
+        if run.state is RunState.TRAINING:
+            run = await train(deps, run, resumed=resumed)
+        stage = FailureStage.GATING
+        if run.state is RunState.GATING:
+            await gate(deps, run)
+    except RunFailed as failure:
+        await fail(deps, run_id, failure.stage, str(failure))
+    except (Unavailable, StaleRun):
+        raise
+    except (FlywheelError, ValueError) as error:
+        await fail(deps, run_id, stage, str(error))
+
+
+async def prepare_data(deps: Deps, run: Run) -> Run:
+    """QUEUED or PREPARING_DATA: write the dataset and holdout, then on to TRAINING."""
+    expected = (RunState.QUEUED, RunState.PREPARING_DATA)
+    run = await change(deps, run.run_id, expected, lambda r, now: r.prepare_data(now))
+    prepared = await deps.data.prepare(run, deps.clock())
+    return await change(
+        deps,
+        run.run_id,
+        (RunState.PREPARING_DATA,),
+        lambda r, now: r.data_ready(prepared.dataset, prepared.holdout_path, now),
+    )
+
+
+async def train(deps: Deps, run: Run, *, resumed: bool) -> Run:
+    """TRAINING: the job's attempts until one registers a candidate or none is left."""
+    base = await deps.registry.version(run.model, run.base_version)
+    command = run.policy.executor.entrypoint_override or base.training_entrypoint
+    if not command:
+        raise RunFailed(
+            FailureStage.TRAINING,
+            f"{run.model} version {run.base_version} has no training entrypoint in its "
+            "lineage; register it with one or set executor.entrypoint_override",
+        )
+    if not deps.training.has_executor(run.executor):
+        raise RunFailed(
+            FailureStage.TRAINING,
+            f"executor EXECUTOR_KIND_{run.executor.name} is not configured here",
+        )
+    if resumed:
+        run = await change(
+            deps, run.run_id, (RunState.TRAINING,), lambda r, now: r.resume_training(now)
+        )
+    while run.state is RunState.TRAINING:
+        run = await attempt_training(deps, run, command)
+    return run
+
+
+async def attempt_training(deps: Deps, run: Run, command: str) -> Run:
+    """One attempt of the job: the run moves on to GATING with a candidate, or records the
+    failed attempt (and begins the next one, or fails when none is left)."""
+    run_id, attempt, training = run.run_id, run.attempt, (RunState.TRAINING,)
+
+    async def started(handle: str) -> None:
+        await change(deps, run_id, training, lambda r, now: r.job_started(handle, attempt, now))
+
+    outcome = await deps.training.attempt(run, command, attempt, started)
+    if outcome.candidate:
+        return await change(
+            deps,
+            run_id,
+            training,
+            lambda r, now: r.trained(outcome.candidate, attempt, outcome.seconds, now),
+        )
+    tail, _ = await deps.training.log_tail(run_id)
+    return await change(
+        deps,
+        run_id,
+        training,
+        lambda r, now: r.attempt_failed(outcome.stage, outcome.error, attempt, tail, now),
+    )
+
+
+async def gate(deps: Deps, run: Run) -> None:
+    """GATING: evaluate the candidate once, then act on the verdict under the model's lock,
+    so a CancelRun cannot slip between the promotion and the run's record of it."""
+    gating = (RunState.GATING,)
+    if run.gate is None:
+        production = await deps.registry.production(run.model)
+        production_version = production.version if production is not None else 0
+        report = await deps.evaluator.evaluate(run, production_version, deps.clock())
+        log.info("run %s gate: %s", run.run_id, report.summary)
+        run = await change(
+            deps,
+            run.run_id,
+            gating,
+            lambda r, now: r.record_gate(report, production_version, now),
+        )
+    async with deps.locks(run.model):
+        async with deps.unit_of_work() as uow:
+            (await load(uow, run.run_id)).expect(*gating)
+        state, _ = run.gate_decision
+        if state is RunState.PROMOTED:
+            production = await deps.registry.production(run.model)
+            if production is None or production.version != run.candidate_version:
+                summary = run.gate.summary if run.gate is not None else ""
+                await deps.registry.promote(
+                    run.model, run.candidate_version, f"retrain run {run.run_id}: {summary}"
+                )
+        await change(deps, run.run_id, gating, lambda r, now: r.gated(now))
+
+
+async def fail(deps: Deps, run_id: str, stage: FailureStage, error: str) -> None:
+    log.warning("run %s failed: %s", run_id, error)
+    tail, _ = await deps.training.log_tail(run_id)
+    unfinished = (RunState.QUEUED, *IN_PROGRESS)
+    await change(deps, run_id, unfinished, lambda r, now: r.fail(stage, error, tail, now))

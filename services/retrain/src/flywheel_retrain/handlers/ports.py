@@ -1,0 +1,234 @@
+"""What the use cases need from outside: a unit of work with its repositories, the registry,
+the training steps (data, jobs, gate), a clock, the engine's wakeup and the model locks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Protocol, Self
+
+from flywheel_common.auth import current_principal
+from flywheel_common.errors import Aborted, NotFound
+from flywheel_retrain.domain import (
+    Dataset,
+    ExecutorKind,
+    FailureStage,
+    GateReport,
+    Policy,
+    Run,
+    RunState,
+    StoredWindow,
+)
+
+
+class Runs(Protocol):
+    async def get(self, run_id: str, *, for_update: bool = False) -> Run | None: ...
+
+    async def by_trigger(self, model: str, trigger_key: str) -> Run | None: ...
+
+    async def last(self, model: str) -> Run | None:
+        """The model's newest run, any state."""
+        ...
+
+    async def count_in(self, states: Iterable[RunState], model: str) -> int: ...
+
+    async def ids_in(self, states: Iterable[RunState]) -> list[str]:
+        """Runs in `states`, oldest first."""
+        ...
+
+    async def page(
+        self, model: str, states: tuple[RunState, ...], offset: int, limit: int
+    ) -> list[Run]:
+        """Newest first; no states means any."""
+        ...
+
+    def save(self, run: Run) -> None: ...
+
+
+class Windows(Protocol):
+    async def add(self, window: StoredWindow) -> None:
+        """Keep a window once; the same window again changes nothing."""
+        ...
+
+    async def of_version(
+        self, model: str, version: int, since: datetime | None
+    ) -> list[StoredWindow]:
+        """The newest windows of a version ending after `since`, oldest first."""
+        ...
+
+    async def labeled_since(self, model: str, since: datetime | None) -> int: ...
+
+
+class Policies(Protocol):
+    async def get(self, model: str) -> Policy | None: ...
+
+    async def every(self) -> list[Policy]: ...
+
+    async def put(
+        self, policy: Policy, expected_revision: int | None, actor: str, at: datetime
+    ) -> Policy:
+        """The policy stored as the model's next revision; FAILED_PRECONDITION when
+        `expected_revision` is given and is not the stored one."""
+        ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction: committed when the block ends normally, with the events of every
+    run saved staged for publication; rolled back when it raises. A run changed by someone
+    else since it was read makes the commit fail with `Aborted`."""
+
+    @property
+    def runs(self) -> Runs: ...
+
+    @property
+    def windows(self) -> Windows: ...
+
+    @property
+    def policies(self) -> Policies: ...
+
+    async def claim(self, consumer: str, event_id: str) -> bool:
+        """Record that `consumer` handled `event_id`; False when it already had."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """What the trigger needs to know of a registered version."""
+
+    version: int
+    training_entrypoint: str = ""
+    retrain_run_id: str = ""
+
+
+class Registry(Protocol):
+    async def production(self, model: str) -> VersionInfo | None: ...
+
+    async def version(self, model: str, version: int) -> VersionInfo: ...
+
+    async def promote(self, model: str, version: int, reason: str) -> None:
+        """Move the model's `production` alias to `version`."""
+        ...
+
+
+class ConcurrentChange(Aborted):
+    """Another transaction changed a run this unit of work read; read it again and retry."""
+
+
+class RunFailed(Exception):
+    """A step of a run cannot go on: the message says why and what to fix."""
+
+    def __init__(self, stage: FailureStage, message: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    dataset: Dataset
+    holdout_path: str
+
+
+class TrainingData(Protocol):
+    async def prepare(self, run: Run, until: datetime) -> PreparedData:
+        """The run's dataset and holdout, written; RunFailed when they cannot be."""
+        ...
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """How an attempt of a training job ended: a candidate, or the stage that failed."""
+
+    candidate: int = 0
+    stage: FailureStage = FailureStage.TRAINING
+    error: str = ""
+    seconds: float = 0.0
+
+
+JobStarted = Callable[[str], Awaitable[None]]
+"""Called with the executor's handle of the job (process id, Job name) once it runs."""
+
+
+class Training(Protocol):
+    def has_executor(self, kind: ExecutorKind) -> bool: ...
+
+    async def attempt(
+        self, run: Run, command: str, attempt: int, started: JobStarted
+    ) -> AttemptOutcome:
+        """Run one attempt of the run's training job to its end and check what it
+        registered."""
+        ...
+
+    async def log_tail(self, run_id: str, lines: int = 0) -> tuple[tuple[str, ...], bool]:
+        """The last `lines` lines (0: the configured default) of the run's training log,
+        and whether there were more."""
+        ...
+
+
+class Evaluator(Protocol):
+    async def evaluate(self, run: Run, production_version: int, now: datetime) -> GateReport:
+        """The candidate and production (0: none) scored on the run's holdout;
+        RunFailed when they cannot be."""
+        ...
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class ModelLocks:
+    """Serialise this process's decisions about one model: new runs, promotions,
+    cancellations and sign-offs (the database's row versions cover other processes)."""
+
+    _locks: defaultdict[str, asyncio.Lock] = field(
+        default_factory=lambda: defaultdict(asyncio.Lock)
+    )
+
+    def __call__(self, model: str) -> asyncio.Lock:
+        return self._locks[model]
+
+
+@dataclass(frozen=True)
+class Deps:
+    unit_of_work: Callable[[], UnitOfWork]
+    registry: Registry
+    data: TrainingData
+    training: Training
+    evaluator: Evaluator
+    default_executor: ExecutorKind
+    wakeup: Callable[[], None]
+    """Pokes the run engine after a change it should act on."""
+    stop_run: Callable[[str], None]
+    """Stops the task executing a run in this process, if any."""
+    clock: Callable[[], datetime] = utc_now
+    locks: ModelLocks = field(default_factory=ModelLocks)
+
+
+def actor() -> str:
+    """Who is calling: the RPC's principal, or `system` outside any RPC."""
+    return current_principal().subject
+
+
+async def load(uow: UnitOfWork, run_id: str) -> Run:
+    run = await uow.runs.get(run_id, for_update=True)
+    if run is None:
+        raise NotFound(f"no retrain run {run_id!r}")
+    return run
+
+
+async def policy_of(uow: UnitOfWork, model: str) -> Policy:
+    """The model's stored policy, or the default one."""
+    return await uow.policies.get(model) or Policy.default(model)

@@ -1,0 +1,274 @@
+"""The retrain trigger's use cases against in-memory fakes: no broker, no database,
+milliseconds."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from flywheel_common.errors import FailedPrecondition, InvalidArgument, NotFound
+from flywheel_retrain.domain import (
+    Alert,
+    ApprovalMode,
+    CandidateGated,
+    CandidateOutcome,
+    DecayMetric,
+    DecayTrigger,
+    ExecutorConfig,
+    ExecutorKind,
+    FailureStage,
+    Policy,
+    RetrainFailed,
+    RetrainRequested,
+    RetrainStarted,
+    RetrainSucceeded,
+    RunState,
+    Severity,
+    StoredWindow,
+)
+from flywheel_retrain.handlers import policies, queries, runs, starts
+from flywheel_retrain.handlers.advance import advance
+
+from .fakes import T0, World, world
+
+
+def alert(alert_id: str = "a1", severity: Severity = Severity.HIGH) -> Alert:
+    return Alert(alert_id, "iris", 1, severity, frozenset({"data"}), 3)
+
+
+async def queued_run(w: World) -> str:
+    run, replayed = await starts.trigger_run(w.deps, "iris", "refresh", "k1", False)
+    assert not replayed
+    return run.run_id
+
+
+async def test_an_alert_queues_a_run_and_the_engine_takes_it_to_production() -> None:
+    w = world()
+    await starts.on_alert(w.deps, alert(), T0)
+    run = w.store.only_run()
+    assert run.state is RunState.QUEUED
+    assert run.trigger.key == "TRIGGER_KIND_DRIFT_ALERT:a1"
+    await advance(w.deps, run.run_id)
+    run = w.store.only_run()
+    assert run.state is RunState.PROMOTED
+    assert run.candidate_version == 2
+    assert w.registry.production_of["iris"] == 2
+    assert run.finished_at == T0
+    assert [type(e) for e in w.store.events] == [
+        RetrainRequested,
+        RetrainStarted,
+        RetrainSucceeded,
+        CandidateGated,
+    ]
+    [gated] = w.store.of_type(CandidateGated)
+    assert isinstance(gated, CandidateGated)
+    assert gated.outcome is CandidateOutcome.PROMOTED
+    assert gated.production_version == 1
+
+
+async def test_the_same_alert_twice_or_a_burst_of_alerts_yields_one_run() -> None:
+    w = world()
+    for n in range(5):
+        await starts.on_alert(w.deps, alert(), T0)
+        await starts.on_alert(w.deps, alert(f"burst-{n}"), T0)
+    assert len(w.store.runs) == 1
+    assert len(w.store.of_type(RetrainRequested)) == 1
+
+
+async def test_alerts_below_the_policy_start_nothing() -> None:
+    w = world()
+    await starts.on_alert(w.deps, alert(severity=Severity.LOW), T0)
+    assert not w.store.runs
+
+
+async def test_a_model_without_production_or_entrypoint_starts_nothing() -> None:
+    w = world()
+    with pytest.raises(FailedPrecondition, match="'nope' has no production version"):
+        await starts.trigger_run(w.deps, "nope", "", "", False)
+    w.registry.register("iris", 1, entrypoint="")
+    with pytest.raises(FailedPrecondition, match="no training entrypoint"):
+        await starts.trigger_run(w.deps, "iris", "", "", False)
+
+
+async def test_a_manual_run_replays_for_its_idempotency_key_and_respects_the_cooldown() -> None:
+    w = world()
+    run_id = await queued_run(w)
+    again, replayed = await starts.trigger_run(w.deps, "iris", "refresh", "k1", False)
+    assert (again.run_id, replayed) == (run_id, True)
+    with pytest.raises(FailedPrecondition, match="run\\(s\\) in progress"):
+        await starts.trigger_run(w.deps, "iris", "", "k2", False)
+    await advance(w.deps, run_id)
+    with pytest.raises(FailedPrecondition, match="cooling down"):
+        await starts.trigger_run(w.deps, "iris", "", "k3", False)
+    w.clock.advance(3601)
+    run, replayed = await starts.trigger_run(w.deps, "iris", "", "k3", False)
+    assert not replayed
+    assert run.run_id != run_id
+
+
+async def test_decay_over_consecutive_windows_starts_one_run() -> None:
+    w = world()
+    decay = DecayTrigger(True, DecayMetric.ACCURACY, 0.9, 2, 10)
+    await policies.set_policy(w.deps, replace(Policy.default("iris"), decay_trigger=decay), None)
+
+    async def window(n: int, accuracy: float) -> None:
+        end = T0 + timedelta(minutes=n)
+        stored = StoredWindow("iris", 1, f"w{n}", end, 100, accuracy=accuracy)
+        await starts.on_window(w.deps, stored, "retrain.model-metrics", f"event-{n}")
+
+    await window(1, 0.8)
+    assert not w.store.runs
+    await window(2, 0.7)
+    await window(2, 0.7)  # redelivered: stored once, finds its run
+    run = w.store.only_run()
+    assert run.trigger.key == "TRIGGER_KIND_METRIC_DECAY:w2"
+    assert len(w.store.windows) == 2
+
+
+async def test_a_failed_attempt_is_retried_then_the_run_fails_with_its_stage() -> None:
+    w = world()
+    w.training.failures = ["exit 1", "exit 2"]
+    run_id = await queued_run(w)
+    await advance(w.deps, run_id)
+    run = w.store.runs[run_id]
+    assert run.state is RunState.FAILED
+    assert run.error == "exit 2"
+    assert w.training.attempts == [1, 2]  # the default policy retries once
+    failed = [e for e in w.store.of_type(RetrainFailed) if isinstance(e, RetrainFailed)]
+    assert [(e.attempt, e.will_retry, e.stage) for e in failed] == [
+        (1, True, FailureStage.TRAINING),
+        (2, False, FailureStage.TRAINING),
+    ]
+    assert failed[0].log_tail == ("epoch 1", "boom")
+
+
+async def test_an_executor_not_configured_here_fails_the_run_in_training() -> None:
+    w = world()
+    policy = replace(Policy.default("iris"), executor=ExecutorConfig(ExecutorKind.KUBERNETES))
+    await policies.set_policy(w.deps, policy, None)
+    run_id = await queued_run(w)
+    await advance(w.deps, run_id)
+    run = w.store.runs[run_id]
+    assert run.state is RunState.FAILED
+    assert "EXECUTOR_KIND_KUBERNETES is not configured here" in run.error
+
+
+async def test_a_run_killed_in_training_resumes_from_its_stored_state() -> None:
+    w = world()
+    run_id = await queued_run(w)
+    # What a kill -9 during attempt 1 leaves: the run TRAINING, its attempt counted.
+    queued = w.store.runs[run_id]
+    w.store.runs[run_id] = queued.prepare_data(T0).data_ready(
+        (await w.data.prepare(queued, T0)).dataset, "/h.csv", T0
+    )
+    w.store.runs[run_id] = replace(w.store.runs[run_id], events=())
+    await advance(w.deps, run_id)
+    run = w.store.runs[run_id]
+    assert run.state is RunState.PROMOTED
+    assert w.training.attempts == [2]  # the interrupted attempt counts
+    assert w.data.prepared == [run_id]  # the dataset is not prepared again
+
+
+async def test_a_run_killed_after_its_gate_acts_on_the_recorded_verdict() -> None:
+    w = world()
+    w.evaluator.candidate = 0.5  # would fail if evaluated again
+    run_id = await queued_run(w)
+    run = w.store.runs[run_id].prepare_data(T0)
+    run = run.data_ready((await w.data.prepare(run, T0)).dataset, "/h.csv", T0)
+    run = run.trained(2, 1, 1.0, T0)
+    w.registry.register("iris", 2)
+    passing = await type(w.evaluator)().evaluate(run, 1, T0)
+    w.store.runs[run_id] = replace(run.record_gate(passing, 1, T0), events=())
+    await advance(w.deps, run_id)
+    assert w.store.runs[run_id].state is RunState.PROMOTED
+
+
+async def test_a_candidate_awaits_sign_off_then_is_approved_or_rejected() -> None:
+    w = world()
+    sign_off = replace(Policy.default("iris"), approval_mode=ApprovalMode.HUMAN_SIGN_OFF)
+    await policies.set_policy(w.deps, sign_off, None)
+    run_id = await queued_run(w)
+    await advance(w.deps, run_id)
+    assert w.store.runs[run_id].state is RunState.AWAITING_APPROVAL
+    assert w.registry.production_of["iris"] == 1
+    approved = await runs.approve(w.deps, run_id, "looks right")
+    assert approved.state is RunState.PROMOTED
+    assert approved.approval is not None
+    assert approved.approval.comment == "looks right"
+    assert w.registry.production_of["iris"] == 2
+    with pytest.raises(FailedPrecondition, match="is PROMOTED, not AWAITING_APPROVAL"):
+        await runs.reject(w.deps, run_id, "too late")
+
+
+async def test_a_rejected_gate_leaves_production_alone() -> None:
+    w = world()
+    w.evaluator.candidate = 0.5
+    run_id = await queued_run(w)
+    await advance(w.deps, run_id)
+    run = w.store.runs[run_id]
+    assert run.state is RunState.REJECTED
+    assert run.error.startswith("rejected by the gate: ")
+    assert w.registry.production_of["iris"] == 1
+
+
+async def test_cancelling_ends_the_run_stops_its_task_and_only_once() -> None:
+    w = world()
+    run_id = await queued_run(w)
+    cancelled = await runs.cancel(w.deps, run_id, "wrong window")
+    assert cancelled.state is RunState.CANCELLED
+    assert cancelled.error == "cancelled by system: wrong window"
+    assert w.pokes.stopped == [run_id]
+    [failed] = w.store.of_type(RetrainFailed)
+    assert isinstance(failed, RetrainFailed)
+    assert failed.stage is FailureStage.CANCELLED
+    with pytest.raises(FailedPrecondition, match="already CANCELLED; only unfinished runs"):
+        await runs.cancel(w.deps, run_id, "")
+    await advance(w.deps, run_id)  # the engine leaves a finished run alone
+    assert w.store.runs[run_id].state is RunState.CANCELLED
+
+
+async def test_policies_are_validated_and_versioned() -> None:
+    w = world()
+    policy, is_default = await policies.get_policy(w.deps, "iris")
+    assert is_default
+    assert policy == Policy.default("iris")
+    with pytest.raises(InvalidArgument, match=r"policy\.model"):
+        await policies.set_policy(w.deps, Policy.default("Bad!"), None)
+    bad = replace(policy, executor=ExecutorConfig(max_retries=99))
+    with pytest.raises(InvalidArgument, match="max_retries"):
+        await policies.set_policy(w.deps, bad, None)
+    stored = await policies.set_policy(w.deps, policy, None)
+    assert stored.revision == 1
+    with pytest.raises(FailedPrecondition, match="revision 1"):
+        await policies.set_policy(w.deps, policy, 0)
+
+
+async def test_bad_queries_get_precise_errors() -> None:
+    w = world()
+    with pytest.raises(NotFound, match="no retrain run 'nope'"):
+        await queries.get_run(w.deps, "nope")
+    with pytest.raises(NotFound):
+        await runs.approve(w.deps, "nope", "")
+    with pytest.raises(InvalidArgument, match="page_token"):
+        await queries.list_runs(w.deps, "", (), 0, "???")
+    with pytest.raises(InvalidArgument, match="page_size"):
+        await queries.list_runs(w.deps, "", (), -1, "")
+    with pytest.raises(InvalidArgument, match="model is required"):
+        await starts.trigger_run(w.deps, "", "", "", False)
+
+
+async def test_runs_page_newest_first() -> None:
+    w = world()
+    ids = []
+    for n in range(3):
+        run, _ = await starts.trigger_run(w.deps, "iris", "", f"k{n}", False)
+        ids.append(run.run_id)
+        await runs.cancel(w.deps, run.run_id, "")
+        w.clock.advance(3601)  # past the cooldown
+    page, token = await queries.list_runs(w.deps, "iris", (RunState.CANCELLED,), 2, "")
+    assert [r.run_id for r in page] == ids[::-1][:2]
+    rest, end = await queries.list_runs(w.deps, "iris", (), 2, token)
+    assert [r.run_id for r in rest] == ids[:1]
+    assert end == ""
