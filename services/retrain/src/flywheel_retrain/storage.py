@@ -12,7 +12,6 @@ from typing import Any, Self
 from sqlalchemy import (
     JSON,
     BigInteger,
-    DateTime,
     Float,
     Integer,
     String,
@@ -26,7 +25,14 @@ from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.orm.exc import StaleDataError
 
 from flywheel.retrain.v1 import types_pb2 as pb
-from flywheel_common.db import Base, Database, IntEnumColumn, insert_unless_present
+from flywheel_common.db import (
+    ROW_ID,
+    TIMESTAMP,
+    Base,
+    Database,
+    IntEnumColumn,
+    insert_unless_present,
+)
 from flywheel_common.inbox import claim
 from flywheel_common.outbox import Outbox
 from flywheel_common.policies import PolicyColumns, PolicyRepository
@@ -35,9 +41,6 @@ from flywheel_common.topics import RETRAIN_EVENTS
 from flywheel_retrain import converters
 from flywheel_retrain.domain import ExecutorKind, Policy, Run, RunState, StoredWindow
 from flywheel_retrain.handlers.ports import ConcurrentChange
-
-_ID = BigInteger().with_variant(Integer, "sqlite")
-_TIME = DateTime(timezone=True)
 
 
 class PolicyRow(PolicyColumns, Base):
@@ -76,10 +79,10 @@ class RunRow(Base):
     """The production version the gate compared the candidate with."""
     approval: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(_TIME, index=True)
-    started_at: Mapped[datetime | None] = mapped_column(_TIME)
-    finished_at: Mapped[datetime | None] = mapped_column(_TIME)
-    updated_at: Mapped[datetime] = mapped_column(_TIME)
+    created_at: Mapped[datetime] = mapped_column(TIMESTAMP, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(TIMESTAMP)
+    finished_at: Mapped[datetime | None] = mapped_column(TIMESTAMP)
+    updated_at: Mapped[datetime] = mapped_column(TIMESTAMP)
 
     __mapper_args__ = {"version_id_col": row_version}
 
@@ -88,11 +91,11 @@ class WindowRow(Base):
     __tablename__ = "retrain_metric_windows"
     __table_args__ = (UniqueConstraint("model", "version", "window_id"),)
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
     model: Mapped[str] = mapped_column(String(128), index=True)
     version: Mapped[int] = mapped_column(BigInteger)
     window_id: Mapped[str] = mapped_column(String(256))
-    window_end: Mapped[datetime] = mapped_column(_TIME, index=True)
+    window_end: Mapped[datetime] = mapped_column(TIMESTAMP, index=True)
     labeled: Mapped[int] = mapped_column(BigInteger)
     accuracy: Mapped[float | None] = mapped_column(Float)
     mean_absolute_error: Mapped[float | None] = mapped_column(Float)
