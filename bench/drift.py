@@ -52,7 +52,7 @@ from flywheel_common.topics import PROTOBUF, Cleanup, TopicSpec, ensure_topics
 from flywheel_drift.app import MIGRATIONS, tune_garbage_collection
 from flywheel_drift.detection import Monitor, data_drift
 from flywheel_drift.domain import ModelMonitor
-from flywheel_drift.engine import DriftEngine
+from flywheel_drift.handlers import Detector
 from flywheel_drift.profiles import ReferenceProfile, build_profile
 from flywheel_drift.settings import DriftSettings
 from flywheel_drift.stream import DriftStream
@@ -212,7 +212,7 @@ async def throughput(bootstrap: str, events: int, reference: np.ndarray, per_rec
     async def profile(model: str, version: int) -> ReferenceProfile | None:
         return profiles[model]
 
-    engine = DriftEngine(profile, lambda _: ModelMonitor(window=WindowPolicy(size=WINDOW)))
+    detector = Detector(profile, lambda _: ModelMonitor(window=WindowPolicy(size=WINDOW)))
     tune_garbage_collection(DriftSettings().gc_first_generation)  # as the service does
     # The detector publishes with the service's own producer settings, through its outbox,
     # and checkpoints every batch in its own SQLite database, as the service does.
@@ -227,7 +227,7 @@ async def throughput(bootstrap: str, events: int, reference: np.ndarray, per_rec
     stream = DriftStream(
         KafkaSettings(bootstrap_servers=bootstrap),
         f"bench-drift-{uuid.uuid4().hex[:6]}",
-        engine,
+        detector,
         detector_publisher,
         database,
         outbox,
@@ -246,7 +246,7 @@ async def throughput(bootstrap: str, events: int, reference: np.ndarray, per_rec
         while not stream.processed:  # the clock starts with the first batch, not at start-up
             await asyncio.sleep(0.001)
         started, first = time.perf_counter(), stream.processed
-        while sum(s.windows_closed for m in models for s in engine.statuses(m)) < expected:
+        while sum(s.windows_closed for m in models for s in detector.statuses(m)) < expected:
             await asyncio.sleep(0.02)
     elapsed = time.perf_counter() - started
     processed = stream.processed - first

@@ -14,9 +14,9 @@ from flywheel_common.publisher import EventPublisher
 from flywheel_common.registry_client import RegistryClient
 from flywheel_common.service import Service, run_service
 from flywheel_common.settings import ServiceSettings
-from flywheel_drift.engine import DriftEngine
 from flywheel_drift.gauges import p_values
 from flywheel_drift.grpc_api import METHOD_ROLES, SERVICE_NAME, DriftServicer
+from flywheel_drift.handlers import Detector
 from flywheel_drift.monitors import MonitorConfigs, load_profile
 from flywheel_drift.profiles import ReferenceProfile
 from flywheel_drift.settings import DriftSettings
@@ -31,7 +31,7 @@ def build(
     registry: RegistryClient | None = None,
     publisher: EventPublisher | None = None,
 ) -> Service:
-    """Wire the drift detector: registry client, engine, the faust stream, gRPC.
+    """Wire the drift detector: registry client, detector, the faust stream, gRPC.
     `registry` and `publisher` replace the registry client and the Kafka publisher."""
     config = settings if isinstance(settings, DriftSettings) else DriftSettings()
     tune_garbage_collection(config.gc_first_generation)
@@ -42,18 +42,16 @@ def build(
     async def profile(model: str, version: int) -> ReferenceProfile | None:
         return await load_profile(registry, configs, model, version)
 
-    engine = DriftEngine(
-        profile, configs.monitor, config.label_wait_seconds, config.max_alerts_kept
-    )
+    detector = Detector(profile, configs.monitor, config.label_wait_seconds, config.max_alerts_kept)
     metrics.get_meter(__name__).create_observable_gauge(
         "flywheel.drift.p_value",
-        callbacks=[p_values(engine)],
+        callbacks=[p_values(detector)],
         description="Adjusted p-value of each feature in its version's latest window",
     )
     stream = DriftStream(
         config.kafka,
         config.group(),
-        engine,
+        detector,
         foundation.publisher,
         foundation.database,
         foundation.outbox,
@@ -67,7 +65,7 @@ def build(
     binding = ServiceBinding(
         SERVICE_NAME,
         drift_pb2_grpc.add_DriftServiceServicer_to_server,
-        DriftServicer(engine, configs),
+        DriftServicer(detector, configs),
         METHOD_ROLES,
     )
     return Service(config, [binding], components)

@@ -1,6 +1,6 @@
 """What the detector reports of a model version: windows, metrics, status and alerts.
 
-Plain values, free of transport and storage: the engine produces them, converters turn them
+Plain values, free of transport and storage: the detector produces them, converters turn them
 into the protobuf contract (gRPC responses, events, the status kept in checkpoints). Times
 are seconds since the epoch, as everywhere in the detector.
 """
@@ -171,7 +171,7 @@ class ConceptStatus:
 
 @dataclass
 class DriftStatus:
-    """The latest drift picture of one model version, kept up to date by the engine."""
+    """The latest drift picture of one model version, kept up to date by the detector."""
 
     model: str
     version: int

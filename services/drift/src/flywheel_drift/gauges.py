@@ -8,12 +8,12 @@ from collections.abc import Callable, Iterable
 from opentelemetry.metrics import CallbackOptions
 from opentelemetry.metrics import Observation as Reading
 
-from flywheel_drift.engine import DriftEngine
+from flywheel_drift.handlers import Detector
 
 
-def p_values(engine: DriftEngine) -> Callable[[CallbackOptions], Iterable[Reading]]:
+def p_values(detector: Detector) -> Callable[[CallbackOptions], Iterable[Reading]]:
     def read(_: CallbackOptions) -> Iterable[Reading]:
-        for status in engine.every_status():
+        for status in detector.every_status():
             for finding in status.findings:
                 if finding.adjusted_p_value is not None:
                     yield Reading(

@@ -9,7 +9,7 @@ from flywheel.drift.v1 import drift_pb2_grpc as pb_grpc
 from flywheel_common.errors import InvalidArgument, NotFound, required
 from flywheel_common.settings import Role
 from flywheel_drift import converters
-from flywheel_drift.engine import DriftEngine
+from flywheel_drift.handlers import Detector
 from flywheel_drift.monitors import MonitorConfigs
 
 SERVICE_NAME = "flywheel.drift.v1.DriftService"
@@ -18,14 +18,14 @@ MAX_PAGE_SIZE = 500
 
 
 class DriftServicer(pb_grpc.DriftServiceServicer):
-    def __init__(self, engine: DriftEngine, configs: MonitorConfigs) -> None:
-        self._engine = engine
+    def __init__(self, detector: Detector, configs: MonitorConfigs) -> None:
+        self._detector = detector
         self._configs = configs
 
     async def GetDriftStatus(
         self, request: pb.GetDriftStatusRequest, context: Any
     ) -> pb.GetDriftStatusResponse:
-        statuses = self._engine.statuses(required(request.model, "model"), request.version)
+        statuses = self._detector.statuses(required(request.model, "model"), request.version)
         if not statuses:
             raise NotFound(
                 f"no predictions of {request.model!r}"
@@ -48,7 +48,7 @@ class DriftServicer(pb_grpc.DriftServiceServicer):
         least_severity = converters.least_severity_of(request.min_severity)
         kinds = {converters.kind_of(number) for number in request.kinds}
         matching = (
-            self._engine.find_alerts(
+            self._detector.find_alerts(
                 model=request.model,
                 version=request.version,
                 kinds={kind for kind in kinds if kind is not None} if request.kinds else None,

@@ -45,7 +45,7 @@ class WindowStateRow(Base):
     model: Mapped[str] = mapped_column(String(128), primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     state: Mapped[bytes] = mapped_column(LargeBinary)
-    """The version's open window, prediction baseline and change detector (see engine)."""
+    """The version's open window, prediction baseline and change detector (see handlers)."""
 
 
 class JoinLogRow(Base):

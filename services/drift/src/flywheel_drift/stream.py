@@ -1,7 +1,7 @@
 """The faust-streaming application: thin agents over prediction logs and ground truth.
 
 Each agent takes events in batches, skips those a checkpoint already covers, decodes them,
-hands the batch to the engine (pure numpy/scipy work), and checkpoints: the offsets, the
+hands the batch to the detector (pure numpy/scipy work), and checkpoints: the offsets, the
 changed windows, the changes of the label join and the events to publish commit in one
 transaction (outbox). Faust commits Kafka offsets only for batches already checkpointed, so
 after a crash the redelivered events are recognised and nothing is lost or counted twice.
@@ -40,7 +40,7 @@ from flywheel_common.topics import (
 )
 from flywheel_drift import converters, snapshots, storage
 from flywheel_drift.domain import DriftEvent
-from flywheel_drift.engine import DriftEngine
+from flywheel_drift.handlers import Detector
 from flywheel_drift.windows import JoinChanges
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class DriftStream:
         self,
         kafka: KafkaSettings,
         group_id: str,
-        engine: DriftEngine,
+        detector: Detector,
         publisher: EventPublisher,
         database: Database,
         outbox: Outbox,
@@ -82,7 +82,7 @@ class DriftStream:
         time windows that ended over `late_seconds` ago close even without newer
         predictions. `data_dir` is faust's own folder (a temporary one when not given: the
         app keeps nothing there that must survive)."""
-        self._engine = engine
+        self._detector = detector
         self._dead_letters = DeadLetters(publisher, group_id)
         self._database = database
         self._outbox = outbox
@@ -123,7 +123,7 @@ class DriftStream:
             async for events in stream.take_events(prediction_batch_size, within=batch_seconds):
                 fresh = self._unapplied(events)
                 logs = await self._decode(fresh, unpack)
-                outgoing = self._engine.observe(converters.batches(logs))
+                outgoing = self._detector.observe(converters.batches(logs))
                 await self._checkpoint(fresh, outgoing)
                 self.processed += len(logs)
                 yield None
@@ -135,7 +135,7 @@ class DriftStream:
                 for truth in await self._decode(fresh, _ground_truth):
                     label = ground_truth_label(truth)
                     if label is not None:
-                        outgoing += self._engine.label(truth.request_id, label, time.time())
+                        outgoing += self._detector.label(truth.request_id, label, time.time())
                 await self._checkpoint(fresh, outgoing)
                 yield None
 
@@ -143,7 +143,7 @@ class DriftStream:
         self._checkpointing = asyncio.Lock()
 
         async def close_idle_windows() -> None:
-            await self._checkpoint([], self._engine.flush(time.time(), late_seconds))
+            await self._checkpoint([], self._detector.flush(time.time(), late_seconds))
 
         async def on_assigned(app: Any, /, *args: Any, signal: Any, **_: Any) -> None:
             assigned = args[0] if args else set()
@@ -201,7 +201,7 @@ class DriftStream:
         """One transaction: the offsets applied, the changed windows and label join, the
         events produced.
 
-        The windows are snapshot at once, with no await after the engine changed them, so a
+        The windows are snapshot at once, with no await after the detector changed them, so a
         snapshot holds exactly the batches whose offsets it commits. Transactions then
         commit one at a time in snapshot order (the lock's waiters queue first come, first
         served): the agents and the idle-window timer all checkpoint, and a later snapshot
@@ -212,8 +212,8 @@ class DriftStream:
             applied[key] = max(applied.get(key, -1), event.message.offset)
         if not applied and not outgoing:
             return
-        changed, self._engine.changed = self._engine.changed, set()
-        states = {key: snapshots.encode(self._engine.snapshot(*key)) for key in changed}
+        changed, self._detector.changed = self._detector.changed, set()
+        states = {key: snapshots.encode(self._detector.snapshot(*key)) for key in changed}
         messages = [(converters.event_message(event), event.model) for event in outgoing]
         join, join_is_base = self._join_checkpoint()
         async with self._checkpointing:
@@ -228,7 +228,7 @@ class DriftStream:
         """What to log of the label join: its changes, or all of it once the changes logged
         since the last base outnumber twice what it holds (the log stays within three
         times the join, and a restart replays at most that)."""
-        join = self._engine.join
+        join = self._detector.join
         changes = join.changes()
         self._join_logged += len(changes)
         if self._join_logged <= max(2 * join.size, MIN_JOIN_LOG_ENTRIES):
@@ -240,11 +240,11 @@ class DriftStream:
         async with self._database.transaction() as session:
             self._applied = await storage.offsets(session)
             for (model, version), snapshot in (await storage.window_states(session)).items():
-                self._engine.restore(model, version, snapshots.decode(model, version, snapshot))
+                self._detector.restore(model, version, snapshots.decode(model, version, snapshot))
             for changes in await storage.join_log(session):
-                self._engine.join.apply(changes)
+                self._detector.join.apply(changes)
                 self._join_logged += len(changes)
-        self._engine.changed.clear()
+        self._detector.changed.clear()
         await await_group_coordinator(self._bootstrap_servers, self._group_id)
         await self.app.start()
         await self._pin_start_positions()

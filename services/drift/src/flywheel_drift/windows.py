@@ -1,6 +1,6 @@
 """Tumbling windows per model version, filled in batches, and the label join.
 
-Pure state: the engine hands predictions over as `Observations`, a batch held column by
+Pure state: the detector hands predictions over as `Observations`, a batch held column by
 column, and this module decides when a window closes and what it measured. A batch is cut
 into slices at window boundaries and each slice is taken whole (numpy, not a Python step per
 prediction), which is what lets one core keep up with the gateways. Windows are counted

@@ -1,4 +1,4 @@
-"""The engine: idle time windows close on their own; labels that came first still alert."""
+"""The detector: idle time windows close on their own; labels that came first still alert."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from flywheel_common.prediction_logs import ground_truth_label
 from flywheel_common.timestamps import epoch
 from flywheel_drift import converters
 from flywheel_drift.domain import DriftEvent, ModelMonitor
-from flywheel_drift.engine import DriftEngine
+from flywheel_drift.handlers import Detector
 from flywheel_drift.profiles import ReferenceProfile
 from flywheel_drift.windows import WindowPolicy
 
@@ -41,36 +41,36 @@ def published(events: list[DriftEvent]) -> list[tuple[Message, str]]:
     return [(converters.event_message(event), event.model) for event in events]
 
 
-def observe(engine: DriftEngine, logs: list[PredictionLog]) -> list[tuple[Message, str]]:
-    return published(engine.observe(converters.batches(logs)))
+def observe(detector: Detector, logs: list[PredictionLog]) -> list[tuple[Message, str]]:
+    return published(detector.observe(converters.batches(logs)))
 
 
-def label(engine: DriftEngine, truth: GroundTruth, at: float) -> list[tuple[Message, str]]:
+def label(detector: Detector, truth: GroundTruth, at: float) -> list[tuple[Message, str]]:
     value = ground_truth_label(truth)
     assert value is not None
-    return published(engine.label(truth.request_id, value, at))
+    return published(detector.label(truth.request_id, value, at))
 
 
 async def test_an_idle_time_window_closes_once_its_end_has_passed() -> None:
-    engine = DriftEngine(no_profile, lambda _: ModelMonitor(window=WindowPolicy(seconds=60)))
-    assert observe(engine, [logged(f"r{i}", 600.0 + i) for i in range(5)]) == []
-    engine.changed.clear()
-    assert engine.flush(now=659.0) == []
-    [(metrics, subject)] = published(engine.flush(now=660.0))
+    detector = Detector(no_profile, lambda _: ModelMonitor(window=WindowPolicy(seconds=60)))
+    assert observe(detector, [logged(f"r{i}", 600.0 + i) for i in range(5)]) == []
+    detector.changed.clear()
+    assert detector.flush(now=659.0) == []
+    [(metrics, subject)] = published(detector.flush(now=660.0))
     assert isinstance(metrics, events.ModelMetricsWindow)
     assert (subject, metrics.window.index, metrics.request_count) == ("iris", 10, 5)
     assert metrics.window.kind == types.WINDOW_KIND_TIME
-    assert engine.changed == {("iris", 1)}  # the stream checkpoints the closed window
-    assert engine.flush(now=700.0) == []
+    assert detector.changed == {("iris", 1)}  # the stream checkpoints the closed window
+    assert detector.flush(now=700.0) == []
 
 
 async def test_labels_that_arrive_before_their_predictions_still_raise_concept_drift() -> None:
-    engine = DriftEngine(no_profile, lambda _: ModelMonitor(concept_detector="adwin"))
+    detector = Detector(no_profile, lambda _: ModelMonitor(concept_detector="adwin"))
     # Ground truth first: right for the first 300 predictions, wrong for the next 300.
     for i in range(600):
         truth = GroundTruth(request_id=f"r{i}", model="iris", int64_label=1 if i < 300 else 0)
-        assert label(engine, truth, at=1000.0) == []
-    outgoing = observe(engine, [logged(f"r{i}", 1000.0 + i / 100) for i in range(600)])
+        assert label(detector, truth, at=1000.0) == []
+    outgoing = observe(detector, [logged(f"r{i}", 1000.0 + i / 100) for i in range(600)])
     alerts = [m for m, _ in outgoing if isinstance(m, events.DriftAlert)]
     assert alerts
     assert all(list(a.kinds) == [types.ALERT_KIND_CONCEPT] for a in alerts)

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 LoadProfile = Callable[[str, int], Awaitable[ReferenceProfile | None]]
 
 
-class DriftEngine:
+class Detector:
     def __init__(
         self,
         load_profile: LoadProfile,
@@ -133,7 +133,7 @@ class DriftEngine:
         return outgoing
 
     def snapshot(self, model: str, version: int) -> VersionSnapshot:
-        """What a restart needs of a version the engine has seen."""
+        """What a restart needs of a version the detector has seen."""
         return self._versions[(model, version)].snapshot()
 
     def restore(self, model: str, version: int, snapshot: VersionSnapshot) -> None:
