@@ -17,7 +17,9 @@ def test_every_error_maps_to_a_precise_status() -> None:
     for error_type in _all_subclasses(errors.FlywheelError):
         code = status_of(error_type("x"))
         assert code not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL), error_type
-    assert set(STATUS_OF_ERROR) == set(_all_subclasses(errors.FlywheelError))
+    # Every error of the shared hierarchy has its own entry; services' subclasses inherit.
+    shared = {e for e in _all_subclasses(errors.FlywheelError) if e.__module__ == errors.__name__}
+    assert set(STATUS_OF_ERROR) == shared
 
 
 def test_subclasses_inherit_their_parents_status() -> None:

@@ -4,10 +4,8 @@ the events they caused."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -26,11 +24,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 from flywheel.deployer.v1 import events_pb2 as events
 from flywheel.deployer.v1 import types_pb2 as pb
 from flywheel_common.db import ROW_ID, TIMESTAMP, Base, Database, insert_unless_present
-from flywheel_common.inbox import claim
 from flywheel_common.outbox import Outbox
 from flywheel_common.policies import PolicyColumns, PolicyRepository
 from flywheel_common.timestamps import stored_utc
 from flywheel_common.topics import DEPLOYMENT_EVENTS, DEPLOYMENTS
+from flywheel_common.unit_of_work import SqlUnitOfWork
 from flywheel_deployer import converters
 from flywheel_deployer.analysis import Window
 from flywheel_deployer.domain import (
@@ -318,7 +316,7 @@ CommittedStates = Callable[[Iterable[RoutingState]], None]
 """Told the routing states a unit of work committed, after the commit."""
 
 
-class DeployerUnitOfWork:
+class DeployerUnitOfWork(SqlUnitOfWork):
     """A transaction of the deployer's database: on a normal exit it writes the aggregates
     saved, stages their events in the outbox (rollout events on flywheel.deployment-events,
     routing states on flywheel.deployments) and commits; on an error it rolls back."""
@@ -326,40 +324,17 @@ class DeployerUnitOfWork:
     def __init__(
         self, database: Database, outbox: Outbox, on_commit: CommittedStates = lambda _: None
     ) -> None:
-        self._database = database
-        self._outbox = outbox
+        super().__init__(database, outbox)
         self._on_commit = on_commit
-        self._transaction: AbstractAsyncContextManager[AsyncSession] | None = None
 
-    async def __aenter__(self) -> Self:
-        self._transaction = self._database.transaction()
-        session = await self._transaction.__aenter__()
-        self._session = session
+    def _open(self, session: AsyncSession) -> None:
         self.rollouts = SqlRollouts(session)
         self.states = SqlRoutingStates(session)
         self.windows = SqlMetricWindows(session)
         self.policies = SqlPolicies(session)
-        return self
 
-    async def claim(self, consumer: str, event_id: str) -> bool:
-        return await claim(self._session, consumer, event_id)
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        assert self._transaction is not None
-        transaction, self._transaction = self._transaction, None
-        if error is None:
-            try:
-                await self._write()
-            except BaseException as failure:
-                await transaction.__aexit__(type(failure), failure, failure.__traceback__)
-                raise
-        await transaction.__aexit__(kind, error, traceback)
-        if error is None and self.states.saved:
+    def _committed(self) -> None:
+        if self.states.saved:
             self._on_commit(self.states.saved.values())
 
     async def _write(self) -> None:
@@ -367,17 +342,7 @@ class DeployerUnitOfWork:
         await self.states.write()
         for rollout in self.rollouts.saved.values():
             for event in rollout.events:
-                self._outbox.stage(
-                    self._session,
-                    DEPLOYMENT_EVENTS,
-                    converters.event_message(event),
-                    subject=rollout.model,
-                )
+                self._stage(DEPLOYMENT_EVENTS, converters.event_message(event), rollout.model)
         for state in self.states.saved.values():
             for change in state.events:
-                self._outbox.stage(
-                    self._session,
-                    DEPLOYMENTS,
-                    converters.state_message(change.state),
-                    subject=state.model,
-                )
+                self._stage(DEPLOYMENTS, converters.state_message(change.state), state.model)

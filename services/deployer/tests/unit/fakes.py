@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
-from typing import Self
 
 from flywheel_common.errors import FailedPrecondition, NotFound
 from flywheel_deployer.analysis import Window
@@ -21,6 +19,7 @@ from flywheel_deployer.domain import (
     RoutingState,
 )
 from flywheel_deployer.handlers.ports import Deps
+from flywheel_testing.fakes import InMemoryUnitOfWork
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -126,41 +125,18 @@ class FakePolicies:
         return self.rows[policy.model]
 
 
-class FakeUnitOfWork:
-    """Works on copies of the store; a normal exit commits them and records the events of
-    every aggregate saved, as the outbox would stage them; an error leaves the store as it
-    was."""
+class FakeUnitOfWork(InMemoryUnitOfWork[Store]):
+    """The store as repositories; a commit records the events of every aggregate saved."""
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    async def __aenter__(self) -> Self:
-        store = self._store
+    def _open(self, store: Store) -> None:
         self.rollouts = FakeRollouts(dict(store.rollouts))
         self.states = FakeStates(dict(store.states))
         self.windows = FakeWindows(list(store.windows))
         self.policies = FakePolicies(dict(store.policies))
-        self._claimed = set(store.claimed)
-        return self
 
-    async def claim(self, consumer: str, event_id: str) -> bool:
-        if (consumer, event_id) in self._claimed:
-            return False
-        self._claimed.add((consumer, event_id))
-        return True
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if error is not None:
-            return
-        store = self._store
+    def _commit(self, store: Store) -> None:
         store.rollouts, store.states = self.rollouts.rows, self.states.rows
         store.windows, store.policies = self.windows.rows, self.policies.rows
-        store.claimed = self._claimed
         for rollout in self.rollouts.saved.values():
             store.events.extend(rollout.events)
         for state in self.states.saved:

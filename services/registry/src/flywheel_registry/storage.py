@@ -4,10 +4,8 @@ the events they caused (rows of the outbox, in the same transaction)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -28,12 +26,11 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, aliased, mapped_column, relationship
 
-from flywheel_common.db import ROW_ID, TIMESTAMP, Base, Database, insert_unless_present
-from flywheel_common.inbox import claim
-from flywheel_common.outbox import Outbox
+from flywheel_common.db import ROW_ID, TIMESTAMP, Base, insert_unless_present
 from flywheel_common.signatures import Signature
 from flywheel_common.timestamps import stored_utc
 from flywheel_common.topics import MODEL_EVENTS
+from flywheel_common.unit_of_work import SqlUnitOfWork
 from flywheel_registry import converters
 from flywheel_registry.domain import (
     AliasChange,
@@ -545,53 +542,20 @@ class SqlAliasHistory:
         ]
 
 
-class RegistryUnitOfWork:
+class RegistryUnitOfWork(SqlUnitOfWork):
     """A transaction of the registry's database: on a normal exit it writes the models and
     versions saved, with the alias history and the outbox rows (flywheel.model-events) of
     the events the models recorded, and commits; on an error it rolls back."""
 
-    def __init__(self, database: Database, outbox: Outbox) -> None:
-        self._database = database
-        self._outbox = outbox
-        self._transaction: AbstractAsyncContextManager[AsyncSession] | None = None
-
-    async def __aenter__(self) -> Self:
-        self._transaction = self._database.transaction()
-        session = await self._transaction.__aenter__()
-        self._session = session
+    def _open(self, session: AsyncSession) -> None:
         self.models = SqlModels(session)
         self.versions = SqlVersions(session)
         self.history = SqlAliasHistory(session)
-        return self
-
-    async def claim(self, consumer: str, event_id: str) -> bool:
-        return await claim(self._session, consumer, event_id)
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        assert self._transaction is not None
-        transaction, self._transaction = self._transaction, None
-        if error is None:
-            try:
-                await self._write()
-            except BaseException as failure:
-                await transaction.__aexit__(type(failure), failure, failure.__traceback__)
-                raise
-        await transaction.__aexit__(kind, error, traceback)
 
     async def _write(self) -> None:
         await self.models.write()
         await self.versions.write()
-        await self._session.flush()
+        await self.session.flush()
         for model in self.models.saved.values():
             for event in model.events:
-                self._outbox.stage(
-                    self._session,
-                    MODEL_EVENTS,
-                    converters.event_message(event),
-                    subject=model.name,
-                )
+                self._stage(MODEL_EVENTS, converters.event_message(event), model.name)

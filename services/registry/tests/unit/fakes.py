@@ -8,8 +8,6 @@ import hashlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
-from typing import Self
 
 from flywheel_common.errors import InvalidArgument, ResourceExhausted
 from flywheel_common.signatures import DYNAMIC, Signature, TensorSpec
@@ -24,6 +22,7 @@ from flywheel_registry.domain import (
     ValidatedModel,
 )
 from flywheel_registry.handlers.ports import Deps, RegistryLimits
+from flywheel_testing.fakes import InMemoryUnitOfWork
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 IRIS = Signature(
@@ -158,38 +157,16 @@ class FakeHistory:
         return found[:limit]
 
 
-class FakeUnitOfWork:
-    """Works on copies of the store; a normal exit commits them and records the events of
-    every model saved, as the outbox would stage them; an error leaves the store as it was."""
+class FakeUnitOfWork(InMemoryUnitOfWork[Store]):
+    """The store as repositories; a commit records the events of every model saved."""
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    async def __aenter__(self) -> Self:
-        store = self._store
+    def _open(self, store: Store) -> None:
         self.versions = FakeVersions(dict(store.versions))
         self.models = FakeModels(dict(store.models), self.versions)
         self.history = FakeHistory(list(store.history))
-        self._claimed = set(store.claimed)
-        return self
 
-    async def claim(self, consumer: str, event_id: str) -> bool:
-        if (consumer, event_id) in self._claimed:
-            return False
-        self._claimed.add((consumer, event_id))
-        return True
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if error is not None:
-            return
-        store = self._store
+    def _commit(self, store: Store) -> None:
         store.models, store.versions = self.models.rows, self.versions.rows
-        store.claimed = self._claimed
         store.commits += 1
         for model in self.models.saved.values():
             store.events.extend(model.events)

@@ -4,10 +4,8 @@ with the events the runs recorded."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -29,15 +27,13 @@ from flywheel_common.db import (
     ROW_ID,
     TIMESTAMP,
     Base,
-    Database,
     IntEnumColumn,
     insert_unless_present,
 )
-from flywheel_common.inbox import claim
-from flywheel_common.outbox import Outbox
 from flywheel_common.policies import PolicyColumns, PolicyRepository
 from flywheel_common.timestamps import stored_utc
 from flywheel_common.topics import RETRAIN_EVENTS
+from flywheel_common.unit_of_work import SqlUnitOfWork
 from flywheel_retrain import converters
 from flywheel_retrain.domain import ExecutorKind, Policy, Run, RunState, StoredWindow
 from flywheel_retrain.handlers.ports import ConcurrentChange
@@ -280,56 +276,24 @@ class SqlPolicies:
         return converters.policy_of(stored)
 
 
-class RetrainUnitOfWork:
+class RetrainUnitOfWork(SqlUnitOfWork):
     """A transaction of the trigger's database: on a normal exit it writes the runs saved,
     stages their events on flywheel.retrain-events and commits; on an error it rolls back.
     A run another transaction changed first fails the commit with ConcurrentChange."""
 
-    def __init__(self, database: Database, outbox: Outbox) -> None:
-        self._database = database
-        self._outbox = outbox
-        self._transaction: AbstractAsyncContextManager[AsyncSession] | None = None
-
-    async def __aenter__(self) -> Self:
-        self._transaction = self._database.transaction()
-        session = await self._transaction.__aenter__()
-        self._session = session
+    def _open(self, session: AsyncSession) -> None:
         self.runs = SqlRuns(session)
         self.windows = SqlWindows(session)
         self.policies = SqlPolicies(session)
-        return self
 
-    async def claim(self, consumer: str, event_id: str) -> bool:
-        return await claim(self._session, consumer, event_id)
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        assert self._transaction is not None
-        transaction, self._transaction = self._transaction, None
-        if error is None:
-            try:
-                await self._write()
-            except StaleDataError as stale:
-                failure = ConcurrentChange(f"a run changed concurrently: {stale}")
-                await transaction.__aexit__(type(failure), failure, failure.__traceback__)
-                raise failure from None
-            except BaseException as failure:
-                await transaction.__aexit__(type(failure), failure, failure.__traceback__)
-                raise
-        await transaction.__aexit__(kind, error, traceback)
+    def _failure(self, error: BaseException) -> BaseException:
+        if isinstance(error, StaleDataError):
+            return ConcurrentChange(f"a run changed concurrently: {error}")
+        return error
 
     async def _write(self) -> None:
         await self.runs.write()
         for run in self.runs.saved.values():
             for event in run.events:
-                self._outbox.stage(
-                    self._session,
-                    RETRAIN_EVENTS,
-                    converters.event_message(event),
-                    subject=run.model,
-                )
-        await self._session.flush()
+                self._stage(RETRAIN_EVENTS, converters.event_message(event), run.model)
+        await self.session.flush()

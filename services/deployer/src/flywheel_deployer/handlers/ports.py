@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
 from flywheel_common.auth import current_principal
 from flywheel_common.errors import NotFound
+from flywheel_common.unit_of_work import Transaction
 from flywheel_deployer.analysis import Window
 from flywheel_deployer.domain import (
     GatewayReadiness,
@@ -71,7 +71,7 @@ class Policies(Protocol):
         ...
 
 
-class UnitOfWork(Protocol):
+class UnitOfWork(Transaction, Protocol):
     """One transaction: committed when the block ends normally, with the events of every
     aggregate saved staged for publication; rolled back when it raises."""
 
@@ -86,19 +86,6 @@ class UnitOfWork(Protocol):
 
     @property
     def policies(self) -> Policies: ...
-
-    async def claim(self, consumer: str, event_id: str) -> bool:
-        """Record that `consumer` handled `event_id`; False when it already had."""
-        ...
-
-    async def __aenter__(self) -> Self: ...
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None: ...
 
 
 class Registry(Protocol):

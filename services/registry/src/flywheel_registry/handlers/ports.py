@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
 from flywheel_common.auth import current_principal
 from flywheel_common.errors import NotFound
 from flywheel_common.settings import Role
+from flywheel_common.unit_of_work import Transaction
 from flywheel_registry.domain import (
     AliasChange,
     Caller,
@@ -82,7 +82,7 @@ class AliasHistory(Protocol):
         ...
 
 
-class UnitOfWork(Protocol):
+class UnitOfWork(Transaction, Protocol):
     """One transaction: committed when the block ends normally, with the events of every
     model saved staged for publication; rolled back when it raises."""
 
@@ -94,19 +94,6 @@ class UnitOfWork(Protocol):
 
     @property
     def history(self) -> AliasHistory: ...
-
-    async def claim(self, consumer: str, event_id: str) -> bool:
-        """Record that `consumer` handled `event_id`; False when it already had."""
-        ...
-
-    async def __aenter__(self) -> Self: ...
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None: ...
 
 
 class BlobUpload(Protocol):

@@ -8,11 +8,11 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
 from flywheel_common.auth import current_principal
 from flywheel_common.errors import Aborted, NotFound
+from flywheel_common.unit_of_work import Transaction
 from flywheel_retrain.domain import (
     Dataset,
     ExecutorKind,
@@ -76,7 +76,7 @@ class Policies(Protocol):
         ...
 
 
-class UnitOfWork(Protocol):
+class UnitOfWork(Transaction, Protocol):
     """One transaction: committed when the block ends normally, with the events of every
     run saved staged for publication; rolled back when it raises. A run changed by someone
     else since it was read makes the commit fail with `Aborted`."""
@@ -89,19 +89,6 @@ class UnitOfWork(Protocol):
 
     @property
     def policies(self) -> Policies: ...
-
-    async def claim(self, consumer: str, event_id: str) -> bool:
-        """Record that `consumer` handled `event_id`; False when it already had."""
-        ...
-
-    async def __aenter__(self) -> Self: ...
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None: ...
 
 
 @dataclass(frozen=True)
