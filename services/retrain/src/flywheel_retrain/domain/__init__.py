@@ -1,0 +1,136 @@
+"""Retrain runs and the decisions around them: pure, no I/O, no protobuf, no SQL.
+
+A `Run` is one explicit state machine (`NEXT_STATES`): each transition checks its rules and
+records the event it causes, and the unit of work stores the run with those events in one
+transaction. The policy says which drift alerts, decaying metrics and schedule slots warrant
+a run; the guards (one run per trigger, a cooldown, a cap on concurrent runs, enough new
+labels) keep a burst of alerts from becoming a burst of runs; the gate compares a candidate
+with production on the same holdout. Modules, each depending only on those above it:
+
+- `states`: the run's states and its state machine (`NEXT_STATES`, `check_transition`).
+- `decisions`: alert rules, decay tracking and the guards (`alert_matches`, `DecayTracker`,
+  `decide`).
+- `gate`: whether a candidate beats production (`evaluate_gate`), and the `GateReport` a
+  run records.
+- `policy`: a model's retrain `Policy`, its validation, and the rules it resolves into.
+- `windows`: metric windows as the trigger keeps them, and `decayed_window`.
+- `values`: what a run keeps besides its state: its `Trigger`, `Dataset` and `Approval`.
+- `events`: the events a run's transitions record (`RetrainRequested` ... `CandidateGated`).
+- `run`: the `Run` aggregate and its transitions.
+"""
+
+from flywheel_retrain.domain.decisions import (
+    Alert,
+    AlertRule,
+    DecayRule,
+    DecayTracker,
+    Decision,
+    Guards,
+    History,
+    MetricWindow,
+    Severity,
+    Verdict,
+    alert_matches,
+    decide,
+)
+from flywheel_retrain.domain.events import (
+    CandidateGated,
+    CandidateOutcome,
+    FailureStage,
+    RetrainFailed,
+    RetrainRequested,
+    RetrainStarted,
+    RetrainSucceeded,
+    RunEvent,
+)
+from flywheel_retrain.domain.gate import Gate, GateReport, GateResult, evaluate_gate
+from flywheel_retrain.domain.policy import (
+    DEFAULT_HOLDOUT_SIZE,
+    DEFAULT_WINDOW,
+    MAX_RETRIES,
+    MODEL_NAME,
+    AlertTrigger,
+    ApprovalMode,
+    DecayMetric,
+    DecayTrigger,
+    ExecutorConfig,
+    ExecutorKind,
+    GateConfig,
+    MetricGoal,
+    Policy,
+    ScheduleTrigger,
+    TrainingData,
+    command_line,
+)
+from flywheel_retrain.domain.run import Run
+from flywheel_retrain.domain.states import (
+    ACTIVE,
+    IN_PROGRESS,
+    NEXT_STATES,
+    TERMINAL,
+    IllegalTransition,
+    RunState,
+    StaleRun,
+    check_transition,
+)
+from flywheel_retrain.domain.values import SYSTEM_ACTOR, Approval, Dataset, Trigger, TriggerKind
+from flywheel_retrain.domain.windows import StoredWindow, decayed_window
+
+__all__ = [
+    "ACTIVE",
+    "DEFAULT_HOLDOUT_SIZE",
+    "DEFAULT_WINDOW",
+    "IN_PROGRESS",
+    "MAX_RETRIES",
+    "MODEL_NAME",
+    "NEXT_STATES",
+    "SYSTEM_ACTOR",
+    "TERMINAL",
+    "Alert",
+    "AlertRule",
+    "AlertTrigger",
+    "Approval",
+    "ApprovalMode",
+    "CandidateGated",
+    "CandidateOutcome",
+    "Dataset",
+    "DecayMetric",
+    "DecayRule",
+    "DecayTracker",
+    "DecayTrigger",
+    "Decision",
+    "ExecutorConfig",
+    "ExecutorKind",
+    "FailureStage",
+    "Gate",
+    "GateConfig",
+    "GateReport",
+    "GateResult",
+    "Guards",
+    "History",
+    "IllegalTransition",
+    "MetricGoal",
+    "MetricWindow",
+    "Policy",
+    "RetrainFailed",
+    "RetrainRequested",
+    "RetrainStarted",
+    "RetrainSucceeded",
+    "Run",
+    "RunEvent",
+    "RunState",
+    "ScheduleTrigger",
+    "Severity",
+    "StaleRun",
+    "StoredWindow",
+    "TrainingData",
+    "Trigger",
+    "TriggerKind",
+    "Verdict",
+    "alert_matches",
+    "check_transition",
+    "command_line",
+    "decayed_window",
+    "decide",
+    "evaluate_gate",
+]

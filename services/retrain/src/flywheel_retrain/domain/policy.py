@@ -1,0 +1,287 @@
+"""A model's retrain policy, its validation, and the rules, guards and gate it resolves
+into."""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import IntEnum, StrEnum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+from flywheel_common.errors import InvalidArgument
+from flywheel_retrain.domain.decisions import AlertRule, DecayRule, Guards, Severity
+from flywheel_retrain.domain.gate import Gate
+from flywheel_retrain.evaluation import METRICS
+
+MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+DEFAULT_HOLDOUT_SIZE = 200
+DEFAULT_WINDOW = timedelta(days=7)
+MAX_RETRIES = 10
+
+
+class DecayMetric(StrEnum):
+    UNSPECIFIED = "unspecified"
+    ACCURACY = "accuracy"
+    MEAN_ABSOLUTE_ERROR = "mean_absolute_error"
+    ERROR_RATE = "error_rate"
+
+
+class ApprovalMode(StrEnum):
+    UNSPECIFIED = "unspecified"
+    """Automatic."""
+    AUTOMATIC = "automatic"
+    HUMAN_SIGN_OFF = "human_sign_off"
+
+
+class MetricGoal(StrEnum):
+    UNSPECIFIED = "unspecified"
+    """The metric's own direction (accuracy up, mean absolute error down)."""
+    MAXIMIZE = "maximize"
+    MINIMIZE = "minimize"
+
+
+class ExecutorKind(IntEnum):
+    """Where a run's training job runs; the numbers are how rows store it."""
+
+    UNSPECIFIED = 0
+    """In a policy: the service's default executor."""
+    LOCAL = 1
+    KUBERNETES = 2
+
+
+@dataclass(frozen=True)
+class AlertTrigger:
+    enabled: bool = False
+    min_severity: Severity = Severity.NONE
+    min_drifted_features: int = 0
+    kinds: tuple[str, ...] = ()
+    """data, prediction, quality, concept; empty means data and prediction."""
+    on_concept_drift: bool = False
+
+
+@dataclass(frozen=True)
+class DecayTrigger:
+    enabled: bool = False
+    metric: DecayMetric = DecayMetric.UNSPECIFIED
+    threshold: float = 0.0
+    consecutive_windows: int = 0
+    min_labeled_count: int = 0
+
+
+@dataclass(frozen=True)
+class ScheduleTrigger:
+    enabled: bool = False
+    cron: str = ""
+    time_zone: str = ""
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    metric: str = ""
+    goal: MetricGoal = MetricGoal.UNSPECIFIED
+    min_improvement: float = 0.0
+    holdout_size: int = 0
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    window: timedelta = timedelta(0)
+    include_production_dataset: bool = False
+    max_rows: int = 0
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    kind: ExecutorKind = ExecutorKind.UNSPECIFIED
+    timeout: timedelta = timedelta(0)
+    max_retries: int = 0
+    entrypoint_override: str = ""
+    image: str = ""
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+def command_line(command: str) -> list[str]:
+    """The argv of a training command; ValueError for an empty or unparsable one."""
+    try:
+        argv = shlex.split(command)
+    except ValueError as error:
+        raise ValueError(f"the training entrypoint {command!r} cannot be parsed: {error}") from None
+    if not argv:
+        raise ValueError("the training entrypoint is empty")
+    return argv
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A model's retrain policy: which causes start runs, the guards, the gate, the data,
+    the executor. Versioned per model (compare-and-set on `revision`)."""
+
+    model: str
+    enabled: bool = False
+    alert_trigger: AlertTrigger = AlertTrigger()
+    decay_trigger: DecayTrigger = DecayTrigger()
+    schedule_trigger: ScheduleTrigger = ScheduleTrigger()
+    cooldown: timedelta = timedelta(0)
+    min_new_labeled_samples: int = 0
+    max_concurrent_runs: int = 0
+    approval_mode: ApprovalMode = ApprovalMode.UNSPECIFIED
+    gate: GateConfig = GateConfig()
+    training_data: TrainingData = TrainingData()
+    executor: ExecutorConfig = ExecutorConfig()
+    revision: int = 0
+    updated_by: str = ""
+    updated_at: datetime | None = None
+
+    @classmethod
+    def default(cls, model: str) -> Policy:
+        """What a model gets until someone sets a policy: alerts of MEDIUM severity or more
+        and concept drift retrain, at most once an hour, promoted automatically when the
+        candidate is at least as accurate as production on the newest 200 labeled
+        predictions."""
+        return cls(
+            model=model,
+            enabled=True,
+            alert_trigger=AlertTrigger(
+                enabled=True,
+                min_severity=Severity.MEDIUM,
+                min_drifted_features=1,
+                on_concept_drift=True,
+            ),
+            cooldown=timedelta(hours=1),
+            max_concurrent_runs=1,
+            approval_mode=ApprovalMode.AUTOMATIC,
+            gate=GateConfig(
+                metric="accuracy", goal=MetricGoal.MAXIMIZE, holdout_size=DEFAULT_HOLDOUT_SIZE
+            ),
+            training_data=TrainingData(window=DEFAULT_WINDOW, include_production_dataset=True),
+            executor=ExecutorConfig(max_retries=1),
+        )
+
+    def validate(self) -> None:
+        """INVALID_ARGUMENT naming the first field to fix."""
+        if not MODEL_NAME.match(self.model):
+            raise InvalidArgument(f"policy.model {self.model!r} must match {MODEL_NAME.pattern}")
+        if self.alert_trigger.min_drifted_features < 0:
+            raise InvalidArgument("alert_trigger.min_drifted_features cannot be negative")
+        decay = self.decay_trigger
+        if decay.enabled:
+            if decay.metric is DecayMetric.UNSPECIFIED:
+                raise InvalidArgument(
+                    "decay_trigger.metric is required when decay is enabled: ACCURACY, "
+                    "MEAN_ABSOLUTE_ERROR or ERROR_RATE"
+                )
+            if not math.isfinite(decay.threshold):
+                raise InvalidArgument("decay_trigger.threshold must be a finite number")
+        if decay.consecutive_windows < 0 or decay.min_labeled_count < 0:
+            raise InvalidArgument("decay_trigger counts cannot be negative")
+        self._validate_schedule()
+        if self.cooldown < timedelta(0):
+            raise InvalidArgument("cooldown cannot be negative")
+        if self.min_new_labeled_samples < 0 or self.max_concurrent_runs < 0:
+            raise InvalidArgument(
+                "min_new_labeled_samples and max_concurrent_runs cannot be negative"
+            )
+        gate = self.gate
+        if gate.metric and gate.metric not in METRICS:
+            raise InvalidArgument(f"gate.metric {gate.metric!r} is not one of {sorted(METRICS)}")
+        if not math.isfinite(gate.min_improvement):
+            raise InvalidArgument("gate.min_improvement must be a finite number")
+        if gate.holdout_size < 0:
+            raise InvalidArgument("gate.holdout_size cannot be negative")
+        data = self.training_data
+        if data.window < timedelta(0) or data.max_rows < 0:
+            raise InvalidArgument(
+                "training_data.window and training_data.max_rows cannot be negative"
+            )
+        self._validate_executor()
+
+    def _validate_schedule(self) -> None:
+        schedule = self.schedule_trigger
+        if schedule.enabled and not croniter.is_valid(schedule.cron):
+            raise InvalidArgument(
+                f"schedule_trigger.cron {schedule.cron!r} is not a five-field cron expression "
+                "such as '0 3 * * 1'"
+            )
+        if schedule.time_zone:
+            try:
+                ZoneInfo(schedule.time_zone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise InvalidArgument(
+                    f"schedule_trigger.time_zone {schedule.time_zone!r} is not an IANA time zone"
+                ) from None
+
+    def _validate_executor(self) -> None:
+        executor = self.executor
+        if executor.timeout < timedelta(0):
+            raise InvalidArgument("executor.timeout cannot be negative")
+        if not 0 <= executor.max_retries <= MAX_RETRIES:
+            raise InvalidArgument(f"executor.max_retries must be between 0 and {MAX_RETRIES}")
+        if executor.entrypoint_override:
+            try:
+                command_line(executor.entrypoint_override)
+            except ValueError as error:
+                raise InvalidArgument(f"executor.entrypoint_override: {error}") from None
+        for name in executor.env:
+            if not _ENV_NAME.match(name):
+                raise InvalidArgument(f"executor.env name {name!r} is not a valid variable name")
+
+    @property
+    def scheduled(self) -> bool:
+        return self.enabled and self.schedule_trigger.enabled
+
+    @property
+    def sign_off(self) -> bool:
+        return self.approval_mode is ApprovalMode.HUMAN_SIGN_OFF
+
+    @property
+    def holdout_size(self) -> int:
+        return self.gate.holdout_size or DEFAULT_HOLDOUT_SIZE
+
+    @property
+    def training_window(self) -> timedelta:
+        return self.training_data.window or DEFAULT_WINDOW
+
+    def alert_rule(self) -> AlertRule:
+        trigger = self.alert_trigger
+        return AlertRule(
+            enabled=self.enabled and trigger.enabled,
+            min_severity=max(trigger.min_severity, Severity.LOW),
+            min_drifted_features=trigger.min_drifted_features,
+            kinds=frozenset(trigger.kinds or ("data", "prediction")),
+            on_concept_drift=trigger.on_concept_drift,
+        )
+
+    def decay_rule(self) -> DecayRule:
+        trigger = self.decay_trigger
+        return DecayRule(
+            enabled=self.enabled and trigger.enabled,
+            higher_is_better=trigger.metric is DecayMetric.ACCURACY,
+            threshold=trigger.threshold,
+            consecutive_windows=max(trigger.consecutive_windows, 1),
+            min_labeled=trigger.min_labeled_count,
+        )
+
+    def guards(self, *, manual: bool, ignore_cooldown: bool) -> Guards:
+        return Guards(
+            cooldown=timedelta(0) if ignore_cooldown else self.cooldown,
+            max_concurrent_runs=max(self.max_concurrent_runs, 1),
+            # New labels gate automatic runs; a person asking for a run has their reasons.
+            min_new_labeled_samples=0 if manual else self.min_new_labeled_samples,
+        )
+
+    def gate_rule(self) -> Gate:
+        name = self.gate.metric or "accuracy"
+        goal = self.gate.goal
+        higher = (
+            METRICS[name].higher_is_better
+            if goal is MetricGoal.UNSPECIFIED
+            else goal is MetricGoal.MAXIMIZE
+        )
+        return Gate(name, higher, self.gate.min_improvement)

@@ -1,0 +1,107 @@
+"""What a run keeps besides its state: the trigger that started it, its training data,
+the reviewer's decision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import IntEnum
+
+from flywheel_retrain.domain.decisions import Alert
+from flywheel_retrain.domain.policy import Policy
+from flywheel_retrain.domain.windows import StoredWindow
+
+SYSTEM_ACTOR = "system:retrain"
+"""The actor of what the trigger decides on its own (alerts, decay, schedules, the gate)."""
+
+
+class TriggerKind(IntEnum):
+    """What started a run; the name is part of the run's trigger key."""
+
+    DRIFT_ALERT = 1
+    METRIC_DECAY = 2
+    SCHEDULE = 3
+    MANUAL = 4
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A cause that met the policy, before the guards have spoken; the run keeps it."""
+
+    kind: TriggerKind
+    source_id: str
+    triggered_by: str
+    reason: str
+    actor: str = SYSTEM_ACTOR
+    occurred_at: datetime | None = None
+
+    @property
+    def key(self) -> str:
+        """One run per model and key: the same alert, window or slot never runs twice."""
+        return f"TRIGGER_KIND_{self.kind.name}:{self.source_id}"
+
+    @classmethod
+    def drift_alert(cls, alert: Alert, occurred_at: datetime | None) -> Trigger:
+        kinds = ", ".join(sorted(alert.kinds)) or "drift"
+        return cls(
+            TriggerKind.DRIFT_ALERT,
+            alert.alert_id,
+            f"drift-alert:{alert.alert_id}",
+            f"{alert.severity.name} {kinds} alert on version {alert.version}: "
+            f"{alert.drifted_features} drifted feature(s)",
+            occurred_at=occurred_at,
+        )
+
+    @classmethod
+    def metric_decay(cls, policy: Policy, window: StoredWindow) -> Trigger:
+        rule = policy.decay_rule()
+        return cls(
+            TriggerKind.METRIC_DECAY,
+            window.window_id,
+            f"metric-decay:{window.window_id}",
+            f"{policy.decay_trigger.metric.value} of version {window.version} past "
+            f"{rule.threshold:g} for {rule.consecutive_windows} window(s)",
+            occurred_at=window.window_end,
+        )
+
+    @classmethod
+    def schedule(cls, cron: str, slot: datetime) -> Trigger:
+        return cls(
+            TriggerKind.SCHEDULE,
+            f"{cron}@{slot.isoformat()}",
+            f"schedule:{cron}@{slot.isoformat()}",
+            f"scheduled by {cron!r}",
+            occurred_at=slot,
+        )
+
+    @classmethod
+    def manual(cls, key: str, actor: str, reason: str, now: datetime) -> Trigger:
+        return cls(
+            TriggerKind.MANUAL,
+            key,
+            f"manual:{actor}",
+            reason or "started by hand",
+            actor=actor,
+            occurred_at=now,
+        )
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A run's training data: the CSV file named by its sha256, and where it came from."""
+
+    uri: str
+    sha256: str
+    row_count: int
+    logged_row_count: int
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    production_dataset_sha256: str = ""
+
+
+@dataclass(frozen=True)
+class Approval:
+    approved: bool
+    actor: str
+    comment: str
+    decided_at: datetime | None = None

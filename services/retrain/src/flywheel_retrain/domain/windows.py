@@ -1,0 +1,52 @@
+"""Metric windows as the trigger keeps them, and the one that completes the decay a
+policy asks for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from flywheel_retrain.domain.decisions import DecayTracker, MetricWindow
+from flywheel_retrain.domain.policy import DecayMetric, Policy
+
+
+@dataclass(frozen=True)
+class StoredWindow:
+    """A metric window as the trigger keeps it: labels for the guards, values for decay."""
+
+    model: str
+    version: int
+    window_id: str
+    window_end: datetime
+    labeled: int
+    accuracy: float | None = None
+    mean_absolute_error: float | None = None
+    error_rate: float | None = None
+
+    def value(self, metric: DecayMetric) -> float | None:
+        """The decay metric of the window, None when the window cannot tell."""
+        if metric is DecayMetric.ACCURACY:
+            return self.accuracy
+        if metric is DecayMetric.MEAN_ABSOLUTE_ERROR:
+            return self.mean_absolute_error
+        return self.error_rate
+
+
+def decayed_window(policy: Policy, windows: list[StoredWindow]) -> StoredWindow | None:
+    """The window (oldest first) that completes the decay the policy asks for, if the last
+    one does: a repeated evaluation names the same window, so it finds the run it started."""
+    rule = policy.decay_rule()
+    if not rule.enabled:
+        return None
+    tracker = DecayTracker(rule)
+    fired = None
+    for window in windows:
+        observed = MetricWindow(
+            window.window_id,
+            window.model,
+            window.version,
+            window.value(policy.decay_trigger.metric),
+            window.labeled,
+        )
+        fired = window if tracker.observe(observed) else None
+    return fired
