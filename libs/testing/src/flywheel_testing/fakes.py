@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Generic, Protocol, Self, TypeVar
 
@@ -50,3 +52,20 @@ class InMemoryUnitOfWork(ABC, Generic[StoreT]):
         if error is None:
             self._store.claimed = self._claimed
             self._commit(self._store)
+
+
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+"""The moment every fake clock starts at."""
+
+
+@dataclass
+class FakeClock:
+    """A clock that moves only when the test moves it."""
+
+    now: datetime = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)

@@ -4,7 +4,7 @@ stage in the outbox, a registry, gateways, a clock and a wakeup."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from flywheel_common.errors import FailedPrecondition, NotFound
 from flywheel_deployer.analysis import Window
@@ -19,9 +19,7 @@ from flywheel_deployer.domain import (
     RoutingState,
 )
 from flywheel_deployer.handlers.ports import Deps
-from flywheel_testing.fakes import InMemoryUnitOfWork
-
-T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+from flywheel_testing.fakes import FakeClock, InMemoryUnitOfWork
 
 
 @dataclass
@@ -166,17 +164,6 @@ class FakeFleet:
 
 
 @dataclass
-class Clock:
-    now: datetime = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@dataclass
 class Pokes:
     count: int = 0
 
@@ -189,13 +176,13 @@ class World:
     store: Store
     registry: FakeRegistry
     fleet: FakeFleet
-    clock: Clock
+    clock: FakeClock
     pokes: Pokes
     deps: Deps
 
 
 def world(model: str = "iris", versions: int = 5) -> World:
     store, registry = Store(), FakeRegistry(*((model, v) for v in range(1, versions + 1)))
-    fleet, clock, pokes = FakeFleet(), Clock(), Pokes()
+    fleet, clock, pokes = FakeFleet(), FakeClock(), Pokes()
     deps = Deps(lambda: FakeUnitOfWork(store), registry, fleet, pokes, clock)
     return World(store, registry, fleet, clock, pokes, deps)

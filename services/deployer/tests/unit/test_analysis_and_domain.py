@@ -1,6 +1,6 @@
 """Canary analysis and the rollout state machine, without storage or transport."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -29,8 +29,8 @@ from flywheel_deployer.domain import (
     check_arms,
     check_steps,
 )
+from flywheel_testing.fakes import T0
 
-T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 RULE = StepRule(min_seconds=60, min_requests=100)
 STRICT = Thresholds(max_error_rate=0.02, max_latency_p99_ratio=1.5, max_js_divergence=0.1)
 

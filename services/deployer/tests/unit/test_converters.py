@@ -22,8 +22,7 @@ from flywheel_deployer.domain import (
     VersionPolicy,
     VersionPolicyKind,
 )
-
-from .fakes import T0
+from flywheel_testing.fakes import T0
 
 
 def test_a_stored_policy_comes_back_as_it_was_stored() -> None:

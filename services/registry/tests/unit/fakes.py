@@ -7,7 +7,7 @@ import copy
 import hashlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from flywheel_common.errors import InvalidArgument, ResourceExhausted
 from flywheel_common.signatures import DYNAMIC, Signature, TensorSpec
@@ -22,9 +22,8 @@ from flywheel_registry.domain import (
     ValidatedModel,
 )
 from flywheel_registry.handlers.ports import Deps, RegistryLimits
-from flywheel_testing.fakes import InMemoryUnitOfWork
+from flywheel_testing.fakes import FakeClock, InMemoryUnitOfWork
 
-T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 IRIS = Signature(
     inputs=(TensorSpec("features", "FP32", (DYNAMIC, 4)),),
     outputs=(TensorSpec("label", "INT64", (DYNAMIC,)),),
@@ -246,27 +245,16 @@ class FakeValidator:
 
 
 @dataclass
-class Clock:
-    now: datetime = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@dataclass
 class World:
     store: Store
     blobs: FakeBlobStore
     validator: FakeValidator
-    clock: Clock
+    clock: FakeClock
     deps: Deps
 
 
 def world(protected_aliases: Iterable[str] = ()) -> World:
-    store, blobs, validator, clock = Store(), FakeBlobStore(), FakeValidator(), Clock()
+    store, blobs, validator, clock = Store(), FakeBlobStore(), FakeValidator(), FakeClock()
     limits = RegistryLimits(
         max_artifact_bytes=1024,
         max_reference_sample_bytes=1024,

@@ -31,8 +31,9 @@ from flywheel_registry.domain import (
 from flywheel_registry.handlers import aliases, queries, versions
 from flywheel_registry.handlers.registration import Digests, Part, PartKind, register
 from flywheel_registry.handlers.rollbacks import RolloutRolledBack, follow_rollback
+from flywheel_testing.fakes import T0
 
-from .fakes import T0, World, world
+from .fakes import World, world
 
 ARTIFACT = b"onnx:iris-v1"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from flywheel_common.errors import FailedPrecondition, NotFound
 from flywheel_retrain.domain import (
@@ -26,9 +26,7 @@ from flywheel_retrain.handlers.ports import (
     PreparedData,
     VersionInfo,
 )
-from flywheel_testing.fakes import InMemoryUnitOfWork
-
-T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+from flywheel_testing.fakes import FakeClock, InMemoryUnitOfWork
 
 
 @dataclass
@@ -247,17 +245,6 @@ class FakeEvaluator:
 
 
 @dataclass
-class Clock:
-    now: datetime = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@dataclass
 class Pokes:
     count: int = 0
     stopped: list[str] = field(default_factory=list)
@@ -276,7 +263,7 @@ class World:
     data: FakeData
     training: FakeTraining
     evaluator: FakeEvaluator
-    clock: Clock
+    clock: FakeClock
     pokes: Pokes
     deps: Deps
 
@@ -287,7 +274,7 @@ def world(model: str = "iris") -> World:
     registry.register(model, 1)
     registry.production_of[model] = 1
     data, training, evaluator = FakeData(), FakeTraining(registry), FakeEvaluator()
-    clock, pokes = Clock(), Pokes()
+    clock, pokes = FakeClock(), Pokes()
     deps = Deps(
         unit_of_work=lambda: FakeUnitOfWork(store),
         registry=registry,

@@ -30,8 +30,9 @@ from flywheel_retrain.domain import (
 )
 from flywheel_retrain.handlers import policies, queries, runs, starts
 from flywheel_retrain.handlers.advance import advance
+from flywheel_testing.fakes import T0
 
-from .fakes import T0, World, world
+from .fakes import World, world
 
 
 def alert(alert_id: str = "a1", severity: Severity = Severity.HIGH) -> Alert:
