@@ -77,7 +77,7 @@ postgres-down: ## Stop that PostgreSQL
 	@infra/postgres/stop.sh
 
 .PHONY: bench
-bench: bench-kafka bench-registry bench-gateway bench-rollout bench-drift ## All benchmarks (never part of make test); record in bench/RESULTS.md
+bench: bench-kafka bench-registry bench-gateway bench-rollout bench-drift bench-takeover ## All benchmarks (never part of make test); record in bench/RESULTS.md
 
 .PHONY: bench-kafka
 bench-kafka: install ## Kafka bus: publisher and consumer against bare aiokafka
@@ -90,6 +90,10 @@ bench-gateway: install ## Gateway under tritonclient against in-process onnxrunt
 .PHONY: bench-rollout
 bench-rollout: install ## Rollback decision to the last of 3 gateways at 0%, beside Kafka latency
 	@infra/with-backends.sh $(UV) run --frozen python bench/rollout.py
+
+.PHONY: bench-takeover
+bench-takeover: install ## Leader-lease takeover after kill -9 beside Kafka's group rebalance, 20 kills
+	@infra/with-backends.sh $(UV) run --frozen python bench/takeover.py
 
 .PHONY: bench-drift
 bench-drift: install ## Drift detector events/s from Kafka; per-window time beside Evidently and alibi-detect

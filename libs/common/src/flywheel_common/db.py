@@ -57,14 +57,17 @@ class IntEnumColumn(TypeDecorator[IntEnum]):
 
 async def insert_unless_present(
     session: AsyncSession, table: type[Base], values: dict[str, Any], unique: list[str]
-) -> None:
+) -> bool:
     """INSERT ... ON CONFLICT DO NOTHING on PostgreSQL and SQLite alike: a row that already
-    exists (by the `unique` columns) is left as it is, even under concurrent inserts."""
+    exists (by the `unique` columns) is left as it is, even under concurrent inserts.
+    True when the row was inserted."""
     dialect = session.bind.dialect.name if session.bind else "sqlite"
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    await session.execute(
-        insert(table).values(**values).on_conflict_do_nothing(index_elements=unique)
+    key = [table.__table__.c[name] for name in unique]
+    result = await session.execute(
+        insert(table).values(**values).on_conflict_do_nothing(index_elements=unique).returning(*key)
     )
+    return result.first() is not None
 
 
 async def upsert(

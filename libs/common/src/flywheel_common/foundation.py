@@ -8,6 +8,7 @@ from pathlib import Path
 from flywheel_common.consumer import EventConsumer, Handler
 from flywheel_common.db import Database
 from flywheel_common.dead_letters import DeadLetters
+from flywheel_common.leases import Lease
 from flywheel_common.migrations import SchemaMigration
 from flywheel_common.outbox import Outbox, relays
 from flywheel_common.publisher import EventPublisher
@@ -15,12 +16,15 @@ from flywheel_common.service import Component, TopicProvisioner, instance_id
 from flywheel_common.settings import ServiceSettings, WithConsumerGroup, WithDatabase
 from flywheel_common.table_reader import Apply, CompactedTopicReader
 
+LEADER_LEASE = "leader"
+
 
 class Foundation:
     """What a service's composition root builds first and starts first.
 
     Its components start in this order: topic provisioning (when enabled), the schema
-    migration, the publisher, then the outbox relay; the service's own components follow.
+    migration, the leader lease, the publisher, then the outbox relay; the service's own
+    components follow.
     Consumers and table readers made here dead-letter through the same publisher.
     """
 
@@ -36,9 +40,13 @@ class Foundation:
         self.publisher = publisher or EventPublisher(settings.kafka, source=settings.service_name)
         self._database: Database | None = None
         self._outbox: Outbox | None = None
+        self._leader: Lease | None = None
         if isinstance(settings, WithDatabase):
             self._database = Database(settings.database_url(), settings.database.echo)
             self._outbox = Outbox(source=settings.service_name)
+            self._leader = Lease(
+                self._database, LEADER_LEASE, instance_id(settings), settings.lease
+            )
         self._migrations = migrations
 
     @property
@@ -53,6 +61,14 @@ class Foundation:
             raise TypeError(f"{type(self.settings).__name__} has no outbox (WithDatabase)")
         return self._outbox
 
+    @property
+    def leader(self) -> Lease:
+        """The lease of the work one replica does at a time: the outbox relay and the
+        service's own loops. Fence their writes with `leader.fence`."""
+        if self._leader is None:
+            raise TypeError(f"{type(self.settings).__name__} has no database (WithDatabase)")
+        return self._leader
+
     def components(self) -> list[Component]:
         settings = self.settings
         components: list[Component] = []
@@ -60,9 +76,13 @@ class Foundation:
             components.append(TopicProvisioner(settings))
         if self._database is not None and self._migrations is not None:
             components.append(SchemaMigration(self._database, self._migrations))
+        if self._leader is not None:
+            components.append(self._leader)
         components.append(self.publisher)
         if self._outbox is not None and isinstance(settings, WithDatabase):
-            components += relays(self.database, self._outbox, self.publisher, settings.outbox)
+            components += relays(
+                self.database, self._outbox, self.publisher, settings.outbox, self.leader
+            )
         return components
 
     def consumer(

@@ -76,9 +76,18 @@ class ServiceBinding:
     servicer: Any
     method_roles: Mapping[str, Role] = field(default_factory=dict)
     """Overrides by method name (for example {"SetAlias": Role.WRITER})."""
+    before_ready: frozenset[str] = frozenset()
+    """Methods answered while the service is not ready (liveness and readiness probes);
+    every other method answers UNAVAILABLE then, which clients retry."""
 
     def required_role(self, method_name: str) -> Role:
         return self.method_roles.get(method_name, default_role(method_name))
+
+
+NOT_READY = errors.Unavailable(
+    "the service is not ready (starting, or stopping after a failure); retry, as the gRPC "
+    "retry policy in README's Configuration does"
+)
 
 
 class _CallInterceptor(grpc.aio.ServerInterceptor):
@@ -94,6 +103,8 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):
         self._bindings = {binding.name: binding for binding in bindings}
         self._authenticator = authenticator
         self._wrapped: dict[tuple[str, Principal], tuple[Handler, Handler]] = {}
+        self.ready = False
+        """Set with health: until then (and after a failure) calls answer UNAVAILABLE."""
 
     async def intercept_service(
         self,
@@ -105,6 +116,8 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):
         binding = self._bindings.get(service_name)
         if handler is None or binding is None:
             return handler  # health, reflection, or an unknown method (UNIMPLEMENTED)
+        if not self.ready and method_name not in binding.before_ready:
+            return _rejecting_handler(handler, NOT_READY)
         authorization = dict(details.invocation_metadata or ()).get("authorization")
         if isinstance(authorization, bytes):
             authorization = authorization.decode(errors="replace")
@@ -250,7 +263,8 @@ class GrpcServer:
     """One grpc.aio server: business services plus health and reflection.
 
     Health reports NOT_SERVING until `set_serving(True)`, so probes and load balancers
-    only route to a replica once its composition root has started everything else.
+    only route to a replica once its composition root has started everything else; until
+    then business calls answer UNAVAILABLE (never an answer computed on a partial state).
     """
 
     def __init__(
@@ -267,10 +281,8 @@ class GrpcServer:
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
-        self._server = grpc.aio.server(
-            interceptors=[_CallInterceptor(self._bindings, TokenAuthenticator(tokens))],
-            options=options,
-        )
+        self._interceptor = _CallInterceptor(self._bindings, TokenAuthenticator(tokens))
+        self._server = grpc.aio.server(interceptors=[self._interceptor], options=options)
         for binding in self._bindings:
             binding.register(binding.servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
@@ -294,6 +306,7 @@ class GrpcServer:
         log.info("grpc server listening", extra={"address": self.address})
 
     async def set_serving(self, serving: bool) -> None:
+        self._interceptor.ready = serving
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if serving

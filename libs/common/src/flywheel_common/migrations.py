@@ -12,7 +12,7 @@ from alembic import command, context
 from alembic.config import Config
 from sqlalchemy import Connection
 
-from flywheel_common import inbox, outbox  # noqa: F401  (the shared tables)
+from flywheel_common import inbox, leases, outbox  # noqa: F401  (the shared tables)
 from flywheel_common.db import Base, Database
 
 

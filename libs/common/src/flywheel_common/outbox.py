@@ -5,21 +5,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf.message import Message
-from sqlalchemy import JSON, LargeBinary, String, select, update
+from sqlalchemy import JSON, LargeBinary, String, delete, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from flywheel_common.db import ROW_ID, TIMESTAMP, Base, Database
 from flywheel_common.events import OutgoingRecord
+from flywheel_common.leases import Lease, LeaseLost
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import OutboxSettings
 from flywheel_common.topics import TopicSpec
 
 log = logging.getLogger(__name__)
+
+PRUNE_INTERVAL_SECONDS = 300.0
 
 
 class OutboxRow(Base):
@@ -94,8 +98,11 @@ class Outbox:
 class OutboxRelay:
     """Publishes outbox rows in commit order and marks them published.
 
-    A crash between publish and mark publishes those rows again on restart with the
-    same `ce_id`: delivery is at least once, and consumers dedupe on `ce_id`.
+    Every replica runs one; only the holder of the service's lease relays, so rows keep
+    their commit order across replicas, and marking them published is fenced by the lease.
+    A crash (or a lost lease) between publish and mark publishes those rows again with the
+    same `ce_id`: delivery is at least once, and consumers dedupe on `ce_id`. Published
+    rows are deleted once older than `retention`.
     """
 
     def __init__(
@@ -104,19 +111,27 @@ class OutboxRelay:
         outbox: Outbox,
         publisher: EventPublisher,
         *,
+        lease: Lease | None = None,
         batch_size: int = 200,
         poll_interval_seconds: float = 1.0,
+        retention: timedelta = timedelta(days=7),
     ) -> None:
+        """`lease`: relay only while holding it (None: this process is the only relay)."""
         self._database = database
         self._outbox = outbox
         self._publisher = publisher
+        self._lease = lease
         self._batch_size = batch_size
         self._poll_interval = poll_interval_seconds
+        self._retention = retention
+        self._next_prune = 0.0
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
     async def relay_once(self) -> int:
         """Publish one batch of pending rows; returns how many were published."""
+        if self._lease is not None and not self._lease.held:
+            return 0
         async with self._database.transaction() as session:
             rows = (
                 await session.scalars(
@@ -130,12 +145,26 @@ class OutboxRelay:
             return 0
         await self._publisher.send([row.to_record() for row in rows])
         async with self._database.transaction() as session:
+            if self._lease is not None:
+                await self._lease.fence(session)
             await session.execute(
                 update(OutboxRow)
                 .where(OutboxRow.id.in_([row.id for row in rows]))
                 .values(published_at=datetime.now(UTC))
             )
         return len(rows)
+
+    async def prune(self) -> int:
+        """Delete rows published longer ago than the retention period; how many."""
+        async with self._database.transaction() as session:
+            if self._lease is not None:
+                await self._lease.fence(session)
+            result = await session.execute(
+                delete(OutboxRow).where(
+                    OutboxRow.published_at < datetime.now(UTC) - self._retention
+                )
+            )
+        return int(getattr(result, "rowcount", 0) or 0)
 
     @property
     def task(self) -> asyncio.Task[None] | None:
@@ -156,6 +185,13 @@ class OutboxRelay:
         while not self._stopping.is_set():
             try:
                 published = await self.relay_once()
+                if published == 0 and time.monotonic() >= self._next_prune:
+                    self._next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
+                    if self._lease is None or self._lease.held:
+                        await self.prune()
+            except LeaseLost:
+                log.info("outbox relay stood down: another replica holds the lease")
+                published = 0
             except Exception:
                 log.exception("outbox relay failed; retrying")
                 published = 0
@@ -165,9 +201,13 @@ class OutboxRelay:
 
 
 def relays(
-    database: Database, outbox: Outbox, publisher: EventPublisher, settings: OutboxSettings
+    database: Database,
+    outbox: Outbox,
+    publisher: EventPublisher,
+    settings: OutboxSettings,
+    lease: Lease,
 ) -> list[OutboxRelay]:
-    """The relay this replica runs: one, or none when another replica relays this database."""
+    """The relay this replica runs (relaying while it holds `lease`), or none if disabled."""
     if not settings.relay_enabled:
         return []
     return [
@@ -175,7 +215,9 @@ def relays(
             database,
             outbox,
             publisher,
+            lease=lease,
             batch_size=settings.batch_size,
             poll_interval_seconds=settings.poll_interval_seconds,
+            retention=timedelta(hours=settings.retention_hours),
         )
     ]

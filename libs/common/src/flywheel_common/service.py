@@ -97,6 +97,11 @@ class Service:
         self.failure = ""
         self._unhealthy: asyncio.Future[None] | None = None
 
+    @property
+    def serving(self) -> bool:
+        """Started in full and healthy: health answers SERVING."""
+        return self._serving
+
     async def start(self) -> None:
         """Bind gRPC first (health answers NOT_SERVING), start components, then SERVING."""
         await self.grpc.start()

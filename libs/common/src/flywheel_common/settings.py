@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -86,12 +86,29 @@ class DatabaseSettings(SettingsSection):
 
 class OutboxSettings(SettingsSection):
     relay_enabled: bool = True
-    """Publish this replica's outbox. With several replicas on one database, enable it in
-    exactly one so events keep their commit order."""
+    """Relay the outbox from this replica when it holds the relay's lease. Replicas on one
+    database take turns through the lease, so events keep their commit order; disable it
+    only to keep a replica from ever relaying."""
     poll_interval_seconds: float = Field(default=1.0, gt=0)
     """How often the relay looks for events committed by other processes."""
     batch_size: int = Field(default=200, ge=1)
     """Events published per round trip."""
+    retention_hours: float = Field(default=168.0, gt=0)
+    """Published events are deleted from the outbox once this old (default a week)."""
+
+
+class LeaseSettings(SettingsSection):
+    ttl_seconds: float = Field(default=5.0, gt=0)
+    """How long a lease lasts unrenewed: a standby takes over this long after its leader
+    died at the latest (plus one renewal period)."""
+    renew_seconds: float = Field(default=1.0, gt=0)
+    """How often the holder renews its leases and a standby tries to take them."""
+
+    @model_validator(mode="after")
+    def _renewed_before_expiry(self) -> Self:
+        if self.renew_seconds * 2 > self.ttl_seconds:
+            raise ValueError("renew_seconds must be at most half of ttl_seconds")
+        return self
 
 
 class ServiceSettings(BaseSettings):
@@ -135,6 +152,8 @@ class WithDatabase(ServiceSettings):
     """The embedded default's SQLite file in the data folder (each service names its own)."""
     database: DatabaseSettings = DatabaseSettings()
     outbox: OutboxSettings = OutboxSettings()
+    lease: LeaseSettings = LeaseSettings()
+    """Leases of the work one replica does at a time (the relay, a service's loops)."""
 
     def database_url(self) -> str:
         return self.database.url or self.sqlite_url(self.database_file)

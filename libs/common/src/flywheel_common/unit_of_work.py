@@ -10,6 +10,7 @@ writes (`_write`); its use cases see it through a Protocol of their ports that e
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Protocol, Self
@@ -21,6 +22,8 @@ from flywheel_common.db import Database
 from flywheel_common.inbox import claim
 from flywheel_common.outbox import Outbox
 from flywheel_common.topics import TopicSpec
+
+Fence = Callable[[AsyncSession], Awaitable[None]]
 
 
 class Transaction(Protocol):
@@ -45,9 +48,12 @@ class SqlUnitOfWork(ABC):
 
     session: AsyncSession
 
-    def __init__(self, database: Database, outbox: Outbox) -> None:
+    def __init__(self, database: Database, outbox: Outbox, *, fence: Fence | None = None) -> None:
+        """`fence` runs in the transaction before the write, and fails it if this replica
+        may no longer write (for the leader's work: `Lease.fence`)."""
         self._database = database
         self._outbox = outbox
+        self._fence = fence
         self._transaction: AbstractAsyncContextManager[AsyncSession] | None = None
 
     @abstractmethod
@@ -87,6 +93,8 @@ class SqlUnitOfWork(ABC):
         transaction, self._transaction = self._transaction, None
         if error is None:
             try:
+                if self._fence is not None:
+                    await self._fence(self.session)
                 await self._write()
             except BaseException as original:
                 failure = self._failure(original)

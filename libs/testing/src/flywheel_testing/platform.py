@@ -20,9 +20,11 @@ from flywheel_common.service import Service
 from flywheel_common.settings import (
     GrpcSettings,
     KafkaSettings,
+    LeaseSettings,
     ServiceSettings,
     TelemetrySettings,
     WithConsumerGroup,
+    WithDatabase,
     WithRegistry,
 )
 from flywheel_common.topics import DEPLOYMENTS, TopicSpec
@@ -48,6 +50,9 @@ _TEST_DEFAULTS: dict[type[ServiceSettings], dict[str, Any]] = {
     DriftSettings: {"batch_seconds": 0.2},
     RetrainSettings: {"reconcile_interval_seconds": 0.2},
 }
+
+# A replica killed in a test hands its leader lease over within about two seconds.
+TEST_LEASE = LeaseSettings(ttl_seconds=2.0, renew_seconds=0.5)
 
 S = TypeVar("S", bound=ServiceSettings)
 
@@ -78,6 +83,8 @@ class Platform:
             "data_dir": self.data_dir / name,
             **_TEST_DEFAULTS.get(kind, {}),
         }
+        if issubclass(kind, WithDatabase):
+            values["lease"] = TEST_LEASE
         if issubclass(kind, WithConsumerGroup):
             values["consumer_group"] = f"{name}-test-{self._suffix}"
         if issubclass(kind, WithRegistry) and self._registry is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -61,7 +62,24 @@ def build(
         wakeup=wakeup,
         clock=clock or utc_now,
     )
-    engine = RolloutEngine(partial(reconcile, deps), wakeup, config.reconcile_interval_seconds)
+    # Every replica serves the API and consumes its share of events; the one holding the
+    # lease moves rollouts, with writes fenced so a deposed leader cannot commit.
+    leader_deps = replace(
+        deps,
+        unit_of_work=partial(
+            DeployerUnitOfWork,
+            foundation.database,
+            foundation.outbox,
+            weights.committed,
+            fence=foundation.leader.fence,
+        ),
+    )
+    engine = RolloutEngine(
+        partial(reconcile, leader_deps),
+        wakeup,
+        config.reconcile_interval_seconds,
+        foundation.leader,
+    )
     gateway_status = foundation.table(GATEWAY_STATUS.name, fleet.apply)
     components: list[Component] = [
         *foundation.components(),

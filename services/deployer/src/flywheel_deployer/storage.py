@@ -28,7 +28,7 @@ from flywheel_common.outbox import Outbox
 from flywheel_common.policies import PolicyColumns, PolicyRepository
 from flywheel_common.timestamps import stored_utc
 from flywheel_common.topics import DEPLOYMENT_EVENTS, DEPLOYMENTS
-from flywheel_common.unit_of_work import SqlUnitOfWork
+from flywheel_common.unit_of_work import Fence, SqlUnitOfWork
 from flywheel_deployer import converters
 from flywheel_deployer.analysis import Window
 from flywheel_deployer.domain import (
@@ -322,9 +322,14 @@ class DeployerUnitOfWork(SqlUnitOfWork):
     routing states on flywheel.deployments) and commits; on an error it rolls back."""
 
     def __init__(
-        self, database: Database, outbox: Outbox, on_commit: CommittedStates = lambda _: None
+        self,
+        database: Database,
+        outbox: Outbox,
+        on_commit: CommittedStates = lambda _: None,
+        *,
+        fence: Fence | None = None,
     ) -> None:
-        super().__init__(database, outbox)
+        super().__init__(database, outbox, fence=fence)
         self._on_commit = on_commit
 
     def _open(self, session: AsyncSession) -> None:

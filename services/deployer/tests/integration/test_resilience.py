@@ -1,9 +1,12 @@
-"""A deployer killed with SIGKILL mid-rollout resumes from its database."""
+"""A deployer killed with SIGKILL mid-rollout resumes from its database; with two replicas,
+the standby takes the leader's lease and finishes the rollout."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import socket
+import time
 from typing import Any
 
 import pytest
@@ -11,7 +14,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from flywheel.deployer.v1 import deployer_pb2 as api
 from flywheel.deployer.v1 import types_pb2 as types
+from flywheel_common.db import Database
 from flywheel_common.events import EventTypes, decode_event
+from flywheel_common.foundation import LEADER_LEASE
+from flywheel_common.leases import LeaseRow
 from flywheel_common.settings import GrpcSettings
 from flywheel_common.topics import DEPLOYMENTS
 from flywheel_testing.backends import unused_port
@@ -111,3 +117,86 @@ async def deployment_generations(platform: Platform) -> list[int]:
     finally:
         await consumer.stop()
     return list(generations.values())
+
+
+async def lease_holder(url: str) -> tuple[str, int] | None:
+    database = Database(url)
+    try:
+        async with database.transaction() as session:
+            row = await session.get(LeaseRow, LEADER_LEASE)
+            return None if row is None else (row.holder, row.token)
+    finally:
+        await database.stop()
+
+
+def holder_of(process: asyncio.subprocess.Process) -> str:
+    return f"{socket.gethostname()}-{process.pid}"
+
+
+@pytest.mark.parametrize("platform", ["postgresql"], indirect=True)
+async def test_two_replicas_serve_and_a_standby_finishes_the_rollout_of_a_killed_leader(
+    platform: Platform,
+) -> None:
+    assert platform.deployer_settings is not None
+    url = platform.deployer_settings.database.url
+    v1 = await platform.register(platform.iris.classifier)
+    v2 = await platform.register(platform.iris.retrained)
+    policy = canary_policy(platform.model, max_error_rate=0.05)
+    policy.canary.min_step_duration.FromSeconds(1)
+    await platform.api.SetDeploymentPolicy(api.SetDeploymentPolicyRequest(policy=policy))
+    await platform.deploy_first(v1)
+    await platform.deployer.stop()  # releases its lease: the first process leads at once
+    leader = await deployer_process(platform, unused_port())
+    standby_port = unused_port()
+    standby = await deployer_process(platform, standby_port)  # the API now goes to the standby
+    holder = await lease_holder(url)
+    assert holder is not None
+    assert holder[0] == holder_of(leader)
+    traffic = platform.traffic()
+    load = asyncio.create_task(traffic.run())
+    try:
+        await platform.promote(v2)
+        rollout_id = await started_rollout(platform, v2)
+
+        async def at_half() -> bool:
+            return any(s.to_step_index == 1 for s in platform.of_type("RolloutStepAdvanced"))
+
+        async with asyncio.timeout(120):
+            await feed_until(platform, rollout_id, at_half, v1, v2)
+        leader.send_signal(signal.SIGKILL)
+        await leader.wait()
+        killed_at = time.monotonic()
+
+        async def taken_over() -> bool:
+            return (await lease_holder(url) or ("", 0))[0] == holder_of(standby)
+
+        async with asyncio.timeout(30):
+            while not await taken_over():
+                await asyncio.sleep(0.1)
+        takeover_seconds = time.monotonic() - killed_at
+
+        async def finished() -> bool:
+            rollout = await platform.rollout(rollout_id)
+            return bool(rollout.phase == types.ROLLOUT_PHASE_SUCCEEDED)
+
+        async with asyncio.timeout(120):
+            await feed_until(platform, rollout_id, finished, v1, v2)
+        await platform.wait_serving({v2})
+    finally:
+        traffic.stop()
+        await load
+        for process in (leader, standby):
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(process.wait(), 60)
+
+    # The lease's ttl in tests is 2 s, renewed every 0.5 s: a standby takes over within both.
+    assert takeover_seconds < 2.0 + 0.5 + 2.0, takeover_seconds
+    steps = [(s.from_step_index, s.to_step_index) for s in platform.of_type("RolloutStepAdvanced")]
+    assert steps == [(-1, 0), (0, 1), (1, 2)]
+    assert len([e for e in platform.of_type("RolloutStarted") if e.version == v2]) == 1
+    assert [e.version for e in platform.of_type("RolloutCompleted")] == [v1, v2]
+    assert traffic.failures == []
+    final = await lease_holder(url)
+    assert final is not None
+    assert final[1] == holder[1] + 1  # one handover, one new fencing token

@@ -13,7 +13,7 @@ from flywheel_common.table_reader import CaughtUp
 from flywheel_common.topics import DEPLOYMENTS
 from flywheel_common.wakeup import Wakeup
 from flywheel_gateway.batching import BatchPolicy
-from flywheel_gateway.consumers import DeploymentFollower
+from flywheel_gateway.consumers import DeploymentFollower, RoutingSettled
 from flywheel_gateway.grpc_api import SERVICE_NAME, InferenceServicer
 from flywheel_gateway.handlers import Inference, InferenceSettings
 from flywheel_gateway.journal import Journal
@@ -86,13 +86,16 @@ def build(settings: ServiceSettings | None = None) -> Service:
     components = [*foundation.components(), models]
     if logger is not None:
         components += [prediction_publisher, logger]
-    components += [reader, CaughtUp(reader), reporter]
-    servicer = InferenceServicer(inference, models, lambda: True)
+    # Ready only once the routing table is read to its end and the versions it routes to
+    # are warm: a restarted replica never answers NOT_FOUND for a model that is deployed.
+    components += [reader, CaughtUp(reader), RoutingSettled(follower), reporter]
+    servicer = InferenceServicer(inference, models, lambda: service.serving)
     binding = ServiceBinding(
         SERVICE_NAME,
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
         servicer,
         {"ModelInfer": Role.READER},
+        before_ready=frozenset({"ServerLive", "ServerReady"}),
     )
     service = Service(config, [binding], components)
     return service

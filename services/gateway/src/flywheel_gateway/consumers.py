@@ -125,6 +125,35 @@ class DeploymentFollower:
             },
         )
 
+    async def settled(self) -> None:
+        """Wait until every routing read so far is applied (its versions warmed or failed)."""
+        while pending := [task for task in self._installing.values() if not task.done()]:
+            await asyncio.wait(pending)
+
     async def stop(self) -> None:
         for task in self._installing.values():
             task.cancel()
+
+
+class RoutingSettled:
+    """Start-up component placed after the deployments reader has caught up: waits until
+    the routing it read is applied, every version it routes to warmed (or failed), for at
+    most `timeout_seconds` (a registry that cannot be reached must not keep the replica
+    from serving the models it has)."""
+
+    def __init__(self, follower: DeploymentFollower, timeout_seconds: float = 300.0) -> None:
+        self._follower = follower
+        self._timeout = timeout_seconds
+
+    async def start(self) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._follower.settled()
+        except TimeoutError:
+            log.warning(
+                "routing not settled at start-up; serving what is ready",
+                extra={"timeout_seconds": self._timeout},
+            )
+
+    async def stop(self) -> None:
+        return None

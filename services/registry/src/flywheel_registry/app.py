@@ -6,13 +6,14 @@ from functools import partial
 from pathlib import Path
 
 from flywheel.registry.v1 import registry_pb2_grpc
+from flywheel_common.db import Database
 from flywheel_common.foundation import Foundation
 from flywheel_common.grpc_server import ServiceBinding
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.service import Service, run_service
 from flywheel_common.settings import ServiceSettings
 from flywheel_common.topics import DEPLOYMENT_EVENTS
-from flywheel_registry.artifacts import LocalBlobStore
+from flywheel_registry.artifacts import DatabaseBlobStore, LocalBlobStore
 from flywheel_registry.consumers import rollback_follower
 from flywheel_registry.grpc_api import METHOD_ROLES, SERVICE_NAME, RegistryServicer
 from flywheel_registry.handlers.ports import BlobStore, Deps, RegistryLimits
@@ -21,6 +22,12 @@ from flywheel_registry.settings import RegistrySettings
 from flywheel_registry.storage import RegistryUnitOfWork
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def artifact_store(config: RegistrySettings, database: Database) -> BlobStore:
+    if config.artifact_store == "database":
+        return DatabaseBlobStore(database, config.data_dir / "spool", config.download_chunk_bytes)
+    return LocalBlobStore(config.artifact_folder())
 
 
 def build(
@@ -36,7 +43,7 @@ def build(
     validator = OnnxValidator(config.validation_timeout_seconds)
     deps = Deps(
         unit_of_work=partial(RegistryUnitOfWork, foundation.database, foundation.outbox),
-        blobs=blobs or LocalBlobStore(config.artifact_folder()),
+        blobs=blobs or artifact_store(config, foundation.database),
         validator=validator,
         limits=RegistryLimits(
             max_artifact_bytes=config.max_artifact_bytes,

@@ -1,5 +1,6 @@
-"""Content-addressed blob store for artifacts and reference samples in a local folder:
-`sha256/ab/cdef...` (it implements `handlers.ports.BlobStore`)."""
+"""Content-addressed blob stores for artifacts and reference samples (each implements
+`handlers.ports.BlobStore`): a local folder (`sha256/ab/cdef...`, the embedded default) and
+the registry's own database (chunked rows, for replicas that share one PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,13 @@ import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy import BigInteger, Integer, LargeBinary, String, delete, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from flywheel_common.db import TIMESTAMP, Base, Database, insert_unless_present
 from flywheel_common.errors import InvalidArgument, NotFound, ResourceExhausted
 from flywheel_registry.domain import SHA256_PATTERN
 
@@ -59,13 +65,15 @@ class LocalBlobStore:
         await asyncio.to_thread(self.path_of(sha256).unlink, True)
 
 
-class LocalUpload:
-    def __init__(self, store: LocalBlobStore, limit_bytes: int, what: str) -> None:
-        self._store = store
+class SpooledUpload:
+    """Bytes being received, hashed and counted as they arrive, spooled to a local file so
+    that no upload is ever held whole in memory; a store decides what `commit` does."""
+
+    def __init__(self, spool: Path, limit_bytes: int, what: str) -> None:
         self._limit = limit_bytes
         self._what = what
         self._hash = hashlib.sha256()
-        self._temp = store.root / "tmp" / f"{uuid.uuid4().hex}.part"
+        self._temp = spool / f"{uuid.uuid4().hex}.part"
         self._file = self._temp.open("wb")
         self.size = 0
 
@@ -83,6 +91,19 @@ class LocalUpload:
         await asyncio.to_thread(self._file.flush)
         return await asyncio.to_thread(self._temp.read_bytes)
 
+    async def discard(self) -> None:
+        def remove() -> None:
+            self._file.close()
+            self._temp.unlink(missing_ok=True)
+
+        await asyncio.to_thread(remove)
+
+
+class LocalUpload(SpooledUpload):
+    def __init__(self, store: LocalBlobStore, limit_bytes: int, what: str) -> None:
+        super().__init__(store.root / "tmp", limit_bytes, what)
+        self._store = store
+
     async def commit(self) -> bool:
         target = self._store.path_of(self.sha256())
 
@@ -99,9 +120,101 @@ class LocalUpload:
 
         return await asyncio.to_thread(move)
 
-    async def discard(self) -> None:
-        def remove() -> None:
-            self._file.close()
-            self._temp.unlink(missing_ok=True)
 
-        await asyncio.to_thread(remove)
+class BlobRow(Base):
+    __tablename__ = "artifact_blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    chunk_bytes: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(TIMESTAMP)
+
+
+class ChunkRow(Base):
+    __tablename__ = "artifact_chunks"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class DatabaseBlobStore:
+    """Blobs in the registry's own database, as rows of `chunk_bytes`: every replica on one
+    PostgreSQL reads every artifact, and none is ever whole in memory (uploads spool to a
+    local file, then go in chunk by chunk; reads stream one chunk at a time)."""
+
+    def __init__(self, database: Database, spool: Path, chunk_bytes: int = 1 << 20) -> None:
+        self._database = database
+        self.spool = spool
+        self._chunk_bytes = chunk_bytes
+        spool.mkdir(parents=True, exist_ok=True)
+
+    def upload(self, limit_bytes: int, what: str) -> DatabaseUpload:
+        return DatabaseUpload(self, limit_bytes, what)
+
+    async def store(self, sha256: str, size: int, spooled: Path) -> bool:
+        """Insert the spooled file under its digest; False when that blob existed already."""
+        async with self._database.transaction() as session:
+            created = await insert_unless_present(
+                session,
+                BlobRow,
+                {
+                    "sha256": sha256,
+                    "size": size,
+                    "chunk_bytes": self._chunk_bytes,
+                    "created_at": datetime.now(UTC),
+                },
+                ["sha256"],
+            )
+            if not created:
+                return False
+            with spooled.open("rb") as handle:
+                seq = 0
+                while data := await asyncio.to_thread(handle.read, self._chunk_bytes):
+                    session.add(ChunkRow(sha256=sha256, seq=seq, data=data))
+                    await session.flush()
+                    session.expunge_all()
+                    seq += 1
+        return True
+
+    async def read(
+        self, sha256: str, offset: int = 0, chunk_size: int = 1 << 20
+    ) -> AsyncIterator[bytes]:
+        """The blob from `offset`, in the chunks it was stored in (`chunk_size` is the
+        local store's; here a chunk is one row)."""
+        if not SHA256_PATTERN.fullmatch(sha256):
+            raise InvalidArgument(f"not a sha256 digest: {sha256!r}")
+        async with self._database.transaction() as session:
+            blob = await session.get(BlobRow, sha256)
+        if blob is None:
+            raise NotFound(f"blob {sha256} is missing from the artifact store")
+        seq, skip = divmod(offset, blob.chunk_bytes)
+        while True:
+            async with self._database.transaction() as session:
+                data = await session.scalar(
+                    select(ChunkRow.data).where(ChunkRow.sha256 == sha256, ChunkRow.seq == seq)
+                )
+            if data is None:
+                return
+            yield data[skip:] if skip else data
+            seq, skip = seq + 1, 0
+
+    async def delete(self, sha256: str) -> None:
+        if not SHA256_PATTERN.fullmatch(sha256):
+            raise InvalidArgument(f"not a sha256 digest: {sha256!r}")
+        async with self._database.transaction() as session:
+            await session.execute(delete(ChunkRow).where(ChunkRow.sha256 == sha256))
+            await session.execute(delete(BlobRow).where(BlobRow.sha256 == sha256))
+
+
+class DatabaseUpload(SpooledUpload):
+    def __init__(self, store: DatabaseBlobStore, limit_bytes: int, what: str) -> None:
+        super().__init__(store.spool, limit_bytes, what)
+        self._store = store
+
+    async def commit(self) -> bool:
+        await asyncio.to_thread(self._file.close)
+        try:
+            return await self._store.store(self.sha256(), self.size, self._temp)
+        finally:
+            self._temp.unlink(missing_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -22,8 +23,12 @@ class RegistrySettings(WithDatabase, WithConsumerGroup):
     service_name: str = "flywheel-registry"
     grpc: GrpcSettings = GrpcSettings(port=50051)
     telemetry: TelemetrySettings = TelemetrySettings(metrics_port=9101)
+    artifact_store: Literal["local", "database"] = "local"
+    """Where artifacts and reference samples live: `local`, a folder (`ARTIFACT_ROOT`), for
+    one replica; `database`, chunked rows in the registry's database, which every replica
+    on one PostgreSQL reads."""
     artifact_root: Path | None = None
-    """Folder of the content-addressed artifact store; default: `<data_dir>/artifacts`."""
+    """Folder of the local artifact store; default: `<data_dir>/artifacts`."""
     max_artifact_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
     """Largest ONNX artifact accepted; larger uploads fail with RESOURCE_EXHAUSTED."""
     max_reference_sample_bytes: int = Field(default=256 * 1024 * 1024, ge=1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
@@ -136,8 +138,8 @@ async def model_events(
     """(ce_id, message) of a model's events on flywheel.model-events, in order."""
     types = EventTypes.flywheel()
     found: list[tuple[str, Any]] = []
-    waited = 0
-    while waited <= timeout_ms:
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
         records = await read_topic(
             kafka_bootstrap,
             MODEL_EVENTS.name,
@@ -150,10 +152,9 @@ async def model_events(
             for r in records
             if r.key == model.encode()
         ]
-        if len(found) >= at_least:
-            break
-        waited += 1000
-    return found
+        if len(found) >= at_least or time.monotonic() >= deadline:
+            return found
+        await asyncio.sleep(0.2)
 
 
 async def relay_barrier(client: RegistryClient, kafka_bootstrap: str, artifact: bytes) -> None:

@@ -28,6 +28,7 @@ from flywheel_common.settings import (
 from flywheel_registry.settings import RegistrySettings
 from flywheel_testing.backends import unused_port
 from flywheel_testing.models import IrisModels
+from flywheel_testing.platform import TEST_LEASE
 from flywheel_testing.processes import service_process
 
 from .conftest import model_events
@@ -53,6 +54,7 @@ async def registry_process(
         telemetry=TelemetrySettings(metrics_port=-1),
         database=DatabaseSettings(url=database_url),
         outbox=OutboxSettings(relay_enabled=relay_enabled),
+        lease=TEST_LEASE,  # the killed process's lease lapses within seconds
         data_dir=data_dir,
         max_artifact_bytes=65536,
     )

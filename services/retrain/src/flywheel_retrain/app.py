@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -85,8 +86,24 @@ def build(
         stop_run=tasks.cancel,
         clock=clock or utc_now,
     )
+    # Every replica serves the API and consumes its share of events; the one holding the
+    # lease executes runs and fires schedules, with writes fenced by the lease.
+    leader_deps = replace(
+        deps,
+        unit_of_work=partial(
+            RetrainUnitOfWork,
+            foundation.database,
+            foundation.outbox,
+            fence=foundation.leader.fence,
+        ),
+    )
     engine = RunEngine(
-        deps, tasks, wakeup, config.max_parallel_runs, config.reconcile_interval_seconds
+        leader_deps,
+        tasks,
+        wakeup,
+        config.max_parallel_runs,
+        config.reconcile_interval_seconds,
+        foundation.leader,
     )
     components = [
         *foundation.components(),

@@ -1,5 +1,6 @@
 """The background loop that drives runs: it advances queued and interrupted runs (one task
-each, `handlers.advance`) and fires schedule slots (`handlers.starts.on_schedule`)."""
+each, `handlers.advance`) and fires schedule slots (`handlers.starts.on_schedule`), in the
+replica that holds the service's lease."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
+from flywheel_common.leases import Lease, LeaseLost
 from flywheel_common.wakeup import Wakeup
 from flywheel_retrain.domain import StaleRun
 from flywheel_retrain.handlers.advance import advance
@@ -57,7 +59,9 @@ class RunEngine:
         wakeup: Wakeup,
         max_parallel: int,
         interval: float,
+        lease: Lease,
     ) -> None:
+        self._lease = lease
         self._deps = deps
         self._max_parallel = max_parallel
         self._interval = interval
@@ -85,12 +89,24 @@ class RunEngine:
 
     async def _run(self) -> None:
         while True:
-            try:
-                await self._fire_schedules()
-                await self._start_runs()
-            except Exception:
-                log.exception("the retrain engine failed a pass; retrying")
+            if not self._lease.held:
+                self._stand_by()
+            else:
+                try:
+                    await self._fire_schedules()
+                    await self._start_runs()
+                except LeaseLost:
+                    self._stand_by()
+                except Exception:
+                    log.exception("the retrain engine failed a pass; retrying")
             await self._wakeup.wait(self._interval)
+
+    def _stand_by(self) -> None:
+        """Another replica leads: stop the runs this one executes (the leader resumes them
+        from their stored state; their writes here would fail the lease's fence anyway)."""
+        for run_id, task in list(self._tasks.items()):
+            log.info("run %s handed over: another replica holds the lease", run_id)
+            task.cancel()
 
     async def _start_runs(self) -> None:
         queued, in_progress = await runs_to_execute(self._deps)
@@ -109,6 +125,8 @@ class RunEngine:
             self._retry_at.pop(run_id, None)
         except StaleRun as moved:
             log.info("run %s stopped: %s", run_id, moved)
+        except LeaseLost:
+            log.info("run %s handed over: another replica holds the lease", run_id)
         except Exception:
             log.exception("run %s hit an unexpected error; it resumes shortly", run_id)
             self._retry_at[run_id] = time.monotonic() + RETRY_AFTER_ERROR_SECONDS

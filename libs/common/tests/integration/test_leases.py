@@ -1,0 +1,145 @@
+"""Leases on SQLite and the real PostgreSQL: one holder at a time, takeover after expiry or
+release, and a deposed holder's fenced write that cannot commit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from flywheel_common.db import Database
+from flywheel_common.inbox import ProcessedEvent, claim
+from flywheel_common.leases import Lease, LeaseLost
+from flywheel_common.settings import LeaseSettings
+
+pytestmark = pytest.mark.integration
+
+SETTINGS = LeaseSettings(ttl_seconds=2.0, renew_seconds=0.5)
+
+
+class Clock:
+    """Wall time the test can move forward, as a stalled or skewed replica would see it."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def leases(database: Database, clock: Clock) -> AsyncIterator[Callable[[str], Lease]]:
+    made: list[Lease] = []
+
+    def lease(holder: str) -> Lease:
+        made.append(Lease(database, "leader", holder, SETTINGS, clock=clock))
+        return made[-1]
+
+    yield lease
+    for one in made:
+        with contextlib.suppress(Exception):
+            await one.stop()
+
+
+async def written(database: Database, event_id: str) -> int:
+    async with database.transaction() as session:
+        count = await session.scalar(
+            select(func.count()).where(ProcessedEvent.event_id == event_id)
+        )
+    return int(count or 0)
+
+
+async def test_one_holder_at_a_time(leases: Callable[[str], Lease]) -> None:
+    a, b = leases("a"), leases("b")
+    assert await a.try_acquire()
+    assert not await b.try_acquire()
+    assert await a.try_acquire()  # renewing keeps the token
+    assert (a.token, b.token) == (1, None)
+    assert a.held
+    assert not b.held
+
+
+async def test_a_standby_takes_an_expired_lease_with_a_new_token(
+    leases: Callable[[str], Lease], clock: Clock
+) -> None:
+    a, b = leases("a"), leases("b")
+    assert await a.try_acquire()
+    clock.offset = timedelta(seconds=SETTINGS.ttl_seconds + 0.1)  # a stopped renewing
+    assert await b.try_acquire()
+    assert b.token == 2
+    assert not await a.try_acquire()  # a wakes up: the lease is b's now
+    assert a.token is None
+
+
+async def test_a_released_lease_is_taken_at_once(leases: Callable[[str], Lease]) -> None:
+    a, b = leases("a"), leases("b")
+    await a.start()
+    assert a.held
+    await a.stop()
+    assert await b.try_acquire()
+    assert b.token == 2
+
+
+async def test_a_deposed_holder_cannot_commit_a_fenced_write(
+    database: Database, leases: Callable[[str], Lease], clock: Clock
+) -> None:
+    a, b = leases("a"), leases("b")
+    assert await a.try_acquire()
+    async with database.transaction() as session:
+        await a.fence(session)
+        await claim(session, "test", "while-leading")
+    assert await written(database, "while-leading") == 1
+
+    # a stalls past its expiry while still believing it leads; b takes over.
+    clock.offset = timedelta(seconds=SETTINGS.ttl_seconds + 0.1)
+    assert await b.try_acquire()
+    assert a.held  # a's own view has not caught up yet: only the fence knows
+
+    async def write_as_deposed_leader() -> None:
+        async with database.transaction() as session:
+            await claim(session, "test", "after-deposed")
+            await a.fence(session)
+
+    with pytest.raises(LeaseLost):
+        await write_as_deposed_leader()
+    assert await written(database, "after-deposed") == 0
+    assert not a.held
+
+
+async def test_a_takeover_waits_for_the_fenced_transaction_in_flight(
+    database: Database, leases: Callable[[str], Lease], clock: Clock, database_url: str
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time: nothing runs concurrently to order")
+    a, b = leases("a"), leases("b")
+    assert await a.try_acquire()
+    fenced = asyncio.Event()
+    commit = asyncio.Event()
+
+    async def write_as_leader() -> None:
+        async with database.transaction() as session:
+            await a.fence(session)
+            await claim(session, "test", "in-flight")
+            fenced.set()
+            await commit.wait()
+
+    writer = asyncio.create_task(write_as_leader())
+    await fenced.wait()
+    clock.offset = timedelta(seconds=SETTINGS.ttl_seconds + 0.1)
+    takeover = asyncio.create_task(b.try_acquire())
+    await asyncio.sleep(0.5)
+    assert not takeover.done()  # blocked by the leader's transaction
+    commit.set()
+    await writer
+    assert await takeover
+    assert await written(database, "in-flight") == 1
+    assert b.token == 2
