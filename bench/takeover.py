@@ -119,15 +119,15 @@ async def main(kills: int) -> None:
         leases.append(lease_seconds)
         rebalances.append(kafka_seconds)
         print(f"kill {round_number:2}: lease {lease_seconds:5.2f} s, group {kafka_seconds:5.2f} s")
-    print(
-        f"\ntakeover after kill -9, {kills} kills        p50 s   p99 s\n"
-        f"leader lease (ttl {LEASE.ttl_seconds:g} s, renew {LEASE.renew_seconds:g} s)"
-        f"   {quantile(leases, 0.5):5.2f}   {quantile(leases, 0.99):5.2f}\n"
-        f"Kafka group rebalance (aiokafka defaults)"
-        f"   {quantile(rebalances, 0.5):5.2f}   {quantile(rebalances, 0.99):5.2f}\n"
-        f"ratio lease / rebalance (p50)             "
-        f"{quantile(leases, 0.5) / quantile(rebalances, 0.5):5.2f}x"
-    )
+    rows = [
+        (f"leader lease (ttl {LEASE.ttl_seconds:g} s, renew {LEASE.renew_seconds:g} s)", leases),
+        ("Kafka group rebalance (aiokafka defaults)", rebalances),
+    ]
+    print(f"\n{'takeover after kill -9, ' + str(kills) + ' kills':<44}{'p50 s':>8}{'p99 s':>8}")
+    for label, values in rows:
+        print(f"{label:<44}{quantile(values, 0.5):8.2f}{quantile(values, 0.99):8.2f}")
+    ratio = quantile(leases, 0.5) / quantile(rebalances, 0.5)
+    print(f"{'lease / rebalance, p50':<44}{ratio:7.2f}x")
 
 
 if __name__ == "__main__":
