@@ -115,11 +115,11 @@ async def test_a_deposed_holder_cannot_commit_a_fenced_write(
     assert not a.held
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_a_takeover_waits_for_the_fenced_transaction_in_flight(
-    database: Database, leases: Callable[[str], Lease], clock: Clock, database_url: str
+    database: Database, leases: Callable[[str], Lease], clock: Clock
 ) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite has one writer at a time: nothing runs concurrently to order")
+    """PostgreSQL only: SQLite has one writer at a time, so nothing runs concurrently."""
     a, b = leases("a"), leases("b")
     assert await a.try_acquire()
     fenced = asyncio.Event()
