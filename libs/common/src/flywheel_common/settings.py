@@ -35,6 +35,9 @@ class GrpcSettings(SettingsSection):
     """Largest gRPC message accepted or sent, in bytes."""
     shutdown_grace_seconds: float = 10.0
     """How long SIGTERM waits for in-flight calls before cancelling them."""
+    reuse_port: bool = False
+    """Let several processes bind the same port (SO_REUSEPORT) and the kernel share out
+    the connections: how a gateway's workers serve one port."""
 
 
 class KafkaSettings(SettingsSection):

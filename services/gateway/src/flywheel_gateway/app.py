@@ -22,6 +22,7 @@ from flywheel_gateway.predictions import PredictionLogger
 from flywheel_gateway.routing import RoutingTable
 from flywheel_gateway.settings import GatewaySettings
 from flywheel_gateway.status import StatusReporter
+from flywheel_gateway.workers import run_workers
 from inference import grpc_service_pb2_grpc
 
 
@@ -102,4 +103,7 @@ def build(settings: ServiceSettings | None = None) -> Service:
 
 
 def main() -> None:
-    run_service(GatewaySettings(), build)
+    settings = GatewaySettings()
+    if settings.workers > 1:
+        raise SystemExit(run_workers(settings))
+    run_service(settings, build)

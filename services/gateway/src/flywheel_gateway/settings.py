@@ -61,8 +61,18 @@ class GatewaySettings(WithRegistry):
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     """Interval of GatewayStatus heartbeats."""
 
+    workers: int = Field(default=1, ge=1)
+    """Serving processes behind the one gRPC port (SO_REUSEPORT), each a full replica with
+    its own routing, models and prediction logger; use one per core."""
+    worker_index: int = Field(default=0, ge=0)
+    """Set by the gateway for each of its workers; not for operators."""
+
     def journal_path(self) -> Path:
-        return self.data_dir / "journal" / "predictions.journal"
+        """Each worker journals to a file of its own."""
+        folder = self.data_dir / "journal"
+        if self.worker_index:
+            folder = folder / f"worker-{self.worker_index}"
+        return folder / "predictions.journal"
 
     def artifact_cache(self) -> Path:
         return self.cache_dir or self.data_dir / "artifacts"
