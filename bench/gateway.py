@@ -1,7 +1,7 @@
 """Benchmark: the gateway under tritonclient's asyncio gRPC client, with same-run references.
 
     make bench-gateway        # starts Kafka if needed
-    uv run python bench/gateway.py --seconds 5 --concurrency 1 4 16 64
+    uv run python bench/gateway.py --seconds 5 --concurrency 1 4 16 64 [--workers 1 2]
 
 An MLP trained on scikit-learn's breast-cancer data (30 features) is exported to ONNX and
 registered; batch-1 ModelInfer requests come from tritonclient.grpc.aio at each concurrency.
@@ -93,15 +93,20 @@ def mlserver_executable() -> Path:
     return executable
 
 
-def mlserver_repository(folder: Path, model: str, artifact: bytes, ports: dict[str, int]) -> Path:
-    """A model repository MLServer loads: the ONNX file, the runtime, and both settings files."""
-    repository = folder / "mlserver"
+def mlserver_repository(
+    folder: Path, model: str, artifact: bytes, ports: dict[str, int], workers: int = 1
+) -> Path:
+    """A model repository MLServer loads: the ONNX file, the runtime, and both settings files;
+    `workers` inference processes (MLServer's parallel workers)."""
+    repository = folder / f"mlserver-{workers}"
     model_folder = repository / model
     model_folder.mkdir(parents=True)
     (model_folder / "model.onnx").write_bytes(artifact)
     shutil.copy(HERE / "mlserver" / "onnx_runtime.py", model_folder / "onnx_runtime.py")
     settings = {f"{name}_port": port for name, port in ports.items()}
-    (repository / "settings.json").write_text(json.dumps({**settings, "debug": False}))
+    (repository / "settings.json").write_text(
+        json.dumps({**settings, "debug": False, "parallel_workers": workers})
+    )
     (model_folder / "model-settings.json").write_text(
         json.dumps(
             {
@@ -171,6 +176,13 @@ async def main() -> None:
     parser.add_argument("--bootstrap", default="127.0.0.1:19092")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="also measure the gateway (WORKERS) and MLServer (parallel workers) with these",
+    )
     args = parser.parse_args()
     await ensure_topics(args.bootstrap)
     artifact, rows = mlp_model()
@@ -230,23 +242,51 @@ async def main() -> None:
                 for c in args.concurrency
             }
             await stop(gateway)
+        for workers in [w for w in args.workers if w > 1]:
+            port = unused_port()
+            gateway = await start(
+                [sys.executable, "-m", "flywheel_gateway"],
+                {
+                    "FLYWHEEL_GATEWAY_GRPC__PORT": str(port),
+                    "FLYWHEEL_GATEWAY_DATA_DIR": f"{folder}/gateway-{port}",
+                    "FLYWHEEL_GATEWAY_TELEMETRY__METRICS_PORT": "-1",
+                    "FLYWHEEL_GATEWAY_TELEMETRY__LOG_LEVEL": "WARNING",
+                    "FLYWHEEL_GATEWAY_KAFKA__BOOTSTRAP_SERVERS": args.bootstrap,
+                    "FLYWHEEL_GATEWAY_REGISTRY_ADDRESS": f"127.0.0.1:{registry_port}",
+                    "FLYWHEEL_GATEWAY_WORKERS": str(workers),
+                },
+                port,
+            )
+            for _ in range(8 * workers):  # new connections reach every worker
+                await wait_model_ready(f"127.0.0.1:{port}", model)
+            results[f"gateway, {workers} workers, batching+logging"] = {
+                c: await throughput(f"127.0.0.1:{port}", model, rows, c, args.seconds)
+                for c in args.concurrency
+            }
+            await stop(gateway)
         await stop(registry)
 
-        ports = {"grpc": unused_port(), "http": unused_port(), "metrics": unused_port()}
-        repository = mlserver_repository(Path(folder), model, artifact, ports)
-        mlserver = await asyncio.create_subprocess_exec(
-            str(mlserver_executable()),
-            "start",
-            str(repository),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        address = f"127.0.0.1:{ports['grpc']}"
-        await wait_model_ready(address, model)
-        results["MLServer 1.7.1, adaptive batching"] = {
-            c: await throughput(address, model, rows, c, args.seconds) for c in args.concurrency
-        }
-        await stop(mlserver)
+        for workers in sorted({1, *args.workers}):
+            ports = {"grpc": unused_port(), "http": unused_port(), "metrics": unused_port()}
+            repository = mlserver_repository(Path(folder), model, artifact, ports, workers)
+            mlserver = await asyncio.create_subprocess_exec(
+                str(mlserver_executable()),
+                "start",
+                str(repository),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            address = f"127.0.0.1:{ports['grpc']}"
+            await wait_model_ready(address, model)
+            label = (
+                "MLServer 1.7.1, adaptive batching"
+                if workers == 1
+                else f"MLServer 1.7.1, {workers} parallel workers"
+            )
+            results[label] = {
+                c: await throughput(address, model, rows, c, args.seconds) for c in args.concurrency
+            }
+            await stop(mlserver)
 
     ort = in_process(artifact, rows, args.seconds)
     print(
@@ -268,6 +308,13 @@ async def main() -> None:
         f"(target >= 0.80); / MLServer = {best / mlserver_best:.2f} (target >= 2.0); "
         f"logging cost = {1 - best / quiet:.1%} (target < 10%)"
     )
+    for workers in [w for w in args.workers if w > 1]:
+        ours = results[f"gateway, {workers} workers, batching+logging"][top]
+        theirs = results[f"MLServer 1.7.1, {workers} parallel workers"][top]
+        print(
+            f"at c={top}, {workers} workers: gateway / its 1-worker self = {ours / best:.2f}; "
+            f"/ MLServer with {workers} parallel workers = {ours / theirs:.2f}"
+        )
 
 
 if __name__ == "__main__":
