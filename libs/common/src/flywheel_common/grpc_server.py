@@ -206,11 +206,30 @@ async def _served_call(
             )
 
 
+MAX_DRAINED_MESSAGES = 64
+
+
+async def _drain(request: Any) -> None:
+    """Read what a client-streaming caller is still sending before answering it with an
+    error: a grpc.aio client whose write fails after the call ended reports INTERNAL instead
+    of the server's status (grpc/grpc#36066). Bounded, so a refused caller cannot hold the
+    call open by sending forever."""
+    if not hasattr(request, "__aiter__"):
+        return
+    drained = 0
+    async for _ in request:
+        drained += 1
+        if drained >= MAX_DRAINED_MESSAGES:
+            return
+
+
 def _rejecting_handler(handler: Handler, exc: errors.FlywheelError) -> Handler:
     async def reject_unary(request: Any, context: Context) -> Any:
+        await _drain(request)
         await _abort_with(context, exc)
 
     async def reject_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        await _drain(request)
         await _abort_with(context, exc)
         yield  # pragma: no cover - unreachable, makes this an async generator
 
@@ -231,7 +250,11 @@ def _wrap_handler(handler: Handler, method: str, principal: Principal) -> Handle
 
     async def unary_response(request: Any, context: Context) -> Any:
         async with _served_call(context, method, principal, attributes):
-            return await behavior(request, context)
+            try:
+                return await behavior(request, context)
+            except errors.FlywheelError:
+                await _drain(request)
+                raise
 
     async def stream_response(request: Any, context: Context) -> AsyncIterator[Any]:
         async with _served_call(context, method, principal, attributes):

@@ -445,6 +445,19 @@ async def test_incompatible_signature_needs_breaking_change(
     assert accepted.model_version.breaking_change
 
 
+async def test_a_refused_upload_gets_its_status_while_the_client_is_still_sending(
+    registry: RunningRegistry, model_name: str
+) -> None:
+    # The server refuses at once; the client still has 60 messages to write. A grpc.aio
+    # client would report INTERNAL for a write that fails after the call ended, unless the
+    # server reads what is in flight before answering.
+    upload = registration(model_name, bytes(60 * 64 * 1024), chunk=64 * 1024)
+    for _ in range(20):
+        await expect_error(
+            register(registry.client("reader"), upload), grpc.StatusCode.PERMISSION_DENIED
+        )
+
+
 async def test_writers_register_and_readers_cannot(
     registry: RunningRegistry, iris: IrisModels, model_name: str
 ) -> None:
