@@ -45,16 +45,57 @@ async def feed_until(platform: Platform, rollout_id: str, done: Any, v1: int, v2
         await asyncio.sleep(0.3)
 
 
-@pytest.mark.parametrize("platform", ["sqlite", "postgresql"], indirect=True)
-async def test_a_deployer_killed_mid_rollout_resumes_without_repeating_a_step(
-    platform: Platform,
-) -> None:
+async def serving_v1_with_a_canary_policy(platform: Platform) -> tuple[int, int]:
+    """v1 served at 100%, v2 registered, and a canary policy with 1-second steps."""
     v1 = await platform.register(platform.iris.classifier)
     v2 = await platform.register(platform.iris.retrained)
     policy = canary_policy(platform.model, max_error_rate=0.05)
     policy.canary.min_step_duration.FromSeconds(1)
     await platform.api.SetDeploymentPolicy(api.SetDeploymentPolicyRequest(policy=policy))
     await platform.deploy_first(v1)
+    return v1, v2
+
+
+async def promoted_to_the_half_step(platform: Platform, v1: int, v2: int) -> str:
+    """Promote v2 and feed metric windows until its canary reaches the 50% step."""
+    await platform.promote(v2)
+    rollout_id = await started_rollout(platform, v2)
+
+    async def at_half() -> bool:
+        return any(s.to_step_index == 1 for s in platform.of_type("RolloutStepAdvanced"))
+
+    async with asyncio.timeout(120):
+        await feed_until(platform, rollout_id, at_half, v1, v2)
+    return rollout_id
+
+
+async def finished(platform: Platform, rollout_id: str, v1: int, v2: int) -> None:
+    """Feed metric windows until the rollout succeeds and v2 is what the gateways serve."""
+
+    async def succeeded() -> bool:
+        rollout = await platform.rollout(rollout_id)
+        return bool(rollout.phase == types.ROLLOUT_PHASE_SUCCEEDED)
+
+    async with asyncio.timeout(120):
+        await feed_until(platform, rollout_id, succeeded, v1, v2)
+    await platform.wait_serving({v2})
+
+
+def assert_each_step_once_and_no_failed_request(
+    platform: Platform, v1: int, v2: int, failures: list[Any]
+) -> None:
+    steps = [(s.from_step_index, s.to_step_index) for s in platform.of_type("RolloutStepAdvanced")]
+    assert steps == [(-1, 0), (0, 1), (1, 2)]
+    assert len([e for e in platform.of_type("RolloutStarted") if e.version == v2]) == 1
+    assert [e.version for e in platform.of_type("RolloutCompleted")] == [v1, v2]
+    assert failures == []
+
+
+@pytest.mark.parametrize("platform", ["sqlite", "postgresql"], indirect=True)
+async def test_a_deployer_killed_mid_rollout_resumes_without_repeating_a_step(
+    platform: Platform,
+) -> None:
+    v1, v2 = await serving_v1_with_a_canary_policy(platform)
     await platform.deployer.stop()  # from here on the deployer runs as a process
     port = unused_port()
     first = await deployer_process(platform, port)
@@ -62,26 +103,13 @@ async def test_a_deployer_killed_mid_rollout_resumes_without_repeating_a_step(
     load = asyncio.create_task(traffic.run())
     second = None
     try:
-        await platform.promote(v2)
-        rollout_id = await started_rollout(platform, v2)
-
-        async def at_half() -> bool:
-            return any(s.to_step_index == 1 for s in platform.of_type("RolloutStepAdvanced"))
-
-        async with asyncio.timeout(120):
-            await feed_until(platform, rollout_id, at_half, v1, v2)
+        rollout_id = await promoted_to_the_half_step(platform, v1, v2)
         first.send_signal(signal.SIGKILL)
         await first.wait()
 
         second = await deployer_process(platform, port)
 
-        async def finished() -> bool:
-            rollout = await platform.rollout(rollout_id)
-            return bool(rollout.phase == types.ROLLOUT_PHASE_SUCCEEDED)
-
-        async with asyncio.timeout(120):
-            await feed_until(platform, rollout_id, finished, v1, v2)
-        await platform.wait_serving({v2})
+        await finished(platform, rollout_id, v1, v2)
     finally:
         traffic.stop()
         await load
@@ -90,11 +118,7 @@ async def test_a_deployer_killed_mid_rollout_resumes_without_repeating_a_step(
                 process.send_signal(signal.SIGTERM)
                 await asyncio.wait_for(process.wait(), 60)
 
-    steps = [(s.from_step_index, s.to_step_index) for s in platform.of_type("RolloutStepAdvanced")]
-    assert steps == [(-1, 0), (0, 1), (1, 2)]
-    assert len([e for e in platform.of_type("RolloutStarted") if e.version == v2]) == 1
-    assert [e.version for e in platform.of_type("RolloutCompleted")] == [v1, v2]
-    assert traffic.failures == []
+    assert_each_step_once_and_no_failed_request(platform, v1, v2, traffic.failures)
     states = await deployment_generations(platform)
     assert states == sorted(set(states)), "a routing generation was repeated or reordered"
 
@@ -139,12 +163,7 @@ async def test_two_replicas_serve_and_a_standby_finishes_the_rollout_of_a_killed
 ) -> None:
     assert platform.deployer_settings is not None
     url = platform.deployer_settings.database.url
-    v1 = await platform.register(platform.iris.classifier)
-    v2 = await platform.register(platform.iris.retrained)
-    policy = canary_policy(platform.model, max_error_rate=0.05)
-    policy.canary.min_step_duration.FromSeconds(1)
-    await platform.api.SetDeploymentPolicy(api.SetDeploymentPolicyRequest(policy=policy))
-    await platform.deploy_first(v1)
+    v1, v2 = await serving_v1_with_a_canary_policy(platform)
     await platform.deployer.stop()  # releases its lease: the first process leads at once
     leader = await deployer_process(platform, unused_port())
     standby_port = unused_port()
@@ -155,14 +174,7 @@ async def test_two_replicas_serve_and_a_standby_finishes_the_rollout_of_a_killed
     traffic = platform.traffic()
     load = asyncio.create_task(traffic.run())
     try:
-        await platform.promote(v2)
-        rollout_id = await started_rollout(platform, v2)
-
-        async def at_half() -> bool:
-            return any(s.to_step_index == 1 for s in platform.of_type("RolloutStepAdvanced"))
-
-        async with asyncio.timeout(120):
-            await feed_until(platform, rollout_id, at_half, v1, v2)
+        rollout_id = await promoted_to_the_half_step(platform, v1, v2)
         leader.send_signal(signal.SIGKILL)
         await leader.wait()
         killed_at = time.monotonic()
@@ -175,13 +187,7 @@ async def test_two_replicas_serve_and_a_standby_finishes_the_rollout_of_a_killed
                 await asyncio.sleep(0.1)
         takeover_seconds = time.monotonic() - killed_at
 
-        async def finished() -> bool:
-            rollout = await platform.rollout(rollout_id)
-            return bool(rollout.phase == types.ROLLOUT_PHASE_SUCCEEDED)
-
-        async with asyncio.timeout(120):
-            await feed_until(platform, rollout_id, finished, v1, v2)
-        await platform.wait_serving({v2})
+        await finished(platform, rollout_id, v1, v2)
     finally:
         traffic.stop()
         await load
@@ -192,11 +198,7 @@ async def test_two_replicas_serve_and_a_standby_finishes_the_rollout_of_a_killed
 
     # The lease's ttl in tests is 2 s, renewed every 0.5 s: a standby takes over within both.
     assert takeover_seconds < 2.0 + 0.5 + 2.0, takeover_seconds
-    steps = [(s.from_step_index, s.to_step_index) for s in platform.of_type("RolloutStepAdvanced")]
-    assert steps == [(-1, 0), (0, 1), (1, 2)]
-    assert len([e for e in platform.of_type("RolloutStarted") if e.version == v2]) == 1
-    assert [e.version for e in platform.of_type("RolloutCompleted")] == [v1, v2]
-    assert traffic.failures == []
+    assert_each_step_once_and_no_failed_request(platform, v1, v2, traffic.failures)
     final = await lease_holder(url)
     assert final is not None
     assert final[1] == holder[1] + 1  # one handover, one new fencing token
