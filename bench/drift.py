@@ -33,7 +33,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import faust
 import numpy as np
@@ -125,11 +125,22 @@ def prediction(model: str, row: np.ndarray, index: int) -> PredictionLog:
     )
 
 
-async def fresh_topics(bootstrap: str) -> tuple[TopicSpec, TopicSpec]:
+class Topics(NamedTuple):
+    predictions: TopicSpec
+    labels: TopicSpec
+    labels_by_model: TopicSpec
+
+
+async def fresh_topics(bootstrap: str, partitions: int = 3) -> Topics:
     suffix = uuid.uuid4().hex[:8]
-    specs = (
-        TopicSpec(f"bench.predictions.{suffix}", 3, Cleanup.DELETE, PROTOBUF, "model"),
-        TopicSpec(f"bench.ground-truth.{suffix}", 3, Cleanup.DELETE, PROTOBUF, "request id"),
+    specs = Topics(
+        TopicSpec(f"bench.predictions.{suffix}", partitions, Cleanup.DELETE, PROTOBUF, "model"),
+        TopicSpec(
+            f"bench.ground-truth.{suffix}", partitions, Cleanup.DELETE, PROTOBUF, "request id"
+        ),
+        TopicSpec(
+            f"bench.ground-truth-by-model.{suffix}", partitions, Cleanup.DELETE, PROTOBUF, "model"
+        ),
     )
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -143,10 +154,11 @@ async def fresh_topics(bootstrap: str) -> tuple[TopicSpec, TopicSpec]:
 MODELS = [f"bench-{i}" for i in range(3)]  # one per partition, as traffic spreads
 
 
-async def fill(bootstrap: str, events: int, per_record: int) -> tuple[TopicSpec, TopicSpec]:
+async def fill(bootstrap: str, events: int, per_record: int) -> Topics:
     """Fresh topics holding `events` prediction logs, published before anything is timed,
     `per_record` logs of one model per record."""
-    predictions, labels = await fresh_topics(bootstrap)
+    topics = await fresh_topics(bootstrap)
+    predictions = topics.predictions
     publisher = EventPublisher(KafkaSettings(bootstrap_servers=bootstrap, linger_ms=20), "bench")
     await publisher.start()
     rows = np.random.default_rng(0).normal(size=(events, FEATURES)).astype(np.float32)
@@ -157,13 +169,13 @@ async def fill(bootstrap: str, events: int, per_record: int) -> tuple[TopicSpec,
         packed = pack(logs, source="bench", per_record=per_record)
         await publisher.send([replace(record, topic=predictions.name) for record, _ in packed])
     await publisher.stop()
-    return predictions, labels
+    return topics
 
 
 async def faust_ceiling(bootstrap: str, events: int) -> float:
     """The same faust stream settings with an agent that does nothing: faust's own rate, in
     records per second."""
-    predictions, _ = await fill(bootstrap, events, per_record=1)
+    predictions = (await fill(bootstrap, events, per_record=1)).predictions
     app = faust.App(
         f"bench-faust-{uuid.uuid4().hex[:6]}",
         broker=f"kafka://{bootstrap}",
@@ -205,14 +217,15 @@ async def faust_ceiling(bootstrap: str, events: int) -> float:
 
 
 async def throughput(bootstrap: str, events: int, reference: np.ndarray, per_record: int) -> float:
-    predictions, labels = await fill(bootstrap, events, per_record)
-    models = MODELS
-    profiles = {m: build_profile(m, 1, reference) for m in models}
+    topics = await fill(bootstrap, events, per_record)
+    profiles = {m: build_profile(m, 1, reference) for m in MODELS}
 
     async def profile(model: str, version: int) -> ReferenceProfile | None:
         return profiles[model]
 
-    detector = Detector(profile, lambda _: ModelMonitor(window=WindowPolicy(size=WINDOW)))
+    def new_detector() -> Detector:
+        return Detector(profile, lambda _: ModelMonitor(window=WindowPolicy(size=WINDOW)))
+
     tune_garbage_collection(DriftSettings().gc_first_generation)  # as the service does
     # The detector publishes with the service's own producer settings, through its outbox,
     # and checkpoints every batch in its own SQLite database, as the service does.
@@ -227,17 +240,19 @@ async def throughput(bootstrap: str, events: int, reference: np.ndarray, per_rec
     stream = DriftStream(
         KafkaSettings(bootstrap_servers=bootstrap),
         f"bench-drift-{uuid.uuid4().hex[:6]}",
-        detector,
+        new_detector,
         detector_publisher,
         database,
         outbox,
+        replica="bench",
         batch_size=WINDOW,
         batch_seconds=0.2,
         # Records packed by the gateway: the service's default batch of records. One log
         # per record: batches of 1,000 records, as the service took before packing.
         prediction_batch_size=DriftSettings().prediction_batch_records if per_record > 1 else 1000,
-        predictions_topic=predictions,
-        labels_topic=labels,
+        predictions_topic=topics.predictions,
+        labels_topic=topics.labels,
+        labels_by_model_topic=topics.labels_by_model,
         start_from="earliest",
     )
     expected = sum(len(range(i, events, 3)) // WINDOW for i in range(3))
@@ -246,7 +261,7 @@ async def throughput(bootstrap: str, events: int, reference: np.ndarray, per_rec
         while not stream.processed:  # the clock starts with the first batch, not at start-up
             await asyncio.sleep(0.001)
         started, first = time.perf_counter(), stream.processed
-        while sum(s.windows_closed for m in models for s in detector.statuses(m)) < expected:
+        while sum(s.windows_closed for s in stream.partitions.every_status()) < expected:
             await asyncio.sleep(0.02)
     elapsed = time.perf_counter() - started
     processed = stream.processed - first

@@ -55,6 +55,12 @@ DEPLOYMENT_EVENTS = TopicSpec("flywheel.deployment-events", 3, Cleanup.DELETE, P
 GATEWAY_STATUS = TopicSpec("flywheel.gateway-status", 1, Cleanup.COMPACT, PROTOBUF, "gateway id")
 PREDICTIONS = TopicSpec("flywheel.predictions", 6, Cleanup.DELETE, PROTOBUF, "model")
 GROUND_TRUTH = TopicSpec("flywheel.ground-truth", 6, Cleanup.DELETE, PROTOBUF, "request id")
+GROUND_TRUTH_BY_MODEL = TopicSpec(
+    "flywheel.ground-truth-by-model", PREDICTIONS.partitions, Cleanup.DELETE, PROTOBUF, "model"
+)
+"""The drift detector's own copy of ground truth, keyed like the predictions (and with as
+many partitions), so each label lands on the partition, and the replica, that holds its
+prediction."""
 MODEL_METRICS = TopicSpec("flywheel.model-metrics", 3, Cleanup.DELETE, PROTOBUF, "model")
 DRIFT_ALERTS = TopicSpec("flywheel.drift-alerts", 3, Cleanup.DELETE, JSON, "model")
 RETRAIN_EVENTS = TopicSpec("flywheel.retrain-events", 3, Cleanup.DELETE, PROTOBUF, "model")
@@ -67,6 +73,7 @@ ALL_TOPICS = (
     GATEWAY_STATUS,
     PREDICTIONS,
     GROUND_TRUTH,
+    GROUND_TRUTH_BY_MODEL,
     MODEL_METRICS,
     DRIFT_ALERTS,
     RETRAIN_EVENTS,

@@ -12,13 +12,14 @@ from flywheel_common.foundation import Foundation
 from flywheel_common.grpc_server import ServiceBinding
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.registry_client import RegistryClient
-from flywheel_common.service import Service, run_service
+from flywheel_common.service import Service, instance_id, run_service
 from flywheel_common.settings import ServiceSettings
 from flywheel_drift.gauges import p_values
 from flywheel_drift.grpc_api import METHOD_ROLES, SERVICE_NAME, DriftServicer
 from flywheel_drift.handlers import Detector
 from flywheel_drift.monitors import MonitorConfigs, load_profile
 from flywheel_drift.profiles import ReferenceProfile
+from flywheel_drift.queries import DriftQueries
 from flywheel_drift.settings import DriftSettings
 from flywheel_drift.stream import DriftStream
 
@@ -42,30 +43,34 @@ def build(
     async def profile(model: str, version: int) -> ReferenceProfile | None:
         return await load_profile(registry, configs, model, version)
 
-    detector = Detector(profile, configs.monitor, config.label_wait_seconds, config.max_alerts_kept)
-    metrics.get_meter(__name__).create_observable_gauge(
-        "flywheel.drift.p_value",
-        callbacks=[p_values(detector)],
-        description="Adjusted p-value of each feature in its version's latest window",
-    )
+    def new_detector() -> Detector:
+        return Detector(profile, configs.monitor, config.label_wait_seconds)
+
     stream = DriftStream(
         config.kafka,
         config.group(),
-        detector,
+        new_detector,
         foundation.publisher,
         foundation.database,
         foundation.outbox,
-        config.batch_size,
-        config.batch_seconds,
-        config.prediction_batch_records,
+        replica=instance_id(config),
+        alerts_kept=config.max_alerts_kept,
+        batch_size=config.batch_size,
+        batch_seconds=config.batch_seconds,
+        prediction_batch_size=config.prediction_batch_records,
         late_seconds=config.late_prediction_seconds,
         data_dir=config.data_dir / "faust",
+    )
+    metrics.get_meter(__name__).create_observable_gauge(
+        "flywheel.drift.p_value",
+        callbacks=[p_values(stream.partitions)],
+        description="Adjusted p-value of each feature in its version's latest window",
     )
     components = [*foundation.components(), configs, registry, stream]
     binding = ServiceBinding(
         SERVICE_NAME,
         drift_pb2_grpc.add_DriftServiceServicer_to_server,
-        DriftServicer(detector, configs),
+        DriftServicer(DriftQueries(foundation.database), configs),
         METHOD_ROLES,
     )
     return Service(config, [binding], components)

@@ -1,5 +1,5 @@
 """The `flywheel.drift.p_value` gauge: each tested feature's adjusted p-value in its
-version's latest window, for dashboards."""
+version's latest window, for dashboards (of the versions this replica watches)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from collections.abc import Callable, Iterable
 from opentelemetry.metrics import CallbackOptions
 from opentelemetry.metrics import Observation as Reading
 
-from flywheel_drift.handlers import Detector
+from flywheel_drift.partitions import Partitions
 
 
-def p_values(detector: Detector) -> Callable[[CallbackOptions], Iterable[Reading]]:
+def p_values(partitions: Partitions) -> Callable[[CallbackOptions], Iterable[Reading]]:
     def read(_: CallbackOptions) -> Iterable[Reading]:
-        for status in detector.every_status():
+        for status in partitions.every_status():
             for finding in status.findings:
                 if finding.adjusted_p_value is not None:
                     yield Reading(

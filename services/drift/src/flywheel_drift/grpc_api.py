@@ -9,8 +9,9 @@ from flywheel.drift.v1 import drift_pb2_grpc as pb_grpc
 from flywheel_common.errors import InvalidArgument, NotFound, required
 from flywheel_common.settings import Role
 from flywheel_drift import converters
-from flywheel_drift.handlers import Detector
 from flywheel_drift.monitors import MonitorConfigs
+from flywheel_drift.queries import DriftQueries
+from flywheel_drift.storage import AlertFilter
 
 SERVICE_NAME = "flywheel.drift.v1.DriftService"
 METHOD_ROLES: dict[str, Role] = {}
@@ -18,21 +19,21 @@ MAX_PAGE_SIZE = 500
 
 
 class DriftServicer(pb_grpc.DriftServiceServicer):
-    def __init__(self, detector: Detector, configs: MonitorConfigs) -> None:
-        self._detector = detector
+    def __init__(self, queries: DriftQueries, configs: MonitorConfigs) -> None:
+        self._queries = queries
         self._configs = configs
 
     async def GetDriftStatus(
         self, request: pb.GetDriftStatusRequest, context: Any
     ) -> pb.GetDriftStatusResponse:
-        statuses = self._detector.statuses(required(request.model, "model"), request.version)
+        statuses = await self._queries.statuses(required(request.model, "model"), request.version)
         if not statuses:
             raise NotFound(
                 f"no predictions of {request.model!r}"
                 + (f" version {request.version}" if request.version else "")
                 + " have been seen yet"
             )
-        return pb.GetDriftStatusResponse(versions=[converters.status_message(s) for s in statuses])
+        return pb.GetDriftStatusResponse(versions=statuses)
 
     async def ListAlerts(
         self, request: pb.ListAlertsRequest, context: Any
@@ -43,26 +44,25 @@ class DriftServicer(pb_grpc.DriftServiceServicer):
         try:
             offset = int(request.page_token) if request.page_token else 0
         except ValueError:
-            raise InvalidArgument("page_token is not one this server issued") from None
-        timed = request.HasField("time_range")
+            offset = -1
+        if not 0 <= offset < 2**31:
+            raise InvalidArgument("page_token is not one this server issued")
         least_severity = converters.least_severity_of(request.min_severity)
+        if least_severity is None:
+            return pb.ListAlertsResponse()
+        timed = request.HasField("time_range")
         kinds = {converters.kind_of(number) for number in request.kinds}
-        matching = (
-            self._detector.find_alerts(
-                model=request.model,
-                version=request.version,
-                kinds={kind for kind in kinds if kind is not None} if request.kinds else None,
-                min_severity=least_severity,
-                start=request.time_range.start.ToNanoseconds() / 1e9 if timed else 0.0,
-                end=request.time_range.end.ToNanoseconds() / 1e9 if timed else 0.0,
-            )
-            if least_severity is not None
-            else []
+        matching = AlertFilter(
+            model=request.model,
+            version=request.version,
+            kinds=frozenset(kind for kind in kinds if kind is not None) if request.kinds else None,
+            min_severity=least_severity,
+            start=request.time_range.start.ToNanoseconds() / 1e9 if timed else 0.0,
+            end=request.time_range.end.ToNanoseconds() / 1e9 if timed else 0.0,
         )
-        page = matching[offset : offset + size]
-        token = str(offset + size) if offset + size < len(matching) else ""
+        page, more = await self._queries.alerts(matching, offset, size)
         return pb.ListAlertsResponse(
-            alerts=[converters.alert_message(alert) for alert in page], next_page_token=token
+            alerts=page, next_page_token=str(offset + size) if more else ""
         )
 
     async def SetMonitorConfig(

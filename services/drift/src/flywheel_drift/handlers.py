@@ -3,7 +3,7 @@
 Transport-free: the stream layer converts each batch it decodes into the domain and
 publishes the events that come back. Per model version it keeps a `VersionState` (the
 reference profile is loaded from the registry on first sight); across versions, the label
-join and the newest alerts.
+join. The stream runs one detector per partition it holds.
 """
 
 from __future__ import annotations
@@ -11,12 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from flywheel_common.errors import NotFound
-from flywheel_drift.detection import Kind, Severity
-from flywheel_drift.domain import Alert, DriftEvent, DriftStatus, ModelMonitor, PredictionBatch
+from flywheel_drift.domain import DriftEvent, DriftStatus, ModelMonitor, PredictionBatch
 from flywheel_drift.profiles import ReferenceProfile
 from flywheel_drift.versions import VersionSnapshot, VersionState
 from flywheel_drift.windows import ClosedWindow, LabelJoin, Pending
@@ -32,7 +30,6 @@ class Detector:
         load_profile: LoadProfile,
         monitors: Callable[[str], ModelMonitor],
         label_wait_seconds: float = 3600.0,
-        max_alerts_kept: int = 10_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._load_profile = load_profile
@@ -41,8 +38,6 @@ class Detector:
         self._versions: dict[tuple[str, int], VersionState] = {}
         self.changed: set[tuple[str, int]] = set()
         """Versions whose state changed since the stream last checkpointed them."""
-        self.alerts: deque[Alert] = deque(maxlen=max_alerts_kept)
-        """The newest alerts raised, oldest first."""
         self._join = LabelJoin(label_wait_seconds)
         self._loading: set[asyncio.Task[None]] = set()
 
@@ -62,6 +57,7 @@ class Detector:
     async def _fetch_profile(self, state: VersionState) -> None:
         try:
             state.profiled(await self._load_profile(state.model, state.version))
+            self.changed.add((state.model, state.version))  # its status says so
         except NotFound:
             log.info("no reference sample", extra={"model": state.model, "version": state.version})
             state.profiled(None)
@@ -121,16 +117,10 @@ class Detector:
         state = self.state(pending.model, pending.version)
         self.changed.add((pending.model, pending.version))
         alert = state.score(pending.prediction != label, self._clock())
-        if alert is None:
-            return []
-        self.alerts.append(alert)
-        return [alert]
+        return [] if alert is None else [alert]
 
     def _close(self, state: VersionState, window: ClosedWindow) -> list[DriftEvent]:
-        monitor = self._monitors(state.model).detection
-        outgoing = state.close(window, monitor, self._clock())
-        self.alerts.extend(event for event in outgoing if isinstance(event, Alert))
-        return outgoing
+        return state.close(window, self._monitors(state.model).detection, self._clock())
 
     def snapshot(self, model: str, version: int) -> VersionSnapshot:
         """What a restart needs of a version the detector has seen."""
@@ -150,32 +140,3 @@ class Detector:
         """The status of every version seen (for the gauges)."""
         for state in list(self._versions.values()):
             yield state.status
-
-    def statuses(self, model: str, version: int = 0) -> list[DriftStatus]:
-        return [
-            s.status
-            for (m, v), s in sorted(self._versions.items())
-            if m == model and (not version or v == version)
-        ]
-
-    def find_alerts(
-        self,
-        model: str = "",
-        version: int = 0,
-        kinds: Collection[Kind] | None = None,
-        min_severity: Severity = Severity.NONE,
-        start: float = 0.0,
-        end: float = 0.0,
-    ) -> list[Alert]:
-        """The kept alerts that match, newest first: of any of `kinds` (None: any kind),
-        raised within [start, end); an empty or zero criterion matches all."""
-        return [
-            alert
-            for alert in reversed(self.alerts)
-            if (not model or alert.model == model)
-            and (not version or alert.version == version)
-            and (kinds is None or not alert.kinds.isdisjoint(kinds))
-            and alert.severity >= min_severity
-            and (not start or alert.occurred_at >= start)
-            and (not end or alert.occurred_at < end)
-        ]

@@ -1,17 +1,25 @@
-"""The detector's state: checkpoints and the monitor configs set over gRPC.
+"""The detector's state: checkpoints per partition, alerts, and the monitor configs set
+over gRPC.
 
-Checkpoints (how far each partition was applied, the open windows) are written in one
-transaction per batch together with the events the batch produced (outbox), so a detector
-killed at any point restarts exactly where its last batch left off: events at or before a
-checkpointed offset are skipped, later ones are applied once.
+Checkpoints (how far each partition was applied, its open windows and label join) are
+written in one transaction per batch together with the events the batch produced (outbox),
+so a detector killed at any point, or a partition handed to another replica, resumes
+exactly where its last batch left off: events at or before a checkpointed offset are
+skipped, later ones are applied once. A partition's owner epoch fences the replica that
+held it before.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Float,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -24,9 +32,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from flywheel.drift.v1 import types_pb2 as types
-from flywheel_common.db import ROW_ID, Base, upsert
+from flywheel_common.db import ROW_ID, Base, insert_unless_present, upsert
 from flywheel_common.policies import PolicyColumns, PolicyRepository
 from flywheel_drift import checkpoints
+from flywheel_drift.detection import Kind, Severity
+from flywheel_drift.domain import Alert
 from flywheel_drift.windows import JoinChanges, Pending, WaitingLabel
 
 
@@ -44,58 +54,154 @@ class WindowStateRow(Base):
 
     model: Mapped[str] = mapped_column(String(128), primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, index=True)
+    """The partition whose predictions carry the model (and whose owner keeps this row)."""
     state: Mapped[bytes] = mapped_column(LargeBinary)
-    """The version's open window, prediction baseline and change detector (see handlers)."""
+    """The version's open window, prediction baseline and change detector (see snapshots)."""
+    status: Mapped[bytes] = mapped_column(LargeBinary)
+    """Its VersionDriftStatus, read by every replica's GetDriftStatus."""
 
 
 class JoinLogRow(Base):
-    """The label join's changelog: each checkpoint appends what started or stopped waiting;
-    a base row holds the whole join, and rows before it are deleted."""
+    """A partition's label join as a changelog: each checkpoint appends what started or
+    stopped waiting; a base row holds the whole join, and the rows before it are deleted."""
 
     __tablename__ = "drift_join_log"
+    __table_args__ = (Index("ix_drift_join_log_partition_seq", "partition", "seq"),)
 
     seq: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
+    partition: Mapped[int] = mapped_column(Integer)
     base: Mapped[bool] = mapped_column(Boolean)
     changes: Mapped[bytes] = mapped_column(LargeBinary)
 
 
-async def offsets(session: AsyncSession) -> dict[tuple[str, int], int]:
-    rows = (await session.execute(select(OffsetRow))).scalars()
-    return {(row.topic, row.partition): row.offset for row in rows}
+class PartitionOwnerRow(Base):
+    """Who holds a partition's state: a replica claims it on assignment by moving `epoch`
+    on, and checkpoints only while the epoch is still the one it claimed."""
+
+    __tablename__ = "drift_partition_owners"
+
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    owner: Mapped[str] = mapped_column(String(256))
 
 
-async def window_states(session: AsyncSession) -> dict[tuple[str, int], bytes]:
-    rows = (await session.execute(select(WindowStateRow))).scalars()
-    return {(row.model, row.version): row.state for row in rows}
+class AlertRow(Base):
+    __tablename__ = "drift_alerts"
+    __table_args__ = (Index("ix_drift_alerts_model", "model", "seq"),)
+
+    seq: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
+    alert_id: Mapped[str] = mapped_column(String(256), unique=True)
+    model: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(BigInteger)
+    kinds: Mapped[int] = mapped_column(Integer)
+    """The alert's kinds as bits (see `kind_bits`)."""
+    severity: Mapped[int] = mapped_column(Integer)
+    occurred_at: Mapped[float] = mapped_column(Float)
+    alert: Mapped[bytes] = mapped_column(LargeBinary)
+    """The DriftAlert message."""
 
 
-async def join_log(session: AsyncSession) -> list[JoinChanges]:
+@dataclass(frozen=True)
+class PartitionState:
+    """What a partition's new owner resumes from."""
+
+    offsets: dict[str, int]
+    """The last offset applied, by topic."""
+    windows: dict[tuple[str, int], bytes]
+    join_log: list[JoinChanges]
     """The join's changes since its last base, oldest first, the base first."""
-    newest_base = select(func.max(JoinLogRow.seq)).where(JoinLogRow.base).scalar_subquery()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One partition's share of a checkpoint transaction."""
+
+    partition: int
+    offsets: dict[str, int]
+    """The last offset applied by the batch, by topic."""
+    windows: dict[tuple[str, int], tuple[bytes, bytes]]
+    """The changed versions' state and status."""
+    join: JoinChanges
+    join_is_base: bool
+    alerts: list[tuple[Alert, bytes]]
+    """The alerts raised, with their DriftAlert message."""
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.offsets or self.windows or self.join or self.join_is_base or self.alerts)
+
+
+async def claim(session: AsyncSession, partition: int, owner: str) -> int:
+    """Take a partition over: its epoch moves on, so an earlier owner can no longer
+    checkpoint it. Returns the new epoch."""
+    await upsert(
+        session,
+        PartitionOwnerRow,
+        [{"partition": partition, "epoch": 1, "owner": owner}],
+        ["partition"],
+        lambda new: {"epoch": PartitionOwnerRow.epoch + 1, "owner": new.owner},
+    )
+    epoch = await session.scalar(
+        select(PartitionOwnerRow.epoch).where(PartitionOwnerRow.partition == partition)
+    )
+    assert epoch is not None
+    return epoch
+
+
+async def lost(session: AsyncSession, epochs: dict[int, int]) -> set[int]:
+    """The partitions among `epochs` (partition: epoch claimed) that another replica has
+    claimed since. Their rows stay locked until the transaction ends, so a claim cannot
+    slip in between this check and the checkpoint's commit."""
+    if not epochs:
+        return set()
     rows = await session.execute(
+        select(PartitionOwnerRow.partition, PartitionOwnerRow.epoch)
+        .where(PartitionOwnerRow.partition.in_(epochs))
+        .with_for_update()
+    )
+    current = {partition: epoch for partition, epoch in rows}
+    return {p for p, epoch in epochs.items() if current.get(p) != epoch}
+
+
+async def load(session: AsyncSession, partition: int) -> PartitionState:
+    offsets = await session.execute(
+        select(OffsetRow.topic, OffsetRow.offset).where(OffsetRow.partition == partition)
+    )
+    windows = await session.execute(
+        select(WindowStateRow.model, WindowStateRow.version, WindowStateRow.state).where(
+            WindowStateRow.partition == partition
+        )
+    )
+    newest_base = (
+        select(func.max(JoinLogRow.seq))
+        .where(JoinLogRow.partition == partition, JoinLogRow.base)
+        .scalar_subquery()
+    )
+    join = await session.execute(
         select(JoinLogRow.changes)
-        .where(JoinLogRow.seq >= func.coalesce(newest_base, 0))
+        .where(JoinLogRow.partition == partition, JoinLogRow.seq >= func.coalesce(newest_base, 0))
         .order_by(JoinLogRow.seq)
     )
-    return [_decode_join(changes) for changes in rows.scalars()]
+    return PartitionState(
+        offsets={topic: offset for topic, offset in offsets},
+        windows={(model, version): state for model, version, state in windows},
+        join_log=[_decode_join(changes) for changes in join.scalars()],
+    )
 
 
-async def save(
-    session: AsyncSession,
-    applied: dict[tuple[str, int], int],
-    states: dict[tuple[str, int], bytes],
-    join: JoinChanges,
-    join_is_base: bool = False,
-) -> None:
-    """A few statements whatever the batch held: this runs once per batch of the stream.
-    `join` is what changed in the label join, or, when `join_is_base`, all of it: then the
-    log before it is deleted."""
+async def save(session: AsyncSession, checkpoints: list[Checkpoint], alerts_kept: int) -> None:
+    """A few statements whatever the batch held: this runs once per batch of the stream."""
     await upsert(
         session,
         OffsetRow,
-        [{"topic": t, "partition": p, "offset": offset} for (t, p), offset in applied.items()],
+        [
+            {"topic": topic, "partition": c.partition, "offset": offset}
+            for c in checkpoints
+            for topic, offset in c.offsets.items()
+        ],
         ["topic", "partition"],
-        # An offset only moves forward, whichever replica wrote last.
+        # An offset only moves forward.
         lambda new: {
             "offset": case((new.offset > OffsetRow.offset, new.offset), else_=OffsetRow.offset)
         },
@@ -103,20 +209,108 @@ async def save(
     await upsert(
         session,
         WindowStateRow,
-        [{"model": m, "version": v, "state": state} for (m, v), state in states.items()],
+        [
+            {"model": m, "version": v, "partition": c.partition, "state": state, "status": status}
+            for c in checkpoints
+            for (m, v), (state, status) in c.windows.items()
+        ],
         ["model", "version"],
     )
-    await _save_join(session, join, join_is_base)
+    for checkpoint in checkpoints:
+        await _save_join(session, checkpoint)
+    await _save_alerts(session, [alert for c in checkpoints for alert in c.alerts], alerts_kept)
 
 
-async def _save_join(session: AsyncSession, join: JoinChanges, base: bool) -> None:
+async def _save_join(session: AsyncSession, checkpoint: Checkpoint) -> None:
+    join, base = checkpoint.join, checkpoint.join_is_base
     if not join and not base:
         return
-    row = JoinLogRow(base=base, changes=_encode_join(join))
+    row = JoinLogRow(partition=checkpoint.partition, base=base, changes=_encode_join(join))
     session.add(row)
     if base:
         await session.flush()
-        await session.execute(delete(JoinLogRow).where(JoinLogRow.seq < row.seq))
+        await session.execute(
+            delete(JoinLogRow).where(
+                JoinLogRow.partition == checkpoint.partition, JoinLogRow.seq < row.seq
+            )
+        )
+
+
+async def _save_alerts(session: AsyncSession, alerts: list[tuple[Alert, bytes]], kept: int) -> None:
+    """Alerts once each by id (a replayed window raises the same id), the newest `kept`."""
+    if not alerts:
+        return
+    for alert, message in alerts:
+        await insert_unless_present(
+            session,
+            AlertRow,
+            {
+                "alert_id": alert.alert_id,
+                "model": alert.model,
+                "version": alert.version,
+                "kinds": kind_bits(alert.kinds),
+                "severity": int(alert.severity),
+                "occurred_at": alert.occurred_at,
+                "alert": message,
+            },
+            ["alert_id"],
+        )
+    oldest_kept = await session.scalar(
+        select(AlertRow.seq).order_by(AlertRow.seq.desc()).offset(kept - 1).limit(1)
+    )
+    if oldest_kept is not None:
+        await session.execute(delete(AlertRow).where(AlertRow.seq < oldest_kept))
+
+
+def kind_bits(kinds: Iterable[Kind]) -> int:
+    return sum(1 << _KIND_ORDER.index(kind) for kind in set(kinds))
+
+
+_KIND_ORDER = list(Kind)
+
+
+async def statuses(session: AsyncSession, model: str, version: int = 0) -> list[bytes]:
+    """The VersionDriftStatus of the model's versions (of `version` only, when not 0)."""
+    query = select(WindowStateRow.status).where(WindowStateRow.model == model)
+    if version:
+        query = query.where(WindowStateRow.version == version)
+    return list((await session.execute(query.order_by(WindowStateRow.version))).scalars())
+
+
+@dataclass(frozen=True)
+class AlertFilter:
+    """Which alerts to list; an empty or zero criterion matches all."""
+
+    model: str = ""
+    version: int = 0
+    kinds: frozenset[Kind] | None = None
+    """Alerts of any of these kinds (None: any kind)."""
+    min_severity: Severity = Severity.NONE
+    start: float = 0.0
+    end: float = 0.0
+    """Raised within [start, end)."""
+
+
+async def alerts(
+    session: AsyncSession, matching: AlertFilter, offset: int, limit: int
+) -> tuple[list[bytes], bool]:
+    """A page of the DriftAlert messages that match, newest first, and whether more follow."""
+    query = select(AlertRow.alert).where(AlertRow.severity >= int(matching.min_severity))
+    if matching.model:
+        query = query.where(AlertRow.model == matching.model)
+    if matching.version:
+        query = query.where(AlertRow.version == matching.version)
+    if matching.kinds is not None:
+        query = query.where(AlertRow.kinds.op("&")(kind_bits(matching.kinds)) != 0)
+    if matching.start:
+        query = query.where(AlertRow.occurred_at >= matching.start)
+    if matching.end:
+        query = query.where(AlertRow.occurred_at < matching.end)
+    rows = await session.execute(
+        query.order_by(AlertRow.seq.desc()).offset(offset).limit(limit + 1)
+    )
+    page = list(rows.scalars())
+    return page[:limit], len(page) > limit
 
 
 def _encode_join(join: JoinChanges) -> bytes:

@@ -1,12 +1,20 @@
 """The faust-streaming application: thin agents over prediction logs and ground truth.
 
+Replicas share the stream through Kafka's consumer group. Ground truth arrives keyed by
+request id; the first agent forwards each label, keyed by its model, to a topic
+co-partitioned with the predictions, so partition p of both holds all a model needs and a
+label meets its prediction on whichever replica holds p. A replica claims each partition
+it is assigned and loads its state from the database (`Partition`), and drops it when the
+partition is revoked.
+
 Each agent takes events in batches, skips those a checkpoint already covers, decodes them,
-hands the batch to the detector (pure numpy/scipy work), and checkpoints: the offsets, the
-changed windows, the changes of the label join and the events to publish commit in one
-transaction (outbox). Faust commits Kafka offsets only for batches already checkpointed, so
-after a crash the redelivered events are recognised and nothing is lost or counted twice.
-An event that does not decode goes to the dead-letter topic with the reason, and the stream
-goes on.
+hands each partition's share to that partition's detector (pure numpy/scipy work), and
+checkpoints: the offsets, the changed windows, the changes of the label join and the
+events to publish commit in one transaction (outbox), fenced by the epochs this replica
+claimed its partitions at. Faust commits Kafka offsets only for batches already
+checkpointed, so after a crash or a hand-over the redelivered events are recognised and
+nothing is lost or counted twice. An event that does not decode goes to the dead-letter
+topic with the reason, and the stream goes on.
 """
 
 from __future__ import annotations
@@ -15,17 +23,19 @@ import asyncio
 import logging
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import faust
 from google.protobuf.message import Message
+from tenacity import AsyncRetrying, wait_exponential_jitter
 
 from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
 from flywheel_common.db import Database
 from flywheel_common.dead_letters import DeadLetters
-from flywheel_common.events import EventTypes, MalformedEvent, decode_event
+from flywheel_common.events import EventTypes, MalformedEvent, OutgoingRecord, decode_event
 from flywheel_common.outbox import Outbox
 from flywheel_common.prediction_logs import ground_truth_label, unpack
 from flywheel_common.publisher import EventPublisher
@@ -33,26 +43,33 @@ from flywheel_common.settings import KafkaSettings
 from flywheel_common.topics import (
     DRIFT_ALERTS,
     GROUND_TRUTH,
+    GROUND_TRUTH_BY_MODEL,
     MODEL_METRICS,
     PREDICTIONS,
     TopicSpec,
     await_group_coordinator,
 )
-from flywheel_drift import converters, snapshots, storage
+from flywheel_drift import converters, storage
 from flywheel_drift.domain import DriftEvent
 from flywheel_drift.handlers import Detector
-from flywheel_drift.windows import JoinChanges
+from flywheel_drift.partitions import Partition, Partitions
+from flywheel_drift.storage import Checkpoint
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=Message)
-
-MIN_JOIN_LOG_ENTRIES = 100_000
-"""The label join's log is compacted into a base no sooner than this many entries."""
 
 _DESTINATIONS: dict[str, TopicSpec] = {
     "ModelMetricsWindow": MODEL_METRICS,
     "DriftAlert": DRIFT_ALERTS,
 }
+
+
+class _Step(NamedTuple):
+    """A partition's share of one checkpoint transaction."""
+
+    partition: Partition
+    checkpoint: Checkpoint
+    events: Sequence[DriftEvent]
 
 
 class DriftStream:
@@ -62,10 +79,13 @@ class DriftStream:
         self,
         kafka: KafkaSettings,
         group_id: str,
-        detector: Detector,
+        new_detector: Callable[[], Detector],
         publisher: EventPublisher,
         database: Database,
         outbox: Outbox,
+        *,
+        replica: str,
+        alerts_kept: int = 10_000,
         batch_size: int = 1000,
         batch_seconds: float = 0.5,
         prediction_batch_size: int = 20,
@@ -73,25 +93,35 @@ class DriftStream:
         late_seconds: float = 10.0,
         predictions_topic: TopicSpec = PREDICTIONS,
         labels_topic: TopicSpec = GROUND_TRUTH,
+        labels_by_model_topic: TopicSpec = GROUND_TRUTH_BY_MODEL,
         start_from: str = "latest",
         data_dir: Path | None = None,
     ) -> None:
-        """`batch_size` and `prediction_batch_size` count records (of ground truth and of
-        prediction logs). `start_from` applies to a new group only: "latest" counts from
-        start-up on, "earliest" catches up on what the topics retain. Every `flush_seconds`,
-        time windows that ended over `late_seconds` ago close even without newer
-        predictions. `data_dir` is faust's own folder (a temporary one when not given: the
-        app keeps nothing there that must survive)."""
-        self._detector = detector
+        """`new_detector` makes the detector of a partition this replica takes over;
+        `replica` names this replica as a partition's owner. `batch_size` and
+        `prediction_batch_size` count records (of ground truth and of prediction logs).
+        `start_from` applies to a new group only: "latest" counts from start-up on,
+        "earliest" catches up on what the topics retain. Every `flush_seconds`, time windows
+        that ended over `late_seconds` ago close even without newer predictions.
+        `data_dir` is faust's own folder (a temporary one when not given: the app keeps
+        nothing there that must survive)."""
+        if labels_by_model_topic.partitions != predictions_topic.partitions:
+            raise ValueError(
+                f"{labels_by_model_topic.name} needs as many partitions as "
+                f"{predictions_topic.name} ({predictions_topic.partitions}) to be co-partitioned"
+            )
+        self.partitions = Partitions(new_detector)
+        self._loading: dict[int, asyncio.Task[Partition]] = {}
+        self._replica = replica
+        self._alerts_kept = alerts_kept
+        self._publisher = publisher
         self._dead_letters = DeadLetters(publisher, group_id)
         self._database = database
         self._outbox = outbox
-        self._applied: dict[tuple[str, int], int] = {}
-        self._join_logged = 0
-        """Label-join entries in the checkpoint log since its last base."""
         self._group_id = group_id
         self._bootstrap_servers = kafka.bootstrap_servers
         self._types = EventTypes.flywheel()
+        self._stateful = (predictions_topic.name, labels_by_model_topic.name)
         self.app = faust.App(
             group_id,
             broker=[f"kafka://{server}" for server in kafka.bootstrap_servers.split(",")],
@@ -117,42 +147,74 @@ class DriftStream:
         self.dead_lettered = 0
         predictions = self._topic(predictions_topic)
         labels = self._topic(labels_topic)
-        wanted = {predictions_topic.name, labels_topic.name}
+        labels_by_model = self._topic(labels_by_model_topic)
+        wanted = {predictions_topic.name, labels_topic.name, labels_by_model_topic.name}
+
+        async def route_labels(stream: Any) -> AsyncIterator[None]:
+            async for events in stream.take_events(batch_size, within=batch_seconds):
+                routable = await self._decode_each(events, _routable_ground_truth)
+                forwarded = [
+                    OutgoingRecord(
+                        labels_by_model_topic.name,
+                        truth.model.encode(),
+                        event.message.value,
+                        list(_headers(event.message.headers)),
+                    )
+                    for event, truth in routable
+                ]
+                await self._publisher.send(forwarded)
+                yield None
 
         async def on_predictions(stream: Any) -> AsyncIterator[None]:
             async for events in stream.take_events(prediction_batch_size, within=batch_seconds):
-                fresh = self._unapplied(events)
-                logs = await self._decode(fresh, unpack)
-                outgoing = self._detector.observe(converters.batches(logs))
-                await self._checkpoint(fresh, outgoing)
-                self.processed += len(logs)
+                steps = []
+                for partition, fresh in await self._by_partition(events):
+                    logs = await self._decode(fresh, unpack)
+                    outgoing = partition.detector.observe(converters.batches(logs))
+                    steps.append(_Step(partition, partition.checkpoint(fresh, outgoing), outgoing))
+                    self.processed += len(logs)
+                await self._commit(steps)
                 yield None
 
         async def on_labels(stream: Any) -> AsyncIterator[None]:
             async for events in stream.take_events(batch_size, within=batch_seconds):
-                fresh = self._unapplied(events)
-                outgoing: list[DriftEvent] = []
-                for truth in await self._decode(fresh, _ground_truth):
-                    label = ground_truth_label(truth)
-                    if label is not None:
-                        outgoing += self._detector.label(truth.request_id, label, time.time())
-                await self._checkpoint(fresh, outgoing)
+                steps = []
+                for partition, fresh in await self._by_partition(events):
+                    outgoing: list[DriftEvent] = []
+                    for truth in await self._decode(fresh, _ground_truth):
+                        label = ground_truth_label(truth)
+                        if label is not None:
+                            outgoing += partition.detector.label(
+                                truth.request_id, label, time.time()
+                            )
+                    steps.append(_Step(partition, partition.checkpoint(fresh, outgoing), outgoing))
+                await self._commit(steps)
                 yield None
 
         self._assigned = asyncio.Event()
         self._checkpointing = asyncio.Lock()
 
         async def close_idle_windows() -> None:
-            await self._checkpoint([], self._detector.flush(time.time(), late_seconds))
+            steps = []
+            for partition in self.partitions:
+                outgoing = partition.detector.flush(time.time(), late_seconds)
+                steps.append(_Step(partition, partition.checkpoint([], outgoing), outgoing))
+            await self._commit(steps)
 
         async def on_assigned(app: Any, /, *args: Any, signal: Any, **_: Any) -> None:
             assigned = args[0] if args else set()
+            await self._take_over(assigned)
             if {tp.topic for tp in assigned} >= wanted:
                 self._assigned.set()
 
+        async def on_revoked(app: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+            await self._hand_over({tp.partition for tp in (args[0] if args else set())})
+
         self.app.on_partitions_assigned.connect(on_assigned)
+        self.app.on_partitions_revoked.connect(on_revoked)
+        self.app.agent(labels, name="drift.ground-truth")(route_labels)
         self.app.agent(predictions, name="drift.predictions")(on_predictions)
-        self.app.agent(labels, name="drift.ground-truth")(on_labels)
+        self.app.agent(labels_by_model, name="drift.ground-truth-by-model")(on_labels)
         self.app.timer(interval=flush_seconds)(close_idle_windows)
 
     def _topic(self, spec: TopicSpec) -> Any:
@@ -165,12 +227,84 @@ class DriftStream:
             allow_empty=True,
         )
 
-    async def _decode(
+    async def _take_over(self, assigned: set[Any]) -> None:
+        """Claim and load the stateful partitions assigned that this replica does not hold;
+        forget those it holds that are no longer its own."""
+        by_topic: dict[str, set[int]] = defaultdict(set)
+        for tp in assigned:
+            by_topic[tp.topic].add(tp.partition)
+        predictions, labels = (by_topic.get(topic, set()) for topic in self._stateful)
+        if predictions != labels:
+            log.error("predictions and labels by model are not co-partitioned",
+                      extra={"partitions": sorted(predictions ^ labels)})  # fmt: skip
+        numbers = predictions | labels
+        for number in self.partitions.numbers() - numbers:
+            self.partitions.drop(number)
+        for number in numbers - self.partitions.numbers():
+            if number not in self._loading:
+                self._loading[number] = asyncio.create_task(self._load(number))
+        loads = [self._loading[number] for number in numbers if number in self._loading]
+        if loads:
+            await asyncio.wait(loads)
+
+    async def _load(self, number: int) -> Partition:
+        """Claim a partition and resume it from its checkpoint, retrying while the database
+        does not answer."""
+        try:
+            retrying = AsyncRetrying(
+                wait=wait_exponential_jitter(multiplier=0.2, max=5.0),
+                before_sleep=lambda attempt: log.warning(
+                    "partition not loaded; retrying",
+                    extra={"partition": number, "error": str(attempt.outcome.exception())}
+                    if attempt.outcome
+                    else {"partition": number},
+                ),
+            )
+            async for attempt in retrying:
+                with attempt:
+                    async with self._database.transaction() as session:
+                        epoch = await storage.claim(session, number, self._replica)
+                        state = await storage.load(session, number)
+            partition = Partition.resumed(number, epoch, self.partitions.new_detector(), state)
+            self.partitions.hold(partition)
+            log.info("partition taken over", extra={"partition": number, "epoch": epoch,
+                     "versions": len(state.windows)})  # fmt: skip
+            return partition
+        finally:
+            self._loading.pop(number, None)
+
+    async def _hand_over(self, revoked: set[int]) -> None:
+        """Forget revoked partitions once any checkpoint in flight has committed: faust
+        has waited for the agents' events, and the next owner resumes from the database."""
+        async with self._checkpointing:
+            for number in revoked:
+                task = self._loading.pop(number, None)
+                if task is not None:
+                    task.cancel()
+                self.partitions.drop(number)
+
+    async def _by_partition(self, events: Sequence[Any]) -> list[tuple[Partition, list[Any]]]:
+        """The events not yet applied, grouped by the partition that holds them; events of
+        a partition this replica does not hold (any more) are left to its owner."""
+        grouped: dict[int, list[Any]] = defaultdict(list)
+        for event in events:
+            grouped[event.message.partition].append(event)
+        shares = []
+        for number, share in grouped.items():
+            loading = self._loading.get(number)
+            if loading is not None:
+                await asyncio.wait([loading])  # cancelled, should the partition be revoked
+            if number in self.partitions:
+                partition = self.partitions[number]
+                shares.append((partition, partition.unapplied(share)))
+        return shares
+
+    async def _decode_each(
         self, events: Sequence[Any], contents: Callable[[Message], Sequence[M]]
-    ) -> list[M]:
-        """What the events carry, by `contents`; an event it refuses (ValueError) or that
-        does not decode is dead-lettered."""
-        decoded: list[M] = []
+    ) -> list[tuple[Any, M]]:
+        """Each event with what it carries, by `contents`; an event it refuses
+        (ValueError) or that does not decode is dead-lettered."""
+        decoded: list[tuple[Any, M]] = []
         for event in events:
             message = event.message
             try:
@@ -185,66 +319,52 @@ class DriftStream:
                 self.dead_lettered += 1
                 await self._dead_letters.send(_Record(message), f"undecodable: {exc}")
                 continue
-            decoded.extend(carried)
+            decoded.extend((event, item) for item in carried)
         return decoded
 
-    def _unapplied(self, events: Sequence[Any]) -> list[Any]:
-        """Events after the checkpoint: a redelivery after a crash is applied only once."""
-        return [
-            event
-            for event in events
-            if event.message.offset
-            > self._applied.get((event.message.topic, event.message.partition), -1)
-        ]
+    async def _decode(
+        self, events: Sequence[Any], contents: Callable[[Message], Sequence[M]]
+    ) -> list[M]:
+        return [item for _, item in await self._decode_each(events, contents)]
 
-    async def _checkpoint(self, events: Sequence[Any], outgoing: Sequence[DriftEvent]) -> None:
-        """One transaction: the offsets applied, the changed windows and label join, the
-        events produced.
+    async def _commit(self, steps: Sequence[_Step]) -> None:
+        """One transaction: each partition's offsets applied, changed windows, label-join
+        changes and alerts, and the events produced.
 
-        The windows are snapshot at once, with no await after the detector changed them, so a
-        snapshot holds exactly the batches whose offsets it commits. Transactions then
-        commit one at a time in snapshot order (the lock's waiters queue first come, first
-        served): the agents and the idle-window timer all checkpoint, and a later snapshot
-        committed first would persist windows ahead of their offsets."""
-        applied: dict[tuple[str, int], int] = {}
-        for event in events:
-            key = (event.message.topic, event.message.partition)
-            applied[key] = max(applied.get(key, -1), event.message.offset)
-        if not applied and not outgoing:
+        Transactions commit one at a time in the order their checkpoints were taken (the
+        lock's waiters queue first come, first served): the agents and the idle-window timer
+        all checkpoint, and a later checkpoint committed first would persist windows ahead
+        of their offsets. A partition another replica has claimed since is dropped, with
+        its share: its new owner redoes that work from the database."""
+        pending = [step for step in steps if not step.checkpoint.is_empty or step.events]
+        if not pending:
             return
-        changed, self._detector.changed = self._detector.changed, set()
-        states = {key: snapshots.encode(self._detector.snapshot(*key)) for key in changed}
-        messages = [(converters.event_message(event), event.model) for event in outgoing]
-        join, join_is_base = self._join_checkpoint()
         async with self._checkpointing:
-            async with self._database.transaction() as session:
-                await storage.save(session, applied, states, join, join_is_base)
-                for message, subject in messages:
-                    topic = _DESTINATIONS[type(message).__name__]
-                    self._outbox.stage(session, topic, message, subject=subject)
-            self._applied.update(applied)
+            while pending:
+                async with self._database.transaction() as session:
+                    epochs = {step.partition.number: step.partition.epoch for step in pending}
+                    lost = await storage.lost(session, epochs)
+                    if not lost:
+                        await self._write(session, pending)
+                if not lost:
+                    break
+                log.warning("partitions taken over by another replica; their work is dropped",
+                            extra={"partitions": sorted(lost)})  # fmt: skip
+                for number in lost:
+                    self.partitions.drop(number)
+                pending = [step for step in pending if step.partition.number not in lost]
+            for step in pending:
+                step.partition.committed(step.checkpoint)
 
-    def _join_checkpoint(self) -> tuple[JoinChanges, bool]:
-        """What to log of the label join: its changes, or all of it once the changes logged
-        since the last base outnumber twice what it holds (the log stays within three
-        times the join, and a restart replays at most that)."""
-        join = self._detector.join
-        changes = join.changes()
-        self._join_logged += len(changes)
-        if self._join_logged <= max(2 * join.size, MIN_JOIN_LOG_ENTRIES):
-            return changes, False
-        self._join_logged = 0
-        return join.everything(), True
+    async def _write(self, session: Any, steps: Sequence[_Step]) -> None:
+        await storage.save(session, [step.checkpoint for step in steps], self._alerts_kept)
+        for step in steps:
+            for event in step.events:
+                message = converters.event_message(event)
+                topic = _DESTINATIONS[type(message).__name__]
+                self._outbox.stage(session, topic, message, subject=event.model)
 
     async def start(self) -> None:
-        async with self._database.transaction() as session:
-            self._applied = await storage.offsets(session)
-            for (model, version), snapshot in (await storage.window_states(session)).items():
-                self._detector.restore(model, version, snapshots.decode(model, version, snapshot))
-            for changes in await storage.join_log(session):
-                self._detector.join.apply(changes)
-                self._join_logged += len(changes)
-        self._detector.changed.clear()
         await await_group_coordinator(self._bootstrap_servers, self._group_id)
         await self.app.start()
         await self._pin_start_positions()
@@ -268,6 +388,16 @@ def _ground_truth(message: Message) -> Sequence[GroundTruth]:
     if not isinstance(message, GroundTruth):
         raise ValueError(f"expected {GroundTruth.DESCRIPTOR.full_name}")
     return (message,)
+
+
+def _routable_ground_truth(message: Message) -> Sequence[GroundTruth]:
+    (truth,) = _ground_truth(message)
+    if not truth.model:
+        raise ValueError(
+            "its `model` is empty: set it to the model that made the prediction, by which "
+            "the label is routed to the replica that holds the prediction"
+        )
+    return (truth,)
 
 
 def _headers(headers: Any) -> Sequence[tuple[str, bytes]]:

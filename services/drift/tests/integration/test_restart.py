@@ -9,48 +9,25 @@ import uuid
 from pathlib import Path
 
 import grpc
-import numpy as np
 
-from flywheel.common.v1.types_pb2 import Tensor
 from flywheel.drift.v1 import drift_pb2 as drift_api
 from flywheel.drift.v1 import drift_pb2_grpc as drift_grpc
 from flywheel.drift.v1 import events_pb2 as drift_events
 from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
-from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_common.events import header
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import GrpcSettings, TelemetrySettings
-from flywheel_common.timestamps import duration, now
 from flywheel_common.topics import GROUND_TRUTH, MODEL_METRICS, PREDICTIONS
 from flywheel_drift.settings import DriftSettings
 from flywheel_testing.backends import unused_port
 from flywheel_testing.kafka import read_topic
 from flywheel_testing.platform import in_process
+from flywheel_testing.predictions import prediction_log
 from flywheel_testing.processes import service_process
 
 WINDOW = 100
 TOTAL = 500
 LABELED = 200  # the requests of the first two windows, closed long before the kill
-
-
-def log(model: str, index: int) -> PredictionLog:
-    row = np.full((1, 3), float(index % 7), np.float32)
-    return PredictionLog(
-        request_id=f"{model}-{index}",
-        model=model,
-        version=1,
-        inputs=[Tensor(name="features", datatype="FP32", shape=[1, 3], data=row.tobytes())],
-        outputs=[
-            Tensor(
-                name="label",
-                datatype="INT64",
-                shape=[1],
-                data=np.array([index % 2], np.int64).tobytes(),
-            )
-        ],
-        latency=duration(0.001),
-        received_at=now(),
-    )
 
 
 async def windows_of(
@@ -110,7 +87,7 @@ async def kill_mid_stream(
         async def send(start: int, end: int) -> None:
             for chunk in range(start, end, 10):
                 records = [
-                    PREDICTIONS.record(log(model, i), source="tests", subject=model)
+                    PREDICTIONS.record(prediction_log(model, i), source="tests", subject=model)
                     for i in range(chunk, min(chunk + 10, end))
                 ]
                 await publisher.send(records)
