@@ -10,7 +10,7 @@ from pathlib import Path
 
 from alembic import command, context
 from alembic.config import Config
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
 from flywheel_common import inbox, leases, outbox  # noqa: F401  (the shared tables)
 from flywheel_common.db import Base, Database
@@ -41,9 +41,19 @@ class SchemaMigration:
         await self._database.stop()
 
 
+MIGRATION_LOCK = 0x666C7977686C6D67
+"""The PostgreSQL advisory lock replicas take to migrate one at a time."""
+
+
 async def upgrade(database: Database, scripts: Path) -> None:
-    """Bring the database to the newest schema; a no-op when it is there already."""
+    """Bring the database to the newest schema; a no-op when it is there already.
+    Replicas starting together migrate one after the other: on PostgreSQL each waits for
+    a transaction-scoped advisory lock, and finds the schema migrated once it has it."""
     async with database.engine.begin() as connection:
+        if not database.is_sqlite:
+            await connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+            )
         await connection.run_sync(_upgrade, alembic_config(scripts))
 
 

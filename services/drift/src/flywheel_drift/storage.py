@@ -164,6 +164,32 @@ async def lost(session: AsyncSession, epochs: dict[int, int]) -> set[int]:
     return {p for p, epoch in epochs.items() if current.get(p) != epoch}
 
 
+async def applied(
+    session: AsyncSession, partitions: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    """The last offset applied of those (topic, partition) pairs that have one."""
+    wanted = set(partitions)
+    rows = await session.execute(
+        select(OffsetRow.topic, OffsetRow.partition, OffsetRow.offset).where(
+            OffsetRow.partition.in_({partition for _, partition in wanted})
+        )
+    )
+    return {(t, p): offset for t, p, offset in rows if (t, p) in wanted}
+
+
+async def advance(session: AsyncSession, offsets: dict[tuple[str, int], int]) -> None:
+    """Record offsets as applied; an offset only moves forward."""
+    await upsert(
+        session,
+        OffsetRow,
+        [{"topic": t, "partition": p, "offset": offset} for (t, p), offset in offsets.items()],
+        ["topic", "partition"],
+        lambda new: {
+            "offset": case((new.offset > OffsetRow.offset, new.offset), else_=OffsetRow.offset)
+        },
+    )
+
+
 async def load(session: AsyncSession, partition: int) -> PartitionState:
     offsets = await session.execute(
         select(OffsetRow.topic, OffsetRow.offset).where(OffsetRow.partition == partition)
@@ -192,19 +218,9 @@ async def load(session: AsyncSession, partition: int) -> PartitionState:
 
 async def save(session: AsyncSession, checkpoints: list[Checkpoint], alerts_kept: int) -> None:
     """A few statements whatever the batch held: this runs once per batch of the stream."""
-    await upsert(
+    await advance(
         session,
-        OffsetRow,
-        [
-            {"topic": topic, "partition": c.partition, "offset": offset}
-            for c in checkpoints
-            for topic, offset in c.offsets.items()
-        ],
-        ["topic", "partition"],
-        # An offset only moves forward.
-        lambda new: {
-            "offset": case((new.offset > OffsetRow.offset, new.offset), else_=OffsetRow.offset)
-        },
+        {(topic, c.partition): offset for c in checkpoints for topic, offset in c.offsets.items()},
     )
     await upsert(
         session,

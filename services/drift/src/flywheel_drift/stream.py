@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import faust
+from faust.types import TP
 from google.protobuf.message import Message
 from tenacity import AsyncRetrying, wait_exponential_jitter
 
@@ -48,6 +49,7 @@ from flywheel_common.topics import (
     PREDICTIONS,
     TopicSpec,
     await_group_coordinator,
+    committed_offsets,
 )
 from flywheel_drift import converters, storage
 from flywheel_drift.domain import DriftEvent
@@ -122,11 +124,13 @@ class DriftStream:
         self._bootstrap_servers = kafka.bootstrap_servers
         self._types = EventTypes.flywheel()
         self._stateful = (predictions_topic.name, labels_by_model_topic.name)
+        data_dir = data_dir or Path(tempfile.mkdtemp(prefix="flywheel-faust-"))
+        data_dir.mkdir(parents=True, exist_ok=True)
         self.app = faust.App(
             group_id,
             broker=[f"kafka://{server}" for server in kafka.bootstrap_servers.split(",")],
             store="memory://",
-            datadir=str(data_dir or Path(tempfile.mkdtemp(prefix="flywheel-faust-"))),
+            datadir=str(data_dir),
             web_enabled=False,
             topic_allow_declare=False,  # the topics are provisioned with their own settings
             topic_disable_leader=True,  # no on_leader timers: no leader-election topic needed
@@ -246,6 +250,28 @@ class DriftStream:
         loads = [self._loading[number] for number in numbers if number in self._loading]
         if loads:
             await asyncio.wait(loads)
+        await self._fix_start_positions({(tp.topic, tp.partition) for tp in assigned})
+
+    async def _fix_start_positions(self, assigned: set[tuple[str, int]]) -> None:
+        """Where partitions the group has never committed start: after the offset the
+        database says was applied, else where the reset policy puts them now, which the
+        database then remembers. Without this, a partition handed over before its first
+        commit would start again from the reset policy ("latest": skipping what came
+        since) on its next owner."""
+        committed = await committed_offsets(self._bootstrap_servers, self._group_id, assigned)
+        uncommitted = assigned - committed.keys()
+        if not uncommitted:
+            return
+        async with self._database.transaction() as session:
+            known = await storage.applied(session, uncommitted)
+            starts: dict[tuple[str, int], int] = {}
+            for topic, number in uncommitted - known.keys():
+                position = await self.app.consumer.position(TP(topic, number))
+                if position is not None:
+                    starts[(topic, number)] = position - 1
+            await storage.advance(session, starts)
+        for (topic, number), offset in known.items():
+            await self.app.consumer.seek(TP(topic, number), offset + 1)
 
     async def _load(self, number: int) -> Partition:
         """Claim a partition and resume it from its checkpoint, retrying while the database
@@ -284,13 +310,15 @@ class DriftStream:
                 self.partitions.drop(number)
 
     async def _by_partition(self, events: Sequence[Any]) -> list[tuple[Partition, list[Any]]]:
-        """The events not yet applied, grouped by the partition that holds them; events of
-        a partition this replica does not hold (any more) are left to its owner."""
+        """The events not yet applied, grouped by the partition that holds them."""
         grouped: dict[int, list[Any]] = defaultdict(list)
         for event in events:
             grouped[event.message.partition].append(event)
         shares = []
         for number, share in grouped.items():
+            if number not in self.partitions and number not in self._loading:
+                # Delivered before the assignment's signal: the partition is ours.
+                self._loading[number] = asyncio.create_task(self._load(number))
             loading = self._loading.get(number)
             if loading is not None:
                 await asyncio.wait([loading])  # cancelled, should the partition be revoked

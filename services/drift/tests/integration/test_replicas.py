@@ -18,6 +18,7 @@ from flywheel.drift.v1 import drift_pb2 as drift_api
 from flywheel.drift.v1 import drift_pb2_grpc as drift_grpc
 from flywheel.drift.v1 import events_pb2 as drift_events
 from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
+from flywheel_common.dead_letters import REASON
 from flywheel_common.events import header
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import DatabaseSettings, GrpcSettings, TelemetrySettings
@@ -99,8 +100,9 @@ async def test_a_replica_killed_mid_stream_hands_its_partitions_over_losing_noth
             # The survivor takes the dead replica's partitions over after its session
             # times out; labels for predictions either replica took before the kill.
             await label(publisher, models, LABELED)
+            unroutable = f"no-model-{uuid.uuid4().hex[:6]}"  # a label that names no model
             await publisher.publish(
-                GROUND_TRUTH, GroundTruth(request_id="nobody", int64_label=1), subject="nobody"
+                GROUND_TRUTH, GroundTruth(request_id=unroutable, int64_label=1), subject=unroutable
             )
             restarted = await service_process("flywheel_drift", replicas[0])  # rebalances
             await send(publisher, models, 220, PER_MODEL)
@@ -125,9 +127,13 @@ async def test_a_replica_killed_mid_stream_hands_its_partitions_over_losing_noth
     assert statuses[0] == statuses[1]
     assert statuses[0] == {model: (LABELED, 0.0) for model in models}
     dead = await read_topic(kafka_bootstrap, DLQ.name, at_least=0, partitions=3, timeout_ms=3000)
-    assert any(
-        b"nobody" in (record.value or b"") and b"model" in (record.value or b"") for record in dead
-    )
+    reasons = [
+        header(record.headers, REASON) or ""
+        for record in dead
+        if unroutable.encode() in (record.value or b"")
+    ]
+    assert len(reasons) == 1, reasons
+    assert "`model` is empty" in reasons[0]
 
 
 async def send(publisher: EventPublisher, models: list[str], start: int, end: int) -> None:
@@ -167,14 +173,18 @@ async def until_windows(bootstrap: str, models: list[str], count: int) -> None:
 
 async def until_labeled(ports: list[int], models: list[str]) -> list[dict[str, tuple[int, float]]]:
     """What each replica answers, once they agree that every label was counted."""
-    async with asyncio.timeout(60):
-        while True:
-            answers = [await status(port, models) for port in ports]
-            if all(labeled >= LABELED for labeled, _ in answers[-1].values()) and (
-                answers[0] == answers[1]
-            ):
-                return answers
-            await asyncio.sleep(0.5)
+    answers: list[dict[str, tuple[int, float]]] = []
+    try:
+        async with asyncio.timeout(60):
+            while True:
+                answers = [await status(port, models) for port in ports]
+                if all(labeled >= LABELED for labeled, _ in answers[-1].values()) and (
+                    answers[0] == answers[1]
+                ):
+                    return answers
+                await asyncio.sleep(0.5)
+    except TimeoutError:
+        raise AssertionError(f"labels not all counted: {answers}") from None
 
 
 async def status(port: int, models: list[str]) -> dict[str, tuple[int, float]]:
