@@ -19,6 +19,8 @@
 #   SWIFT_STOP_TIMEOUT   seconds to wait after SIGTERM before SIGKILL (default: 20)
 
 SWIFT_INFRA_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../common.sh
+source "$SWIFT_INFRA_DIR/../common.sh"
 FLYWHEEL_REPO_DIR=$(cd "$SWIFT_INFRA_DIR/../.." && pwd)
 SWIFT_RUN_ROOT=${FLYWHEEL_RUN_DIR:-$FLYWHEEL_REPO_DIR/.run}
 [[ $SWIFT_RUN_ROOT == /* ]] || SWIFT_RUN_ROOT=$PWD/$SWIFT_RUN_ROOT

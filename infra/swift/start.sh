@@ -9,24 +9,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-for arg in "$@"; do
-  case $arg in
-    -h | --help) sed -n '2,5s/^# \{0,1\}//p' "$0"; exit 0 ;;
-    *) swift_die "unknown argument: $arg (usage: start.sh)" ;;
-  esac
-done
+infra_flags swift_die "start.sh" "$@"
 
 start=$SECONDS
 
 if ! swift_installed; then
-  ((EUID == 0)) || swift_die "Swift is not installed (sudo apt-get install -y swift-proxy swift-account swift-container swift-object memcached)"
-  swift_log "Swift not found: installing Debian's swift and memcached packages"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  # policy-rc.d or the lack of systemd keeps the packages' own services from starting;
-  # this project runs its own instance either way.
-  apt-get install -y -qq --no-install-recommends swift swift-proxy swift-account \
-    swift-container swift-object memcached >&2
+  # Where systemd runs, the packages' own services may start on Swift's default ports:
+  # this instance runs beside them on its own.
+  infra_apt_install swift_die swift_log Swift swift swift-proxy swift-account swift-container \
+    swift-object memcached
   swift_installed || swift_die "swift packages installed but /usr/bin/swift-*-server missing"
 fi
 
