@@ -7,6 +7,7 @@ set -euo pipefail
 # shellcheck source=env.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
+force=0
 infra_flags kafka_die "fetch.sh [--force]" "$@"
 
 marker=$KAFKA_LIBS/.complete

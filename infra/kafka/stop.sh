@@ -6,6 +6,7 @@ set -euo pipefail
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+clean=0
 infra_flags kafka_die "stop.sh [--clean]" "$@"
 
 [[ -d "$KAFKA_RUN_DIR" ]] || { kafka_log "nothing to stop ($KAFKA_RUN_DIR does not exist)"; exit 0; }

@@ -6,6 +6,7 @@ set -euo pipefail
 # shellcheck source=env.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
+clean=0
 infra_flags pg_die "stop.sh [--clean]" "$@"
 
 [[ -d "$PG_RUN_ROOT" ]] && pg_lock

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # the variables are for the scripts that source it
 # Shared settings and helpers for infra/swift/start.sh and stop.sh (sourced).
 # A throwaway OpenStack Swift from Debian's packages: one proxy with the s3api and tempauth
 # middleware (the S3 endpoint, on 127.0.0.1:$SWIFT_PORT only) in front of one account, one
@@ -19,7 +19,7 @@
 #   SWIFT_STOP_TIMEOUT   seconds to wait after SIGTERM before SIGKILL (default: 20)
 
 SWIFT_INFRA_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=../common.sh
+# shellcheck source=../common.sh source-path=SCRIPTDIR
 source "$SWIFT_INFRA_DIR/../common.sh"
 FLYWHEEL_REPO_DIR=$(cd "$SWIFT_INFRA_DIR/../.." && pwd)
 SWIFT_RUN_ROOT=${FLYWHEEL_RUN_DIR:-$FLYWHEEL_REPO_DIR/.run}

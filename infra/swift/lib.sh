@@ -87,7 +87,7 @@ swift_build_rings() {
   rm -f "$SWIFT_ETC"/*.builder "$SWIFT_ETC"/*.ring.gz "$SWIFT_ETC/rings.ports"
   for server in account container object; do
     (
-      cd "$SWIFT_ETC"
+      cd "$SWIFT_ETC" || exit
       swift-ring-builder "$server.builder" create 6 1 0
       swift-ring-builder "$server.builder" add --region 1 --zone 1 --ip "$SWIFT_HOST" \
         --port "$(swift_server_port "$server")" --device d1 --weight 1
@@ -106,13 +106,11 @@ swift_configure() {
   swift_build_rings
 }
 
-# Starts one server in the background (own session, so a Ctrl-C in the calling shell does
-# not reach it). The wrapper shell writes its pid, then execs the server: same pid.
+# Starts one server in the background (infra_launch), its previous log kept as .prev.
 swift_launch() {
-  local server=$1 pid_file log command i
+  local server=$1 pid_file log command
   pid_file=$(swift_pid_file "$server")
   log=$SWIFT_HOME/logs/$server.log
-  rm -f "$pid_file"
   [[ -f "$log" ]] && mv -f "$log" "$log.prev"
   if [[ $server == memcached ]]; then
     command=(memcached -u "$(id -un)" -l "$SWIFT_HOST" -p "$(swift_server_port memcached)"
@@ -122,14 +120,7 @@ swift_launch() {
     command=(/usr/bin/python3 "$SWIFT_INFRA_DIR/serve.py" "$SWIFT_ETC"
       "/usr/bin/swift-$server-server" "$(swift_conf_file "$server")" --verbose)
   fi
-  # shellcheck disable=SC2016 # $$ is for the inner shell
-  setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' swift-launch "$pid_file" "${command[@]}" \
-    >"$log" 2>&1 </dev/null 8>&- &
-  for ((i = 0; i < 50; i++)); do
-    [[ -s "$pid_file" ]] && break
-    sleep 0.1
-  done
-  [[ -s "$pid_file" ]] || swift_die "$server did not write its pid file"
+  infra_launch "$pid_file" "$log" "${command[@]}" || swift_die "$server did not write its pid file"
   swift_log "started $server (pid $(<"$pid_file"), $SWIFT_HOST:$(swift_server_port "$server"))"
 }
 

@@ -6,6 +6,7 @@ set -euo pipefail
 # shellcheck source=env.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
+clean=0
 infra_flags swift_die "stop.sh [--clean]" "$@"
 
 [[ -d "$SWIFT_RUN_ROOT" ]] && swift_lock
