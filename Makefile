@@ -22,7 +22,7 @@ run: install ## Start Kafka and the five services, then the demo loop (DEMO=0 sk
 	@DEMO=$(DEMO) infra/run.sh
 
 .PHONY: test
-test: install ## Unit and integration tests against the real Kafka and PostgreSQL
+test: install ## Unit and integration tests against the real Kafka, PostgreSQL and Swift (S3)
 	@infra/with-backends.sh $(PYTEST)
 
 .PHONY: test-unit
@@ -30,7 +30,7 @@ test-unit: install ## Unit tests only (no broker, no database)
 	@$(PYTEST) -m "not integration"
 
 .PHONY: test-integration
-test-integration: install ## Integration tests (starts Kafka and PostgreSQL if needed)
+test-integration: install ## Integration tests (starts Kafka, PostgreSQL and Swift if needed)
 	@infra/with-backends.sh $(PYTEST) -m integration
 
 .PHONY: lint
@@ -76,6 +76,14 @@ postgres-up: ## Start PostgreSQL on 127.0.0.1:15432
 postgres-down: ## Stop that PostgreSQL
 	@infra/postgres/stop.sh
 
+.PHONY: swift-up
+swift-up: ## Start OpenStack Swift with its S3 API on 127.0.0.1:18080 (bucket flywheel)
+	@infra/swift/start.sh
+
+.PHONY: swift-down
+swift-down: ## Stop that Swift
+	@infra/swift/stop.sh
+
 .PHONY: bench
 bench: bench-kafka bench-registry bench-gateway bench-rollout bench-drift bench-takeover ## All benchmarks (never part of make test); record in bench/RESULTS.md
 
@@ -107,4 +115,5 @@ bench-registry: install ## Registry: registrations, GetArtifact MB/s, ListModelV
 clean: ## Stop backends and remove runtime state (.run)
 	-@infra/kafka/stop.sh --clean
 	-@infra/postgres/stop.sh
+	-@infra/swift/stop.sh --clean
 	rm -rf .run

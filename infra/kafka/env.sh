@@ -18,6 +18,8 @@
 #   JAVA                java binary               (default: $JAVA_HOME/bin/java, else java)
 
 KAFKA_INFRA_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../common.sh source-path=SCRIPTDIR
+source "$KAFKA_INFRA_DIR/../common.sh"
 FLYWHEEL_REPO_DIR=$(cd "$KAFKA_INFRA_DIR/../.." && pwd)
 
 KAFKA_VERSION=$(sed -n 's:.*<kafka\.version>[[:space:]]*\([^<[:space:]]*\)[[:space:]]*</kafka\.version>.*:\1:p' \

@@ -8,13 +8,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 force=0
-for arg in "$@"; do
-  case $arg in
-    --force) force=1 ;;
-    -h | --help) sed -n '2,4s/^# \{0,1\}//p' "$0"; exit 0 ;;
-    *) kafka_die "unknown argument: $arg (usage: fetch.sh [--force])" ;;
-  esac
-done
+infra_flags kafka_die "fetch.sh [--force]" "$@"
 
 marker=$KAFKA_LIBS/.complete
 pom_sum=$(sha256sum "$KAFKA_INFRA_DIR/pom.xml" | cut -d' ' -f1)
@@ -29,13 +23,9 @@ flock 9
 if [[ $force == 0 ]] && is_complete; then exit 0; fi
 
 if ! command -v mvn >/dev/null; then
-  ((EUID == 0)) || kafka_die "mvn not found (sudo apt-get install -y maven)"
-  kafka_log "Maven not found: installing Debian's maven package (and a JDK if none is present)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
   packages=(maven)
   command -v java >/dev/null || packages+=(default-jdk-headless)
-  apt-get install -y -qq --no-install-recommends "${packages[@]}" >&2
+  infra_apt_install kafka_die kafka_log Maven "${packages[@]}"
   command -v mvn >/dev/null || kafka_die "maven installed but mvn is not on PATH"
 fi
 tmp=$(mktemp -d "$KAFKA_CACHE_DIR/libs.tmp.XXXXXX")

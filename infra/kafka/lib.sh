@@ -122,29 +122,22 @@ kafka_format_nodes() {
   return $rc
 }
 
-# Starts the JVM of one node in the background (own session, so a Ctrl-C in the calling
-# shell does not reach it). The wrapper shell writes its pid, then execs java: same pid.
+# Starts the JVM of one node in the background (infra_launch).
 kafka_launch_node() {
-  local mode=$1 id=$2 node_dir pid_file i
+  local mode=$1 id=$2 node_dir pid_file
   node_dir=$(kafka_node_dir "$mode" "$id")
   pid_file=$(kafka_pid_file "$mode" "$id")
-  rm -f "$pid_file"
   [[ -f "$node_dir/logs/server.log" ]] && mv -f "$node_dir/logs/server.log" "$node_dir/logs/server.log.prev"
-  # shellcheck disable=SC2086,SC2016 # option word lists; $$ is for the inner shell
-  setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' kafka-launch "$pid_file" \
+  # shellcheck disable=SC2086 # option word lists
+  infra_launch "$pid_file" "$node_dir/stdout.log" \
     "$JAVA" $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
     -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
     -Dkafka.logs.dir="$node_dir/logs" \
     -Dlog4j2.configurationFile="$KAFKA_INFRA_DIR/log4j2.properties" \
     $KAFKA_JVM_OPTS \
-    -cp "$(kafka_classpath)" kafka.Kafka "$node_dir/server.properties" \
-    >"$node_dir/stdout.log" 2>&1 </dev/null 8>&- &
-  for ((i = 0; i < 50; i++)); do
-    [[ -s "$pid_file" ]] && break
-    sleep 0.1
-  done
-  [[ -s "$pid_file" ]] || kafka_die "$mode node $id did not write its pid file"
+    -cp "$(kafka_classpath)" kafka.Kafka "$node_dir/server.properties" ||
+    kafka_die "$mode node $id did not write its pid file"
   kafka_log "started $mode node $id (pid $(<"$pid_file"), broker $KAFKA_HOST:$(kafka_broker_port "$id"))"
 }
 

@@ -7,13 +7,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 clean=0
-for arg in "$@"; do
-  case $arg in
-    --clean) clean=1 ;;
-    -h | --help) sed -n '2,4s/^# \{0,1\}//p' "$0"; exit 0 ;;
-    *) kafka_die "unknown argument: $arg (usage: stop.sh [--clean])" ;;
-  esac
-done
+infra_flags kafka_die "stop.sh [--clean]" "$@"
 
 [[ -d "$KAFKA_RUN_DIR" ]] || { kafka_log "nothing to stop ($KAFKA_RUN_DIR does not exist)"; exit 0; }
 kafka_lock

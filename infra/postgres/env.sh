@@ -15,6 +15,8 @@
 #   PG_STOP_TIMEOUT   seconds to wait for shutdown (default: 30)
 
 PG_INFRA_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../common.sh source-path=SCRIPTDIR
+source "$PG_INFRA_DIR/../common.sh"
 FLYWHEEL_REPO_DIR=$(cd "$PG_INFRA_DIR/../.." && pwd)
 PG_RUN_ROOT=${FLYWHEEL_RUN_DIR:-$FLYWHEEL_REPO_DIR/.run}
 [[ $PG_RUN_ROOT == /* ]] || PG_RUN_ROOT=$PWD/$PG_RUN_ROOT

@@ -7,24 +7,17 @@ set -euo pipefail
 # shellcheck source=env.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
-for arg in "$@"; do
-  case $arg in
-    -h | --help) sed -n '2,5s/^# \{0,1\}//p' "$0"; exit 0 ;;
-    *) pg_die "unknown argument: $arg (usage: start.sh)" ;;
-  esac
-done
+infra_flags pg_die "start.sh" "$@"
 
 start=$SECONDS
 
 if ! pg_find_bin; then
-  ((EUID == 0)) || pg_die "PostgreSQL is not installed (sudo apt-get install -y postgresql)"
-  pg_log "PostgreSQL not found: installing Debian's postgresql package"
-  # No default 'main' cluster on 5432: this project runs its own.
-  mkdir -p /etc/postgresql-common/createcluster.d
-  echo 'create_main_cluster = false' >/etc/postgresql-common/createcluster.d/flywheel.conf
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends postgresql >&2
+  if ((EUID == 0)); then
+    # No default 'main' cluster on 5432: this project runs its own.
+    mkdir -p /etc/postgresql-common/createcluster.d
+    echo 'create_main_cluster = false' >/etc/postgresql-common/createcluster.d/flywheel.conf
+  fi
+  infra_apt_install pg_die pg_log PostgreSQL postgresql
   pg_find_bin || pg_die "postgresql installed but no /usr/lib/postgresql/*/bin/initdb"
 fi
 pg_log "using $PG_BIN ($("$PG_BIN/postgres" --version))"

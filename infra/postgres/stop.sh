@@ -7,13 +7,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 clean=0
-for arg in "$@"; do
-  case $arg in
-    --clean) clean=1 ;;
-    -h | --help) sed -n '2,4s/^# \{0,1\}//p' "$0"; exit 0 ;;
-    *) pg_die "unknown argument: $arg (usage: stop.sh [--clean])" ;;
-  esac
-done
+infra_flags pg_die "stop.sh [--clean]" "$@"
 
 [[ -d "$PG_RUN_ROOT" ]] && pg_lock
 pg_pick_home

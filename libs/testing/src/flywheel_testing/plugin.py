@@ -94,6 +94,16 @@ def postgres_url() -> str:
     return url
 
 
+@pytest.fixture(scope="session")
+def s3_endpoint() -> backends.S3Endpoint:
+    endpoint = backends.s3_endpoint()
+    if not backends.reachable(endpoint.address):
+        pytest.fail(
+            f"no S3 endpoint at {endpoint.url}: run `make swift-up` (or set {backends.S3_ENV})"
+        )
+    return endpoint
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty database: a SQLite file, then the real PostgreSQL (reset first)."""
@@ -105,10 +115,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 async def database(database_url: str) -> AsyncIterator[Database]:
     """A Database with the shared tables (outbox, processed events) created."""
-    if database_url.startswith("postgresql"):
-        await backends.reset_postgres(database_url)
-    db = Database(database_url)
-    await db.create_schema()
+    db = await backends.fresh_database(database_url)
     yield db
     await db.stop()
 

@@ -10,10 +10,10 @@ from flywheel_common.db import Database
 from flywheel_common.foundation import Foundation
 from flywheel_common.grpc_server import ServiceBinding
 from flywheel_common.publisher import EventPublisher
-from flywheel_common.service import Service, run_service
+from flywheel_common.service import Component, Service, run_service
 from flywheel_common.settings import ServiceSettings
 from flywheel_common.topics import DEPLOYMENT_EVENTS
-from flywheel_registry.artifacts import DatabaseBlobStore, LocalBlobStore
+from flywheel_registry.artifacts import DatabaseBlobStore, LocalBlobStore, S3BlobStore
 from flywheel_registry.consumers import rollback_follower
 from flywheel_registry.grpc_api import METHOD_ROLES, SERVICE_NAME, RegistryServicer
 from flywheel_registry.handlers.ports import BlobStore, Deps, RegistryLimits
@@ -27,6 +27,8 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 def artifact_store(config: RegistrySettings, database: Database) -> BlobStore:
     if config.artifact_store == "database":
         return DatabaseBlobStore(database, config.data_dir / "spool", config.download_chunk_bytes)
+    if config.artifact_store == "s3":
+        return S3BlobStore(config.s3, config.data_dir / "spool")
     return LocalBlobStore(config.artifact_folder())
 
 
@@ -41,9 +43,10 @@ def build(
     config = settings if isinstance(settings, RegistrySettings) else RegistrySettings()
     foundation = Foundation(config, MIGRATIONS, publisher)
     validator = OnnxValidator(config.validation_timeout_seconds)
+    store = blobs or artifact_store(config, foundation.database)
     deps = Deps(
         unit_of_work=partial(RegistryUnitOfWork, foundation.database, foundation.outbox),
-        blobs=blobs or artifact_store(config, foundation.database),
+        blobs=store,
         validator=validator,
         limits=RegistryLimits(
             max_artifact_bytes=config.max_artifact_bytes,
@@ -52,8 +55,9 @@ def build(
             chunk_bytes=config.download_chunk_bytes,
         ),
     )
-    components = [
+    components: list[Component] = [
         *foundation.components(),
+        *([store] if isinstance(store, S3BlobStore) else []),  # its client opens and closes
         validator,
         foundation.consumer([DEPLOYMENT_EVENTS.name], rollback_follower(deps)),
     ]

@@ -1,4 +1,5 @@
-"""A real registry service per test: gRPC on loopback, real Kafka, SQLite or PostgreSQL."""
+"""A real registry service per test: gRPC on loopback, real Kafka, SQLite or PostgreSQL, and
+the artifact store a test asks for (a local folder unless it parametrizes `artifact_store`)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from typing import Any
 
 import grpc
 import pytest
+from sqlalchemy import select
 
 from flywheel.registry.v1 import events_pb2 as events
 from flywheel.registry.v1 import registry_pb2 as pb
 from flywheel.registry.v1 import registry_pb2_grpc as pb_grpc
 from flywheel.registry.v1 import types_pb2 as types
+from flywheel_common.db import Database
 from flywheel_common.events import EventTypes, decode_event, header
 from flywheel_common.registration import registration
 from flywheel_common.service import Service
@@ -30,10 +33,12 @@ from flywheel_common.settings import (
 )
 from flywheel_common.topics import MODEL_EVENTS
 from flywheel_registry.app import build
-from flywheel_registry.settings import RegistrySettings
-from flywheel_testing.backends import reset_postgres
+from flywheel_registry.artifacts import BlobRow
+from flywheel_registry.settings import RegistrySettings, S3Settings
+from flywheel_testing.backends import S3Endpoint, reset_postgres
 from flywheel_testing.kafka import read_topic
 from flywheel_testing.models import IrisModels
+from flywheel_testing.s3 import delete_under, digests_under, s3_client, s3_settings
 
 TOKENS = {"reader-token": Role.READER, "writer-token": Role.WRITER, "admin-token": Role.ADMIN}
 MAX_ARTIFACT_BYTES = 64 * 1024
@@ -83,14 +88,29 @@ class RunningRegistry:
     def client(self, role: str = "writer") -> RegistryClient:
         return RegistryClient(pb_grpc.RegistryServiceStub(self.channel), f"{role}-token")
 
-    @property
-    def artifact_files(self) -> set[str]:
+    async def stored_blobs(self) -> set[str]:
+        """The digests of the blobs in the registry's artifact store, whichever it is."""
+        if self.settings.artifact_store == "s3":
+            async with s3_client(self.settings.s3) as client:
+                return await digests_under(client, self.settings.s3)
+        if self.settings.artifact_store == "database":
+            database = Database(self.settings.database.url)
+            async with database.transaction() as session:
+                digests = set(await session.scalars(select(BlobRow.sha256)))
+            await database.stop()
+            return digests
         root = self.settings.artifact_folder() / "sha256"
         return {p.parent.name + p.name for p in root.rglob("*") if p.is_file()}
 
     @property
-    def temp_files(self) -> list[Path]:
-        return list((self.settings.artifact_folder() / "tmp").iterdir())
+    def spooled_files(self) -> list[Path]:
+        """Uploads not committed or discarded yet: none once a call has returned."""
+        spool = (
+            self.settings.artifact_folder() / "tmp"
+            if self.settings.artifact_store == "local"
+            else self.settings.data_dir / "spool"
+        )
+        return list(spool.iterdir())
 
 
 @pytest.fixture
@@ -101,10 +121,32 @@ async def registry_database_url(database_url: str) -> str:
 
 
 @pytest.fixture
+async def s3(s3_endpoint: S3Endpoint) -> AsyncIterator[S3Settings]:
+    """Settings for a prefix of the test bucket that is this test's own, emptied after it."""
+    settings = s3_settings(s3_endpoint, prefix=f"tests/{uuid.uuid4().hex}")
+    yield settings
+    async with s3_client(settings) as client:
+        await delete_under(client, settings)
+
+
+@pytest.fixture
+def artifact_store(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The registry's artifact store settings: `local`, unless a test parametrizes this
+    fixture (indirect) with `database` or `s3`."""
+    store = getattr(request, "param", "local")
+    if store == "s3":
+        return {"artifact_store": store, "s3": request.getfixturevalue("s3")}
+    return {"artifact_store": store}
+
+
+@pytest.fixture
 async def registry(
-    registry_database_url: str, kafka_bootstrap: str, tmp_path: Path
+    registry_database_url: str,
+    kafka_bootstrap: str,
+    tmp_path: Path,
+    artifact_store: dict[str, Any],
 ) -> AsyncIterator[RunningRegistry]:
-    settings = registry_settings(registry_database_url, kafka_bootstrap, tmp_path)
+    settings = registry_settings(registry_database_url, kafka_bootstrap, tmp_path, **artifact_store)
     service = build(settings)
     await service.start()
     async with grpc.aio.insecure_channel(service.grpc.address) as channel:

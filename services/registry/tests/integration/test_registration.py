@@ -86,12 +86,17 @@ async def test_registration_stores_the_version_its_signature_and_announces_it(
     assert event.lineage == lineage
 
 
+@pytest.mark.parametrize("artifact_store", ["local", "database", "s3"], indirect=True)
 async def test_artifact_and_reference_sample_download_with_digests(
     registry: RunningRegistry, iris: IrisModels, model_name: str
 ) -> None:
     await register(
         registry.client(), registration(model_name, iris.classifier, sample=iris.reference_sample)
     )
+    assert await registry.stored_blobs() == {
+        hashlib.sha256(iris.classifier).hexdigest(),
+        hashlib.sha256(iris.reference_sample).hexdigest(),
+    }
     reader = registry.client("reader")
     chunks = [
         m async for m in reader.GetArtifact(pb.GetArtifactRequest(model=model_name, version=1))
@@ -115,6 +120,29 @@ async def test_artifact_and_reference_sample_download_with_digests(
     ]
     assert b"".join(m.chunk for m in sample) == iris.reference_sample
     assert sample[0].reference_sample.sha256 == hashlib.sha256(iris.reference_sample).hexdigest()
+
+
+@pytest.mark.parametrize("artifact_store", ["database", "s3"], indirect=True)
+async def test_a_digest_mismatch_leaves_nothing_in_a_shared_store(
+    registry: RunningRegistry, iris: IrisModels, model_name: str
+) -> None:
+    wrong = pb.RegisterModelVersionRequest(
+        expected_digests=pb.ExpectedDigests(artifact_sha256="0" * 64)
+    )
+    await expect_error(
+        register(
+            registry.client(), [*registration(model_name, iris.classifier, digests=False), wrong]
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "sha256 mismatch",
+    )
+    assert await registry.stored_blobs() == set()
+    assert registry.spooled_files == []
+    await expect_error(
+        registry.client("reader").GetModel(pb.GetModelRequest(name=model_name)),
+        grpc.StatusCode.NOT_FOUND,
+        f"model {model_name!r} does not exist",
+    )
 
 
 async def test_a_retried_registration_returns_the_same_version(
@@ -388,8 +416,8 @@ async def test_rejected_registrations_leave_nothing_behind(
     assert rejected.value.code() == code, rejected.value.details()
     assert fragment in (rejected.value.details() or ""), rejected.value.details()
 
-    assert registry.artifact_files == set()
-    assert registry.temp_files == []
+    assert await registry.stored_blobs() == set()
+    assert registry.spooled_files == []
     reader = registry.client("reader")
     if case == "bad name":  # a name that cannot be stored cannot be asked for either
         await expect_error(
@@ -428,8 +456,8 @@ async def test_incompatible_signature_needs_breaking_change(
         pb.ListModelVersionsRequest(model=model_name, include_archived=True)
     )
     assert [v.version for v in listed.model_versions] == [1]
-    assert registry.artifact_files == {hashlib.sha256(iris.classifier).hexdigest()}
-    assert registry.temp_files == []
+    assert await registry.stored_blobs() == {hashlib.sha256(iris.classifier).hexdigest()}
+    assert registry.spooled_files == []
     await relay_barrier(client, kafka_bootstrap, iris.classifier)
     found = await model_events(kafka_bootstrap, model_name, at_least=0, timeout_ms=0)
     assert [(type(event), event.version) for _, event in found] == [
