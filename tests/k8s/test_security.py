@@ -3,7 +3,9 @@ services' root file systems are read-only."""
 
 from __future__ import annotations
 
-from flywheel_testing.manifests import Rendered
+import re
+
+from flywheel_testing.manifests import ROOT, Rendered
 
 
 def test_every_pod_runs_unprivileged_without_an_api_token(overlay: Rendered) -> None:
@@ -33,3 +35,13 @@ def test_the_services_write_only_to_their_empty_dirs(overlay: Rendered) -> None:
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
         for path in ("/var/lib/flywheel", "/tmp"):
             assert "emptyDir" in volumes[mounts[path]], f"{deployment['metadata']['name']} {path}"
+
+
+def test_the_services_run_as_the_images_user(overlay: Rendered) -> None:
+    dockerfile = (ROOT / "infra/docker/Dockerfile").read_text()
+    user = re.search(r"^USER (\d+)$", dockerfile, re.MULTILINE)
+    assert user, "the image names its user by number"
+    for deployment in overlay.of_kind("Deployment"):
+        assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == int(
+            user[1]
+        )
