@@ -54,15 +54,17 @@ def render(overlay: str, workdir: Path) -> Rendered:
     secrets = tree / "overlays/prod/secrets"
     for made in secrets.glob("*.env"):
         made.unlink()
-    subprocess.run([tree / "make-secrets.sh", secrets], check=True, capture_output=True)
-    built = subprocess.run(
-        [K8S / "kustomize.sh", "build", tree / "overlays" / overlay],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
-    return Rendered(overlay, [o for o in yaml.safe_load_all(built.stdout) if o])
+    _run(tree / "make-secrets.sh", secrets)
+    built = _run(K8S / "kustomize.sh", "build", tree / "overlays" / overlay)
+    return Rendered(overlay, [o for o in yaml.safe_load_all(built) if o])
+
+
+def _run(*command: str | Path) -> str:
+    """The command's output; its own words on stderr when it fails."""
+    done = subprocess.run(command, capture_output=True, text=True, timeout=280, check=False)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(map(str, command))} failed:\n{done.stderr}")
+    return done.stdout
 
 
 def settings_env_names(settings: type[BaseSettings]) -> set[str]:
