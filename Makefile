@@ -6,11 +6,12 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PYTEST := $(UV) run --frozen pytest
 DEMO ?= 1
+OVERLAY ?= dev
 SOURCES := libs/common libs/cli libs/testing services tests bench examples
 
 .PHONY: help
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
 
 .PHONY: install
 install: ## Install uv if missing and sync the workspace from uv.lock
@@ -32,6 +33,14 @@ test-unit: install ## Unit tests only (no broker, no database)
 .PHONY: test-integration
 test-integration: install ## Integration tests (starts Kafka, PostgreSQL and Swift if needed)
 	@infra/with-backends.sh $(PYTEST) -m integration
+
+.PHONY: test-k8s
+test-k8s: install ## Render infra/k8s's overlays and check them against Kubernetes' schemas (builds kustomize once)
+	@$(PYTEST) tests/k8s
+
+.PHONY: k8s-render
+k8s-render: ## Print an overlay's manifests: make k8s-render OVERLAY=dev (prod: after infra/k8s/make-secrets.sh)
+	@infra/k8s/kustomize.sh build infra/k8s/overlays/$(OVERLAY)
 
 .PHONY: lint
 lint: install ## ruff on all Python, mypy --strict on flywheel_common and the services

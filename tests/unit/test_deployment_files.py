@@ -1,5 +1,5 @@
-"""docker-compose.yml, the Dockerfile, the Kubernetes manifests and the monitoring configs
-agree with each other and with the services' own defaults."""
+"""docker-compose.yml, the Dockerfile and the monitoring configs agree with each other and
+with the services' own defaults (the Kubernetes manifests: tests/k8s)."""
 
 from __future__ import annotations
 
@@ -64,49 +64,6 @@ def test_the_dockerfile_installs_the_workspace_and_runs_a_module() -> None:
     dockerfile = (ROOT / "infra/docker/Dockerfile").read_text()
     assert "uv sync --frozen --no-dev --all-packages" in dockerfile
     assert 'ENTRYPOINT ["python", "-m"]' in dockerfile
-
-
-@pytest.mark.parametrize("name", SETTINGS)
-def test_kubernetes_manifests_match_the_image_and_ports(compose: dict[str, Any], name: str) -> None:
-    documents = {
-        d["kind"]: d for d in yaml.safe_load_all((ROOT / f"infra/k8s/{name}.yaml").read_text())
-    }
-    assert set(documents) == {"ConfigMap", "Deployment", "Service"}
-    grpc, metrics = _ports(name)
-    [container] = documents["Deployment"]["spec"]["template"]["spec"]["containers"]
-    assert container["image"] == compose["services"][name]["image"]
-    assert container["args"] == [f"flywheel_{name}"]
-    assert {p["containerPort"] for p in container["ports"]} == {grpc, metrics}
-    assert container["readinessProbe"]["grpc"]["port"] == grpc
-    assert container["livenessProbe"]["grpc"]["port"] == grpc
-    assert (
-        container["envFrom"][0]["configMapRef"]["name"]
-        == documents["ConfigMap"]["metadata"]["name"]
-    )
-    selector = documents["Deployment"]["spec"]["selector"]["matchLabels"]
-    assert documents["Service"]["spec"]["selector"] == selector
-    assert (
-        selector.items()
-        <= documents["Deployment"]["spec"]["template"]["metadata"]["labels"].items()
-    )
-    prefix = f"FLYWHEEL_{name.upper()}_"
-    for field in documents["ConfigMap"]["data"]:
-        assert field.startswith(prefix)
-        assert field.removeprefix(prefix).split("__")[0].lower() in SETTINGS[name].model_fields
-
-
-def test_the_drift_detector_never_runs_two_replicas_at_once() -> None:
-    documents = {
-        d["kind"]: d for d in yaml.safe_load_all((ROOT / "infra/k8s/drift.yaml").read_text())
-    }
-    spec = documents["Deployment"]["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
-
-
-def test_kustomization_lists_every_manifest() -> None:
-    kustomization = yaml.safe_load((ROOT / "infra/k8s/kustomization.yaml").read_text())
-    assert sorted(kustomization["resources"]) == sorted(f"{name}.yaml" for name in SETTINGS)
 
 
 def test_prometheus_scrapes_every_metrics_port_and_grafana_has_the_dashboard() -> None:
