@@ -1,12 +1,13 @@
 """The write-ahead journal of prediction logs: every record is written here before its
 requests are answered and kept until Kafka has acknowledged it, bounded in bytes.
 
-One append-only file: a header (a magic number and how far the records were delivered),
-then length-prefixed frames. Writes go to the operating system at once, so a process killed
-at any moment loses nothing already journaled, and a restarted one sends what was not
-delivered, in order. A record is marked delivered right after Kafka acknowledges it; only a
-kill between the two sends it again (with the same `ce_id`). The delivered head is dropped
-by rewriting the undelivered tail into a new file once it is worth it (or by truncating the
+One append-only file: a header (a magic number, how far the records were delivered, and
+since when the oldest undelivered ones are being sent), then length-prefixed frames. Writes
+go to the operating system at once, so a process killed at any moment loses nothing already
+journaled, and a restarted one sends what was not delivered, in order. A record is marked
+delivered right after Kafka acknowledges it; one killed in between may be in Kafka already,
+which the sending time lets the next process find out. The delivered head is dropped by
+rewriting the undelivered tail into a new file once it is worth it (or by truncating the
 file when everything was delivered).
 
 Positions are logical: byte offsets that stay valid across those rewrites within a process.
@@ -17,14 +18,15 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from flywheel_common.events import OutgoingRecord
 
 _U32 = struct.Struct("<I")
 _U16 = struct.Struct("<H")
-_HEADER = struct.Struct("<4sQ")
-MAGIC = b"FWJ2"
+_HEADER = struct.Struct("<4sQQ")
+MAGIC = b"FWJ1"
 HEADER_BYTES = _HEADER.size
 COMPACT_BYTES = 16 * 1024 * 1024
 """Delivered bytes at the head of the file that make a rewrite worth it."""
@@ -84,6 +86,8 @@ class Journal:
         self._shift = 0
         """Logical position of the file's first byte after the last rewrite."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._sending_ms = 0
+        """When the oldest undelivered records were first sent (ms since the epoch); 0: not."""
         self._delivered, self._size = self._open()
 
     def _open(self) -> tuple[int, int]:
@@ -91,9 +95,9 @@ class Journal:
         journal without a header, or cut at a torn last frame."""
         data = self._path.read_bytes() if self._path.exists() else b""
         if data[:4] == MAGIC and len(data) >= HEADER_BYTES:
-            _, delivered = _HEADER.unpack_from(data)
+            _, delivered, self._sending_ms = _HEADER.unpack_from(data)
             frames_from = delivered
-        else:  # an older journal's frames, none of them delivered
+        else:  # an older journal's frames, none of them delivered or sent
             delivered, frames_from = HEADER_BYTES, 0
         end = max((end for _, end in _frames(data, frames_from)), default=frames_from)
         if frames_from == 0 or end < len(data):
@@ -104,8 +108,15 @@ class Journal:
     def _write_file(self, frames: bytes) -> None:
         """Replace the file by a header (nothing delivered) and `frames`, atomically."""
         temporary = self._path.with_suffix(".rewrite")
-        temporary.write_bytes(_HEADER.pack(MAGIC, HEADER_BYTES) + frames)
+        temporary.write_bytes(_HEADER.pack(MAGIC, HEADER_BYTES, self._sending_ms) + frames)
         os.replace(temporary, self._path)
+
+    def _write_header(self) -> None:
+        descriptor = os.open(self._path, os.O_WRONLY)
+        try:
+            os.pwrite(descriptor, _HEADER.pack(MAGIC, self._delivered, self._sending_ms), 0)
+        finally:
+            os.close(descriptor)
 
     @property
     def start(self) -> int:
@@ -125,6 +136,19 @@ class Journal:
     @property
     def size_bytes(self) -> int:
         return self._size
+
+    @property
+    def sending_since(self) -> datetime | None:
+        """When the oldest undelivered records were first sent; None when they were not."""
+        if not self._sending_ms:
+            return None
+        return datetime.fromtimestamp(self._sending_ms / 1000, UTC)
+
+    def sending(self, since: datetime | None) -> None:
+        """Record that the oldest undelivered records are being sent since `since` (None:
+        they are not, or no longer)."""
+        self._sending_ms = 0 if since is None else int(since.timestamp() * 1000)
+        self._write_header()
 
     def append(self, records: Sequence[OutgoingRecord]) -> list[int]:
         """Write as many records as fit; the position after each one written."""
@@ -178,11 +202,7 @@ class Journal:
         self._delivered = physical
         self._compact(force=False)
         if self._delivered == physical:  # not rewritten: record the mark in place
-            descriptor = os.open(self._path, os.O_WRONLY)
-            try:
-                os.pwrite(descriptor, _HEADER.pack(MAGIC, self._delivered), 0)
-            finally:
-                os.close(descriptor)
+            self._write_header()
 
     def _compact(self, *, force: bool) -> None:
         """Drop the delivered head: truncate when nothing is left, rewrite the tail when the

@@ -8,8 +8,9 @@ import contextlib
 import logging
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from opentelemetry import metrics
 
@@ -42,6 +43,9 @@ KAFKA_RECORD_LIMIT = 1024 * 1024
 `max_request_size`, Kafka's `message.max.bytes`)."""
 
 Queued = tuple[Callable[[], PredictionLog], asyncio.Future[None]]
+InKafka = Callable[[datetime], Awaitable[set[str]]]
+"""The event ids of the records written to flywheel.predictions since a moment."""
+CLOCK_SKEW = timedelta(seconds=1)
 
 
 @dataclass
@@ -65,7 +69,10 @@ class PredictionLogger:
     journal and lets those requests answer: a process killed after that loses none of their
     logs. A second task sends journaled records to Kafka in order and marks them delivered;
     when Kafka refuses a send it tries again every `retry_seconds`, and after a restart it
-    starts with what the journal holds undelivered. At most `max_buffered` logs wait in
+    starts with what the journal holds undelivered. A send that failed, or that a kill
+    interrupted, may have reached Kafka all the same: before sending those records again,
+    the records Kafka received since the first try (`in_kafka`) are marked delivered, so
+    each is written once. At most `max_buffered` logs wait in
     memory (journaled, unsent); more are read back from the journal when their turn
     comes. Only a full journal loses logs (counted). A record is delivered whole or not at
     all.
@@ -75,6 +82,7 @@ class PredictionLogger:
         self,
         publisher: EventPublisher,
         journal: Journal,
+        in_kafka: InKafka,
         sample_rate: float = 1.0,
         max_buffered: int = 10_000,
         max_batch: int = 1000,
@@ -83,6 +91,7 @@ class PredictionLogger:
     ) -> None:
         self._publisher = publisher
         self._journal = journal
+        self._in_kafka = in_kafka
         self._sample_rate = sample_rate
         self._queue: asyncio.Queue[Queued] = asyncio.Queue(max_buffered)
         self._max_buffered = max_buffered
@@ -214,8 +223,31 @@ class PredictionLogger:
                 self._unsent.clear()
                 await self._unsent.wait()
             self._load()
-            if not await self._send_next():
+            if not await self._deliver_next():
                 await asyncio.sleep(self._retry_seconds)
+
+    async def _deliver_next(self) -> bool:
+        """Find out what an interrupted send left in Kafka, or else send the next records;
+        False when Kafka failed."""
+        since = self._journal.sending_since
+        if since is not None:
+            return await self._skip_what_kafka_has(since)
+        return await self._send_next()
+
+    async def _skip_what_kafka_has(self, since: datetime) -> bool:
+        """Mark delivered the waiting records that Kafka received since their first send;
+        False when Kafka cannot be asked yet."""
+        try:
+            present = await self._in_kafka(since - CLOCK_SKEW)
+        except Exception as exc:
+            log.warning("cannot ask Kafka what it has", extra={"error": str(exc)})
+            return False
+        for pending in self._pending:
+            if pending.record.event_id in present:
+                pending.sent = True
+        self._journal.sending(None)
+        self._forget_sent()
+        return True
 
     def _load(self) -> None:
         """Read undelivered records back from the journal when memory holds none of them
@@ -236,6 +268,7 @@ class PredictionLogger:
         batch = [p for p in list(self._pending)[: self._max_batch] if not p.sent]
         if not batch:
             return True
+        self._journal.sending(datetime.now(UTC))
         failed = await self._send([p.record for p in batch])
         unsent = {record.event_id for record in failed}
         for pending in batch:
@@ -243,6 +276,13 @@ class PredictionLogger:
         delivered = [p for p in batch if p.sent]
         _logged.add(sum(p.logs for p in delivered))
         _replayed.add(sum(p.logs for p in delivered if p.from_disk))
+        if not failed:
+            self._journal.sending(None)
+        self._forget_sent()
+        return not failed
+
+    def _forget_sent(self) -> None:
+        """Drop the sent records at the head, and mark them delivered in the journal."""
         end = None
         while self._pending and self._pending[0].sent:
             sent = self._pending.popleft()
@@ -252,7 +292,6 @@ class PredictionLogger:
             self._journal.delivered(end)
             if self._journal.empty:
                 self._all_sent.set()
-        return not failed
 
     async def _send(self, records: list[OutgoingRecord]) -> list[OutgoingRecord]:
         """Send; returns the records Kafka did not acknowledge (empty when all went)."""
