@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
 from datetime import datetime
 
@@ -11,6 +12,11 @@ from aiokafka.structs import ConsumerRecord
 
 from flywheel_common.events import header
 from flywheel_common.settings import KafkaSettings
+
+YIELD_EVERY = 10
+"""Records handed out between two turns of the event loop. A caller that works on each
+record without awaiting would otherwise hold the loop for a whole fetched batch (thousands
+of records): a leader's lease renewal waits behind it, and the lease lapses."""
 
 
 async def topic_partitions(settings: KafkaSettings, topic: str) -> list[TopicPartition]:
@@ -28,7 +34,8 @@ async def records_since(
     settings: KafkaSettings, topic: str, since: datetime, batch_timeout_ms: int = 500
 ) -> AsyncGenerator[ConsumerRecord[bytes, bytes], None]:
     """Every committed record written at or after `since` and before the call, partition by
-    partition interleaved; records produced during the scan are left for the next one."""
+    partition interleaved; records produced during the scan are left for the next one. The
+    event loop gets a turn every YIELD_EVERY records."""
     partitions = await topic_partitions(settings, topic)
     if not partitions:
         return
@@ -52,12 +59,16 @@ async def records_since(
             if found is not None and found.offset < ends[partition]:
                 consumer.seek(partition, found.offset)
                 remaining.add(partition)
+        handed = 0
         while remaining:
             batches = await consumer.getmany(*remaining, timeout_ms=batch_timeout_ms)
             for partition, records in batches.items():
                 for record in records:
                     if record.offset < ends[partition]:
                         yield record
+                        handed += 1
+                        if handed % YIELD_EVERY == 0:
+                            await asyncio.sleep(0)
             for partition in list(remaining):
                 if await consumer.position(partition) >= ends[partition]:
                     remaining.discard(partition)
