@@ -34,6 +34,10 @@ test-unit: install ## Unit tests only (no broker, no database)
 test-integration: install ## Integration tests (starts Kafka, PostgreSQL and Swift if needed)
 	@infra/with-backends.sh $(PYTEST) -m integration
 
+.PHONY: test-chaos
+test-chaos: install ## Chaos test: 2 replicas of every service, 3 brokers, PostgreSQL; kill -9 each (~5 min)
+	@infra/with-backends.sh --kafka-cluster --no-swift $(PYTEST) tests/chaos -s
+
 .PHONY: test-k8s
 test-k8s: install ## Render infra/k8s's overlays and check them against Kubernetes' schemas (builds kustomize once)
 	@$(PYTEST) tests/k8s
