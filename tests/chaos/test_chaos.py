@@ -111,15 +111,7 @@ class Chaos:
 
     async def configure(self) -> None:
         """Direct rollouts until v1 serves, windows of WINDOW, no retrain until the drift."""
-        await self.deployer.SetDeploymentPolicy(
-            deployer_pb.SetDeploymentPolicyRequest(
-                policy=deployer_types.DeploymentPolicy(
-                    model=self.model,
-                    strategy=deployer_types.STRATEGY_DIRECT,
-                    auto_rollout_on_promotion=True,
-                )
-            )
-        )
+        await self.roll_out_as(deployer_types.STRATEGY_DIRECT)
         await self.drift.SetMonitorConfig(
             drift_pb.SetMonitorConfigRequest(
                 config=drift_types.MonitorConfig(
@@ -134,20 +126,23 @@ class Chaos:
 
     async def canary(self) -> None:
         """Later versions roll out as a short canary judged on the drift windows."""
+        await self.roll_out_as(
+            deployer_types.STRATEGY_CANARY,
+            canary=deployer_types.CanaryPolicy(
+                steps_percent=[50, 100],
+                min_step_duration=duration(1.0),
+                min_request_count=WINDOW // 2,
+            ),
+            analysis=deployer_types.AnalysisThresholds(max_error_rate=0.01),
+        )
+
+    async def roll_out_as(self, strategy: deployer_types.Strategy.ValueType, **fields: Any) -> None:
+        """The model's deployment policy: every promotion rolls out with `strategy`."""
+        policy = deployer_types.DeploymentPolicy(
+            model=self.model, strategy=strategy, auto_rollout_on_promotion=True, **fields
+        )
         await self.deployer.SetDeploymentPolicy(
-            deployer_pb.SetDeploymentPolicyRequest(
-                policy=deployer_types.DeploymentPolicy(
-                    model=self.model,
-                    strategy=deployer_types.STRATEGY_CANARY,
-                    canary=deployer_types.CanaryPolicy(
-                        steps_percent=[50, 100],
-                        min_step_duration=duration(1.0),
-                        min_request_count=WINDOW // 2,
-                    ),
-                    analysis=deployer_types.AnalysisThresholds(max_error_rate=0.01),
-                    auto_rollout_on_promotion=True,
-                )
-            )
+            deployer_pb.SetDeploymentPolicyRequest(policy=policy)
         )
 
     async def set_retrain_policy(self, *, enabled: bool) -> None:
