@@ -88,7 +88,29 @@ class Journal:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._sending_ms = 0
         """When the oldest undelivered records were first sent (ms since the epoch); 0: not."""
+        self._fd = -1
+        """The file, open for reading and writing at explicit offsets (no open per write)."""
         self._delivered, self._size = self._open()
+        self._reopen()
+
+    def _reopen(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = os.open(self._path, os.O_RDWR)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _write_at(self, offset: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(self._fd, view, offset)
+            view, offset = view[written:], offset + written
+
+    def _read_from(self, offset: int) -> bytes:
+        return os.pread(self._fd, self._size - offset, offset)
 
     def _open(self) -> tuple[int, int]:
         """(delivered offset, size) of the file, written afresh when missing, from an older
@@ -110,13 +132,11 @@ class Journal:
         temporary = self._path.with_suffix(".rewrite")
         temporary.write_bytes(_HEADER.pack(MAGIC, HEADER_BYTES, self._sending_ms) + frames)
         os.replace(temporary, self._path)
+        if self._fd >= 0:
+            self._reopen()
 
     def _write_header(self) -> None:
-        descriptor = os.open(self._path, os.O_WRONLY)
-        try:
-            os.pwrite(descriptor, _HEADER.pack(MAGIC, self._delivered, self._sending_ms), 0)
-        finally:
-            os.close(descriptor)
+        self._write_at(0, _HEADER.pack(MAGIC, self._delivered, self._sending_ms))
 
     @property
     def start(self) -> int:
@@ -168,17 +188,14 @@ class Journal:
             ends.append(position)
         if written:
             data = b"".join(written)
-            with self._path.open("ab") as handle:
-                handle.write(data)
+            self._write_at(self._size, data)
             self._size += len(data)
         return ends
 
     def read(self, position: int, limit: int) -> list[tuple[OutgoingRecord, int]]:
         """Up to `limit` records from `position` (a record's start), each with its end."""
         physical = max(position - self._shift, self._delivered)
-        with self._path.open("rb") as handle:
-            handle.seek(physical)
-            data = handle.read(self._size - physical)
+        data = self._read_from(physical)
         found = []
         for record, end in _frames(data, 0):
             found.append((record, physical + end + self._shift))
@@ -188,10 +205,7 @@ class Journal:
 
     def records(self) -> Iterator[OutgoingRecord]:
         """Every undelivered record, in order."""
-        with self._path.open("rb") as handle:
-            handle.seek(self._delivered)
-            data = handle.read()
-        for record, _ in _frames(data, 0):
+        for record, _ in _frames(self._read_from(self._delivered), 0):
             yield record
 
     def delivered(self, position: int) -> None:
@@ -213,10 +227,7 @@ class Journal:
         if self._delivered == self._size:
             self._write_file(b"")
         elif force or head >= COMPACT_BYTES:
-            with self._path.open("rb") as handle:
-                handle.seek(self._delivered)
-                tail = handle.read()
-            self._write_file(tail)
+            self._write_file(self._read_from(self._delivered))
         else:
             return
         self._shift += head

@@ -141,6 +141,7 @@ class PredictionLogger:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._journal.close()
 
     async def _supervised(self) -> None:
         """Both loops; either ending ends this task, which the service notices."""
