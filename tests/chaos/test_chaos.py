@@ -349,6 +349,7 @@ class Chaos:
         finally:
             if hidden.exists():
                 hidden.rename(folder)
+        self.summary.step(f"run {run.run_id[:8]} ended {retrain_types.RunState.Name(run.state)}")
         await self.restart(leader)
         return run
 
@@ -401,7 +402,7 @@ class Chaos:
         finally:
             await broker
         assert run.state == retrain_types.RUN_STATE_PROMOTED, run
-        self.summary.step(f"v{run.candidate_version} gated and promoted: {run.gate.summary}")
+        self.summary.step(f"v{run.candidate_version} gated: {run.gate.summary}")
         await self.rolled_out(run.candidate_version)
         self.summary.counts["retrained version"] = run.candidate_version
 
