@@ -171,9 +171,12 @@ class DriftStream:
 
         async def on_predictions(stream: Any) -> AsyncIterator[None]:
             async for events in stream.take_events(prediction_batch_size, within=batch_seconds):
-                steps = []
-                for partition, fresh in await self._by_partition(events):
-                    logs = await self._decode(fresh, unpack)
+                shares = [
+                    (partition, fresh, await self._decode(fresh, unpack))
+                    for partition, fresh in await self._by_partition(events)
+                ]
+                steps = []  # no await from the first change to the commit's turn: see _commit
+                for partition, fresh, logs in shares:
                     outgoing = partition.detector.observe(converters.batches(logs))
                     steps.append(_Step(partition, partition.checkpoint(fresh, outgoing), outgoing))
                     self.processed += len(logs)
@@ -182,10 +185,14 @@ class DriftStream:
 
         async def on_labels(stream: Any) -> AsyncIterator[None]:
             async for events in stream.take_events(batch_size, within=batch_seconds):
-                steps = []
-                for partition, fresh in await self._by_partition(events):
+                shares = [
+                    (partition, fresh, await self._decode(fresh, _ground_truth))
+                    for partition, fresh in await self._by_partition(events)
+                ]
+                steps = []  # no await from the first change to the commit's turn: see _commit
+                for partition, fresh, truths in shares:
                     outgoing: list[DriftEvent] = []
-                    for truth in await self._decode(fresh, _ground_truth):
+                    for truth in truths:
                         label = ground_truth_label(truth)
                         if label is not None:
                             outgoing += partition.detector.label(
@@ -360,10 +367,12 @@ class DriftStream:
         changes and alerts, and the events produced.
 
         Transactions commit one at a time in the order their checkpoints were taken (the
-        lock's waiters queue first come, first served): the agents and the idle-window timer
-        all checkpoint, and a later checkpoint committed first would persist windows ahead
-        of their offsets. A partition another replica has claimed since is dropped, with
-        its share: its new owner redoes that work from the database."""
+        lock's waiters queue first come, first served), so callers change the detectors,
+        take the checkpoints and call this with no await in between: the agents and the
+        idle-window timer all checkpoint, and a later checkpoint committed first would
+        persist windows ahead of their offsets. A partition another replica has claimed
+        since is dropped, with its share: its new owner redoes that work from the
+        database."""
         pending = [step for step in steps if not step.checkpoint.is_empty or step.events]
         if not pending:
             return
