@@ -20,7 +20,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,8 +93,14 @@ class Load:
     rate_per_second: float = 100.0
     concurrency: int = 4
     shift_sigmas: float = 0.0
-    served: Counter[int] = field(default_factory=Counter)
-    failures: list[str] = field(default_factory=list)
+    channel_options: Sequence[tuple[str, Any]] = ()
+    """gRPC channel options, such as a service config with a retry policy."""
+    answered: dict[str, int] = field(default_factory=dict)
+    """The id of each answered request and the version that served it."""
+    failed: dict[str, str] = field(default_factory=dict)
+    """The id of each failed request and its status."""
+    in_flight: set[str] = field(default_factory=set)
+    """The ids of the requests sent and not answered yet."""
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -102,8 +108,17 @@ class Load:
         self._features, self._labels = features, labels
         self._std = features.std(axis=0)
 
+    @property
+    def served(self) -> Counter[int]:
+        """Answered requests by version."""
+        return Counter(self.answered.values())
+
+    @property
+    def failures(self) -> list[str]:
+        return list(self.failed.values())
+
     async def run(self) -> None:
-        async with grpc.aio.insecure_channel(self.gateway) as channel:
+        async with grpc.aio.insecure_channel(self.gateway, options=self.channel_options) as channel:
             stub = inference_grpc.GRPCInferenceServiceStub(channel)
             await asyncio.gather(*(self._worker(stub, i) for i in range(self.concurrency)))
 
@@ -132,12 +147,15 @@ class Load:
             ],
             raw_input_contents=[row.tobytes()],
         )
+        self.in_flight.add(request_id)
         try:
             response = await stub.ModelInfer(request, timeout=10)
         except grpc.aio.AioRpcError as error:
-            self.failures.append(f"{error.code().name}: {error.details()}")
+            self.failed[request_id] = f"{error.code().name}: {error.details()}"
             return
-        self.served[int(response.model_version)] += 1
+        finally:
+            self.in_flight.discard(request_id)
+        self.answered[request_id] = int(response.model_version)
         truth = ground_truth_pb2.GroundTruth(
             request_id=request_id,
             model=self.model,
@@ -159,7 +177,11 @@ async def until(condition: Callable[[], Awaitable[Any]], timeout: float, what: s
     raise TimeoutError(f"waited {timeout:.0f}s for {what}")
 
 
-async def train_first_version(endpoints: Addresses, model: str, data_dir: Path) -> None:
+async def train_first_version(
+    endpoints: Addresses, model: str, data_dir: Path, promote: bool = True
+) -> None:
+    """The example pipeline's first training (a version of its own on each call), made
+    `production` unless `promote` is False."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -170,13 +192,13 @@ async def train_first_version(endpoints: Addresses, model: str, data_dir: Path) 
         endpoints.registry,
         "--data-dir",
         str(data_dir),
-        "--promote",
+        *(["--promote"] if promote else []),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
     output, _ = await process.communicate()
     if process.returncode:
-        raise RuntimeError(f"training v1 failed:\n{output.decode(errors='replace')}")
+        raise RuntimeError(f"training failed:\n{output.decode(errors='replace')}")
 
 
 @dataclass

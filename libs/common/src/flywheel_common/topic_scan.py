@@ -9,6 +9,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
+from flywheel_common.events import header
 from flywheel_common.settings import KafkaSettings
 
 
@@ -62,3 +63,12 @@ async def records_since(
                     remaining.discard(partition)
     finally:
         await consumer.stop()
+
+
+async def event_ids_since(settings: KafkaSettings, topic: str, since: datetime) -> set[str]:
+    """The `ce_id` of every record written to the topic at or after `since`."""
+    return {
+        event_id
+        async for record in records_since(settings, topic, since)
+        if (event_id := header(record.headers, "ce_id"))
+    }

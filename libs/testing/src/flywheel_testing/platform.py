@@ -59,10 +59,17 @@ S = TypeVar("S", bound=ServiceSettings)
 
 class Platform:
     def __init__(
-        self, kafka_bootstrap: str, data_dir: Path, stack: contextlib.AsyncExitStack
+        self,
+        kafka_bootstrap: str,
+        data_dir: Path,
+        stack: contextlib.AsyncExitStack,
+        replication_factor: int = 1,
     ) -> None:
+        """`replication_factor`: of the topics the services create (3 on a cluster)."""
         self.kafka_bootstrap = kafka_bootstrap
-        self.kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, linger_ms=1)
+        self.kafka = KafkaSettings(
+            bootstrap_servers=kafka_bootstrap, linger_ms=1, replication_factor=replication_factor
+        )
         self.data_dir = data_dir
         self._stack = stack
         self._suffix = uuid.uuid4().hex[:8]
@@ -148,6 +155,8 @@ class Platform:
 
 
 @contextlib.asynccontextmanager
-async def in_process(kafka_bootstrap: str, data_dir: Path) -> AsyncIterator[Platform]:
+async def in_process(
+    kafka_bootstrap: str, data_dir: Path, replication_factor: int = 1
+) -> AsyncIterator[Platform]:
     async with contextlib.AsyncExitStack() as stack:
-        yield Platform(kafka_bootstrap, data_dir, stack)
+        yield Platform(kafka_bootstrap, data_dir, stack, replication_factor)

@@ -14,13 +14,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from flywheel.deployer.v1 import deployer_pb2 as api
 from flywheel.deployer.v1 import types_pb2 as types
-from flywheel_common.db import Database
 from flywheel_common.events import EventTypes, decode_event
-from flywheel_common.foundation import LEADER_LEASE
-from flywheel_common.leases import LeaseRow
 from flywheel_common.settings import GrpcSettings
 from flywheel_common.topics import DEPLOYMENTS
 from flywheel_testing.backends import unused_port
+from flywheel_testing.leases import lease_holder
 from flywheel_testing.processes import service_process
 
 from .conftest import Platform
@@ -141,16 +139,6 @@ async def deployment_generations(platform: Platform) -> list[int]:
     finally:
         await consumer.stop()
     return list(generations.values())
-
-
-async def lease_holder(url: str) -> tuple[str, int] | None:
-    database = Database(url)
-    try:
-        async with database.transaction() as session:
-            row = await session.get(LeaseRow, LEADER_LEASE)
-            return None if row is None else (row.holder, row.token)
-    finally:
-        await database.stop()
 
 
 def holder_of(process: asyncio.subprocess.Process) -> str:

@@ -38,7 +38,9 @@ def build(
     tune_garbage_collection(config.gc_first_generation)
     foundation = Foundation(config, MIGRATIONS, publisher)
     registry = registry or RegistryClient(config.registry_address, config.registry_token)
-    configs = MonitorConfigs(config.window_size, foundation.database)
+    configs = MonitorConfigs(
+        config.window_size, foundation.database, config.monitor_config_refresh_seconds
+    )
 
     async def profile(model: str, version: int) -> ReferenceProfile | None:
         return await load_profile(registry, configs, model, version)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from datetime import UTC, datetime
 
 import numpy as np
@@ -18,6 +21,8 @@ from flywheel_drift.domain import ModelMonitor
 from flywheel_drift.profiles import ReferenceProfile, build_profile
 from flywheel_drift.statistics import Correction
 from flywheel_drift.windows import WindowPolicy
+
+log = logging.getLogger(__name__)
 
 _TESTS = {
     types.DRIFT_TEST_KOLMOGOROV_SMIRNOV: DriftTest.KOLMOGOROV_SMIRNOV,
@@ -93,23 +98,55 @@ def monitor_of(config: types.MonitorConfig, default_window: int) -> ModelMonitor
 
 class MonitorConfigs:
     """Monitor configs by model, with compare-and-set revisions, stored in the detector's
-    database and cached in memory (the stream asks for a model's rules on every batch)."""
+    database and cached in memory (the stream asks for a model's rules on every batch).
 
-    def __init__(self, default_window: int, database: Database) -> None:
+    Any replica may store a config, and the replica holding the model's partition applies
+    it: every replica reads the stored configs again every `refresh_seconds`."""
+
+    def __init__(
+        self, default_window: int, database: Database, refresh_seconds: float = 1.0
+    ) -> None:
         self._default_window = default_window
         self._database = database
+        self._refresh_seconds = refresh_seconds
         self._configs: dict[str, types.MonitorConfig] = {}
         self._monitors: dict[str, ModelMonitor] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The refreshing loop, watched by the service's supervisor."""
+        return self._task
 
     async def start(self) -> None:
-        """Load the stored configs (a service component, after the schema migration)."""
+        """Load the stored configs (a service component, after the schema migration), then
+        follow them."""
+        await self.reload()
+        self._task = asyncio.create_task(self._follow(), name="monitor-configs")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def reload(self) -> None:
+        """Apply the configs stored since the last look, by this replica or another."""
         async with self._database.transaction() as session:
-            for config in await storage.MONITOR_CONFIGS.every(session):
+            stored = await storage.MONITOR_CONFIGS.every(session)
+        for config in stored:
+            known = self._configs.get(config.model)
+            if known is None or known.revision != config.revision:
                 self._configs[config.model] = config
                 self._monitors[config.model] = monitor_of(config, self._default_window)
 
-    async def stop(self) -> None:
-        return None
+    async def _follow(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh_seconds)
+            try:
+                await self.reload()
+            except Exception:  # the database is away: go on with the configs known
+                log.warning("monitor configs not refreshed", exc_info=True)
 
     def get(self, model: str) -> tuple[types.MonitorConfig, bool]:
         stored = self._configs.get(model)

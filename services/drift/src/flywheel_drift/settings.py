@@ -43,5 +43,8 @@ class DriftSettings(WithDatabase, WithRegistry, WithConsumerGroup):
     the default, collections that free nothing took a quarter of the detector's time."""
     label_wait_seconds: float = Field(default=3600.0, gt=0)
     """How long a prediction waits for its ground truth (and a label for its prediction)."""
+    monitor_config_refresh_seconds: float = Field(default=1.0, gt=0)
+    """How often a replica reads the stored monitor configs again, so a config set through
+    any replica applies on the one holding the model's partition."""
     max_alerts_kept: int = Field(default=10_000, ge=1)
     """Alerts ListAlerts can return (the newest)."""

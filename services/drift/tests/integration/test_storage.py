@@ -1,6 +1,6 @@
 """The detector's checkpoint tables on SQLite and PostgreSQL: each partition's label-join
-changelog, partition claims that fence an earlier owner, and the alerts every replica
-lists."""
+changelog, partition claims that fence an earlier owner, the alerts every replica lists, and
+monitor configs that every replica applies whichever one stored them."""
 
 from __future__ import annotations
 
@@ -9,15 +9,18 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import func, select
 
+from flywheel.drift.v1 import types_pb2 as types
 from flywheel_common.db import Database
 from flywheel_common.migrations import upgrade
 from flywheel_drift import storage
 from flywheel_drift.app import MIGRATIONS
 from flywheel_drift.detection import Kind, Severity
 from flywheel_drift.domain import Alert
+from flywheel_drift.monitors import MonitorConfigs
 from flywheel_drift.storage import AlertFilter, Checkpoint
 from flywheel_drift.windows import JoinChanges, LabelJoin, Pending
 from flywheel_testing.backends import reset_postgres
+from flywheel_testing.waiting import eventually
 
 
 @pytest.fixture
@@ -170,3 +173,26 @@ async def test_statuses_are_read_from_the_newest_checkpoint(database: Database) 
         assert await storage.statuses(session, "iris") == [b"status 1", b"status 2"]
         assert await storage.statuses(session, "iris", 2) == [b"status 2"]
         assert await storage.statuses(session, "wine") == []
+
+
+async def test_a_monitor_config_stored_by_one_replica_applies_on_the_other(
+    database: Database,
+) -> None:
+    storing, holding = (MonitorConfigs(1000, database, refresh_seconds=0.05) for _ in "ab")
+    await storing.start()
+    await holding.start()  # holds the model's partition, with the default rules
+    try:
+        assert holding.monitor("iris").window.size == 1000
+        config = types.MonitorConfig(
+            model="iris", window=types.WindowSpec(kind=types.WINDOW_KIND_COUNT, size_count=50)
+        )
+        stored = await storing.set(config, None)
+
+        async def applied() -> bool:
+            return holding.monitor("iris").window.size == 50
+
+        await eventually(applied, timeout=10)
+        assert holding.get("iris")[0].revision == stored.revision
+    finally:
+        await storing.stop()
+        await holding.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from flywheel_common.artifact_cache import ArtifactFetcher
 from flywheel_common.foundation import Foundation
 from flywheel_common.grpc_server import ServiceBinding
@@ -10,7 +12,8 @@ from flywheel_common.registry_client import RegistryClient
 from flywheel_common.service import Service, instance_id, run_service
 from flywheel_common.settings import Role, ServiceSettings
 from flywheel_common.table_reader import CaughtUp
-from flywheel_common.topics import DEPLOYMENTS
+from flywheel_common.topic_scan import event_ids_since
+from flywheel_common.topics import DEPLOYMENTS, PREDICTIONS
 from flywheel_common.wakeup import Wakeup
 from flywheel_gateway.batching import BatchPolicy
 from flywheel_gateway.consumers import DeploymentFollower, RoutingSettled
@@ -70,6 +73,7 @@ def build(settings: ServiceSettings | None = None) -> Service:
         PredictionLogger(
             prediction_publisher,
             Journal(config.journal_path(), config.prediction_journal_bytes),
+            functools.partial(event_ids_since, config.kafka, PREDICTIONS.name),
             config.prediction_sample_rate,
             config.prediction_buffer,
             logs_per_record=config.prediction_logs_per_record,

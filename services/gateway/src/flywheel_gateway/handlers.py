@@ -146,9 +146,9 @@ class Inference:
                 outputs = await self._models.infer(loaded, arrays)
                 result = _select(request, loaded, outputs)
         except FlywheelError as error:
-            self._log(request, route, arrays, {}, started, error=error)
+            await self._log(request, route, arrays, {}, started, error=error)
             raise
-        self._log(request, route, arrays, outputs, started, flagged=flagged)
+        await self._log(request, route, arrays, outputs, started, flagged=flagged)
         if (
             table is not None
             and route.role is not Role.PINNED
@@ -169,11 +169,11 @@ class Inference:
             async with self._models.use(request.model, version) as loaded:
                 outputs = await self._models.infer(loaded, arrays)
         except FlywheelError as error:
-            self._log(request, route, arrays, {}, started, error=error)
+            await self._log(request, route, arrays, {}, started, error=error)
             return
-        self._log(request, route, arrays, outputs, started)
+        await self._log(request, route, arrays, outputs, started)
 
-    def _log(
+    async def _log(
         self,
         request: InferRequest,
         route: Route,
@@ -183,7 +183,8 @@ class Inference:
         error: FlywheelError | None = None,
         flagged: bool = False,
     ) -> None:
-        """Count the request in the metrics, and log the prediction when logging is on."""
+        """Count the request in the metrics, and log the prediction when logging is on:
+        returns once the log is journaled, so the answer comes after it."""
         elapsed = time.perf_counter() - started
         labels = {
             "model": request.model,
@@ -218,7 +219,7 @@ class Inference:
                 received_at=epoch(received),
             )
 
-        self._logger.log(prediction_log)
+        await self._logger.log(prediction_log)
 
 
 def _parse_version(version: str) -> int:

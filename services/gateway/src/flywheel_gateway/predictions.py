@@ -1,5 +1,5 @@
-"""Prediction logs: off the request path, packed per model, to flywheel.predictions, never
-lost."""
+"""Prediction logs: packed per model, journaled before the request is answered, sent to
+flywheel.predictions off the request path, never lost."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from opentelemetry import metrics
 
@@ -26,10 +29,12 @@ _journaled = _meter.create_counter(
     "flywheel.predictions.journaled", description="Prediction logs written to the disk journal"
 )
 _replayed = _meter.create_counter(
-    "flywheel.predictions.replayed", description="Journaled prediction logs sent to Kafka"
+    "flywheel.predictions.replayed",
+    description="Prediction logs sent to Kafka from the journal on disk (after a restart, or "
+    "once more were waiting than the memory holds)",
 )
 _dropped = _meter.create_counter(
-    "flywheel.predictions.dropped", description="Prediction logs lost: buffer and journal full"
+    "flywheel.predictions.dropped", description="Prediction logs lost: journal full or unbuildable"
 )
 
 
@@ -37,24 +42,47 @@ KAFKA_RECORD_LIMIT = 1024 * 1024
 """The largest record the producer and a broker with default settings accept (aiokafka's
 `max_request_size`, Kafka's `message.max.bytes`)."""
 
+Queued = tuple[Callable[[], PredictionLog], asyncio.Future[None]]
+InKafka = Callable[[datetime], Awaitable[set[str]]]
+"""The event ids of the records written to flywheel.predictions since a moment."""
+CLOCK_SKEW = timedelta(seconds=1)
+
+
+@dataclass
+class Pending:
+    """A journaled record on its way to Kafka."""
+
+    record: OutgoingRecord
+    end: int
+    """Its end in the journal: delivered, the journal may forget everything before."""
+    logs: int
+    from_disk: bool
+    sent: bool = False
+
 
 class PredictionLogger:
-    """Buffers prediction logs and publishes them, packed per model, from a background task.
+    """Journals prediction logs before their requests are answered, and sends them.
 
-    The request path only enqueues a function that builds the log. The task builds what has
-    queued (up to `max_batch` logs), packs each model's logs into `PredictionLogBatch`
-    records of at most `logs_per_record`, and sends them. When Kafka refuses a record, or
-    the memory buffer is full, records go to a bounded disk journal; while the journal holds
-    anything, new records queue behind it, and it is replayed in order once Kafka takes a
-    send again.
-    Memory stays bounded by `max_buffered` logs; only a full journal loses logs (counted).
-    A record is delivered whole or not at all, so each log reaches Kafka exactly once.
+    The request path queues a function that builds the log and awaits its turn in the
+    journal. A task builds what has queued (up to `max_batch` logs), packs each model's logs
+    into `PredictionLogBatch` records of at most `logs_per_record`, appends them to the
+    journal and lets those requests answer: a process killed after that loses none of their
+    logs. A second task sends journaled records to Kafka in order and marks them delivered;
+    when Kafka refuses a send it tries again every `retry_seconds`, and after a restart it
+    starts with what the journal holds undelivered. A send that failed, or that a kill
+    interrupted, may have reached Kafka all the same: before sending those records again,
+    the records Kafka received since the first try (`in_kafka`) are marked delivered, so
+    each is written once. At most `max_buffered` logs wait in
+    memory (journaled, unsent); more are read back from the journal when their turn
+    comes. Only a full journal loses logs (counted). A record is delivered whole or not at
+    all.
     """
 
     def __init__(
         self,
         publisher: EventPublisher,
         journal: Journal,
+        in_kafka: InKafka,
         sample_rate: float = 1.0,
         max_buffered: int = 10_000,
         max_batch: int = 1000,
@@ -63,28 +91,103 @@ class PredictionLogger:
     ) -> None:
         self._publisher = publisher
         self._journal = journal
+        self._in_kafka = in_kafka
         self._sample_rate = sample_rate
-        self._queue: asyncio.Queue[Callable[[], PredictionLog]] = asyncio.Queue(max_buffered)
+        self._queue: asyncio.Queue[Queued] = asyncio.Queue(max_buffered)
+        self._max_buffered = max_buffered
         self._max_batch = max_batch
         self._logs_per_record = logs_per_record
         self._retry_seconds = retry_seconds
-        self._task: asyncio.Task[None] | None = None
+        self._pending: deque[Pending] = deque()
+        self._pending_logs = 0
+        self._loaded = journal.start
+        """The journal's position up to which its records are in `_pending`."""
+        self._unsent = asyncio.Event()
+        self._all_sent = asyncio.Event()
         self._restart_publisher = False
-        self._log_counts: dict[str, int] = {}
-        """Logs per record packed by this process, by event id (the metrics count logs)."""
+        self._tasks: list[asyncio.Task[None]] = []
 
-    def log(self, prediction: Callable[[], PredictionLog]) -> None:
-        """Queue a prediction's log; `prediction` builds it later, in the logger's task."""
+    def log(self, prediction: Callable[[], PredictionLog]) -> asyncio.Future[None]:
+        """Queue a prediction's log; `prediction` builds it later, in the logger's task.
+        The result is done once the log is journaled (or dropped): answer after it."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self._sample_rate < 1.0 and random.random() >= self._sample_rate:
-            return
+            done.set_result(None)
+            return done
         try:
-            self._queue.put_nowait(prediction)
+            self._queue.put_nowait((prediction, done))
         except asyncio.QueueFull:
-            self._spill(self._pack([prediction]))
+            self._journal_logs([(prediction, done)])
+        return done
 
-    def _pack(self, queued: list[Callable[[], PredictionLog]]) -> list[OutgoingRecord]:
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The long-running loop, watched by the service's supervisor."""
+        return self._tasks[0] if self._tasks else None
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._supervised(), name="prediction-logger"),
+        ]
+
+    async def stop(self) -> None:
+        """Journal what is queued, give Kafka a moment to take what is undelivered; the
+        rest waits in the journal for the next start."""
+        while not self._queue.empty():
+            self._journal_logs(self._drain())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._until_sent(), 10.0)
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _supervised(self) -> None:
+        """Both loops; either ending ends this task, which the service notices."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._journal_loop())
+            group.create_task(self._send_loop())
+
+    def _drain(self) -> list[Queued]:
+        queued: list[Queued] = []
+        while not self._queue.empty() and len(queued) < self._max_batch:
+            queued.append(self._queue.get_nowait())
+        return queued
+
+    async def _journal_loop(self) -> None:
+        while True:
+            queued = [await self._queue.get()]
+            self._journal_logs(queued + self._drain())
+
+    def _journal_logs(self, queued: list[Queued]) -> None:
+        """Build, pack and journal the logs, then let their requests answer."""
+        try:
+            records = self._pack([build for build, _ in queued])
+            at = self._journal.end
+            ends = self._journal.append([record for record, _ in records])
+        except Exception:  # a full disk must not fail requests; their logs are lost
+            log.exception("prediction logs not journaled; dropped")
+            _dropped.add(len(queued))
+            records, ends, at = [], [], -1
+        _journaled.add(sum(count for _, count in records[: len(ends)]))
+        if len(ends) < len(records):
+            dropped = sum(count for _, count in records[len(ends) :])
+            _dropped.add(dropped)
+            log.error("prediction journal full; logs dropped", extra={"dropped": dropped})
+        if ends and self._loaded == at and self._pending_logs < self._max_buffered:
+            for (record, count), end in zip(records, ends, strict=False):
+                self._hold(Pending(record, end, count, from_disk=False))
+        for _, done in queued:
+            if not done.done():
+                done.set_result(None)
+        if ends:
+            self._unsent.set()
+
+    def _pack(
+        self, builders: list[Callable[[], PredictionLog]]
+    ) -> list[tuple[OutgoingRecord, int]]:
         logs = []
-        for build in queued:
+        for build in builders:
             try:
                 logs.append(build())
             except Exception:  # one request's log must not stop the logging of all others
@@ -104,69 +207,99 @@ class PredictionLogger:
                     extra={"bytes": len(record.value), "limit": KAFKA_RECORD_LIMIT},
                 )
                 continue
-            self._log_counts[record.event_id] = count
-            records.append(record)
+            records.append((record, count))
         return records
 
-    def _count(self, records: list[OutgoingRecord]) -> int:
-        """Logs in `records`, forgetting them (the metrics count logs, not records)."""
-        total = 0
-        for record in records:
-            known = self._log_counts.pop(record.event_id, None)
-            total += known if known is not None else _logs_in(record)
-        return total
+    async def _until_sent(self) -> None:
+        if not self._journal.empty:
+            self._all_sent.clear()
+            await self._all_sent.wait()
 
-    def _spill(self, records: list[OutgoingRecord]) -> None:
-        written = self._journal.append(records)
-        _journaled.add(self._count(records[:written]))
-        if written < len(records):
-            dropped = self._count(records[written:])
-            _dropped.add(dropped)
-            log.error("prediction journal full; logs dropped", extra={"dropped": dropped})
+    async def _send_loop(self) -> None:
+        # Waits on the producer's own delivery timeout rather than a shorter one of ours: a
+        # send given up early could still be delivered later and then be sent twice.
+        while True:
+            if self._journal.empty:
+                self._unsent.clear()
+                await self._unsent.wait()
+            self._load()
+            if not await self._deliver_next():
+                await asyncio.sleep(self._retry_seconds)
 
-    @property
-    def task(self) -> asyncio.Task[None] | None:
-        """The long-running loop, watched by the service's supervisor."""
-        return self._task
+    async def _deliver_next(self) -> bool:
+        """Find out what an interrupted send left in Kafka, or else send the next records;
+        False when Kafka failed."""
+        since = self._journal.sending_since
+        if since is not None:
+            return await self._skip_what_kafka_has(since)
+        return await self._send_next()
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="prediction-logger")
-
-    async def stop(self) -> None:
-        """Hand what is buffered to Kafka if it answers quickly, else to the journal."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        remaining = []
-        while not self._queue.empty():
-            remaining.append(self._queue.get_nowait())
-        if remaining:
-            records = self._pack(remaining)
-            failed = await self._send(records, timeout=10.0)
-            sent = {record.event_id for record in failed}
-            _logged.add(self._count([r for r in records if r.event_id not in sent]))
-            self._spill(failed)
-
-    async def _next_batch(self) -> list[OutgoingRecord]:
-        """The records of the logs queued so far (waiting up to the retry interval for one)."""
+    async def _skip_what_kafka_has(self, since: datetime) -> bool:
+        """Mark delivered the waiting records that Kafka received since their first send;
+        False when Kafka cannot be asked yet."""
         try:
-            queued = [await asyncio.wait_for(self._queue.get(), self._retry_seconds)]
-        except TimeoutError:
-            return []
-        while len(queued) < self._max_batch and not self._queue.empty():
-            queued.append(self._queue.get_nowait())
-        return self._pack(queued)
+            present = await self._in_kafka(since - CLOCK_SKEW)
+        except Exception as exc:
+            log.warning("cannot ask Kafka what it has", extra={"error": str(exc)})
+            return False
+        for pending in self._pending:
+            if pending.record.event_id in present:
+                pending.sent = True
+        self._journal.sending(None)
+        self._forget_sent()
+        return True
 
-    async def _send(
-        self, records: list[OutgoingRecord], timeout: float | None = None
-    ) -> list[OutgoingRecord]:
+    def _load(self) -> None:
+        """Read undelivered records back from the journal when memory holds none of them
+        (after a restart, or when more waited than memory holds)."""
+        if self._pending or self._loaded >= self._journal.end:
+            return
+        self._loaded = max(self._loaded, self._journal.start)
+        for record, end in self._journal.read(self._loaded, self._max_batch):
+            self._hold(Pending(record, end, _logs_in(record), from_disk=True))
+
+    def _hold(self, pending: Pending) -> None:
+        self._pending.append(pending)
+        self._pending_logs += pending.logs
+        self._loaded = pending.end
+
+    async def _send_next(self) -> bool:
+        """Send the oldest unsent records; True when Kafka took them all."""
+        batch = [p for p in list(self._pending)[: self._max_batch] if not p.sent]
+        if not batch:
+            return True
+        self._journal.sending(datetime.now(UTC))
+        failed = await self._send([p.record for p in batch])
+        unsent = {record.event_id for record in failed}
+        for pending in batch:
+            pending.sent = pending.record.event_id not in unsent
+        delivered = [p for p in batch if p.sent]
+        _logged.add(sum(p.logs for p in delivered))
+        _replayed.add(sum(p.logs for p in delivered if p.from_disk))
+        if not failed:
+            self._journal.sending(None)
+        self._forget_sent()
+        return not failed
+
+    def _forget_sent(self) -> None:
+        """Drop the sent records at the head, and mark them delivered in the journal."""
+        end = None
+        while self._pending and self._pending[0].sent:
+            sent = self._pending.popleft()
+            self._pending_logs -= sent.logs
+            end = sent.end
+        if end is not None:
+            self._journal.delivered(end)
+            if self._journal.empty:
+                self._all_sent.set()
+
+    async def _send(self, records: list[OutgoingRecord]) -> list[OutgoingRecord]:
         """Send; returns the records Kafka did not acknowledge (empty when all went)."""
         try:
             if self._restart_publisher:
                 await self._publisher.restart()
                 self._restart_publisher = False
-            await asyncio.wait_for(self._publisher.send(records), timeout)
+            await self._publisher.send(records)
         except DeliveryFailed as failure:
             self._restart_publisher = True
             log.warning("prediction logs not delivered", extra={"error": str(failure)})
@@ -177,46 +310,9 @@ class PredictionLogger:
             return records
         return []
 
-    async def _replay(self) -> bool:
-        """Send the journal in order; True when it is empty afterwards."""
-        pending = list(self._journal.records())
-        for start in range(0, len(pending), self._max_batch):
-            chunk = pending[start : start + self._max_batch]
-            failed = await self._send(chunk)
-            unsent = {record.event_id for record in failed}
-            _replayed.add(self._count([r for r in chunk if r.event_id not in unsent]))
-            if failed:
-                # Keep exactly what Kafka has not taken, in order, ahead of later spills.
-                later = list(self._journal.records())[len(pending) :]
-                self._journal.clear()
-                self._journal.append([*failed, *pending[start + len(chunk) :], *later])
-                return False
-        self._journal.drop_first(len(pending))  # records spilled meanwhile stay
-        return self._journal.empty
-
-    async def _run(self) -> None:
-        # Waits on the producer's own delivery timeout rather than a shorter one of ours: a
-        # send given up early could still be delivered later and then be replayed twice.
-        if not self._journal.empty:
-            await self._replay()
-        while True:
-            batch = await self._next_batch()
-            if not self._journal.empty:
-                if batch:
-                    self._spill(batch)
-                if not await self._replay():
-                    await asyncio.sleep(self._retry_seconds)
-                continue
-            if batch:
-                failed = await self._send(batch)
-                unsent = {record.event_id for record in failed}
-                _logged.add(self._count([r for r in batch if r.event_id not in unsent]))
-                if failed:
-                    self._spill(failed)
-
 
 def _logs_in(record: OutgoingRecord) -> int:
-    """Logs in a record journaled by an earlier process: decoded, as no count was kept."""
+    """Logs in a record read back from the journal: decoded, as no count was kept."""
     if header(record.headers, "ce_type") == event_type(PredictionLog):
         return 1
     return len(PredictionLogBatch.FromString(record.value).logs)

@@ -55,9 +55,11 @@ class GatewaySettings(WithRegistry):
     """Most prediction logs packed into one Kafka record: each record costs producers and
     consumers the same whatever it carries, so fuller records log more for less CPU."""
     prediction_buffer: int = Field(default=10_000, ge=1)
-    """Prediction logs held in memory; beyond that they go to the disk journal."""
+    """Prediction logs waiting to be journaled, and journaled logs held in memory until
+    Kafka has them; beyond that they are read back from the journal when their turn comes."""
     prediction_journal_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
-    """Disk journal for prediction logs Kafka cannot take yet; when full, logs are dropped."""
+    """Disk journal of the prediction logs Kafka has not acknowledged yet (every log is
+    journaled before its request is answered); when full, logs are dropped."""
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     """Interval of GatewayStatus heartbeats."""
 

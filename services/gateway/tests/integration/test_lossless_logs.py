@@ -1,4 +1,5 @@
-"""Kafka stopped under load and restarted: every prediction log arrives exactly once."""
+"""Kafka stopped under load and restarted, or a gateway killed right after it answered:
+every prediction log arrives exactly once."""
 
 from __future__ import annotations
 
@@ -6,12 +7,17 @@ import asyncio
 from collections import Counter
 from pathlib import Path
 
+import grpc
 import pytest
 
-from flywheel_common.settings import KafkaSettings
+from flywheel_common.settings import GrpcSettings, KafkaSettings
+from flywheel_testing.backends import unused_port
 from flywheel_testing.models import IrisModels
+from flywheel_testing.processes import ServiceReplica
+from inference import grpc_service_pb2_grpc as pb_grpc
 
 from .conftest import Platform, drive
+from .test_gateway_state import typed_request
 from .test_serving import prediction_logs
 
 KAFKA_SCRIPTS = Path(__file__).resolve().parents[4] / "infra" / "kafka"
@@ -74,3 +80,36 @@ async def test_prediction_logs_survive_kafka_going_away(
     per_request = Counter(log.request_id for log in logs)
     assert len(per_request) == served
     assert max(per_request.values()) == 1
+
+
+async def test_a_gateway_killed_right_after_answering_loses_no_log(
+    platform: Platform, iris: IrisModels, model_name: str, kafka_bootstrap: str
+) -> None:
+    await platform.register(model_name, iris.classifier)
+    await platform.deploy(model_name, {1: 100}, generation=1)
+    # The producer holds logs for seconds before it sends them: only what was journaled
+    # before each answer survives the kill.
+    settings = platform.settings.model_copy(
+        update={
+            "grpc": GrpcSettings(port=unused_port()),
+            "gateway_id": f"{platform.settings.gateway_id}-killed",
+            "data_dir": platform.settings.data_dir / "killed",
+            "prediction_linger_ms": 5000,
+        }
+    )
+    replica = ServiceReplica("flywheel_gateway", settings)
+    await replica.start()
+    ids = [f"{model_name}-{index}" for index in range(20)]
+    try:
+        async with grpc.aio.insecure_channel(replica.address) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            for request_id in ids:
+                request = typed_request(model_name, iris.features[:1])
+                request.id = request_id
+                await stub.ModelInfer(request, timeout=10)
+        await replica.kill()
+        await replica.start()  # sends what the journal holds
+        logs = await prediction_logs(kafka_bootstrap, model_name, at_least=len(ids))
+    finally:
+        await replica.stop()
+    assert Counter(log.request_id for log in logs) == Counter(ids)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,10 @@ def prediction(model: str, request_id: str, features: int = 4) -> PredictionLog:
     )
 
 
+async def nothing_in_kafka(since: datetime) -> set[str]:
+    return set()
+
+
 def broken() -> PredictionLog:
     raise KeyError("UINT4")  # say, an output datatype the log cannot express
 
@@ -38,7 +43,7 @@ async def test_a_log_that_fails_to_build_or_is_too_large_for_kafka_stops_no_othe
     publisher = EventPublisher(KafkaSettings(bootstrap_servers=kafka_bootstrap), "test")
     await publisher.start()
     journal = Journal(tmp_path / "journal", max_bytes=64 * 1024 * 1024)
-    logger = PredictionLogger(publisher, journal, retry_seconds=0.1)
+    logger = PredictionLogger(publisher, journal, nothing_in_kafka, retry_seconds=0.1)
     await logger.start()
     try:
         huge_features = KAFKA_RECORD_LIMIT // 4 + 1

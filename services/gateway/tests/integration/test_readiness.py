@@ -4,10 +4,8 @@ policy, a client of two replicas sees no failed request while one is killed and 
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 from collections import Counter
-from pathlib import Path
 
 import grpc
 
@@ -17,6 +15,7 @@ from flywheel_common.settings import GrpcSettings
 from flywheel_gateway.app import build as build_gateway
 from flywheel_gateway.settings import GatewaySettings
 from flywheel_testing.backends import unused_port
+from flywheel_testing.clients import replicas_target, retrying_options
 from flywheel_testing.models import IrisModels
 from flywheel_testing.processes import service_process
 from inference import grpc_service_pb2 as pb
@@ -24,17 +23,6 @@ from inference import grpc_service_pb2_grpc as pb_grpc
 
 from .conftest import Platform
 from .test_gateway_state import typed_request
-
-README = Path(__file__).resolve().parents[4] / "README.md"
-
-
-def retry_service_config() -> str:
-    """The gRPC service config README recommends to clients, read from README itself."""
-    text = README.read_text()
-    start = text.index("<!-- retry-policy -->")
-    block = text[text.index("```json", start) + len("```json") : text.index("```\n", start + 30)]
-    json.loads(block)  # README shows valid JSON
-    return block
 
 
 async def infer_code(
@@ -99,8 +87,8 @@ async def test_a_replica_killed_and_restarted_costs_no_request_with_the_retry_po
             }
         )
 
-    target = "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports)
-    options = [("grpc.service_config", retry_service_config()), ("grpc.enable_retries", 1)]
+    target = replicas_target([f"127.0.0.1:{port}" for port in ports])
+    options = retrying_options()
     request = typed_request(model_name, iris.features[:2])
     outcomes: Counter[str] = Counter()
     stop = asyncio.Event()

@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 
 from flywheel_common.events import OutgoingRecord
-from flywheel_gateway.journal import Journal
+from flywheel_gateway import journal as journal_module
+from flywheel_gateway.journal import HEADER_BYTES, Journal
 from flywheel_gateway.routing import Route, RoutingTable
 
 
@@ -16,26 +17,51 @@ def record(n: int) -> OutgoingRecord:
     )
 
 
-def test_journal_round_trips_in_order_and_survives_reopening(tmp_path: Path) -> None:
+def test_journal_keeps_what_was_not_delivered_across_reopening(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j", max_bytes=10_000)
-    assert journal.append([record(1), record(2)]) == 2
+    ends = journal.append([record(1), record(2)])
     journal.append([record(3)])
-    reopened = Journal(tmp_path / "j", max_bytes=10_000)
-    assert list(reopened.records()) == [record(1), record(2), record(3)]
-    reopened.drop_first(2)
-    assert list(reopened.records()) == [record(3)]
-    reopened.clear()
+    journal.delivered(ends[0])
+    reopened = Journal(tmp_path / "j", max_bytes=10_000)  # as after a kill
+    assert list(reopened.records()) == [record(2), record(3)]
+    assert [r for r, _ in reopened.read(reopened.start, limit=1)] == [record(2)]
+    reopened.delivered(reopened.end)
     assert reopened.empty
+    assert reopened.size_bytes == HEADER_BYTES  # nothing left to keep
+    assert Journal(tmp_path / "j", max_bytes=10_000).empty
 
 
-def test_journal_is_bounded_and_ignores_a_torn_tail(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "j", max_bytes=200)
-    written = journal.append([record(n) for n in range(10)])
+def test_journal_is_bounded_and_cuts_a_torn_tail(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j", max_bytes=300)
+    written = len(journal.append([record(n) for n in range(10)]))
     assert 0 < written < 10
-    assert journal.size_bytes <= 200
+    assert journal.size_bytes <= 300
     with (tmp_path / "j").open("ab") as handle:
-        handle.write(b"\x50\x00\x00\x00partial")
-    assert len(list(Journal(tmp_path / "j", 10_000).records())) == written
+        handle.write(b"\x50\x00\x00\x00partial")  # killed mid-write
+    reopened = Journal(tmp_path / "j", 10_000)
+    reopened.append([record(99)])
+    assert list(reopened.records()) == [*(record(n) for n in range(written)), record(99)]
+
+
+def test_delivered_records_make_room_and_positions_survive_the_rewrite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_module, "COMPACT_BYTES", 200)
+    journal = Journal(tmp_path / "j", max_bytes=700)  # six records fit
+    ends = journal.append([record(n) for n in range(6)])
+    assert len(ends) == 6
+    journal.delivered(ends[2])  # a head past COMPACT_BYTES: rewritten without it
+    assert journal.size_bytes < ends[-1]
+    assert [r for r, _ in journal.read(ends[3], limit=10)] == [record(4), record(5)]
+    journal.delivered(ends[4])
+    assert list(journal.records()) == [record(5)]
+    assert len(journal.append([record(n) for n in range(6, 12)])) == 5  # room again
+
+
+def test_a_journal_written_before_delivery_marks_is_sent_whole(tmp_path: Path) -> None:
+    older = b"".join(journal_module._frame(record(n)) for n in range(3))
+    (tmp_path / "j").write_bytes(older)
+    assert list(Journal(tmp_path / "j", 10_000).records()) == [record(0), record(1), record(2)]
 
 
 def table(*routes: Route, sticky: str = "k") -> RoutingTable:

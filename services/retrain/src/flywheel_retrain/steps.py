@@ -173,6 +173,14 @@ class LoggedData:
         )
         return PreparedData(dataset, str(holdout_path))
 
+    def present(self, run: Run) -> bool:
+        dataset = run.dataset
+        return (
+            dataset is not None
+            and path_of(dataset.uri).is_file()
+            and Path(run.holdout_path).is_file()
+        )
+
     async def _production_data(
         self, run: Run
     ) -> tuple[list[str] | None, datasets.Table | None, str]:

@@ -1,5 +1,6 @@
 """A retrain trigger killed with SIGKILL mid-run starts no duplicate run and no duplicate
-version: the restarted process resumes the run it finds in its database."""
+version: the restarted process resumes the run it finds in its database; with two replicas,
+the standby finishes it, even without the files the killed one had prepared."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import signal
 from pathlib import Path
 
 from flywheel.retrain.v1 import types_pb2 as pb
-from flywheel_common.settings import GrpcSettings, TelemetrySettings
+from flywheel_common.settings import DatabaseSettings, GrpcSettings, TelemetrySettings
 from flywheel_retrain.settings import RetrainSettings
-from flywheel_testing.backends import unused_port
-from flywheel_testing.processes import service_process
+from flywheel_testing.backends import reset_postgres, unused_port
+from flywheel_testing.clients import replicas_target
+from flywheel_testing.leases import lease_holder
+from flywheel_testing.processes import ServiceReplica, service_process
 
-from .conftest import breast_cancer, running_loop
+from .conftest import Loop, breast_cancer, running_loop
 
 # The example pipeline, three seconds slower: long enough to be killed during training.
 SLOW_TRAINING = (
@@ -65,3 +68,51 @@ async def test_a_trigger_killed_mid_run_resumes_it_without_a_duplicate(
                 if process is not None and process.returncode is None:
                     process.terminate()
                     await process.wait()
+
+
+def replica(loop: Loop, url: str, name: str) -> ServiceReplica:
+    """A retrain replica on the shared database, with a data folder (a pod's) of its own."""
+    settings = loop.platform.settings(
+        RetrainSettings,
+        "retrain",
+        grpc=GrpcSettings(port=unused_port()),
+        telemetry=TelemetrySettings(metrics_port=-1, log_level="ERROR"),
+        database=DatabaseSettings(url=url),
+        data_dir=loop.data_dir / name,
+        instance_id=name,
+    )
+    return ServiceReplica("flywheel_retrain", settings)
+
+
+async def test_a_standby_finishes_a_run_whose_files_died_with_the_leader(
+    kafka_bootstrap: str, postgres_url: str, tmp_path: Path
+) -> None:
+    await reset_postgres(postgres_url)
+    async with running_loop(kafka_bootstrap, tmp_path, start_retrain=False) as loop:
+        replicas = [replica(loop, postgres_url, name) for name in ("retrain-a", "retrain-b")]
+        loop.retrain_address = replicas_target([r.address for r in replicas])
+        try:
+            for each in replicas:
+                await each.start()
+            await loop.set_policy(
+                gate=pb.EvaluationGate(metric="accuracy", holdout_size=100),
+                executor=pb.ExecutorConfig(entrypoint_override=SLOW_TRAINING),
+            )
+            await loop.log_traffic(*breast_cancer(shift_sigmas=1.0))
+            await loop.alert()
+            await loop.wait_run({pb.RUN_STATE_TRAINING})
+            holder = await lease_holder(postgres_url)
+            assert holder is not None
+            leader = next(r for r in replicas if r.settings.instance_id == holder[0])
+            await leader.kill()
+            # Its pod is gone with it: the standby cannot read the dataset it prepared.
+            leader.settings.data_dir.rename(tmp_path / "gone")
+            run = await loop.wait_run(
+                {pb.RUN_STATE_PROMOTED, pb.RUN_STATE_FAILED, pb.RUN_STATE_REJECTED}
+            )
+            assert run.state == pb.RUN_STATE_PROMOTED, run.error
+            assert len(await loop.runs()) == 1
+            assert await loop.production() == 2
+        finally:
+            for each in replicas:
+                await each.stop()

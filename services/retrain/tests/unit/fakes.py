@@ -186,12 +186,19 @@ class FakeRegistry:
 
 @dataclass
 class FakeData:
+    """Prepares a run's files on this replica; `lost` are runs whose files are not here."""
+
     prepared: list[str] = field(default_factory=list)
+    lost: set[str] = field(default_factory=set)
 
     async def prepare(self, run: Run, until: datetime) -> PreparedData:
         self.prepared.append(run.run_id)
+        self.lost.discard(run.run_id)
         dataset = Dataset(f"file:///runs/{run.run_id}/data.csv", "d" * 64, 500, 400)
         return PreparedData(dataset, f"/runs/{run.run_id}/holdout.csv")
+
+    def present(self, run: Run) -> bool:
+        return run.dataset is not None and run.run_id not in self.lost
 
 
 @dataclass

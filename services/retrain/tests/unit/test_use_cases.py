@@ -172,6 +172,35 @@ async def test_a_run_killed_in_training_resumes_from_its_stored_state() -> None:
     assert w.data.prepared == [run_id]  # the dataset is not prepared again
 
 
+async def test_a_run_resumed_by_a_replica_without_its_files_prepares_them_again() -> None:
+    w = world()
+    run_id = await queued_run(w)
+    queued = w.store.runs[run_id]
+    w.store.runs[run_id] = queued.prepare_data(T0).data_ready(
+        (await w.data.prepare(queued, T0)).dataset, "/h.csv", T0
+    )
+    w.data.lost.add(run_id)  # prepared by a replica that died with its files
+    await advance(w.deps, run_id)
+    run = w.store.runs[run_id]
+    assert run.state is RunState.PROMOTED
+    assert w.data.prepared == [run_id, run_id]
+    assert w.training.attempts == [2]  # still the attempt after the interrupted one
+
+
+async def test_a_run_gated_by_a_replica_without_its_holdout_prepares_it_again() -> None:
+    w = world()
+    run_id = await queued_run(w)
+    run = w.store.runs[run_id].prepare_data(T0)
+    run = run.data_ready((await w.data.prepare(run, T0)).dataset, "/h.csv", T0)
+    w.registry.register("iris", 2)
+    w.store.runs[run_id] = replace(run.trained(2, 1, 1.0, T0), events=())
+    w.data.lost.add(run_id)
+    await advance(w.deps, run_id)
+    assert w.store.runs[run_id].state is RunState.PROMOTED
+    assert w.data.prepared == [run_id, run_id]
+    assert w.training.attempts == []  # the candidate is not trained again
+
+
 async def test_a_run_killed_after_its_gate_acts_on_the_recorded_verdict() -> None:
     w = world()
     w.evaluator.candidate = 0.5  # would fail if evaluated again

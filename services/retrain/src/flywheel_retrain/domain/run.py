@@ -131,6 +131,11 @@ class Run:
             executor_job_id="",
         )
 
+    def data_prepared_again(self, dataset: Dataset, holdout_path: str, now: datetime) -> Run:
+        """The dataset and holdout written again where the run resumed, in the state it
+        is in (the replica that prepared them first is gone, and its files with it)."""
+        return self._move(self.state, now, dataset=dataset, holdout_path=holdout_path)
+
     def resume_training(self, now: datetime) -> Run:
         """An interrupted attempt may have started: the resumption is the next one."""
         return self._move(RunState.TRAINING, now, attempt=self.attempt + 1, executor_job_id="")

@@ -2,8 +2,9 @@
 training, gate, decision).
 
 Each step starts from what the run has recorded, so a run interrupted by a restart resumes
-where it stopped: a prepared dataset is not prepared again, an interrupted training
-attempt counts, and a recorded gate verdict is acted on instead of evaluated again.
+where it stopped: a prepared dataset is not prepared again (unless the run resumes on
+another replica, which cannot read the files of the one that prepared it), an interrupted
+training attempt counts, and a recorded gate verdict is acted on instead of evaluated again.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ async def advance(deps: Deps, run_id: str) -> None:
         resumed = run.state is RunState.TRAINING
         if run.state in (RunState.QUEUED, RunState.PREPARING_DATA):
             run = await prepare_data(deps, run)
+        elif _reads_data(run) and not deps.data.present(run):
+            run = await prepare_data_again(deps, run)
         stage = FailureStage.TRAINING
         if run.state is RunState.TRAINING:
             run = await train(deps, run, resumed=resumed)
@@ -53,6 +56,24 @@ async def prepare_data(deps: Deps, run: Run) -> Run:
         run.run_id,
         (RunState.PREPARING_DATA,),
         lambda r, now: r.data_ready(prepared.dataset, prepared.holdout_path, now),
+    )
+
+
+def _reads_data(run: Run) -> bool:
+    """Whether the run's next step reads its dataset or holdout."""
+    return run.state is RunState.TRAINING or (run.state is RunState.GATING and run.gate is None)
+
+
+async def prepare_data_again(deps: Deps, run: Run) -> Run:
+    """TRAINING or GATING on a replica without the run's files: write them here (from the
+    data logged until now) and go on from the same state."""
+    log.info("run %s: its dataset is not on this replica; preparing it again", run.run_id)
+    prepared = await deps.data.prepare(run, deps.clock())
+    return await change(
+        deps,
+        run.run_id,
+        (run.state,),
+        lambda r, now: r.data_prepared_again(prepared.dataset, prepared.holdout_path, now),
     )
 
 

@@ -133,6 +133,11 @@ class TrainingData(Protocol):
         """The run's dataset and holdout, written; RunFailed when they cannot be."""
         ...
 
+    def present(self, run: Run) -> bool:
+        """Whether this replica can read the run's dataset and holdout (a replica that
+        resumes a run prepared by another one, since dead, cannot)."""
+        ...
+
 
 @dataclass(frozen=True)
 class AttemptOutcome:

@@ -1,0 +1,119 @@
+"""Each prediction log is written once: journaled before its request is answered, sent to
+Kafka after, and not sent twice when a failed send or a kill mid-send left it in Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+from flywheel.gateway.v1.events_pb2 import PredictionLog, PredictionLogBatch
+from flywheel_common.events import OutgoingRecord
+from flywheel_common.prediction_logs import pack
+from flywheel_common.publisher import DeliveryFailed
+from flywheel_gateway.journal import Journal
+from flywheel_gateway.predictions import PredictionLogger
+
+
+class Kafka:
+    """A publisher and the topic behind it. A failing send writes its records or not
+    (`lands`), and acknowledges none; `paused` holds every send until it is set."""
+
+    source = "flywheel-gateway"
+
+    def __init__(self, failures: int = 0, lands: bool = False) -> None:
+        self.topic: list[OutgoingRecord] = []
+        self.failures = failures
+        self.lands = lands
+        self.paused = asyncio.Event()
+        self.paused.set()
+
+    async def send(self, records: Sequence[OutgoingRecord]) -> None:
+        await self.paused.wait()
+        if self.failures:
+            self.failures -= 1
+            if self.lands:
+                self.topic.extend(records)
+            raise DeliveryFailed(list(records), TimeoutError("no acknowledgement"))
+        self.topic.extend(records)
+
+    async def restart(self) -> None:
+        return None
+
+    async def has(self, since: datetime) -> set[str]:
+        return {record.event_id for record in self.topic}
+
+    def logs(self) -> Counter[str]:
+        return Counter(
+            log.request_id
+            for record in self.topic
+            for log in PredictionLogBatch.FromString(record.value).logs
+        )
+
+
+def prediction(request_id: str) -> PredictionLog:
+    return PredictionLog(request_id=request_id, model="iris", version=1)
+
+
+def logger(kafka: Kafka, journal: Journal) -> PredictionLogger:
+    return PredictionLogger(cast(Any, kafka), journal, kafka.has, retry_seconds=0.01)
+
+
+async def logged(kafka: Kafka, journal: Journal, ids: list[str]) -> None:
+    """Log `ids` and wait until the journal has delivered everything."""
+    running = logger(kafka, journal)
+    await running.start()
+    try:
+        await asyncio.gather(*(running.log(lambda i=i: prediction(i)) for i in ids))
+        async with asyncio.timeout(10):
+            while not journal.empty:
+                await asyncio.sleep(0.01)
+    finally:
+        await running.stop()
+
+
+async def test_an_answer_waits_until_its_log_is_journaled(tmp_path: Path) -> None:
+    kafka = Kafka()
+    kafka.paused.clear()  # nothing reaches Kafka
+    running = logger(kafka, Journal(tmp_path / "j", 1 << 20))
+    await running.start()
+    try:
+        await running.log(lambda: prediction("r-1"))
+        # What a process killed now leaves behind:
+        [record] = list(Journal(tmp_path / "j", 1 << 20).records())
+        assert [log.request_id for log in PredictionLogBatch.FromString(record.value).logs] == [
+            "r-1"
+        ]
+    finally:
+        kafka.paused.set()
+        await running.stop()
+    assert kafka.logs() == {"r-1": 1}
+
+
+async def test_a_failed_send_that_reached_kafka_is_not_sent_again(tmp_path: Path) -> None:
+    kafka = Kafka(failures=1, lands=True)
+    await logged(kafka, Journal(tmp_path / "j", 1 << 20), ["r-1", "r-2"])
+    assert kafka.logs() == {"r-1": 1, "r-2": 1}
+
+
+async def test_a_failed_send_that_did_not_reach_kafka_is_sent_again(tmp_path: Path) -> None:
+    kafka = Kafka(failures=2, lands=False)
+    await logged(kafka, Journal(tmp_path / "j", 1 << 20), ["r-1", "r-2"])
+    assert kafka.logs() == {"r-1": 1, "r-2": 1}
+
+
+async def test_after_a_kill_mid_send_only_what_kafka_lacks_is_sent(tmp_path: Path) -> None:
+    records = [record for record, _ in pack([prediction("r-1"), prediction("r-2")], source="g")]
+    records += [record for record, _ in pack([prediction("r-3")], source="g")]
+    killed = Journal(tmp_path / "j", 1 << 20)
+    killed.append(records)
+    killed.sending(datetime.now(UTC))
+    kafka = Kafka()
+    kafka.topic.append(records[0])  # written, killed before the acknowledgement
+    restarted = Journal(tmp_path / "j", 1 << 20)
+    await logged(kafka, restarted, [])
+    assert kafka.logs() == {"r-1": 1, "r-2": 1, "r-3": 1}
+    assert restarted.sending_since is None
