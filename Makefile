@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 # uv from PATH, else the copy `make install` puts into the Python that runs make.
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
-PYTEST := $(UV) run --frozen pytest
+PYTEST := $(UV) run --frozen pytest --durations=15
 DEMO ?= 1
 OVERLAY ?= dev
 SOURCES := libs/common libs/cli libs/testing services tests bench examples

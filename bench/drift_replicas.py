@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import signal
 import sys
 import time
@@ -295,37 +294,42 @@ async def pause_on_join(topics: Topics, url: str) -> float:
 
 
 async def bare_pause_on_join(bootstrap: str, topic: str) -> float:
-    """A bare aiokafka consumer's longest stall when a second one joins its group."""
+    """The longest time any partition makes no progress when a second bare aiokafka
+    consumer joins the group of one at work (progress by either consumer counts)."""
     group = f"bench-bare-{uuid.uuid4().hex[:6]}"
+    ends = await end_offsets(bootstrap, topic)
+    last: dict[int, float] = {}
+    longest = 0.0
+
+    async def consume(consumer: AIOKafkaConsumer, until: float) -> None:
+        nonlocal longest
+        await consumer.start()
+        try:
+            while time.perf_counter() < until:
+                batch = await consumer.getmany(timeout_ms=20, max_records=1)
+                now = time.perf_counter()
+                for tp, records in batch.items():
+                    if records and records[-1].offset + 1 < ends[tp.partition]:
+                        longest = max(longest, now - last.get(tp.partition, now))
+                        last[tp.partition] = now
+                await asyncio.sleep(0.015)  # about the detector's records per second
+        finally:
+            await consumer.stop()
 
     def consumer() -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
             topic, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest",
             session_timeout_ms=int(SESSION_TIMEOUT * 1000), heartbeat_interval_ms=2000,
-            max_poll_records=50,
         )  # fmt: skip
 
-    first, second = consumer(), consumer()
-    await first.start()
-    longest, last = 0.0, time.perf_counter()
-    try:
-        until = None
-        while until is None or time.perf_counter() < until:
-            batch = await first.getmany(timeout_ms=50)
-            now = time.perf_counter()
-            if any(batch.values()):
-                longest = max(longest, now - last) if until is not None else longest
-                last = now
-                await asyncio.sleep(0.005)  # a consumer that does work
-            if until is None and now - last < 1 and longest == 0.0 and first.assignment():
-                await second.start()
-                until = time.perf_counter() + 8.0
-                last = time.perf_counter()
-        return longest
-    finally:
-        with contextlib.suppress(Exception):
-            await second.stop()
-        await first.stop()
+    until = time.perf_counter() + 12.0
+    first = asyncio.create_task(consume(consumer(), until))
+    while len(last) < PARTITIONS:  # the first is at work on every partition
+        await asyncio.sleep(POLL)
+    longest = 0.0
+    second = asyncio.create_task(consume(consumer(), until))
+    await asyncio.gather(first, second)
+    return longest
 
 
 async def main(logs: int) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -204,19 +203,3 @@ async def _coordinator_answers(admin: AIOKafkaAdminClient, group_id: str) -> Non
     error_code = response.groups[0][0]
     if error_code:
         raise for_code(error_code)(f"the coordinator of {group_id} is not ready")
-
-
-async def committed_offsets(
-    bootstrap_servers: str, group_id: str, partitions: Iterable[tuple[str, int]]
-) -> dict[tuple[str, int], int]:
-    """The offsets `group_id` has committed, of those (topic, partition) pairs that have one."""
-    wanted = [TopicPartition(topic, partition) for topic, partition in partitions]
-    if not wanted:
-        return {}
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
-    try:
-        found = await admin.list_consumer_group_offsets(group_id, partitions=wanted)
-    finally:
-        await admin.close()
-    return {(tp.topic, tp.partition): meta.offset for tp, meta in found.items() if meta.offset >= 0}

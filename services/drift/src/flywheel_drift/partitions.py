@@ -114,14 +114,19 @@ class Partitions:
     def __getitem__(self, number: int) -> Partition:
         return self._held[number]
 
+    def get(self, number: int) -> Partition | None:
+        return self._held.get(number)
+
     def __iter__(self) -> Iterator[Partition]:
         return iter(list(self._held.values()))
 
     def hold(self, partition: Partition) -> None:
         self._held[partition.number] = partition
 
-    def drop(self, number: int) -> None:
-        self._held.pop(number, None)
+    def drop(self, number: int, held: Partition | None = None) -> None:
+        """Forget a partition (only if it is still `held`, when given)."""
+        if held is None or self._held.get(number) is held:
+            self._held.pop(number, None)
 
     def numbers(self) -> set[int]:
         return set(self._held)

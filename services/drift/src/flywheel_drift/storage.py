@@ -132,9 +132,17 @@ class Checkpoint:
         return not (self.offsets or self.windows or self.join or self.join_is_base or self.alerts)
 
 
-async def claim(session: AsyncSession, partition: int, owner: str) -> int:
+async def claim(
+    session: AsyncSession, partition: int, owner: str, held_epoch: int | None = None
+) -> tuple[int, bool]:
     """Take a partition over: its epoch moves on, so an earlier owner can no longer
-    checkpoint it. Returns the new epoch."""
+    checkpoint it. Returns the new epoch, and whether the partition's epoch was still
+    `held_epoch` (this owner's, from before a rebalance: nobody claimed it in between)."""
+    current = await session.scalar(
+        select(PartitionOwnerRow.epoch)
+        .where(PartitionOwnerRow.partition == partition)
+        .with_for_update()
+    )
     await upsert(
         session,
         PartitionOwnerRow,
@@ -146,7 +154,7 @@ async def claim(session: AsyncSession, partition: int, owner: str) -> int:
         select(PartitionOwnerRow.epoch).where(PartitionOwnerRow.partition == partition)
     )
     assert epoch is not None
-    return epoch
+    return epoch, held_epoch is not None and current == held_epoch
 
 
 async def lost(session: AsyncSession, epochs: dict[int, int]) -> set[int]:
@@ -279,10 +287,11 @@ async def _save_alerts(session: AsyncSession, alerts: list[tuple[Alert, bytes]],
 
 
 def kind_bits(kinds: Iterable[Kind]) -> int:
-    return sum(1 << _KIND_ORDER.index(kind) for kind in set(kinds))
+    return sum(_KIND_BITS[kind] for kind in set(kinds))
 
 
-_KIND_ORDER = list(Kind)
+_KIND_BITS = {Kind.DATA: 1, Kind.PREDICTION: 2, Kind.QUALITY: 4, Kind.CONCEPT: 8}
+"""Stored in `drift_alerts.kinds`: never renumber."""
 
 
 async def statuses(session: AsyncSession, model: str, version: int = 0) -> list[bytes]:

@@ -20,18 +20,27 @@ topic with the reason, and the stream goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import tempfile
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar, cast
 
 import faust
+from aiokafka.errors import KafkaError
+from faust.transport.consumer import Consumer
 from faust.types import TP
 from google.protobuf.message import Message
-from tenacity import AsyncRetrying, wait_exponential_jitter
+from sqlalchemy.exc import DBAPIError
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
 from flywheel_common.db import Database
@@ -49,11 +58,11 @@ from flywheel_common.topics import (
     PREDICTIONS,
     TopicSpec,
     await_group_coordinator,
-    committed_offsets,
 )
 from flywheel_drift import converters, storage
 from flywheel_drift.domain import DriftEvent
 from flywheel_drift.handlers import Detector
+from flywheel_drift.handover import Handover
 from flywheel_drift.partitions import Partition, Partitions
 from flywheel_drift.storage import Checkpoint
 
@@ -113,8 +122,11 @@ class DriftStream:
                 f"{predictions_topic.name} ({predictions_topic.partitions}) to be co-partitioned"
             )
         self.partitions = Partitions(new_detector)
-        self._loading: dict[int, asyncio.Task[Partition]] = {}
-        self._replica = replica
+        self._handover = Handover(
+            database, replica, self.partitions, (predictions_topic.name, labels_by_model_topic.name)
+        )
+        self._failed: asyncio.Future[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
         self._alerts_kept = alerts_kept
         self._publisher = publisher
         self._dead_letters = DeadLetters(publisher, group_id)
@@ -123,7 +135,6 @@ class DriftStream:
         self._group_id = group_id
         self._bootstrap_servers = kafka.bootstrap_servers
         self._types = EventTypes.flywheel()
-        self._stateful = (predictions_topic.name, labels_by_model_topic.name)
         data_dir = data_dir or Path(tempfile.mkdtemp(prefix="flywheel-faust-"))
         data_dir.mkdir(parents=True, exist_ok=True)
         self.app = faust.App(
@@ -166,33 +177,44 @@ class DriftStream:
                     )
                     for event, truth in routable
                 ]
-                await self._publisher.send(forwarded)
+                async with self._failing():
+                    await self._publisher.send(forwarded)
+                    await self._applied_as_is(events)
                 yield None
 
         async def on_predictions(stream: Any) -> AsyncIterator[None]:
             async for events in stream.take_events(prediction_batch_size, within=batch_seconds):
-                steps = []
-                for partition, fresh in await self._by_partition(events):
-                    logs = await self._decode(fresh, unpack)
+                shares = [
+                    (partition, fresh, await self._decode(fresh, unpack))
+                    for partition, fresh in self._by_partition(events)
+                ]
+                steps = []  # no await from the first change to the commit's turn: see _commit
+                for partition, fresh, logs in shares:
                     outgoing = partition.detector.observe(converters.batches(logs))
                     steps.append(_Step(partition, partition.checkpoint(fresh, outgoing), outgoing))
                     self.processed += len(logs)
-                await self._commit(steps)
+                async with self._failing():
+                    await self._commit(steps)
                 yield None
 
         async def on_labels(stream: Any) -> AsyncIterator[None]:
             async for events in stream.take_events(batch_size, within=batch_seconds):
-                steps = []
-                for partition, fresh in await self._by_partition(events):
+                shares = [
+                    (partition, fresh, await self._decode(fresh, _ground_truth))
+                    for partition, fresh in self._by_partition(events)
+                ]
+                steps = []  # no await from the first change to the commit's turn: see _commit
+                for partition, fresh, truths in shares:
                     outgoing: list[DriftEvent] = []
-                    for truth in await self._decode(fresh, _ground_truth):
+                    for truth in truths:
                         label = ground_truth_label(truth)
                         if label is not None:
                             outgoing += partition.detector.label(
                                 truth.request_id, label, time.time()
                             )
                     steps.append(_Step(partition, partition.checkpoint(fresh, outgoing), outgoing))
-                await self._commit(steps)
+                async with self._failing():
+                    await self._commit(steps)
                 yield None
 
         self._assigned = asyncio.Event()
@@ -203,19 +225,23 @@ class DriftStream:
             for partition in self.partitions:
                 outgoing = partition.detector.flush(time.time(), late_seconds)
                 steps.append(_Step(partition, partition.checkpoint([], outgoing), outgoing))
-            await self._commit(steps)
+            async with self._failing():
+                await self._commit(steps)
 
-        async def on_assigned(app: Any, /, *args: Any, signal: Any, **_: Any) -> None:
-            assigned = args[0] if args else set()
-            await self._take_over(assigned)
+        async def on_rebalance_complete(app: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+            # Sent before faust resumes the partitions and seeks them to their committed
+            # offsets: nothing is fetched until the partitions are held and those offsets
+            # are the database's.
+            assigned = self.app.consumer.assignment()
+            async with self._checkpointing, self._failing():
+                starts = await self._handover.rebalanced(
+                    {(tp.topic, tp.partition) for tp in assigned}, self._position
+                )
+                await self._commit_offsets(starts)
             if {tp.topic for tp in assigned} >= wanted:
                 self._assigned.set()
 
-        async def on_revoked(app: Any, /, *args: Any, signal: Any, **_: Any) -> None:
-            await self._hand_over({tp.partition for tp in (args[0] if args else set())})
-
-        self.app.on_partitions_assigned.connect(on_assigned)
-        self.app.on_partitions_revoked.connect(on_revoked)
+        self.app.on_rebalance_complete.connect(on_rebalance_complete)
         self.app.agent(labels, name="drift.ground-truth")(route_labels)
         self.app.agent(predictions, name="drift.predictions")(on_predictions)
         self.app.agent(labels_by_model, name="drift.ground-truth-by-model")(on_labels)
@@ -231,101 +257,60 @@ class DriftStream:
             allow_empty=True,
         )
 
-    async def _take_over(self, assigned: set[Any]) -> None:
-        """Claim and load the stateful partitions assigned that this replica does not hold;
-        forget those it holds that are no longer its own."""
-        by_topic: dict[str, set[int]] = defaultdict(set)
-        for tp in assigned:
-            by_topic[tp.topic].add(tp.partition)
-        predictions, labels = (by_topic.get(topic, set()) for topic in self._stateful)
-        if predictions != labels:
-            log.error("predictions and labels by model are not co-partitioned",
-                      extra={"partitions": sorted(predictions ^ labels)})  # fmt: skip
-        numbers = predictions | labels
-        for number in self.partitions.numbers() - numbers:
-            self.partitions.drop(number)
-        for number in numbers - self.partitions.numbers():
-            if number not in self._loading:
-                self._loading[number] = asyncio.create_task(self._load(number))
-        loads = [self._loading[number] for number in numbers if number in self._loading]
-        if loads:
-            await asyncio.wait(loads)
-        await self._fix_start_positions({(tp.topic, tp.partition) for tp in assigned})
+    async def _position(self, topic: str, number: int) -> int | None:
+        position: int | None = await self.app.consumer.position(TP(topic, number))
+        return position
 
-    async def _fix_start_positions(self, assigned: set[tuple[str, int]]) -> None:
-        """Where partitions the group has never committed start: after the offset the
-        database says was applied, else where the reset policy puts them now, which the
-        database then remembers. Without this, a partition handed over before its first
-        commit would start again from the reset policy ("latest": skipping what came
-        since) on its next owner."""
-        committed = await committed_offsets(self._bootstrap_servers, self._group_id, assigned)
-        uncommitted = assigned - committed.keys()
-        if not uncommitted:
-            return
-        async with self._database.transaction() as session:
-            known = await storage.applied(session, uncommitted)
-            starts: dict[tuple[str, int], int] = {}
-            for topic, number in uncommitted - known.keys():
-                position = await self.app.consumer.position(TP(topic, number))
-                if position is not None:
-                    starts[(topic, number)] = position - 1
-            await storage.advance(session, starts)
-        for (topic, number), offset in known.items():
-            await self.app.consumer.seek(TP(topic, number), offset + 1)
-
-    async def _load(self, number: int) -> Partition:
-        """Claim a partition and resume it from its checkpoint, retrying while the database
-        does not answer."""
+    async def _commit_offsets(self, starts: dict[tuple[str, int], int]) -> None:
+        """Make the database's offsets the group's committed ones, which faust seeks to
+        when it resumes the partitions (and counts its own commits from)."""
+        offsets = {TP(topic, number): offset for (topic, number), offset in starts.items()}
         try:
-            retrying = AsyncRetrying(
-                wait=wait_exponential_jitter(multiplier=0.2, max=5.0),
-                before_sleep=lambda attempt: log.warning(
-                    "partition not loaded; retrying",
-                    extra={"partition": number, "error": str(attempt.outcome.exception())}
-                    if attempt.outcome
-                    else {"partition": number},
-                ),
-            )
-            async for attempt in retrying:
-                with attempt:
-                    async with self._database.transaction() as session:
-                        epoch = await storage.claim(session, number, self._replica)
-                        state = await storage.load(session, number)
-            partition = Partition.resumed(number, epoch, self.partitions.new_detector(), state)
-            self.partitions.hold(partition)
-            log.info("partition taken over", extra={"partition": number, "epoch": epoch,
-                     "versions": len(state.windows)})  # fmt: skip
-            return partition
-        finally:
-            self._loading.pop(number, None)
+            # faust's Consumer commits given offsets through `_commit` (its public `commit`
+            # commits what the agents acked).
+            await cast(Consumer, self.app.consumer)._commit(offsets)
+        except KafkaError as exc:  # the group rebalances again; its next round redoes this
+            log.warning("start offsets not committed", extra={"error": str(exc)})
 
-    async def _hand_over(self, revoked: set[int]) -> None:
-        """Forget revoked partitions once any checkpoint in flight has committed: faust
-        has waited for the agents' events, and the next owner resumes from the database."""
-        async with self._checkpointing:
-            for number in revoked:
-                task = self._loading.pop(number, None)
-                if task is not None:
-                    task.cancel()
-                self.partitions.drop(number)
+    async def _applied_as_is(self, events: Sequence[Any]) -> None:
+        """Record how far events that leave no state were handled (the forwarded ground
+        truth), so a new owner starts after them whatever Kafka committed."""
+        offsets: dict[tuple[str, int], int] = {}
+        for event in events:
+            key = (event.message.topic, event.message.partition)
+            offsets[key] = max(offsets.get(key, -1), event.message.offset)
+        async with self._database.transaction() as session:
+            await storage.advance(session, offsets)
 
-    async def _by_partition(self, events: Sequence[Any]) -> list[tuple[Partition, list[Any]]]:
+    @contextlib.asynccontextmanager
+    async def _failing(self) -> AsyncIterator[None]:
+        """Work whose failure the stream cannot step over (a checkpoint that does not
+        commit, a forward that is not delivered): it ends the stream's supervised task, so
+        the service stops and its restart resumes from the database."""
+        try:
+            yield
+        except Exception as exc:
+            if self._failed is not None and not self._failed.done():
+                self._failed.set_exception(exc)
+            raise
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """Ends, with the error, when the stream has failed (see `_failing`)."""
+        return self._watch
+
+    def _by_partition(self, events: Sequence[Any]) -> list[tuple[Partition, list[Any]]]:
         """The events not yet applied, grouped by the partition that holds them."""
         grouped: dict[int, list[Any]] = defaultdict(list)
         for event in events:
             grouped[event.message.partition].append(event)
-        shares = []
-        for number, share in grouped.items():
-            if number not in self.partitions and number not in self._loading:
-                # Delivered before the assignment's signal: the partition is ours.
-                self._loading[number] = asyncio.create_task(self._load(number))
-            loading = self._loading.get(number)
-            if loading is not None:
-                await asyncio.wait([loading])  # cancelled, should the partition be revoked
-            if number in self.partitions:
-                partition = self.partitions[number]
-                shares.append((partition, partition.unapplied(share)))
-        return shares
+        # A partition this replica does not hold is one another replica has claimed since
+        # (this one stalled past its session): its owner applies those events.
+        return [
+            (self.partitions[number], self.partitions[number].unapplied(share))
+            for number, share in grouped.items()
+            if number in self.partitions
+        ]
 
     async def _decode_each(
         self, events: Sequence[Any], contents: Callable[[Message], Sequence[M]]
@@ -360,29 +345,45 @@ class DriftStream:
         changes and alerts, and the events produced.
 
         Transactions commit one at a time in the order their checkpoints were taken (the
-        lock's waiters queue first come, first served): the agents and the idle-window timer
-        all checkpoint, and a later checkpoint committed first would persist windows ahead
-        of their offsets. A partition another replica has claimed since is dropped, with
-        its share: its new owner redoes that work from the database."""
+        lock's waiters queue first come, first served), so callers change the detectors,
+        take the checkpoints and call this with no await in between: the agents and the
+        idle-window timer all checkpoint, and a later checkpoint committed first would
+        persist windows ahead of their offsets. A partition another replica has claimed
+        since is dropped, with its share: its new owner redoes that work from the
+        database."""
         pending = [step for step in steps if not step.checkpoint.is_empty or step.events]
         if not pending:
             return
         async with self._checkpointing:
             while pending:
-                async with self._database.transaction() as session:
-                    epochs = {step.partition.number: step.partition.epoch for step in pending}
-                    lost = await storage.lost(session, epochs)
-                    if not lost:
-                        await self._write(session, pending)
+                lost = await self._write_unless_lost(pending)
                 if not lost:
                     break
                 log.warning("partitions taken over by another replica; their work is dropped",
                             extra={"partitions": sorted(lost)})  # fmt: skip
-                for number in lost:
-                    self.partitions.drop(number)
+                for step in pending:
+                    if step.partition.number in lost:
+                        self.partitions.drop(step.partition.number, step.partition)
                 pending = [step for step in pending if step.partition.number not in lost]
             for step in pending:
                 step.partition.committed(step.checkpoint)
+
+    async def _write_unless_lost(self, steps: Sequence[_Step]) -> set[int]:
+        """Commit the steps unless some partition was claimed by another replica since;
+        returns those. Retries while the database does not answer, a few times."""
+        epochs = {step.partition.number: step.partition.epoch for step in steps}
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(5),
+            wait=wait_exponential_jitter(multiplier=0.2, max=2.0),
+            retry=retry_if_exception_type(DBAPIError),
+            reraise=True,
+        ):
+            with attempt:
+                async with self._database.transaction() as session:
+                    lost = await storage.lost(session, epochs)
+                    if not lost:
+                        await self._write(session, steps)
+        return lost
 
     async def _write(self, session: Any, steps: Sequence[_Step]) -> None:
         await storage.save(session, [step.checkpoint for step in steps], self._alerts_kept)
@@ -394,21 +395,22 @@ class DriftStream:
 
     async def start(self) -> None:
         await await_group_coordinator(self._bootstrap_servers, self._group_id)
+        self._failed = asyncio.get_running_loop().create_future()
+        self._watch = asyncio.create_task(self._until_failed(self._failed), name="drift-stream")
         await self.app.start()
-        await self._pin_start_positions()
-
-    async def _pin_start_positions(self, timeout: float = 60.0) -> None:
-        """Wait for the partitions and fix where the stream starts before start() returns,
-        so nothing published after start-up is skipped by the "latest" reset."""
-        try:
-            async with asyncio.timeout(timeout):
+        try:  # where each partition starts is fixed once its first assignment completes
+            async with asyncio.timeout(60.0):
                 await self._assigned.wait()
-                for partition in self.app.consumer.assignment():
-                    await self.app.consumer.position(partition)
         except TimeoutError:
             log.warning("the drift stream has no partitions yet; starting anyway")
 
+    @staticmethod
+    async def _until_failed(failed: asyncio.Future[None]) -> None:
+        await failed
+
     async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
         await self.app.stop()
 
 

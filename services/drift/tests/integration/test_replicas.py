@@ -1,7 +1,9 @@
 """Two drift replicas share the stream through Kafka's consumer group and their state
 through PostgreSQL: one is killed with SIGKILL mid-stream and the other takes its
-partitions over from their checkpoints; restarted, it takes some back. No window is lost
-or counted twice, and ground truth meets its prediction whichever replica holds it."""
+partitions over from their checkpoints; restarted, it takes some back; then the other
+stalls (SIGSTOP) past its session and is fenced out of the partitions it held. No window
+is lost or counted twice, and ground truth meets its prediction whichever replica holds
+it."""
 
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from flywheel_testing.processes import service_process
 WINDOW = 50
 PER_MODEL = 300
 LABELED = 100  # the first two windows of each model, labelled after the kill
+SESSION_TIMEOUT = 10.0  # the drift stream's Kafka session
 
 
 def one_model_per_partition(prefix: str) -> list[str]:
@@ -105,7 +108,15 @@ async def test_a_replica_killed_mid_stream_hands_its_partitions_over_losing_noth
                 GROUND_TRUTH, GroundTruth(request_id=unroutable, int64_label=1), subject=unroutable
             )
             restarted = await service_process("flywheel_drift", replicas[0])  # rebalances
-            await send(publisher, models, 220, PER_MODEL)
+            # The survivor stalls (SIGSTOP) past its session while predictions come: the
+            # restarted replica claims its partitions; woken up, the stalled one finds its
+            # claims gone, its batches in flight refused, and rejoins.
+            sending = asyncio.create_task(send(publisher, models, 220, 260))
+            second.send_signal(signal.SIGSTOP)
+            await asyncio.sleep(SESSION_TIMEOUT + 3)
+            second.send_signal(signal.SIGCONT)
+            await sending
+            await send(publisher, models, 260, PER_MODEL)
             await until_windows(kafka_bootstrap, models, PER_MODEL // WINDOW)
             await asyncio.sleep(2.0)  # anything duplicated would have arrived by now
             published = await windows_of(kafka_bootstrap, models)

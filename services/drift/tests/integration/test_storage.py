@@ -102,15 +102,29 @@ async def test_each_partition_replays_its_own_join_and_compacts_it_into_a_base(
 
 async def test_a_claim_fences_the_partition_s_earlier_owner(database: Database) -> None:
     async with database.transaction() as session:
-        first = await storage.claim(session, 3, "replica-a")
+        first, kept = await storage.claim(session, 3, "replica-a")
+        assert not kept  # nothing held before
         assert await storage.lost(session, {3: first}) == set()
     async with database.transaction() as session:
-        second = await storage.claim(session, 3, "replica-b")
-        other = await storage.claim(session, 4, "replica-b")
-    assert second == first + 1
+        second, kept = await storage.claim(session, 3, "replica-b")
+        other, _ = await storage.claim(session, 4, "replica-b")
+    assert (second, kept) == (first + 1, False)
     async with database.transaction() as session:
         assert await storage.lost(session, {3: first, 4: other}) == {3}
         assert await storage.lost(session, {3: second, 4: other}) == set()
+
+
+async def test_a_partition_claimed_again_by_its_holder_is_kept_unless_claimed_between(
+    database: Database,
+) -> None:
+    async with database.transaction() as session:
+        first, _ = await storage.claim(session, 0, "replica-a")
+        again, kept = await storage.claim(session, 0, "replica-a", held_epoch=first)
+    assert (again, kept) == (first + 1, True)  # a rebalance that gave it back: keep it
+    async with database.transaction() as session:
+        await storage.claim(session, 0, "replica-b")  # someone else held it in between
+        _, kept = await storage.claim(session, 0, "replica-a", held_epoch=again)
+    assert not kept
 
 
 def alert(number: int, kinds: set[Kind], severity: Severity, model: str = "iris") -> Alert:
