@@ -84,6 +84,10 @@ async def test_a_promotion_walks_a_canary_through_every_step(
     traffic.stop()
     await load
 
+    async def completion_announced() -> bool:
+        return bool(platform.of_type("RolloutCompleted"))
+
+    await eventually(completion_announced)
     assert rollout.phase == types.ROLLOUT_PHASE_SUCCEEDED, rollout.end_reason
     assert rollout.trigger == types.ROLLOUT_TRIGGER_PROMOTION
     assert (rollout.version, rollout.baseline_version) == (v2, v1)
@@ -137,10 +141,10 @@ async def test_a_bad_candidate_is_rolled_back_and_production_restored(
         rollout = await feed_windows(platform, rollout_id, v1, v2, **bad_window)
     await platform.wait_serving({v1})
 
-    async def production_restored() -> bool:
-        return await platform.production() == v1
+    async def rollback_announced() -> bool:
+        return await platform.production() == v1 and bool(platform.of_type("RolloutRolledBack"))
 
-    await eventually(production_restored)
+    await eventually(rollback_announced)
     traffic.stop()
     await load
 
@@ -183,6 +187,13 @@ async def test_ab_arms_hold_their_weights_and_sticky_keys_never_switch(
     rollout = await platform.wait_phase(
         response.rollout.rollout_id, types.ROLLOUT_PHASE_PROGRESSING
     )
+
+    async def step_announced() -> bool:
+        # The phase is read from the deployer's API; the event reaches the test's consumer
+        # through Kafka, later under load.
+        return bool(platform.of_type("RolloutStepAdvanced"))
+
+    await eventually(step_announced)
     assert [
         (s.from_step_index, s.to_step_index) for s in platform.of_type("RolloutStepAdvanced")
     ] == [(-1, 0)]
