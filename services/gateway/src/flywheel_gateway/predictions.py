@@ -145,6 +145,8 @@ class PredictionLogger:
         self._retry_seconds = retry_seconds
         self._fsync_interval_ms = fsync_interval_ms
         self._metrics = meters
+        for reason in Shed:  # exported at 0, so that an alert sees the first one shed
+            meters.dropped.add(0, {"reason": reason.value})
         self._pending: deque[Pending] = deque()
         self._pending_logs = 0
         self._loaded = journal.start

@@ -167,7 +167,9 @@ async def test_logs_shed_when_the_journal_is_full_are_counted(tmp_path: Path) ->
         await running.stop()
     # Every request was answered; the logs past the journal's bound were shed and counted.
     assert kafka.logs() == {"r-0": 1, "r-1": 1, "r-2": 1}
-    assert counted(reader, "flywheel.predictions.dropped") == {"journal_full": 7}
+    dropped = counted(reader, "flywheel.predictions.dropped")
+    assert {reason: count for reason, count in dropped.items() if count} == {"journal_full": 7}
+    assert set(dropped) == {"journal_full", "journal_failed", "unbuildable", "too_large"}
     assert counted(reader, "flywheel.predictions.journaled") == {"": 3}
 
 
