@@ -200,13 +200,15 @@ class Journal:
                 os.close(self._fd)
                 self._fd = -1
 
-    def sync(self) -> None:
-        """Flush what was written to the disk; blocking, so call it off the event loop."""
+    def sync(self) -> bool:
+        """Flush what was written to the disk; False when there was nothing to flush.
+        Blocking: call it off the event loop."""
         with self._lock:
             if self._fd < 0 or not self._unsynced:
-                return
+                return False
             self._unsynced = False
             os.fdatasync(self._fd)
+            return True
 
     def _write_at(self, offset: int, data: bytes) -> None:
         view = memoryview(data)

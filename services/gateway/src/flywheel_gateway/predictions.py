@@ -1,5 +1,6 @@
 """Prediction logs: packed per model, journaled before the request is answered, sent to
-flywheel.predictions off the request path, never lost."""
+flywheel.predictions off the request path; shed (and counted) only when the journal is
+full or failing."""
 
 from __future__ import annotations
 
@@ -234,13 +235,13 @@ class PredictionLogger:
 
     async def _sync(self) -> None:
         started = time.perf_counter()
-        await asyncio.to_thread(self._journal.sync)
-        self._metrics.fsync_ms.record((time.perf_counter() - started) * 1000)
+        if await asyncio.to_thread(self._journal.sync):
+            self._metrics.fsync_ms.record((time.perf_counter() - started) * 1000)
 
     def _sync_now(self) -> None:
         started = time.perf_counter()
-        self._journal.sync()
-        self._metrics.fsync_ms.record((time.perf_counter() - started) * 1000)
+        if self._journal.sync():
+            self._metrics.fsync_ms.record((time.perf_counter() - started) * 1000)
 
     def _journal_logs(self, queued: list[Queued]) -> None:
         """Build, pack and journal the logs; their requests may answer after this."""

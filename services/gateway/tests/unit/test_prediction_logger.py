@@ -127,9 +127,10 @@ class Flushes(Journal):
 
     flushed_to = 0
 
-    def sync(self) -> None:
-        super().sync()
+    def sync(self) -> bool:
+        flushed = super().sync()
         self.flushed_to = self.end
+        return flushed
 
 
 async def test_with_no_fsync_interval_an_answer_waits_until_its_log_is_on_disk(
@@ -144,6 +145,25 @@ async def test_with_no_fsync_interval_an_answer_waits_until_its_log_is_on_disk(
         for request_id in ("r-1", "r-2"):
             await running.log(lambda request_id=request_id: prediction(request_id))
             assert journal.flushed_to == journal.end > journal.start
+    finally:
+        kafka.paused.set()
+        await running.stop()
+
+
+async def test_with_an_fsync_interval_the_journal_reaches_the_disk_after_the_answer(
+    tmp_path: Path,
+) -> None:
+    kafka = Kafka()
+    kafka.paused.clear()
+    journal = Flushes(tmp_path / "j", 1 << 20)
+    running = PredictionLogger(cast(Any, kafka), journal, kafka.has, fsync_interval_ms=20)
+    await running.start()
+    try:
+        await running.log(lambda: prediction("r-1"))
+        written = journal.end
+        async with asyncio.timeout(10):
+            while journal.flushed_to < written:
+                await asyncio.sleep(0.01)
     finally:
         kafka.paused.set()
         await running.stop()
