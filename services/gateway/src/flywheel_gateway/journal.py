@@ -172,7 +172,8 @@ class Journal:
         self._skipped = (meter or metrics.get_meter(__name__)).create_counter(
             "flywheel.gateway.journal.skipped",
             description="Stretches of the prediction-log journal skipped when it was opened: "
-            "a torn tail (reason torn_tail) or damaged records (reason damaged)",
+            "a torn tail (reason torn_tail), damaged records (damaged) or a damaged header "
+            "(header: undelivered records sent again)",
         )
         self._shift = 0
         """Logical position of the file's first byte after the last rewrite."""
@@ -241,7 +242,11 @@ class Journal:
                 else:
                     kept.append((found[1], found[2]))
             if self.recovery.damaged_stretches or self.recovery.header_damaged:
-                self._write_file(data[start:end] for start, end in kept)
+                self._write_file(
+                    data[chunk : min(chunk + COPY_CHUNK, end)]
+                    for start, end in kept
+                    for chunk in range(start, end, COPY_CHUNK)
+                )
                 return HEADER_BYTES, self._path.stat().st_size
         if self.recovery.torn_tail_bytes:
             size -= self.recovery.torn_tail_bytes
