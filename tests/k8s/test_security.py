@@ -83,3 +83,15 @@ def test_docker_compose_runs_the_services_on_a_read_only_root() -> None:
         assert "flywheel-data:/var/lib/flywheel" in service["volumes"], name
         data_dir = next(v for k, v in service["environment"].items() if k.endswith("_DATA_DIR"))
         assert data_dir.startswith("/var/lib/flywheel/"), name
+    # Training jobs write relative to their working folder, which the root's /app is not.
+    workdir = services["retrain"]["environment"]["FLYWHEEL_RETRAIN_TRAINING_WORKDIR"]
+    assert workdir.startswith("/var/lib/flywheel/")
+
+
+def test_training_jobs_work_in_the_retrain_triggers_data_folder(overlay: Rendered) -> None:
+    [settings] = [
+        config["data"]
+        for config in overlay.of_kind("ConfigMap")
+        if config["metadata"]["name"].startswith("flywheel-retrain")
+    ]
+    assert settings["FLYWHEEL_RETRAIN_TRAINING_WORKDIR"] == settings["FLYWHEEL_RETRAIN_DATA_DIR"]
