@@ -41,6 +41,8 @@ class Shed(StrEnum):
 
 @dataclass(frozen=True)
 class LoggerMetrics:
+    """The logger's instruments, from the global meter unless a test gives its own."""
+
     logged: metrics.Counter
     journaled: metrics.Counter
     replayed: metrics.Counter
@@ -189,8 +191,9 @@ class PredictionLogger:
         rest waits in the journal for the next start."""
         queued: list[Queued] = []
         while not self._queue.empty():
-            queued += self._drain()
-            self._journal_logs(queued[-self._max_batch :])
+            batch = self._drain()
+            self._journal_logs(batch)
+            queued += batch
         self._sync_now()
         _answer(queued)
         with contextlib.suppress(TimeoutError):
@@ -222,7 +225,11 @@ class PredictionLogger:
             queued += self._drain()
             self._journal_logs(queued)
             if not self._fsync_interval_ms:
-                await self._sync()
+                try:
+                    await self._sync()
+                except asyncio.CancelledError:  # stopping: `stop` flushes before closing
+                    _answer(queued)
+                    raise
             _answer(queued)
 
     async def _sync_loop(self) -> None:
