@@ -196,8 +196,9 @@ class PredictionLogger:
             queued += batch
         self._sync_now()
         _answer(queued)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._until_sent(), 10.0)
+        if self._tasks:  # a sender runs: give it a moment
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._until_sent(), 10.0)
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

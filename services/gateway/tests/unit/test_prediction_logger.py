@@ -205,3 +205,19 @@ def counted(reader: InMemoryMetricReader, name: str) -> dict[str, int]:
                         reason = str((point.attributes or {}).get("reason", ""))
                         found[reason] = int(point.value)  # type: ignore[union-attr]
     return found
+
+
+async def test_stopping_journals_every_queued_log_once_and_answers_it(tmp_path: Path) -> None:
+    kafka = Kafka()
+    kafka.paused.clear()
+    journal = Journal(tmp_path / "j", 1 << 20)
+    running = PredictionLogger(cast(Any, kafka), journal, kafka.has, max_batch=2)
+    waiting = [running.log(lambda n=n: prediction(f"r-{n}")) for n in range(5)]  # not started
+    await running.stop()
+    assert all(done.done() for done in waiting)
+    journaled = Counter(
+        log.request_id
+        for record in Journal(tmp_path / "j", 1 << 20).records()
+        for log in PredictionLogBatch.FromString(record.value).logs
+    )
+    assert journaled == {f"r-{n}": 1 for n in range(5)}
