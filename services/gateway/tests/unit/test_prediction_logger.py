@@ -221,3 +221,21 @@ async def test_stopping_journals_every_queued_log_once_and_answers_it(tmp_path: 
         for log in PredictionLogBatch.FromString(record.value).logs
     )
     assert journaled == {f"r-{n}": 1 for n in range(5)}
+
+
+async def test_logs_past_the_memory_bound_are_journaled_by_their_request_not_dropped(
+    tmp_path: Path,
+) -> None:
+    kafka = Kafka()
+    journal = Journal(tmp_path / "j", 1 << 20)
+    running = PredictionLogger(cast(Any, kafka), journal, kafka.has, max_buffered=2)
+    # The logger's task is not running: two logs fill its queue, the others overflow.
+    waiting = [running.log(lambda n=n: prediction(f"r-{n}")) for n in range(5)]
+    assert [done.done() for done in waiting] == [False, False, True, True, True]
+    overflowed = Counter(
+        log.request_id
+        for record in journal.records()
+        for log in PredictionLogBatch.FromString(record.value).logs
+    )
+    assert overflowed == {"r-2": 1, "r-3": 1, "r-4": 1}
+    await running.stop()
