@@ -52,6 +52,10 @@ lint: install ## ruff on all Python, mypy --strict on flywheel_common and the se
 	@$(UV) run --frozen ruff format --check $(SOURCES)
 	@$(UV) run --frozen mypy -p flywheel_common -p flywheel_cli -p flywheel_testing -p flywheel_examples $(foreach s,$(notdir $(wildcard services/*)),-p flywheel_$(s))
 
+.PHONY: audit
+audit: install ## Known vulnerabilities in uv.lock (pip-audit; accepted ones in infra/audit/ignored.txt)
+	@UV="$(UV)" infra/audit/run.sh
+
 .PHONY: format
 format: install ## Apply ruff's fixes and formatting
 	@$(UV) run --frozen ruff format $(SOURCES)

@@ -8,7 +8,10 @@ registered; batch-1 ModelInfer requests come from tritonclient.grpc.aio at each 
 Printed side by side, in one run:
 - onnxruntime called in-process, one call at a time (the model's own cost);
 - a bare grpc.aio V2 server returning a fixed response (the Python gRPC ceiling);
-- this gateway with batching off and on, prediction logging off and on;
+- this gateway with batching off and on, prediction logging off and on (each log written
+  to the journal before its request is answered, the journal flushed to the disk every
+  second), and logging with a flush before every answer (`FSYNC_INTERVAL_MS=0`): the
+  price of journaling and of its durability;
 - MLServer serving the same ONNX file through bench/mlserver/onnx_runtime.py with its
   adaptive batching (max batch 32, like the gateway). MLServer gets its own virtualenv,
   built with uv from bench/mlserver/requirements.txt into .run/bench/mlserver on first use.
@@ -183,6 +186,9 @@ async def main() -> None:
         default=[1],
         help="also measure the gateway (WORKERS) and MLServer (parallel workers) with these",
     )
+    parser.add_argument(
+        "--gateway-only", action="store_true", help="skip MLServer (a quick check of the bench)"
+    )
     args = parser.parse_args()
     await ensure_topics(args.bootstrap)
     artifact, rows = mlp_model()
@@ -215,12 +221,13 @@ async def main() -> None:
         await stop(bare)
 
         variants = {
-            "gateway, batching off, logging off": ("1", "false"),
-            "gateway, batching off, logging on": ("1", "true"),
-            "gateway, batching on, logging off": ("32", "false"),
-            "gateway, batching on, logging on": ("32", "true"),
+            "gateway, batching off, logging off": ("1", "false", "1000"),
+            "gateway, batching off, logging on": ("1", "true", "1000"),
+            "gateway, batching on, logging off": ("32", "false", "1000"),
+            "gateway, batching on, logging on": ("32", "true", "1000"),
+            "gateway, batching on, logging+fsync": ("32", "true", "0"),
         }
-        for label, (batch, logging_on) in variants.items():
+        for label, (batch, logging_on, fsync_ms) in variants.items():
             port = unused_port()
             gateway = await start(
                 [sys.executable, "-m", "flywheel_gateway"],
@@ -233,6 +240,7 @@ async def main() -> None:
                     "FLYWHEEL_GATEWAY_REGISTRY_ADDRESS": f"127.0.0.1:{registry_port}",
                     "FLYWHEEL_GATEWAY_MAX_BATCH_SIZE": batch,
                     "FLYWHEEL_GATEWAY_LOG_PREDICTIONS": logging_on,
+                    "FLYWHEEL_GATEWAY_PREDICTION_JOURNAL_FSYNC_INTERVAL_MS": fsync_ms,
                 },
                 port,
             )
@@ -266,7 +274,7 @@ async def main() -> None:
             await stop(gateway)
         await stop(registry)
 
-        for workers in sorted({1, *args.workers}):
+        for workers in sorted({1, *args.workers}) if not args.gateway_only else []:
             ports = {"grpc": unused_port(), "http": unused_port(), "metrics": unused_port()}
             repository = mlserver_repository(Path(folder), model, artifact, ports, workers)
             mlserver = await asyncio.create_subprocess_exec(
@@ -302,11 +310,18 @@ async def main() -> None:
     bare = results["bare grpc.aio (fixed reply)"][top]
     best = results["gateway, batching on, logging on"][top]
     quiet = results["gateway, batching on, logging off"][top]
-    mlserver_best = results["MLServer 1.7.1, adaptive batching"][top]
+    synced = results["gateway, batching on, logging+fsync"][top]
     print(
         f"\nat c={top}: gateway (batching, logging) / bare server = {best / bare:.2f} "
-        f"(target >= 0.80); / MLServer = {best / mlserver_best:.2f} (target >= 2.0); "
-        f"logging cost = {1 - best / quiet:.1%} (target < 10%)"
+        f"(target >= 0.80); logging cost = {1 - best / quiet:.1%} (target < 10%); "
+        f"fsync before every answer costs {1 - synced / best:.1%} more"
+    )
+    if args.gateway_only:
+        return
+    mlserver_best = results["MLServer 1.7.1, adaptive batching"][top]
+    print(
+        f"at c={top}: gateway (batching, logging) / MLServer = {best / mlserver_best:.2f} "
+        "(target >= 2.0)"
     )
     for workers in [w for w in args.workers if w > 1]:
         ours = results[f"gateway, {workers} workers, batching+logging"][top]

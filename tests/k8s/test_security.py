@@ -1,9 +1,11 @@
 """Every pod runs as a non-root user without privileges, capabilities or an API token; the
-services' root file systems are read-only."""
+root file systems are read-only, in Kubernetes and in docker compose."""
 
 from __future__ import annotations
 
 import re
+
+import yaml
 
 from flywheel_testing.manifests import ROOT, Rendered
 
@@ -45,3 +47,51 @@ def test_the_services_run_as_the_images_user(overlay: Rendered) -> None:
         assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == int(
             user[1]
         )
+
+
+def test_every_container_runs_as_non_root_on_a_read_only_root(overlay: Rendered) -> None:
+    """Kafka and PostgreSQL included: whatever a container writes goes to a volume."""
+    for workload in overlay.workloads():
+        pod = workload["spec"]["template"]["spec"]
+        volumes = {volume["name"] for volume in pod.get("volumes", [])}
+        volumes |= {
+            claim["metadata"]["name"] for claim in workload["spec"].get("volumeClaimTemplates", [])
+        }
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            name = f"{workload['metadata']['name']}/{container['name']}"
+            context = {**pod["securityContext"], **container.get("securityContext", {})}
+            assert context["runAsNonRoot"] is True, name
+            assert context["runAsUser"] > 0, name
+            assert context["readOnlyRootFilesystem"] is True, name
+            assert context["allowPrivilegeEscalation"] is False, name
+            assert context["capabilities"] == {"drop": ["ALL"]}, name
+            assert context["seccompProfile"] == {"type": "RuntimeDefault"}, name
+            mounted = {mount["name"] for mount in container.get("volumeMounts", [])}
+            assert mounted <= volumes, f"{name} mounts {mounted - volumes}, which do not exist"
+            assert any(m["mountPath"] == "/tmp" for m in container["volumeMounts"]), name
+
+
+def test_docker_compose_runs_the_services_on_a_read_only_root() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = {name: s for name, s in compose["services"].items() if "build" in s}
+    assert set(services) == {"registry", "deployer", "gateway", "drift", "retrain"}
+    for name, service in services.items():
+        assert service["read_only"] is True, name
+        assert service["cap_drop"] == ["ALL"], name
+        assert "no-new-privileges:true" in service["security_opt"], name
+        assert any(entry.split(":")[0] == "/tmp" for entry in service["tmpfs"]), name
+        assert "flywheel-data:/var/lib/flywheel" in service["volumes"], name
+        data_dir = next(v for k, v in service["environment"].items() if k.endswith("_DATA_DIR"))
+        assert data_dir.startswith("/var/lib/flywheel/"), name
+    # Training jobs write relative to their working folder, which the root's /app is not.
+    workdir = services["retrain"]["environment"]["FLYWHEEL_RETRAIN_TRAINING_WORKDIR"]
+    assert workdir.startswith("/var/lib/flywheel/")
+
+
+def test_training_jobs_work_in_the_retrain_triggers_data_folder(overlay: Rendered) -> None:
+    [settings] = [
+        config["data"]
+        for config in overlay.of_kind("ConfigMap")
+        if config["metadata"]["name"].startswith("flywheel-retrain")
+    ]
+    assert settings["FLYWHEEL_RETRAIN_TRAINING_WORKDIR"] == settings["FLYWHEEL_RETRAIN_DATA_DIR"]

@@ -49,6 +49,10 @@ class KafkaSettings(SettingsSection):
     """Replication factor used when this service creates Flywheel's topics."""
     provision_topics: bool = True
     """Create every Flywheel topic at start-up when it does not exist yet."""
+    topic_retention_ms: dict[str, int] = Field(default_factory=dict)
+    """Retention of the topics this service creates, by name, in milliseconds (-1: forever),
+    as JSON: {"flywheel.predictions": 259200000}; the others keep their defaults (README,
+    Topics). Topics that exist keep their configuration."""
     compression: str = "lz4"
     """Producer compression: none, gzip, snappy, lz4 or zstd."""
     linger_ms: int = Field(default=5, ge=0)

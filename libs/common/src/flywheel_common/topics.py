@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -34,6 +35,9 @@ class TopicSpec:
     content_type: str
     key: str
     """What the Kafka key holds."""
+    retention_ms: int | None = None
+    """How long the records of a `delete` topic are kept (Kafka's `retention.ms`; -1:
+    forever); None for compacted topics, which keep the latest record of each key."""
 
     def record(
         self, message: Message, *, source: str, subject: str | None, key: str | bytes | None = None
@@ -49,22 +53,51 @@ class TopicSpec:
         )
 
 
-MODEL_EVENTS = TopicSpec("flywheel.model-events", 3, Cleanup.DELETE, PROTOBUF, "model")
+DAY_MS = 24 * 60 * 60 * 1000
+FACTS_RETENTION_MS = 30 * DAY_MS
+"""Lifecycle events (registrations, rollouts, alerts, retrains): low volume, read back by
+people and by replicas that were down."""
+TRAFFIC_RETENTION_MS = 14 * DAY_MS
+"""Predictions, ground truth and metrics: high volume; twice the retrain trigger's default
+training window (7 days), which it reads back from flywheel.predictions."""
+DLQ_RETENTION_MS = 90 * DAY_MS
+"""Dead letters wait for a person to look at them."""
+
+MODEL_EVENTS = TopicSpec(
+    "flywheel.model-events", 3, Cleanup.DELETE, PROTOBUF, "model", FACTS_RETENTION_MS
+)
 DEPLOYMENTS = TopicSpec("flywheel.deployments", 3, Cleanup.COMPACT, PROTOBUF, "model")
-DEPLOYMENT_EVENTS = TopicSpec("flywheel.deployment-events", 3, Cleanup.DELETE, PROTOBUF, "model")
+DEPLOYMENT_EVENTS = TopicSpec(
+    "flywheel.deployment-events", 3, Cleanup.DELETE, PROTOBUF, "model", FACTS_RETENTION_MS
+)
 GATEWAY_STATUS = TopicSpec("flywheel.gateway-status", 1, Cleanup.COMPACT, PROTOBUF, "gateway id")
-PREDICTIONS = TopicSpec("flywheel.predictions", 6, Cleanup.DELETE, PROTOBUF, "model")
-GROUND_TRUTH = TopicSpec("flywheel.ground-truth", 6, Cleanup.DELETE, PROTOBUF, "request id")
+PREDICTIONS = TopicSpec(
+    "flywheel.predictions", 6, Cleanup.DELETE, PROTOBUF, "model", TRAFFIC_RETENTION_MS
+)
+GROUND_TRUTH = TopicSpec(
+    "flywheel.ground-truth", 6, Cleanup.DELETE, PROTOBUF, "request id", TRAFFIC_RETENTION_MS
+)
 GROUND_TRUTH_BY_MODEL = TopicSpec(
-    "flywheel.ground-truth-by-model", PREDICTIONS.partitions, Cleanup.DELETE, PROTOBUF, "model"
+    "flywheel.ground-truth-by-model",
+    PREDICTIONS.partitions,
+    Cleanup.DELETE,
+    PROTOBUF,
+    "model",
+    TRAFFIC_RETENTION_MS,
 )
 """The drift detector's own copy of ground truth, keyed like the predictions (and with as
 many partitions), so each label lands on the partition, and the replica, that holds its
 prediction."""
-MODEL_METRICS = TopicSpec("flywheel.model-metrics", 3, Cleanup.DELETE, PROTOBUF, "model")
-DRIFT_ALERTS = TopicSpec("flywheel.drift-alerts", 3, Cleanup.DELETE, JSON, "model")
-RETRAIN_EVENTS = TopicSpec("flywheel.retrain-events", 3, Cleanup.DELETE, PROTOBUF, "model")
-DLQ = TopicSpec("flywheel.dlq", 3, Cleanup.DELETE, PROTOBUF, "original key")
+MODEL_METRICS = TopicSpec(
+    "flywheel.model-metrics", 3, Cleanup.DELETE, PROTOBUF, "model", TRAFFIC_RETENTION_MS
+)
+DRIFT_ALERTS = TopicSpec(
+    "flywheel.drift-alerts", 3, Cleanup.DELETE, JSON, "model", FACTS_RETENTION_MS
+)
+RETRAIN_EVENTS = TopicSpec(
+    "flywheel.retrain-events", 3, Cleanup.DELETE, PROTOBUF, "model", FACTS_RETENTION_MS
+)
+DLQ = TopicSpec("flywheel.dlq", 3, Cleanup.DELETE, PROTOBUF, "original key", DLQ_RETENTION_MS)
 
 ALL_TOPICS = (
     MODEL_EVENTS,
@@ -81,8 +114,39 @@ ALL_TOPICS = (
 )
 
 
+def with_retention(
+    specs: tuple[TopicSpec, ...], retention_ms: Mapping[str, int]
+) -> tuple[TopicSpec, ...]:
+    """`specs` with the retention of the topics named in `retention_ms` replaced; ValueError
+    for a name that is not a `delete` topic of `specs`, or a retention below -1."""
+    by_name = {spec.name: spec for spec in specs}
+    for name, milliseconds in retention_ms.items():
+        spec = by_name.get(name)
+        if spec is None:
+            raise ValueError(
+                f"topic retention names {name!r}, which is not a Flywheel topic; use one of "
+                f"{sorted(by_name)}"
+            )
+        if spec.cleanup is not Cleanup.DELETE:
+            raise ValueError(
+                f"{name} is compacted: it keeps each key's latest record, so a "
+                "retention does not apply"
+            )
+        if milliseconds < -1 or milliseconds == 0:
+            raise ValueError(
+                f"retention of {name} must be a positive number of milliseconds or -1 "
+                f"(forever), not {milliseconds}"
+            )
+    return tuple(
+        replace(spec, retention_ms=retention_ms[spec.name]) if spec.name in retention_ms else spec
+        for spec in specs
+    )
+
+
 def _topic_config(spec: TopicSpec, replication_factor: int) -> dict[str, str]:
     config = {"cleanup.policy": str(spec.cleanup)}
+    if spec.retention_ms is not None:
+        config["retention.ms"] = str(spec.retention_ms)
     if replication_factor > 1:
         config["min.insync.replicas"] = str(min(2, replication_factor))
     if spec.cleanup is Cleanup.COMPACT:
@@ -97,9 +161,13 @@ async def ensure_topics(
     specs: tuple[TopicSpec, ...] = ALL_TOPICS,
     replication_factor: int = 1,
     timeout: float = 60.0,
+    retention_ms: Mapping[str, int] | None = None,
 ) -> list[str]:
-    """Create the topics that are missing and wait until every partition of `specs` has a
-    leader that answers; returns the names created by this call."""
+    """Create the topics that are missing (with the retention of `retention_ms` where it
+    names one, else their own) and wait until every partition of `specs` has a leader that
+    answers; returns the names created by this call. Topics that exist keep their
+    configuration."""
+    specs = with_retention(specs, retention_ms or {})
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
     try:

@@ -1,6 +1,7 @@
 import asyncio
 import logging
 import uuid
+from dataclasses import replace
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -11,6 +12,7 @@ from flywheel_common.events import PROTOBUF
 from flywheel_common.topics import (
     ALL_TOPICS,
     DEPLOYMENTS,
+    DLQ,
     GATEWAY_STATUS,
     PREDICTIONS,
     Cleanup,
@@ -31,19 +33,56 @@ async def test_every_topic_exists_with_its_cleanup_policy(kafka_bootstrap: str) 
         assert {spec.name for spec in ALL_TOPICS} <= names
         [described] = await admin.describe_topics([PREDICTIONS.name])
         assert len(described["partitions"]) == PREDICTIONS.partitions
-        responses = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, spec.name) for spec in ALL_TOPICS]
-        )
-        policies = {
-            resource[3]: {entry[0]: entry[1] for entry in resource[4]}["cleanup.policy"]
-            for response in responses
-            for resource in response.resources
-        }
     finally:
         await admin.close()
-    assert policies[DEPLOYMENTS.name] == "compact"
-    assert policies[GATEWAY_STATUS.name] == "compact"
-    assert policies[PREDICTIONS.name] == "delete"
+    configs = await topic_configs(kafka_bootstrap, [spec.name for spec in ALL_TOPICS])
+    assert configs[DEPLOYMENTS.name]["cleanup.policy"] == "compact"
+    assert configs[GATEWAY_STATUS.name]["cleanup.policy"] == "compact"
+    assert configs[PREDICTIONS.name]["cleanup.policy"] == "delete"
+
+
+async def topic_configs(kafka_bootstrap: str, topics: list[str]) -> dict[str, dict[str, str]]:
+    """Each topic's configuration as the broker describes it."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic) for topic in topics]
+        )
+    finally:
+        await admin.close()
+    return {
+        resource[3]: {entry[0]: entry[1] for entry in resource[4]}
+        for response in responses
+        for resource in response.resources
+    }
+
+
+async def test_topics_are_created_with_their_retention_or_the_one_configured(
+    kafka_bootstrap: str,
+) -> None:
+    # Copies under new names: a broker kept from an earlier run has the topics already, and
+    # a topic that exists keeps its configuration.
+    suffix = uuid.uuid4().hex[:10]
+    predictions, dlq, deployments, configured = (
+        replace(spec, name=f"{spec.name}.{suffix}", partitions=1)
+        for spec in (PREDICTIONS, DLQ, DEPLOYMENTS, PREDICTIONS)
+    )
+    configured = replace(configured, name=f"{configured.name}.configured")
+    specs = (predictions, dlq, deployments, configured)
+    try:
+        await ensure_topics(kafka_bootstrap, specs, retention_ms={configured.name: 3_600_000})
+        configs = await topic_configs(kafka_bootstrap, [spec.name for spec in specs])
+    finally:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        await admin.delete_topics([spec.name for spec in specs])
+        await admin.close()
+    day_ms = 24 * 3600 * 1000
+    assert configs[predictions.name]["retention.ms"] == str(14 * day_ms)
+    assert configs[dlq.name]["retention.ms"] == str(90 * day_ms)
+    assert configs[configured.name]["retention.ms"] == "3600000"
+    assert configs[deployments.name]["cleanup.policy"] == "compact"
 
 
 async def test_new_topics_answer_consumers_without_errors_once_ensured(

@@ -77,6 +77,7 @@ def build(settings: ServiceSettings | None = None) -> Service:
             config.prediction_sample_rate,
             config.prediction_buffer,
             logs_per_record=config.prediction_logs_per_record,
+            fsync_interval_ms=config.prediction_journal_fsync_interval_ms,
         )
         if config.log_predictions
         else None

@@ -1,35 +1,67 @@
 """The write-ahead journal of prediction logs: every record is written here before its
 requests are answered and kept until Kafka has acknowledged it, bounded in bytes.
 
-One append-only file: a header (a magic number, how far the records were delivered, and
-since when the oldest undelivered ones are being sent), then length-prefixed frames. Writes
-go to the operating system at once, so a process killed at any moment loses nothing already
-journaled, and a restarted one sends what was not delivered, in order. A record is marked
-delivered right after Kafka acknowledges it; one killed in between may be in Kafka already,
-which the sending time lets the next process find out. The delivered head is dropped by
-rewriting the undelivered tail into a new file once it is worth it (or by truncating the
-file when everything was delivered).
+One append-only file: a header (a magic number, how far the records were delivered, since
+when the oldest undelivered ones are being sent, and a CRC-32C of those), then frames: a
+marker, the body's length and its CRC-32C, the body. An append is one write into the
+operating system's page cache, so a process killed at any moment loses nothing already
+journaled; `sync` flushes the writes to the disk, which a machine crash needs (the logger
+calls it on a bounded interval, or before answering). A restarted process sends what was
+not delivered, in order. A record is marked delivered right after Kafka acknowledges it;
+one killed in between may be in Kafka already, which the sending time lets the next
+process find out. The delivered head is dropped by truncating the file when everything was
+delivered, or by rewriting the undelivered tail into a new file once the head is worth it.
+
+Opening a journal checks every undelivered frame: a torn tail (a write cut short by a
+crash, or blocks a machine crash left unwritten) is cut off, and a damaged stretch in the
+middle is skipped up to the next frame whose checksum holds; both are logged and counted.
 
 Positions are logical: byte offsets that stay valid across those rewrites within a process.
 """
 
 from __future__ import annotations
 
+import logging
+import mmap
 import os
 import struct
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import google_crc32c
+from opentelemetry import metrics
+
 from flywheel_common.events import OutgoingRecord
+
+log = logging.getLogger(__name__)
 
 _U32 = struct.Struct("<I")
 _U16 = struct.Struct("<H")
-_HEADER = struct.Struct("<4sQQ")
-MAGIC = b"FWJ1"
-HEADER_BYTES = _HEADER.size
+_HEAD = struct.Struct("<4sQQ")
+_FRAME = struct.Struct("<4sII")
+MAGIC = b"FWJ2"
+MARKER = b"\x89FWr"
+"""Starts every frame, so that reading can find the next frame after a damaged one."""
+HEADER_BYTES = _HEAD.size + _U32.size
+FRAME_OVERHEAD = _FRAME.size
 COMPACT_BYTES = 16 * 1024 * 1024
 """Delivered bytes at the head of the file that make a rewrite worth it."""
+COPY_CHUNK = 1024 * 1024
+_OLDER_MAGIC = b"FWJ1"
+"""The journal before checksums: the same header without its CRC, frames of a length and a
+body; opened once and rewritten in the current format."""
+
+
+def _crc(data: bytes) -> int:
+    return int(google_crc32c.value(data))
+
+
+def _header(delivered: int, sending_ms: int) -> bytes:
+    head = _HEAD.pack(MAGIC, delivered, sending_ms)
+    return head + _U32.pack(_crc(head))
 
 
 def _frame(record: OutgoingRecord) -> bytes:
@@ -41,7 +73,7 @@ def _frame(record: OutgoingRecord) -> bytes:
         encoded = name.encode()
         parts += [_U16.pack(len(encoded)), encoded, _U32.pack(len(value)), value]
     body = b"".join(parts)
-    return _U32.pack(len(body)) + body
+    return _FRAME.pack(MARKER, len(body), _crc(body)) + body
 
 
 def _unframe(body: bytes) -> OutgoingRecord:
@@ -63,26 +95,86 @@ def _unframe(body: bytes) -> OutgoingRecord:
     return OutgoingRecord(topic=topic, key=key or None, value=value, headers=headers)
 
 
-def _frames(data: bytes, start: int) -> Iterator[tuple[OutgoingRecord, int]]:
-    """Each whole frame of `data` from `start`, with the offset where it ends; a torn last
-    frame (a crash mid-write) is left out."""
+@dataclass(frozen=True)
+class Damage:
+    """Bytes from `start` to `end` that hold no frame whose checksum holds."""
+
+    start: int
+    end: int
+
+
+def _frame_end(data: mmap.mmap, offset: int, size: int) -> int | None:
+    """Where the frame at `offset` ends, when a whole frame is there and its checksum holds."""
+    if offset + FRAME_OVERHEAD > size:
+        return None
+    marker, length, checksum = _FRAME.unpack_from(data, offset)
+    end = int(offset + FRAME_OVERHEAD + length)
+    if marker != MARKER or end > size or _crc(data[offset + FRAME_OVERHEAD : end]) != checksum:
+        return None
+    return end
+
+
+def _scan(
+    data: mmap.mmap, start: int, size: int
+) -> Iterator[tuple[OutgoingRecord, int, int] | Damage]:
+    """Each frame of `data[start:size]` (the record, its start and end), and each damaged
+    stretch between them: a damage reaching `size` is a torn tail."""
     offset = start
-    while offset + 4 <= len(data):
+    while offset < size:
+        end = _frame_end(data, offset, size)
+        if end is not None:
+            yield _unframe(data[offset + FRAME_OVERHEAD : end]), offset, end
+            offset = end
+            continue
+        resume = _next_frame(data, offset + 1, size)
+        yield Damage(offset, resume)
+        offset = resume
+
+
+def _next_frame(data: mmap.mmap, offset: int, size: int) -> int:
+    """The start of the next whole frame whose checksum holds, or `size` when none does."""
+    while (found := data.find(MARKER, offset, size)) >= 0:
+        if _frame_end(data, found, size) is not None:
+            return found
+        offset = found + 1
+    return size
+
+
+def _older_frames(data: mmap.mmap, start: int, size: int) -> Iterator[OutgoingRecord]:
+    """The records of a journal written before checksums, up to a torn last one."""
+    offset = start
+    while offset + 4 <= size:
         (length,) = _U32.unpack_from(data, offset)
-        if offset + 4 + length > len(data):
+        if offset + 4 + length > size:
             return
-        yield _unframe(data[offset + 4 : offset + 4 + length]), offset + 4 + length
+        yield _unframe(data[offset + 4 : offset + 4 + length])  # bodies did not change
         offset += 4 + length
+
+
+@dataclass
+class Recovery:
+    """What opening the journal found wrong with it, and skipped."""
+
+    torn_tail_bytes: int = 0
+    damaged_stretches: int = 0
+    damaged_bytes: int = 0
+    header_damaged: bool = False
 
 
 class Journal:
     """Records on their way to Kafka. `append` writes them (the file stays within
     `max_bytes`); `read` returns undelivered ones from a position; `delivered` marks a
-    prefix sent."""
+    prefix sent; `sync` flushes the writes to the disk (from any thread)."""
 
-    def __init__(self, path: Path, max_bytes: int) -> None:
+    def __init__(self, path: Path, max_bytes: int, meter: metrics.Meter | None = None) -> None:
         self._path = path
         self._max_bytes = max_bytes
+        self._skipped = (meter or metrics.get_meter(__name__)).create_counter(
+            "flywheel.gateway.journal.skipped",
+            description="Stretches of the prediction-log journal skipped when it was opened: "
+            "a torn tail (reason torn_tail), damaged records (damaged) or a damaged header "
+            "(header: undelivered records sent again)",
+        )
         self._shift = 0
         """Logical position of the file's first byte after the last rewrite."""
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,53 +182,140 @@ class Journal:
         """When the oldest undelivered records were first sent (ms since the epoch); 0: not."""
         self._fd = -1
         """The file, open for reading and writing at explicit offsets (no open per write)."""
+        self._lock = threading.Lock()
+        """Held while the file descriptor is synced, replaced or closed."""
+        self._unsynced = False
+        self.recovery = Recovery()
         self._delivered, self._size = self._open()
         self._reopen()
 
     def _reopen(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-        self._fd = os.open(self._path, os.O_RDWR)
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+            self._fd = os.open(self._path, os.O_RDWR)
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def sync(self) -> bool:
+        """Flush what was written to the disk; False when there was nothing to flush.
+        Blocking: call it off the event loop."""
+        with self._lock:
+            if self._fd < 0 or not self._unsynced:
+                return False
+            self._unsynced = False
+            os.fdatasync(self._fd)
+            return True
 
     def _write_at(self, offset: int, data: bytes) -> None:
         view = memoryview(data)
         while view:
             written = os.pwrite(self._fd, view, offset)
             view, offset = view[written:], offset + written
-
-    def _read_from(self, offset: int) -> bytes:
-        return os.pread(self._fd, self._size - offset, offset)
+        self._unsynced = True
 
     def _open(self) -> tuple[int, int]:
-        """(delivered offset, size) of the file, written afresh when missing, from an older
-        journal without a header, or cut at a torn last frame."""
-        data = self._path.read_bytes() if self._path.exists() else b""
-        if data[:4] == MAGIC and len(data) >= HEADER_BYTES:
-            _, delivered, self._sending_ms = _HEADER.unpack_from(data)
-            frames_from = delivered
-        else:  # an older journal's frames, none of them delivered or sent
-            delivered, frames_from = HEADER_BYTES, 0
-        end = max((end for _, end in _frames(data, frames_from)), default=frames_from)
-        if frames_from == 0 or end < len(data):
-            self._write_file(data[frames_from:end])
-            return HEADER_BYTES, HEADER_BYTES + end - frames_from
-        return delivered, len(data)
+        """(delivered offset, size) of the file: checked, and written afresh when missing,
+        of the older format, or damaged in the middle; a torn tail is cut off."""
+        if not self._path.exists() or self._path.stat().st_size == 0:
+            self._write_file([])
+            return HEADER_BYTES, HEADER_BYTES
+        with (
+            self._path.open("rb") as handle,
+            mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data,
+        ):
+            size = len(data)
+            if data[:4] != MAGIC:
+                self._write_file(_frame(record) for record in self._older_records(data, size))
+                return HEADER_BYTES, self._path.stat().st_size
+            delivered = self._read_header(data, size)
+            kept: list[tuple[int, int]] = []
+            for found in _scan(data, delivered, size):
+                if isinstance(found, Damage):
+                    self._skip(found, torn=found.end == size)
+                elif kept and kept[-1][1] == found[1]:
+                    kept[-1] = (kept[-1][0], found[2])
+                else:
+                    kept.append((found[1], found[2]))
+            if self.recovery.damaged_stretches or self.recovery.header_damaged:
+                self._write_file(
+                    data[chunk : min(chunk + COPY_CHUNK, end)]
+                    for start, end in kept
+                    for chunk in range(start, end, COPY_CHUNK)
+                )
+                return HEADER_BYTES, self._path.stat().st_size
+        if self.recovery.torn_tail_bytes:
+            size -= self.recovery.torn_tail_bytes
+            os.truncate(self._path, size)
+        return delivered, size
 
-    def _write_file(self, frames: bytes) -> None:
-        """Replace the file by a header (nothing delivered) and `frames`, atomically."""
+    def _read_header(self, data: mmap.mmap, size: int) -> int:
+        """The delivered offset the header holds (and its sending time); a damaged header
+        counts nothing as delivered or being sent."""
+        if (
+            size >= HEADER_BYTES
+            and _crc(data[: _HEAD.size]) == _U32.unpack_from(data, _HEAD.size)[0]
+        ):
+            _, delivered, self._sending_ms = _HEAD.unpack_from(data)
+            # A truncation that reached the disk before the header did leaves it pointing
+            # past the end: everything was delivered.
+            return int(min(max(delivered, HEADER_BYTES), size))
+        self.recovery.header_damaged = True
+        log.error(
+            "prediction journal header damaged; its undelivered records may be sent twice",
+            extra={"path": str(self._path)},
+        )
+        self._skipped.add(1, {"reason": "header"})
+        return min(HEADER_BYTES, size)
+
+    def _older_records(self, data: mmap.mmap, size: int) -> Iterator[OutgoingRecord]:
+        if data[:4] == _OLDER_MAGIC and size >= _HEAD.size:
+            _, delivered, self._sending_ms = _HEAD.unpack_from(data)
+            return _older_frames(data, delivered, size)
+        return _older_frames(data, 0, size)  # older still: frames only, none sent
+
+    def _skip(self, damage: Damage, *, torn: bool) -> None:
+        skipped = damage.end - damage.start
+        if torn:
+            self.recovery.torn_tail_bytes = skipped
+            log.warning(
+                "prediction journal: torn tail cut off",
+                extra={"path": str(self._path), "offset": damage.start, "bytes": skipped},
+            )
+        else:
+            self.recovery.damaged_stretches += 1
+            self.recovery.damaged_bytes += skipped
+            log.error(
+                "prediction journal: damaged records skipped; their logs are lost",
+                extra={"path": str(self._path), "offset": damage.start, "bytes": skipped},
+            )
+        self._skipped.add(1, {"reason": "torn_tail" if torn else "damaged"})
+
+    def _write_file(self, frames: Iterable[bytes]) -> None:
+        """Replace the file by a header (nothing delivered) and `frames`, atomically and
+        on the disk before the old file goes."""
         temporary = self._path.with_suffix(".rewrite")
-        temporary.write_bytes(_HEADER.pack(MAGIC, HEADER_BYTES, self._sending_ms) + frames)
+        with temporary.open("wb") as handle:
+            handle.write(_header(HEADER_BYTES, self._sending_ms))
+            for frame in frames:
+                handle.write(frame)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(temporary, self._path)
+        directory = os.open(self._path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
         if self._fd >= 0:
             self._reopen()
 
     def _write_header(self) -> None:
-        self._write_at(0, _HEADER.pack(MAGIC, self._delivered, self._sending_ms))
+        self._write_at(0, _header(self._delivered, self._sending_ms))
 
     @property
     def start(self) -> int:
@@ -195,18 +374,27 @@ class Journal:
     def read(self, position: int, limit: int) -> list[tuple[OutgoingRecord, int]]:
         """Up to `limit` records from `position` (a record's start), each with its end."""
         physical = max(position - self._shift, self._delivered)
-        data = self._read_from(physical)
-        found = []
-        for record, end in _frames(data, 0):
-            found.append((record, physical + end + self._shift))
-            if len(found) == limit:
-                break
+        found: list[tuple[OutgoingRecord, int]] = []
+        if physical >= self._size:
+            return found
+        with mmap.mmap(self._fd, self._size, prot=mmap.PROT_READ) as data:
+            for item in _scan(data, physical, self._size):
+                if isinstance(item, Damage):
+                    # This process wrote every byte since the journal was opened and checked.
+                    raise OSError(f"prediction journal {self._path} changed under the gateway")
+                record, _, end = item
+                found.append((record, end + self._shift))
+                if len(found) == limit:
+                    break
         return found
 
     def records(self) -> Iterator[OutgoingRecord]:
         """Every undelivered record, in order."""
-        for record, _ in _frames(self._read_from(self._delivered), 0):
-            yield record
+        position = self.start
+        while batch := self.read(position, 1000):
+            for record, _ in batch:
+                yield record
+            position = batch[-1][1]
 
     def delivered(self, position: int) -> None:
         """Mark every record before `position` (a record's end) delivered."""
@@ -225,11 +413,23 @@ class Journal:
         if head <= 0:
             return
         if self._delivered == self._size:
-            self._write_file(b"")
+            # Cut before the header says so: a crash in between finds a header pointing
+            # past the end, which reads as everything delivered.
+            os.ftruncate(self._fd, HEADER_BYTES)
+            self._delivered = HEADER_BYTES
+            self._write_header()
         elif force or head >= COMPACT_BYTES:
-            self._write_file(self._read_from(self._delivered))
+            self._write_file(self._tail())
         else:
             return
         self._shift += head
         self._size -= head
         self._delivered = HEADER_BYTES
+
+    def _tail(self) -> Iterator[bytes]:
+        """The undelivered frames, a chunk at a time."""
+        offset = self._delivered
+        while offset < self._size:
+            chunk = os.pread(self._fd, min(COPY_CHUNK, self._size - offset), offset)
+            offset += len(chunk)
+            yield chunk

@@ -1,5 +1,6 @@
 """Prediction logs: packed per model, journaled before the request is answered, sent to
-flywheel.predictions off the request path, never lost."""
+flywheel.predictions off the request path; shed (and counted) only when the journal is
+full or failing."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 
 from opentelemetry import metrics
 
@@ -21,21 +24,60 @@ from flywheel_common.publisher import DeliveryFailed, EventPublisher
 from flywheel_gateway.journal import Journal
 
 log = logging.getLogger(__name__)
-_meter = metrics.get_meter(__name__)
-_logged = _meter.create_counter(
-    "flywheel.predictions.logged", description="Prediction logs acknowledged by Kafka"
-)
-_journaled = _meter.create_counter(
-    "flywheel.predictions.journaled", description="Prediction logs written to the disk journal"
-)
-_replayed = _meter.create_counter(
-    "flywheel.predictions.replayed",
-    description="Prediction logs sent to Kafka from the journal on disk (after a restart, or "
-    "once more were waiting than the memory holds)",
-)
-_dropped = _meter.create_counter(
-    "flywheel.predictions.dropped", description="Prediction logs lost: journal full or unbuildable"
-)
+
+
+class Shed(StrEnum):
+    """Why a prediction log was dropped: its request was answered all the same."""
+
+    JOURNAL_FULL = "journal_full"
+    """The journal holds `max_bytes` of logs Kafka has not acknowledged."""
+    JOURNAL_FAILED = "journal_failed"
+    """Writing to the journal failed (a full or failing disk)."""
+    UNBUILDABLE = "unbuildable"
+    """Building the log from the request failed."""
+    TOO_LARGE = "too_large"
+    """One log larger than Kafka takes."""
+
+
+@dataclass(frozen=True)
+class LoggerMetrics:
+    """The logger's instruments, from the global meter unless a test gives its own."""
+
+    logged: metrics.Counter
+    journaled: metrics.Counter
+    replayed: metrics.Counter
+    dropped: metrics.Counter
+    fsync_ms: metrics.Histogram
+
+    @classmethod
+    def of(cls, meter: metrics.Meter) -> LoggerMetrics:
+        return cls(
+            logged=meter.create_counter(
+                "flywheel.predictions.logged", description="Prediction logs acknowledged by Kafka"
+            ),
+            journaled=meter.create_counter(
+                "flywheel.predictions.journaled",
+                description="Prediction logs written to the disk journal",
+            ),
+            replayed=meter.create_counter(
+                "flywheel.predictions.replayed",
+                description="Prediction logs sent to Kafka from the journal on disk (after a "
+                "restart, or once more were waiting than the memory holds)",
+            ),
+            dropped=meter.create_counter(
+                "flywheel.predictions.dropped",
+                description="Prediction logs shed while their requests were answered, by "
+                "reason: journal_full, journal_failed, unbuildable, too_large",
+            ),
+            fsync_ms=meter.create_histogram(
+                "flywheel.gateway.journal.fsync",
+                unit="ms",
+                description="Time to flush the prediction-log journal to the disk",
+            ),
+        )
+
+
+_METRICS = LoggerMetrics.of(metrics.get_meter(__name__))
 
 
 KAFKA_RECORD_LIMIT = 1024 * 1024
@@ -67,15 +109,19 @@ class PredictionLogger:
     journal. A task builds what has queued (up to `max_batch` logs), packs each model's logs
     into `PredictionLogBatch` records of at most `logs_per_record`, appends them to the
     journal and lets those requests answer: a process killed after that loses none of their
-    logs. A second task sends journaled records to Kafka in order and marks them delivered;
-    when Kafka refuses a send it tries again every `retry_seconds`, and after a restart it
-    starts with what the journal holds undelivered. A send that failed, or that a kill
+    logs. The journal is flushed to the disk every `fsync_interval_ms` (0: before those
+    requests answer), so a machine crash loses at most the logs of one interval. A task
+    sends journaled records to Kafka in order and marks them delivered; when Kafka refuses
+    a send it tries again every `retry_seconds`, and after a restart it starts with what
+    the journal holds undelivered. A send that failed, or that a kill
     interrupted, may have reached Kafka all the same: before sending those records again,
     the records Kafka received since the first try (`in_kafka`) are marked delivered, so
-    each is written once. At most `max_buffered` logs wait in
-    memory (journaled, unsent); more are read back from the journal when their turn
-    comes. Only a full journal loses logs (counted). A record is delivered whole or not at
-    all.
+    each is written once. At most `max_buffered` logs wait in memory for the journal (when
+    more wait, a request journals its own log) and as many journaled, unsent ones; more are
+    read back from the journal when their turn comes. A log is shed (its request answered
+    all the same, the log counted in `flywheel.predictions.dropped` by `Shed` reason) only
+    when the journal is full or failing, or the log cannot be built or sent. A record is
+    delivered whole or not at all.
     """
 
     def __init__(
@@ -88,6 +134,8 @@ class PredictionLogger:
         max_batch: int = 1000,
         logs_per_record: int = 200,
         retry_seconds: float = 1.0,
+        fsync_interval_ms: int = 1000,
+        meters: LoggerMetrics = _METRICS,
     ) -> None:
         self._publisher = publisher
         self._journal = journal
@@ -98,6 +146,10 @@ class PredictionLogger:
         self._max_batch = max_batch
         self._logs_per_record = logs_per_record
         self._retry_seconds = retry_seconds
+        self._fsync_interval_ms = fsync_interval_ms
+        self._metrics = meters
+        for reason in Shed:  # exported at 0, so that an alert sees the first one shed
+            meters.dropped.add(0, {"reason": reason.value})
         self._pending: deque[Pending] = deque()
         self._pending_logs = 0
         self._loaded = journal.start
@@ -117,7 +169,11 @@ class PredictionLogger:
         try:
             self._queue.put_nowait((prediction, done))
         except asyncio.QueueFull:
+            # The journal is behind: this request writes its log itself, on the loop.
             self._journal_logs([(prediction, done)])
+            if not self._fsync_interval_ms:
+                self._sync_now()
+            _answer([(prediction, done)])
         return done
 
     @property
@@ -133,21 +189,30 @@ class PredictionLogger:
     async def stop(self) -> None:
         """Journal what is queued, give Kafka a moment to take what is undelivered; the
         rest waits in the journal for the next start."""
+        queued: list[Queued] = []
         while not self._queue.empty():
-            self._journal_logs(self._drain())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._until_sent(), 10.0)
+            batch = self._drain()
+            self._journal_logs(batch)
+            queued += batch
+        self._sync_now()
+        _answer(queued)
+        if self._tasks:  # a sender runs: give it a moment
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._until_sent(), 10.0)
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._sync_now()
         self._journal.close()
 
     async def _supervised(self) -> None:
-        """Both loops; either ending ends this task, which the service notices."""
+        """The loops; any ending ends this task, which the service notices."""
         async with asyncio.TaskGroup() as group:
             group.create_task(self._journal_loop())
             group.create_task(self._send_loop())
+            if self._fsync_interval_ms:
+                group.create_task(self._sync_loop())
 
     def _drain(self) -> list[Queued]:
         queued: list[Queued] = []
@@ -158,31 +223,57 @@ class PredictionLogger:
     async def _journal_loop(self) -> None:
         while True:
             queued = [await self._queue.get()]
-            self._journal_logs(queued + self._drain())
+            queued += self._drain()
+            self._journal_logs(queued)
+            if not self._fsync_interval_ms:
+                try:
+                    await self._sync()
+                except asyncio.CancelledError:  # stopping: `stop` flushes before closing
+                    _answer(queued)
+                    raise
+            _answer(queued)
+
+    async def _sync_loop(self) -> None:
+        """Flush the journal to the disk every interval: a machine crash loses at most the
+        logs of the last interval. A failed flush ends the loop, and so the service: the
+        page cache can no longer be trusted to reach the disk."""
+        while True:
+            await asyncio.sleep(self._fsync_interval_ms / 1000)
+            await self._sync()
+
+    async def _sync(self) -> None:
+        started = time.perf_counter()
+        if await asyncio.to_thread(self._journal.sync):
+            self._metrics.fsync_ms.record((time.perf_counter() - started) * 1000)
+
+    def _sync_now(self) -> None:
+        started = time.perf_counter()
+        if self._journal.sync():
+            self._metrics.fsync_ms.record((time.perf_counter() - started) * 1000)
 
     def _journal_logs(self, queued: list[Queued]) -> None:
-        """Build, pack and journal the logs, then let their requests answer."""
+        """Build, pack and journal the logs; their requests may answer after this."""
         try:
             records = self._pack([build for build, _ in queued])
             at = self._journal.end
             ends = self._journal.append([record for record, _ in records])
         except Exception:  # a full disk must not fail requests; their logs are lost
             log.exception("prediction logs not journaled; dropped")
-            _dropped.add(len(queued))
+            self._shed(len(queued), Shed.JOURNAL_FAILED)
             records, ends, at = [], [], -1
-        _journaled.add(sum(count for _, count in records[: len(ends)]))
+        self._metrics.journaled.add(sum(count for _, count in records[: len(ends)]))
         if len(ends) < len(records):
             dropped = sum(count for _, count in records[len(ends) :])
-            _dropped.add(dropped)
+            self._shed(dropped, Shed.JOURNAL_FULL)
             log.error("prediction journal full; logs dropped", extra={"dropped": dropped})
         if ends and self._loaded == at and self._pending_logs < self._max_buffered:
             for (record, count), end in zip(records, ends, strict=False):
                 self._hold(Pending(record, end, count, from_disk=False))
-        for _, done in queued:
-            if not done.done():
-                done.set_result(None)
         if ends:
             self._unsent.set()
+
+    def _shed(self, logs: int, reason: Shed) -> None:
+        self._metrics.dropped.add(logs, {"reason": reason.value})
 
     def _pack(
         self, builders: list[Callable[[], PredictionLog]]
@@ -192,7 +283,7 @@ class PredictionLogger:
             try:
                 logs.append(build())
             except Exception:  # one request's log must not stop the logging of all others
-                _dropped.add(1)
+                self._shed(1, Shed.UNBUILDABLE)
                 log.exception("prediction log not built; dropped")
         for log_ in logs:
             log_.sample_rate = self._sample_rate
@@ -202,7 +293,7 @@ class PredictionLogger:
         ):
             if len(record.value) > KAFKA_RECORD_LIMIT:
                 # Kafka would refuse it on every try, holding up every log behind it.
-                _dropped.add(count)
+                self._shed(count, Shed.TOO_LARGE)
                 log.error(
                     "prediction log larger than Kafka takes; dropped",
                     extra={"bytes": len(record.value), "limit": KAFKA_RECORD_LIMIT},
@@ -275,8 +366,8 @@ class PredictionLogger:
         for pending in batch:
             pending.sent = pending.record.event_id not in unsent
         delivered = [p for p in batch if p.sent]
-        _logged.add(sum(p.logs for p in delivered))
-        _replayed.add(sum(p.logs for p in delivered if p.from_disk))
+        self._metrics.logged.add(sum(p.logs for p in delivered))
+        self._metrics.replayed.add(sum(p.logs for p in delivered if p.from_disk))
         if not failed:
             self._journal.sending(None)
         self._forget_sent()
@@ -310,6 +401,13 @@ class PredictionLogger:
             log.warning("prediction logs not sent", extra={"error": str(exc)})
             return records
         return []
+
+
+def _answer(queued: list[Queued]) -> None:
+    """Let the requests whose logs were journaled (or shed) answer."""
+    for _, done in queued:
+        if not done.done():
+            done.set_result(None)
 
 
 def _logs_in(record: OutgoingRecord) -> int:

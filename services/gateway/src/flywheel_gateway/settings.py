@@ -59,7 +59,13 @@ class GatewaySettings(WithRegistry):
     Kafka has them; beyond that they are read back from the journal when their turn comes."""
     prediction_journal_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
     """Disk journal of the prediction logs Kafka has not acknowledged yet (every log is
-    journaled before its request is answered); when full, logs are dropped."""
+    journaled before its request is answered); when full, logs are shed: their requests are
+    answered, the logs counted in `flywheel.predictions.dropped{reason="journal_full"}`."""
+    prediction_journal_fsync_interval_ms: int = Field(default=1000, ge=0)
+    """How often the journal is flushed to the disk (fsync). A log is in the page cache
+    before its request is answered, so a killed process loses none; a machine crash loses
+    the logs of at most this interval. 0 flushes before every answer (one flush for all the
+    logs journaled together), at a cost per request the gateway benchmark measures."""
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     """Interval of GatewayStatus heartbeats."""
 

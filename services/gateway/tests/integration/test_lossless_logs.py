@@ -1,5 +1,5 @@
-"""Kafka stopped under load and restarted, or a gateway killed right after it answered:
-every prediction log arrives exactly once."""
+"""Kafka stopped under load and restarted, or a gateway killed right after it answered or
+in the middle of a load: every prediction log of an answered request arrives exactly once."""
 
 from __future__ import annotations
 
@@ -113,3 +113,55 @@ async def test_a_gateway_killed_right_after_answering_loses_no_log(
     finally:
         await replica.stop()
     assert Counter(log.request_id for log in logs) == Counter(ids)
+
+
+async def test_a_gateway_killed_under_load_loses_no_log_of_an_answered_request(
+    platform: Platform, iris: IrisModels, model_name: str, kafka_bootstrap: str
+) -> None:
+    await platform.register(model_name, iris.classifier)
+    await platform.deploy(model_name, {1: 100}, generation=1)
+    settings = platform.settings.model_copy(
+        update={
+            "grpc": GrpcSettings(port=unused_port()),
+            "gateway_id": f"{platform.settings.gateway_id}-loaded",
+            "data_dir": platform.settings.data_dir / "loaded",
+            "prediction_linger_ms": 500,  # many logs sent, none acknowledged yet, at the kill
+        }
+    )
+    replica = ServiceReplica("flywheel_gateway", settings)
+    await replica.start()
+    answered: list[str] = []
+    refused: list[grpc.StatusCode] = []
+    enough = asyncio.Event()
+
+    async def client(stub: pb_grpc.GRPCInferenceServiceStub, number: int) -> None:
+        """Requests one after another until the gateway dies; notes each one answered OK."""
+        for index in range(100_000):
+            request = typed_request(model_name, iris.features[:2])
+            request.id = f"{model_name}-{number}-{index}"
+            try:
+                await stub.ModelInfer(request, timeout=10)
+            except grpc.aio.AioRpcError as error:
+                refused.append(error.code())
+                return
+            answered.append(request.id)
+            if len(answered) >= 2000:
+                enough.set()
+
+    try:
+        async with grpc.aio.insecure_channel(replica.address) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            clients = [asyncio.create_task(client(stub, number)) for number in range(8)]
+            await enough.wait()
+            await replica.kill()  # 8 requests in flight, hundreds of logs not yet in Kafka
+            await asyncio.gather(*clients)
+        await replica.start()  # sends what the journal holds
+        logs = await prediction_logs(kafka_bootstrap, model_name, at_least=len(answered))
+    finally:
+        await replica.stop()
+    assert set(refused) == {grpc.StatusCode.UNAVAILABLE}
+    per_request = Counter(log.request_id for log in logs)
+    assert not set(answered) - set(per_request), "answered OK, log lost"
+    assert max(per_request.values()) == 1, "logged twice"
+    # Requests cut short by the kill may have been journaled before it: never more.
+    assert len(per_request) - len(answered) <= 8

@@ -58,12 +58,6 @@ def test_delivered_records_make_room_and_positions_survive_the_rewrite(
     assert len(journal.append([record(n) for n in range(6, 12)])) == 5  # room again
 
 
-def test_a_journal_written_before_delivery_marks_is_sent_whole(tmp_path: Path) -> None:
-    older = b"".join(journal_module._frame(record(n)) for n in range(3))
-    (tmp_path / "j").write_bytes(older)
-    assert list(Journal(tmp_path / "j", 10_000).records()) == [record(0), record(1), record(2)]
-
-
 def table(*routes: Route, sticky: str = "k") -> RoutingTable:
     return RoutingTable("iris", routes, sticky_key=sticky)
 
