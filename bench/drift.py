@@ -42,6 +42,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from flywheel.common.v1.types_pb2 import Tensor
 from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_common.db import Database
+from flywheel_common.kafka_security import kafka_client_options
 from flywheel_common.migrations import upgrade
 from flywheel_common.outbox import Outbox, OutboxRelay
 from flywheel_common.prediction_logs import pack
@@ -79,6 +80,7 @@ for window in windows:
 out["alibi-detect KSDrift"] = (time.perf_counter() - started) / len(windows)
 
 import pandas as pd
+from flywheel_testing.kafka import client_options
 from evidently import Report
 from evidently.presets import DataDriftPreset
 columns = [f"f{i}" for i in range(reference.shape[1])]
@@ -142,7 +144,7 @@ async def fresh_topics(bootstrap: str, partitions: int = 3) -> Topics:
             f"bench.ground-truth-by-model.{suffix}", partitions, Cleanup.DELETE, PROTOBUF, "model"
         ),
     )
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_client_options(KafkaSettings(bootstrap_servers=bootstrap)))
     await admin.start()
     try:
         await admin.create_topics([NewTopic(s.name, s.partitions, 1) for s in specs])
@@ -309,7 +311,7 @@ async def main() -> None:
     parser.add_argument("--windows", type=int, default=10)
     parser.add_argument("--logs-per-record", type=int, default=100)
     args = parser.parse_args()
-    await ensure_topics(args.bootstrap)
+    await ensure_topics(KafkaSettings(bootstrap_servers=args.bootstrap))
     rng = np.random.default_rng(1)
     reference = rng.normal(size=(5000, FEATURES))
     windows = rng.normal(size=(args.windows, WINDOW, FEATURES))

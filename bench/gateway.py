@@ -184,7 +184,7 @@ async def main() -> None:
         help="also measure the gateway (WORKERS) and MLServer (parallel workers) with these",
     )
     args = parser.parse_args()
-    await ensure_topics(args.bootstrap)
+    await ensure_topics(KafkaSettings(bootstrap_servers=args.bootstrap))
     artifact, rows = mlp_model()
     model = f"mlp-{os.getpid()}"
     results: dict[str, dict[int, float]] = {}

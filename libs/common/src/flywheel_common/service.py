@@ -52,9 +52,7 @@ class TopicProvisioner:
         self._kafka = settings.kafka
 
     async def start(self) -> None:
-        await ensure_topics(
-            self._kafka.bootstrap_servers, replication_factor=self._kafka.replication_factor
-        )
+        await ensure_topics(self._kafka, replication_factor=self._kafka.replication_factor)
 
     async def stop(self) -> None:
         return None

@@ -8,6 +8,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from flywheel_common.events import PROTOBUF
+from flywheel_common.settings import KafkaSettings
 from flywheel_common.topics import (
     ALL_TOPICS,
     DEPLOYMENTS,
@@ -18,13 +19,16 @@ from flywheel_common.topics import (
     await_group_coordinator,
     ensure_topics,
 )
+from flywheel_testing.kafka import client_options
 
 
-async def test_every_topic_exists_with_its_cleanup_policy(kafka_bootstrap: str) -> None:
-    await ensure_topics(kafka_bootstrap)
-    assert await ensure_topics(kafka_bootstrap) == []  # idempotent
+async def test_every_topic_exists_with_its_cleanup_policy(
+    kafka_bootstrap: str, kafka_settings: KafkaSettings
+) -> None:
+    await ensure_topics(kafka_settings)
+    assert await ensure_topics(kafka_settings) == []  # idempotent
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(kafka_bootstrap))
     await admin.start()
     try:
         names = set(await admin.list_topics())
@@ -47,15 +51,15 @@ async def test_every_topic_exists_with_its_cleanup_policy(kafka_bootstrap: str) 
 
 
 async def test_new_topics_answer_consumers_without_errors_once_ensured(
-    kafka_bootstrap: str, caplog: pytest.LogCaptureFixture
+    kafka_bootstrap: str, kafka_settings: KafkaSettings, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Right after creation a partition has no acting leader for a moment; a consumer asking
     # then logs "Failed fetch offsets ... NotLeaderForPartitionError" at ERROR.
     spec = TopicSpec(f"test.fresh.{uuid.uuid4().hex[:10]}", 6, Cleanup.DELETE, PROTOBUF, "k")
     caplog.set_level(logging.WARNING, logger="aiokafka")
     try:
-        assert await ensure_topics(kafka_bootstrap, (spec,)) == [spec.name]
-        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None)
+        assert await ensure_topics(kafka_settings, (spec,)) == [spec.name]
+        consumer = AIOKafkaConsumer(**client_options(kafka_bootstrap), group_id=None)
         await consumer.start()
         try:
             partitions = [TopicPartition(spec.name, p) for p in range(spec.partitions)]
@@ -65,7 +69,7 @@ async def test_new_topics_answer_consumers_without_errors_once_ensured(
         finally:
             await consumer.stop()
     finally:
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        admin = AIOKafkaAdminClient(**client_options(kafka_bootstrap))
         await admin.start()
         await admin.delete_topics([spec.name])
         await admin.close()
@@ -73,9 +77,9 @@ async def test_new_topics_answer_consumers_without_errors_once_ensured(
 
 
 async def test_waiting_for_the_coordinator_of_a_new_group_costs_nothing(
-    kafka_bootstrap: str, caplog: pytest.LogCaptureFixture
+    kafka_settings: KafkaSettings, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
     async with asyncio.timeout(10):
-        await await_group_coordinator(kafka_bootstrap, f"test-group-{uuid.uuid4().hex[:8]}")
+        await await_group_coordinator(kafka_settings, f"test-group-{uuid.uuid4().hex[:8]}")
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from flywheel_common.db import Database
+from flywheel_common.kafka_security import kafka_client_options
 from flywheel_common.settings import KafkaSettings, TelemetrySettings
 from flywheel_common.telemetry import configure_telemetry
 from flywheel_testing import backends
@@ -59,9 +60,9 @@ def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
 
 
 @pytest.fixture
-async def new_topic(kafka_bootstrap: str) -> AsyncIterator[NewTopicFactory]:
+async def new_topic(kafka_settings: KafkaSettings) -> AsyncIterator[NewTopicFactory]:
     """Creates uniquely named topics for one test and deletes them afterwards."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_client_options(kafka_settings))
     await admin.start()
     created: list[str] = []
 
