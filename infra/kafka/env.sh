@@ -47,6 +47,7 @@ case $KAFKA_SECURITY in
     return 1 2>/dev/null || exit 1
     ;;
 esac
+# shellcheck disable=SC2034 # used by security.sh and stop.sh
 KAFKA_SECURITY_DIR=$KAFKA_RUN_DIR/security
 KAFKA_HOST=127.0.0.1
 KAFKA_PORT=${KAFKA_PORT:-19092}
