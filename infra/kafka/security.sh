@@ -11,6 +11,14 @@
 #   admin.properties         client config of the super user, for tool.sh --command-config
 #   services.env             FLYWHEEL_<SVC>_KAFKA__* lines of every service and the CLI
 # Passwords are random; delete the folder (stop.sh --sasl-ssl --clean) to make new ones.
+#
+# Listeners: clients and the brokers among themselves share the one SASL_SSL listener (the
+# brokers authenticate as `admin` with SCRAM): replication gets the same TLS and
+# authentication as client traffic, and no second data port exists that would need its own
+# protection. The KRaft controller listener stays PLAINTEXT on 127.0.0.1; brokers reach the
+# controllers there as User:ANONYMOUS, which must therefore be a super user. That is safe only
+# because the port is loopback: a deployment across hosts puts the controller listener on
+# SASL_SSL too (with PLAIN, as SCRAM credentials live in the metadata the controllers serve).
 
 KAFKA_USERS=(admin registry deployer gateway drift retrain cli)
 
