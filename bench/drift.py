@@ -53,6 +53,7 @@ from flywheel_common.topics import PROTOBUF, Cleanup, TopicSpec, ensure_topics
 from flywheel_drift.app import MIGRATIONS, tune_garbage_collection
 from flywheel_drift.detection import Monitor, data_drift
 from flywheel_drift.domain import ModelMonitor
+from flywheel_drift.faust_credentials import faust_credentials
 from flywheel_drift.handlers import Detector
 from flywheel_drift.profiles import ReferenceProfile, build_profile
 from flywheel_drift.settings import DriftSettings
@@ -181,6 +182,7 @@ async def faust_ceiling(bootstrap: str, events: int) -> float:
     app = faust.App(
         f"bench-faust-{uuid.uuid4().hex[:6]}",
         broker=f"kafka://{bootstrap}",
+        broker_credentials=faust_credentials(KafkaSettings(bootstrap_servers=bootstrap)),
         store="memory://",
         datadir=tempfile.mkdtemp(prefix="bench-faust-"),
         web_enabled=False,
