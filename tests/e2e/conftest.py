@@ -1,5 +1,6 @@
 """All five services in this process on real Kafka, as `make run` starts them: on the
-plaintext broker, and on the SASL_SSL broker with ACLs where each service is its own user."""
+plaintext broker, or (a test parametrizes `platform` indirectly with "sasl_ssl") on the
+SASL_SSL broker with ACLs, where each service is its own Kafka user."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from flywheel_testing.platform import in_process
 from flywheel_testing.secure_kafka import SecureKafka
 
 
-@pytest.fixture(params=["plaintext", "sasl_ssl"])
+@pytest.fixture
 async def platform(
     request: pytest.FixtureRequest, tmp_path: Path, deployed_models: list[str]
 ) -> AsyncIterator[Addresses]:
@@ -23,7 +24,7 @@ async def platform(
     earlier run's routing state (a higher generation) is applied instead of this one's."""
     secure: SecureKafka | None = None
     kafka_auth = KafkaSecurity()
-    if request.param == "sasl_ssl":
+    if getattr(request, "param", "plaintext") == "sasl_ssl":
         secure = request.getfixturevalue("kafka_sasl_ssl")
         kafka_bootstrap = secure.bootstrap
         kafka_auth = secure.security("cli")
