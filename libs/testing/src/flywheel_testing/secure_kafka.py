@@ -58,13 +58,20 @@ def _port() -> int:
 
 @contextmanager
 def secure_kafka() -> Iterator[SecureKafka]:
-    """The given SASL_SSL broker, or one started here (and stopped at the end); the run
-    folder is the project's, so a second session reuses its CA, users and ACLs."""
+    """The given SASL_SSL broker; else the one infra/kafka/start.sh --sasl-ssl runs on the
+    port already; else one started here and stopped at the end. The run folder is the
+    project's, so a later session reuses its CA, users and ACLs (the ACLs take a minute)."""
     if BOOTSTRAP_ENV in os.environ:
         yield SecureKafka(os.environ[BOOTSTRAP_ENV], Path(os.environ[SECURITY_DIR_ENV]))
         return
     port = _port()
-    if backends.reachable(f"127.0.0.1:{port}"):
+    address = f"127.0.0.1:{port}"
+    run_dir = Path(os.environ.get("FLYWHEEL_RUN_DIR", ROOT / ".run")).resolve() / "kafka-sasl-ssl"
+    if backends.reachable(address):
+        bootstrap_file = run_dir / "bootstrap"
+        if bootstrap_file.exists() and bootstrap_file.read_text().strip() == address:
+            yield SecureKafka(address, run_dir / "security")  # someone else's to stop
+            return
         raise RuntimeError(
             f"port {port} is taken: set {PORT_ENV} to a free port for the SASL_SSL broker, "
             f"or {BOOTSTRAP_ENV} and {SECURITY_DIR_ENV} to use a running one"
@@ -75,7 +82,6 @@ def secure_kafka() -> Iterator[SecureKafka]:
         [kafka / "start.sh"], env=env, check=True, stdout=subprocess.PIPE, text=True
     ).stdout.strip()
     try:
-        run_dir = Path(os.environ.get("FLYWHEEL_RUN_DIR", ROOT / ".run")).resolve()
-        yield SecureKafka(bootstrap, run_dir / "kafka-sasl-ssl/security")
+        yield SecureKafka(bootstrap, run_dir / "security")
     finally:
         subprocess.run([kafka / "stop.sh"], env=env, check=True)
