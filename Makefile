@@ -85,6 +85,14 @@ kafka-cluster-up: ## Start a 3-broker Kafka cluster for fault tests
 kafka-down: ## Stop the Kafka started by kafka-up or kafka-cluster-up
 	@infra/kafka/stop.sh
 
+.PHONY: kafka-sasl-up
+kafka-sasl-up: ## Start Kafka with SASL_SSL and per-service ACLs on 127.0.0.1:19092 (credentials in .run/kafka-sasl-ssl/security)
+	@infra/kafka/start.sh --sasl-ssl
+
+.PHONY: kafka-sasl-down
+kafka-sasl-down: ## Stop the Kafka started by kafka-sasl-up
+	@infra/kafka/stop.sh --sasl-ssl
+
 .PHONY: postgres-up
 postgres-up: ## Start PostgreSQL on 127.0.0.1:15432
 	@infra/postgres/start.sh

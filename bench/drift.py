@@ -42,6 +42,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from flywheel.common.v1.types_pb2 import Tensor
 from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_common.db import Database
+from flywheel_common.kafka_security import kafka_client_options
 from flywheel_common.migrations import upgrade
 from flywheel_common.outbox import Outbox, OutboxRelay
 from flywheel_common.prediction_logs import pack
@@ -52,6 +53,7 @@ from flywheel_common.topics import PROTOBUF, Cleanup, TopicSpec, ensure_topics
 from flywheel_drift.app import MIGRATIONS, tune_garbage_collection
 from flywheel_drift.detection import Monitor, data_drift
 from flywheel_drift.domain import ModelMonitor
+from flywheel_drift.faust_credentials import faust_credentials
 from flywheel_drift.handlers import Detector
 from flywheel_drift.profiles import ReferenceProfile, build_profile
 from flywheel_drift.settings import DriftSettings
@@ -79,6 +81,7 @@ for window in windows:
 out["alibi-detect KSDrift"] = (time.perf_counter() - started) / len(windows)
 
 import pandas as pd
+from flywheel_testing.kafka import client_options
 from evidently import Report
 from evidently.presets import DataDriftPreset
 columns = [f"f{i}" for i in range(reference.shape[1])]
@@ -142,7 +145,7 @@ async def fresh_topics(bootstrap: str, partitions: int = 3) -> Topics:
             f"bench.ground-truth-by-model.{suffix}", partitions, Cleanup.DELETE, PROTOBUF, "model"
         ),
     )
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_client_options(KafkaSettings(bootstrap_servers=bootstrap)))
     await admin.start()
     try:
         await admin.create_topics([NewTopic(s.name, s.partitions, 1) for s in specs])
@@ -179,6 +182,7 @@ async def faust_ceiling(bootstrap: str, events: int) -> float:
     app = faust.App(
         f"bench-faust-{uuid.uuid4().hex[:6]}",
         broker=f"kafka://{bootstrap}",
+        broker_credentials=faust_credentials(KafkaSettings(bootstrap_servers=bootstrap)),
         store="memory://",
         datadir=tempfile.mkdtemp(prefix="bench-faust-"),
         web_enabled=False,
@@ -309,7 +313,7 @@ async def main() -> None:
     parser.add_argument("--windows", type=int, default=10)
     parser.add_argument("--logs-per-record", type=int, default=100)
     args = parser.parse_args()
-    await ensure_topics(args.bootstrap)
+    await ensure_topics(KafkaSettings(bootstrap_servers=args.bootstrap))
     rng = np.random.default_rng(1)
     reference = rng.normal(size=(5000, FEATURES))
     windows = rng.normal(size=(args.windows, WINDOW, FEATURES))

@@ -52,6 +52,7 @@ from flywheel_drift.settings import DriftSettings
 from flywheel_drift.stream import DriftStream
 from flywheel_drift.windows import WindowPolicy
 from flywheel_testing.backends import kafka_address, postgres_url, reset_postgres
+from flywheel_testing.kafka import client_options
 
 PARTITIONS = 4
 SESSION_TIMEOUT = 10.0  # the stream's broker_session_timeout
@@ -223,7 +224,7 @@ async def throughput(topics: Topics, records: int, logs: int, url: str, count: i
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(**client_options(bootstrap))
     await consumer.start()
     try:
         ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(PARTITIONS)])
@@ -318,7 +319,7 @@ async def bare_pause_on_join(bootstrap: str, topic: str) -> float:
 
     def consumer() -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
-            topic, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest",
+            topic, **client_options(bootstrap), group_id=group, auto_offset_reset="earliest",
             session_timeout_ms=int(SESSION_TIMEOUT * 1000), heartbeat_interval_ms=2000,
         )  # fmt: skip
 

@@ -190,7 +190,7 @@ async def main() -> None:
         "--gateway-only", action="store_true", help="skip MLServer (a quick check of the bench)"
     )
     args = parser.parse_args()
-    await ensure_topics(args.bootstrap)
+    await ensure_topics(KafkaSettings(bootstrap_servers=args.bootstrap))
     artifact, rows = mlp_model()
     model = f"mlp-{os.getpid()}"
     results: dict[str, dict[int, float]] = {}

@@ -32,6 +32,7 @@ from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings, TelemetrySettings
 from flywheel_common.telemetry import configure_telemetry
 from flywheel_common.topics import DLQ, Cleanup, TopicSpec, ensure_topics
+from flywheel_testing.kafka import client_options
 
 LINGER_MS = 5
 
@@ -142,7 +143,7 @@ async def flywheel_side(bootstrap: str, topic: str, messages: int, rate: int) ->
 
 async def bare_side(bootstrap: str, topic: str, messages: int, rate: int) -> Result:
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        **client_options(bootstrap),
         enable_idempotence=True,
         acks="all",
         compression_type="lz4",
@@ -154,7 +155,7 @@ async def bare_side(bootstrap: str, topic: str, messages: int, rate: int) -> Res
     async def start_consumer(on_receive: Callable[[int], None]) -> Callable[[], Awaitable[None]]:
         consumer = AIOKafkaConsumer(
             topic,
-            bootstrap_servers=bootstrap,
+            **client_options(bootstrap),
             group_id=f"bench-{uuid.uuid4().hex[:8]}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -198,7 +199,7 @@ async def bare_side(bootstrap: str, topic: str, messages: int, rate: int) -> Res
 
 async def create_topic(bootstrap: str) -> str:
     name = f"bench.kafka-bus.{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(bootstrap))
     await admin.start()
     await admin.create_topics([NewTopic(name, 1, 1)])
     await admin.close()
@@ -216,7 +217,7 @@ async def main() -> None:
     args = parser.parse_args()
     # As in a service: an SDK tracer provider records every span (export is off by default).
     configure_telemetry("bench", "bench", TelemetrySettings())
-    await ensure_topics(args.bootstrap, (DLQ,))
+    await ensure_topics(KafkaSettings(bootstrap_servers=args.bootstrap), (DLQ,))
 
     results: dict[str, list[Result]] = {"flywheel": [], "bare aiokafka": []}
     for _ in range(args.rounds):  # alternate so machine noise hits both sides alike

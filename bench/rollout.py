@@ -50,6 +50,7 @@ from flywheel_common.topics import (
     MODEL_METRICS,
     ensure_topics,
 )
+from flywheel_testing.kafka import client_options
 
 
 def iris_versions() -> tuple[bytes, bytes]:
@@ -64,7 +65,7 @@ class Watcher:
 
     def __init__(self, bootstrap: str, model: str) -> None:
         self._model = model.encode()
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+        self._consumer = AIOKafkaConsumer(**client_options(bootstrap), group_id=None)
         self.rolled_back: dict[str, float] = {}
         """rollout id -> decision time (seconds since the epoch)."""
         self.generations: dict[str, int] = {}
@@ -129,7 +130,7 @@ async def bad_window(publisher: EventPublisher, model: str, version: int) -> Non
 
 async def kafka_latency_ms(publisher: EventPublisher, bootstrap: str, rounds: int) -> list[float]:
     """Publish-to-consume latency of one small event at a time through the same broker."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(**client_options(bootstrap))
     await consumer.start()
     partitions = [TopicPartition(MODEL_METRICS.name, i) for i in range(MODEL_METRICS.partitions)]
     consumer.assign(partitions)
@@ -201,7 +202,7 @@ async def main() -> None:
     parser.add_argument("--rollbacks", type=int, default=50)
     parser.add_argument("--gateways", type=int, default=3)
     args = parser.parse_args()
-    await ensure_topics(args.bootstrap)
+    await ensure_topics(KafkaSettings(bootstrap_servers=args.bootstrap))
     model = f"rollout-{uuid.uuid4().hex[:6]}"
     first, second = iris_versions()
     publisher = EventPublisher(KafkaSettings(bootstrap_servers=args.bootstrap), source="bench")

@@ -28,13 +28,14 @@ from flywheel_common.db import Database
 from flywheel_common.leases import Lease
 from flywheel_common.settings import LeaseSettings
 from flywheel_testing.backends import kafka_address, postgres_url, reset_postgres
+from flywheel_testing.kafka import client_options
 
 PARTITIONS = 4
 LEASE = LeaseSettings()
 
 
 async def member(bootstrap: str, topic: str, group: str) -> AIOKafkaConsumer:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group)
+    consumer = AIOKafkaConsumer(topic, **client_options(bootstrap), group_id=group)
     await consumer.start()
     return consumer
 
@@ -107,7 +108,7 @@ async def main(kills: int) -> None:
     await database.create_schema()
     await database.stop()
     topic = f"bench-takeover-{uuid.uuid4().hex[:6]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(bootstrap))
     await admin.start()
     await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
     await admin.close()

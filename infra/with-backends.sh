@@ -5,6 +5,10 @@
 #   --kafka-cluster  Kafka as the three-broker cluster of `infra/kafka/start.sh --cluster`
 #                    (brokers on KAFKA_PORT, +100, +200); one already running is used as is
 #   --no-swift       leave Swift out (for commands that need no S3)
+#   --kafka-sasl-ssl also the SASL_SSL broker with ACLs of `infra/kafka/start.sh --sasl-ssl`, on
+#                    KAFKA_SASL_PORT (default KAFKA_PORT+50); the tests that need it find it
+#                    through FLYWHEEL_TEST_KAFKA_SASL_BOOTSTRAP and FLYWHEEL_TEST_KAFKA_SASL_DIR
+#                    (without the flag they start one themselves)
 # The command finds the backends through FLYWHEEL_TEST_KAFKA_BOOTSTRAP,
 # FLYWHEEL_TEST_POSTGRES_URL and FLYWHEEL_TEST_S3_ENDPOINT, set here from KAFKA_PORT, PG_PORT
 # and SWIFT_PORT unless already set.
@@ -14,23 +18,32 @@ kafka_port=${KAFKA_PORT:-19092}
 pg_port=${PG_PORT:-15432}
 swift_port=${SWIFT_PORT:-18080}
 
-kafka_cluster=0 swift=1
+kafka_sasl_port=${KAFKA_SASL_PORT:-$((kafka_port + 50))}
+
+kafka_cluster=0 swift=1 kafka_sasl=0
 while (($#)); do
   case $1 in
     --kafka-cluster) kafka_cluster=1 ;;
+    --kafka-sasl-ssl) kafka_sasl=1 ;;
     --no-swift) swift=0 ;;
     *) break ;;
   esac
   shift
 done
-(($#)) || { echo "usage: infra/with-backends.sh [--kafka-cluster] [--no-swift] CMD [ARGS...]" >&2; exit 2; }
+(($#)) || { echo "usage: infra/with-backends.sh [--kafka-cluster] [--kafka-sasl-ssl] [--no-swift] CMD [ARGS...]" >&2; exit 2; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 started=()
 stop_started() {
   local status=$?
-  for backend in "${started[@]}"; do "$infra/$backend/stop.sh" >&2 || true; done
+  for backend in "${started[@]}"; do
+    if [[ $backend == kafka-sasl-ssl ]]; then
+      KAFKA_PORT=$kafka_sasl_port "$infra/kafka/stop.sh" --sasl-ssl >&2 || true
+    else
+      "$infra/$backend/stop.sh" >&2 || true
+    fi
+  done
   exit "$status"
 }
 trap stop_started EXIT
@@ -55,6 +68,14 @@ else
     started+=(kafka)
   fi
   export FLYWHEEL_TEST_KAFKA_BOOTSTRAP=${FLYWHEEL_TEST_KAFKA_BOOTSTRAP:-127.0.0.1:$kafka_port}
+fi
+if ((kafka_sasl)); then
+  if ! port_open "$kafka_sasl_port"; then
+    KAFKA_PORT=$kafka_sasl_port "$infra/kafka/start.sh" --sasl-ssl >/dev/null
+    started+=(kafka-sasl-ssl)
+  fi
+  export FLYWHEEL_TEST_KAFKA_SASL_BOOTSTRAP=${FLYWHEEL_TEST_KAFKA_SASL_BOOTSTRAP:-127.0.0.1:$kafka_sasl_port}
+  export FLYWHEEL_TEST_KAFKA_SASL_DIR=${FLYWHEEL_TEST_KAFKA_SASL_DIR:-${FLYWHEEL_RUN_DIR:-$infra/../.run}/kafka-sasl-ssl/security}
 fi
 if ! port_open "$pg_port"; then
   "$infra/postgres/start.sh" >/dev/null

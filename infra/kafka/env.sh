@@ -6,6 +6,9 @@
 # Environment overrides:
 #   FLYWHEEL_CACHE_DIR  jar cache root            (default: ~/.cache/flywheel)
 #   FLYWHEEL_RUN_DIR    runtime state root        (default: <repo>/.run)
+#   KAFKA_SECURITY      plaintext (default) or sasl-ssl (what start.sh --sasl-ssl sets): SASL_SSL
+#                       listeners, SCRAM users and ACLs (security.sh); its state lives in
+#                       <run dir>/kafka-sasl-ssl, apart from the plaintext broker's
 #   KAFKA_PORT          broker port of node 1     (default: 19092; node N of the cluster
 #                       uses KAFKA_PORT+100*(N-1), each node's controller port is +1)
 #   KAFKA_HEAP_OPTS     broker heap               (default: -Xms256m -Xmx512m)
@@ -34,7 +37,18 @@ fi
 kafka_abs() { if [[ $1 == /* ]]; then echo "$1"; else echo "$PWD/$1"; fi; }
 KAFKA_CACHE_DIR=$(kafka_abs "${FLYWHEEL_CACHE_DIR:-$HOME/.cache/flywheel}")/kafka-$KAFKA_VERSION
 KAFKA_LIBS=$KAFKA_CACHE_DIR/libs
-KAFKA_RUN_DIR=$(kafka_abs "${FLYWHEEL_RUN_DIR:-$FLYWHEEL_REPO_DIR/.run}")/kafka
+KAFKA_SECURITY=${KAFKA_SECURITY:-plaintext}
+case $KAFKA_SECURITY in
+  plaintext) KAFKA_RUN_DIR=$(kafka_abs "${FLYWHEEL_RUN_DIR:-$FLYWHEEL_REPO_DIR/.run}")/kafka ;;
+  sasl-ssl) KAFKA_RUN_DIR=$(kafka_abs "${FLYWHEEL_RUN_DIR:-$FLYWHEEL_REPO_DIR/.run}")/kafka-sasl-ssl ;;
+  *)
+    echo "kafka: KAFKA_SECURITY must be plaintext or sasl-ssl, not '$KAFKA_SECURITY'" >&2
+    # shellcheck disable=SC2317 # exit only runs when executed instead of sourced
+    return 1 2>/dev/null || exit 1
+    ;;
+esac
+# shellcheck disable=SC2034 # used by security.sh and stop.sh
+KAFKA_SECURITY_DIR=$KAFKA_RUN_DIR/security
 KAFKA_HOST=127.0.0.1
 KAFKA_PORT=${KAFKA_PORT:-19092}
 KAFKA_CLUSTER_SIZE=3

@@ -4,7 +4,11 @@
 # on 19092/19192/19292, replication factor 3, min.insync.replicas 2. Fetches the jars first if
 # needed. Nodes already running are left alone. Prints the bootstrap servers on stdout (also
 # written to .run/kafka/bootstrap); progress goes to stderr.
+# --sasl-ssl (or KAFKA_SECURITY=sasl-ssl): clients connect with SASL_SSL (SCRAM-SHA-512 or
+# PLAIN) and may do only what acls.conf grants; state, CA and passwords under
+# .run/kafka-sasl-ssl (see security.sh). Stop it with stop.sh --sasl-ssl.
 set -euo pipefail
+for arg in "$@"; do [[ $arg == --sasl-ssl ]] && export KAFKA_SECURITY=sasl-ssl; done
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -13,8 +17,9 @@ for arg in "$@"; do
   case $arg in
     --cluster) mode=cluster ;;
     --single) mode=single ;;
-    -h | --help) sed -n '2,6s/^# \{0,1\}//p' "$0"; exit 0 ;;
-    *) kafka_die "unknown argument: $arg (usage: start.sh [--cluster])" ;;
+    --sasl-ssl) ;;
+    -h | --help) sed -n '2,9s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    *) kafka_die "unknown argument: $arg (usage: start.sh [--cluster] [--sasl-ssl])" ;;
   esac
 done
 

@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Stops every local Kafka node started by start.sh/node.sh (both modes), by pid file: SIGTERM
 # to all, up to KAFKA_STOP_TIMEOUT (30s) to exit, then SIGKILL; removes the pid files.
-# --clean also deletes the nodes' data dirs and cluster ids (logs are kept).
+# --clean also deletes the nodes' data dirs and cluster ids (logs are kept); with --sasl-ssl
+# also the CA, certificates and passwords. --sasl-ssl (or KAFKA_SECURITY=sasl-ssl) stops the
+# broker of start.sh --sasl-ssl instead of the plaintext one.
 set -euo pipefail
+args=()
+for arg in "$@"; do
+  if [[ $arg == --sasl-ssl ]]; then export KAFKA_SECURITY=sasl-ssl; else args+=("$arg"); fi
+done
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 clean=0
-infra_flags kafka_die "stop.sh [--clean]" "$@"
+infra_flags kafka_die "stop.sh [--clean] [--sasl-ssl]" ${args[@]+"${args[@]}"}
 
 [[ -d "$KAFKA_RUN_DIR" ]] || { kafka_log "nothing to stop ($KAFKA_RUN_DIR does not exist)"; exit 0; }
 kafka_lock
@@ -27,8 +33,10 @@ rm -f "$KAFKA_RUN_DIR/bootstrap"
 
 if ((clean)); then
   for mode in single cluster; do
-    rm -rf "$(kafka_mode_dir "$mode")"/node-*/data "$(kafka_mode_dir "$mode")/cluster.id"
+    rm -rf "$(kafka_mode_dir "$mode")"/node-*/data "$(kafka_mode_dir "$mode")/cluster.id" \
+      "$(kafka_mode_dir "$mode")/acls.applied"
   done
+  rm -rf "$KAFKA_SECURITY_DIR"
   rm -f "$KAFKA_RUN_DIR/mode"
   kafka_log "removed data dirs under $KAFKA_RUN_DIR"
 fi

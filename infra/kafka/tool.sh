@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Runs a Kafka command-line tool from the cached jars (fetching them if needed), e.g.
 #   tool.sh topics --bootstrap-server 127.0.0.1:19092 --create --topic t --partitions 3
-# Tools: topics, console-producer, console-consumer, consumer-groups, configs,
+# Tools: topics, console-producer, console-consumer, consumer-groups, configs, acls,
 # metadata-quorum, broker-api-versions, get-offsets, cluster, storage, or a class name.
+# On the SASL_SSL broker (start.sh --sasl-ssl) add
+#   --command-config .run/kafka-sasl-ssl/security/admin.properties
+# (--consumer.config / --producer.config for the console tools) to act as the super user.
 set -euo pipefail
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -16,6 +19,7 @@ case $tool in
   console-consumer) class=org.apache.kafka.tools.consumer.ConsoleConsumer ;;
   consumer-groups) class=org.apache.kafka.tools.consumer.group.ConsumerGroupCommand ;;
   configs) class=kafka.admin.ConfigCommand ;;
+  acls) class=org.apache.kafka.tools.AclCommand ;;
   metadata-quorum) class=org.apache.kafka.tools.MetadataQuorumCommand ;;
   broker-api-versions) class=org.apache.kafka.tools.BrokerApiVersionsCommand ;;
   get-offsets) class=org.apache.kafka.tools.GetOffsetShell ;;

@@ -39,6 +39,7 @@ from flywheel_registry.settings import RegistrySettings
 from flywheel_retrain.settings import RetrainSettings
 from flywheel_testing.backends import unused_port
 from flywheel_testing.clients import replicas_target, retrying_options
+from flywheel_testing.kafka import client_options
 from flywheel_testing.leases import lease_holder
 from flywheel_testing.platform import Platform
 from flywheel_testing.processes import ServiceReplica
@@ -200,7 +201,7 @@ class KafkaCluster:
         """The topic's partitions as the cluster's metadata describes them (leader, isr),
         asking again while a broker that just died is still asked."""
         while True:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+            admin = AIOKafkaAdminClient(**client_options(self.bootstrap))
             try:
                 await admin.start()
                 [described] = await admin.describe_topics([topic])
@@ -211,7 +212,7 @@ class KafkaCluster:
                 await admin.close()
 
     async def brokers(self) -> int:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        admin = AIOKafkaAdminClient(**client_options(self.bootstrap))
         await admin.start()
         try:
             brokers: list[Any] = (await admin.describe_cluster())["brokers"]

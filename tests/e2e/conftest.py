@@ -1,4 +1,6 @@
-"""All five services in this process on real Kafka, as `make run` starts them."""
+"""All five services in this process on real Kafka, as `make run` starts them: on the
+plaintext broker, or (a test parametrizes `platform` indirectly with "sasl_ssl") on the
+SASL_SSL broker with ACLs, where each service is its own Kafka user."""
 
 from __future__ import annotations
 
@@ -8,17 +10,27 @@ from pathlib import Path
 import pytest
 from flywheel_cli.connection import Addresses
 
+from flywheel_common.settings import KafkaSecurity
 from flywheel_testing.platform import in_process
+from flywheel_testing.secure_kafka import SecureKafka
 
 
 @pytest.fixture
 async def platform(
-    kafka_bootstrap: str, tmp_path: Path, deployed_models: list[str]
+    request: pytest.FixtureRequest, tmp_path: Path, deployed_models: list[str]
 ) -> AsyncIterator[Addresses]:
     """The services' addresses. `deployed_models` (a fixture of the test module) names the
     models the test deploys: the shared routing topic forgets them before and after, so no
     earlier run's routing state (a higher generation) is applied instead of this one's."""
-    async with in_process(kafka_bootstrap, tmp_path) as services:
+    secure: SecureKafka | None = None
+    kafka_auth = KafkaSecurity()
+    if getattr(request, "param", "plaintext") == "sasl_ssl":
+        secure = request.getfixturevalue("kafka_sasl_ssl")
+        kafka_bootstrap = secure.bootstrap
+        kafka_auth = secure.security("cli")
+    else:
+        kafka_bootstrap = request.getfixturevalue("kafka_bootstrap")
+    async with in_process(kafka_bootstrap, tmp_path, secure=secure) as services:
         await services.forget_deployments(deployed_models)
         registry = await services.registry()
         deployer = await services.deployer()
@@ -32,4 +44,5 @@ async def platform(
             drift=drift.grpc.address,
             retrain=retrain.grpc.address,
             kafka=kafka_bootstrap,
+            kafka_auth=kafka_auth,
         )

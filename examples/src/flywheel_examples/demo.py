@@ -42,7 +42,6 @@ from flywheel.retrain.v1 import retrain_pb2 as retrain_pb
 from flywheel.retrain.v1 import retrain_pb2_grpc as retrain_grpc
 from flywheel.retrain.v1 import types_pb2 as retrain_types
 from flywheel_common.publisher import EventPublisher
-from flywheel_common.settings import KafkaSettings
 from flywheel_common.timestamps import duration, timestamp
 from flywheel_common.topics import GROUND_TRUTH
 from inference import grpc_service_pb2 as inference_pb
@@ -224,7 +223,7 @@ class Demo:
             drift = drift_grpc.DriftServiceStub(channels["drift"])
             retrain = retrain_grpc.RetrainServiceStub(channels["retrain"])
             publisher = EventPublisher(
-                KafkaSettings(bootstrap_servers=self.endpoints.kafka, linger_ms=20),
+                self.endpoints.kafka_settings(linger_ms=20),
                 source="flywheel-demo",
             )
             await publisher.start()

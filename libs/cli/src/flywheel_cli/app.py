@@ -457,8 +457,12 @@ def _follow_alerts(model: str, line: Any) -> None:
     async def follow() -> None:
         from aiokafka import AIOKafkaConsumer
 
+        from flywheel_common.kafka_security import kafka_client_options
+
         consumer = AIOKafkaConsumer(
-            DRIFT_ALERTS.name, bootstrap_servers=State.addresses.kafka, auto_offset_reset="latest"
+            DRIFT_ALERTS.name,
+            **kafka_client_options(State.addresses.kafka_settings()),
+            auto_offset_reset="latest",
         )
         await consumer.start()
         types = EventTypes.flywheel()

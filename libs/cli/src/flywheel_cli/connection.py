@@ -15,6 +15,7 @@ from flywheel.deployer.v1 import deployer_pb2_grpc
 from flywheel.drift.v1 import drift_pb2_grpc
 from flywheel.registry.v1 import registry_pb2_grpc
 from flywheel.retrain.v1 import retrain_pb2_grpc
+from flywheel_common.settings import KafkaSecurity, KafkaSettings
 from inference import grpc_service_pb2_grpc
 
 T = TypeVar("T")
@@ -23,7 +24,7 @@ T = TypeVar("T")
 class Addresses(BaseSettings):
     """Read from FLYWHEEL_CLI_* variables; the defaults are `make run`'s."""
 
-    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_CLI_")
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_CLI_", env_nested_delimiter="__")
 
     registry: str = "127.0.0.1:50051"
     deployer: str = "127.0.0.1:50052"
@@ -31,10 +32,17 @@ class Addresses(BaseSettings):
     drift: str = "127.0.0.1:50054"
     retrain: str = "127.0.0.1:50055"
     kafka: str = "127.0.0.1:19092"
+    kafka_auth: KafkaSecurity = KafkaSecurity()
+    """TLS and SASL towards Kafka, as the services' KAFKA__ settings:
+    FLYWHEEL_CLI_KAFKA_AUTH__SECURITY_PROTOCOL=SASL_SSL and so on."""
     token: str = ""
 
     def of(self, service: str) -> str:
         return str(getattr(self, service))
+
+    def kafka_settings(self, **fields: Any) -> KafkaSettings:
+        """Client settings for the brokers at `kafka`; `fields` add producer options."""
+        return KafkaSettings(bootstrap_servers=self.kafka, **dict(self.kafka_auth), **fields)
 
 
 class CommandError(Exception):

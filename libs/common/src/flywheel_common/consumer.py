@@ -23,6 +23,7 @@ from tenacity import (
 from flywheel_common import errors
 from flywheel_common.dead_letters import DeadLetters, RecordSender
 from flywheel_common.events import Envelope, EventTypes, MalformedEvent, decode_event
+from flywheel_common.kafka_security import kafka_client_options
 from flywheel_common.settings import KafkaSettings
 from flywheel_common.topics import await_group_coordinator
 
@@ -93,7 +94,7 @@ class EventConsumer:
         from_beginning: bool = True,
     ) -> None:
         self._group_id = group_id
-        self._bootstrap_servers = settings.bootstrap_servers
+        self._kafka = settings
         self._handler = handler
         self._dead_letters = DeadLetters(dead_letters, group_id)
         self._types = types or EventTypes.flywheel()
@@ -102,7 +103,7 @@ class EventConsumer:
         self._topics = list(topics)
         self._assigned = asyncio.Event()
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
+            **kafka_client_options(settings),
             client_id=settings.client_id or group_id,
             group_id=group_id,
             enable_auto_commit=False,
@@ -127,7 +128,7 @@ class EventConsumer:
         return self._task
 
     async def start(self) -> None:
-        await await_group_coordinator(self._bootstrap_servers, self._group_id)
+        await await_group_coordinator(self._kafka, self._group_id)
         await self._consumer.start()
         if not self._from_beginning:
             await self._pin_start_positions()

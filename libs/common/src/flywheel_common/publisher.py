@@ -13,6 +13,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind
 
 from flywheel_common.events import OutgoingRecord
+from flywheel_common.kafka_security import kafka_client_options
 from flywheel_common.settings import KafkaSettings
 from flywheel_common.topics import TopicSpec
 
@@ -43,7 +44,7 @@ class EventPublisher:
 
     def _new_producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
-            bootstrap_servers=self._settings.bootstrap_servers,
+            **kafka_client_options(self._settings),
             client_id=self._client_id,
             enable_idempotence=True,
             acks="all",

@@ -53,7 +53,7 @@ class TopicProvisioner:
 
     async def start(self) -> None:
         await ensure_topics(
-            self._kafka.bootstrap_servers,
+            self._kafka,
             replication_factor=self._kafka.replication_factor,
             retention_ms=self._kafka.topic_retention_ms,
         )

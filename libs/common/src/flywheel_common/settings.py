@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,7 +40,55 @@ class GrpcSettings(SettingsSection):
     the connections: how a gateway's workers serve one port."""
 
 
-class KafkaSettings(SettingsSection):
+class KafkaSecurity(SettingsSection):
+    """How a client proves who it is to the brokers and checks who they are."""
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """PLAINTEXT, SSL (TLS), SASL_PLAINTEXT (SASL without TLS) or SASL_SSL (both)."""
+    sasl_mechanism: Literal["SCRAM-SHA-512", "PLAIN"] = "SCRAM-SHA-512"
+    """SASL mechanism of the SASL protocols: SCRAM-SHA-512, or PLAIN (only over SSL)."""
+    sasl_username: str = ""
+    """SASL user name; required by the SASL protocols."""
+    sasl_password: SecretStr = SecretStr("")
+    """SASL password; required by the SASL protocols. Never logged."""
+    ssl_cafile: Path | None = None
+    """PEM bundle of the CAs that signed the brokers' certificates; empty: the system's."""
+    ssl_certfile: Path | None = None
+    """PEM client certificate (chain), for brokers that require TLS client authentication."""
+    ssl_keyfile: Path | None = None
+    """PEM private key of `ssl_certfile`."""
+    ssl_key_password: SecretStr = SecretStr("")
+    """Password of an encrypted `ssl_keyfile`. Never logged."""
+    ssl_check_hostname: bool = True
+    """Check that a broker's certificate names the host the client connected to."""
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def uses_ssl(self) -> bool:
+        return self.security_protocol.endswith("SSL")
+
+    @model_validator(mode="after")
+    def _complete(self) -> Self:
+        if self.uses_sasl and not (self.sasl_username and self.sasl_password.get_secret_value()):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_username and sasl_password"
+            )
+        if self.sasl_mechanism == "PLAIN" and self.security_protocol == "SASL_PLAINTEXT":
+            raise ValueError("SASL PLAIN sends the password as is: use it with SASL_SSL only")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together: set both or neither")
+        if not self.uses_ssl and (self.ssl_cafile or self.ssl_certfile):
+            raise ValueError(
+                f"ssl_* files are set but security_protocol {self.security_protocol} has no TLS: "
+                "use SSL or SASL_SSL"
+            )
+        return self
+
+
+class KafkaSettings(KafkaSecurity):
     bootstrap_servers: str = "127.0.0.1:19092"
     """Comma-separated Kafka brokers."""
     client_id: str = ""

@@ -13,6 +13,7 @@ from aiokafka.structs import ConsumerRecord
 
 from flywheel_common.dead_letters import DeadLetters
 from flywheel_common.events import Envelope, EventTypes, MalformedEvent, decode_event
+from flywheel_common.kafka_security import kafka_client_options
 from flywheel_common.settings import KafkaSettings
 from flywheel_common.topic_scan import topic_partitions
 
@@ -47,7 +48,7 @@ class CompactedTopicReader:
         self._dead_letters = dead_letters
         self._types = types or EventTypes.flywheel()
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
+            **kafka_client_options(settings),
             client_id=settings.client_id or None,
             enable_auto_commit=False,
             group_id=None,

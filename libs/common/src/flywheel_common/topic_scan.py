@@ -11,6 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 from flywheel_common.events import header
+from flywheel_common.kafka_security import kafka_client_options
 from flywheel_common.settings import KafkaSettings
 
 YIELD_EVERY = 10
@@ -21,7 +22,7 @@ of records): a leader's lease renewal waits behind it, and the lease lapses."""
 
 async def topic_partitions(settings: KafkaSettings, topic: str) -> list[TopicPartition]:
     """The topic's partitions; empty when the topic does not exist."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
     await admin.start()
     try:
         [description] = await admin.describe_topics([topic])
@@ -40,7 +41,7 @@ async def records_since(
     if not partitions:
         return
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
+        **kafka_client_options(settings),
         client_id=settings.client_id or None,
         enable_auto_commit=False,
         group_id=None,

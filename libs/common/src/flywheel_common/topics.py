@@ -14,6 +14,8 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from google.protobuf.message import Message
 
 from flywheel_common.events import JSON, PROTOBUF, OutgoingRecord, encode_event
+from flywheel_common.kafka_security import kafka_client_options
+from flywheel_common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +159,7 @@ def _topic_config(spec: TopicSpec, replication_factor: int) -> dict[str, str]:
 
 
 async def ensure_topics(
-    bootstrap_servers: str,
+    settings: KafkaSettings,
     specs: tuple[TopicSpec, ...] = ALL_TOPICS,
     replication_factor: int = 1,
     timeout: float = 60.0,
@@ -168,7 +170,7 @@ async def ensure_topics(
     answers; returns the names created by this call. Topics that exist keep their
     configuration."""
     specs = with_retention(specs, retention_ms or {})
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -196,7 +198,7 @@ async def ensure_topics(
         try:
             async with asyncio.timeout(timeout):
                 partitions = await _led_partitions(admin, [spec.name for spec in specs])
-                await _offsets_answered(bootstrap_servers, partitions)
+                await _offsets_answered(settings, partitions)
         except TimeoutError:
             raise KafkaTopicError(
                 f"the topics' partitions have no acting leader after {timeout:.0f}s"
@@ -224,10 +226,10 @@ async def _led_partitions(admin: AIOKafkaAdminClient, topics: list[str]) -> list
         await asyncio.sleep(0.1)
 
 
-async def _offsets_answered(bootstrap_servers: str, partitions: list[TopicPartition]) -> None:
+async def _offsets_answered(settings: KafkaSettings, partitions: list[TopicPartition]) -> None:
     """Returns once every partition's leader answers an offset request (aiokafka retries
     the ones that are not leading yet quietly here, unlike in a consumer's fetch loop)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None)
+    consumer = AIOKafkaConsumer(**kafka_client_options(settings), group_id=None)
     await consumer.start()
     try:
         await consumer.end_offsets(partitions)
@@ -236,7 +238,7 @@ async def _offsets_answered(bootstrap_servers: str, partitions: list[TopicPartit
 
 
 async def await_group_coordinator(
-    bootstrap_servers: str, group_id: str, timeout: float = 60.0
+    settings: KafkaSettings, group_id: str, timeout: float = 60.0
 ) -> None:
     """Wait until the group's coordinator is known and has loaded the group.
 
@@ -244,7 +246,7 @@ async def await_group_coordinator(
     coordinators are unavailable for a few seconds; a consumer started meanwhile logs each
     failed lookup as an error. After `timeout` the consumer is left to keep trying itself.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
     await admin.start()
     try:
         async with asyncio.timeout(timeout):

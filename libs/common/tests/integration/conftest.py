@@ -8,8 +8,8 @@ from flywheel_common.topics import ensure_topics
 
 
 @pytest.fixture(scope="session")
-async def flywheel_topics(kafka_bootstrap: str) -> None:
-    await ensure_topics(kafka_bootstrap)
+async def flywheel_topics(kafka_settings: KafkaSettings) -> None:
+    await ensure_topics(kafka_settings)
 
 
 @pytest.fixture

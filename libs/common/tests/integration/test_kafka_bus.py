@@ -16,7 +16,7 @@ from flywheel_common.events import JSON, PROTOBUF, Envelope, EventTypes, decode_
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings
 from flywheel_common.topics import DLQ, Cleanup, TopicSpec
-from flywheel_testing.kafka import read_topic
+from flywheel_testing.kafka import client_options, read_topic
 from flywheel_testing.plugin import NewTopicFactory
 
 FAST_RETRIES = RetryPolicy(attempts=3, initial_backoff_seconds=0.01, max_backoff_seconds=0.05)
@@ -125,7 +125,7 @@ async def test_poison_and_failing_records_go_to_the_dlq_and_the_consumer_goes_on
     group_id: str,
 ) -> None:
     topic = spec(await new_topic("poison"))
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    producer = AIOKafkaProducer(**client_options(kafka_bootstrap))
     await producer.start()
     await producer.send_and_wait(topic.name, b"not a cloudevent", key=b"iris")
     await producer.stop()

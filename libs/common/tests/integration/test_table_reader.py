@@ -13,7 +13,7 @@ from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings
 from flywheel_common.table_reader import CompactedTopicReader
 from flywheel_common.topics import DLQ, Cleanup, TopicSpec
-from flywheel_testing.kafka import read_topic
+from flywheel_testing.kafka import client_options, read_topic
 from flywheel_testing.plugin import NewTopicFactory
 
 
@@ -30,7 +30,7 @@ async def test_start_up_applies_only_the_newest_record_of_each_live_key(
             await publisher.publish(
                 topic, ModelVersionRegistered(model=model, version=version), subject=model
             )
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_settings.bootstrap_servers)
+    producer = AIOKafkaProducer(**client_options(kafka_settings.bootstrap_servers))
     await producer.start()
     try:
         await producer.send_and_wait(topic.name, None, key=b"deleted")
@@ -84,7 +84,7 @@ async def test_records_it_cannot_apply_are_dead_lettered_and_the_reader_goes_on(
     await reader.start()
     try:
         await reader.caught_up()
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_settings.bootstrap_servers)
+        producer = AIOKafkaProducer(**client_options(kafka_settings.bootstrap_servers))
         await producer.start()
         try:
             await producer.send_and_wait(topic.name, None, key=b"\xff\xfe")  # apply raises

@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaProducer
 
 from flywheel_common.settings import KafkaSettings
 from flywheel_common.topic_scan import YIELD_EVERY, records_since
+from flywheel_testing.kafka import client_options
 from flywheel_testing.plugin import NewTopicFactory
 
 RECORDS = 200
@@ -26,7 +27,7 @@ async def test_a_reader_busy_with_each_record_leaves_the_event_loop_turns(
     new_topic: NewTopicFactory, kafka_bootstrap: str
 ) -> None:
     topic = await new_topic("scan")
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    producer = AIOKafkaProducer(**client_options(kafka_bootstrap))
     await producer.start()
     try:
         for index in range(RECORDS):

@@ -9,6 +9,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from flywheel_common.events import PROTOBUF
+from flywheel_common.settings import KafkaSettings
 from flywheel_common.topics import (
     ALL_TOPICS,
     DEPLOYMENTS,
@@ -20,13 +21,16 @@ from flywheel_common.topics import (
     await_group_coordinator,
     ensure_topics,
 )
+from flywheel_testing.kafka import client_options
 
 
-async def test_every_topic_exists_with_its_cleanup_policy(kafka_bootstrap: str) -> None:
-    await ensure_topics(kafka_bootstrap)
-    assert await ensure_topics(kafka_bootstrap) == []  # idempotent
+async def test_every_topic_exists_with_its_cleanup_policy(
+    kafka_bootstrap: str, kafka_settings: KafkaSettings
+) -> None:
+    await ensure_topics(kafka_settings)
+    assert await ensure_topics(kafka_settings) == []  # idempotent
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(kafka_bootstrap))
     await admin.start()
     try:
         names = set(await admin.list_topics())
@@ -43,7 +47,7 @@ async def test_every_topic_exists_with_its_cleanup_policy(kafka_bootstrap: str) 
 
 async def topic_configs(kafka_bootstrap: str, topics: list[str]) -> dict[str, dict[str, str]]:
     """Each topic's configuration as the broker describes it."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(kafka_bootstrap))
     await admin.start()
     try:
         responses = await admin.describe_configs(
@@ -59,7 +63,7 @@ async def topic_configs(kafka_bootstrap: str, topics: list[str]) -> dict[str, di
 
 
 async def test_topics_are_created_with_their_retention_or_the_one_configured(
-    kafka_bootstrap: str,
+    kafka_bootstrap: str, kafka_settings: KafkaSettings
 ) -> None:
     # Copies under new names: a broker kept from an earlier run has the topics already, and
     # a topic that exists keeps its configuration.
@@ -71,10 +75,10 @@ async def test_topics_are_created_with_their_retention_or_the_one_configured(
     configured = replace(configured, name=f"{configured.name}.configured")
     specs = (predictions, dlq, deployments, configured)
     try:
-        await ensure_topics(kafka_bootstrap, specs, retention_ms={configured.name: 3_600_000})
+        await ensure_topics(kafka_settings, specs, retention_ms={configured.name: 3_600_000})
         configs = await topic_configs(kafka_bootstrap, [spec.name for spec in specs])
     finally:
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        admin = AIOKafkaAdminClient(**client_options(kafka_bootstrap))
         await admin.start()
         await admin.delete_topics([spec.name for spec in specs])
         await admin.close()
@@ -86,15 +90,15 @@ async def test_topics_are_created_with_their_retention_or_the_one_configured(
 
 
 async def test_new_topics_answer_consumers_without_errors_once_ensured(
-    kafka_bootstrap: str, caplog: pytest.LogCaptureFixture
+    kafka_bootstrap: str, kafka_settings: KafkaSettings, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Right after creation a partition has no acting leader for a moment; a consumer asking
     # then logs "Failed fetch offsets ... NotLeaderForPartitionError" at ERROR.
     spec = TopicSpec(f"test.fresh.{uuid.uuid4().hex[:10]}", 6, Cleanup.DELETE, PROTOBUF, "k")
     caplog.set_level(logging.WARNING, logger="aiokafka")
     try:
-        assert await ensure_topics(kafka_bootstrap, (spec,)) == [spec.name]
-        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None)
+        assert await ensure_topics(kafka_settings, (spec,)) == [spec.name]
+        consumer = AIOKafkaConsumer(**client_options(kafka_bootstrap), group_id=None)
         await consumer.start()
         try:
             partitions = [TopicPartition(spec.name, p) for p in range(spec.partitions)]
@@ -104,7 +108,7 @@ async def test_new_topics_answer_consumers_without_errors_once_ensured(
         finally:
             await consumer.stop()
     finally:
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        admin = AIOKafkaAdminClient(**client_options(kafka_bootstrap))
         await admin.start()
         await admin.delete_topics([spec.name])
         await admin.close()
@@ -112,9 +116,9 @@ async def test_new_topics_answer_consumers_without_errors_once_ensured(
 
 
 async def test_waiting_for_the_coordinator_of_a_new_group_costs_nothing(
-    kafka_bootstrap: str, caplog: pytest.LogCaptureFixture
+    kafka_settings: KafkaSettings, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
     async with asyncio.timeout(10):
-        await await_group_coordinator(kafka_bootstrap, f"test-group-{uuid.uuid4().hex[:8]}")
+        await await_group_coordinator(kafka_settings, f"test-group-{uuid.uuid4().hex[:8]}")
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

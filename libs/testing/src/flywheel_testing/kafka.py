@@ -11,14 +11,24 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from flywheel_common.events import EventTypes, decode_event
+from flywheel_common.kafka_security import kafka_client_options
+from flywheel_common.settings import KafkaSettings
 from flywheel_common.topics import TopicSpec
+
+Kafka = KafkaSettings | str
+"""The broker: its client settings, or just its address (a plaintext one)."""
+
+
+def client_options(kafka: Kafka) -> dict[str, Any]:
+    settings = KafkaSettings(bootstrap_servers=kafka) if isinstance(kafka, str) else kafka
+    return dict(kafka_client_options(settings))
 
 
 async def read_topic(
-    bootstrap: str, topic: str, *, at_least: int, partitions: int = 1, timeout_ms: int = 15000
+    kafka: Kafka, topic: str, *, at_least: int, partitions: int = 1, timeout_ms: int = 15000
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of a topic from the beginning, waiting until at least `at_least` arrived."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_options(kafka), enable_auto_commit=False)
     await consumer.start()
     try:
         assigned = [TopicPartition(topic, p) for p in range(partitions)]
@@ -43,11 +53,11 @@ async def read_topic(
         await consumer.stop()
 
 
-async def tombstone(bootstrap: str, topic: str, keys: Sequence[str]) -> None:
+async def tombstone(kafka: Kafka, topic: str, keys: Sequence[str]) -> None:
     """Delete keys from a compacted topic, so replicas of later tests do not act on them."""
     if not keys:
         return
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    producer = AIOKafkaProducer(**client_options(kafka))
     await producer.start()
     try:
         for key in keys:
@@ -57,10 +67,10 @@ async def tombstone(bootstrap: str, topic: str, keys: Sequence[str]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def collected_events(bootstrap: str, topic: TopicSpec, key: str) -> AsyncIterator[list[Any]]:
+async def collected_events(kafka: Kafka, topic: TopicSpec, key: str) -> AsyncIterator[list[Any]]:
     """The messages published on `topic` under `key` from the moment this is entered, decoded,
     in arrival order and once each (delivery is at least once: duplicates share a ce_id)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_options(kafka), enable_auto_commit=False)
     await consumer.start()
     partitions = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
     consumer.assign(partitions)

@@ -5,6 +5,9 @@ with settings for tests: a free port, its own folder under the test's directory,
 consumer group, short intervals, and the registry started first as the one every other
 service asks. Whatever a `Platform` started is stopped when its block ends, newest first,
 each step bounded so a hung one fails the test by name.
+
+On the SASL_SSL broker (`secure`) each service connects as its own user, so it can do what
+infra/kafka/acls.conf grants that user and nothing else; the test's own clients are admin.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from flywheel_registry.settings import RegistrySettings
 from flywheel_retrain.app import build as build_retrain
 from flywheel_retrain.settings import RetrainSettings
 from flywheel_testing.kafka import collected_events, tombstone
+from flywheel_testing.secure_kafka import SecureKafka
 from flywheel_testing.waiting import bounded
 
 TELEMETRY = TelemetrySettings(metrics_port=-1, log_level="WARNING")
@@ -56,6 +60,14 @@ TEST_LEASE = LeaseSettings(ttl_seconds=2.0, renew_seconds=0.5)
 
 S = TypeVar("S", bound=ServiceSettings)
 
+_KAFKA_USERS: dict[type[ServiceSettings], str] = {
+    RegistrySettings: "registry",
+    DeployerSettings: "deployer",
+    GatewaySettings: "gateway",
+    DriftSettings: "drift",
+    RetrainSettings: "retrain",
+}
+
 
 class Platform:
     def __init__(
@@ -64,16 +76,23 @@ class Platform:
         data_dir: Path,
         stack: contextlib.AsyncExitStack,
         replication_factor: int = 1,
+        secure: SecureKafka | None = None,
     ) -> None:
-        """`replication_factor`: of the topics the services create (3 on a cluster)."""
+        """`replication_factor`: of the topics the services create (3 on a cluster).
+        `secure`: the SASL_SSL broker, instead of the plaintext one at `kafka_bootstrap`."""
         self.kafka_bootstrap = kafka_bootstrap
-        self.kafka = KafkaSettings(
-            bootstrap_servers=kafka_bootstrap, linger_ms=1, replication_factor=replication_factor
-        )
+        self._secure = secure
+        self.kafka = self._kafka_settings("admin", replication_factor=replication_factor)
         self.data_dir = data_dir
         self._stack = stack
         self._suffix = uuid.uuid4().hex[:8]
         self._registry: Service | None = None
+
+    def _kafka_settings(self, user: str, **fields: Any) -> KafkaSettings:
+        fields = {"linger_ms": 1, **fields}
+        if self._secure is not None:
+            return self._secure.settings(user, **fields)
+        return KafkaSettings(bootstrap_servers=self.kafka_bootstrap, **fields)
 
     @property
     def registry_address(self) -> str:
@@ -85,7 +104,9 @@ class Platform:
         """Settings of a service named `name` for this platform; `fields` override them."""
         values: dict[str, Any] = {
             "grpc": GrpcSettings(port=0),
-            "kafka": self.kafka,
+            "kafka": self._kafka_settings(
+                _KAFKA_USERS.get(kind, "admin"), replication_factor=self.kafka.replication_factor
+            ),
             "telemetry": TELEMETRY,
             "data_dir": self.data_dir / name,
             **_TEST_DEFAULTS.get(kind, {}),
@@ -93,7 +114,10 @@ class Platform:
         if issubclass(kind, WithDatabase):
             values["lease"] = TEST_LEASE
         if issubclass(kind, WithConsumerGroup):
-            values["consumer_group"] = f"{name}-test-{self._suffix}"
+            group = f"{name}-test-{self._suffix}"
+            if self._secure is not None:  # under the group prefix that acls.conf grants
+                group = f"flywheel-{_KAFKA_USERS[kind]}-{group}"
+            values["consumer_group"] = group
         if issubclass(kind, WithRegistry) and self._registry is not None:
             values["registry_address"] = self.registry_address
         if kind is GatewaySettings:
@@ -141,22 +165,23 @@ class Platform:
 
     async def events(self, topic: TopicSpec, key: str) -> list[Any]:
         """The events published on `topic` under `key` from now until the platform stops."""
-        return await self._stack.enter_async_context(
-            collected_events(self.kafka_bootstrap, topic, key)
-        )
+        return await self._stack.enter_async_context(collected_events(self.kafka, topic, key))
 
     async def forget_deployments(self, models: Sequence[str]) -> None:
         """Delete the models' routing state now and again at the end: the routing topic is
         shared by every test, and an earlier run's state (a higher generation) would win."""
-        await tombstone(self.kafka_bootstrap, DEPLOYMENTS.name, models)
+        await tombstone(self.kafka, DEPLOYMENTS.name, models)
         self._stack.push_async_callback(
-            bounded, lambda: tombstone(self.kafka_bootstrap, DEPLOYMENTS.name, models)
+            bounded, lambda: tombstone(self.kafka, DEPLOYMENTS.name, models)
         )
 
 
 @contextlib.asynccontextmanager
 async def in_process(
-    kafka_bootstrap: str, data_dir: Path, replication_factor: int = 1
+    kafka_bootstrap: str,
+    data_dir: Path,
+    replication_factor: int = 1,
+    secure: SecureKafka | None = None,
 ) -> AsyncIterator[Platform]:
     async with contextlib.AsyncExitStack() as stack:
-        yield Platform(kafka_bootstrap, data_dir, stack, replication_factor)
+        yield Platform(kafka_bootstrap, data_dir, stack, replication_factor, secure)

@@ -7,7 +7,7 @@ are not running the tests fail with the command that starts them, never skip.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,10 +16,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from flywheel_common.db import Database
+from flywheel_common.kafka_security import kafka_client_options
 from flywheel_common.settings import KafkaSettings, TelemetrySettings
 from flywheel_common.telemetry import configure_telemetry
 from flywheel_testing import backends
 from flywheel_testing.models import IrisModels, train_iris_models
+from flywheel_testing.secure_kafka import SecureKafka, secure_kafka
 
 _spans = InMemorySpanExporter()
 
@@ -58,10 +60,18 @@ def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
     return KafkaSettings(bootstrap_servers=kafka_bootstrap, linger_ms=0)
 
 
+@pytest.fixture(scope="session")
+def kafka_sasl_ssl() -> Iterator[SecureKafka]:
+    """The SASL_SSL broker with the ACLs of infra/kafka/acls.conf (started for the session
+    by infra/kafka/start.sh --sasl-ssl unless FLYWHEEL_TEST_KAFKA_SASL_BOOTSTRAP names one)."""
+    with secure_kafka() as kafka:
+        yield kafka
+
+
 @pytest.fixture
-async def new_topic(kafka_bootstrap: str) -> AsyncIterator[NewTopicFactory]:
+async def new_topic(kafka_settings: KafkaSettings) -> AsyncIterator[NewTopicFactory]:
     """Creates uniquely named topics for one test and deletes them afterwards."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_client_options(kafka_settings))
     await admin.start()
     created: list[str] = []
 

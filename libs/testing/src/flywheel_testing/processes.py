@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 from pydantic_core import to_jsonable_python
 
 from flywheel_common.healthcheck import wait_until_serving
@@ -36,6 +36,10 @@ def _variables(prefix: str, section: BaseModel) -> Iterator[tuple[str, str]]:
         key = f"{prefix}{name.upper()}"
         if isinstance(value, BaseModel):
             yield from _variables(f"{key}__", value)
+        elif value is None:
+            continue  # unset: the field's default (a variable would be read as a string)
+        elif isinstance(value, SecretStr):
+            yield key, value.get_secret_value()
         else:
             plain = to_jsonable_python(value)
             yield key, plain if isinstance(plain, str) else json.dumps(plain)

@@ -18,6 +18,7 @@ from flywheel_common.events import EventTypes, decode_event
 from flywheel_common.settings import GrpcSettings
 from flywheel_common.topics import DEPLOYMENTS
 from flywheel_testing.backends import unused_port
+from flywheel_testing.kafka import client_options
 from flywheel_testing.leases import lease_holder
 from flywheel_testing.processes import service_process
 
@@ -122,7 +123,7 @@ async def test_a_deployer_killed_mid_rollout_resumes_without_repeating_a_step(
 
 
 async def deployment_generations(platform: Platform) -> list[int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=platform.kafka_bootstrap)
+    consumer = AIOKafkaConsumer(**client_options(platform.kafka_bootstrap))
     await consumer.start()
     generations: dict[str, int] = {}
     try:

@@ -61,6 +61,7 @@ from flywheel_common.topics import (
 )
 from flywheel_drift import converters, storage
 from flywheel_drift.domain import DriftEvent
+from flywheel_drift.faust_credentials import faust_credentials
 from flywheel_drift.handlers import Detector
 from flywheel_drift.handover import Handover
 from flywheel_drift.partitions import Partition, Partitions
@@ -133,13 +134,14 @@ class DriftStream:
         self._database = database
         self._outbox = outbox
         self._group_id = group_id
-        self._bootstrap_servers = kafka.bootstrap_servers
+        self._kafka = kafka
         self._types = EventTypes.flywheel()
         data_dir = data_dir or Path(tempfile.mkdtemp(prefix="flywheel-faust-"))
         data_dir.mkdir(parents=True, exist_ok=True)
         self.app = faust.App(
             group_id,
             broker=[f"kafka://{server}" for server in kafka.bootstrap_servers.split(",")],
+            broker_credentials=faust_credentials(kafka),
             store="memory://",
             datadir=str(data_dir),
             web_enabled=False,
@@ -394,7 +396,7 @@ class DriftStream:
                 self._outbox.stage(session, topic, message, subject=event.model)
 
     async def start(self) -> None:
-        await await_group_coordinator(self._bootstrap_servers, self._group_id)
+        await await_group_coordinator(self._kafka, self._group_id)
         self._failed = asyncio.get_running_loop().create_future()
         self._watch = asyncio.create_task(self._until_failed(self._failed), name="drift-stream")
         await self.app.start()

@@ -29,7 +29,7 @@ from flywheel_common.timestamps import duration
 from flywheel_common.topics import DEPLOYMENTS, DLQ, DRIFT_ALERTS, MODEL_METRICS, PREDICTIONS
 from flywheel_drift.app import build as build_drift
 from flywheel_drift.settings import DriftSettings
-from flywheel_testing.kafka import read_topic
+from flywheel_testing.kafka import client_options, read_topic
 from flywheel_testing.models import IrisModels
 from flywheel_testing.platform import in_process
 from inference import grpc_service_pb2 as inference_pb
@@ -119,7 +119,7 @@ async def test_windows_metrics_and_a_shifted_feature_alerted(
     normal = features[rng.integers(0, len(features), 2 * WINDOW)]
     await infer(gateway.grpc.address, model, normal)
 
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    producer = AIOKafkaProducer(**client_options(kafka_bootstrap))
     await producer.start()
     try:  # garbage on the stream: dead-lettered, and the stream goes on
         await producer.send_and_wait(PREDICTIONS.name, b"\x00not a cloudevent", key=model.encode())

@@ -17,7 +17,7 @@ from flywheel_common.healthcheck import is_serving
 from flywheel_common.settings import GrpcSettings
 from flywheel_common.topics import DEPLOYMENTS, GATEWAY_STATUS
 from flywheel_gateway.app import build as build_gateway
-from flywheel_testing.kafka import read_topic
+from flywheel_testing.kafka import client_options, read_topic
 from flywheel_testing.models import IrisModels
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc as pb_grpc
@@ -157,7 +157,7 @@ async def test_a_record_it_cannot_apply_does_not_stop_the_gateway_following_depl
     await platform.register(model_name, iris.retrained)
     await platform.deploy(model_name, {1: 100}, generation=1)
     # A delete marker whose key is not UTF-8: no model can have that name.
-    producer = AIOKafkaProducer(bootstrap_servers=platform.settings.kafka.bootstrap_servers)
+    producer = AIOKafkaProducer(**client_options(platform.settings.kafka.bootstrap_servers))
     await producer.start()
     try:
         await producer.send_and_wait(DEPLOYMENTS.name, None, key=b"\xff\xfe")

@@ -18,6 +18,7 @@ from flywheel.deployer.v1 import types_pb2 as deployer_types
 from flywheel.retrain.v1 import events_pb2 as retrain_events
 from flywheel.retrain.v1 import retrain_pb2 as retrain_pb
 from flywheel.retrain.v1 import types_pb2 as pb
+from flywheel_testing.kafka import client_options
 from flywheel_testing.waiting import eventually
 
 from .conftest import Loop, breast_cancer
@@ -184,13 +185,13 @@ async def _consumed(loop: Loop) -> bool:
     """Whether the trigger's alert consumer has committed everything published so far."""
     assert loop.retrain is not None
     group = f"{loop.retrain.settings.consumer_group}.alerts"  # type: ignore[attr-defined]
-    admin = AIOKafkaAdminClient(bootstrap_servers=loop.platform.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(loop.platform.kafka_bootstrap))
     await admin.start()
     try:
         committed = await admin.list_consumer_group_offsets(group)
     finally:
         await admin.close()
-    consumer = AIOKafkaConsumer(bootstrap_servers=loop.platform.kafka_bootstrap)
+    consumer = AIOKafkaConsumer(**client_options(loop.platform.kafka_bootstrap))
     await consumer.start()
     try:
         ends = await consumer.end_offsets(list(committed))
