@@ -58,6 +58,7 @@ for entry in "${services[@]}"; do
   # setsid: Ctrl-C reaches this script only, which then stops the services in reverse order.
   setsid env "FLYWHEEL_${upper}_GRPC__PORT=$port" "FLYWHEEL_${upper}_DATA_DIR=$run_dir/data/$name" \
     "FLYWHEEL_${upper}_KAFKA__BOOTSTRAP_SERVERS=$kafka" \
+    "FLYWHEEL_${upper}_AUTH__ALLOW_ANONYMOUS=true" \
     uv run --frozen python -m "flywheel_$name" >"$logs/$name.log" 2>&1 &
   pids+=($!)
   if [[ $name == registry ]]; then

@@ -86,7 +86,7 @@ class CredentialsRefused(Unauthenticated):
     """No credentials, or ones that do not prove who the caller is; `reason` is a short
     label for the denial counter (`missing`, `expired`, `wrong_audience`...)."""
 
-    def __init__(self, message: str, reason: str) -> None:
+    def __init__(self, message: str, reason: str = "refused") -> None:
         super().__init__(message)
         self.reason = reason
 
@@ -94,7 +94,7 @@ class CredentialsRefused(Unauthenticated):
 class AccessRefused(PermissionDenied):
     """An authenticated caller without the grant a call needs."""
 
-    def __init__(self, message: str, reason: str) -> None:
+    def __init__(self, message: str, reason: str = "refused") -> None:
         super().__init__(message)
         self.reason = reason
 

@@ -164,6 +164,7 @@ class AuthSettings(SettingsSection):
     """Static bearer tokens, as JSON: {"token": "reader|writer|admin"} (the role on every
     model) or {"token": {"role": "writer", "models": ["fraud-*"], "subject": "fraud-ci"}}."""
     jwt: JwtSettings = JwtSettings()
+    """Bearer JWTs from an OIDC provider (off unless jwt.jwks_url or jwt.jwks_file is set)."""
     allow_anonymous: bool = False
     """For local experiments only: with no tokens and no JWT settings, every caller is an
     anonymous admin. Without it, a service with no identities configured refuses to start."""

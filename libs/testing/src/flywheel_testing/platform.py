@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.service import Service
 from flywheel_common.settings import (
+    AuthSettings,
     GrpcSettings,
     KafkaSettings,
     LeaseSettings,
@@ -42,6 +43,7 @@ from flywheel_testing.kafka import collected_events, tombstone
 from flywheel_testing.waiting import bounded
 
 TELEMETRY = TelemetrySettings(metrics_port=-1, log_level="WARNING")
+ANONYMOUS = AuthSettings(allow_anonymous=True)
 
 # Loops tick fast in tests so that outcomes arrive in a fraction of a second.
 _TEST_DEFAULTS: dict[type[ServiceSettings], dict[str, Any]] = {
@@ -85,6 +87,8 @@ class Platform:
         """Settings of a service named `name` for this platform; `fields` override them."""
         values: dict[str, Any] = {
             "grpc": GrpcSettings(port=0),
+            # Tests that are not about authentication opt out of it explicitly.
+            "auth": ANONYMOUS,
             "kafka": self.kafka,
             "telemetry": TELEMETRY,
             "data_dir": self.data_dir / name,
