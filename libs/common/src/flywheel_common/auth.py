@@ -75,7 +75,7 @@ class Principal:
         return any(g.role.allows(required) and g.pattern == ALL_MODELS for g in self.grants)
 
     def describe_grants(self) -> str:
-        return ", ".join(str(grant) for grant in self.grants) or "none"
+        return ", ".join(str(grant) for grant in self.grants) or "no grants"
 
 
 ANONYMOUS_ADMIN = Principal.with_role("anonymous", Role.ADMIN)
@@ -128,17 +128,15 @@ def acting_as(principal: Principal) -> Iterator[Principal]:
         _current_call.reset(token)
 
 
-def missing_grant(principal: Principal, required: Role, model: str | None) -> AccessRefused:
+def missing_grant(
+    principal: Principal, required: Role, model: str | None, action: str = "this call"
+) -> AccessRefused:
+    """The refusal of `action` to a caller without `required` on `model` (None: on any)."""
+    held = f"{principal.subject} holds {principal.describe_grants()}"
     if model is None:
-        return AccessRefused(
-            f"{principal.subject} holds no {required} grant on any model "
-            f"(its grants: {principal.describe_grants()})",
-            "no_grant",
-        )
+        return AccessRefused(f"{action} needs role {required} on some model; {held}", "no_grant")
     return AccessRefused(
-        f"{principal.subject} needs role {required} on model {model!r} "
-        f"(its grants: {principal.describe_grants()})",
-        "model_not_granted",
+        f"{action} needs role {required} on model {model!r}; {held}", "model_not_granted"
     )
 
 
@@ -151,8 +149,8 @@ def require_role(required: Role, model: str | None = None) -> Principal:
         if principal.allows_every_model(required):
             return principal
         refusal = AccessRefused(
-            f"{principal.subject} needs role {required} on every model "
-            f"(its grants: {principal.describe_grants()})",
+            f"this call needs role {required} on every model; "
+            f"{principal.subject} holds {principal.describe_grants()}",
             "no_grant",
         )
     elif principal.allows(required, model):

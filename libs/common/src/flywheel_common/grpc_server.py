@@ -191,7 +191,7 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):
         try:
             principal = await self._authenticator.authenticate(authorization)
             if not principal.allows_some_model(required):
-                raise missing_grant(principal, required, None)
+                raise missing_grant(principal, required, None, method_name)
         except (CredentialsRefused, AccessRefused) as refusal:
             record_denial(details.method, refusal, principal.subject if principal else None)
             return _rejecting_handler(handler, refusal)
@@ -236,7 +236,9 @@ class _ModelGuard:
                 self._allowed.clear()
             self._allowed[model] = allowed
         if not allowed:
-            refusal = missing_grant(self._principal, self._required, model)
+            refusal = missing_grant(
+                self._principal, self._required, model, method.rpartition("/")[2]
+            )
             record_denial(method, refusal, self._principal.subject, model)
             raise refusal
 
