@@ -85,7 +85,8 @@ def test_require_role_checks_the_current_caller_on_the_model() -> None:
     with acting_as(scoped):
         assert current_principal() == scoped
         assert require_role(Role.WRITER, "fraud-a") == scoped
-        with pytest.raises(AccessRefused, match="needs role writer on model 'credit'; fraud-ci holds writer:fraud-"):
+        refused = "needs role writer on model 'credit'; fraud-ci holds writer:fraud-"
+        with pytest.raises(AccessRefused, match=refused):
             require_role(Role.WRITER, "credit")
         with pytest.raises(AccessRefused, match="on every model"):
             require_role(Role.READER)

@@ -3,6 +3,7 @@ JWTs from a JWKS (file or URL), protected aliases, and every refusal counted."""
 
 from __future__ import annotations
 
+import asyncio
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator
@@ -261,8 +262,11 @@ async def test_refusals_are_counted_and_logged_without_credentials(
                         team_a.GetModel(pb.GetModelRequest(name=teams.b)),
                         grpc.StatusCode.PERMISSION_DENIED,
                     )
-                with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as page:
-                    counted = denials(page.read().decode())
+                metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+                scrape = await asyncio.to_thread(
+                    lambda: urllib.request.urlopen(metrics_url, timeout=5).read()
+                )
+                counted = denials(scrape.decode())
         finally:
             process.terminate()
             await process.wait()
