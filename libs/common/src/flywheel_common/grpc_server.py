@@ -186,20 +186,22 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):
         authorization = dict(details.invocation_metadata or ()).get("authorization")
         if isinstance(authorization, bytes):
             authorization = authorization.decode(errors="replace")
-        required = binding.required_role(method_name)
-        principal: Principal | None = None
         try:
             principal = await self._authenticator.authenticate(authorization)
-            if not principal.allows_some_model(required):
-                raise missing_grant(principal, required, None, method_name)
-        except (CredentialsRefused, AccessRefused) as refusal:
-            record_denial(details.method, refusal, principal.subject if principal else None)
-            return _rejecting_handler(handler, refusal)
+        except CredentialsRefused as unauthenticated:
+            record_denial(details.method, unauthenticated, None)
+            return _rejecting_handler(handler, unauthenticated)
         except errors.FlywheelError as exc:
             return _rejecting_handler(handler, exc)
         key = (details.method, principal)
         cached = self._wrapped.get(key)
         if cached is None or cached[0] is not handler:
+            # Only a caller allowed in before has a cached handler: the hot path skips this.
+            required = binding.required_role(method_name)
+            if not principal.allows_some_model(required):
+                refusal = missing_grant(principal, required, None, method_name)
+                record_denial(details.method, refusal, principal.subject)
+                return _rejecting_handler(handler, refusal)
             model_of = binding.model_of(method_name)
             if model_of is not None and principal.allows_every_model(required):
                 model_of = None  # nothing to check per request: the hot path stays lean
