@@ -85,6 +85,7 @@ async def test_sigterm_lets_an_in_flight_download_finish_and_refuses_new_calls(
         "FLYWHEEL_REGISTRY_GRPC__PORT": str(free_port),
         "FLYWHEEL_REGISTRY_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
         "FLYWHEEL_REGISTRY_DATA_DIR": str(tmp_path),
+        "FLYWHEEL_REGISTRY_AUTH__ALLOW_ANONYMOUS": "true",
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "flywheel_registry", env=env, stderr=asyncio.subprocess.PIPE

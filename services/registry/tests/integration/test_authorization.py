@@ -15,6 +15,8 @@ import pytest
 
 from flywheel.registry.v1 import registry_pb2 as pb
 from flywheel.registry.v1 import registry_pb2_grpc as pb_grpc
+from flywheel_common import registry_client
+from flywheel_common.errors import FailedPrecondition
 from flywheel_common.registration import registration
 from flywheel_common.settings import (
     AuthSettings,
@@ -67,6 +69,7 @@ def auth_settings(teams: Teams, jwt: JwtSettings) -> AuthSettings:
 @dataclass
 class Registry:
     channel: grpc.aio.Channel
+    address: str
 
     def as_(self, token: str) -> RegistryClient:
         return RegistryClient(pb_grpc.RegistryServiceStub(self.channel), token)
@@ -92,10 +95,10 @@ async def registry(
     service = build(settings)
     await service.start()
     async with grpc.aio.insecure_channel(service.grpc.address) as channel:
-        admin = Registry(channel).as_("admin-token")
+        admin = Registry(channel, service.grpc.address).as_("admin-token")
         for model in (teams.a, teams.b):
             await register(admin, registration(model, iris.classifier))
-        yield Registry(channel)
+        yield Registry(channel, service.grpc.address)
     await service.stop()
 
 
@@ -200,6 +203,27 @@ async def test_protected_aliases_need_admin_on_that_model(
         "only the admin role deletes it",
     )
     await admin_of_a.DeleteAlias(pb.DeleteAliasRequest(model=a, alias="production"))
+
+
+async def test_the_retrain_triggers_least_privilege_identity_promotes_its_models_only(
+    registry: Registry, teams: Teams, iris: IrisModels
+) -> None:
+    """The retrain trigger's registry token: writer on its models (README, Security)."""
+    a, b = teams.a, teams.b
+    trigger = registry_client.RegistryClient(registry.address, "team-a-token")
+    try:
+        await register(registry.as_("team-a-token"), registration(a, iris.retrained))
+        await trigger.set_alias(a, "production", 2, "retrain run r1: gate passed")
+        assert (await trigger.alias_version(a, "production")) is not None
+        with pytest.raises(FailedPrecondition, match="refused to move 'production'"):
+            await trigger.set_alias(b, "production", 1, "retrain run r2")
+        await registry.as_("admin-token").SetAlias(
+            pb.SetAliasRequest(model=a, alias="production", version=1, protected=True)
+        )
+        with pytest.raises(FailedPrecondition, match="only the admin role moves it"):
+            await trigger.set_alias(a, "production", 2, "retrain run r3")
+    finally:
+        await trigger.stop()
 
 
 def denials(metrics_text: str) -> dict[tuple[str, str, str], float]:
