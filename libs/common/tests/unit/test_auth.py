@@ -21,6 +21,7 @@ from flywheel_common.auth import (
     require_role,
     visible,
 )
+from flywheel_common.grpc_server import ServiceBinding, Unscoped, model_field
 from flywheel_common.identities import Authenticator, NoIdentitiesConfigured
 from flywheel_common.jwt_tokens import (
     JwksKeys,
@@ -32,6 +33,9 @@ from flywheel_common.jwt_tokens import (
 )
 from flywheel_common.settings import AuthSettings, JwtSettings, Role, StaticToken
 from flywheel_testing.identity import AUDIENCE, ISSUER, IdentityProvider
+from inference import grpc_service_pb2
+
+SERVICE = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
 
 def test_roles_include_the_ones_before_them() -> None:
@@ -346,3 +350,12 @@ def test_an_unknown_key_id_reads_the_jwks_again_at_most_once_per_cooldown(
     clock.now += 31
     assert verify(verifier, rotated.token(subject="carol")).subject == "jwt:carol"
     assert loader.loads == 3
+
+
+def test_a_binding_must_say_how_each_method_names_its_model() -> None:
+    scopes = {"ServerLive": Unscoped.SERVER, "ModelInfer": model_field("model_name")}
+    binding = ServiceBinding(SERVICE, print, None, scopes=scopes)
+    with pytest.raises(ValueError, match="ModelMetadata, ModelReady, ServerMetadata, ServerReady"):
+        binding.check_scopes()
+    assert binding.model_of("ModelInfer") is not None
+    assert binding.model_of("ServerLive") is None
