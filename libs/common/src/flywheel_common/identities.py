@@ -62,6 +62,10 @@ class Authenticator:
             raise CredentialsRefused(
                 "the authorization metadata must be 'Bearer <token>'", "malformed"
             )
+        if self._jwt is not None:
+            remembered = self._jwt.remembered(token)  # the hot path of a reused JWT
+            if remembered is not None:
+                return remembered
         principal = self._static.get(_digest(token))
         if principal is not None:
             return principal

@@ -8,7 +8,6 @@ cache of verified tokens so a client reusing its token pays the signature check 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
@@ -198,18 +197,27 @@ class JwtVerifier:
         self._settings = settings
         self._keys = keys
         self._now = wall_clock
-        self._verified: dict[bytes, _Verified] = {}
+        # Keyed by the token itself: hashing a JWT on every call would cost more than the
+        # lookup; the tokens stay in this process's memory only, like the static ones.
+        self._verified: dict[str, _Verified] = {}
+
+    def remembered(self, token: str) -> Principal | None:
+        """The principal of a token verified before and not expired since."""
+        cached = self._verified.get(token)
+        if cached is None:
+            return None
+        if self._now() < cached.valid_until:
+            return cached.principal
+        del self._verified[token]
+        return None
 
     async def principal(self, token: str) -> Principal:
-        digest = hashlib.sha256(token.encode()).digest()
-        cached = self._verified.get(digest)
-        if cached is not None:
-            if self._now() < cached.valid_until:
-                return cached.principal
-            del self._verified[digest]
+        remembered = self.remembered(token)
+        if remembered is not None:
+            return remembered
         claims = await self._verify(token)
         principal = self._principal_of(claims)
-        self._remember(digest, _Verified(principal, float(claims["exp"]) + self._leeway))
+        self._remember(token, _Verified(principal, float(claims["exp"]) + self._leeway))
         return principal
 
     @property
@@ -262,13 +270,13 @@ class JwtVerifier:
             grants=grants_of(values, settings.grants_by_claim_value),
         )
 
-    def _remember(self, digest: bytes, verified: _Verified) -> None:
+    def _remember(self, token: str, verified: _Verified) -> None:
         limit = self._settings.verified_cache_size
         if limit == 0:
             return
         if len(self._verified) >= limit:
             del self._verified[next(iter(self._verified))]  # the oldest entry
-        self._verified[digest] = verified
+        self._verified[token] = verified
 
 
 def verifier_of(settings: JwtSettings) -> JwtVerifier:
