@@ -144,20 +144,22 @@ def require_role(required: Role, model: str | None = None) -> Principal:
     """The current caller, when it holds `required` on `model` (with None: on every model);
     else PermissionDenied, counted and logged. Use cases call it when the model is known
     only after a lookup (a rollout or a run named by its id)."""
-    principal = current_principal()
+    call = _current_call.get()
+    principal = call.principal
+    action = call.method.rpartition("/")[2] or "this call"
     if model is None:
         if principal.allows_every_model(required):
             return principal
         refusal = AccessRefused(
-            f"this call needs role {required} on every model; "
+            f"{action} needs role {required} on every model; "
             f"{principal.subject} holds {principal.describe_grants()}",
             "no_grant",
         )
     elif principal.allows(required, model):
         return principal
     else:
-        refusal = missing_grant(principal, required, model)
-    record_denial(_current_call.get().method, refusal, principal.subject, model)
+        refusal = missing_grant(principal, required, model, action)
+    record_denial(call.method, refusal, principal.subject, model)
     raise refusal
 
 
