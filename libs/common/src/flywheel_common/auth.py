@@ -43,8 +43,9 @@ class Grant:
     @classmethod
     def parse(cls, text: str) -> Grant:
         """`role` (on every model) or `role:pattern`, for example `writer:fraud-*`."""
-        role, _, pattern = text.strip().partition(":")
-        return cls(Role(role.strip()), check_model_pattern(pattern.strip() or ALL_MODELS))
+        role, colon, pattern = text.strip().partition(":")
+        pattern = pattern.strip() if colon else ALL_MODELS
+        return cls(Role(role.strip()), check_model_pattern(pattern))
 
 
 @dataclass(frozen=True)

@@ -153,9 +153,9 @@ class JwtSettings(SettingsSection):
             raise ValueError("JWT authentication needs jwt.issuer and jwt.audience")
         for grants in self.grants_by_claim_value.values():
             for grant in grants:
-                role, _, pattern = grant.partition(":")
-                Role(role)
-                check_model_pattern(pattern or ALL_MODELS)
+                role, colon, pattern = grant.partition(":")
+                Role(role.strip())
+                check_model_pattern(pattern.strip() if colon else ALL_MODELS)
         return self
 
 

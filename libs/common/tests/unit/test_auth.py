@@ -68,6 +68,8 @@ def test_grants_parse_from_role_or_role_and_pattern() -> None:
     assert Grant.parse("admin") == Grant(Role.ADMIN, "*")
     with pytest.raises(ValueError, match="prefix ending in"):
         Grant.parse("reader:fr*ud")
+    with pytest.raises(ValueError, match="must be a model name"):
+        Grant.parse("writer:")
     with pytest.raises(ValueError, match="owner"):
         Grant.parse("owner:fraud-*")
 
