@@ -204,6 +204,7 @@ async def main() -> None:
                 "FLYWHEEL_REGISTRY_DATA_DIR": f"{folder}/registry",
                 "FLYWHEEL_REGISTRY_TELEMETRY__METRICS_PORT": "-1",
                 "FLYWHEEL_REGISTRY_KAFKA__BOOTSTRAP_SERVERS": args.bootstrap,
+                "FLYWHEEL_REGISTRY_AUTH__ALLOW_ANONYMOUS": "true",
             },
             registry_port,
         )
@@ -237,6 +238,7 @@ async def main() -> None:
                     "FLYWHEEL_GATEWAY_TELEMETRY__METRICS_PORT": "-1",
                     "FLYWHEEL_GATEWAY_TELEMETRY__LOG_LEVEL": "WARNING",
                     "FLYWHEEL_GATEWAY_KAFKA__BOOTSTRAP_SERVERS": args.bootstrap,
+                    "FLYWHEEL_GATEWAY_AUTH__ALLOW_ANONYMOUS": "true",
                     "FLYWHEEL_GATEWAY_REGISTRY_ADDRESS": f"127.0.0.1:{registry_port}",
                     "FLYWHEEL_GATEWAY_MAX_BATCH_SIZE": batch,
                     "FLYWHEEL_GATEWAY_LOG_PREDICTIONS": logging_on,
@@ -260,6 +262,7 @@ async def main() -> None:
                     "FLYWHEEL_GATEWAY_TELEMETRY__METRICS_PORT": "-1",
                     "FLYWHEEL_GATEWAY_TELEMETRY__LOG_LEVEL": "WARNING",
                     "FLYWHEEL_GATEWAY_KAFKA__BOOTSTRAP_SERVERS": args.bootstrap,
+                    "FLYWHEEL_GATEWAY_AUTH__ALLOW_ANONYMOUS": "true",
                     "FLYWHEEL_GATEWAY_REGISTRY_ADDRESS": f"127.0.0.1:{registry_port}",
                     "FLYWHEEL_GATEWAY_WORKERS": str(workers),
                 },

@@ -41,6 +41,7 @@ async def start_service(
         f"{prefix}TELEMETRY__METRICS_PORT": "-1",
         f"{prefix}TELEMETRY__LOG_LEVEL": "WARNING",
         f"{prefix}KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        f"{prefix}AUTH__ALLOW_ANONYMOUS": "true",
     } | {f"{prefix}{key}": value for key, value in settings.items()}
     process = await start([sys.executable, "-m", f"flywheel_{name}"], env, port)
     return process, f"127.0.0.1:{port}"

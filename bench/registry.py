@@ -34,6 +34,7 @@ from flywheel.registry.v1 import registry_pb2 as pb
 from flywheel.registry.v1 import registry_pb2_grpc as pb_grpc
 from flywheel_common.db import Database
 from flywheel_common.settings import (
+    AuthSettings,
     DatabaseSettings,
     GrpcSettings,
     KafkaSettings,
@@ -193,6 +194,7 @@ async def main() -> None:
             telemetry=TelemetrySettings(metrics_port=-1, log_level="WARNING"),
             database=DatabaseSettings(url=database_url),
             data_dir=data_dir,
+            auth=AuthSettings(allow_anonymous=True),
         )
         service = build(settings)
         await service.start()

@@ -56,8 +56,10 @@ for entry in "${services[@]}"; do
   port=${entry##*:}
   upper=${name^^}
   # setsid: Ctrl-C reaches this script only, which then stops the services in reverse order.
+  # Anonymous access is explicit here (services refuse to start with no identities).
   setsid env "FLYWHEEL_${upper}_GRPC__PORT=$port" "FLYWHEEL_${upper}_DATA_DIR=$run_dir/data/$name" \
     "FLYWHEEL_${upper}_KAFKA__BOOTSTRAP_SERVERS=$kafka" \
+    "FLYWHEEL_${upper}_AUTH__ALLOW_ANONYMOUS=true" \
     uv run --frozen python -m "flywheel_$name" >"$logs/$name.log" 2>&1 &
   pids+=($!)
   if [[ $name == registry ]]; then

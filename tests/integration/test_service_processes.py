@@ -34,6 +34,7 @@ async def test_service_serves_health_and_exits_cleanly_on_sigterm(
         f"{prefix}GRPC__PORT": str(free_port),
         f"{prefix}KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
         f"{prefix}DATA_DIR": str(tmp_path),
+        f"{prefix}AUTH__ALLOW_ANONYMOUS": "true",
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", f"flywheel_{name}", env=env, stderr=asyncio.subprocess.PIPE
@@ -84,6 +85,7 @@ async def test_sigterm_lets_an_in_flight_download_finish_and_refuses_new_calls(
         "FLYWHEEL_REGISTRY_GRPC__PORT": str(free_port),
         "FLYWHEEL_REGISTRY_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
         "FLYWHEEL_REGISTRY_DATA_DIR": str(tmp_path),
+        "FLYWHEEL_REGISTRY_AUTH__ALLOW_ANONYMOUS": "true",
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "flywheel_registry", env=env, stderr=asyncio.subprocess.PIPE

@@ -10,7 +10,7 @@ import grpc
 from flywheel.registry.v1 import registry_pb2 as registry
 from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
 from flywheel.registry.v1 import types_pb2 as registry_types
-from flywheel_common.errors import FailedPrecondition, NotFound, Unavailable
+from flywheel_common.errors import FailedPrecondition, FlywheelError, NotFound, Unavailable
 
 
 class RegistryClient:
@@ -43,9 +43,7 @@ class RegistryClient:
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 raise NotFound(f"the registry has no {model} version {version}") from error
-            raise Unavailable(
-                f"the registry at {self.address} failed: {error.details()}"
-            ) from error
+            raise self._failure(error) from error
         found: registry_types.ModelVersion = response.model_version
         return found
 
@@ -69,9 +67,7 @@ class RegistryClient:
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 return None
-            raise Unavailable(
-                f"the registry at {self.address} failed: {error.details()}"
-            ) from error
+            raise self._failure(error) from error
         found: registry_types.ModelVersion = response.model_version
         return found
 
@@ -93,9 +89,7 @@ class RegistryClient:
                 raise FailedPrecondition(
                     f"the registry refused to move {alias!r}: {error.details()}"
                 ) from error
-            raise Unavailable(
-                f"the registry at {self.address} failed: {error.details()}"
-            ) from error
+            raise self._failure(error) from error
 
     async def reference_sample(
         self, model: str, version: int
@@ -116,13 +110,21 @@ class RegistryClient:
         except grpc.aio.AioRpcError as error:
             if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
                 raise NotFound(f"{model} version {version} has no reference sample") from error
-            raise Unavailable(
-                f"the registry at {self.address} failed: {error.details()}"
-            ) from error
+            raise self._failure(error) from error
         data = b"".join(parts)
         if hashlib.sha256(data).hexdigest() != info.sha256:
             raise Unavailable(f"the reference sample of {model} v{version} failed its sha256 check")
         return info, data
+
+    def _failure(self, error: grpc.aio.AioRpcError) -> FlywheelError:
+        """A refused token is this service's configuration, not an outage: FAILED_PRECONDITION
+        (never UNAVAILABLE, which callers would retry forever)."""
+        if error.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+            return FailedPrecondition(
+                f"the registry refused this service's registry token: {error.details()}; "
+                "grant it the role its README names on the model"
+            )
+        return Unavailable(f"the registry at {self.address} failed: {error.details()}")
 
     async def start(self) -> None:
         return None

@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 from opentelemetry import metrics
 
 from flywheel_common.grpc_server import GrpcServer, ServiceBinding
+from flywheel_common.identities import Authenticator
 from flywheel_common.logging import configure_logging
 from flywheel_common.settings import ServiceSettings
 from flywheel_common.telemetry import Telemetry, configure_telemetry
@@ -89,7 +90,10 @@ class Service:
         self.telemetry: Telemetry = configure_telemetry(
             self.name, self.instance_id, settings.telemetry
         )
-        self.grpc = GrpcServer(settings.grpc, bindings, settings.auth.tokens)
+        authenticator = Authenticator(
+            settings.auth, str(settings.model_config.get("env_prefix", "FLYWHEEL_"))
+        )
+        self.grpc = GrpcServer(settings.grpc, bindings, authenticator)
         self.components = list(components)
         self._started: list[Component] = []
         self._serving = False

@@ -6,7 +6,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,9 +17,29 @@ class Role(StrEnum):
     WRITER = "writer"
     ADMIN = "admin"
 
+    def rank(self) -> int:
+        return _RANKS[self]
+
     def allows(self, required: Role) -> bool:
-        order = list(Role)
-        return order.index(self) >= order.index(required)
+        return _RANKS[self] >= _RANKS[required]
+
+
+_RANKS = {role: rank for rank, role in enumerate(Role)}
+
+ALL_MODELS = "*"
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+
+
+def check_model_pattern(pattern: str) -> str:
+    """A model name pattern: an exact name, a prefix ending in `*`, or `*` alone."""
+    if not pattern or "*" in pattern[:-1]:
+        raise ValueError(
+            f"model pattern {pattern!r} must be a model name, a prefix ending in '*' "
+            "(fraud-*), or '*' for every model"
+        )
+    return pattern
 
 
 class SettingsSection(BaseModel):
@@ -109,10 +129,110 @@ class KafkaSettings(KafkaSecurity):
     """How long a send may wait for the brokers before it fails."""
 
 
+class StaticToken(SettingsSection):
+    """A static bearer token's identity: a role on some models."""
+
+    role: Role
+    """reader, writer or admin."""
+    models: list[str] = Field(default_factory=lambda: [ALL_MODELS], min_length=1)
+    """Model name patterns the role applies to: names, prefixes ending in `*`, or `*`."""
+    subject: str = ""
+    """Name of the caller in logs and audit fields; default the role and a digest prefix."""
+
+    @field_validator("models")
+    @classmethod
+    def _patterns(cls, models: list[str]) -> list[str]:
+        return [check_model_pattern(pattern) for pattern in models]
+
+
+class JwtSettings(SettingsSection):
+    """Bearer JWTs from an OIDC provider, verified against its published keys (JWKS)."""
+
+    jwks_url: str = ""
+    """https URL of the provider's JWKS (for example .../protocol/openid-connect/certs).
+    Setting it or `jwks_file` turns JWT authentication on."""
+    jwks_file: str = ""
+    """Path of a JWKS JSON file, instead of a URL (re-read on an unknown key id)."""
+    issuer: str = ""
+    """Required `iss` claim: the provider's issuer URL."""
+    audience: str = ""
+    """Required `aud` claim: the audience the provider puts in tokens for Flywheel."""
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
+    """Signature algorithms accepted; asymmetric only (RS*, PS*, ES*, EdDSA): never `none`
+    or HS*, which a public key could forge."""
+    leeway_seconds: float = Field(default=30.0, ge=0, le=300)
+    """Clock skew tolerated on `exp`, `nbf` and `iat`."""
+    subject_claim: str = "sub"
+    """Claim naming the caller in logs and audit fields."""
+    roles_claim: str = "roles"
+    """Claim carrying the grants, a dotted path for nested claims (realm_access.roles); a
+    list of strings or one space-separated string. A value is `role` (on every model),
+    `role:pattern` (writer:fraud-*), or a key of `grants_by_claim_value`."""
+    grants_by_claim_value: dict[str, list[str]] = Field(default_factory=dict)
+    """Grants of claim values such as group names, as JSON:
+    {"team-fraud": ["writer:fraud-*", "reader:*"]}."""
+    jwks_cache_seconds: float = Field(default=300.0, gt=0)
+    """How long fetched keys are used before the JWKS is read again."""
+    jwks_refresh_cooldown_seconds: float = Field(default=30.0, ge=0)
+    """At most one extra JWKS read per this period for tokens naming an unknown key id, so
+    forged key ids cannot make the service hammer the provider."""
+    jwks_timeout_seconds: float = Field(default=5.0, gt=0)
+    """Timeout of one JWKS request."""
+    verified_cache_size: int = Field(default=10_000, ge=0)
+    """Verified tokens remembered (until they expire) so a client reusing its token pays
+    the signature check once; 0 disables the cache."""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.jwks_url or self.jwks_file)
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric(cls, algorithms: list[str]) -> list[str]:
+        refused = sorted(set(algorithms) - ASYMMETRIC_ALGORITHMS)
+        if refused:
+            raise ValueError(
+                f"algorithms {refused} are not accepted; use asymmetric ones: "
+                f"{sorted(ASYMMETRIC_ALGORITHMS)}"
+            )
+        return algorithms
+
+    @model_validator(mode="after")
+    def _complete(self) -> Self:
+        if self.jwks_url and self.jwks_file:
+            raise ValueError("set jwt.jwks_url or jwt.jwks_file, not both")
+        if self.enabled and not (self.issuer and self.audience):
+            raise ValueError("JWT authentication needs jwt.issuer and jwt.audience")
+        for grants in self.grants_by_claim_value.values():
+            for grant in grants:
+                role, colon, pattern = grant.partition(":")
+                Role(role.strip())
+                check_model_pattern(pattern.strip() if colon else ALL_MODELS)
+        return self
+
+
 class AuthSettings(SettingsSection):
-    tokens: dict[str, Role] = Field(default_factory=dict)
-    """Bearer tokens and their roles, as JSON: {"token": "reader|writer|admin"}.
-    Empty disables authentication: every caller is an anonymous admin."""
+    tokens: dict[str, Role | StaticToken] = Field(default_factory=dict)
+    """Static bearer tokens, as JSON: {"token": "reader|writer|admin"} (the role on every
+    model) or {"token": {"role": "writer", "models": ["fraud-*"], "subject": "fraud-ci"}}."""
+    jwt: JwtSettings = JwtSettings()
+    """Bearer JWTs from an OIDC provider (off unless jwt.jwks_url or jwt.jwks_file is set)."""
+    allow_anonymous: bool = False
+    """For local experiments only: with no tokens and no JWT settings, every caller is an
+    anonymous admin. Without it, a service with no identities configured refuses to start."""
+
+    @property
+    def has_identities(self) -> bool:
+        return bool(self.tokens) or self.jwt.enabled
+
+    @model_validator(mode="after")
+    def _not_both(self) -> Self:
+        if self.allow_anonymous and self.has_identities:
+            raise ValueError(
+                "auth.allow_anonymous cannot be combined with auth.tokens or auth.jwt: "
+                "drop it, callers then authenticate"
+            )
+        return self
 
 
 class TelemetrySettings(SettingsSection):

@@ -11,13 +11,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from flywheel.registry.v1.events_pb2 import ModelVersionRegistered
-from flywheel_common.auth import current_principal
+from flywheel_common.auth import Grant, current_principal
 from flywheel_common.consumer import EventConsumer
 from flywheel_common.errors import NotFound
 from flywheel_common.events import Envelope
-from flywheel_common.grpc_server import GrpcServer, ServiceBinding
+from flywheel_common.grpc_server import GrpcServer, ServiceBinding, Unscoped, model_field
+from flywheel_common.identities import Authenticator
 from flywheel_common.publisher import EventPublisher
-from flywheel_common.settings import GrpcSettings, KafkaSettings, Role
+from flywheel_common.settings import AuthSettings, GrpcSettings, KafkaSettings, Role
 from flywheel_common.topics import Cleanup, TopicSpec
 from flywheel_testing.plugin import NewTopicFactory
 from inference import grpc_service_pb2 as pb
@@ -25,6 +26,14 @@ from inference import grpc_service_pb2_grpc as pb_grpc
 
 SERVICE = "inference.GRPCInferenceService"
 TOKENS = {"reader-token": Role.READER, "writer-token": Role.WRITER, "admin-token": Role.ADMIN}
+SCOPES = {
+    "ServerLive": Unscoped.SERVER,
+    "ServerReady": Unscoped.SERVER,
+    "ServerMetadata": Unscoped.SERVER,
+    "ModelReady": model_field("name"),
+    "ModelMetadata": model_field("name"),
+    "ModelInfer": model_field("model_name"),
+}
 
 
 class ExampleServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -38,7 +47,7 @@ class ExampleServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: object
     ) -> pb.ServerLiveResponse:
-        return pb.ServerLiveResponse(live=current_principal().role is Role.READER)
+        return pb.ServerLiveResponse(live=current_principal().grants == (Grant(Role.READER),))
 
     async def ServerReady(
         self, request: pb.ServerReadyRequest, context: object
@@ -83,8 +92,13 @@ async def server(
         pb_grpc.add_GRPCInferenceServiceServicer_to_server,
         servicer,
         method_roles={"ServerReady": Role.ADMIN, "ServerMetadata": Role.READER},
+        scopes=SCOPES,
     )
-    grpc_server = GrpcServer(GrpcSettings(port=0, shutdown_grace_seconds=5), [binding], TOKENS)
+    grpc_server = GrpcServer(
+        GrpcSettings(port=0, shutdown_grace_seconds=5),
+        [binding],
+        Authenticator(AuthSettings(tokens=dict(TOKENS))),
+    )
     await grpc_server.start()
     await grpc_server.set_serving(True)
     yield grpc_server, servicer
@@ -213,8 +227,14 @@ async def test_stop_drains_in_flight_calls_and_refuses_new_ones(
     span_exporter: InMemorySpanExporter,
 ) -> None:
     servicer = ExampleServicer()
-    binding = ServiceBinding(SERVICE, pb_grpc.add_GRPCInferenceServiceServicer_to_server, servicer)
-    grpc_server = GrpcServer(GrpcSettings(port=0, shutdown_grace_seconds=5), [binding], {})
+    binding = ServiceBinding(
+        SERVICE, pb_grpc.add_GRPCInferenceServiceServicer_to_server, servicer, scopes=SCOPES
+    )
+    grpc_server = GrpcServer(
+        GrpcSettings(port=0, shutdown_grace_seconds=5),
+        [binding],
+        Authenticator(AuthSettings(allow_anonymous=True)),
+    )
     await grpc_server.start()
     await grpc_server.set_serving(True)
     async with grpc.aio.insecure_channel(grpc_server.address) as channel:

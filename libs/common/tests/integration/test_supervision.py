@@ -4,7 +4,12 @@ import asyncio
 
 from flywheel_common.healthcheck import is_serving
 from flywheel_common.service import Service, serve_until_signalled
-from flywheel_common.settings import GrpcSettings, ServiceSettings, TelemetrySettings
+from flywheel_common.settings import (
+    AuthSettings,
+    GrpcSettings,
+    ServiceSettings,
+    TelemetrySettings,
+)
 
 
 class LoopThatFails:
@@ -35,6 +40,7 @@ def _settings() -> ServiceSettings:
         service_name="supervised",
         grpc=GrpcSettings(port=0),
         telemetry=TelemetrySettings(metrics_port=-1, log_level="WARNING"),
+        auth=AuthSettings(allow_anonymous=True),
     )
 
 

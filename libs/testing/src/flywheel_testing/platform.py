@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.service import Service
 from flywheel_common.settings import (
+    AuthSettings,
     GrpcSettings,
     KafkaSettings,
     LeaseSettings,
@@ -46,6 +47,7 @@ from flywheel_testing.secure_kafka import SecureKafka
 from flywheel_testing.waiting import bounded
 
 TELEMETRY = TelemetrySettings(metrics_port=-1, log_level="WARNING")
+ANONYMOUS = AuthSettings(allow_anonymous=True)
 
 # Loops tick fast in tests so that outcomes arrive in a fraction of a second.
 _TEST_DEFAULTS: dict[type[ServiceSettings], dict[str, Any]] = {
@@ -104,6 +106,8 @@ class Platform:
         """Settings of a service named `name` for this platform; `fields` override them."""
         values: dict[str, Any] = {
             "grpc": GrpcSettings(port=0),
+            # Tests that are not about authentication opt out of it explicitly.
+            "auth": ANONYMOUS,
             "kafka": self._kafka_settings(
                 _KAFKA_USERS.get(kind, "admin"), replication_factor=self.kafka.replication_factor
             ),

@@ -24,7 +24,7 @@ from flywheel_deployer.consumers import promotion_follower, window_recorder
 from flywheel_deployer.engine import RolloutEngine
 from flywheel_deployer.fleet import GatewayFleet
 from flywheel_deployer.gauges import TrafficWeights
-from flywheel_deployer.grpc_api import METHOD_ROLES, SERVICE_NAME, DeployerServicer
+from flywheel_deployer.grpc_api import METHOD_ROLES, METHOD_SCOPES, SERVICE_NAME, DeployerServicer
 from flywheel_deployer.handlers.ports import Deps, utc_now
 from flywheel_deployer.handlers.reconcile import reconcile
 from flywheel_deployer.settings import DeployerSettings
@@ -101,6 +101,7 @@ def build(
         deployer_pb2_grpc.add_DeployerServiceServicer_to_server,
         DeployerServicer(deps),
         METHOD_ROLES,
+        METHOD_SCOPES,
     )
     return Service(config, [binding], components)
 

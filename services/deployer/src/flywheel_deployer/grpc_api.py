@@ -6,7 +6,9 @@ from typing import Any
 
 from flywheel.deployer.v1 import deployer_pb2 as pb
 from flywheel.deployer.v1 import deployer_pb2_grpc as pb_grpc
+from flywheel_common.auth import require_role, visible
 from flywheel_common.errors import required
+from flywheel_common.grpc_server import Scope, Unscoped, model_field
 from flywheel_common.settings import Role
 from flywheel_deployer import converters
 from flywheel_deployer.handlers import operator, policies, queries, rollouts
@@ -15,6 +17,22 @@ from flywheel_deployer.handlers.ports import Deps, RolloutView
 SERVICE_NAME = "flywheel.deployer.v1.DeployerService"
 # Reads need `reader` and changes `writer`: the shared default.
 METHOD_ROLES: dict[str, Role] = {}
+# The role is needed on the model the request names; a rollout named by its id is checked
+# once the use case has loaded it.
+_MODEL = model_field("model")
+METHOD_SCOPES: dict[str, Scope] = {
+    "SetDeploymentPolicy": model_field("policy.model"),
+    "GetDeploymentPolicy": _MODEL,
+    "StartRollout": _MODEL,
+    "GetRollout": Unscoped.CHECKED_IN_USE_CASE,
+    "ListRollouts": Unscoped.FILTERED,
+    "PauseRollout": Unscoped.CHECKED_IN_USE_CASE,
+    "ResumeRollout": Unscoped.CHECKED_IN_USE_CASE,
+    "PromoteNow": Unscoped.CHECKED_IN_USE_CASE,
+    "AbortRollout": Unscoped.CHECKED_IN_USE_CASE,
+    "Rollback": _MODEL,
+    "GetDeploymentState": _MODEL,
+}
 
 
 def _rollout(found: RolloutView) -> Any:
@@ -71,6 +89,8 @@ class DeployerServicer(pb_grpc.DeployerServiceServicer):
     async def ListRollouts(
         self, request: pb.ListRolloutsRequest, context: Any
     ) -> pb.ListRolloutsResponse:
+        if request.model:
+            require_role(Role.READER, request.model)
         found, token = await queries.list_rollouts(
             self._deps,
             request.model,
@@ -79,7 +99,8 @@ class DeployerServicer(pb_grpc.DeployerServiceServicer):
             request.page_token,
         )
         return pb.ListRolloutsResponse(
-            rollouts=[_rollout(each) for each in found], next_page_token=token
+            rollouts=visible([_rollout(each) for each in found], lambda r: r.model),
+            next_page_token=token,
         )
 
     async def PauseRollout(

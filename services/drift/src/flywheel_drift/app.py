@@ -15,7 +15,7 @@ from flywheel_common.registry_client import RegistryClient
 from flywheel_common.service import Service, instance_id, run_service
 from flywheel_common.settings import ServiceSettings
 from flywheel_drift.gauges import p_values
-from flywheel_drift.grpc_api import METHOD_ROLES, SERVICE_NAME, DriftServicer
+from flywheel_drift.grpc_api import METHOD_ROLES, METHOD_SCOPES, SERVICE_NAME, DriftServicer
 from flywheel_drift.handlers import Detector
 from flywheel_drift.monitors import MonitorConfigs, load_profile
 from flywheel_drift.profiles import ReferenceProfile
@@ -74,6 +74,7 @@ def build(
         drift_pb2_grpc.add_DriftServiceServicer_to_server,
         DriftServicer(DriftQueries(foundation.database), configs),
         METHOD_ROLES,
+        METHOD_SCOPES,
     )
     return Service(config, [binding], components)
 

@@ -6,7 +6,9 @@ from typing import Any
 
 from flywheel.drift.v1 import drift_pb2 as pb
 from flywheel.drift.v1 import drift_pb2_grpc as pb_grpc
+from flywheel_common.auth import require_role, visible
 from flywheel_common.errors import InvalidArgument, NotFound, required
+from flywheel_common.grpc_server import Scope, Unscoped, model_field
 from flywheel_common.settings import Role
 from flywheel_drift import converters
 from flywheel_drift.monitors import MonitorConfigs
@@ -15,6 +17,14 @@ from flywheel_drift.storage import AlertFilter
 
 SERVICE_NAME = "flywheel.drift.v1.DriftService"
 METHOD_ROLES: dict[str, Role] = {}
+# The role is needed on the model the request names; ListAlerts over every model answers
+# with the caller's models only.
+METHOD_SCOPES: dict[str, Scope] = {
+    "GetDriftStatus": model_field("model"),
+    "ListAlerts": Unscoped.FILTERED,
+    "SetMonitorConfig": model_field("config.model"),
+    "GetMonitorConfig": model_field("model"),
+}
 MAX_PAGE_SIZE = 500
 
 
@@ -47,6 +57,8 @@ class DriftServicer(pb_grpc.DriftServiceServicer):
             offset = -1
         if not 0 <= offset < 2**31:
             raise InvalidArgument("page_token is not one this server issued")
+        if request.model:
+            require_role(Role.READER, request.model)
         least_severity = converters.least_severity_of(request.min_severity)
         if least_severity is None:
             return pb.ListAlertsResponse()
@@ -62,7 +74,8 @@ class DriftServicer(pb_grpc.DriftServiceServicer):
         )
         page, more = await self._queries.alerts(matching, offset, size)
         return pb.ListAlertsResponse(
-            alerts=page, next_page_token=str(offset + size) if more else ""
+            alerts=visible(page, lambda alert: alert.model),
+            next_page_token=str(offset + size) if more else "",
         )
 
     async def SetMonitorConfig(

@@ -10,14 +10,14 @@ from flywheel_common.grpc_server import ServiceBinding
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.registry_client import RegistryClient
 from flywheel_common.service import Service, instance_id, run_service
-from flywheel_common.settings import Role, ServiceSettings
+from flywheel_common.settings import ServiceSettings
 from flywheel_common.table_reader import CaughtUp
 from flywheel_common.topic_scan import event_ids_since
 from flywheel_common.topics import DEPLOYMENTS, PREDICTIONS
 from flywheel_common.wakeup import Wakeup
 from flywheel_gateway.batching import BatchPolicy
 from flywheel_gateway.consumers import DeploymentFollower, RoutingSettled
-from flywheel_gateway.grpc_api import SERVICE_NAME, InferenceServicer
+from flywheel_gateway.grpc_api import METHOD_ROLES, METHOD_SCOPES, SERVICE_NAME, InferenceServicer
 from flywheel_gateway.handlers import Inference, InferenceSettings
 from flywheel_gateway.journal import Journal
 from flywheel_gateway.models import ModelManager, RuntimeOptions
@@ -100,7 +100,8 @@ def build(settings: ServiceSettings | None = None) -> Service:
         SERVICE_NAME,
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
         servicer,
-        {"ModelInfer": Role.READER},
+        METHOD_ROLES,
+        METHOD_SCOPES,
         before_ready=frozenset({"ServerLive", "ServerReady"}),
     )
     service = Service(config, [binding], components)

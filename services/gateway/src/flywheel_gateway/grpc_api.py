@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from flywheel_common.errors import InvalidArgument, Unavailable
+from flywheel_common.grpc_server import Scope, Unscoped, model_field
+from flywheel_common.settings import Role
 from flywheel_gateway.handlers import Inference, InferRequest
 from flywheel_gateway.models import ModelManager
 from flywheel_gateway.tensors import RequestTensor
@@ -12,6 +14,16 @@ from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc as pb_grpc
 
 SERVICE_NAME = "inference.GRPCInferenceService"
+# Inference is a read: the reader role on the model the request names.
+METHOD_ROLES: dict[str, Role] = {"ModelInfer": Role.READER}
+METHOD_SCOPES: dict[str, Scope] = {
+    "ServerLive": Unscoped.SERVER,
+    "ServerReady": Unscoped.SERVER,
+    "ServerMetadata": Unscoped.SERVER,
+    "ModelReady": model_field("name"),
+    "ModelMetadata": model_field("name"),
+    "ModelInfer": model_field("model_name"),
+}
 SERVER_NAME = "flywheel-gateway"
 SERVER_VERSION = "0.1.0"
 

@@ -15,7 +15,7 @@ from flywheel_common.settings import ServiceSettings
 from flywheel_common.topics import DEPLOYMENT_EVENTS
 from flywheel_registry.artifacts import DatabaseBlobStore, LocalBlobStore, S3BlobStore
 from flywheel_registry.consumers import rollback_follower
-from flywheel_registry.grpc_api import METHOD_ROLES, SERVICE_NAME, RegistryServicer
+from flywheel_registry.grpc_api import METHOD_ROLES, METHOD_SCOPES, SERVICE_NAME, RegistryServicer
 from flywheel_registry.handlers.ports import BlobStore, Deps, RegistryLimits
 from flywheel_registry.onnx_validation import OnnxValidator
 from flywheel_registry.settings import RegistrySettings
@@ -66,6 +66,7 @@ def build(
         registry_pb2_grpc.add_RegistryServiceServicer_to_server,
         RegistryServicer(deps),
         METHOD_ROLES,
+        METHOD_SCOPES,
     )
     return Service(config, [binding], components)
 

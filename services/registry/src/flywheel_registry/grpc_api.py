@@ -8,7 +8,9 @@ from typing import Any
 
 from flywheel.registry.v1 import registry_pb2 as pb
 from flywheel.registry.v1 import registry_pb2_grpc as pb_grpc
+from flywheel_common.auth import require_role, visible
 from flywheel_common.errors import InvalidArgument
+from flywheel_common.grpc_server import Scope, Unscoped, model_field
 from flywheel_common.settings import Role
 from flywheel_registry import converters
 from flywheel_registry.domain import (
@@ -23,9 +25,26 @@ from flywheel_registry.handlers.ports import Deps
 from flywheel_registry.handlers.registration import Digests, Part, PartKind, register
 
 SERVICE_NAME = "flywheel.registry.v1.RegistryService"
-# Reads need `reader` and changes `writer` (the shared default); protected aliases are checked
-# per alias in the use case.
+# Reads need `reader` and changes `writer` (the shared default), on the model the request
+# names; protected aliases need `admin` on the model, checked per alias in the use case.
 METHOD_ROLES: dict[str, Role] = {}
+_MODEL = model_field("model")
+METHOD_SCOPES: dict[str, Scope] = {
+    "RegisterModelVersion": model_field("metadata.model"),
+    "GetModel": model_field("name"),
+    "ListModels": Unscoped.FILTERED,
+    "GetModelVersion": _MODEL,
+    "ListModelVersions": _MODEL,
+    "SearchModelVersions": Unscoped.FILTERED,
+    "SetAlias": _MODEL,
+    "DeleteAlias": _MODEL,
+    "GetModelVersionByAlias": _MODEL,
+    "GetAliasHistory": _MODEL,
+    "UpdateModelVersion": _MODEL,
+    "ArchiveModelVersion": _MODEL,
+    "GetArtifact": _MODEL,
+    "GetReferenceSample": _MODEL,
+}
 
 _COMPARISONS = {
     pb.COMPARISON_OPERATOR_LESS: "<",
@@ -147,7 +166,9 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
             self._deps, request.page_size, request.page_token, request.name_prefix
         )
         return pb.ListModelsResponse(
-            models=[converters.model_proto(summary) for summary in found],
+            models=visible(
+                [converters.model_proto(summary) for summary in found], lambda m: m.name
+            ),
             next_page_token=token,
         )
 
@@ -175,9 +196,13 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
     async def SearchModelVersions(
         self, request: pb.SearchModelVersionsRequest, context: Any
     ) -> pb.SearchModelVersionsResponse:
+        for model in request.models:
+            require_role(Role.READER, model)
         found, token = await queries.search(self._deps, _search_query(request))
         return pb.SearchModelVersionsResponse(
-            model_versions=[converters.version_proto(each) for each in found],
+            model_versions=visible(
+                [converters.version_proto(each) for each in found], lambda v: v.model
+            ),
             next_page_token=token,
         )
 

@@ -52,14 +52,13 @@ def registry_settings(
         grpc=GrpcSettings(port=0),
         kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, linger_ms=0),
         telemetry=TelemetrySettings(metrics_port=-1),
-        auth=AuthSettings(tokens=TOKENS),
         database=DatabaseSettings(url=database_url),
         data_dir=data_dir,
         max_artifact_bytes=MAX_ARTIFACT_BYTES,
         max_reference_sample_bytes=MAX_REFERENCE_SAMPLE_BYTES,
         # A group of its own: no test waits on group membership left by another test.
         consumer_group=f"registry-test-{uuid.uuid4().hex[:8]}",
-        **overrides,
+        **({"auth": AuthSettings(tokens=dict(TOKENS))} | overrides),
     )
 
 

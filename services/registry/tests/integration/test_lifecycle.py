@@ -372,7 +372,7 @@ async def test_readers_read_but_cannot_change(
         await expect_error(
             change(),
             grpc.StatusCode.PERMISSION_DENIED,
-            f"has role reader; {method} needs role writer",
+            f"{method} needs role writer",
         )
     after = await writer.GetModelVersion(pb.GetModelVersionRequest(model=model_name, version=1))
     assert after.model_version == before.model_version  # same aliases, tags, status

@@ -19,6 +19,7 @@ from flywheel.registry.v1 import registry_pb2_grpc as pb_grpc
 from flywheel.registry.v1 import types_pb2 as types
 from flywheel_common.registration import registration
 from flywheel_common.settings import (
+    AuthSettings,
     DatabaseSettings,
     GrpcSettings,
     KafkaSettings,
@@ -57,6 +58,7 @@ async def registry_process(
         lease=TEST_LEASE,  # the killed process's lease lapses within seconds
         data_dir=data_dir,
         max_artifact_bytes=65536,
+        auth=AuthSettings(allow_anonymous=True),
     )
     process = await service_process("flywheel_registry", settings)
     try:

@@ -40,7 +40,7 @@ ARTIFACT = b"onnx:iris-v1"
 
 @contextmanager
 def as_role(role: Role, subject: str = "") -> Iterator[None]:
-    with acting_as(Principal(subject or f"{role}-1", role)):
+    with acting_as(Principal.with_role(subject or f"{role}-1", role)):
         yield
 
 

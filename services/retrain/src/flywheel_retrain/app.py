@@ -22,7 +22,7 @@ from flywheel_retrain.consumers import alert_follower, window_follower
 from flywheel_retrain.domain import ExecutorKind
 from flywheel_retrain.engine import RunEngine, RunTasks
 from flywheel_retrain.executors import Executor, LocalExecutor
-from flywheel_retrain.grpc_api import METHOD_ROLES, SERVICE_NAME, RetrainServicer
+from flywheel_retrain.grpc_api import METHOD_ROLES, METHOD_SCOPES, SERVICE_NAME, RetrainServicer
 from flywheel_retrain.handlers.ports import Deps, utc_now
 from flywheel_retrain.kubernetes import KubernetesExecutor
 from flywheel_retrain.logs import LogReader
@@ -121,6 +121,7 @@ def build(
         retrain_pb2_grpc.add_RetrainServiceServicer_to_server,
         RetrainServicer(deps),
         METHOD_ROLES,
+        METHOD_SCOPES,
     )
     return Service(config, [binding], components)
 

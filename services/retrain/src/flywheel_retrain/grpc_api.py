@@ -6,7 +6,9 @@ from typing import Any
 
 from flywheel.retrain.v1 import retrain_pb2 as pb
 from flywheel.retrain.v1 import retrain_pb2_grpc as pb_grpc
+from flywheel_common.auth import require_role, visible
 from flywheel_common.errors import InvalidArgument, required
+from flywheel_common.grpc_server import Scope, Unscoped, model_field
 from flywheel_common.settings import Role
 from flywheel_retrain import converters
 from flywheel_retrain.handlers import policies, queries, runs, starts
@@ -16,6 +18,18 @@ SERVICE_NAME = "flywheel.retrain.v1.RetrainService"
 # Reads need `reader` and changes `writer` (the shared default); TriggerRetrain with
 # ignore_cooldown checks for `admin` itself.
 METHOD_ROLES: dict[str, Role] = {}
+# The role is needed on the model the request names; a run named by its id is checked once
+# the use case has loaded it.
+METHOD_SCOPES: dict[str, Scope] = {
+    "SetRetrainPolicy": model_field("policy.model"),
+    "GetRetrainPolicy": model_field("model"),
+    "TriggerRetrain": model_field("model"),
+    "ListRuns": Unscoped.FILTERED,
+    "GetRun": Unscoped.CHECKED_IN_USE_CASE,
+    "CancelRun": Unscoped.CHECKED_IN_USE_CASE,
+    "ApproveCandidate": Unscoped.CHECKED_IN_USE_CASE,
+    "RejectCandidate": Unscoped.CHECKED_IN_USE_CASE,
+}
 MAX_LOG_TAIL_LINES = 5000
 
 
@@ -53,6 +67,8 @@ class RetrainServicer(pb_grpc.RetrainServiceServicer):
         return pb.TriggerRetrainResponse(run=converters.run_message(run), replayed=replayed)
 
     async def ListRuns(self, request: pb.ListRunsRequest, context: Any) -> pb.ListRunsResponse:
+        if request.model:
+            require_role(Role.READER, request.model)
         found, token = await queries.list_runs(
             self._deps,
             request.model,
@@ -61,7 +77,8 @@ class RetrainServicer(pb_grpc.RetrainServiceServicer):
             request.page_token,
         )
         return pb.ListRunsResponse(
-            runs=[converters.run_message(run) for run in found], next_page_token=token
+            runs=visible([converters.run_message(run) for run in found], lambda r: r.model),
+            next_page_token=token,
         )
 
     async def GetRun(self, request: pb.GetRunRequest, context: Any) -> pb.GetRunResponse:

@@ -6,7 +6,9 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 
+from flywheel_common.auth import require_role
 from flywheel_common.errors import FailedPrecondition, InvalidArgument
+from flywheel_common.settings import Role
 from flywheel_deployer.domain import Phase, Rollout
 from flywheel_deployer.handlers.ports import (
     Deps,
@@ -86,6 +88,7 @@ async def _change(
 ) -> RolloutView:
     async with deps.unit_of_work() as uow:
         before = await load(uow, rollout_id)
+        require_role(Role.WRITER, before.model)
         now = deps.clock()
         after = change(before, now)
         if after != before:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from flywheel_common.auth import require_role
 from flywheel_common.errors import InvalidArgument, NotFound
+from flywheel_common.settings import Role
 from flywheel_deployer.domain import GatewayReadiness, Phase, RoutingState
 from flywheel_deployer.handlers.ports import Deps, RolloutView, view
 
@@ -24,6 +26,7 @@ async def get_rollout(deps: Deps, rollout_id: str) -> RolloutView:
         rollout = await uow.rollouts.get(rollout_id)
     if rollout is None:
         raise NotFound(f"rollout {rollout_id!r} does not exist")
+    require_role(Role.READER, rollout.model)
     return view(deps, rollout)
 
 

@@ -39,7 +39,7 @@ async def set_alias(deps: Deps, command: SetAlias) -> tuple[AliasPointer, int]:
         previous = model.set_alias(
             command.alias,
             version,
-            caller=caller(),
+            caller=caller(model.name),
             reason=command.reason,
             now=deps.clock(),
             expected_current=command.expected_current,
@@ -57,7 +57,7 @@ async def delete_alias(deps: Deps, command: DeleteAlias) -> int:
         model = await lock_model(deps, uow, command.model)
         previous = model.delete_alias(
             command.alias,
-            caller=caller(),
+            caller=caller(model.name),
             reason=command.reason,
             now=deps.clock(),
             expected_current=command.expected_current,

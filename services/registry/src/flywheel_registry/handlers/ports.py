@@ -156,10 +156,11 @@ class Deps:
     clock: Callable[[], datetime] = utc_now
 
 
-def caller() -> Caller:
-    """Who is calling: the RPC's principal, or `system` outside any RPC."""
+def caller(model: str) -> Caller:
+    """Who is calling, and whether it is an admin of `model` (protected aliases move only
+    for admins): the RPC's principal, or `system` outside any RPC."""
     principal = current_principal()
-    return Caller(principal.subject, principal.role.allows(Role.ADMIN))
+    return Caller(principal.subject, principal.allows(Role.ADMIN, model))
 
 
 def missing_model(name: str) -> NotFound:

@@ -118,7 +118,7 @@ async def _commit(
                 else None
             ),
             production=await uow.versions.get(new.model, production) if production else None,
-            caller=caller(),
+            caller=caller(new.model),
             now=now,
         )
         uow.versions.save(version)

@@ -46,7 +46,7 @@ async def archive_version(deps: Deps, model_name: str, version: int, reason: str
     async with deps.unit_of_work() as uow:
         model = await lock_model(deps, uow, model_name)
         found = await load_version(uow, model, version)
-        model.archive(found, caller=caller(), reason=reason, now=deps.clock())
+        model.archive(found, caller=caller(model.name), reason=reason, now=deps.clock())
         uow.versions.save(found)
         uow.models.save(model)
     return found

@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 
+from flywheel_common.auth import require_role
 from flywheel_common.errors import InvalidArgument, NotFound
+from flywheel_common.settings import Role
 from flywheel_retrain.domain import IN_PROGRESS, Run, RunState
 from flywheel_retrain.handlers.ports import Deps
 
@@ -25,6 +27,7 @@ async def get_run(deps: Deps, run_id: str) -> Run:
         run = await uow.runs.get(run_id)
     if run is None:
         raise NotFound(f"no retrain run {run_id!r}")
+    require_role(Role.READER, run.model)
     return run
 
 

@@ -8,7 +8,9 @@ from datetime import datetime
 
 from opentelemetry import metrics
 
+from flywheel_common.auth import require_role
 from flywheel_common.errors import Aborted
+from flywheel_common.settings import Role
 from flywheel_retrain.domain import TERMINAL, Run, RunState
 from flywheel_retrain.handlers.ports import ConcurrentChange, Deps, actor, load
 
@@ -45,8 +47,11 @@ async def change(
 
 
 async def _model_of(deps: Deps, run_id: str) -> str:
+    """The run's model, once the caller is known to hold `writer` on it."""
     async with deps.unit_of_work() as uow:
-        return (await load(uow, run_id)).model
+        model = (await load(uow, run_id)).model
+    require_role(Role.WRITER, model)
+    return model
 
 
 async def cancel(deps: Deps, run_id: str, reason: str) -> Run:

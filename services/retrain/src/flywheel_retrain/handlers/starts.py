@@ -80,7 +80,7 @@ async def trigger_run(
         raise InvalidArgument("model is required")
     who = actor()
     if ignore_cooldown:
-        require_role(Role.ADMIN)
+        require_role(Role.ADMIN, model)
     trigger = Trigger.manual(idempotency_key or uuid.uuid4().hex, who, reason, deps.clock())
     async with deps.unit_of_work() as uow:
         existing = await uow.runs.by_trigger(model, trigger.key)
