@@ -18,6 +18,7 @@ def _environment(name: str, kafka: SecureKafka, password: str, data_dir: Path) -
         f"{prefix}GRPC__PORT": str(unused_port()),
         f"{prefix}DATA_DIR": str(data_dir),
         f"{prefix}TELEMETRY__METRICS_PORT": "-1",
+        f"{prefix}AUTH__ALLOW_ANONYMOUS": "true",  # this test is about Kafka's credentials
         f"{prefix}KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap,
         f"{prefix}KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
         f"{prefix}KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
