@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
 import pytest
 from flywheel_cli.connection import Addresses
 from flywheel_examples import breast_cancer
@@ -23,6 +22,7 @@ from flywheel.deployer.v1 import types_pb2 as deployer_types
 from flywheel.retrain.v1 import retrain_pb2 as retrain_pb
 from flywheel.retrain.v1 import retrain_pb2_grpc as retrain_grpc
 from flywheel.retrain.v1 import types_pb2 as retrain_types
+from flywheel_testing.tls import secure_channel
 
 README = (Path(__file__).parents[2] / "README.md").read_text()
 MAKE_RUN = Addresses()  # the addresses README's commands use: `make run`'s defaults
@@ -150,8 +150,8 @@ async def test_the_loop_by_hand_and_the_client_example_work_as_written(
 async def _policies_were_set(endpoints: Addresses) -> None:
     """Step 2's script changed the policies of the model the other steps name."""
     async with (
-        grpc.aio.insecure_channel(endpoints.deployer) as deployer,
-        grpc.aio.insecure_channel(endpoints.retrain) as retrain,
+        secure_channel(endpoints.deployer) as deployer,
+        secure_channel(endpoints.retrain) as retrain,
     ):
         deployment = await deployer_grpc.DeployerServiceStub(deployer).GetDeploymentPolicy(
             deployer_pb.GetDeploymentPolicyRequest(model=MODEL)

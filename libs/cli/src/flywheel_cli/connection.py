@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -15,15 +16,28 @@ from flywheel.deployer.v1 import deployer_pb2_grpc
 from flywheel.drift.v1 import drift_pb2_grpc
 from flywheel.registry.v1 import registry_pb2_grpc
 from flywheel.retrain.v1 import retrain_pb2_grpc
+from flywheel_common.channels import aio_channel
+from flywheel_common.settings import ClientTlsSettings
 from inference import grpc_service_pb2_grpc
 
 T = TypeVar("T")
 
 
-class Addresses(BaseSettings):
-    """Read from FLYWHEEL_CLI_* variables; the defaults are `make run`'s."""
+CREDENTIALS_FILE = Path(".run/cli.env")
+"""Where `make run` (`flywheel certs init`) leaves the CLI's CA, client certificate and
+admin token; read when present, below the variables themselves."""
 
-    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_CLI_")
+
+class Addresses(BaseSettings):
+    """Read from FLYWHEEL_CLI_* variables, then from .run/cli.env when it exists; the
+    defaults are `make run`'s."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FLYWHEEL_CLI_",
+        env_nested_delimiter="__",
+        env_file=CREDENTIALS_FILE,
+        extra="ignore",
+    )
 
     registry: str = "127.0.0.1:50051"
     deployer: str = "127.0.0.1:50052"
@@ -32,9 +46,25 @@ class Addresses(BaseSettings):
     retrain: str = "127.0.0.1:50055"
     kafka: str = "127.0.0.1:19092"
     token: str = ""
+    tls: ClientTlsSettings = ClientTlsSettings()
+    """FLYWHEEL_CLI_TLS__CA_FILE (the CA to trust), __CERT_FILE and __KEY_FILE (mutual
+    TLS), __ENABLED=false (plaintext)."""
 
     def of(self, service: str) -> str:
         return str(getattr(self, service))
+
+    def environment(self) -> dict[str, str]:
+        """The FLYWHEEL_CLI_* variables that give a child process (a training script, the
+        CLI) these addresses, token and TLS settings."""
+        variables = {
+            f"FLYWHEEL_CLI_{name.upper()}": str(value)
+            for name, value in self.model_dump(exclude={"tls"}).items()
+        }
+        for name, value in self.tls.model_dump().items():
+            if value is not None:
+                text = str(value).lower() if isinstance(value, bool) else str(value)
+                variables[f"FLYWHEEL_CLI_TLS__{name.upper()}"] = text
+        return variables
 
 
 class CommandError(Exception):
@@ -61,7 +91,7 @@ class Clients:
 
     def stub(self, service: str) -> Any:
         if service not in self._channels:
-            self._channels[service] = grpc.aio.insecure_channel(self.addresses.of(service))
+            self._channels[service] = aio_channel(self.addresses.of(service), self.addresses.tls)
         return _STUBS[service](self._channels[service])
 
     @property
@@ -94,9 +124,20 @@ _UNREACHABLE = (
 )
 
 
+_TLS_FAILURES = ("ssl", "handshake", "certificate")
+
+
 def explain(service: str, address: str, error: grpc.aio.AioRpcError) -> str:
     code = error.code()
     details = error.details() or ""
+    if code == grpc.StatusCode.UNAVAILABLE and any(
+        phrase in details.lower() for phrase in _TLS_FAILURES
+    ):
+        return (
+            f"the TLS handshake with the {service} at {address} failed ({details}): trust its CA "
+            "with FLYWHEEL_CLI_TLS__CA_FILE (and FLYWHEEL_CLI_TLS__CERT_FILE/KEY_FILE when it "
+            "requires client certificates), or run `make run` once to write .run/cli.env"
+        )
     if code == grpc.StatusCode.UNAVAILABLE and (
         not details or any(phrase in details.lower() for phrase in _UNREACHABLE)
     ):

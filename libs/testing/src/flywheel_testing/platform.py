@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.service import Service
 from flywheel_common.settings import (
-    GrpcSettings,
     KafkaSettings,
     LeaseSettings,
     ServiceSettings,
@@ -39,6 +38,7 @@ from flywheel_registry.settings import RegistrySettings
 from flywheel_retrain.app import build as build_retrain
 from flywheel_retrain.settings import RetrainSettings
 from flywheel_testing.kafka import collected_events, tombstone
+from flywheel_testing.tls import grpc_settings, pki
 from flywheel_testing.waiting import bounded
 
 TELEMETRY = TelemetrySettings(metrics_port=-1, log_level="WARNING")
@@ -84,7 +84,7 @@ class Platform:
     def settings(self, kind: type[S], name: str, **fields: Any) -> S:
         """Settings of a service named `name` for this platform; `fields` override them."""
         values: dict[str, Any] = {
-            "grpc": GrpcSettings(port=0),
+            "grpc": grpc_settings(port=0),
             "kafka": self.kafka,
             "telemetry": TELEMETRY,
             "data_dir": self.data_dir / name,
@@ -96,6 +96,8 @@ class Platform:
             values["consumer_group"] = f"{name}-test-{self._suffix}"
         if issubclass(kind, WithRegistry) and self._registry is not None:
             values["registry_address"] = self.registry_address
+        if issubclass(kind, WithRegistry):
+            values["registry_tls"] = pki().client_tls()
         if kind is GatewaySettings:
             values["gateway_id"] = f"{name}-{self._suffix}"
         values.update(fields)

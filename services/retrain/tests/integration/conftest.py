@@ -42,6 +42,7 @@ from flywheel_common.topics import (
     RETRAIN_EVENTS,
 )
 from flywheel_testing.platform import Platform, in_process
+from flywheel_testing.tls import secure_channel
 from flywheel_testing.waiting import bounded, eventually
 
 EXAMPLE = "flywheel_examples.breast_cancer"
@@ -91,7 +92,7 @@ class Loop:
     _channels: list[grpc.aio.Channel] = field(default_factory=list)
 
     def _stub(self, factory: Any, address: str) -> Any:
-        channel = grpc.aio.insecure_channel(address)
+        channel = secure_channel(address)
         self._channels.append(channel)
         return factory(channel)
 
