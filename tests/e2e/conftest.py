@@ -9,6 +9,7 @@ import pytest
 from flywheel_cli.connection import Addresses
 
 from flywheel_testing.platform import in_process
+from flywheel_testing.tls import pki
 
 
 @pytest.fixture
@@ -32,4 +33,5 @@ async def platform(
             drift=drift.grpc.address,
             retrain=retrain.grpc.address,
             kafka=kafka_bootstrap,
+            tls=pki().client_tls(),
         )

@@ -30,6 +30,7 @@ from flywheel.retrain.v1 import retrain_pb2 as retrain_pb
 from flywheel.retrain.v1 import types_pb2 as retrain_types
 from flywheel_cli.connection import Addresses, Clients, CommandError, run
 from flywheel_cli.credentials import LocalCredentials
+from flywheel_common.certificates import LOCAL_HOSTS
 from flywheel_common.healthcheck import is_serving
 from flywheel_common.registration import registration
 from flywheel_common.settings import Role
@@ -649,11 +650,18 @@ RunDir = Annotated[Path, typer.Option("--dir", help="Where the credentials live.
 
 
 @certs_app.command("init")
-def certs_init(directory: RunDir = Path(".run")) -> None:
+def certs_init(
+    directory: RunDir = Path(".run"),
+    host: Annotated[
+        list[str] | None,
+        typer.Option(help="A name of the services' certificate (repeat; default localhost)."),
+    ] = None,
+    tls_only: Annotated[bool, typer.Option(help="Certificates only, no tokens.")] = False,
+) -> None:
     """Make a local CA, the services' certificate (localhost, 127.0.0.1), a client
     certificate and admin/writer/reader tokens, unless they exist (delete files to rotate)."""
     credentials = LocalCredentials(directory)
-    written = credentials.ensure()
+    written = credentials.ensure(tuple(host or LOCAL_HOSTS), tokens=not tls_only)
     for path in written:
         errors.print(f"wrote {path}")
     if not written:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,9 +49,10 @@ class LocalCredentials:
         """The token of a role."""
         return next(token for token, has in self.tokens().items() if has is role)
 
-    def ensure(self) -> list[Path]:
-        """Make whatever is missing (a CA first, so certificates always match it); returns
-        the files written. Existing files are kept: delete them to rotate."""
+    def ensure(self, hosts: Sequence[str] = LOCAL_HOSTS, tokens: bool = True) -> list[Path]:
+        """Make whatever is missing (a CA first, so certificates always match it): the
+        server certificate for `hosts`, and unless `tokens` is False the tokens and cli.env;
+        returns the files written. Existing files are kept: delete them to rotate."""
         written: list[Path] = []
         ca_key = self.tls / "ca-key.pem"
         if self.ca_file.exists() and ca_key.exists():
@@ -63,14 +65,16 @@ class LocalCredentials:
                 (self.tls / stale).unlink(missing_ok=True)
         server, client = self.tls / "server.pem", self.tls / "client.pem"
         if not server.exists():
-            ca.issue_server(LOCAL_HOSTS).write(server, self.tls / "server-key.pem")
+            ca.issue_server(hosts).write(server, self.tls / "server-key.pem")
             written.append(server)
         if not client.exists():
             ca.issue_client("flywheel-local-client").write(client, self.tls / "client-key.pem")
             written.append(client)
+        if not tokens:
+            return written
         if not self.tokens_file.exists():
-            tokens = {secrets.token_urlsafe(32): role.value for role in ROLES}
-            _write_private(self.tokens_file, json.dumps(tokens, indent=2) + "\n")
+            made = {secrets.token_urlsafe(32): role.value for role in ROLES}
+            _write_private(self.tokens_file, json.dumps(made, indent=2) + "\n")
             written.append(self.tokens_file)
         if not self.cli_env_file.exists() or self.ca_file in written:
             _write_private(self.cli_env_file, self._cli_env())

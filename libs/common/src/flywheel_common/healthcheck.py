@@ -27,11 +27,14 @@ class ProbeSettings(BaseSettings):
     tls: ClientTlsSettings = ClientTlsSettings()
 
 
-async def is_serving(address: str, tls: ClientTlsSettings, timeout: float = 2.0) -> bool:
+async def is_serving(
+    address: str, tls: ClientTlsSettings, timeout: float = 2.0, service: str = ""
+) -> bool:
+    """Whether the server (or one of its services, by full name) answers SERVING."""
     async with aio_channel(address, tls) as channel:
         try:
             response = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=timeout
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
             )
         except grpc.aio.AioRpcError:
             return False
@@ -39,13 +42,15 @@ async def is_serving(address: str, tls: ClientTlsSettings, timeout: float = 2.0)
 
 
 async def wait_until_serving(
-    addresses: list[str], tls: ClientTlsSettings, timeout: float
+    addresses: list[str], tls: ClientTlsSettings, timeout: float, service: str = ""
 ) -> list[str]:
     """Poll until every address is SERVING; returns the ones still down at the deadline."""
     deadline = time.monotonic() + timeout
     pending = list(addresses)
     while pending and time.monotonic() < deadline:
-        results = await asyncio.gather(*(is_serving(address, tls) for address in pending))
+        results = await asyncio.gather(
+            *(is_serving(address, tls, service=service) for address in pending)
+        )
         pending = [address for address, up in zip(pending, results, strict=True) if not up]
         if pending:
             await asyncio.sleep(0.25)
@@ -59,7 +64,9 @@ def main() -> None:
     parser.add_argument("--ca-file", type=Path, help="CA bundle trusted for the servers")
     parser.add_argument("--cert-file", type=Path, help="client certificate (mutual TLS)")
     parser.add_argument("--key-file", type=Path, help="key of the client certificate")
+    parser.add_argument("--server-name", help="name the server certificates carry")
     parser.add_argument("--plaintext", action="store_true", help="servers without TLS")
+    parser.add_argument("--service", default="", help="one service's health, by full name")
     args = parser.parse_args()
     overrides = {
         name: value
@@ -67,6 +74,7 @@ def main() -> None:
             ("ca_file", args.ca_file),
             ("cert_file", args.cert_file),
             ("key_file", args.key_file),
+            ("server_name", args.server_name),
         )
         if value is not None
     }
@@ -75,7 +83,7 @@ def main() -> None:
     tls = ClientTlsSettings.model_validate(
         {**ProbeSettings().tls.model_dump(exclude_unset=True), **overrides}
     )
-    down = asyncio.run(wait_until_serving(args.addresses, tls, args.timeout))
+    down = asyncio.run(wait_until_serving(args.addresses, tls, args.timeout, args.service))
     if down:
         print(f"not serving after {args.timeout:.0f}s: {', '.join(down)}", file=sys.stderr)
         sys.exit(1)

@@ -88,3 +88,14 @@ def tls_environment(prefix: str) -> dict[str, str]:
         f"{prefix}REGISTRY_TLS__CERT_FILE": str(client.cert_file),
         f"{prefix}REGISTRY_TLS__KEY_FILE": str(client.key_file),
     }
+
+
+def cli_tls_environment() -> dict[str, str]:
+    """The FLYWHEEL_CLI_TLS__* variables that make the `flywheel` command (or an example
+    script) trust the tests' CA and present their client certificate."""
+    client = pki().client_tls()
+    return {
+        "FLYWHEEL_CLI_TLS__CA_FILE": str(client.ca_file),
+        "FLYWHEEL_CLI_TLS__CERT_FILE": str(client.cert_file),
+        "FLYWHEEL_CLI_TLS__KEY_FILE": str(client.key_file),
+    }

@@ -26,7 +26,7 @@ from flywheel_gateway.settings import GatewaySettings
 from flywheel_testing.kafka import tombstone
 from flywheel_testing.models import IrisModels
 from flywheel_testing.platform import in_process
-from flywheel_testing.tls import secure_channel
+from flywheel_testing.tls import pki, secure_channel
 from flywheel_testing.waiting import bounded
 
 DRIVER = Path(__file__).with_name("triton_driver.py")
@@ -102,6 +102,7 @@ async def drive(address: str, scenario: str, **arguments: Any) -> Any:
         address,
         scenario,
         json.dumps(arguments),
+        str(pki().ca_file),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
