@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
 import sys
 import uuid
@@ -42,7 +43,7 @@ from flywheel_common.topics import (
     RETRAIN_EVENTS,
 )
 from flywheel_testing.platform import Platform, in_process
-from flywheel_testing.tls import secure_channel
+from flywheel_testing.tls import cli_tls_environment, secure_channel
 from flywheel_testing.waiting import bounded, eventually
 
 EXAMPLE = "flywheel_examples.breast_cancer"
@@ -72,6 +73,7 @@ def train_first_version(registry: str, model: str, data_dir: Path) -> None:
             str(data_dir),
             "--promote",
         ],
+        env=os.environ | cli_tls_environment(),
         check=True,
         capture_output=True,
         timeout=120,
