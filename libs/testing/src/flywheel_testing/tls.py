@@ -72,8 +72,13 @@ def client_tls_for(server: ServerTlsSettings) -> ClientTlsSettings:
 
 
 def secure_channel(address: str, options: Sequence[ChannelOption] = ()) -> grpc.aio.Channel:
-    """A channel to a service the tests started, over TLS with the tests' client certificate."""
-    return aio_channel(address, pki().client_tls(), options)
+    """A channel to a service the tests started, over TLS with the tests' client certificate.
+    A list of replicas (`ipv4:host:port,host:port`) names no one host to check the
+    certificate against: the certificate's `localhost` is named instead."""
+    tls = pki().client_tls()
+    if address.startswith("ipv4:"):
+        tls = tls.model_copy(update={"server_name": "localhost"})
+    return aio_channel(address, tls, options)
 
 
 def tls_environment(prefix: str) -> dict[str, str]:
