@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -50,16 +51,26 @@ class FixedServicer(pb_grpc.GRPCInferenceServiceServicer):
         return response
 
 
-async def main(port: int) -> None:
+async def main(port: int, credentials: grpc.ServerCredentials | None) -> None:
+    """Plaintext, or TLS with `credentials`."""
     server = grpc.aio.server()
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(FixedServicer(), server)
     health = HealthServicer()  # so the benchmark waits for it like for every Flywheel server
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    address = f"127.0.0.1:{port}"
+    if credentials is not None:
+        server.add_secure_port(address, credentials)
+    else:
+        server.add_insecure_port(address)
     await server.start()
     await server.wait_for_termination()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    # bare_v2_server.py PORT [CERT_FILE KEY_FILE]
+    tls = None
+    if len(sys.argv) == 4:
+        pair = (Path(sys.argv[3]).read_bytes(), Path(sys.argv[2]).read_bytes())
+        tls = grpc.ssl_server_credentials([pair])
+    asyncio.run(main(int(sys.argv[1]), tls))

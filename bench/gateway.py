@@ -2,19 +2,23 @@
 
     make bench-gateway        # starts Kafka if needed
     uv run python bench/gateway.py --seconds 5 --concurrency 1 4 16 64 [--workers 1 2]
+    uv run python bench/gateway.py --tls-only --seconds 5   # just TLS on vs off
 
 An MLP trained on scikit-learn's breast-cancer data (30 features) is exported to ONNX and
 registered; batch-1 ModelInfer requests come from tritonclient.grpc.aio at each concurrency.
 Printed side by side, in one run:
 - onnxruntime called in-process, one call at a time (the model's own cost);
-- a bare grpc.aio V2 server returning a fixed response (the Python gRPC ceiling);
+- a bare grpc.aio V2 server returning a fixed response over TLS (the Python gRPC ceiling);
 - this gateway with batching off and on, prediction logging off and on (each log written
   to the journal before its request is answered, the journal flushed to the disk every
   second), and logging with a flush before every answer (`FSYNC_INTERVAL_MS=0`): the
-  price of journaling and of its durability;
+  price of journaling and of its durability; all over TLS (its default; the client trusts
+  the benchmark's own CA), and once more in plaintext (GRPC__TLS__ENABLED=false): TLS on
+  vs off in the same run;
 - MLServer serving the same ONNX file through bench/mlserver/onnx_runtime.py with its
   adaptive batching (max batch 32, like the gateway). MLServer gets its own virtualenv,
-  built with uv from bench/mlserver/requirements.txt into .run/bench/mlserver on first use.
+  built with uv from bench/mlserver/requirements.txt into .run/bench/mlserver on first use
+  (plaintext, as MLServer serves by default).
 
 The servers run in their own processes: tritonclient registers the same protobuf names as
 Flywheel's `inference` package, so it cannot share a process with them.
@@ -46,10 +50,11 @@ from tritonclient.utils import InferenceServerException
 from flywheel.deployer.v1 import events_pb2 as deployer_events
 from flywheel.deployer.v1 import types_pb2 as deployer_types
 from flywheel_common.publisher import EventPublisher
-from flywheel_common.settings import KafkaSettings
+from flywheel_common.settings import ClientTlsSettings, KafkaSettings
 from flywheel_common.sklearn_onnx import onnx_from_sklearn
 from flywheel_common.topics import DEPLOYMENTS, ensure_topics
 from flywheel_testing.backends import unused_port
+from flywheel_testing.tls import pki, tls_environment
 
 HERE = Path(__file__).parent
 MLSERVER_VENV = HERE.parent / ".run" / "bench" / "mlserver"
@@ -124,8 +129,15 @@ def mlserver_repository(
     return repository
 
 
-async def wait_model_ready(address: str, model: str, timeout: float = 120) -> None:
-    client = triton_aio.InferenceServerClient(address)
+def triton_client(address: str, ca_file: str) -> triton_aio.InferenceServerClient:
+    """tritonclient over TLS trusting `ca_file`, or plaintext when it is empty."""
+    if not ca_file:
+        return triton_aio.InferenceServerClient(address)
+    return triton_aio.InferenceServerClient(address, ssl=True, root_certificates=ca_file)
+
+
+async def wait_model_ready(address: str, model: str, ca_file: str, timeout: float = 120) -> None:
+    client = triton_client(address, ca_file)
     try:
         async with asyncio.timeout(timeout):
             while not await model_ready(client, model):
@@ -135,10 +147,10 @@ async def wait_model_ready(address: str, model: str, timeout: float = 120) -> No
 
 
 async def throughput(
-    address: str, model: str, rows: np.ndarray, concurrency: int, seconds: float
+    address: str, model: str, rows: np.ndarray, concurrency: int, seconds: float, ca_file: str
 ) -> float:
     """Completed batch-1 requests per second over `seconds`, after a short warm-up."""
-    client = triton_aio.InferenceServerClient(address)
+    client = triton_client(address, ca_file)
     deadline = 0.0
     done = 0
 
@@ -189,11 +201,23 @@ async def main() -> None:
     parser.add_argument(
         "--gateway-only", action="store_true", help="skip MLServer (a quick check of the bench)"
     )
+    parser.add_argument(
+        "--tls-only",
+        action="store_true",
+        help="only the gateway (batching, logging) over TLS and in plaintext",
+    )
     args = parser.parse_args()
     await ensure_topics(KafkaSettings(bootstrap_servers=args.bootstrap))
     artifact, rows = mlp_model()
     model = f"mlp-{os.getpid()}"
     results: dict[str, dict[int, float]] = {}
+    ca_file = str(pki().ca_file)
+
+    async def measure(label: str, address: str, tls: bool = True) -> None:
+        results[label] = {
+            c: await throughput(address, model, rows, c, args.seconds, ca_file if tls else "")
+            for c in args.concurrency
+        }
 
     with tempfile.TemporaryDirectory() as folder:
         registry_port = unused_port()
@@ -205,76 +229,77 @@ async def main() -> None:
                 "FLYWHEEL_REGISTRY_TELEMETRY__METRICS_PORT": "-1",
                 "FLYWHEEL_REGISTRY_KAFKA__BOOTSTRAP_SERVERS": args.bootstrap,
                 "FLYWHEEL_REGISTRY_AUTH__ALLOW_ANONYMOUS": "true",
+                **tls_environment("FLYWHEEL_REGISTRY_"),
             },
             registry_port,
         )
         await register(f"127.0.0.1:{registry_port}", model, artifact)
         await deploy(args.bootstrap, model)
 
+        async def gateway(label: str, settings: dict[str, str], tls: bool = True) -> None:
+            port = unused_port()
+            env = {
+                "FLYWHEEL_GATEWAY_GRPC__PORT": str(port),
+                "FLYWHEEL_GATEWAY_DATA_DIR": f"{folder}/gateway-{port}",
+                "FLYWHEEL_GATEWAY_TELEMETRY__METRICS_PORT": "-1",
+                "FLYWHEEL_GATEWAY_TELEMETRY__LOG_LEVEL": "WARNING",
+                "FLYWHEEL_GATEWAY_KAFKA__BOOTSTRAP_SERVERS": args.bootstrap,
+                "FLYWHEEL_GATEWAY_AUTH__ALLOW_ANONYMOUS": "true",
+                "FLYWHEEL_GATEWAY_REGISTRY_ADDRESS": f"127.0.0.1:{registry_port}",
+                **tls_environment("FLYWHEEL_GATEWAY_"),
+                **(
+                    settings if tls else settings | {"FLYWHEEL_GATEWAY_GRPC__TLS__ENABLED": "false"}
+                ),
+            }
+            client_tls = pki().client_tls() if tls else ClientTlsSettings(enabled=False)
+            process = await start([sys.executable, "-m", "flywheel_gateway"], env, port, client_tls)
+            workers = int(settings.get("FLYWHEEL_GATEWAY_WORKERS", "1"))
+            for _ in range(8 * workers if workers > 1 else 1):  # reach every worker
+                await wait_model_ready(f"127.0.0.1:{port}", model, ca_file if tls else "")
+            await measure(label, f"127.0.0.1:{port}", tls)
+            await stop(process)
+
+        def batching(size: str, logging_on: str, fsync_interval_ms: str = "1000") -> dict[str, str]:
+            return {
+                "FLYWHEEL_GATEWAY_MAX_BATCH_SIZE": size,
+                "FLYWHEEL_GATEWAY_LOG_PREDICTIONS": logging_on,
+                "FLYWHEEL_GATEWAY_PREDICTION_JOURNAL_FSYNC_INTERVAL_MS": fsync_interval_ms,
+            }
+
+        if args.tls_only:
+            await gateway(TLS_ON, batching("32", "true"))
+            await gateway(TLS_OFF, batching("32", "true"), tls=False)
+            await stop(registry)
+            report(args, results, in_process(artifact, rows, args.seconds))
+            return
+
         bare_port = unused_port()
+        server = pki().server_tls()
         bare = await start(
-            [sys.executable, str(HERE / "bare_v2_server.py"), str(bare_port)], {}, bare_port
+            [
+                sys.executable,
+                str(HERE / "bare_v2_server.py"),
+                str(bare_port),
+                str(server.cert_file),
+                str(server.key_file),
+            ],
+            {},
+            bare_port,
         )
-        results["bare grpc.aio (fixed reply)"] = {
-            c: await throughput(f"127.0.0.1:{bare_port}", model, rows, c, args.seconds)
-            for c in args.concurrency
-        }
+        await measure(BARE, f"127.0.0.1:{bare_port}")
         await stop(bare)
 
-        variants = {
-            "gateway, batching off, logging off": ("1", "false", "1000"),
-            "gateway, batching off, logging on": ("1", "true", "1000"),
-            "gateway, batching on, logging off": ("32", "false", "1000"),
-            "gateway, batching on, logging on": ("32", "true", "1000"),
-            "gateway, batching on, logging+fsync": ("32", "true", "0"),
-        }
-        for label, (batch, logging_on, fsync_ms) in variants.items():
-            port = unused_port()
-            gateway = await start(
-                [sys.executable, "-m", "flywheel_gateway"],
-                {
-                    "FLYWHEEL_GATEWAY_GRPC__PORT": str(port),
-                    "FLYWHEEL_GATEWAY_DATA_DIR": f"{folder}/gateway-{port}",
-                    "FLYWHEEL_GATEWAY_TELEMETRY__METRICS_PORT": "-1",
-                    "FLYWHEEL_GATEWAY_TELEMETRY__LOG_LEVEL": "WARNING",
-                    "FLYWHEEL_GATEWAY_KAFKA__BOOTSTRAP_SERVERS": args.bootstrap,
-                    "FLYWHEEL_GATEWAY_AUTH__ALLOW_ANONYMOUS": "true",
-                    "FLYWHEEL_GATEWAY_REGISTRY_ADDRESS": f"127.0.0.1:{registry_port}",
-                    "FLYWHEEL_GATEWAY_MAX_BATCH_SIZE": batch,
-                    "FLYWHEEL_GATEWAY_LOG_PREDICTIONS": logging_on,
-                    "FLYWHEEL_GATEWAY_PREDICTION_JOURNAL_FSYNC_INTERVAL_MS": fsync_ms,
-                },
-                port,
-            )
-            await wait_model_ready(f"127.0.0.1:{port}", model)
-            results[label] = {
-                c: await throughput(f"127.0.0.1:{port}", model, rows, c, args.seconds)
-                for c in args.concurrency
-            }
-            await stop(gateway)
+        await gateway("gateway, batching off, logging off", batching("1", "false"))
+        await gateway("gateway, batching off, logging on", batching("1", "true"))
+        await gateway("gateway, batching on, logging off", batching("32", "false"))
+        await gateway(TLS_ON, batching("32", "true"))
+        await gateway(FSYNC, batching("32", "true", fsync_interval_ms="0"))
+        await gateway(TLS_OFF, batching("32", "true"), tls=False)
         for workers in [w for w in args.workers if w > 1]:
-            port = unused_port()
-            gateway = await start(
-                [sys.executable, "-m", "flywheel_gateway"],
-                {
-                    "FLYWHEEL_GATEWAY_GRPC__PORT": str(port),
-                    "FLYWHEEL_GATEWAY_DATA_DIR": f"{folder}/gateway-{port}",
-                    "FLYWHEEL_GATEWAY_TELEMETRY__METRICS_PORT": "-1",
-                    "FLYWHEEL_GATEWAY_TELEMETRY__LOG_LEVEL": "WARNING",
-                    "FLYWHEEL_GATEWAY_KAFKA__BOOTSTRAP_SERVERS": args.bootstrap,
-                    "FLYWHEEL_GATEWAY_AUTH__ALLOW_ANONYMOUS": "true",
-                    "FLYWHEEL_GATEWAY_REGISTRY_ADDRESS": f"127.0.0.1:{registry_port}",
-                    "FLYWHEEL_GATEWAY_WORKERS": str(workers),
-                },
-                port,
+            await gateway(
+                f"gateway, {workers} workers, batching+logging",
+                {"FLYWHEEL_GATEWAY_WORKERS": str(workers)},
             )
-            for _ in range(8 * workers):  # new connections reach every worker
-                await wait_model_ready(f"127.0.0.1:{port}", model)
-            results[f"gateway, {workers} workers, batching+logging"] = {
-                c: await throughput(f"127.0.0.1:{port}", model, rows, c, args.seconds)
-                for c in args.concurrency
-            }
-            await stop(gateway)
         await stop(registry)
 
         for workers in sorted({1, *args.workers}) if not args.gateway_only else []:
@@ -288,21 +313,28 @@ async def main() -> None:
                 stderr=asyncio.subprocess.DEVNULL,
             )
             address = f"127.0.0.1:{ports['grpc']}"
-            await wait_model_ready(address, model)
+            await wait_model_ready(address, model, "")
             label = (
                 "MLServer 1.7.1, adaptive batching"
                 if workers == 1
                 else f"MLServer 1.7.1, {workers} parallel workers"
             )
-            results[label] = {
-                c: await throughput(address, model, rows, c, args.seconds) for c in args.concurrency
-            }
+            await measure(label, address, tls=False)
             await stop(mlserver)
 
-    ort = in_process(artifact, rows, args.seconds)
+    report(args, results, in_process(artifact, rows, args.seconds))
+
+
+BARE = "bare grpc.aio, TLS (fixed reply)"
+TLS_ON = "gateway, batching on, logging on"
+TLS_OFF = "the same, plaintext (TLS off)"
+FSYNC = "gateway, batching on, logging+fsync"
+
+
+def report(args: argparse.Namespace, results: dict[str, dict[int, float]], ort: float) -> None:
     print(
         f"\ngateway: batch-1 ModelInfer from tritonclient.grpc.aio, {args.seconds:.0f}s per cell, "
-        f"MLP {rows.shape[1]}-64-32-2 on breast cancer; requests/s"
+        "MLP 30-64-32-2 on breast cancer; requests/s (TLS unless the row says otherwise)"
     )
     print(f"onnxruntime in-process, one call at a time: {ort:,.0f}/s")
     header = "".join(f"{'c=' + str(c):>10}" for c in args.concurrency)
@@ -310,12 +342,16 @@ async def main() -> None:
     for label, row in results.items():
         print(f"{label:<38}" + "".join(f"{row[c]:>10,.0f}" for c in args.concurrency))
     top = max(args.concurrency)
-    bare = results["bare grpc.aio (fixed reply)"][top]
-    best = results["gateway, batching on, logging on"][top]
+    best = results[TLS_ON][top]
+    plain = results[TLS_OFF][top]
+    print(f"\nat c={top}: gateway over TLS / in plaintext = {best / plain:.2f}")
+    if args.tls_only:
+        return
+    bare = results[BARE][top]
     quiet = results["gateway, batching on, logging off"][top]
-    synced = results["gateway, batching on, logging+fsync"][top]
+    synced = results[FSYNC][top]
     print(
-        f"\nat c={top}: gateway (batching, logging) / bare server = {best / bare:.2f} "
+        f"at c={top}: gateway (batching, logging) / bare server = {best / bare:.2f} "
         f"(target >= 0.80); logging cost = {1 - best / quiet:.1%} (target < 10%); "
         f"fsync before every answer costs {1 - synced / best:.1%} more"
     )
@@ -323,8 +359,8 @@ async def main() -> None:
         return
     mlserver_best = results["MLServer 1.7.1, adaptive batching"][top]
     print(
-        f"at c={top}: gateway (batching, logging) / MLServer = {best / mlserver_best:.2f} "
-        "(target >= 2.0)"
+        f"at c={top}: gateway (batching, logging) / MLServer (plaintext) = "
+        f"{best / mlserver_best:.2f} (target >= 2.0)"
     )
     for workers in [w for w in args.workers if w > 1]:
         ours = results[f"gateway, {workers} workers, batching+logging"][top]

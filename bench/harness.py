@@ -1,4 +1,5 @@
-"""What the benchmarks share: Flywheel services as processes, registration, quantiles."""
+"""What the benchmarks share: Flywheel services as processes (over TLS with the tests'
+certificates), registration, quantiles."""
 
 from __future__ import annotations
 
@@ -8,23 +9,27 @@ import signal
 import statistics
 import sys
 
-import grpc
-
 from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
 from flywheel_common.healthcheck import wait_until_serving
 from flywheel_common.registration import registration
+from flywheel_common.settings import ClientTlsSettings
 from flywheel_testing.backends import unused_port
+from flywheel_testing.tls import pki, secure_channel, tls_environment
 
 
-async def start(command: list[str], env: dict[str, str], port: int) -> asyncio.subprocess.Process:
-    """Start a server process and wait until its gRPC health check answers SERVING."""
+async def start(
+    command: list[str], env: dict[str, str], port: int, tls: ClientTlsSettings | None = None
+) -> asyncio.subprocess.Process:
+    """Start a server process and wait until its gRPC health check answers SERVING (over
+    TLS trusting the tests' CA unless `tls` says otherwise)."""
     process = await asyncio.create_subprocess_exec(
         *command,
         env=os.environ | env,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
-    if await wait_until_serving([f"127.0.0.1:{port}"], timeout=90):
+    tls = tls or pki().client_tls()
+    if await wait_until_serving([f"127.0.0.1:{port}"], tls, timeout=90):
         process.kill()
         raise RuntimeError(f"{command} did not start")
     return process
@@ -42,6 +47,7 @@ async def start_service(
         f"{prefix}TELEMETRY__LOG_LEVEL": "WARNING",
         f"{prefix}KAFKA__BOOTSTRAP_SERVERS": bootstrap,
         f"{prefix}AUTH__ALLOW_ANONYMOUS": "true",
+        **tls_environment(prefix),
     } | {f"{prefix}{key}": value for key, value in settings.items()}
     process = await start([sys.executable, "-m", f"flywheel_{name}"], env, port)
     return process, f"127.0.0.1:{port}"
@@ -54,7 +60,7 @@ async def stop(process: asyncio.subprocess.Process) -> None:
 
 async def register(address: str, model: str, artifact: bytes) -> int:
     """Register an ONNX artifact as the model's next version; returns the version."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with secure_channel(address) as channel:
         stub = registry_grpc.RegistryServiceStub(channel)
         messages = registration(model, artifact, chunk=1 << 20, breaking_change=True)
         response = await stub.RegisterModelVersion(iter(messages))

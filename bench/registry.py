@@ -21,7 +21,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import grpc
 import numpy as np
 import onnx
 from harness import quantile
@@ -36,7 +35,6 @@ from flywheel_common.db import Database
 from flywheel_common.settings import (
     AuthSettings,
     DatabaseSettings,
-    GrpcSettings,
     KafkaSettings,
     TelemetrySettings,
 )
@@ -45,6 +43,7 @@ from flywheel_registry.app import build
 from flywheel_registry.onnx_validation import validate_onnx
 from flywheel_registry.settings import RegistrySettings
 from flywheel_registry.storage import ModelRow, VersionRow
+from flywheel_testing.tls import grpc_settings, secure_channel
 
 
 def iris_model() -> bytes:
@@ -189,7 +188,7 @@ async def main() -> None:
         data_dir = Path(folder)
         database_url = f"sqlite+aiosqlite:///{data_dir / 'registry.db'}"
         settings = RegistrySettings(
-            grpc=GrpcSettings(port=0, max_message_bytes=64 * 1024 * 1024),
+            grpc=grpc_settings(port=0, max_message_bytes=64 * 1024 * 1024),
             kafka=KafkaSettings(bootstrap_servers=args.bootstrap),
             telemetry=TelemetrySettings(metrics_port=-1, log_level="WARNING"),
             database=DatabaseSettings(url=database_url),
@@ -199,7 +198,7 @@ async def main() -> None:
         service = build(settings)
         await service.start()
         options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-        async with grpc.aio.insecure_channel(service.grpc.address, options=options) as channel:
+        async with secure_channel(service.grpc.address, options=options) as channel:
             stub = pb_grpc.RegistryServiceStub(channel)
             iris = iris_model()
             await stub.RegisterModelVersion(stream("warmup", iris))

@@ -25,7 +25,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-import grpc
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from harness import quantile, register, start_service, stop
 from sklearn.datasets import load_iris
@@ -51,6 +50,7 @@ from flywheel_common.topics import (
     ensure_topics,
 )
 from flywheel_testing.kafka import client_options
+from flywheel_testing.tls import secure_channel
 
 
 def iris_versions() -> tuple[bytes, bytes]:
@@ -214,7 +214,7 @@ async def main() -> None:
         async with platform(args.bootstrap, args.gateways, folder) as (registry, deployer, ids):
             v1 = await register(registry, model, first)
             v2 = await register(registry, model, second)
-            async with grpc.aio.insecure_channel(deployer) as channel:
+            async with secure_channel(deployer) as channel:
                 stub = api_grpc.DeployerServiceStub(channel)
                 policy = types.DeploymentPolicy(
                     model=model,

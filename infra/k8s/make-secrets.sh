@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Writes the env files an overlay's secretGenerator reads, with fresh random passwords and
 # tokens: postgres.env (the superuser's and each service's database password),
-# database.env (each service's database URL) and auth.env (bearer tokens and their roles).
+# database.env (each service's database URL), auth.env (bearer tokens and their roles) and
+# tls/ (a CA, ca.pem, and the services' certificate, server.pem and server-key.pem, for the
+# Services' names in NAMESPACE, default flywheel, made by `flywheel certs init`).
 # `make-secrets.sh [FOLDER]`, by default overlays/prod/secrets beside this script. Files
 # that exist are kept (their values may be in use); delete them first to rotate.
 set -euo pipefail
 
-folder=${1:-$(dirname "${BASH_SOURCE[0]}")/overlays/prod/secrets}
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+folder=${1:-$here/overlays/prod/secrets}
+namespace=${NAMESPACE:-flywheel}
 services=(registry deployer drift retrain)
 
 random() { od -vAn -N24 -tx1 /dev/urandom | tr -d ' \n'; }
@@ -43,3 +47,18 @@ else
     echo "retrain-token=$retrain"
   } | write auth.env
 fi
+
+# The `flywheel` command of the workspace: on PATH inside `uv run`, else through uv.
+flywheel_cli() {
+  if command -v flywheel >/dev/null 2>&1; then command flywheel "$@"
+  elif command -v uv >/dev/null 2>&1; then uv run --frozen --project "$here/../.." flywheel "$@"
+  else python3 -m uv run --frozen --project "$here/../.." flywheel "$@"; fi
+}
+hosts=(--host localhost --host 127.0.0.1)
+for service in registry deployer gateway drift retrain; do
+  for name in "flywheel-$service" "flywheel-$service.$namespace" "flywheel-$service.$namespace.svc" \
+    "flywheel-$service.$namespace.svc.cluster.local"; do
+    hosts+=(--host "$name")
+  done
+done
+(umask 077 && flywheel_cli certs init --tls-only --dir "$folder" "${hosts[@]}" 2>&1 | sed 's/^/make-secrets: /' >&2)

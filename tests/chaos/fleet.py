@@ -25,7 +25,6 @@ from flywheel.retrain.v1 import retrain_pb2_grpc
 from flywheel_common.db import Database
 from flywheel_common.settings import (
     DatabaseSettings,
-    GrpcSettings,
     ServiceSettings,
     TelemetrySettings,
     WithDatabase,
@@ -43,6 +42,7 @@ from flywheel_testing.kafka import client_options
 from flywheel_testing.leases import lease_holder
 from flywheel_testing.platform import Platform
 from flywheel_testing.processes import ServiceReplica
+from flywheel_testing.tls import grpc_settings, secure_channel
 from inference import grpc_service_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
@@ -100,7 +100,7 @@ class Fleet:
         return replicas_target([replica.address for replica in self.replicas[service]])
 
     def stub(self, service: str) -> Any:
-        channel = grpc.aio.insecure_channel(self.target(service), options=retrying_options())
+        channel = secure_channel(self.target(service), options=retrying_options())
         return STUBS[service](channel)
 
     async def leader(self, service: str) -> tuple[ServiceReplica, ServiceReplica]:
@@ -146,7 +146,7 @@ def fleet_of(platform: Platform, databases: dict[str, str], root: Path, run: str
                 platform.settings(
                     kind,
                     service,
-                    grpc=GrpcSettings(port=unused_port()),
+                    grpc=grpc_settings(port=unused_port()),
                     data_dir=root / f"{service}-{slot}",
                     instance_id=f"{service}-{slot}",
                     **({"gateway_id": f"gateway-{slot}-{run}"} if kind is GatewaySettings else {}),

@@ -13,6 +13,7 @@ from flywheel_cli.connection import Addresses
 from flywheel_common.settings import KafkaSecurity
 from flywheel_testing.platform import in_process
 from flywheel_testing.secure_kafka import SecureKafka
+from flywheel_testing.tls import pki
 
 
 @pytest.fixture
@@ -45,4 +46,5 @@ async def platform(
             retrain=retrain.grpc.address,
             kafka=kafka_bootstrap,
             kafka_auth=kafka_auth,
+            tls=pki().client_tls(),
         )

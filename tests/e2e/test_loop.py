@@ -45,10 +45,7 @@ async def test_drift_to_a_retrained_version_at_full_traffic(
 
 async def flywheel(endpoints: Addresses, *args: str) -> tuple[int, str]:
     """The `flywheel` command line, as an operator runs it."""
-    env = os.environ | {
-        f"FLYWHEEL_CLI_{name.upper()}": getattr(endpoints, name)
-        for name in ("registry", "deployer", "gateway", "drift", "retrain", "kafka")
-    }
+    env = os.environ | endpoints.environment()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -7,11 +7,11 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
 
-import grpc
 import pytest
 from flywheel_cli.connection import Addresses
 from flywheel_examples import breast_cancer
@@ -23,6 +23,7 @@ from flywheel.deployer.v1 import types_pb2 as deployer_types
 from flywheel.retrain.v1 import retrain_pb2 as retrain_pb
 from flywheel.retrain.v1 import retrain_pb2_grpc as retrain_grpc
 from flywheel.retrain.v1 import types_pb2 as retrain_types
+from flywheel_testing.tls import pki, secure_channel
 
 README = (Path(__file__).parents[2] / "README.md").read_text()
 MAKE_RUN = Addresses()  # the addresses README's commands use: `make run`'s defaults
@@ -70,13 +71,11 @@ class Shell:
             getattr(MAKE_RUN, name): getattr(endpoints, name)
             for name in ("registry", "deployer", "gateway", "drift", "retrain", "kafka")
         }
+        variables = endpoints.environment()
+        del variables["FLYWHEEL_CLI_TOKEN"]
         self._env = os.environ | {
             "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-            **{
-                f"FLYWHEEL_CLI_{name.upper()}": address
-                for name, address in endpoints.model_dump().items()
-                if name != "token"
-            },
+            **variables,
         }
 
     async def run(self, command: str) -> tuple[int, str]:
@@ -137,6 +136,10 @@ async def test_the_loop_by_hand_and_the_client_example_work_as_written(
     client = first_block("## The inference gateway", "python")
     for default, actual in shell._replacements.items():
         client = client.replace(default, actual)
+    # What `make run` leaves in .run/: the CA the platform's certificates chain to, tokens.
+    (tmp_path / ".run/tls").mkdir(parents=True)
+    shutil.copy(pki().ca_file, tmp_path / ".run/tls/ca.pem")
+    (tmp_path / ".run/tokens.json").write_text(json.dumps({"a-reader-token": "reader"}))
     script = tmp_path / "client.py"
     script.write_text(client)
     version, probabilities = (await shell.succeeds(f"python {script}")).split(" ", 1)
@@ -150,8 +153,8 @@ async def test_the_loop_by_hand_and_the_client_example_work_as_written(
 async def _policies_were_set(endpoints: Addresses) -> None:
     """Step 2's script changed the policies of the model the other steps name."""
     async with (
-        grpc.aio.insecure_channel(endpoints.deployer) as deployer,
-        grpc.aio.insecure_channel(endpoints.retrain) as retrain,
+        secure_channel(endpoints.deployer) as deployer,
+        secure_channel(endpoints.retrain) as retrain,
     ):
         deployment = await deployer_grpc.DeployerServiceStub(deployer).GetDeploymentPolicy(
             deployer_pb.GetDeploymentPolicyRequest(model=MODEL)

@@ -18,7 +18,9 @@ from flywheel.registry.v1 import registry_pb2 as registry_pb
 from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
 from flywheel_common.healthcheck import is_serving, wait_until_serving
 from flywheel_common.registration import registration
+from flywheel_common.settings import ClientTlsSettings
 from flywheel_testing.backends import unused_port
+from flywheel_testing.tls import pki, secure_channel, tls_environment
 
 SERVICES = ["registry", "deployer", "gateway", "drift", "retrain"]
 
@@ -35,6 +37,7 @@ async def test_service_serves_health_and_exits_cleanly_on_sigterm(
         f"{prefix}KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
         f"{prefix}DATA_DIR": str(tmp_path),
         f"{prefix}AUTH__ALLOW_ANONYMOUS": "true",
+        **tls_environment(prefix),
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", f"flywheel_{name}", env=env, stderr=asyncio.subprocess.PIPE
@@ -44,7 +47,7 @@ async def test_service_serves_health_and_exits_cleanly_on_sigterm(
     assert process.stderr is not None
     stderr_reader = asyncio.create_task(process.stderr.read())
     try:
-        down = await wait_until_serving([address], timeout=60)
+        down = await wait_until_serving([address], pki().client_tls(), timeout=60)
         assert not down, f"flywheel_{name} did not report SERVING"
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         scrape = await asyncio.to_thread(
@@ -57,7 +60,7 @@ async def test_service_serves_health_and_exits_cleanly_on_sigterm(
         stderr = await stderr_reader
     assert process.returncode == 0, stderr.decode()[-2000:]
     assert b'"service stopped"' in stderr
-    assert not await is_serving(address, timeout=0.5)
+    assert not await is_serving(address, pki().client_tls(), timeout=0.5)
 
 
 def large_model(megabytes: int) -> bytes:
@@ -86,6 +89,7 @@ async def test_sigterm_lets_an_in_flight_download_finish_and_refuses_new_calls(
         "FLYWHEEL_REGISTRY_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
         "FLYWHEEL_REGISTRY_DATA_DIR": str(tmp_path),
         "FLYWHEEL_REGISTRY_AUTH__ALLOW_ANONYMOUS": "true",
+        **tls_environment("FLYWHEEL_REGISTRY_"),
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "flywheel_registry", env=env, stderr=asyncio.subprocess.PIPE
@@ -95,8 +99,8 @@ async def test_sigterm_lets_an_in_flight_download_finish_and_refuses_new_calls(
     stderr_reader = asyncio.create_task(process.stderr.read())
     stop_sent = False
     try:
-        assert not await wait_until_serving([address], timeout=60)
-        async with grpc.aio.insecure_channel(address) as channel:
+        assert not await wait_until_serving([address], pki().client_tls(), timeout=60)
+        async with secure_channel(address) as channel:
             stub = registry_grpc.RegistryServiceStub(channel)
             await stub.RegisterModelVersion(iter(registration("big", artifact, chunk=1 << 20)))
             download = stub.GetArtifact(registry_pb.GetArtifactRequest(model="big", version=1))
@@ -120,3 +124,48 @@ async def test_sigterm_lets_an_in_flight_download_finish_and_refuses_new_calls(
         await asyncio.wait_for(process.wait(), 30)
         stderr = await stderr_reader
     assert process.returncode == 0, stderr.decode()[-2000:]
+
+
+@pytest.mark.parametrize("name", SERVICES)
+async def test_a_service_without_tls_settings_refuses_to_start_and_names_the_variables(
+    name: str, free_port: int, tmp_path: Path
+) -> None:
+    prefix = f"FLYWHEEL_{name.upper()}_"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FLYWHEEL_")} | {
+        f"{prefix}TELEMETRY__METRICS_PORT": "-1",
+        f"{prefix}GRPC__PORT": str(free_port),
+        f"{prefix}DATA_DIR": str(tmp_path),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", f"flywheel_{name}", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode != 0
+    message = stderr.decode()
+    for variable in ("GRPC__TLS__CERT_FILE", "GRPC__TLS__KEY_FILE", "GRPC__TLS__ENABLED=false"):
+        assert f"{prefix}{variable}" in message, message[-2000:]
+    assert not await is_serving(f"127.0.0.1:{free_port}", ClientTlsSettings(enabled=False), 0.5)
+
+
+async def test_plaintext_chosen_explicitly_serves_plaintext_and_refuses_tls_clients(
+    kafka_bootstrap: str, free_port: int, tmp_path: Path
+) -> None:
+    env = os.environ | {
+        "FLYWHEEL_REGISTRY_TELEMETRY__METRICS_PORT": "-1",
+        "FLYWHEEL_REGISTRY_GRPC__PORT": str(free_port),
+        "FLYWHEEL_REGISTRY_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "FLYWHEEL_REGISTRY_DATA_DIR": str(tmp_path),
+        "FLYWHEEL_REGISTRY_GRPC__TLS__ENABLED": "false",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "flywheel_registry", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    address = f"127.0.0.1:{free_port}"
+    try:
+        plaintext = ClientTlsSettings(enabled=False)
+        assert not await wait_until_serving([address], plaintext, timeout=60)
+        assert not await is_serving(address, pki().client_tls(), timeout=1.0)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert b"PLAINTEXT" in stderr

@@ -5,11 +5,15 @@ written into a workload or a ConfigMap, every reference resolves, and the secret
 from __future__ import annotations
 
 import base64
+import os
 import re
 import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from cryptography import x509
+
+from flywheel_common.tls import key_matches_certificate
 from flywheel_testing.manifests import K8S, Rendered
 
 SECRET_WORDS = ("TOKEN", "PASSWORD", "SECRET", "CREDENTIAL", "DATABASE__URL")
@@ -82,3 +86,22 @@ def test_the_secret_files_name_what_make_secrets_writes(tmp_path: Path) -> None:
         assert written == _keys(K8S / "overlays/prod/secrets" / f"{name}.example"), name
     ignored = (K8S / "overlays/prod/secrets/.gitignore").read_text().splitlines()
     assert "*.env" in ignored
+
+
+def test_make_secrets_writes_a_certificate_for_every_service_name(tmp_path: Path) -> None:
+    environment = os.environ | {"NAMESPACE": "team-a"}
+    subprocess.run(
+        [K8S / "make-secrets.sh", tmp_path], check=True, capture_output=True, env=environment
+    )
+    ca = x509.load_pem_x509_certificate((tmp_path / "tls/ca.pem").read_bytes())
+    server = x509.load_pem_x509_certificate((tmp_path / "tls/server.pem").read_bytes())
+    assert server.issuer == ca.subject
+    assert key_matches_certificate(
+        (tmp_path / "tls/server-key.pem").read_bytes(), (tmp_path / "tls/server.pem").read_bytes()
+    )
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    dns = set(names.get_values_for_type(x509.DNSName))
+    for service in ("registry", "deployer", "gateway", "drift", "retrain"):
+        assert {f"flywheel-{service}", f"flywheel-{service}.team-a.svc"} <= dns
+    ignored = (K8S / "overlays/prod/secrets/.gitignore").read_text().splitlines()
+    assert "tls/" in ignored

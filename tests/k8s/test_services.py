@@ -1,6 +1,6 @@
-"""Each service's Deployment runs its module on its ports, is probed over gRPC health under
-its service's name, reaches its Service, and sets only variables its settings class reads
-(a renamed setting fails here)."""
+"""Each service's Deployment runs its module on its ports, is probed over gRPC health (TLS)
+under its service's name, serves TLS from the mounted Secret, reaches its Service, and sets
+only variables its settings class reads (a renamed setting fails here)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,15 @@ def _container(rendered: Rendered, service: str) -> Manifest:
     return container
 
 
+def _variables_of(rendered: Rendered, container: Manifest) -> dict[str, str]:
+    """The values the container's ConfigMaps give it."""
+    values: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            values |= rendered.named("ConfigMap", source["configMapRef"]["name"])["data"]
+    return values
+
+
 def _variables(rendered: Rendered, container: Manifest) -> set[str]:
     """Every variable the container gets: its own and those of its ConfigMaps and Secrets."""
     names = {var["name"] for var in container.get("env", [])}
@@ -51,8 +60,17 @@ def test_each_service_is_probed_over_grpc_health_on_its_port(
     container = _container(overlay, service)
     assert container["args"] == [f"flywheel_{service}"]
     assert {p["name"]: p["containerPort"] for p in container["ports"]}["grpc"] == port
+    ca_file = _variables_of(overlay, container)[
+        f"FLYWHEEL_{service.upper()}_GRPC__TLS__CLIENT_CA_FILE"
+    ]
     for probe in PROBES:
-        assert container[probe]["grpc"] == {"port": port, "service": health_name}, probe
+        # Kubernetes' own gRPC probe speaks no TLS: the probe is the healthcheck module.
+        command = container[probe]["exec"]["command"]
+        assert command[:3] == ["python", "-m", "flywheel_common.healthcheck"], probe
+        assert command[-1] == f"127.0.0.1:{port}", probe
+        assert command[command.index("--service") + 1] == health_name, probe
+        assert command[command.index("--ca-file") + 1] == ca_file, probe
+        assert container[probe]["timeoutSeconds"] >= 5, probe
     # Start-up (migrations, a gateway's warm-up) may take longer than liveness allows.
     startup = container["startupProbe"]
     liveness = container["livenessProbe"]
@@ -110,3 +128,24 @@ def test_each_service_binds_every_address_and_its_declared_ports(
     assert config[f"{prefix}KAFKA__BOOTSTRAP_SERVERS"] == "flywheel-kafka:9092"
     kafka = overlay.named("Service", "flywheel-kafka")
     assert {p["port"] for p in kafka["spec"]["ports"]} == {9092}
+
+
+@pytest.mark.parametrize("service", SETTINGS)
+def test_each_service_serves_tls_from_the_mounted_secret(overlay: Rendered, service: str) -> None:
+    deployment = overlay.named("Deployment", f"flywheel-{service}")
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    secret = volumes["tls"]["secret"]["secretName"]
+    assert mounts["tls"]["readOnly"] is True
+    files = set(overlay.named("Secret", secret)["data"])
+    assert files == {"ca.crt", "tls.crt", "tls.key"}
+    prefix = f"FLYWHEEL_{service.upper()}_"
+    config = _variables_of(overlay, container)
+    folder = mounts["tls"]["mountPath"]
+    assert config[f"{prefix}GRPC__TLS__CERT_FILE"] == f"{folder}/tls.crt"
+    assert config[f"{prefix}GRPC__TLS__KEY_FILE"] == f"{folder}/tls.key"
+    assert config.get(f"{prefix}GRPC__TLS__ENABLED", "true") == "true"
+    if service != "registry":
+        assert config[f"{prefix}REGISTRY_TLS__CA_FILE"] == f"{folder}/ca.crt"

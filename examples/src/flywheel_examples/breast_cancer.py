@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 from flywheel_cli.connection import Addresses
 from sklearn.datasets import load_breast_cancer
@@ -35,7 +34,9 @@ from sklearn.tree import DecisionTreeClassifier
 from flywheel.registry.v1 import registry_pb2 as registry_pb
 from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
 from flywheel.registry.v1 import types_pb2 as registry_types
+from flywheel_common.channels import aio_channel
 from flywheel_common.registration import registration
+from flywheel_common.settings import ClientTlsSettings
 from flywheel_common.sklearn_onnx import onnx_from_sklearn
 from flywheel_common.training import TrainingResult, TrainingRun
 
@@ -108,11 +109,14 @@ def code_version() -> str:
 
 
 async def register(
-    address: str, token: str, messages: list[registry_pb.RegisterModelVersionRequest]
+    address: str,
+    tls: ClientTlsSettings,
+    token: str,
+    messages: list[registry_pb.RegisterModelVersionRequest],
 ) -> int:
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
-    async with grpc.aio.insecure_channel(
-        address, options=[("grpc.max_send_message_length", 64 << 20)]
+    async with aio_channel(
+        address, tls, options=[("grpc.max_send_message_length", 64 << 20)]
     ) as channel:
         stub = registry_grpc.RegistryServiceStub(channel)
         response = await stub.RegisterModelVersion(iter(messages), metadata=metadata)
@@ -162,7 +166,7 @@ def first_training(args: argparse.Namespace) -> int:
     messages = registration_for(
         args.model, dataset, artifact, metrics, lineage, aliases, args.estimator
     )
-    version = asyncio.run(register(args.registry, args.token, messages))
+    version = asyncio.run(register(args.registry, args.tls, args.token, messages))
     print(f"registered {args.model} version {version}: accuracy {metrics['accuracy']:.3f}")
     return version
 
@@ -183,7 +187,8 @@ def retrain(run: TrainingRun, kind: str) -> int:
     messages = registration_for(
         run.model, dataset, artifact, metrics, lineage, [run.alias], kind, run.idempotency_key
     )
-    version = asyncio.run(register(run.registry_address, run.registry_token, messages))
+    tls = run.registry_tls()
+    version = asyncio.run(register(run.registry_address, tls, run.registry_token, messages))
     TrainingResult(run.model, version).write(Path(run.output_dir))
     print(f"registered {run.model} version {version}: accuracy {metrics['accuracy']:.3f}")
     return version
@@ -202,6 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", type=Path, default=Path(".run/data/examples"))
     parser.add_argument("--estimator", choices=ESTIMATORS, default="logistic")
     parser.add_argument("--promote", action="store_true", help="make it production")
+    parser.set_defaults(tls=addresses.tls)  # FLYWHEEL_CLI_TLS__* or .run/cli.env
     args = parser.parse_args(argv)
     run = TrainingRun.from_environment()
     if run is None:

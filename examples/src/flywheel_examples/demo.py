@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 import time
 import uuid
@@ -41,7 +42,9 @@ from flywheel.drift.v1 import types_pb2 as drift_types
 from flywheel.retrain.v1 import retrain_pb2 as retrain_pb
 from flywheel.retrain.v1 import retrain_pb2_grpc as retrain_grpc
 from flywheel.retrain.v1 import types_pb2 as retrain_types
+from flywheel_common.channels import aio_channel
 from flywheel_common.publisher import EventPublisher
+from flywheel_common.settings import ClientTlsSettings
 from flywheel_common.timestamps import duration, timestamp
 from flywheel_common.topics import GROUND_TRUTH
 from inference import grpc_service_pb2 as inference_pb
@@ -89,6 +92,10 @@ class Load:
     gateway: str
     model: str
     publisher: EventPublisher
+    tls: ClientTlsSettings = field(default_factory=ClientTlsSettings)
+    """How to reach the gateway: TLS (the default) with the CA to trust."""
+    token: str = ""
+    """Bearer token sent with every request (the reader role suffices)."""
     rate_per_second: float = 100.0
     concurrency: int = 4
     shift_sigmas: float = 0.0
@@ -117,7 +124,7 @@ class Load:
         return list(self.failed.values())
 
     async def run(self) -> None:
-        async with grpc.aio.insecure_channel(self.gateway, options=self.channel_options) as channel:
+        async with aio_channel(self.gateway, self.tls, self.channel_options, self.token) as channel:
             stub = inference_grpc.GRPCInferenceServiceStub(channel)
             await asyncio.gather(*(self._worker(stub, i) for i in range(self.concurrency)))
 
@@ -192,6 +199,7 @@ async def train_first_version(
         "--data-dir",
         str(data_dir),
         *(["--promote"] if promote else []),
+        env=os.environ | endpoints.environment(),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
@@ -212,7 +220,9 @@ class Demo:
     async def run(self) -> Timeline:
         async with contextlib.AsyncExitStack() as stack:
             channels = {
-                name: await stack.enter_async_context(grpc.aio.insecure_channel(address))
+                name: await stack.enter_async_context(
+                    aio_channel(address, self.endpoints.tls, token=self.endpoints.token)
+                )
                 for name, address in (
                     ("deployer", self.endpoints.deployer),
                     ("drift", self.endpoints.drift),
@@ -235,7 +245,13 @@ class Demo:
             await self._rollout_done(deployer, 1)
             self.timeline.reached(STAGES[1])
 
-            self.load = Load(self.endpoints.gateway, self.model, publisher)
+            self.load = Load(
+                self.endpoints.gateway,
+                self.model,
+                publisher,
+                tls=self.endpoints.tls,
+                token=self.endpoints.token,
+            )
             traffic = asyncio.create_task(self.load.run())
             stack.push_async_callback(self._stop_load, traffic)
             await until(lambda: self._served(1, DRIFT_WINDOW), self.stage_timeout, "traffic")

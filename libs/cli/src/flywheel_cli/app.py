@@ -29,14 +29,19 @@ from flywheel.registry.v1 import types_pb2 as registry_types
 from flywheel.retrain.v1 import retrain_pb2 as retrain_pb
 from flywheel.retrain.v1 import types_pb2 as retrain_types
 from flywheel_cli.connection import Addresses, Clients, CommandError, run
+from flywheel_cli.credentials import LocalCredentials
+from flywheel_common.certificates import LOCAL_HOSTS
 from flywheel_common.healthcheck import is_serving
 from flywheel_common.registration import registration
+from flywheel_common.settings import Role
 from flywheel_common.signatures import NUMPY_DTYPES
 from inference import grpc_service_pb2 as inference_pb
 
 app = typer.Typer(help="Operate a Flywheel platform.", no_args_is_help=True)
 retrain_app = typer.Typer(help="Retrain runs: list, trigger, approve, reject.")
 app.add_typer(retrain_app, name="retrain")
+certs_app = typer.Typer(help="Local credentials: CA, certificates and tokens under .run/.")
+app.add_typer(certs_app, name="certs")
 console = Console()
 errors = Console(stderr=True)
 
@@ -153,7 +158,7 @@ def status() -> None:
 
     async def command(clients: Clients) -> dict[str, Any]:
         addresses = [clients.addresses.of(s) for s in SERVICES]
-        health = await asyncio.gather(*(is_serving(a) for a in addresses))
+        health = await asyncio.gather(*(is_serving(a, clients.addresses.tls) for a in addresses))
         report: dict[str, Any] = {
             "services": {
                 s: {"address": a, "serving": h}
@@ -643,6 +648,38 @@ def infer(
             f"{model} v{response.model_version}: "
             + "  ".join(f"{k}={v}" for k, v in outputs.items())
         )
+
+
+RunDir = Annotated[Path, typer.Option("--dir", help="Where the credentials live.")]
+
+
+@certs_app.command("init")
+def certs_init(
+    directory: RunDir = Path(".run"),
+    host: Annotated[
+        list[str] | None,
+        typer.Option(help="A name of the services' certificate (repeat; default localhost)."),
+    ] = None,
+    tls_only: Annotated[bool, typer.Option(help="Certificates only, no tokens.")] = False,
+) -> None:
+    """Make a local CA, the services' certificate (localhost, 127.0.0.1), a client
+    certificate and admin/writer/reader tokens, unless they exist (delete files to rotate)."""
+    credentials = LocalCredentials(directory)
+    written = credentials.ensure(tuple(host or LOCAL_HOSTS), tokens=not tls_only)
+    for path in written:
+        errors.print(f"wrote {path}")
+    if not written:
+        errors.print(f"kept the credentials in {directory}")
+
+
+@certs_app.command("token")
+def certs_token(role: Role, directory: RunDir = Path(".run")) -> None:
+    """Print the local token of a role (for scripts and `make run`)."""
+    try:
+        print(LocalCredentials(directory).token(role))
+    except (OSError, StopIteration):
+        errors.print(f"[red]error:[/] no {role} token in {directory}: run `flywheel certs init`")
+        raise typer.Exit(1) from None
 
 
 def main() -> None:

@@ -6,25 +6,39 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flywheel.deployer.v1 import deployer_pb2_grpc
 from flywheel.drift.v1 import drift_pb2_grpc
 from flywheel.registry.v1 import registry_pb2_grpc
 from flywheel.retrain.v1 import retrain_pb2_grpc
-from flywheel_common.settings import KafkaSecurity, KafkaSettings
+from flywheel_common.channels import aio_channel
+from flywheel_common.settings import ClientTlsSettings, KafkaSecurity, KafkaSettings
 from inference import grpc_service_pb2_grpc
 
 T = TypeVar("T")
 
 
-class Addresses(BaseSettings):
-    """Read from FLYWHEEL_CLI_* variables; the defaults are `make run`'s."""
+CREDENTIALS_FILE = Path(".run/cli.env")
+"""Where `make run` (`flywheel certs init`) leaves the CLI's CA, client certificate and
+admin token; read when present, below the variables themselves."""
 
-    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_CLI_", env_nested_delimiter="__")
+
+class Addresses(BaseSettings):
+    """Read from FLYWHEEL_CLI_* variables, then from .run/cli.env when it exists; the
+    defaults are `make run`'s."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FLYWHEEL_CLI_",
+        env_nested_delimiter="__",
+        env_file=CREDENTIALS_FILE,
+        extra="ignore",
+    )
 
     registry: str = "127.0.0.1:50051"
     deployer: str = "127.0.0.1:50052"
@@ -36,6 +50,9 @@ class Addresses(BaseSettings):
     """TLS and SASL towards Kafka, as the services' KAFKA__ settings:
     FLYWHEEL_CLI_KAFKA_AUTH__SECURITY_PROTOCOL=SASL_SSL and so on."""
     token: str = ""
+    tls: ClientTlsSettings = ClientTlsSettings()
+    """FLYWHEEL_CLI_TLS__CA_FILE (the CA to trust), __CERT_FILE and __KEY_FILE (mutual
+    TLS), __ENABLED=false (plaintext)."""
 
     def of(self, service: str) -> str:
         return str(getattr(self, service))
@@ -43,6 +60,24 @@ class Addresses(BaseSettings):
     def kafka_settings(self, **fields: Any) -> KafkaSettings:
         """Client settings for the brokers at `kafka`; `fields` add producer options."""
         return KafkaSettings(bootstrap_servers=self.kafka, **dict(self.kafka_auth), **fields)
+
+    def environment(self) -> dict[str, str]:
+        """The FLYWHEEL_CLI_* variables that give a child process (a training script, the
+        CLI) these addresses, token, TLS and Kafka security settings."""
+        sections = ("tls", "kafka_auth")
+        variables = {
+            f"FLYWHEEL_CLI_{name.upper()}": str(value)
+            for name, value in self.model_dump(exclude=set(sections)).items()
+        }
+        for section in sections:
+            for name, value in getattr(self, section):
+                if value is None:
+                    continue
+                if isinstance(value, SecretStr):
+                    value = value.get_secret_value()
+                text = str(value).lower() if isinstance(value, bool) else str(value)
+                variables[f"FLYWHEEL_CLI_{section.upper()}__{name.upper()}"] = text
+        return variables
 
 
 class CommandError(Exception):
@@ -69,7 +104,7 @@ class Clients:
 
     def stub(self, service: str) -> Any:
         if service not in self._channels:
-            self._channels[service] = grpc.aio.insecure_channel(self.addresses.of(service))
+            self._channels[service] = aio_channel(self.addresses.of(service), self.addresses.tls)
         return _STUBS[service](self._channels[service])
 
     @property
@@ -102,9 +137,20 @@ _UNREACHABLE = (
 )
 
 
+_TLS_FAILURES = ("ssl", "handshake", "certificate")
+
+
 def explain(service: str, address: str, error: grpc.aio.AioRpcError) -> str:
     code = error.code()
     details = error.details() or ""
+    if code == grpc.StatusCode.UNAVAILABLE and any(
+        phrase in details.lower() for phrase in _TLS_FAILURES
+    ):
+        return (
+            f"the TLS handshake with the {service} at {address} failed ({details}): trust its CA "
+            "with FLYWHEEL_CLI_TLS__CA_FILE (and FLYWHEEL_CLI_TLS__CERT_FILE/KEY_FILE when it "
+            "requires client certificates), or run `make run` once to write .run/cli.env"
+        )
     if code == grpc.StatusCode.UNAVAILABLE and (
         not details or any(phrase in details.lower() for phrase in _UNREACHABLE)
     ):

@@ -13,6 +13,7 @@ import pytest
 from flywheel_common.service import Service
 from flywheel_testing.backends import unused_port
 from flywheel_testing.platform import in_process
+from flywheel_testing.tls import cli_tls_environment
 
 
 @pytest.fixture
@@ -31,6 +32,7 @@ async def flywheel(registry: Service, *args: str) -> tuple[int, str, str]:
         "FLYWHEEL_CLI_DRIFT": nowhere,
         "FLYWHEEL_CLI_RETRAIN": nowhere,
         "COLUMNS": "200",
+        **cli_tls_environment(),
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -30,6 +30,7 @@ from flywheel_common.auth import (
 )
 from flywheel_common.identities import Authenticator
 from flywheel_common.settings import GrpcSettings, Role
+from flywheel_common.tls import server_credentials
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
@@ -433,8 +434,11 @@ class GrpcServer:
         settings: GrpcSettings,
         bindings: Sequence[ServiceBinding],
         authenticator: Authenticator,
+        env_prefix: str = "FLYWHEEL_<SERVICE>_",
     ) -> None:
+        """`env_prefix`: of the service's variables, named when TLS is not configured."""
         self._settings = settings
+        self._env_prefix = env_prefix
         self._bindings = list(bindings)
         self.health = HealthServicer()
         options = [
@@ -461,12 +465,22 @@ class GrpcServer:
         return f"{self._settings.host}:{self.port}"
 
     async def start(self) -> None:
-        self.port = self._server.add_insecure_port(f"{self._settings.host}:{self._settings.port}")
+        """Bind the port, over TLS unless plaintext was chosen; raises TlsNotConfigured when
+        TLS is on without a certificate."""
+        credentials = server_credentials(self._settings.tls, self._env_prefix)
+        bind = f"{self._settings.host}:{self._settings.port}"
+        if credentials is None:
+            self.port = self._server.add_insecure_port(bind)
+        else:
+            self.port = self._server.add_secure_port(bind, credentials)
         if self.port == 0:
             raise OSError(f"cannot bind gRPC to {self._settings.host}:{self._settings.port}")
         await self._server.start()
         await self.set_serving(False)
-        log.info("grpc server listening", extra={"address": self.address})
+        log.info(
+            "grpc server listening",
+            extra={"address": self.address, "tls": credentials is not None},
+        )
 
     async def set_serving(self, serving: bool) -> None:
         self._interceptor.ready = serving

@@ -1,4 +1,5 @@
-"""One way to call the registry from another service: a lazy channel with the bearer token."""
+"""One way to call the registry from another service: a lazy TLS channel and the bearer
+token."""
 
 from __future__ import annotations
 
@@ -10,25 +11,40 @@ import grpc
 from flywheel.registry.v1 import registry_pb2 as registry
 from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
 from flywheel.registry.v1 import types_pb2 as registry_types
+from flywheel_common.channels import aio_channel
 from flywheel_common.errors import FailedPrecondition, FlywheelError, NotFound, Unavailable
+from flywheel_common.settings import ClientTlsSettings, WithRegistry
 
 
 class RegistryClient:
     """The registry's gRPC API for the deployer, the gateway, the drift detector, retrain."""
 
-    def __init__(self, address: str, token: str = "", max_message_bytes: int = 64 << 20) -> None:
+    def __init__(
+        self,
+        address: str,
+        tls: ClientTlsSettings,
+        token: str = "",
+        max_message_bytes: int = 64 << 20,
+    ) -> None:
         self.address = address
+        self._tls = tls
         self.metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {token}"),) if token else ()
         )
         self._max_message_bytes = max_message_bytes
         self._channel: grpc.aio.Channel | None = None
 
+    @classmethod
+    def of(cls, settings: WithRegistry) -> RegistryClient:
+        """The client a service's settings describe: address, TLS and token."""
+        return cls(settings.registry_address, settings.registry_tls, settings.registry_token)
+
     def stub(self) -> Any:
         """The registry stub (typed Any: grpc's stubs describe the sync API only)."""
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(
+            self._channel = aio_channel(
                 self.address,
+                self._tls,
                 options=[("grpc.max_receive_message_length", self._max_message_bytes)],
             )
         return registry_grpc.RegistryServiceStub(self._channel)

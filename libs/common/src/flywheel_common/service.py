@@ -17,6 +17,7 @@ from flywheel_common.identities import Authenticator
 from flywheel_common.logging import configure_logging
 from flywheel_common.settings import ServiceSettings
 from flywheel_common.telemetry import Telemetry, configure_telemetry
+from flywheel_common.tls import TlsNotConfigured
 from flywheel_common.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,12 @@ class Service:
         authenticator = Authenticator(
             settings.auth, str(settings.model_config.get("env_prefix", "FLYWHEEL_"))
         )
-        self.grpc = GrpcServer(settings.grpc, bindings, authenticator)
+        self.grpc = GrpcServer(
+            settings.grpc,
+            bindings,
+            authenticator,
+            env_prefix=str(type(settings).model_config.get("env_prefix", "")),
+        )
         self.components = list(components)
         self._started: list[Component] = []
         self._serving = False
@@ -205,6 +211,10 @@ def run_service(settings: ServiceSettings, build: Callable[[ServiceSettings], Se
     async def build_and_serve() -> int:
         return await serve_until_signalled(build(settings))
 
-    status = asyncio.run(build_and_serve())
+    try:
+        status = asyncio.run(build_and_serve())
+    except TlsNotConfigured as exc:
+        log.error("refusing to start", extra={"reason": str(exc)})
+        raise SystemExit(f"{settings.service_name}: {exc}") from None
     if status:
         raise SystemExit(status)

@@ -46,6 +46,46 @@ class SettingsSection(BaseModel):
     model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid", frozen=True)
 
 
+class ServerTlsSettings(SettingsSection):
+    enabled: bool = True
+    """Serve gRPC over TLS (the default: a service without a certificate refuses to start).
+    false serves plaintext: only behind a mesh or sidecar that encrypts the traffic."""
+    cert_file: Path | None = None
+    """PEM certificate chain of the server (re-read when the file changes, no restart)."""
+    key_file: Path | None = None
+    """PEM private key of that certificate (re-read with it)."""
+    client_ca_file: Path | None = None
+    """PEM CA bundle that client certificates must chain to (mutual TLS)."""
+    require_client_cert: bool = False
+    """Mutual TLS: refuse a client without a certificate from client_ca_file."""
+
+    @model_validator(mode="after")
+    def _client_ca_for_mutual_tls(self) -> Self:
+        if self.require_client_cert and self.client_ca_file is None:
+            raise ValueError("require_client_cert needs client_ca_file: the CA to verify against")
+        return self
+
+
+class ClientTlsSettings(SettingsSection):
+    enabled: bool = True
+    """Call over TLS (the default). false calls in plaintext: only through a mesh or sidecar
+    that encrypts the traffic."""
+    ca_file: Path | None = None
+    """PEM CA bundle trusted for the server's certificate; empty: gRPC's default roots."""
+    cert_file: Path | None = None
+    """PEM client certificate, for servers that require mutual TLS."""
+    key_file: Path | None = None
+    """PEM private key of the client certificate."""
+    server_name: str = ""
+    """Name the server's certificate must carry, when not the host of the address."""
+
+    @model_validator(mode="after")
+    def _certificate_with_key(self) -> Self:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("set both cert_file and key_file for a client certificate, or neither")
+        return self
+
+
 class GrpcSettings(SettingsSection):
     host: str = "127.0.0.1"
     """Address the gRPC server binds to; use 0.0.0.0 inside containers."""
@@ -58,6 +98,8 @@ class GrpcSettings(SettingsSection):
     reuse_port: bool = False
     """Let several processes bind the same port (SO_REUSEPORT) and the kernel share out
     the connections: how a gateway's workers serve one port."""
+    tls: ServerTlsSettings = ServerTlsSettings()
+    """TLS of the gRPC port: FLYWHEEL_<SERVICE>_GRPC__TLS__CERT_FILE and so on."""
 
 
 class KafkaSecurity(SettingsSection):
@@ -342,6 +384,8 @@ class WithRegistry(ServiceSettings):
     registry_token: str = ""
     """Bearer token for the registry when it requires authentication (the reader role,
     unless the service's README says otherwise)."""
+    registry_tls: ClientTlsSettings = ClientTlsSettings()
+    """TLS of the calls to the registry: FLYWHEEL_<SERVICE>_REGISTRY_TLS__CA_FILE and so on."""
 
 
 class WithConsumerGroup(ServiceSettings):

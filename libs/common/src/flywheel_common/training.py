@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from flywheel_common.settings import ClientTlsSettings
+
 RESULT_FILE = "result.json"
 _PREFIX = "FLYWHEEL_TRAINING_"
 
@@ -32,11 +34,40 @@ class TrainingRun:
     output_dir: str
     registry_address: str
     registry_token: str = ""
+    registry_ca_file: str = ""
+    """CA bundle the job trusts for the registry's certificate (empty: gRPC's roots)."""
+    registry_cert_file: str = ""
+    """Client certificate for a registry that requires mutual TLS, with its key file."""
+    registry_key_file: str = ""
+    registry_server_name: str = ""
+    registry_plaintext: str = ""
+    """"true" when the registry serves plaintext (behind a mesh that encrypts)."""
     parent_version: int = 0
     triggered_by: str = ""
     training_entrypoint: str = ""
     """The command itself, recorded again in the new version's lineage."""
     alias: str = "candidate"
+
+    @staticmethod
+    def registry_tls_fields(tls: ClientTlsSettings) -> dict[str, str]:
+        """The fields that hand the trigger's own registry TLS settings to a job."""
+        return {
+            "registry_ca_file": str(tls.ca_file or ""),
+            "registry_cert_file": str(tls.cert_file or ""),
+            "registry_key_file": str(tls.key_file or ""),
+            "registry_server_name": tls.server_name,
+            "registry_plaintext": "" if tls.enabled else "true",
+        }
+
+    def registry_tls(self) -> ClientTlsSettings:
+        """How the job calls the registry: the trigger's TLS settings."""
+        return ClientTlsSettings(
+            enabled=self.registry_plaintext != "true",
+            ca_file=Path(self.registry_ca_file) if self.registry_ca_file else None,
+            cert_file=Path(self.registry_cert_file) if self.registry_cert_file else None,
+            key_file=Path(self.registry_key_file) if self.registry_key_file else None,
+            server_name=self.registry_server_name,
+        )
 
     @property
     def idempotency_key(self) -> str:

@@ -18,9 +18,10 @@ from flywheel_common.events import Envelope
 from flywheel_common.grpc_server import GrpcServer, ServiceBinding, Unscoped, model_field
 from flywheel_common.identities import Authenticator
 from flywheel_common.publisher import EventPublisher
-from flywheel_common.settings import AuthSettings, GrpcSettings, KafkaSettings, Role
+from flywheel_common.settings import AuthSettings, KafkaSettings, Role
 from flywheel_common.topics import Cleanup, TopicSpec
 from flywheel_testing.plugin import NewTopicFactory
+from flywheel_testing.tls import grpc_settings, secure_channel
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc as pb_grpc
 
@@ -95,7 +96,7 @@ async def server(
         scopes=SCOPES,
     )
     grpc_server = GrpcServer(
-        GrpcSettings(port=0, shutdown_grace_seconds=5),
+        grpc_settings(port=0, shutdown_grace_seconds=5),
         [binding],
         Authenticator(AuthSettings(tokens=dict(TOKENS))),
     )
@@ -112,7 +113,7 @@ def bearer(token: str) -> tuple[tuple[str, str]]:
 async def test_calls_without_a_valid_token_are_unauthenticated(
     server: tuple[GrpcServer, ExampleServicer],
 ) -> None:
-    async with grpc.aio.insecure_channel(server[0].address) as channel:
+    async with secure_channel(server[0].address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as missing:
             await stub.ServerLive(pb.ServerLiveRequest())
@@ -126,7 +127,7 @@ async def test_calls_without_a_valid_token_are_unauthenticated(
 async def test_roles_gate_methods_and_reach_the_handler(
     server: tuple[GrpcServer, ExampleServicer],
 ) -> None:
-    async with grpc.aio.insecure_channel(server[0].address) as channel:
+    async with secure_channel(server[0].address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         live = await stub.ServerLive(pb.ServerLiveRequest(), metadata=bearer("reader-token"))
         assert live.live  # the handler saw the caller's role
@@ -145,7 +146,7 @@ async def test_roles_gate_methods_and_reach_the_handler(
 async def test_flywheel_errors_map_to_precise_statuses(
     server: tuple[GrpcServer, ExampleServicer],
 ) -> None:
-    async with grpc.aio.insecure_channel(server[0].address) as channel:
+    async with secure_channel(server[0].address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as not_found:
             await stub.ModelReady(
@@ -167,7 +168,7 @@ async def test_health_and_reflection_need_no_token_and_health_checks_are_not_tra
     server: tuple[GrpcServer, ExampleServicer], span_exporter: InMemorySpanExporter
 ) -> None:
     span_exporter.clear()
-    async with grpc.aio.insecure_channel(server[0].address) as channel:
+    async with secure_channel(server[0].address) as channel:
         await pb_grpc.GRPCInferenceServiceStub(channel).ServerLive(
             pb.ServerLiveRequest(), metadata=bearer("reader-token")
         )
@@ -196,7 +197,7 @@ async def test_server_spans_continue_the_callers_trace_and_carry_the_status(
     caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     traceparent = ("traceparent", f"00-{caller_trace}-{caller_span}-01")
     span_exporter.clear()
-    async with grpc.aio.insecure_channel(server[0].address) as channel:
+    async with secure_channel(server[0].address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         await stub.ServerLive(
             pb.ServerLiveRequest(), metadata=(*bearer("reader-token"), traceparent)
@@ -231,13 +232,13 @@ async def test_stop_drains_in_flight_calls_and_refuses_new_ones(
         SERVICE, pb_grpc.add_GRPCInferenceServiceServicer_to_server, servicer, scopes=SCOPES
     )
     grpc_server = GrpcServer(
-        GrpcSettings(port=0, shutdown_grace_seconds=5),
+        grpc_settings(port=0, shutdown_grace_seconds=5),
         [binding],
         Authenticator(AuthSettings(allow_anonymous=True)),
     )
     await grpc_server.start()
     await grpc_server.set_serving(True)
-    async with grpc.aio.insecure_channel(grpc_server.address) as channel:
+    async with secure_channel(grpc_server.address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         in_flight = asyncio.ensure_future(stub.ServerMetadata(pb.ServerMetadataRequest()))
         await servicer.slow_call_started.wait()
@@ -277,7 +278,7 @@ async def test_a_trace_started_in_a_grpc_call_continues_in_the_event_consumer(
     )
     await consumer.start()
     span_exporter.clear()
-    async with grpc.aio.insecure_channel(grpc_server.address) as channel:
+    async with secure_channel(grpc_server.address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         await stub.ModelInfer(
             pb.ModelInferRequest(model_name="iris", id="r1"), metadata=bearer("reader-token")

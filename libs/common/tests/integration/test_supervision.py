@@ -4,12 +4,8 @@ import asyncio
 
 from flywheel_common.healthcheck import is_serving
 from flywheel_common.service import Service, serve_until_signalled
-from flywheel_common.settings import (
-    AuthSettings,
-    GrpcSettings,
-    ServiceSettings,
-    TelemetrySettings,
-)
+from flywheel_common.settings import AuthSettings, ServiceSettings, TelemetrySettings
+from flywheel_testing.tls import grpc_settings, pki
 
 
 class LoopThatFails:
@@ -38,7 +34,7 @@ class LoopThatFails:
 def _settings() -> ServiceSettings:
     return ServiceSettings(
         service_name="supervised",
-        grpc=GrpcSettings(port=0),
+        grpc=grpc_settings(port=0),
         telemetry=TelemetrySettings(metrics_port=-1, log_level="WARNING"),
         auth=AuthSettings(allow_anonymous=True),
     )
@@ -49,7 +45,9 @@ async def test_a_dead_component_turns_health_not_serving_and_ends_serving_with_s
     service = Service(_settings(), [], [component])
     serving = asyncio.create_task(serve_until_signalled(service))
     async with asyncio.timeout(20):
-        while not service.grpc.port or not await is_serving(service.grpc.address):
+        while not service.grpc.port or not await is_serving(
+            service.grpc.address, pki().client_tls()
+        ):
             await asyncio.sleep(0.05)
     address = service.grpc.address
 
@@ -58,13 +56,13 @@ async def test_a_dead_component_turns_health_not_serving_and_ends_serving_with_s
         status = await serving
     assert status == 1
     assert "LoopThatFails (failing-loop) ended: UnicodeDecodeError" in service.failure
-    assert not await is_serving(address, timeout=1.0)
+    assert not await is_serving(address, pki().client_tls(), timeout=1.0)
 
 
 async def test_a_component_stopped_by_the_service_is_not_a_failure() -> None:
     component = LoopThatFails()
     service = Service(_settings(), [], [component])
     await service.start()
-    assert await is_serving(service.grpc.address)
+    assert await is_serving(service.grpc.address, pki().client_tls())
     await service.stop()
     assert not service.failed.is_set()

@@ -69,15 +69,19 @@ def _run(*command: str | Path) -> str:
 
 def settings_env_names(settings: type[BaseSettings]) -> set[str]:
     """Every variable the settings class reads: PREFIX_FIELD, and PREFIX_SECTION__FIELD for
-    the fields of its sections."""
+    the fields of its sections (and of sections within them)."""
     prefix = str(settings.model_config.get("env_prefix", ""))
     delimiter = str(settings.model_config.get("env_nested_delimiter", "__"))
+    return _names(settings, prefix.upper(), delimiter)
+
+
+def _names(model: type[BaseModel], prefix: str, delimiter: str) -> set[str]:
     names = set()
-    for name, field in settings.model_fields.items():
-        top = f"{prefix}{name}".upper()
+    for name, field in model.model_fields.items():
+        top = f"{prefix}{name.upper()}"
         section = field.annotation
         if isinstance(section, type) and issubclass(section, BaseModel):
-            names |= {f"{top}{delimiter}{inner}".upper() for inner in section.model_fields}
+            names |= _names(section, f"{top}{delimiter}", delimiter)
         else:
             names.add(top)
     return names

@@ -22,7 +22,6 @@ from flywheel_common.publisher import EventPublisher
 from flywheel_common.service import Service
 from flywheel_common.settings import (
     AuthSettings,
-    GrpcSettings,
     KafkaSettings,
     LeaseSettings,
     ServiceSettings,
@@ -44,6 +43,7 @@ from flywheel_retrain.app import build as build_retrain
 from flywheel_retrain.settings import RetrainSettings
 from flywheel_testing.kafka import collected_events, tombstone
 from flywheel_testing.secure_kafka import SecureKafka
+from flywheel_testing.tls import grpc_settings, pki
 from flywheel_testing.waiting import bounded
 
 TELEMETRY = TelemetrySettings(metrics_port=-1, log_level="WARNING")
@@ -105,7 +105,7 @@ class Platform:
     def settings(self, kind: type[S], name: str, **fields: Any) -> S:
         """Settings of a service named `name` for this platform; `fields` override them."""
         values: dict[str, Any] = {
-            "grpc": GrpcSettings(port=0),
+            "grpc": grpc_settings(port=0),
             # Tests that are not about authentication opt out of it explicitly.
             "auth": ANONYMOUS,
             "kafka": self._kafka_settings(
@@ -124,6 +124,8 @@ class Platform:
             values["consumer_group"] = group
         if issubclass(kind, WithRegistry) and self._registry is not None:
             values["registry_address"] = self.registry_address
+        if issubclass(kind, WithRegistry):
+            values["registry_tls"] = pki().client_tls()
         if kind is GatewaySettings:
             values["gateway_id"] = f"{name}-{self._suffix}"
         values.update(fields)

@@ -22,6 +22,7 @@ from pydantic_core import to_jsonable_python
 
 from flywheel_common.healthcheck import wait_until_serving
 from flywheel_common.settings import ServiceSettings
+from flywheel_testing.tls import client_tls_for
 
 
 def environment(settings: ServiceSettings) -> dict[str, str]:
@@ -63,7 +64,7 @@ async def service_process(
             stderr=asyncio.subprocess.STDOUT if output is not None else None,
         )
     address = f"{settings.grpc.host}:{settings.grpc.port}"
-    if await wait_until_serving([address], timeout=timeout):
+    if await wait_until_serving([address], client_tls_for(settings.grpc.tls), timeout=timeout):
         process.kill()
         await process.wait()
         raise RuntimeError(f"{package} did not serve on {address} within {timeout:.0f}s")

@@ -44,7 +44,7 @@ def build(
     The keyword arguments replace the clock, the registry client and the Kafka publisher."""
     config = settings if isinstance(settings, DeployerSettings) else DeployerSettings()
     foundation = Foundation(config, MIGRATIONS, publisher)
-    registry = registry or RegistryClient(config.registry_address, config.registry_token)
+    registry = registry or RegistryClient.of(config)
     wakeup = Wakeup()
     fleet = GatewayFleet(config.gateway_heartbeat_timeout_seconds, on_change=wakeup)
     weights = TrafficWeights()

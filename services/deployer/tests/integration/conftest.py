@@ -33,6 +33,7 @@ from flywheel_deployer.settings import DeployerSettings
 from flywheel_testing.backends import reset_postgres
 from flywheel_testing.models import IrisModels
 from flywheel_testing.platform import in_process
+from flywheel_testing.tls import secure_channel
 from flywheel_testing.waiting import bounded, eventually
 from inference import grpc_service_pb2 as inference_pb
 from inference import grpc_service_pb2_grpc as inference_grpc
@@ -50,7 +51,7 @@ class Traffic:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self, concurrency: int = 4) -> None:
-        channels = [grpc.aio.insecure_channel(address) for address in self.addresses]
+        channels = [secure_channel(address) for address in self.addresses]
         stubs = [inference_grpc.GRPCInferenceServiceStub(channel) for channel in channels]
 
         async def worker(offset: int) -> None:
@@ -105,7 +106,7 @@ class Platform:
     _channels: list[grpc.aio.Channel] = field(default_factory=list)
 
     def _channel(self, address: str) -> grpc.aio.Channel:
-        channel = grpc.aio.insecure_channel(address)
+        channel = secure_channel(address)
         self._channels.append(channel)
         return channel
 
@@ -165,7 +166,7 @@ class Platform:
     async def wait_serving(self, versions: set[int], timeout: float = 60.0) -> None:
         """Until a probe through each gateway returns only `versions`."""
         probe = self.traffic()
-        channels = [grpc.aio.insecure_channel(g.grpc.address) for g in self.gateways]
+        channels = [secure_channel(g.grpc.address) for g in self.gateways]
         try:
             stubs = [inference_grpc.GRPCInferenceServiceStub(c) for c in channels]
 

@@ -15,12 +15,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from flywheel.deployer.v1 import deployer_pb2 as api
 from flywheel.deployer.v1 import types_pb2 as types
 from flywheel_common.events import EventTypes, decode_event
-from flywheel_common.settings import GrpcSettings
 from flywheel_common.topics import DEPLOYMENTS
 from flywheel_testing.backends import unused_port
 from flywheel_testing.kafka import client_options
 from flywheel_testing.leases import lease_holder
 from flywheel_testing.processes import service_process
+from flywheel_testing.tls import grpc_settings
 
 from .conftest import Platform
 from .test_rollouts import canary_policy, started_rollout
@@ -29,7 +29,7 @@ from .test_rollouts import canary_policy, started_rollout
 async def deployer_process(platform: Platform, port: int) -> asyncio.subprocess.Process:
     """The platform's deployer, as its own process on `port`, with the same database."""
     assert platform.deployer_settings is not None
-    settings = platform.deployer_settings.model_copy(update={"grpc": GrpcSettings(port=port)})
+    settings = platform.deployer_settings.model_copy(update={"grpc": grpc_settings(port=port)})
     process = await service_process("flywheel_deployer", settings)
     platform.deployer_address = f"127.0.0.1:{port}"
     return process

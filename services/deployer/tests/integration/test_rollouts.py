@@ -13,6 +13,7 @@ from flywheel.deployer.v1 import deployer_pb2 as api
 from flywheel.deployer.v1 import types_pb2 as types
 from flywheel.registry.v1 import registry_pb2 as registry_pb
 from flywheel_common.timestamps import duration
+from flywheel_testing.tls import secure_channel
 from flywheel_testing.waiting import eventually
 from inference import grpc_service_pb2_grpc as inference_grpc
 
@@ -200,7 +201,7 @@ async def test_ab_arms_hold_their_weights_and_sticky_keys_never_switch(
     await platform.wait_serving({v1, v2})
 
     traffic = platform.traffic()
-    channels = [grpc.aio.insecure_channel(g.grpc.address) for g in platform.gateways]
+    channels = [secure_channel(g.grpc.address) for g in platform.gateways]
     stubs = [inference_grpc.GRPCInferenceServiceStub(c) for c in channels]
     first: dict[str, int] = {}
     try:

@@ -37,7 +37,7 @@ def build(
     config = settings if isinstance(settings, DriftSettings) else DriftSettings()
     tune_garbage_collection(config.gc_first_generation)
     foundation = Foundation(config, MIGRATIONS, publisher)
-    registry = registry or RegistryClient(config.registry_address, config.registry_token)
+    registry = registry or RegistryClient.of(config)
     configs = MonitorConfigs(
         config.window_size, foundation.database, config.monitor_config_refresh_seconds
     )

@@ -32,6 +32,7 @@ from flywheel_drift.settings import DriftSettings
 from flywheel_testing.kafka import client_options, read_topic
 from flywheel_testing.models import IrisModels
 from flywheel_testing.platform import in_process
+from flywheel_testing.tls import secure_channel
 from inference import grpc_service_pb2 as inference_pb
 from inference import grpc_service_pb2_grpc as inference_grpc
 
@@ -45,7 +46,7 @@ async def services(
     model = f"iris-{uuid.uuid4().hex[:8]}"
     async with in_process(kafka_bootstrap, tmp_path) as platform:
         registry = await platform.registry()
-        async with grpc.aio.insecure_channel(registry.grpc.address) as channel:
+        async with secure_channel(registry.grpc.address) as channel:
             stub = registry_grpc.RegistryServiceStub(channel)
             await stub.RegisterModelVersion(
                 iter(
@@ -66,7 +67,7 @@ async def services(
 
 
 async def infer(address: str, model: str, rows: np.ndarray) -> None:
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with secure_channel(address) as channel:
         stub = inference_grpc.GRPCInferenceServiceStub(channel)
         async with asyncio.timeout(30):
             while not await ready(stub, model):  # until the deployment is applied
@@ -156,7 +157,7 @@ async def test_windows_metrics_and_a_shifted_feature_alerted(
     assert mine
     assert "undecodable" in (header(mine[-1].headers, REASON) or "")
 
-    async with grpc.aio.insecure_channel(drift.grpc.address) as channel:
+    async with secure_channel(drift.grpc.address) as channel:
         status = await drift_grpc.DriftServiceStub(channel).GetDriftStatus(
             drift_pb.GetDriftStatusRequest(model=model)
         )
@@ -175,7 +176,7 @@ async def test_a_time_window_closes_when_traffic_stops(
     kafka_bootstrap: str,
 ) -> None:
     _, gateway, drift, model = services
-    async with grpc.aio.insecure_channel(drift.grpc.address) as channel:
+    async with secure_channel(drift.grpc.address) as channel:
         window = drift_types.WindowSpec(
             kind=drift_types.WINDOW_KIND_TIME, size_duration=duration(3.0)
         )
@@ -212,7 +213,7 @@ async def test_monitor_configs_are_validated_versioned_and_survive_a_restart(
         first = build_drift(settings)
         await first.start()
         try:
-            async with grpc.aio.insecure_channel(first.grpc.address) as channel:
+            async with secure_channel(first.grpc.address) as channel:
                 stub = drift_grpc.DriftServiceStub(channel)
                 stored = await stub.SetMonitorConfig(
                     drift_pb.SetMonitorConfigRequest(config=config)
@@ -235,7 +236,7 @@ async def test_monitor_configs_are_validated_versioned_and_survive_a_restart(
         second = build_drift(settings)
         await second.start()
         try:
-            async with grpc.aio.insecure_channel(second.grpc.address) as channel:
+            async with secure_channel(second.grpc.address) as channel:
                 stub = drift_grpc.DriftServiceStub(channel)
                 found = await stub.GetMonitorConfig(drift_pb.GetMonitorConfigRequest(model="iris"))
                 default = await stub.GetMonitorConfig(

@@ -13,7 +13,6 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-import grpc
 from aiokafka.partitioner import murmur2
 
 from flywheel.drift.v1 import drift_pb2 as drift_api
@@ -23,7 +22,7 @@ from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
 from flywheel_common.dead_letters import REASON
 from flywheel_common.events import header
 from flywheel_common.publisher import EventPublisher
-from flywheel_common.settings import DatabaseSettings, GrpcSettings, TelemetrySettings
+from flywheel_common.settings import DatabaseSettings, TelemetrySettings
 from flywheel_common.topics import DLQ, GROUND_TRUTH, MODEL_METRICS, PREDICTIONS
 from flywheel_drift.settings import DriftSettings
 from flywheel_testing.backends import reset_postgres, unused_port
@@ -31,6 +30,7 @@ from flywheel_testing.kafka import read_topic
 from flywheel_testing.platform import in_process
 from flywheel_testing.predictions import prediction_log
 from flywheel_testing.processes import service_process
+from flywheel_testing.tls import grpc_settings, secure_channel
 
 WINDOW = 50
 PER_MODEL = 300
@@ -86,7 +86,7 @@ async def test_a_replica_killed_mid_stream_hands_its_partitions_over_losing_noth
             registry_address="127.0.0.1:1",  # no reference: windows still count
         )
         replicas = [
-            base.model_copy(update={"grpc": GrpcSettings(port=port), "data_dir": tmp_path / name})
+            base.model_copy(update={"grpc": grpc_settings(port=port), "data_dir": tmp_path / name})
             for port, name in zip(ports, "ab", strict=True)
         ]
         first = await service_process("flywheel_drift", replicas[0])
@@ -200,7 +200,7 @@ async def until_labeled(ports: list[int], models: list[str]) -> list[dict[str, t
 
 async def status(port: int, models: list[str]) -> dict[str, tuple[int, float]]:
     """(labels counted, error estimate) of each model's version, as one replica answers."""
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with secure_channel(f"127.0.0.1:{port}") as channel:
         stub = drift_grpc.DriftServiceStub(channel)
         found = {}
         for model in models:

@@ -8,15 +8,13 @@ import signal
 import uuid
 from pathlib import Path
 
-import grpc
-
 from flywheel.drift.v1 import drift_pb2 as drift_api
 from flywheel.drift.v1 import drift_pb2_grpc as drift_grpc
 from flywheel.drift.v1 import events_pb2 as drift_events
 from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
 from flywheel_common.events import header
 from flywheel_common.publisher import EventPublisher
-from flywheel_common.settings import GrpcSettings, TelemetrySettings
+from flywheel_common.settings import TelemetrySettings
 from flywheel_common.topics import GROUND_TRUTH, MODEL_METRICS, PREDICTIONS
 from flywheel_drift.settings import DriftSettings
 from flywheel_testing.backends import unused_port
@@ -24,6 +22,7 @@ from flywheel_testing.kafka import read_topic
 from flywheel_testing.platform import in_process
 from flywheel_testing.predictions import prediction_log
 from flywheel_testing.processes import service_process
+from flywheel_testing.tls import grpc_settings, secure_channel
 
 WINDOW = 100
 TOTAL = 500
@@ -53,7 +52,7 @@ async def test_a_detector_killed_mid_stream_neither_loses_nor_double_counts(
         settings = platform.settings(
             DriftSettings,
             "drift",
-            grpc=GrpcSettings(port=port),
+            grpc=grpc_settings(port=port),
             telemetry=TelemetrySettings(metrics_port=-1, log_level="ERROR"),
             window_size=WINDOW,
             batch_size=15,
@@ -133,7 +132,7 @@ async def kill_mid_stream(
 
 
 async def labeled(port: int, model: str) -> int:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with secure_channel(f"127.0.0.1:{port}") as channel:
         response = await drift_grpc.DriftServiceStub(channel).GetDriftStatus(
             drift_api.GetDriftStatusRequest(model=model)
         )

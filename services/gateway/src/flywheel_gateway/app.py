@@ -34,9 +34,7 @@ def build(settings: ServiceSettings | None = None) -> Service:
     gateway_id = config.gateway_id or instance_id(config)
     foundation = Foundation(config)
     status_changed = Wakeup()
-    fetcher = ArtifactFetcher(
-        RegistryClient(config.registry_address, config.registry_token), config.artifact_cache()
-    )
+    fetcher = ArtifactFetcher(RegistryClient.of(config), config.artifact_cache())
     routes: dict[str, RoutingTable] = {}
     models = ModelManager(
         fetcher,

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 
 from flywheel.common.v1 import types_pb2 as common
@@ -27,6 +26,7 @@ from flywheel_gateway.settings import GatewaySettings
 from flywheel_testing.kafka import tombstone
 from flywheel_testing.models import IrisModels
 from flywheel_testing.platform import in_process
+from flywheel_testing.tls import pki, secure_channel
 from flywheel_testing.waiting import bounded
 
 DRIVER = Path(__file__).with_name("triton_driver.py")
@@ -51,7 +51,7 @@ class Platform:
         return self.gateway.grpc.address
 
     async def register(self, model: str, artifact: bytes) -> int:
-        async with grpc.aio.insecure_channel(self.registry.grpc.address) as channel:
+        async with secure_channel(self.registry.grpc.address) as channel:
             stub = registry_grpc.RegistryServiceStub(channel)
             messages = registration(model, artifact, chunk=1 << 20, breaking_change=True)
             response = await stub.RegisterModelVersion(iter(messages))
@@ -102,6 +102,7 @@ async def drive(address: str, scenario: str, **arguments: Any) -> Any:
         address,
         scenario,
         json.dumps(arguments),
+        str(pki().ca_file),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -14,11 +14,11 @@ from aiokafka.structs import ConsumerRecord
 from flywheel.gateway.v1 import events_pb2 as gateway_events
 from flywheel_common.events import EventTypes, decode_event
 from flywheel_common.healthcheck import is_serving
-from flywheel_common.settings import GrpcSettings
 from flywheel_common.topics import DEPLOYMENTS, GATEWAY_STATUS
 from flywheel_gateway.app import build as build_gateway
 from flywheel_testing.kafka import client_options, read_topic
 from flywheel_testing.models import IrisModels
+from flywheel_testing.tls import grpc_settings, pki, secure_channel
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc as pb_grpc
 
@@ -58,7 +58,7 @@ async def test_typed_contents_and_pinned_versions(
     async with asyncio.timeout(30):
         while platform.gateway_follower.applied_generations.get(model_name) != 1:
             await asyncio.sleep(0.02)
-    async with grpc.aio.insecure_channel(platform.address) as channel:
+    async with secure_channel(platform.address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         rows = iris.features[:5]
         routed = await stub.ModelInfer(typed_request(model_name, rows))
@@ -75,7 +75,7 @@ async def test_a_version_that_cannot_load_is_unavailable_not_an_error(
 ) -> None:
     await platform.register(model_name, iris.classifier)
     await platform.deploy(model_name, {7: 100}, generation=1)  # the registry has no v7
-    async with grpc.aio.insecure_channel(platform.address) as channel:
+    async with secure_channel(platform.address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as failure:
             await stub.ModelInfer(typed_request(model_name, iris.features[:1]))
@@ -92,7 +92,7 @@ async def test_nan_inputs_can_be_flagged_instead_of_rejected(
     await platform.register(model_name, iris.classifier)
     await platform.deploy(model_name, {1: 100}, generation=1)
     rows = np.array([[np.nan, 1.0, 1.0, 1.0]], np.float32)
-    async with grpc.aio.insecure_channel(platform.address) as channel:
+    async with secure_channel(platform.address) as channel:
         response = await pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
             typed_request(model_name, rows)
         )
@@ -102,7 +102,7 @@ async def test_nan_inputs_can_be_flagged_instead_of_rejected(
 
 
 @pytest.mark.parametrize(
-    "platform", [{"grpc": GrpcSettings(port=0, max_message_bytes=4096)}], indirect=True
+    "platform", [{"grpc": grpc_settings(port=0, max_message_bytes=4096)}], indirect=True
 )
 async def test_messages_over_the_size_limit_are_resource_exhausted(
     platform: Platform, iris: IrisModels, model_name: str
@@ -110,7 +110,7 @@ async def test_messages_over_the_size_limit_are_resource_exhausted(
     await platform.register(model_name, iris.classifier)
     await platform.deploy(model_name, {1: 100}, generation=1)
     big = np.zeros((2000, 4), np.float32)  # 32 KB of floats against a 4 KB limit
-    async with grpc.aio.insecure_channel(platform.address) as channel:
+    async with secure_channel(platform.address) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as failure:
             await pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
                 typed_request(model_name, big)
@@ -164,11 +164,11 @@ async def test_a_record_it_cannot_apply_does_not_stop_the_gateway_following_depl
     finally:
         await producer.stop()
     await platform.deploy(model_name, {2: 100}, generation=2)
-    async with grpc.aio.insecure_channel(platform.address) as channel:
+    async with secure_channel(platform.address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         served = await stub.ModelInfer(typed_request(model_name, iris.features[:3]))
     assert served.model_version == "2"
-    assert await is_serving(platform.address)
+    assert await is_serving(platform.address, pki().client_tls())
     assert not platform.gateway.failed.is_set()
 
 
@@ -179,7 +179,7 @@ async def test_a_gateway_that_stops_cleanly_deletes_its_status(
     stay listed (by the deployer and `flywheel status`) after it stopped."""
     gateway_id = f"gw-leaving-{uuid.uuid4().hex[:6]}"
     settings = platform.settings.model_copy(
-        update={"gateway_id": gateway_id, "grpc": GrpcSettings(port=0), "heartbeat_seconds": 0.2}
+        update={"gateway_id": gateway_id, "grpc": grpc_settings(port=0), "heartbeat_seconds": 0.2}
     )
     gateway = build_gateway(settings)
     await gateway.start()

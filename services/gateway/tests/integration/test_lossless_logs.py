@@ -10,10 +10,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from flywheel_common.settings import GrpcSettings, KafkaSettings
+from flywheel_common.settings import KafkaSettings
 from flywheel_testing.backends import unused_port
 from flywheel_testing.models import IrisModels
 from flywheel_testing.processes import ServiceReplica
+from flywheel_testing.tls import grpc_settings, secure_channel
 from inference import grpc_service_pb2_grpc as pb_grpc
 
 from .conftest import Platform, drive
@@ -91,7 +92,7 @@ async def test_a_gateway_killed_right_after_answering_loses_no_log(
     # before each answer survives the kill.
     settings = platform.settings.model_copy(
         update={
-            "grpc": GrpcSettings(port=unused_port()),
+            "grpc": grpc_settings(port=unused_port()),
             "gateway_id": f"{platform.settings.gateway_id}-killed",
             "data_dir": platform.settings.data_dir / "killed",
             "prediction_linger_ms": 5000,
@@ -101,7 +102,7 @@ async def test_a_gateway_killed_right_after_answering_loses_no_log(
     await replica.start()
     ids = [f"{model_name}-{index}" for index in range(20)]
     try:
-        async with grpc.aio.insecure_channel(replica.address) as channel:
+        async with secure_channel(replica.address) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             for request_id in ids:
                 request = typed_request(model_name, iris.features[:1])
@@ -122,7 +123,7 @@ async def test_a_gateway_killed_under_load_loses_no_log_of_an_answered_request(
     await platform.deploy(model_name, {1: 100}, generation=1)
     settings = platform.settings.model_copy(
         update={
-            "grpc": GrpcSettings(port=unused_port()),
+            "grpc": grpc_settings(port=unused_port()),
             "gateway_id": f"{platform.settings.gateway_id}-loaded",
             "data_dir": platform.settings.data_dir / "loaded",
             "prediction_linger_ms": 500,  # many logs sent, none acknowledged yet, at the kill
@@ -149,7 +150,7 @@ async def test_a_gateway_killed_under_load_loses_no_log_of_an_answered_request(
                 enough.set()
 
     try:
-        async with grpc.aio.insecure_channel(replica.address) as channel:
+        async with secure_channel(replica.address) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             clients = [asyncio.create_task(client(stub, number)) for number in range(8)]
             await enough.wait()

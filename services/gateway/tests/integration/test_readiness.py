@@ -11,13 +11,13 @@ import grpc
 
 from flywheel_common.healthcheck import is_serving
 from flywheel_common.service import Service
-from flywheel_common.settings import GrpcSettings
 from flywheel_gateway.app import build as build_gateway
 from flywheel_gateway.settings import GatewaySettings
 from flywheel_testing.backends import unused_port
 from flywheel_testing.clients import replicas_target, retrying_options
 from flywheel_testing.models import IrisModels
 from flywheel_testing.processes import service_process
+from flywheel_testing.tls import grpc_settings, pki, secure_channel
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc as pb_grpc
 
@@ -41,7 +41,7 @@ async def test_a_starting_gateway_answers_unavailable_until_its_routes_are_warm(
     await platform.register(model_name, iris.classifier)
     await platform.deploy(model_name, {1: 100}, generation=1)
     settings = platform.settings.model_copy(
-        update={"grpc": GrpcSettings(port=0), "gateway_id": f"{platform.settings.gateway_id}-b"}
+        update={"grpc": grpc_settings(port=0), "gateway_id": f"{platform.settings.gateway_id}-b"}
     )
     second: Service = build_gateway(settings)
     starting = asyncio.create_task(second.start())
@@ -50,10 +50,10 @@ async def test_a_starting_gateway_answers_unavailable_until_its_routes_are_warm(
     try:
         while not second.grpc.port:
             await asyncio.sleep(0.001)
-        async with grpc.aio.insecure_channel(second.grpc.address) as channel:
+        async with secure_channel(second.grpc.address) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             while not starting.done():
-                healthy = await is_serving(second.grpc.address, timeout=1.0)
+                healthy = await is_serving(second.grpc.address, pki().client_tls(), timeout=1.0)
                 live = await stub.ServerLive(pb.ServerLiveRequest())
                 assert live.live
                 code = await infer_code(stub, request)
@@ -62,7 +62,7 @@ async def test_a_starting_gateway_answers_unavailable_until_its_routes_are_warm(
                     assert code is grpc.StatusCode.UNAVAILABLE
                     assert not healthy  # unavailable only while health says NOT_SERVING
             await starting
-            assert await is_serving(second.grpc.address, timeout=1.0)
+            assert await is_serving(second.grpc.address, pki().client_tls(), timeout=1.0)
             assert (await stub.ServerReady(pb.ServerReadyRequest())).ready
             response = await stub.ModelInfer(request, timeout=5)
     finally:
@@ -81,7 +81,7 @@ async def test_a_replica_killed_and_restarted_costs_no_request_with_the_retry_po
     def replica_settings(index: int) -> GatewaySettings:
         return platform.settings.model_copy(
             update={
-                "grpc": GrpcSettings(port=ports[index]),
+                "grpc": grpc_settings(port=ports[index]),
                 "gateway_id": f"{platform.settings.gateway_id}-{index}",
                 "log_predictions": False,
             }
@@ -94,7 +94,7 @@ async def test_a_replica_killed_and_restarted_costs_no_request_with_the_retry_po
     stop = asyncio.Event()
 
     async def client() -> None:
-        async with grpc.aio.insecure_channel(target, options=options) as channel:
+        async with secure_channel(target, options=options) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             while not stop.is_set():
                 try:

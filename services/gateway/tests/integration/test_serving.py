@@ -11,6 +11,7 @@ import pytest
 from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_common.events import EventTypes, decode_event
 from flywheel_common.prediction_logs import unpack
+from flywheel_common.settings import AuthSettings, Role
 from flywheel_common.topics import PREDICTIONS
 from flywheel_testing.kafka import read_topic
 from flywheel_testing.models import IrisModels
@@ -164,3 +165,20 @@ async def test_batching_off_serves_the_same(
     result = await drive(platform.address, "load", model=model_name, requests=300, concurrency=8)
     assert result["failure_count"] == 0
     assert result["versions"] == {"1": 300}
+
+
+@pytest.mark.parametrize(
+    "platform", [{"auth": AuthSettings(tokens={"reader-token": Role.READER})}], indirect=True
+)
+async def test_stock_tritonclient_connects_over_tls_with_a_bearer_token_as_readme_shows(
+    platform: Platform, iris: IrisModels, model_name: str
+) -> None:
+    await platform.register(model_name, iris.classifier)
+    await platform.deploy(model_name, {1: 100}, generation=1)
+    result = await drive(platform.address, "bearer", model=model_name, token="reader-token")
+    assert result == {
+        "with token": "1",
+        "without token": "StatusCode.UNAUTHENTICATED",
+        "wrong token": "StatusCode.UNAUTHENTICATED",
+        "plaintext": "StatusCode.UNAVAILABLE",
+    }

@@ -7,16 +7,14 @@ import os
 import signal
 from pathlib import Path
 
-import grpc
-
 from flywheel_common.healthcheck import is_serving
-from flywheel_common.settings import GrpcSettings
 from flywheel_common.topics import GATEWAY_STATUS
 from flywheel_gateway.settings import GatewaySettings
 from flywheel_testing.backends import unused_port
 from flywheel_testing.kafka import read_topic
 from flywheel_testing.models import IrisModels
 from flywheel_testing.processes import service_process
+from flywheel_testing.tls import grpc_settings, pki, secure_channel
 from flywheel_testing.waiting import eventually
 from inference import grpc_service_pb2_grpc as pb_grpc
 
@@ -41,7 +39,7 @@ async def start(platform: Platform, name: str) -> tuple[asyncio.subprocess.Proce
     port = unused_port()
     settings: GatewaySettings = platform.settings.model_copy(
         update={
-            "grpc": GrpcSettings(port=port),
+            "grpc": grpc_settings(port=port),
             "gateway_id": f"{platform.settings.gateway_id}-{name}",
             "workers": 2,
             "log_predictions": False,
@@ -68,14 +66,14 @@ async def test_two_workers_serve_one_port_as_two_replicas_and_stop_together(
         await eventually(both_report, 30)
         request = typed_request(model_name, iris.features[:2])
         for _ in range(20):  # each new connection lands on one of the workers
-            async with grpc.aio.insecure_channel(address) as channel:
+            async with secure_channel(address) as channel:
                 response = await pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
             assert response.model_version == "1"
     finally:
         supervisor.send_signal(signal.SIGTERM)
         status = await asyncio.wait_for(supervisor.wait(), 60)
     assert status == 0
-    assert not await is_serving(address, timeout=0.5)
+    assert not await is_serving(address, pki().client_tls(), timeout=0.5)
 
 
 async def test_a_worker_that_dies_takes_the_gateway_down_for_a_restart(
@@ -91,4 +89,4 @@ async def test_a_worker_that_dies_takes_the_gateway_down_for_a_restart(
             supervisor.kill()
     assert status == 1  # the pod restarts whole, not half-served
     assert not alive(second)  # the surviving worker was stopped and reaped
-    assert not await is_serving(address, timeout=0.5)
+    assert not await is_serving(address, pki().client_tls(), timeout=0.5)

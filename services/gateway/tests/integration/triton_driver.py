@@ -1,7 +1,8 @@
 """Drives the gateway with the stock tritonclient, unmodified, and prints results as JSON.
 
 Runs in its own process: tritonclient registers the same protobuf names as Flywheel's
-`inference` package. Usage: triton_driver.py ADDRESS SCENARIO JSON_ARGUMENTS
+`inference` package. Usage: triton_driver.py ADDRESS SCENARIO JSON_ARGUMENTS CA_FILE
+(the CA the gateway's certificate chains to: tritonclient's own `ssl=True` options).
 """
 
 from __future__ import annotations
@@ -87,10 +88,11 @@ async def load(
     concurrency: int = 16,
     keys: int = 0,
     seconds: float = 0.0,
+    ca_file: str = "",
     **_: Any,
 ) -> dict[str, Any]:
     """Many batch-1 requests; counts versions per routing key and every failure."""
-    client = triton_aio.InferenceServerClient(address)
+    client = triton_aio.InferenceServerClient(address, ssl=True, root_certificates=ca_file)
     versions: Counter[str] = Counter()
     per_key: dict[str, set[str]] = {}
     failures: list[str] = []
@@ -130,13 +132,42 @@ async def load(
     }
 
 
+def bearer(
+    client: triton.InferenceServerClient, model: str, token: str, address: str, **_: Any
+) -> dict[str, Any]:
+    """README's client: TLS trusting the CA, the token as a header. Then the same call
+    without the token, and without TLS."""
+    x = features(1)
+    answered = client.infer(model, inputs_of(x), headers={"authorization": f"Bearer {token}"})
+    outcomes: dict[str, Any] = {"with token": answered.get_response().model_version}
+    plaintext = triton.InferenceServerClient(address)
+    for name, call in {
+        "without token": lambda: client.infer(model, inputs_of(x)),
+        "wrong token": lambda: client.infer(
+            model, inputs_of(x), headers={"authorization": "Bearer not-a-token"}
+        ),
+        "plaintext": lambda: plaintext.infer(
+            model, inputs_of(x), headers={"authorization": f"Bearer {token}"}
+        ),
+    }.items():
+        try:
+            call()
+            outcomes[name] = "answered"
+        except InferenceServerException as error:
+            outcomes[name] = error.status()
+    return outcomes
+
+
 def main() -> None:
     address, scenario, arguments = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    ca_file = sys.argv[4]
     if scenario == "load":
-        print(json.dumps(asyncio.run(load(address, **arguments))))
+        print(json.dumps(asyncio.run(load(address, ca_file=ca_file, **arguments))))
         return
-    client = triton.InferenceServerClient(address)
-    print(json.dumps({"protocol": protocol, "invalid": invalid}[scenario](client, **arguments)))
+    # tritonclient.grpc reads root_certificates from a file name.
+    client = triton.InferenceServerClient(address, ssl=True, root_certificates=ca_file)
+    scenarios = {"protocol": protocol, "invalid": invalid, "bearer": bearer}
+    print(json.dumps(scenarios[scenario](client, address=address, **arguments)))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from flywheel_common.service import Service
 from flywheel_common.settings import (
     AuthSettings,
     DatabaseSettings,
-    GrpcSettings,
     KafkaSettings,
     Role,
     TelemetrySettings,
@@ -39,6 +38,7 @@ from flywheel_testing.backends import S3Endpoint, reset_postgres
 from flywheel_testing.kafka import read_topic
 from flywheel_testing.models import IrisModels
 from flywheel_testing.s3 import delete_under, digests_under, s3_client, s3_settings
+from flywheel_testing.tls import grpc_settings, secure_channel
 
 TOKENS = {"reader-token": Role.READER, "writer-token": Role.WRITER, "admin-token": Role.ADMIN}
 MAX_ARTIFACT_BYTES = 64 * 1024
@@ -49,7 +49,7 @@ def registry_settings(
     database_url: str, kafka_bootstrap: str, data_dir: Path, **overrides: Any
 ) -> RegistrySettings:
     return RegistrySettings(
-        grpc=GrpcSettings(port=0),
+        grpc=grpc_settings(port=0),
         kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, linger_ms=0),
         telemetry=TelemetrySettings(metrics_port=-1),
         database=DatabaseSettings(url=database_url),
@@ -148,7 +148,7 @@ async def registry(
     settings = registry_settings(registry_database_url, kafka_bootstrap, tmp_path, **artifact_store)
     service = build(settings)
     await service.start()
-    async with grpc.aio.insecure_channel(service.grpc.address) as channel:
+    async with secure_channel(service.grpc.address) as channel:
         yield RunningRegistry(service, settings, channel)
     await service.stop()
 

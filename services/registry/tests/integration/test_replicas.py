@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import grpc
 import pytest
 
 from flywheel.registry.v1 import registry_pb2 as pb
@@ -18,6 +17,7 @@ from flywheel_registry.app import build
 from flywheel_testing.backends import reset_postgres
 from flywheel_testing.models import IrisModels
 from flywheel_testing.platform import TEST_LEASE
+from flywheel_testing.tls import secure_channel
 
 from .conftest import RunningRegistry, drain, model_events, register, registry_settings
 
@@ -42,7 +42,7 @@ async def start_replica(
             await service.stop()
 
     stack.push_async_callback(stop)
-    channel = await stack.enter_async_context(grpc.aio.insecure_channel(service.grpc.address))
+    channel = await stack.enter_async_context(secure_channel(service.grpc.address))
     return RunningRegistry(service, settings, channel), stop
 
 

@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 from flywheel.registry.v1 import registry_pb2 as pb
 from flywheel.registry.v1 import registry_pb2_grpc as pb_grpc
 from flywheel.registry.v1 import types_pb2 as types
+from flywheel_common.channels import sync_channel
 from flywheel_common.registration import registration
 from flywheel_common.settings import (
     AuthSettings,
     DatabaseSettings,
-    GrpcSettings,
     KafkaSettings,
     OutboxSettings,
     TelemetrySettings,
@@ -31,6 +31,7 @@ from flywheel_testing.backends import unused_port
 from flywheel_testing.models import IrisModels
 from flywheel_testing.platform import TEST_LEASE
 from flywheel_testing.processes import service_process
+from flywheel_testing.tls import grpc_settings, pki, secure_channel
 
 from .conftest import model_events
 
@@ -50,7 +51,7 @@ async def registry_process(
     database_url: str, kafka_bootstrap: str, data_dir: Path, *, relay_enabled: bool = True
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     settings = RegistrySettings(
-        grpc=GrpcSettings(port=unused_port()),
+        grpc=grpc_settings(port=unused_port()),
         kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap),
         telemetry=TelemetrySettings(metrics_port=-1),
         database=DatabaseSettings(url=database_url),
@@ -81,7 +82,7 @@ async def test_registry_killed_between_commit_and_publish_still_publishes_once(
     async with registry_process(
         registry_database_url, kafka_bootstrap, tmp_path, relay_enabled=False
     ) as (process, address):
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with secure_channel(address) as channel:
             stub = pb_grpc.RegistryServiceStub(channel)
 
             async def stream() -> AsyncIterator[pb.RegisterModelVersionRequest]:
@@ -263,7 +264,7 @@ def test_malformed_requests_get_precise_statuses_and_leave_no_partial_state(
     fuzz_registry: tuple[str, Path], iris_models: IrisModels
 ) -> None:
     address, data_dir = fuzz_registry
-    channel = grpc.insecure_channel(address)
+    channel = sync_channel(address, pki().client_tls())
     stub = pb_grpc.RegistryServiceStub(channel)
     registered: dict[tuple[str, int], types.ModelVersion] = {}
     blobs: set[str] = set()

@@ -53,7 +53,7 @@ def build(
     (by kind) and the clock."""
     config = settings if isinstance(settings, RetrainSettings) else RetrainSettings()
     foundation = Foundation(config, MIGRATIONS, publisher)
-    registry = registry or RegistryClient(config.registry_address, config.registry_token)
+    registry = registry or RegistryClient.of(config)
     runs_dir = config.runs_dir.resolve()
     wakeup = Wakeup()
     tasks = RunTasks()
@@ -76,6 +76,7 @@ def build(
                 runs_dir=runs_dir,
                 registry_address=config.registry_address,
                 registry_token=config.registry_token,
+                registry_tls=config.registry_tls,
                 training_timeout_seconds=config.training_timeout_seconds,
                 log_tail_lines=config.log_tail_lines,
             ),

@@ -21,6 +21,7 @@ from flywheel.registry.v1 import types_pb2 as registry_types
 from flywheel_common.artifact_cache import ArtifactFetcher
 from flywheel_common.errors import FlywheelError
 from flywheel_common.registry_client import RegistryClient
+from flywheel_common.settings import ClientTlsSettings
 from flywheel_common.training import TrainingResult, TrainingRun
 from flywheel_retrain import datasets
 from flywheel_retrain.domain import (
@@ -222,6 +223,7 @@ class TrainingSettings:
     runs_dir: Path
     registry_address: str
     registry_token: str
+    registry_tls: ClientTlsSettings
     training_timeout_seconds: float
     log_tail_lines: int
 
@@ -259,6 +261,7 @@ class TrainingJobs:
                 output_dir=str(output),
                 registry_address=self._settings.registry_address,
                 registry_token=self._settings.registry_token,
+                **TrainingRun.registry_tls_fields(self._settings.registry_tls),
                 parent_version=run.base_version,
                 triggered_by=run.trigger.triggered_by,
                 training_entrypoint=command,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
 import sys
 import uuid
@@ -42,6 +43,7 @@ from flywheel_common.topics import (
     RETRAIN_EVENTS,
 )
 from flywheel_testing.platform import Platform, in_process
+from flywheel_testing.tls import cli_tls_environment, secure_channel
 from flywheel_testing.waiting import bounded, eventually
 
 EXAMPLE = "flywheel_examples.breast_cancer"
@@ -71,6 +73,7 @@ def train_first_version(registry: str, model: str, data_dir: Path) -> None:
             str(data_dir),
             "--promote",
         ],
+        env=os.environ | cli_tls_environment(),
         check=True,
         capture_output=True,
         timeout=120,
@@ -91,7 +94,7 @@ class Loop:
     _channels: list[grpc.aio.Channel] = field(default_factory=list)
 
     def _stub(self, factory: Any, address: str) -> Any:
-        channel = grpc.aio.insecure_channel(address)
+        channel = secure_channel(address)
         self._channels.append(channel)
         return factory(channel)
 

@@ -9,12 +9,13 @@ import signal
 from pathlib import Path
 
 from flywheel.retrain.v1 import types_pb2 as pb
-from flywheel_common.settings import DatabaseSettings, GrpcSettings, TelemetrySettings
+from flywheel_common.settings import DatabaseSettings, TelemetrySettings
 from flywheel_retrain.settings import RetrainSettings
 from flywheel_testing.backends import reset_postgres, unused_port
 from flywheel_testing.clients import replicas_target
 from flywheel_testing.leases import lease_holder
 from flywheel_testing.processes import ServiceReplica, service_process
+from flywheel_testing.tls import grpc_settings
 
 from .conftest import Loop, breast_cancer, running_loop
 
@@ -34,7 +35,7 @@ async def test_a_trigger_killed_mid_run_resumes_it_without_a_duplicate(
         settings = loop.platform.settings(
             RetrainSettings,
             "retrain",
-            grpc=GrpcSettings(port=port),
+            grpc=grpc_settings(port=port),
             telemetry=TelemetrySettings(metrics_port=-1, log_level="ERROR"),
         )
         first = await service_process("flywheel_retrain", settings)
@@ -75,7 +76,7 @@ def replica(loop: Loop, url: str, name: str) -> ServiceReplica:
     settings = loop.platform.settings(
         RetrainSettings,
         "retrain",
-        grpc=GrpcSettings(port=unused_port()),
+        grpc=grpc_settings(port=unused_port()),
         telemetry=TelemetrySettings(metrics_port=-1, log_level="ERROR"),
         database=DatabaseSettings(url=url),
         data_dir=loop.data_dir / name,
