@@ -103,6 +103,7 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):
         self._bindings = {binding.name: binding for binding in bindings}
         self._authenticator = authenticator
         self._wrapped: dict[tuple[str, Principal], tuple[Handler, Handler]] = {}
+        self._decoding_handlers: dict[str, tuple[Handler, Handler]] = {}
         self.ready = False
         """Set with health: until then (and after a failure) calls answer UNAVAILABLE."""
 
@@ -114,8 +115,10 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         service_name, _, method_name = details.method.lstrip("/").partition("/")
         binding = self._bindings.get(service_name)
-        if handler is None or binding is None:
-            return handler  # health, reflection, or an unknown method (UNIMPLEMENTED)
+        if handler is None:
+            return None  # an unknown method: UNIMPLEMENTED
+        if binding is None:
+            return self._decoding(details.method, handler)  # health and reflection
         if not self.ready and method_name not in binding.before_ready:
             return _rejecting_handler(handler, NOT_READY)
         authorization = dict(details.invocation_metadata or ()).get("authorization")
@@ -136,6 +139,13 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):
         if cached is None or cached[0] is not handler:
             cached = (handler, _wrap_handler(handler, details.method, principal))
             self._wrapped[key] = cached
+        return cached[1]
+
+    def _decoding(self, method: str, handler: Handler) -> Handler:
+        cached = self._decoding_handlers.get(method)
+        if cached is None or cached[0] is not handler:
+            cached = (handler, _decoding_handler(handler, method))
+            self._decoding_handlers[method] = cached
         return cached[1]
 
 
@@ -223,6 +233,89 @@ async def _drain(request: Any) -> None:
             return
 
 
+@dataclass(frozen=True)
+class _Undecodable:
+    """What a request deserializer gives instead of raising for bytes that do not parse: gRPC
+    runs the deserializer before any handler and answers UNKNOWN when it raises, so the
+    failure travels to the behavior as a value and is raised there as INVALID_ARGUMENT."""
+
+    error: errors.InvalidArgument
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None, method: str) -> Callable[[bytes], Any]:
+    message_type = _message_type(deserializer, method)
+
+    def decode(data: bytes) -> Any:
+        if deserializer is None:
+            return data
+        try:
+            return deserializer(data)
+        except Exception as exc:
+            return _Undecodable(
+                errors.InvalidArgument(
+                    f"the request is not a valid {message_type} ({exc}); send a serialized "
+                    f"{message_type}"
+                )
+            )
+
+    return decode
+
+
+def _message_type(deserializer: Callable[[bytes], Any] | None, method: str) -> str:
+    """The full protobuf name the deserializer parses (the generated code passes the
+    message class's FromString), else the method's request message."""
+    message_class = getattr(deserializer, "__self__", None)
+    descriptor = getattr(message_class, "DESCRIPTOR", None)
+    fallback = f"request message of {method}" if method else "request message"
+    return str(getattr(descriptor, "full_name", fallback))
+
+
+def _decoded(request: Any) -> Any:
+    """The request the servicer sees: an undecodable message raises InvalidArgument, at once
+    for a single request, when the servicer reaches it in a stream."""
+    if isinstance(request, _Undecodable):
+        raise request.error
+    if hasattr(request, "__aiter__"):
+        return _decoded_stream(request)
+    return request
+
+
+async def _decoded_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        if isinstance(request, _Undecodable):
+            raise request.error
+        yield request
+
+
+def _decoding_handler(handler: Handler, method: str) -> Handler:
+    """`handler` with undecodable requests answered INVALID_ARGUMENT, and nothing else added:
+    for health and reflection, whose probes need no principal, span or log line."""
+    behavior = cast(
+        Behavior,
+        handler.unary_unary
+        or handler.unary_stream
+        or handler.stream_unary
+        or handler.stream_stream,
+    )
+
+    async def unary_response(request: Any, context: Context) -> Any:
+        try:
+            return await behavior(_decoded(request), context)
+        except errors.InvalidArgument as exc:
+            await _drain(request)
+            await _abort_with(context, exc)
+
+    async def stream_response(request: Any, context: Context) -> AsyncIterator[Any]:
+        try:
+            async for response in behavior(_decoded(request), context):
+                yield response
+        except errors.InvalidArgument as exc:
+            await _drain(request)
+            await _abort_with(context, exc)
+
+    return _replace_behavior(handler, method, unary_response, stream_response)
+
+
 def _rejecting_handler(handler: Handler, exc: errors.FlywheelError) -> Handler:
     async def reject_unary(request: Any, context: Context) -> Any:
         await _drain(request)
@@ -233,7 +326,7 @@ def _rejecting_handler(handler: Handler, exc: errors.FlywheelError) -> Handler:
         await _abort_with(context, exc)
         yield  # pragma: no cover - unreachable, makes this an async generator
 
-    return _replace_behavior(handler, reject_unary, reject_stream)
+    return _replace_behavior(handler, "", reject_unary, reject_stream)
 
 
 def _wrap_handler(handler: Handler, method: str, principal: Principal) -> Handler:
@@ -251,26 +344,29 @@ def _wrap_handler(handler: Handler, method: str, principal: Principal) -> Handle
     async def unary_response(request: Any, context: Context) -> Any:
         async with _served_call(context, method, principal, attributes):
             try:
-                return await behavior(request, context)
+                return await behavior(_decoded(request), context)
             except errors.FlywheelError:
                 await _drain(request)
                 raise
 
     async def stream_response(request: Any, context: Context) -> AsyncIterator[Any]:
         async with _served_call(context, method, principal, attributes):
-            async for response in behavior(request, context):
+            async for response in behavior(_decoded(request), context):
                 yield response
 
-    return _replace_behavior(handler, unary_response, stream_response)
+    return _replace_behavior(handler, method, unary_response, stream_response)
 
 
 def _replace_behavior(
     handler: Handler,
+    method: str,
     unary_response: Behavior,
     stream_response: Behavior,
 ) -> Handler:
+    """`handler` with new behaviors, and a request deserializer that never raises (see
+    `_Undecodable`): every behavior passed here meets undecodable requests as values."""
     serializers = {
-        "request_deserializer": handler.request_deserializer,
+        "request_deserializer": _tolerant(handler.request_deserializer, method),
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary:

@@ -495,3 +495,28 @@ async def test_writers_register_and_readers_cannot(
     with pytest.raises(grpc.aio.AioRpcError) as anonymous:
         await registry.client("nobody").GetModel(pb.GetModelRequest(name=model_name))
     assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_an_undecodable_message_inside_the_upload_stream_leaves_nothing_behind(
+    registry: RunningRegistry, iris: IrisModels, model_name: str
+) -> None:
+    valid = [message.SerializeToString() for message in registration(model_name, iris.classifier)]
+    undecodable = b"\x0a\xff\xff"  # a length-delimited field whose length never ends
+    upload = registry.channel.stream_unary(
+        "/flywheel.registry.v1.RegistryService/RegisterModelVersion"
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as rejected:
+        await upload(
+            iter([valid[0], valid[1], undecodable, *valid[2:]]),
+            metadata=(("authorization", "Bearer writer-token"),),
+        )
+    assert rejected.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid flywheel.registry.v1.RegisterModelVersionRequest" in (
+        rejected.value.details() or ""
+    )
+    assert await registry.stored_blobs() == set()
+    assert registry.spooled_files == []
+    await expect_error(
+        registry.client("reader").GetModel(pb.GetModelRequest(name=model_name)),
+        grpc.StatusCode.NOT_FOUND,
+    )
