@@ -15,6 +15,7 @@ from flywheel_common.db import Database
 from flywheel_common.errors import InvalidArgument, NotFound
 from flywheel_common.registry_client import RegistryClient
 from flywheel_common.signatures import NUMPY_DTYPES
+from flywheel_common.timestamps import seconds_of
 from flywheel_drift import storage
 from flywheel_drift.detection import ALL_TESTS, DriftTest, Monitor, Severity, Thresholds
 from flywheel_drift.domain import ModelMonitor
@@ -55,7 +56,7 @@ def monitor_of(config: types.MonitorConfig, default_window: int) -> ModelMonitor
             raise InvalidArgument("window.size_count must be at least 10 predictions")
         window = WindowPolicy(size=config.window.size_count)
     elif config.window.kind == types.WINDOW_KIND_TIME:
-        seconds = config.window.size_duration.ToTimedelta().total_seconds()
+        seconds = seconds_of(config.window.size_duration, "window.size_duration")
         if seconds < 1:
             raise InvalidArgument("window.size_duration must be at least one second")
         window = WindowPolicy(seconds=seconds)
@@ -92,7 +93,7 @@ def monitor_of(config: types.MonitorConfig, default_window: int) -> ModelMonitor
         ),
         window=window,
         concept_detector=detector,
-        label_wait_seconds=concept.label_wait.ToTimedelta().total_seconds() or 3600.0,
+        label_wait_seconds=(seconds_of(concept.label_wait, "concept_drift.label_wait") or 3600.0),
     )
 
 
