@@ -10,7 +10,7 @@ import grpc
 from flywheel.registry.v1 import registry_pb2 as registry
 from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
 from flywheel.registry.v1 import types_pb2 as registry_types
-from flywheel_common.errors import FailedPrecondition, NotFound, Unavailable
+from flywheel_common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 
 class RegistryClient:
@@ -43,6 +43,8 @@ class RegistryClient:
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 raise NotFound(f"the registry has no {model} version {version}") from error
+            if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise InvalidArgument(f"the registry refused: {error.details()}") from error
             raise Unavailable(
                 f"the registry at {self.address} failed: {error.details()}"
             ) from error

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from flywheel_common.errors import FailedPrecondition, InvalidArgument
+from flywheel_common.names import check_name
 from flywheel_deployer.domain import Phase, Rollout
 from flywheel_deployer.handlers.ports import (
     Deps,
@@ -49,6 +50,7 @@ async def abort(deps: Deps, rollout_id: str, reason: str) -> RolloutView:
 
 async def rollback(deps: Deps, model: str, to_version: int, reason: str) -> RolloutView:
     """All traffic to a named older version at once; the registry moves `production`."""
+    check_name("model", model)
     if to_version < 1:
         raise InvalidArgument("to_version must name the version to roll back to")
     await deps.registry.servable_version(model, to_version)
