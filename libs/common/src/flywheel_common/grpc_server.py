@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 import uuid
@@ -313,7 +314,12 @@ def _decoding_handler(handler: Handler, method: str) -> Handler:
             await _drain(request)
             await _abort_with(context, exc)
 
-    return _replace_behavior(handler, method, unary_response, stream_response)
+    # A streaming behavior either yields its responses or writes them with context.write
+    # (grpc.aio's health Watch does) and returns; its wrapper must be of the same kind.
+    writes = not inspect.isasyncgenfunction(behavior)
+    return _replace_behavior(
+        handler, method, unary_response, unary_response if writes else stream_response
+    )
 
 
 def _rejecting_handler(handler: Handler, exc: errors.FlywheelError) -> Handler:

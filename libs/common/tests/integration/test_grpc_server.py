@@ -316,6 +316,9 @@ async def test_undecodable_requests_are_invalid_argument_naming_the_message_type
         assert reflected.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert "ServerReflectionRequest" in (reflected.value.details() or "")
 
-        # The server goes on serving the same methods.
-        response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        # The server goes on serving the same methods, streams included.
+        health = health_pb2_grpc.HealthStub(channel)
+        response = await health.Check(health_pb2.HealthCheckRequest())
         assert response.status == health_pb2.HealthCheckResponse.SERVING
+        watched_status = await health.Watch(health_pb2.HealthCheckRequest()).read()
+        assert watched_status.status == health_pb2.HealthCheckResponse.SERVING
