@@ -43,11 +43,7 @@ class RegistryClient:
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 raise NotFound(f"the registry has no {model} version {version}") from error
-            if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                raise InvalidArgument(f"the registry refused: {error.details()}") from error
-            raise Unavailable(
-                f"the registry at {self.address} failed: {error.details()}"
-            ) from error
+            raise self._failed(error) from error
         found: registry_types.ModelVersion = response.model_version
         return found
 
@@ -71,9 +67,7 @@ class RegistryClient:
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 return None
-            raise Unavailable(
-                f"the registry at {self.address} failed: {error.details()}"
-            ) from error
+            raise self._failed(error) from error
         found: registry_types.ModelVersion = response.model_version
         return found
 
@@ -95,9 +89,7 @@ class RegistryClient:
                 raise FailedPrecondition(
                     f"the registry refused to move {alias!r}: {error.details()}"
                 ) from error
-            raise Unavailable(
-                f"the registry at {self.address} failed: {error.details()}"
-            ) from error
+            raise self._failed(error) from error
 
     async def reference_sample(
         self, model: str, version: int
@@ -118,13 +110,19 @@ class RegistryClient:
         except grpc.aio.AioRpcError as error:
             if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
                 raise NotFound(f"{model} version {version} has no reference sample") from error
-            raise Unavailable(
-                f"the registry at {self.address} failed: {error.details()}"
-            ) from error
+            raise self._failed(error) from error
         data = b"".join(parts)
         if hashlib.sha256(data).hexdigest() != info.sha256:
             raise Unavailable(f"the reference sample of {model} v{version} failed its sha256 check")
         return info, data
+
+    def _failed(self, error: grpc.aio.AioRpcError) -> InvalidArgument | Unavailable:
+        """A call the registry answered with an error the caller did not expect: bad input
+        (which retrying cannot mend) stays INVALID_ARGUMENT; the rest is the registry's
+        trouble, which a retry may get past."""
+        if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+            return InvalidArgument(f"the registry refused: {error.details()}")
+        return Unavailable(f"the registry at {self.address} failed: {error.details()}")
 
     async def start(self) -> None:
         return None

@@ -13,6 +13,7 @@ from flywheel.drift.v1 import types_pb2 as types
 from flywheel_common.auth import current_principal
 from flywheel_common.db import Database
 from flywheel_common.errors import InvalidArgument, NotFound
+from flywheel_common.names import check_name
 from flywheel_common.registry_client import RegistryClient
 from flywheel_common.signatures import NUMPY_DTYPES
 from flywheel_common.timestamps import seconds_of
@@ -63,6 +64,12 @@ def monitor_of(config: types.MonitorConfig, default_window: int) -> ModelMonitor
     unknown = [t for t in config.tests if t not in _TESTS]
     if unknown:
         raise InvalidArgument(f"unknown drift tests {unknown}; use the DriftTest values")
+    if config.correction not in _CORRECTIONS:
+        raise InvalidArgument(
+            f"correction {config.correction} is not a MultipleTestingCorrection value"
+        )
+    if config.min_alert_severity not in Severity._value2member_map_:
+        raise InvalidArgument(f"min_alert_severity {config.min_alert_severity} is not a Severity")
     concept = config.concept_drift
     detector = "page_hinkley" if concept.detector == types.DRIFT_TEST_PAGE_HINKLEY else "adwin"
     defaults = Thresholds()
@@ -165,8 +172,7 @@ class MonitorConfigs:
     async def set(
         self, config: types.MonitorConfig, expected_revision: int | None
     ) -> types.MonitorConfig:
-        if not config.model:
-            raise InvalidArgument("config.model is required")
+        check_name("config.model", config.model)
         monitor = monitor_of(config, self._default_window)  # validate before storing anything
         async with self._database.transaction() as session:
             stored = await storage.MONITOR_CONFIGS.put(
