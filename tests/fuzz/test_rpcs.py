@@ -167,6 +167,18 @@ def _known_cases(fleet: FuzzFleet) -> list[tuple[str, str, Message, str]]:
             "created_after.seconds is -100000000000",
         ),
         (
+            "registry",
+            "ListModels",
+            registry_pb2.ListModelsRequest(name_prefix="x" * 300_000),
+            "name_prefix 'xxxx",
+        ),
+        (
+            "retrain",
+            "TriggerRetrain",
+            retrain_pb2.TriggerRetrainRequest(model="x" * 300_000),
+            "...' is not a valid name",
+        ),
+        (
             "drift",
             "ListAlerts",
             drift_pb2.ListAlertsRequest(

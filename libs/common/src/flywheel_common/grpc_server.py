@@ -150,8 +150,20 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):
         return cached[1]
 
 
+MAX_DETAILS = 2048
+"""Characters of an error message sent to the caller. Messages may quote the caller's
+input, and status details travel as a header: a client refuses headers past 16 KiB and
+reports its own error instead of the status."""
+
+
+def _details(message: str) -> str:
+    if len(message) <= MAX_DETAILS:
+        return message
+    return message[: MAX_DETAILS - 16] + " ... (truncated)"
+
+
 async def _abort_with(context: Context, exc: errors.FlywheelError) -> None:
-    await context.abort(status_of(exc), exc.message)
+    await context.abort(status_of(exc), _details(exc.message))
 
 
 async def _abort_internal(context: Context, method: str) -> None:

@@ -322,3 +322,19 @@ async def test_undecodable_requests_are_invalid_argument_naming_the_message_type
         assert response.status == health_pb2.HealthCheckResponse.SERVING
         watched_status = await health.Watch(health_pb2.HealthCheckRequest()).read()
         assert watched_status.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_error_messages_quoting_huge_input_reach_the_caller_truncated(
+    server: tuple[GrpcServer, ExampleServicer],
+) -> None:
+    async with grpc.aio.insecure_channel(server[0].address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as not_found:
+            await stub.ModelReady(
+                pb.ModelReadyRequest(name="x" * 300_000), metadata=bearer("reader-token")
+            )
+    assert not_found.value.code() is grpc.StatusCode.NOT_FOUND
+    details = not_found.value.details() or ""
+    assert details.startswith("model 'xxx")
+    assert details.endswith("(truncated)")
+    assert len(details) <= 2048
