@@ -22,7 +22,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from flywheel.registry.v1 import registry_pb2 as registry_pb
 from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
 from flywheel_common.registration import registration
-from flywheel_common.settings import AuthSettings, GrpcSettings, Role, ServiceSettings
+from flywheel_common.settings import (
+    AuthSettings,
+    GrpcSettings,
+    Role,
+    ServiceSettings,
+    WithConsumerGroup,
+)
 from flywheel_deployer.settings import DeployerSettings
 from flywheel_drift.settings import DriftSettings
 from flywheel_gateway.settings import GatewaySettings
@@ -59,6 +65,9 @@ class FuzzFleet:
     registered_model: str
     """Registered with version 1; the registry fuzz changes it."""
     logs: Path
+    tag: str
+    """In every consumer group and instance id of this fleet (other platforms may share
+    the broker)."""
 
     def address(self, service: str) -> str:
         return self.replicas[service].address
@@ -107,7 +116,7 @@ async def _started(
         replicas = {
             name: ServiceReplica(
                 f"flywheel_{name}",
-                _settings(platform, kind, name, registry_port),
+                _settings(platform, kind, name, registry_port, f"fuzz-{suffix}"),
                 log_file=logs / f"{name}.log",
             )
             for name, kind in KINDS.items()
@@ -121,6 +130,7 @@ async def _started(
             deployed_model=f"fuzz-deployed-{suffix}",
             registered_model=f"fuzz-registered-{suffix}",
             logs=logs,
+            tag=f"fuzz-{suffix}",
         )
         await asyncio.gather(
             _seed(fleet, iris),
@@ -139,15 +149,18 @@ async def _start(replica: ServiceReplica) -> None:
 
 
 def _settings(
-    platform: Platform, kind: type[ServiceSettings], name: str, registry_port: int
+    platform: Platform, kind: type[ServiceSettings], name: str, registry_port: int, tag: str
 ) -> ServiceSettings:
     fields: dict[str, Any] = {
+        "instance_id": f"{name}-{tag}",
         "grpc": GrpcSettings(
             port=registry_port if name == "registry" else unused_port(),
             max_message_bytes=MAX_MESSAGE_BYTES,
         ),
         "auth": AuthSettings(tokens={TOKEN: Role.ADMIN}),
     }
+    if issubclass(kind, WithConsumerGroup):
+        fields["consumer_group"] = f"{name}-{tag}"
     if name != "registry":
         fields |= {"registry_address": f"127.0.0.1:{registry_port}", "registry_token": TOKEN}
     return platform.settings(kind, name, **fields)

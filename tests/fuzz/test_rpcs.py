@@ -238,6 +238,17 @@ def _known_cases(fleet: FuzzFleet) -> list[tuple[str, str, Message, str]]:
         (
             "drift",
             "SetMonitorConfig",
+            drift_pb2.SetMonitorConfigRequest(
+                config=drift_types.MonitorConfig(
+                    model=deployed,
+                    window=drift_types.WindowSpec(size_duration=Duration(nanos=-(2**31))),
+                )
+            ),
+            "window.size_duration.nanos is -2147483648",
+        ),
+        (
+            "drift",
+            "SetMonitorConfig",
             drift_pb2.SetMonitorConfigRequest(config=drift_types.MonitorConfig(model="*")),
             "config.model '*' is not a valid name",
         ),

@@ -205,10 +205,9 @@ async def test_bad_records_are_dead_lettered_with_a_reason_and_consumers_go_on(
     def by_consumer(letters: list[Headers]) -> dict[str, set[int]]:
         seen: dict[str, set[int]] = defaultdict(set)
         for headers in letters:
-            if header(headers, ORIGIN_TOPIC) == spec.topic.name:
-                seen[header(headers, CONSUMER_GROUP) or ""].add(
-                    int(header(headers, ORIGIN_OFFSET) or -1)
-                )
+            consumer = header(headers, CONSUMER_GROUP) or ""
+            if header(headers, ORIGIN_TOPIC) == spec.topic.name and fleet.tag in consumer:
+                seen[consumer].add(int(header(headers, ORIGIN_OFFSET) or -1))
         return seen
 
     def complete(letters: list[Headers]) -> bool:

@@ -11,6 +11,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from flywheel_common.errors import InvalidArgument
@@ -91,6 +92,28 @@ def timedelta_of(value: Duration, field: str, maximum: timedelta = MAX_DURATION)
 def seconds_of(value: Duration, field: str, maximum: timedelta = MAX_DURATION) -> float:
     """A valid Duration in seconds (see `timedelta_of`)."""
     return timedelta_of(value, field, maximum).total_seconds()
+
+
+def check_times(message: Message, path: str = "") -> None:
+    """Every Timestamp and Duration set anywhere in `message`, checked as `datetime_of`
+    and `timedelta_of` do: for messages stored or echoed whole (as JSON, which refuses
+    out-of-range ones), whichever of their fields the service reads."""
+    for field, value in message.ListFields():
+        if field.message_type is None:
+            continue
+        name = f"{path}{field.name}"
+        if field.message_type.GetOptions().map_entry:
+            entry_value = field.message_type.fields_by_name["value"]
+            items = list(value.values()) if entry_value.message_type is not None else []
+        else:
+            items = list(value) if field.is_repeated else [value]
+        for item in items:
+            if isinstance(item, Timestamp):
+                _check_timestamp(item, name)
+            elif isinstance(item, Duration):
+                timedelta_of(item, name)
+            else:
+                check_times(item, f"{name}.")
 
 
 def _check_timestamp(stamp: Timestamp, field: str) -> None:

@@ -6,10 +6,12 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from flywheel.drift.v1 import types_pb2 as drift_types
 from flywheel_common.errors import InvalidArgument
 from flywheel_common.timestamps import (
     MAX_TIMESTAMP_SECONDS,
     MIN_TIMESTAMP_SECONDS,
+    check_times,
     datetime_of,
     epoch_seconds_of,
     seconds_of,
@@ -71,3 +73,18 @@ def test_invalid_durations_name_the_field(
 ) -> None:
     with pytest.raises(InvalidArgument, match=fragment):
         seconds_of(value, "cooldown", maximum)
+
+
+def test_every_time_set_anywhere_in_a_message_is_checked() -> None:
+    fine = drift_types.MonitorConfig(
+        model="m", window=drift_types.WindowSpec(size_duration=Duration(seconds=60))
+    )
+    check_times(fine)
+    unread = drift_types.MonitorConfig(
+        model="m",
+        window=drift_types.WindowSpec(kind=0, size_duration=Duration(nanos=-(2**31))),
+    )
+    with pytest.raises(InvalidArgument, match=r"window\.size_duration\.nanos is -2147483648"):
+        check_times(unread)
+    with pytest.raises(InvalidArgument, match=r"updated_at\.seconds is 253402300800"):
+        check_times(drift_types.MonitorConfig(updated_at=Timestamp(seconds=253_402_300_800)))

@@ -16,7 +16,7 @@ from flywheel_common.errors import InvalidArgument, NotFound
 from flywheel_common.names import check_name
 from flywheel_common.registry_client import RegistryClient
 from flywheel_common.signatures import NUMPY_DTYPES
-from flywheel_common.timestamps import seconds_of
+from flywheel_common.timestamps import check_times, seconds_of
 from flywheel_drift import storage
 from flywheel_drift.detection import ALL_TESTS, DriftTest, Monitor, Severity, Thresholds
 from flywheel_drift.domain import ModelMonitor
@@ -173,6 +173,7 @@ class MonitorConfigs:
         self, config: types.MonitorConfig, expected_revision: int | None
     ) -> types.MonitorConfig:
         check_name("config.model", config.model)
+        check_times(config)  # stored as JSON whole, including fields this kind does not read
         monitor = monitor_of(config, self._default_window)  # validate before storing anything
         async with self._database.transaction() as session:
             stored = await storage.MONITOR_CONFIGS.put(

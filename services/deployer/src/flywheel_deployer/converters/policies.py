@@ -11,7 +11,7 @@ from google.protobuf import json_format
 
 from flywheel.deployer.v1 import types_pb2 as pb
 from flywheel_common.errors import InvalidArgument
-from flywheel_common.timestamps import datetime_of, duration, seconds_of
+from flywheel_common.timestamps import check_times, duration, seconds_of
 from flywheel_deployer.analysis import InsufficientData, StepRule, Thresholds
 from flywheel_deployer.converters.documents import to_json
 from flywheel_deployer.domain import (
@@ -99,8 +99,7 @@ def version_policy_message(policy: VersionPolicy) -> pb.GatewayVersionPolicy:
 
 def policy_of(message: pb.DeploymentPolicy) -> Policy:
     """The policy's terms, unvalidated (Policy.validate and Policy.plan check them)."""
-    if message.HasField("updated_at"):  # kept in the document, which must stay JSON
-        datetime_of(message.updated_at, "updated_at")
+    check_times(message)  # kept as a JSON document, including fields no term reads
     canary, shadow = message.canary, message.shadow
     return Policy(
         model=message.model,
