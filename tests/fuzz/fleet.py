@@ -161,6 +161,8 @@ def _settings(
     }
     if issubclass(kind, WithConsumerGroup):
         fields["consumer_group"] = f"{name}-{tag}"
+    if kind is GatewaySettings:
+        fields["gateway_id"] = f"{name}-{tag}"  # names its routing table's reader
     if name != "registry":
         fields |= {"registry_address": f"127.0.0.1:{registry_port}", "registry_token": TOKEN}
     return platform.settings(kind, name, **fields)
