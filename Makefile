@@ -6,6 +6,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PYTEST := $(UV) run --frozen pytest --durations=15
 DEMO ?= 1
+FUZZ_INPUTS ?= 10000
 OVERLAY ?= dev
 SOURCES := libs/common libs/cli libs/testing services tests bench examples
 
@@ -37,6 +38,10 @@ test-integration: install ## Integration tests (starts Kafka, PostgreSQL and Swi
 .PHONY: test-chaos
 test-chaos: install ## Chaos test: 2 replicas of every service, 3 brokers, PostgreSQL; kill -9 each (~5 min)
 	@infra/with-backends.sh --kafka-cluster --no-swift $(PYTEST) tests/chaos -s
+
+.PHONY: fuzz
+fuzz: install ## Long fuzz run: 10,000+ inputs per service over real gRPC, then counts by status code (FUZZ_INPUTS=N)
+	@infra/with-backends.sh --no-swift env FLYWHEEL_FUZZ_INPUTS=$(FUZZ_INPUTS) FLYWHEEL_FUZZ_REPORT=$(CURDIR)/.run/fuzz-report.json $(PYTEST) tests/fuzz -p no:cacheprovider
 
 .PHONY: test-k8s
 test-k8s: install ## Render infra/k8s's overlays and check them against Kubernetes' schemas (builds kustomize once)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 import uuid
@@ -169,6 +170,7 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):
         self._bindings = {binding.name: binding for binding in bindings}
         self._authenticator = authenticator
         self._wrapped: dict[tuple[str, Principal], tuple[Handler, Handler]] = {}
+        self._decoding_handlers: dict[str, tuple[Handler, Handler]] = {}
         self.ready = False
         """Set with health: until then (and after a failure) calls answer UNAVAILABLE."""
 
@@ -180,8 +182,10 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         service_name, _, method_name = details.method.lstrip("/").partition("/")
         binding = self._bindings.get(service_name)
-        if handler is None or binding is None:
-            return handler  # health, reflection, or an unknown method (UNIMPLEMENTED)
+        if handler is None:
+            return None  # an unknown method: UNIMPLEMENTED
+        if binding is None:
+            return self._decoding(details.method, handler)  # health and reflection
         if not self.ready and method_name not in binding.before_ready:
             return _rejecting_handler(handler, NOT_READY)
         authorization = dict(details.invocation_metadata or ()).get("authorization")
@@ -213,6 +217,25 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):
             self._wrapped[key] = cached
             log_allowed(details.method, principal, None)
         return cached[1]
+
+    def _decoding(self, method: str, handler: Handler) -> Handler:
+        cached = self._decoding_handlers.get(method)
+        if cached is None or cached[0] is not handler:
+            cached = (handler, _decoding_handler(handler, method))
+            self._decoding_handlers[method] = cached
+        return cached[1]
+
+
+MAX_DETAILS = 2048
+"""Characters of an error message sent to the caller. Messages may quote the caller's
+input, and status details travel as a header: a client refuses headers past 16 KiB and
+reports its own error instead of the status."""
+
+
+def _details(message: str) -> str:
+    if len(message) <= MAX_DETAILS:
+        return message
+    return message[: MAX_DETAILS - 16] + " ... (truncated)"
 
 
 MAX_CACHED_DECISIONS = 4096
@@ -247,7 +270,7 @@ class _ModelGuard:
 
 
 async def _abort_with(context: Context, exc: errors.FlywheelError) -> None:
-    await context.abort(status_of(exc), exc.message)
+    await context.abort(status_of(exc), _details(exc.message))
 
 
 async def _abort_internal(context: Context, method: str) -> None:
@@ -334,6 +357,94 @@ async def _drain(request: Any) -> None:
             return
 
 
+@dataclass(frozen=True)
+class _Undecodable:
+    """What a request deserializer gives instead of raising for bytes that do not parse: gRPC
+    runs the deserializer before any handler and answers UNKNOWN when it raises, so the
+    failure travels to the behavior as a value and is raised there as INVALID_ARGUMENT."""
+
+    error: errors.InvalidArgument
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None, method: str) -> Callable[[bytes], Any]:
+    message_type = _message_type(deserializer, method)
+
+    def decode(data: bytes) -> Any:
+        if deserializer is None:
+            return data
+        try:
+            return deserializer(data)
+        except Exception as exc:
+            return _Undecodable(
+                errors.InvalidArgument(
+                    f"the request is not a valid {message_type} ({exc}); send a serialized "
+                    f"{message_type}"
+                )
+            )
+
+    return decode
+
+
+def _message_type(deserializer: Callable[[bytes], Any] | None, method: str) -> str:
+    """The full protobuf name the deserializer parses (the generated code passes the
+    message class's FromString), else the method's request message."""
+    message_class = getattr(deserializer, "__self__", None)
+    descriptor = getattr(message_class, "DESCRIPTOR", None)
+    fallback = f"request message of {method}" if method else "request message"
+    return str(getattr(descriptor, "full_name", fallback))
+
+
+def _decoded(request: Any) -> Any:
+    """The request the servicer sees: an undecodable message raises InvalidArgument, at once
+    for a single request, when the servicer reaches it in a stream."""
+    if isinstance(request, _Undecodable):
+        raise request.error
+    if hasattr(request, "__aiter__"):
+        return _decoded_stream(request)
+    return request
+
+
+async def _decoded_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        if isinstance(request, _Undecodable):
+            raise request.error
+        yield request
+
+
+def _decoding_handler(handler: Handler, method: str) -> Handler:
+    """`handler` with undecodable requests answered INVALID_ARGUMENT, and nothing else added:
+    for health and reflection, whose probes need no principal, span or log line."""
+    behavior = cast(
+        Behavior,
+        handler.unary_unary
+        or handler.unary_stream
+        or handler.stream_unary
+        or handler.stream_stream,
+    )
+
+    async def unary_response(request: Any, context: Context) -> Any:
+        try:
+            return await behavior(_decoded(request), context)
+        except errors.InvalidArgument as exc:
+            await _drain(request)
+            await _abort_with(context, exc)
+
+    async def stream_response(request: Any, context: Context) -> AsyncIterator[Any]:
+        try:
+            async for response in behavior(_decoded(request), context):
+                yield response
+        except errors.InvalidArgument as exc:
+            await _drain(request)
+            await _abort_with(context, exc)
+
+    # A streaming behavior either yields its responses or writes them with context.write
+    # (grpc.aio's health Watch does) and returns; its wrapper must be of the same kind.
+    writes = not inspect.isasyncgenfunction(behavior)
+    return _replace_behavior(
+        handler, method, unary_response, unary_response if writes else stream_response
+    )
+
+
 def _rejecting_handler(handler: Handler, exc: errors.FlywheelError) -> Handler:
     async def reject_unary(request: Any, context: Context) -> Any:
         await _drain(request)
@@ -344,7 +455,7 @@ def _rejecting_handler(handler: Handler, exc: errors.FlywheelError) -> Handler:
         await _abort_with(context, exc)
         yield  # pragma: no cover - unreachable, makes this an async generator
 
-    return _replace_behavior(handler, reject_unary, reject_stream)
+    return _replace_behavior(handler, "", reject_unary, reject_stream)
 
 
 async def _chained(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
@@ -385,7 +496,7 @@ def _wrap_handler(
     async def unary_response(request: Any, context: Context) -> Any:
         async with _served_call(context, method, principal, attributes):
             try:
-                return await behavior(await guarded(request), context)
+                return await behavior(await guarded(_decoded(request)), context)
             except errors.FlywheelError:
                 await _drain(request)
                 raise
@@ -393,23 +504,26 @@ def _wrap_handler(
     async def stream_response(request: Any, context: Context) -> AsyncIterator[Any]:
         async with _served_call(context, method, principal, attributes):
             try:
-                checked = await guarded(request)
+                checked = await guarded(_decoded(request))
             except errors.FlywheelError:
                 await _drain(request)
                 raise
             async for response in behavior(checked, context):
                 yield response
 
-    return _replace_behavior(handler, unary_response, stream_response)
+    return _replace_behavior(handler, method, unary_response, stream_response)
 
 
 def _replace_behavior(
     handler: Handler,
+    method: str,
     unary_response: Behavior,
     stream_response: Behavior,
 ) -> Handler:
+    """`handler` with new behaviors, and a request deserializer that never raises (see
+    `_Undecodable`): every behavior passed here meets undecodable requests as values."""
     serializers = {
-        "request_deserializer": handler.request_deserializer,
+        "request_deserializer": _tolerant(handler.request_deserializer, method),
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary:

@@ -12,7 +12,13 @@ from flywheel.registry.v1 import registry_pb2 as registry
 from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
 from flywheel.registry.v1 import types_pb2 as registry_types
 from flywheel_common.channels import aio_channel
-from flywheel_common.errors import FailedPrecondition, FlywheelError, NotFound, Unavailable
+from flywheel_common.errors import (
+    FailedPrecondition,
+    FlywheelError,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from flywheel_common.settings import ClientTlsSettings, WithRegistry
 
 
@@ -140,6 +146,10 @@ class RegistryClient:
                 f"the registry refused this service's registry token: {error.details()}; "
                 "grant it the role its README names on the model"
             )
+        if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+            # Bad input, which retrying cannot mend, stays INVALID_ARGUMENT; the rest is the
+            # registry's trouble, which a retry may get past.
+            return InvalidArgument(f"the registry refused: {error.details()}")
         return Unavailable(f"the registry at {self.address} failed: {error.details()}")
 
     async def start(self) -> None:

@@ -298,3 +298,64 @@ async def test_a_trace_started_in_a_grpc_call_continues_in_the_event_consumer(
     assert consumer_span.parent is not None
     assert consumer_span.parent.span_id == producer_span.context.span_id
     assert not [s for s in spans if "Health" in s.name]
+
+
+UNDECODABLE = b"\x0a\xff\xff"  # field 1, length-delimited, with a length that never ends
+
+
+async def test_undecodable_requests_are_invalid_argument_naming_the_message_type(
+    server: tuple[GrpcServer, ExampleServicer],
+) -> None:
+    async with grpc.aio.insecure_channel(server[0].address) as channel:
+        live = channel.unary_unary(f"/{SERVICE}/ServerLive")
+        with pytest.raises(grpc.aio.AioRpcError) as business:
+            await live(UNDECODABLE, metadata=bearer("reader-token"))
+        assert business.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "not a valid inference.ServerLiveRequest" in (business.value.details() or "")
+
+        check = channel.unary_unary("/grpc.health.v1.Health/Check")
+        with pytest.raises(grpc.aio.AioRpcError) as health:
+            await check(UNDECODABLE)
+        assert health.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "grpc.health.v1.HealthCheckRequest" in (health.value.details() or "")
+
+        watch = channel.unary_stream("/grpc.health.v1.Health/Watch")
+        with pytest.raises(grpc.aio.AioRpcError) as watched:
+            async for _ in watch(UNDECODABLE):
+                pass
+        assert watched.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+        valid = reflection_pb2.ServerReflectionRequest(list_services="").SerializeToString()
+        info = channel.stream_stream(
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        call = info(iter([valid, UNDECODABLE]))
+        assert (await call.read()).list_services_response  # the valid message is answered
+        with pytest.raises(grpc.aio.AioRpcError) as reflected:
+            await call.read()
+        assert reflected.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "ServerReflectionRequest" in (reflected.value.details() or "")
+
+        # The server goes on serving the same methods, streams included.
+        health = health_pb2_grpc.HealthStub(channel)
+        response = await health.Check(health_pb2.HealthCheckRequest())
+        assert response.status == health_pb2.HealthCheckResponse.SERVING
+        watched_status = await health.Watch(health_pb2.HealthCheckRequest()).read()
+        assert watched_status.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_error_messages_quoting_huge_input_reach_the_caller_truncated(
+    server: tuple[GrpcServer, ExampleServicer],
+) -> None:
+    async with grpc.aio.insecure_channel(server[0].address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as not_found:
+            await stub.ModelReady(
+                pb.ModelReadyRequest(name="x" * 300_000), metadata=bearer("reader-token")
+            )
+    assert not_found.value.code() is grpc.StatusCode.NOT_FOUND
+    details = not_found.value.details() or ""
+    assert details.startswith("model 'xxx")
+    assert details.endswith("(truncated)")
+    assert len(details) <= 2048

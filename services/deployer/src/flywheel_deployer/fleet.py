@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from flywheel.gateway.v1 import events_pb2 as gateway_events
 from flywheel_common.events import Envelope
+from flywheel_common.timestamps import epoch_seconds_of, seconds_of
 from flywheel_deployer.domain import GatewayReadiness
 
 
@@ -56,8 +57,8 @@ class GatewayFleet:
                     ready.setdefault(loaded.model, set()).add(loaded.version)
             self._gateways[gateway_id] = GatewayView(
                 gateway_id=gateway_id,
-                heartbeat_at=status.heartbeat_at.ToNanoseconds() / 1e9,
-                interval_seconds=status.heartbeat_interval.ToNanoseconds() / 1e9,
+                heartbeat_at=epoch_seconds_of(status.heartbeat_at, "heartbeat_at"),
+                interval_seconds=seconds_of(status.heartbeat_interval, "heartbeat_interval"),
                 draining=status.draining,
                 ready=ready,
             )

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from flywheel.deployer.v1 import types_pb2 as pb
+from flywheel_common.errors import InvalidArgument
 from flywheel_common.timestamps import duration
 from flywheel_deployer import converters
 from flywheel_deployer.analysis import Check, Decision, InsufficientData, Metric, Outcome, StepRule
@@ -90,3 +95,35 @@ def test_steps_analyses_and_routing_states_round_trip() -> None:
         VersionPolicy(VersionPolicyKind.SPECIFIC, versions=(1, 2)),
     )
     assert converters.state_of(converters.state_message(state)) == state
+
+
+@pytest.mark.parametrize(
+    ("message", "fragment"),
+    [
+        (
+            pb.DeploymentPolicy(model="m", gateway_ready_timeout=Duration(nanos=2_147_483_647)),
+            "gateway_ready_timeout.nanos is 2147483647",
+        ),
+        (
+            pb.DeploymentPolicy(
+                model="m", canary=pb.CanaryPolicy(min_step_duration=Duration(seconds=2**62))
+            ),
+            "canary.min_step_duration.seconds is 4611686018427387904",
+        ),
+        (
+            pb.DeploymentPolicy(model="m", updated_at=Timestamp(nanos=-(2**31))),
+            "updated_at.nanos is -2147483648",
+        ),
+    ],
+)
+def test_out_of_range_times_in_a_policy_are_invalid_arguments(
+    message: pb.DeploymentPolicy, fragment: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=fragment):
+        converters.policy_of(message)
+
+
+@pytest.mark.parametrize("model", ["-1", "*", "", "../x", "Iris"])
+def test_a_policy_for_an_invalid_model_name_is_refused(model: str) -> None:
+    with pytest.raises(InvalidArgument, match="is not a valid name"):
+        converters.policy_of(pb.DeploymentPolicy(model=model)).validate()

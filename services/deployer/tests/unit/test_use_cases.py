@@ -335,3 +335,21 @@ async def test_windows_are_kept_once_per_event_and_listing_pages_newest_first() 
     state = await queries.deployment_state(w.deps, "iris")
     assert state.state.routing.serving_version == 3
     assert state.active is None
+
+
+@pytest.mark.parametrize("model", ["-1", "*", "Iris", "../iris", ""])
+async def test_rollouts_of_invalid_model_names_are_refused_before_asking_the_registry(
+    model: str,
+) -> None:
+    w = world()
+    with pytest.raises(InvalidArgument, match="is not a valid name"):
+        await start_rollout(w.deps, StartRollout(model, 1))
+    with pytest.raises(InvalidArgument, match="is not a valid name"):
+        await operator.rollback(w.deps, model, 1, "")
+    assert not w.store.rollouts
+
+
+@pytest.mark.parametrize("token", ["99999999999999999999", "-1", "2147483648", "x"])
+async def test_page_tokens_past_any_issued_are_refused(token: str) -> None:
+    with pytest.raises(InvalidArgument, match="page_token is not one this server issued"):
+        await queries.list_rollouts(world().deps, "iris", None, 10, token)

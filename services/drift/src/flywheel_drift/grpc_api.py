@@ -10,6 +10,7 @@ from flywheel_common.auth import require_role, visible
 from flywheel_common.errors import InvalidArgument, NotFound, required
 from flywheel_common.grpc_server import Scope, Unscoped, model_field
 from flywheel_common.settings import Role
+from flywheel_common.timestamps import epoch_seconds_of
 from flywheel_drift import converters
 from flywheel_drift.monitors import MonitorConfigs
 from flywheel_drift.queries import DriftQueries
@@ -69,8 +70,10 @@ class DriftServicer(pb_grpc.DriftServiceServicer):
             version=request.version,
             kinds=frozenset(kind for kind in kinds if kind is not None) if request.kinds else None,
             min_severity=least_severity,
-            start=request.time_range.start.ToNanoseconds() / 1e9 if timed else 0.0,
-            end=request.time_range.end.ToNanoseconds() / 1e9 if timed else 0.0,
+            start=(
+                epoch_seconds_of(request.time_range.start, "time_range.start") if timed else 0.0
+            ),
+            end=epoch_seconds_of(request.time_range.end, "time_range.end") if timed else 0.0,
         )
         page, more = await self._queries.alerts(matching, offset, size)
         return pb.ListAlertsResponse(

@@ -13,8 +13,10 @@ from flywheel.drift.v1 import types_pb2 as types
 from flywheel_common.auth import current_principal
 from flywheel_common.db import Database
 from flywheel_common.errors import InvalidArgument, NotFound
+from flywheel_common.names import check_name
 from flywheel_common.registry_client import RegistryClient
 from flywheel_common.signatures import NUMPY_DTYPES
+from flywheel_common.timestamps import check_times, seconds_of
 from flywheel_drift import storage
 from flywheel_drift.detection import ALL_TESTS, DriftTest, Monitor, Severity, Thresholds
 from flywheel_drift.domain import ModelMonitor
@@ -55,13 +57,19 @@ def monitor_of(config: types.MonitorConfig, default_window: int) -> ModelMonitor
             raise InvalidArgument("window.size_count must be at least 10 predictions")
         window = WindowPolicy(size=config.window.size_count)
     elif config.window.kind == types.WINDOW_KIND_TIME:
-        seconds = config.window.size_duration.ToTimedelta().total_seconds()
+        seconds = seconds_of(config.window.size_duration, "window.size_duration")
         if seconds < 1:
             raise InvalidArgument("window.size_duration must be at least one second")
         window = WindowPolicy(seconds=seconds)
     unknown = [t for t in config.tests if t not in _TESTS]
     if unknown:
         raise InvalidArgument(f"unknown drift tests {unknown}; use the DriftTest values")
+    if config.correction not in _CORRECTIONS:
+        raise InvalidArgument(
+            f"correction {config.correction} is not a MultipleTestingCorrection value"
+        )
+    if config.min_alert_severity not in Severity._value2member_map_:
+        raise InvalidArgument(f"min_alert_severity {config.min_alert_severity} is not a Severity")
     concept = config.concept_drift
     detector = "page_hinkley" if concept.detector == types.DRIFT_TEST_PAGE_HINKLEY else "adwin"
     defaults = Thresholds()
@@ -92,7 +100,7 @@ def monitor_of(config: types.MonitorConfig, default_window: int) -> ModelMonitor
         ),
         window=window,
         concept_detector=detector,
-        label_wait_seconds=concept.label_wait.ToTimedelta().total_seconds() or 3600.0,
+        label_wait_seconds=(seconds_of(concept.label_wait, "concept_drift.label_wait") or 3600.0),
     )
 
 
@@ -164,8 +172,8 @@ class MonitorConfigs:
     async def set(
         self, config: types.MonitorConfig, expected_revision: int | None
     ) -> types.MonitorConfig:
-        if not config.model:
-            raise InvalidArgument("config.model is required")
+        check_name("config.model", config.model)
+        check_times(config)  # stored as JSON whole, including fields this kind does not read
         monitor = monitor_of(config, self._default_window)  # validate before storing anything
         async with self._database.transaction() as session:
             stored = await storage.MONITOR_CONFIGS.put(

@@ -12,6 +12,12 @@ import numpy as np
 from flywheel_common.errors import InvalidArgument
 from flywheel_common.signatures import DYNAMIC, NUMPY_DTYPES, Signature, TensorSpec
 
+MAX_RANK = 32
+"""Dimensions a tensor may have: numpy 1's limit, far past any model's input."""
+MAX_ELEMENTS = 2**31
+"""Elements a shape may describe, counting only its non-zero dims: more than a gRPC message
+carries, yet small enough that numpy can describe even an empty array of that shape."""
+
 DATATYPE_OF_KIND = {
     dtype.str if name != "BOOL" else "|b1": name for name, dtype in NUMPY_DTYPES.items()
 }
@@ -75,10 +81,7 @@ def to_array(tensor: RequestTensor) -> np.ndarray:
             f"input {tensor.name!r}: datatype {tensor.datatype!r} is not supported; use one of "
             + ", ".join(NUMPY_DTYPES)
         )
-    if any(dim < 0 for dim in tensor.shape):
-        raise InvalidArgument(
-            f"input {tensor.name!r}: shape {list(tensor.shape)} has a negative dim"
-        )
+    _check_shape(tensor)
     count = _element_count(tensor.shape)
     dtype = NUMPY_DTYPES[tensor.datatype]
     if tensor.raw is not None:
@@ -97,7 +100,27 @@ def to_array(tensor: RequestTensor) -> np.ndarray:
             f"input {tensor.name!r}: shape {list(tensor.shape)} needs {count} values, "
             f"received {len(values)}"
         )
-    return np.asarray(values, dtype=dtype).reshape(tensor.shape)
+    try:
+        array = np.asarray(values, dtype=dtype)
+    except (OverflowError, ValueError, TypeError) as exc:
+        raise InvalidArgument(
+            f"input {tensor.name!r}: its values do not fit {tensor.datatype} ({exc})"
+        ) from None
+    return array.reshape(tensor.shape)
+
+
+def _check_shape(tensor: RequestTensor) -> None:
+    shape = list(tensor.shape)
+    if len(shape) > MAX_RANK:
+        raise InvalidArgument(
+            f"input {tensor.name!r}: shape has {len(shape)} dims; at most {MAX_RANK} are allowed"
+        )
+    if any(dim < 0 for dim in shape):
+        raise InvalidArgument(f"input {tensor.name!r}: shape {shape} has a negative dim")
+    if _element_count(tuple(dim for dim in shape if dim)) > MAX_ELEMENTS:
+        raise InvalidArgument(
+            f"input {tensor.name!r}: shape {shape} describes more than {MAX_ELEMENTS} elements"
+        )
 
 
 def check_against(

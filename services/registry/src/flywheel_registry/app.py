@@ -17,7 +17,7 @@ from flywheel_registry.artifacts import DatabaseBlobStore, LocalBlobStore, S3Blo
 from flywheel_registry.consumers import rollback_follower
 from flywheel_registry.grpc_api import METHOD_ROLES, METHOD_SCOPES, SERVICE_NAME, RegistryServicer
 from flywheel_registry.handlers.ports import BlobStore, Deps, RegistryLimits
-from flywheel_registry.onnx_validation import OnnxValidator
+from flywheel_registry.onnx_validation import GraphLimits, OnnxValidator
 from flywheel_registry.settings import RegistrySettings
 from flywheel_registry.storage import RegistryUnitOfWork
 
@@ -42,7 +42,10 @@ def build(
     `blobs` and `publisher` replace the artifact store and the Kafka publisher."""
     config = settings if isinstance(settings, RegistrySettings) else RegistrySettings()
     foundation = Foundation(config, MIGRATIONS, publisher)
-    validator = OnnxValidator(config.validation_timeout_seconds)
+    validator = OnnxValidator(
+        config.validation_timeout_seconds,
+        limits=GraphLimits(config.max_graph_nodes, config.max_tensor_elements),
+    )
     store = blobs or artifact_store(config, foundation.database)
     deps = Deps(
         unit_of_work=partial(RegistryUnitOfWork, foundation.database, foundation.outbox),

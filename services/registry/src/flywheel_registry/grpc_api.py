@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC
 from typing import Any
 
 from flywheel.registry.v1 import registry_pb2 as pb
@@ -12,6 +11,7 @@ from flywheel_common.auth import require_role, visible
 from flywheel_common.errors import InvalidArgument
 from flywheel_common.grpc_server import Scope, Unscoped, model_field
 from flywheel_common.settings import Role
+from flywheel_common.timestamps import datetime_of
 from flywheel_registry import converters
 from flywheel_registry.domain import (
     MetricCondition,
@@ -123,12 +123,12 @@ def _search_query(request: pb.SearchModelVersionsRequest) -> SearchQuery:
         metrics=tuple(conditions),
         aliases=tuple(request.aliases),
         created_after=(
-            request.created_after.ToDatetime(tzinfo=UTC)
+            datetime_of(request.created_after, "created_after")
             if request.HasField("created_after")
             else None
         ),
         created_before=(
-            request.created_before.ToDatetime(tzinfo=UTC)
+            datetime_of(request.created_before, "created_before")
             if request.HasField("created_before")
             else None
         ),

@@ -82,6 +82,13 @@ class RegistrySettings(WithDatabase, WithConsumerGroup):
     """Largest reference sample accepted."""
     validation_timeout_seconds: float = Field(default=60.0, gt=0)
     """Time limit for checking and loading an uploaded model in onnxruntime."""
+    max_graph_nodes: int = Field(default=200_000, ge=1)
+    """Most nodes a model may have (graph, subgraphs and functions); more fail with
+    RESOURCE_EXHAUSTED before onnxruntime loads it."""
+    max_tensor_elements: int = Field(default=2**28, ge=1)
+    """Largest tensor a model may build with a shape known without its inputs (ONNX shape
+    inference); a bigger one (a tiny file that expands at run time) fails with
+    INVALID_ARGUMENT."""
     protected_aliases: list[str] = Field(default_factory=list)
     """Aliases created protected (only the admin role moves them), e.g. ["production"]."""
     download_chunk_bytes: int = Field(default=1024 * 1024, ge=1024, le=16 * 1024 * 1024)

@@ -43,6 +43,7 @@ from flywheel_testing.tls import grpc_settings, secure_channel
 TOKENS = {"reader-token": Role.READER, "writer-token": Role.WRITER, "admin-token": Role.ADMIN}
 MAX_ARTIFACT_BYTES = 64 * 1024
 MAX_REFERENCE_SAMPLE_BYTES = 16 * 1024
+MAX_GRAPH_NODES = 1000
 
 
 def registry_settings(
@@ -56,6 +57,7 @@ def registry_settings(
         data_dir=data_dir,
         max_artifact_bytes=MAX_ARTIFACT_BYTES,
         max_reference_sample_bytes=MAX_REFERENCE_SAMPLE_BYTES,
+        max_graph_nodes=MAX_GRAPH_NODES,
         # A group of its own: no test waits on group membership left by another test.
         consumer_group=f"registry-test-{uuid.uuid4().hex[:8]}",
         **({"auth": AuthSettings(tokens=dict(TOKENS))} | overrides),

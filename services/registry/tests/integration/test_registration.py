@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
 
 import grpc
+import numpy as np
 import onnx
 import pytest
 
@@ -19,6 +21,7 @@ from flywheel_testing.models import IrisModels
 
 from .conftest import (
     MAX_ARTIFACT_BYTES,
+    MAX_GRAPH_NODES,
     MAX_REFERENCE_SAMPLE_BYTES,
     RunningRegistry,
     expect_error,
@@ -279,8 +282,29 @@ def _fails_to_load() -> bytes:
     return _onnx([onnx.helper.make_node("Add", ["x", "n"], ["y"])], numbers)
 
 
+def _expanding_constant() -> bytes:
+    """A few hundred bytes that build a constant of 10**10 elements when run: a
+    decompression bomb for the gateway that would serve it."""
+    shape = onnx.numpy_helper.from_array(np.array([100_000, 100_000], dtype=np.int64))
+    return _onnx(
+        [
+            onnx.helper.make_node("Constant", [], ["shape"], value=shape),
+            onnx.helper.make_node("ConstantOfShape", ["shape"], ["big"]),
+            onnx.helper.make_node("ReduceSum", ["big"], ["total"], keepdims=0),
+            onnx.helper.make_node("Add", ["x", "total"], ["y"]),
+        ]
+    )
+
+
+def _many_nodes(count: int) -> bytes:
+    """A chain of `count` Identity nodes: small in bytes, big as a graph."""
+    names = ["x", *(f"t{i}" for i in range(count - 1)), "y"]
+    return _onnx([onnx.helper.make_node("Identity", [a], [b]) for a, b in pairwise(names)])
+
+
 SELF_CONTAINED = "the registry accepts self-contained models only (save without external data)"
 BAD_NAME = "Iris Model!"
+TRAVERSAL = "../../etc/passwd"
 
 
 @pytest.mark.parametrize(
@@ -322,7 +346,19 @@ BAD_NAME = "Iris Model!"
         ),
         ("fails to load", grpc.StatusCode.INVALID_ARGUMENT, "onnxruntime cannot load the model"),
         ("bad name", grpc.StatusCode.INVALID_ARGUMENT, "is not a valid name"),
+        ("traversal name", grpc.StatusCode.INVALID_ARGUMENT, "is not a valid name"),
         ("bad alias", grpc.StatusCode.INVALID_ARGUMENT, "is not a valid name"),
+        ("traversal alias", grpc.StatusCode.INVALID_ARGUMENT, "is not a valid name"),
+        (
+            "expanding constant",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "tensor 'big' has shape [100000, 100000]: 10000000000 elements, more than the limit",
+        ),
+        (
+            "too many nodes",
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"the model has {MAX_GRAPH_NODES + 1} nodes, more than the limit of {MAX_GRAPH_NODES}",
+        ),
         ("no metadata", grpc.StatusCode.INVALID_ARGUMENT, "first message"),
         (
             "sample without layout",
@@ -382,7 +418,11 @@ async def test_rejected_registrations_leave_nothing_behind(
         "fails the checker": registration(model_name, _fails_the_checker()),
         "fails to load": registration(model_name, _fails_to_load()),
         "bad name": registration(BAD_NAME, iris.classifier),
+        "traversal name": registration(TRAVERSAL, iris.classifier),
         "bad alias": registration(model_name, iris.classifier, aliases=["Prod"]),
+        "traversal alias": registration(model_name, iris.classifier, aliases=[TRAVERSAL]),
+        "expanding constant": registration(model_name, _expanding_constant()),
+        "too many nodes": registration(model_name, _many_nodes(MAX_GRAPH_NODES + 1)),
         "no metadata": good[1:],
         "sample without layout": [metadata(model_name)]
         + [pb.RegisterModelVersionRequest(artifact_chunk=iris.classifier)]
@@ -406,7 +446,7 @@ async def test_rejected_registrations_leave_nothing_behind(
         "chunks out of order": [good[0], good[-2], *good[1:-2]],
         "empty": [metadata(model_name)],
     }[case]
-    sent_name = BAD_NAME if case == "bad name" else model_name
+    sent_name = {"bad name": BAD_NAME, "traversal name": TRAVERSAL}.get(case, model_name)
     # onnxruntime resolves relative external data against the working directory: with the
     # file really there, only the registry's own rule stands between a model and that file.
     monkeypatch.chdir(tmp_path)
@@ -419,7 +459,7 @@ async def test_rejected_registrations_leave_nothing_behind(
     assert await registry.stored_blobs() == set()
     assert registry.spooled_files == []
     reader = registry.client("reader")
-    if case == "bad name":  # a name that cannot be stored cannot be asked for either
+    if sent_name != model_name:  # a name that cannot be stored cannot be asked for either
         await expect_error(
             reader.GetModel(pb.GetModelRequest(name=sent_name)),
             grpc.StatusCode.INVALID_ARGUMENT,
@@ -495,3 +535,28 @@ async def test_writers_register_and_readers_cannot(
     with pytest.raises(grpc.aio.AioRpcError) as anonymous:
         await registry.client("nobody").GetModel(pb.GetModelRequest(name=model_name))
     assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_an_undecodable_message_inside_the_upload_stream_leaves_nothing_behind(
+    registry: RunningRegistry, iris: IrisModels, model_name: str
+) -> None:
+    valid = [message.SerializeToString() for message in registration(model_name, iris.classifier)]
+    undecodable = b"\x0a\xff\xff"  # a length-delimited field whose length never ends
+    upload = registry.channel.stream_unary(
+        "/flywheel.registry.v1.RegistryService/RegisterModelVersion"
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as rejected:
+        await upload(
+            iter([valid[0], valid[1], undecodable, *valid[2:]]),
+            metadata=(("authorization", "Bearer writer-token"),),
+        )
+    assert rejected.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid flywheel.registry.v1.RegisterModelVersionRequest" in (
+        rejected.value.details() or ""
+    )
+    assert await registry.stored_blobs() == set()
+    assert registry.spooled_files == []
+    await expect_error(
+        registry.client("reader").GetModel(pb.GetModelRequest(name=model_name)),
+        grpc.StatusCode.NOT_FOUND,
+    )

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC
 from itertools import pairwise
 
 from flywheel.drift.v1 import events_pb2 as drift_events
 from flywheel.registry.v1 import events_pb2 as registry_events
 from flywheel.registry.v1 import types_pb2 as registry_types
+from flywheel_common.timestamps import datetime_of
 from flywheel_deployer.analysis import Window
 from flywheel_deployer.domain import MetricWindow
 from flywheel_deployer.handlers.rollouts import Promotion
@@ -40,8 +40,8 @@ def metric_window_of(window: drift_events.ModelMetricsWindow) -> MetricWindow:
     return MetricWindow(
         model=window.model,
         version=window.version,
-        start=window.window.start.ToDatetime(UTC),
-        end=window.window.end.ToDatetime(UTC),
+        start=datetime_of(window.window.start, "window.start"),
+        end=datetime_of(window.window.end, "window.end"),
         summary=Window(
             window_id=window.window.window_id,
             requests=window.request_count,

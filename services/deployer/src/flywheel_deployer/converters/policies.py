@@ -11,7 +11,7 @@ from google.protobuf import json_format
 
 from flywheel.deployer.v1 import types_pb2 as pb
 from flywheel_common.errors import InvalidArgument
-from flywheel_common.timestamps import duration
+from flywheel_common.timestamps import check_times, duration, seconds_of
 from flywheel_deployer.analysis import InsufficientData, StepRule, Thresholds
 from flywheel_deployer.converters.documents import to_json
 from flywheel_deployer.domain import (
@@ -66,10 +66,6 @@ def requested_strategy(number: int) -> Strategy | None:
     return None if number == pb.STRATEGY_UNSPECIFIED else strategy_of(number)
 
 
-def _seconds(value: Any) -> float:
-    return float(value.ToTimedelta().total_seconds())
-
-
 def _thresholds(analysis: pb.AnalysisThresholds) -> Thresholds:
     return Thresholds(
         max_error_rate=(analysis.max_error_rate if analysis.HasField("max_error_rate") else None),
@@ -103,6 +99,7 @@ def version_policy_message(policy: VersionPolicy) -> pb.GatewayVersionPolicy:
 
 def policy_of(message: pb.DeploymentPolicy) -> Policy:
     """The policy's terms, unvalidated (Policy.validate and Policy.plan check them)."""
+    check_times(message)  # kept as a JSON document, including fields no term reads
     canary, shadow = message.canary, message.shadow
     return Policy(
         model=message.model,
@@ -110,10 +107,12 @@ def policy_of(message: pb.DeploymentPolicy) -> Policy:
         auto_rollout_on_promotion=message.auto_rollout_on_promotion,
         canary_steps=tuple(canary.steps_percent),
         canary_rule=StepRule(
-            min_seconds=_seconds(canary.min_step_duration),
+            min_seconds=seconds_of(canary.min_step_duration, "canary.min_step_duration"),
             min_requests=canary.min_request_count,
             max_seconds=(
-                _seconds(canary.max_step_duration) if canary.HasField("max_step_duration") else None
+                seconds_of(canary.max_step_duration, "canary.max_step_duration")
+                if canary.HasField("max_step_duration")
+                else None
             ),
             on_insufficient_data=_INSUFFICIENT.get(
                 canary.on_insufficient_data, InsufficientData.WAIT
@@ -130,13 +129,14 @@ def policy_of(message: pb.DeploymentPolicy) -> Policy:
         ),
         mirror_percent=shadow.mirror_percent,
         shadow_rule=StepRule(
-            min_seconds=_seconds(shadow.min_duration), min_requests=shadow.min_request_count
+            min_seconds=seconds_of(shadow.min_duration, "shadow.min_duration"),
+            min_requests=shadow.min_request_count,
         ),
         promote_shadow_on_success=shadow.promote_on_success,
         thresholds=_thresholds(message.analysis),
         sticky_key=message.sticky_key,
         gateway_ready_timeout_seconds=(
-            _seconds(message.gateway_ready_timeout)
+            seconds_of(message.gateway_ready_timeout, "gateway_ready_timeout")
             if message.HasField("gateway_ready_timeout")
             else None
         ),

@@ -4,12 +4,10 @@ the API reports it.
 
 from __future__ import annotations
 
-from datetime import UTC
-
 from flywheel.common.v1 import types_pb2 as common
 from flywheel.deployer.v1 import events_pb2 as events
 from flywheel.deployer.v1 import types_pb2 as pb
-from flywheel_common.timestamps import epoch, timestamp
+from flywheel_common.timestamps import datetime_of, epoch, timestamp
 from flywheel_deployer.converters.policies import (
     STRATEGIES,
     STRATEGY_NUMBERS,
@@ -73,7 +71,7 @@ def state_of(message: events.DeploymentState) -> RoutingState:
         strategy=STRATEGIES.get(message.strategy, Strategy.DIRECT),
         generation=message.generation,
         rollout_id=message.rollout_id,
-        updated_at=message.updated_at.ToDatetime(UTC),
+        updated_at=datetime_of(message.updated_at, "updated_at"),
         version_policy=(
             version_policy_of(message.gateway_version_policy)
             if message.HasField("gateway_version_policy")

@@ -5,13 +5,12 @@ contract (API messages, events and the stored JSON documents).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC
 from typing import Any
 
 from google.protobuf import json_format
 
 from flywheel.deployer.v1 import types_pb2 as pb
-from flywheel_common.timestamps import optional_timestamp
+from flywheel_common.timestamps import datetime_of, optional_timestamp
 from flywheel_deployer.analysis import Check, Decision, Metric, Outcome
 from flywheel_deployer.converters.documents import to_json
 from flywheel_deployer.domain import AnalysisResult, Step
@@ -91,7 +90,9 @@ def analysis_of(message: pb.AnalysisResult) -> AnalysisResult:
         weight=message.weight_percent,
         summary=message.summary,
         analyzed_at=(
-            message.analyzed_at.ToDatetime(UTC) if message.HasField("analyzed_at") else None
+            datetime_of(message.analyzed_at, "analyzed_at")
+            if message.HasField("analyzed_at")
+            else None
         ),
     )
 
@@ -121,9 +122,15 @@ def step_of(message: pb.RolloutStep) -> Step:
     return Step(
         index=message.index,
         weight=message.weight_percent,
-        started_at=message.started_at.ToDatetime(UTC) if message.HasField("started_at") else None,
+        started_at=(
+            datetime_of(message.started_at, "started_at")
+            if message.HasField("started_at")
+            else None
+        ),
         finished_at=(
-            message.finished_at.ToDatetime(UTC) if message.HasField("finished_at") else None
+            datetime_of(message.finished_at, "finished_at")
+            if message.HasField("finished_at")
+            else None
         ),
         analysis=analysis_of(message.analysis) if message.HasField("analysis") else None,
     )

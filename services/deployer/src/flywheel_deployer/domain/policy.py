@@ -13,6 +13,7 @@ from itertools import pairwise
 from typing import Any
 
 from flywheel_common.errors import InvalidArgument
+from flywheel_common.names import check_name
 from flywheel_deployer.analysis import InsufficientData, StepRule, Thresholds
 
 DEFAULT_CANARY_STEPS = (10, 50, 100)
@@ -180,8 +181,7 @@ class Policy:
 
     def validate(self) -> None:
         """Every rule a stored policy must satisfy, with the field to fix in the message."""
-        if not self.model:
-            raise InvalidArgument("policy.model is required")
+        check_name("policy.model", self.model)
         self.plan(candidate=2, baseline=1)
 
     def plan(self, candidate: int, baseline: int, strategy: Strategy | None = None) -> Plan:

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from flywheel_common.auth import require_role
 from flywheel_common.errors import FailedPrecondition, InvalidArgument
+from flywheel_common.names import check_name
 from flywheel_common.settings import Role
 from flywheel_deployer.domain import Phase, Rollout
 from flywheel_deployer.handlers.ports import (
@@ -51,6 +52,7 @@ async def abort(deps: Deps, rollout_id: str, reason: str) -> RolloutView:
 
 async def rollback(deps: Deps, model: str, to_version: int, reason: str) -> RolloutView:
     """All traffic to a named older version at once; the registry moves `production`."""
+    check_name("model", model)
     if to_version < 1:
         raise InvalidArgument("to_version must name the version to roll back to")
     await deps.registry.servable_version(model, to_version)

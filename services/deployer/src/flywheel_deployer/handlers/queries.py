@@ -11,6 +11,8 @@ from flywheel_deployer.domain import GatewayReadiness, Phase, RoutingState
 from flywheel_deployer.handlers.ports import Deps, RolloutView, view
 
 DEFAULT_PAGE_SIZE = 50
+MAX_OFFSET = 2**31 - 1
+"""Past any page this server issues, and within every database's integer."""
 MAX_PAGE_SIZE = 200
 
 
@@ -42,7 +44,9 @@ async def list_rollouts(
         try:
             offset = int(page_token)
         except ValueError:
-            raise InvalidArgument("page_token is not one this server issued") from None
+            offset = -1
+        if not 0 <= offset <= MAX_OFFSET:
+            raise InvalidArgument("page_token is not one this server issued")
     async with deps.unit_of_work() as uow:
         rollouts = await uow.rollouts.page(model, phases, offset, size + 1)
     next_token = str(offset + size) if len(rollouts) > size else ""

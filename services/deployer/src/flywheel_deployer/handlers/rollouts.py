@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 
 from flywheel_common.errors import FailedPrecondition, InvalidArgument
+from flywheel_common.names import check_name
 from flywheel_deployer.domain import Policy, Rollout, Strategy, Trigger
 from flywheel_deployer.handlers.ports import Deps, RolloutView, actor, policy_of, save, view
 
@@ -44,8 +45,7 @@ class Promotion:
 
 async def start_rollout(deps: Deps, command: StartRollout) -> RolloutView:
     model, version = command.model, command.version
-    if not model:
-        raise InvalidArgument("model is required")
+    check_name("model", model)
     if version < 1:
         raise InvalidArgument(f"version must be 1 or more, not {version}")
     await deps.registry.servable_version(model, version)

@@ -3,6 +3,7 @@ tokens and search queries. Free of storage and transport: a use case loads a mod
 the unit of work, calls a method of it (which checks its rules and records its events), and
 the unit of work stores the result with its events in one transaction."""
 
+from flywheel_common.names import NAME_PATTERN, check_name
 from flywheel_registry.domain.events import (
     AliasChange,
     AliasChanged,
@@ -30,7 +31,6 @@ from flywheel_registry.domain.paging import (
 from flywheel_registry.domain.rules import (
     MAX_MAP_ENTRIES,
     MAX_TEXT,
-    NAME_PATTERN,
     PRODUCTION,
     REFERENCE_SAMPLE_DATATYPES,
     SHA256_PATTERN,
@@ -39,7 +39,6 @@ from flywheel_registry.domain.rules import (
     ValidatedModel,
     check_compatible_with_production,
     check_key,
-    check_name,
     check_sha256,
     check_text,
     check_version,

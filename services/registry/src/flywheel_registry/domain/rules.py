@@ -9,24 +9,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flywheel_common.errors import FailedPrecondition, InvalidArgument
+from flywheel_common.names import check_name
 from flywheel_common.signatures import DATATYPE_SIZES, DYNAMIC, Signature
 
-NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 PRODUCTION = "production"
 
 REFERENCE_SAMPLE_DATATYPES = ("FP32", "FP64")
 MAX_MAP_ENTRIES = 1000
-
-
-def check_name(kind: str, value: str) -> str:
-    """Model and alias names: lowercase, digits, '.', '_', '-'; 1 to 128 characters."""
-    if not NAME_PATTERN.fullmatch(value):
-        raise InvalidArgument(
-            f"{kind} {value!r} is not a valid name: use 1 to 128 characters of a-z, 0-9, "
-            "'.', '_' or '-', starting with a letter or digit"
-        )
-    return value
 
 
 MAX_TEXT = 16 * 1024

@@ -8,7 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from flywheel_common.errors import InvalidArgument
-from flywheel_registry.domain.rules import check_key, check_name, check_text
+from flywheel_common.names import check_name
+from flywheel_registry.domain.rules import check_key, check_text
 
 
 @dataclass(frozen=True)

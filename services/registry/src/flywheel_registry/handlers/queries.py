@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from flywheel_common.errors import InvalidArgument, NotFound
+from flywheel_common.names import check_prefix
 from flywheel_registry.domain import (
     AliasChange,
     ModelSummary,
@@ -33,6 +34,7 @@ async def get_model(deps: Deps, name: str) -> ModelSummary:
 async def list_models(
     deps: Deps, requested_size: int, token: str, prefix: str
 ) -> tuple[list[ModelSummary], str]:
+    check_prefix("name_prefix", prefix)
     size = page_size(requested_size)
     fingerprint = query_fingerprint({"list_models": prefix})
     after = decode_page_token(token, fingerprint, str)

@@ -3,12 +3,13 @@ severities and alert kinds."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import Enum
 from typing import Any, TypeVar
 
 from flywheel.drift.v1 import types_pb2 as drift_types
 from flywheel_common.errors import InvalidArgument
+from flywheel_common.timestamps import datetime_of
 from flywheel_retrain.domain import Severity
 
 E = TypeVar("E", bound=Enum)
@@ -37,7 +38,7 @@ def enum_number(wrapper: Any, prefix: str, member: Enum) -> Any:
 
 
 def time_of(message: Any, name: str) -> datetime | None:
-    return getattr(message, name).ToDatetime(UTC) if message.HasField(name) else None
+    return datetime_of(getattr(message, name), name) if message.HasField(name) else None
 
 
 def alert_kind(kind: int) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 from flywheel.retrain.v1 import types_pb2 as pb
 from flywheel_common.errors import InvalidArgument
-from flywheel_common.timestamps import timestamp
+from flywheel_common.timestamps import timedelta_of, timestamp
 from flywheel_retrain.converters.documents import from_json, to_json
 from flywheel_retrain.converters.fields import (
     SEVERITIES,
@@ -62,7 +62,7 @@ def policy_of(message: pb.RetrainPolicy) -> Policy:
             cron=message.schedule_trigger.cron,
             time_zone=message.schedule_trigger.time_zone,
         ),
-        cooldown=message.cooldown.ToTimedelta(),
+        cooldown=timedelta_of(message.cooldown, "cooldown"),
         min_new_labeled_samples=message.min_new_labeled_samples,
         max_concurrent_runs=message.max_concurrent_runs,
         approval_mode=enum_member(
@@ -85,7 +85,7 @@ def policy_of(message: pb.RetrainPolicy) -> Policy:
             holdout_size=gate.holdout_size,
         ),
         training_data=TrainingData(
-            window=data.window.ToTimedelta(),
+            window=timedelta_of(data.window, "training_data.window"),
             include_production_dataset=data.include_production_dataset,
             max_rows=data.max_rows,
         ),
@@ -97,7 +97,7 @@ def policy_of(message: pb.RetrainPolicy) -> Policy:
                 executor.kind,
                 "executor.kind {} is not an ExecutorKind",
             ),
-            timeout=executor.timeout.ToTimedelta(),
+            timeout=timedelta_of(executor.timeout, "executor.timeout"),
             max_retries=executor.max_retries,
             entrypoint_override=executor.entrypoint_override,
             image=executor.image,

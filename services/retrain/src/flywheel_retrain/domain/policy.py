@@ -15,11 +15,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 
 from flywheel_common.errors import InvalidArgument
+from flywheel_common.names import check_name
 from flywheel_retrain.domain.decisions import AlertRule, DecayRule, Guards, Severity
 from flywheel_retrain.domain.gate import Gate
 from flywheel_retrain.evaluation import METRICS
 
-MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DEFAULT_HOLDOUT_SIZE = 200
 DEFAULT_WINDOW = timedelta(days=7)
@@ -166,8 +166,7 @@ class Policy:
 
     def validate(self) -> None:
         """INVALID_ARGUMENT naming the first field to fix."""
-        if not MODEL_NAME.match(self.model):
-            raise InvalidArgument(f"policy.model {self.model!r} must match {MODEL_NAME.pattern}")
+        check_name("policy.model", self.model)
         if self.alert_trigger.min_drifted_features < 0:
             raise InvalidArgument("alert_trigger.min_drifted_features cannot be negative")
         decay = self.decay_trigger

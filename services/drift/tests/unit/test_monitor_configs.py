@@ -1,0 +1,50 @@
+"""Monitor configs from callers: every value the detector cannot use is named in the error."""
+
+import pytest
+from google.protobuf.duration_pb2 import Duration
+
+from flywheel.drift.v1 import types_pb2 as types
+from flywheel_common.errors import InvalidArgument
+from flywheel_drift.monitors import monitor_of
+
+
+@pytest.mark.parametrize(
+    ("config", "fragment"),
+    [
+        (
+            types.MonitorConfig(model="m", correction=-(2**31)),
+            "correction -2147483648 is not a MultipleTestingCorrection",
+        ),
+        (
+            types.MonitorConfig(model="m", min_alert_severity=99),
+            "min_alert_severity 99 is not a Severity",
+        ),
+        (
+            types.MonitorConfig(
+                model="m",
+                window=types.WindowSpec(
+                    kind=types.WINDOW_KIND_TIME, size_duration=Duration(seconds=2**62)
+                ),
+            ),
+            "window.size_duration.seconds is 4611686018427387904",
+        ),
+        (
+            types.MonitorConfig(
+                model="m",
+                concept_drift=types.ConceptDriftConfig(label_wait=Duration(nanos=-1)),
+            ),
+            "concept_drift.label_wait.nanos is -1",
+        ),
+    ],
+)
+def test_unusable_configs_are_invalid_arguments(config: types.MonitorConfig, fragment: str) -> None:
+    with pytest.raises(InvalidArgument, match=fragment):
+        monitor_of(config, default_window=100)
+
+
+def test_a_valid_config_gives_its_rules() -> None:
+    config = types.MonitorConfig(
+        model="m",
+        window=types.WindowSpec(kind=types.WINDOW_KIND_TIME, size_duration=Duration(seconds=60)),
+    )
+    assert monitor_of(config, default_window=100).window.seconds == 60
