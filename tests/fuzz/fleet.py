@@ -21,10 +21,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from flywheel.registry.v1 import registry_pb2 as registry_pb
 from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
+from flywheel_common.channels import sync_channel
 from flywheel_common.registration import registration
 from flywheel_common.settings import (
     AuthSettings,
-    GrpcSettings,
     Role,
     ServiceSettings,
     WithConsumerGroup,
@@ -38,6 +38,7 @@ from flywheel_testing.backends import unused_port
 from flywheel_testing.models import IrisModels
 from flywheel_testing.platform import Platform
 from flywheel_testing.processes import ServiceReplica, service_process
+from flywheel_testing.tls import grpc_settings, pki, secure_channel
 from inference import grpc_service_pb2 as inference_pb
 from inference import grpc_service_pb2_grpc as inference_grpc
 
@@ -80,7 +81,7 @@ class FuzzFleet:
         ]
 
     def serving(self, service: str) -> bool:
-        with grpc.insecure_channel(self.address(service)) as channel:
+        with sync_channel(self.address(service), pki().client_tls()) as channel:
             try:
                 answer = health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(), timeout=10
@@ -153,7 +154,7 @@ def _settings(
 ) -> ServiceSettings:
     fields: dict[str, Any] = {
         "instance_id": f"{name}-{tag}",
-        "grpc": GrpcSettings(
+        "grpc": grpc_settings(
             port=registry_port if name == "registry" else unused_port(),
             max_message_bytes=MAX_MESSAGE_BYTES,
         ),
@@ -169,7 +170,7 @@ def _settings(
 
 
 async def _seed(fleet: FuzzFleet, iris: IrisModels) -> None:
-    async with grpc.aio.insecure_channel(fleet.address("registry")) as channel:
+    async with secure_channel(fleet.address("registry")) as channel:
         stub = registry_grpc.RegistryServiceStub(channel)
         uploads = [
             (fleet.served_model, iris.classifier),
@@ -184,7 +185,7 @@ async def _seed(fleet: FuzzFleet, iris: IrisModels) -> None:
 
 async def _promote(fleet: FuzzFleet, timeout: float = 90.0) -> None:
     """Promote the served model and wait until the gateway serves it."""
-    async with grpc.aio.insecure_channel(fleet.address("registry")) as channel:
+    async with secure_channel(fleet.address("registry")) as channel:
         await registry_grpc.RegistryServiceStub(channel).SetAlias(
             registry_pb.SetAliasRequest(
                 model=fleet.served_model, alias="production", version=1, reason="fuzz"
@@ -192,7 +193,7 @@ async def _promote(fleet: FuzzFleet, timeout: float = 90.0) -> None:
             metadata=METADATA,
         )
     async with (
-        grpc.aio.insecure_channel(fleet.address("gateway")) as channel,
+        secure_channel(fleet.address("gateway")) as channel,
         asyncio.timeout(timeout),
     ):
         gateway = inference_grpc.GRPCInferenceServiceStub(channel)

@@ -26,10 +26,12 @@ from flywheel.drift.v1 import types_pb2 as drift_types
 from flywheel.registry.v1 import registry_pb2
 from flywheel.retrain.v1 import retrain_pb2
 from flywheel.retrain.v1 import types_pb2 as retrain_types
+from flywheel_common.channels import sync_channel
 from flywheel_common.grpc_server import default_role
 from flywheel_common.registration import registration
 from flywheel_common.settings import Role
 from flywheel_testing.models import IrisModels
+from flywheel_testing.tls import pki
 from inference import grpc_service_pb2 as inference_pb
 
 from .calls import BUSINESS_SERVICES, FORBIDDEN, SNAPSHOTS, Rpc, every_rpc, invoke, model_of
@@ -46,8 +48,8 @@ BUSINESS = frozenset(
 
 
 def _channel(fleet: FuzzFleet, server: str) -> grpc.Channel:
-    return grpc.insecure_channel(
-        fleet.address(server), options=[("grpc.max_send_message_length", -1)]
+    return sync_channel(
+        fleet.address(server), pki().client_tls(), [("grpc.max_send_message_length", -1)]
     )
 
 

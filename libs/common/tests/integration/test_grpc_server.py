@@ -306,7 +306,7 @@ UNDECODABLE = b"\x0a\xff\xff"  # field 1, length-delimited, with a length that n
 async def test_undecodable_requests_are_invalid_argument_naming_the_message_type(
     server: tuple[GrpcServer, ExampleServicer],
 ) -> None:
-    async with grpc.aio.insecure_channel(server[0].address) as channel:
+    async with secure_channel(server[0].address) as channel:
         live = channel.unary_unary(f"/{SERVICE}/ServerLive")
         with pytest.raises(grpc.aio.AioRpcError) as business:
             await live(UNDECODABLE, metadata=bearer("reader-token"))
@@ -348,7 +348,7 @@ async def test_undecodable_requests_are_invalid_argument_naming_the_message_type
 async def test_error_messages_quoting_huge_input_reach_the_caller_truncated(
     server: tuple[GrpcServer, ExampleServicer],
 ) -> None:
-    async with grpc.aio.insecure_channel(server[0].address) as channel:
+    async with secure_channel(server[0].address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as not_found:
             await stub.ModelReady(

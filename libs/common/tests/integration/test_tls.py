@@ -16,9 +16,17 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from flywheel_common.certificates import CertificateAuthority
 from flywheel_common.channels import aio_channel
 from flywheel_common.grpc_server import GrpcServer
-from flywheel_common.settings import ClientTlsSettings, GrpcSettings, ServerTlsSettings
+from flywheel_common.identities import Authenticator
+from flywheel_common.settings import (
+    AuthSettings,
+    ClientTlsSettings,
+    GrpcSettings,
+    ServerTlsSettings,
+)
 from flywheel_common.tls import TlsNotConfigured
 from flywheel_testing.tls import pki
+
+ANONYMOUS = Authenticator(AuthSettings(allow_anonymous=True))  # these tests are about TLS
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
@@ -47,7 +55,7 @@ async def serve() -> AsyncIterator[Serve]:
     started: list[GrpcServer] = []
 
     async def start(settings: GrpcSettings) -> GrpcServer:
-        server = GrpcServer(settings, [], {})
+        server = GrpcServer(settings, [], ANONYMOUS)
         await server.start()
         await server.set_serving(True)
         started.append(server)
@@ -168,7 +176,7 @@ async def test_a_broken_replacement_keeps_the_previous_certificate(
 
 
 async def test_tls_on_without_files_refuses_to_start_naming_the_variables() -> None:
-    server = GrpcServer(GrpcSettings(), [], {}, env_prefix="FLYWHEEL_GATEWAY_")
+    server = GrpcServer(GrpcSettings(), [], ANONYMOUS, env_prefix="FLYWHEEL_GATEWAY_")
     with pytest.raises(TlsNotConfigured) as refused:
         await server.start()
     message = str(refused.value)

@@ -65,6 +65,8 @@ async def service_process(
         )
     address = f"{settings.grpc.host}:{settings.grpc.port}"
     if await wait_until_serving([address], client_tls_for(settings.grpc.tls), timeout=timeout):
+        if process.returncode is not None:
+            raise RuntimeError(f"{package} exited with {process.returncode} before serving")
         process.kill()
         await process.wait()
         raise RuntimeError(f"{package} did not serve on {address} within {timeout:.0f}s")

@@ -16,6 +16,7 @@ from flywheel_common.registration import registration
 from flywheel_common.settings import AuthSettings, Role, StaticToken
 from flywheel_testing.models import IrisModels
 from flywheel_testing.platform import in_process
+from flywheel_testing.tls import secure_channel
 
 
 def bearer(token: str) -> tuple[tuple[str, str]]:
@@ -55,14 +56,14 @@ async def test_rollouts_are_scoped_per_model_for_operators_and_for_the_deployer(
                 }
             ),
         )
-        async with grpc.aio.insecure_channel(registry.grpc.address) as channel:
+        async with secure_channel(registry.grpc.address) as channel:
             stub = registry_grpc.RegistryServiceStub(channel)
             for model in (a, b, c):
                 await stub.RegisterModelVersion(
                     iter(registration(model, iris_models.classifier)),
                     metadata=bearer("registry-admin"),
                 )
-        async with grpc.aio.insecure_channel(deployer.grpc.address) as channel:
+        async with secure_channel(deployer.grpc.address) as channel:
             rollouts = pb_grpc.DeployerServiceStub(channel)
             mine = await rollouts.StartRollout(
                 pb.StartRolloutRequest(model=a, version=1), metadata=bearer("team-a-ops")

@@ -19,6 +19,7 @@ from flywheel_gateway.settings import GatewaySettings
 from flywheel_testing.identity import AUDIENCE, ISSUER, IdentityProvider
 from flywheel_testing.models import IrisModels
 from flywheel_testing.platform import in_process
+from flywheel_testing.tls import secure_channel
 from flywheel_testing.waiting import bounded
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc as pb_grpc
@@ -74,7 +75,7 @@ async def platform(
             gateway = await services.start(build_gateway(settings))
             publisher = await services.publisher("flywheel-deployer")
             platform = Platform(registry, gateway, publisher, settings)
-            async with grpc.aio.insecure_channel(registry.grpc.address) as channel:
+            async with secure_channel(registry.grpc.address) as channel:
                 stub = registry_grpc.RegistryServiceStub(channel)
                 for model in models:
                     await stub.RegisterModelVersion(
@@ -103,7 +104,7 @@ async def test_a_token_scoped_to_model_a_infers_on_a_only(
 ) -> None:
     a, b = models
     token = provider.token(["reader:team-a-*"], subject="app-a", kid="ec-1", algorithm="ES256")
-    async with grpc.aio.insecure_channel(platform.address) as channel:
+    async with secure_channel(platform.address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         answer = await stub.ModelInfer(typed_request(a, ROWS), metadata=bearer(token))
         assert answer.model_name == a
@@ -134,7 +135,7 @@ async def test_expired_wrong_audience_and_missing_credentials_are_unauthenticate
 ) -> None:
     a = models[0]
     refused = grpc.StatusCode.UNAUTHENTICATED
-    async with grpc.aio.insecure_channel(platform.address) as channel:
+    async with secure_channel(platform.address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         for metadata, fragment in [
             (bearer(provider.token(["reader"], expires_in=-300)), "the JWT has expired"),

@@ -20,7 +20,6 @@ from flywheel_common.errors import FailedPrecondition
 from flywheel_common.registration import registration
 from flywheel_common.settings import (
     AuthSettings,
-    GrpcSettings,
     JwtSettings,
     Role,
     StaticToken,
@@ -31,6 +30,7 @@ from flywheel_testing.backends import unused_port
 from flywheel_testing.identity import AUDIENCE, ISSUER, IdentityProvider
 from flywheel_testing.models import IrisModels
 from flywheel_testing.processes import service_process
+from flywheel_testing.tls import grpc_settings, secure_channel
 
 from .conftest import RegistryClient, drain, expect_error, register, registry_settings
 
@@ -94,7 +94,7 @@ async def registry(
     )
     service = build(settings)
     await service.start()
-    async with grpc.aio.insecure_channel(service.grpc.address) as channel:
+    async with secure_channel(service.grpc.address) as channel:
         admin = Registry(channel, service.grpc.address).as_("admin-token")
         for model in (teams.a, teams.b):
             await register(admin, registration(model, iris.classifier))
@@ -261,14 +261,14 @@ async def test_refusals_are_counted_and_logged_without_credentials(
             ),
         ).model_copy(
             update={
-                "grpc": GrpcSettings(port=unused_port()),
+                "grpc": grpc_settings(port=unused_port()),
                 "telemetry": TelemetrySettings(metrics_port=metrics_port),
             }
         )
         process = await service_process("flywheel_registry", settings, log_file=log_file)
         expired = provider.token(["admin"], expires_in=-600)
         try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{settings.grpc.port}") as channel:
+            async with secure_channel(f"127.0.0.1:{settings.grpc.port}") as channel:
                 stub = pb_grpc.RegistryServiceStub(channel)
                 admin = RegistryClient(stub, provider.token(["admin"]))
                 await register(admin, registration(teams.b, iris.classifier))
