@@ -10,6 +10,7 @@ from pathlib import Path
 from flywheel_common.healthcheck import wait_until_serving
 from flywheel_testing.backends import unused_port
 from flywheel_testing.secure_kafka import SecureKafka
+from flywheel_testing.tls import pki, tls_environment
 
 
 def _environment(name: str, kafka: SecureKafka, password: str, data_dir: Path) -> dict[str, str]:
@@ -19,6 +20,7 @@ def _environment(name: str, kafka: SecureKafka, password: str, data_dir: Path) -
         f"{prefix}DATA_DIR": str(data_dir),
         f"{prefix}TELEMETRY__METRICS_PORT": "-1",
         f"{prefix}AUTH__ALLOW_ANONYMOUS": "true",  # this test is about Kafka's credentials
+        **tls_environment(prefix),
         f"{prefix}KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap,
         f"{prefix}KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
         f"{prefix}KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
@@ -38,7 +40,7 @@ async def test_a_service_serves_as_its_own_kafka_user(
     )
     try:
         address = f"127.0.0.1:{env[f'FLYWHEEL_{name.upper()}_GRPC__PORT']}"
-        assert await wait_until_serving([address], timeout=90.0) == []
+        assert await wait_until_serving([address], pki().client_tls(), timeout=90.0) == []
     finally:
         process.terminate()
         assert await process.wait() == 0

@@ -135,6 +135,7 @@ async def test_a_service_without_tls_settings_refuses_to_start_and_names_the_var
         f"{prefix}TELEMETRY__METRICS_PORT": "-1",
         f"{prefix}GRPC__PORT": str(free_port),
         f"{prefix}DATA_DIR": str(tmp_path),
+        f"{prefix}AUTH__ALLOW_ANONYMOUS": "true",  # TLS is what this test is about
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", f"flywheel_{name}", env=env, stderr=asyncio.subprocess.PIPE
@@ -156,6 +157,7 @@ async def test_plaintext_chosen_explicitly_serves_plaintext_and_refuses_tls_clie
         "FLYWHEEL_REGISTRY_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
         "FLYWHEEL_REGISTRY_DATA_DIR": str(tmp_path),
         "FLYWHEEL_REGISTRY_GRPC__TLS__ENABLED": "false",
+        "FLYWHEEL_REGISTRY_AUTH__ALLOW_ANONYMOUS": "true",
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "flywheel_registry", env=env, stderr=asyncio.subprocess.PIPE

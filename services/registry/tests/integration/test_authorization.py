@@ -30,7 +30,7 @@ from flywheel_testing.backends import unused_port
 from flywheel_testing.identity import AUDIENCE, ISSUER, IdentityProvider
 from flywheel_testing.models import IrisModels
 from flywheel_testing.processes import service_process
-from flywheel_testing.tls import grpc_settings, secure_channel
+from flywheel_testing.tls import grpc_settings, pki, secure_channel
 
 from .conftest import RegistryClient, drain, expect_error, register, registry_settings
 
@@ -210,7 +210,7 @@ async def test_the_retrain_triggers_least_privilege_identity_promotes_its_models
 ) -> None:
     """The retrain trigger's registry token: writer on its models (README, Security)."""
     a, b = teams.a, teams.b
-    trigger = registry_client.RegistryClient(registry.address, "team-a-token")
+    trigger = registry_client.RegistryClient(registry.address, pki().client_tls(), "team-a-token")
     try:
         await register(registry.as_("team-a-token"), registration(a, iris.retrained))
         await trigger.set_alias(a, "production", 2, "retrain run r1: gate passed")
