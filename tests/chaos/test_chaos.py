@@ -33,6 +33,7 @@ from flywheel_common.topics import PREDICTIONS
 from flywheel_testing.clients import retrying_options
 from flywheel_testing.leases import lease_holder
 from flywheel_testing.processes import ServiceReplica
+from flywheel_testing.tls import pki
 
 from .fleet import Fleet, KafkaCluster, partition_of, partition_owners, timed
 from .ledger import Ledger, event_problems, log_problems, window_problems
@@ -160,7 +161,9 @@ class Chaos:
         await self.retrain.SetRetrainPolicy(retrain_pb.SetRetrainPolicyRequest(policy=policy))
 
     async def register(self, *, promote: bool) -> None:
-        addresses = Addresses(registry=self.fleet.target("registry"))
+        # A list of replicas names no one host: the certificate's `localhost` is checked.
+        tls = pki().client_tls().model_copy(update={"server_name": "localhost"})
+        addresses = Addresses(registry=self.fleet.target("registry"), tls=tls)
         await train_first_version(addresses, self.model, self.data_dir, promote=promote)
 
     async def promote(self, version: int) -> None:
@@ -365,6 +368,7 @@ class Chaos:
             self.fleet.target("gateway"),
             self.model,
             publisher,
+            tls=pki().client_tls().model_copy(update={"server_name": "localhost"}),
             rate_per_second=RATE,
             channel_options=retrying_options(),
         )
