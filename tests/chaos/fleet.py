@@ -42,7 +42,7 @@ from flywheel_testing.kafka import client_options
 from flywheel_testing.leases import lease_holder
 from flywheel_testing.platform import Platform
 from flywheel_testing.processes import ServiceReplica
-from flywheel_testing.tls import grpc_settings, secure_channel
+from flywheel_testing.tls import grpc_settings, pki, secure_channel
 from inference import grpc_service_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
@@ -140,6 +140,10 @@ def fleet_of(platform: Platform, databases: dict[str, str], root: Path, run: str
             fields["database"] = DatabaseSettings(url=databases[service])
         if issubclass(kind, WithRegistry):
             fields["registry_address"] = fleet.target("registry")
+            # A list of replicas names no one host: the certificate's `localhost` is checked.
+            fields["registry_tls"] = (
+                pki().client_tls().model_copy(update={"server_name": "localhost"})
+            )
         replicas[service] = [
             ServiceReplica(
                 f"flywheel_{service}",

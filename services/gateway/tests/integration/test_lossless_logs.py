@@ -4,6 +4,7 @@ in the middle of a load: every prediction log of an answered request arrives exa
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -50,7 +51,10 @@ async def restartable_kafka() -> None:
     [
         {
             "kafka": KafkaSettings(
-                bootstrap_servers="127.0.0.1:19092", linger_ms=1, request_timeout_ms=5000
+                # The broker infra/kafka's scripts stop and start: theirs, on KAFKA_PORT.
+                bootstrap_servers=f"127.0.0.1:{os.environ.get('KAFKA_PORT', '19092')}",
+                linger_ms=1,
+                request_timeout_ms=5000,
             )
         }
     ],
