@@ -51,7 +51,7 @@ def models_named(block: str) -> set[str]:
         r"\bmodel=\"([\w.-]+)\"",
         r"flywheel (?:--json )?(?:infer|versions|rollouts|rollback|promote) ([\w.-]+)",
         r"flywheel (?:--json )?retrain (?:runs|trigger) ([\w.-]+)",
-        r"\.infer\(\"([\w.-]+)\"",
+        r"\.infer\(\s*\"([\w.-]+)\"",
     )
     return {name for pattern in patterns for name in re.findall(pattern, block)}
 
