@@ -74,14 +74,17 @@ def test_every_container_runs_as_non_root_on_a_read_only_root(overlay: Rendered)
 def test_docker_compose_runs_the_services_on_a_read_only_root() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = {name: s for name, s in compose["services"].items() if "build" in s}
-    assert set(services) == {"registry", "deployer", "gateway", "drift", "retrain"}
+    flywheel = {"registry", "deployer", "gateway", "drift", "retrain"}
+    assert set(services) == flywheel | {"credentials"}  # the one-shot certificate maker
     for name, service in services.items():
         assert service["read_only"] is True, name
         assert service["cap_drop"] == ["ALL"], name
         assert "no-new-privileges:true" in service["security_opt"], name
         assert any(entry.split(":")[0] == "/tmp" for entry in service["tmpfs"]), name
         assert "flywheel-data:/var/lib/flywheel" in service["volumes"], name
-        data_dir = next(v for k, v in service["environment"].items() if k.endswith("_DATA_DIR"))
+    for name in flywheel:
+        environment = services[name]["environment"]
+        data_dir = next(v for k, v in environment.items() if k.endswith("_DATA_DIR"))
         assert data_dir.startswith("/var/lib/flywheel/"), name
     # Training jobs write relative to their working folder, which the root's /app is not.
     workdir = services["retrain"]["environment"]["FLYWHEEL_RETRAIN_TRAINING_WORKDIR"]
