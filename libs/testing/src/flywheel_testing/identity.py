@@ -13,7 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import grpc
 import jwt
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 ISSUER = "https://idp.flywheel.test/realms/ml"
@@ -102,3 +104,16 @@ class IdentityProvider:
         finally:
             server.shutdown()
             server.server_close()
+
+
+def bearer(token: str) -> tuple[tuple[str, str]]:
+    """Call metadata presenting `token`."""
+    return (("authorization", f"Bearer {token}"),)
+
+
+async def expect(call: object, code: grpc.StatusCode, fragment: str = "") -> None:
+    """Await `call` and check it failed with `code`, its details containing `fragment`."""
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await call  # type: ignore[misc]
+    assert failure.value.code() == code, failure.value.details()
+    assert fragment in (failure.value.details() or ""), failure.value.details()

@@ -7,27 +7,16 @@ import uuid
 from pathlib import Path
 
 import grpc
-import pytest
 
 from flywheel.deployer.v1 import deployer_pb2 as pb
 from flywheel.deployer.v1 import deployer_pb2_grpc as pb_grpc
 from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
 from flywheel_common.registration import registration
 from flywheel_common.settings import AuthSettings, Role, StaticToken
+from flywheel_testing.identity import bearer, expect
 from flywheel_testing.models import IrisModels
 from flywheel_testing.platform import in_process
 from flywheel_testing.tls import secure_channel
-
-
-def bearer(token: str) -> tuple[tuple[str, str]]:
-    return (("authorization", f"Bearer {token}"),)
-
-
-async def expect(call: object, code: grpc.StatusCode, fragment: str = "") -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as failure:
-        await call  # type: ignore[misc]
-    assert failure.value.code() == code, failure.value.details()
-    assert fragment in (failure.value.details() or ""), failure.value.details()
 
 
 async def test_rollouts_are_scoped_per_model_for_operators_and_for_the_deployer(

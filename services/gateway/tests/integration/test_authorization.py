@@ -16,7 +16,7 @@ from flywheel_common.registration import registration
 from flywheel_common.settings import AuthSettings, JwtSettings, Role, StaticToken
 from flywheel_gateway.app import build as build_gateway
 from flywheel_gateway.settings import GatewaySettings
-from flywheel_testing.identity import AUDIENCE, ISSUER, IdentityProvider
+from flywheel_testing.identity import AUDIENCE, ISSUER, IdentityProvider, bearer, expect
 from flywheel_testing.models import IrisModels
 from flywheel_testing.platform import in_process
 from flywheel_testing.tls import secure_channel
@@ -86,17 +86,6 @@ async def platform(
                 await platform.deploy(model, {1: 100}, generation)  # loaded with the token
             yield platform
             await bounded(platform.forget_deployments)
-
-
-def bearer(token: str) -> tuple[tuple[str, str]]:
-    return (("authorization", f"Bearer {token}"),)
-
-
-async def expect(call: object, code: grpc.StatusCode, fragment: str = "") -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as failure:
-        await call  # type: ignore[misc]
-    assert failure.value.code() == code, failure.value.details()
-    assert fragment in (failure.value.details() or ""), failure.value.details()
 
 
 async def test_a_token_scoped_to_model_a_infers_on_a_only(
