@@ -1,8 +1,10 @@
 """The whole loop with all five services on real Kafka: v1 serves, the inputs shift, drift is
 alerted, a retrain is gated and promoted, and v2's canary reaches 100% with no failed request.
-It runs on the SASL_SSL broker with ACLs, each service as its own Kafka user (the ACLs of
-infra/kafka/acls.conf are all the loop needs), and TLS on every gRPC port; `make run`'s
-plaintext broker runs the loop in test_readme.py and the chaos test."""
+It runs as production does: on the SASL_SSL broker with ACLs, each service as its own Kafka
+user (the ACLs of infra/kafka/acls.conf are all the loop needs), TLS on every gRPC port, and
+JWTs on every call: the services hold `reader` on the registry, the retrain trigger and the
+operator `writer` on the test's model only. `make run` (plaintext broker, static tokens) runs
+the loop in test_readme.py, and the chaos test runs it on a three-broker cluster."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ def deployed_models() -> list[str]:
     return [f"cancer-e2e-{uuid.uuid4().hex[:8]}"]
 
 
-@pytest.mark.parametrize("platform", ["sasl_ssl"], indirect=True)
+@pytest.mark.parametrize("platform", ["secure"], indirect=True)
 async def test_drift_to_a_retrained_version_at_full_traffic(
     platform: Addresses, deployed_models: list[str], tmp_path: Path
 ) -> None:
@@ -90,3 +92,8 @@ async def _operator_sees_the_loop(endpoints: Addresses, model: str) -> None:
     assert code == 1
     assert "error:" in output
     assert "99" in output
+
+    # The operator's token is scoped to the test's model.
+    code, output = await flywheel(endpoints, "versions", "another-teams-model")
+    assert code == 1
+    assert "permission_denied" in output, output

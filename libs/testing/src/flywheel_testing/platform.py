@@ -8,6 +8,8 @@ each step bounded so a hung one fails the test by name.
 
 On the SASL_SSL broker (`secure`) each service connects as its own user, so it can do what
 infra/kafka/acls.conf grants that user and nothing else; the test's own clients are admin.
+With an `identity` provider every service verifies bearer JWTs against its JWKS instead of
+letting anonymous callers in, and calls the registry with a `reader` JWT of its own.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from flywheel_common.publisher import EventPublisher
 from flywheel_common.service import Service
 from flywheel_common.settings import (
     AuthSettings,
+    JwtSettings,
     KafkaSettings,
     LeaseSettings,
     ServiceSettings,
@@ -41,6 +44,7 @@ from flywheel_registry.app import build as build_registry
 from flywheel_registry.settings import RegistrySettings
 from flywheel_retrain.app import build as build_retrain
 from flywheel_retrain.settings import RetrainSettings
+from flywheel_testing.identity import AUDIENCE, ISSUER, IdentityProvider
 from flywheel_testing.kafka import collected_events, tombstone
 from flywheel_testing.secure_kafka import SecureKafka
 from flywheel_testing.tls import grpc_settings, pki
@@ -79,16 +83,26 @@ class Platform:
         stack: contextlib.AsyncExitStack,
         replication_factor: int = 1,
         secure: SecureKafka | None = None,
+        identity: IdentityProvider | None = None,
     ) -> None:
         """`replication_factor`: of the topics the services create (3 on a cluster).
-        `secure`: the SASL_SSL broker, instead of the plaintext one at `kafka_bootstrap`."""
+        `secure`: the SASL_SSL broker, instead of the plaintext one at `kafka_bootstrap`.
+        `identity`: the OIDC provider whose JWTs the services require."""
         self.kafka_bootstrap = kafka_bootstrap
         self._secure = secure
+        self._identity = identity
         self.kafka = self._kafka_settings("admin", replication_factor=replication_factor)
         self.data_dir = data_dir
         self._stack = stack
         self._suffix = uuid.uuid4().hex[:8]
         self._registry: Service | None = None
+        self._auth = ANONYMOUS
+        if identity is not None:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            jwks = identity.write_jwks(data_dir / f"jwks-{self._suffix}.json")
+            self._auth = AuthSettings(
+                jwt=JwtSettings(jwks_file=str(jwks), issuer=ISSUER, audience=AUDIENCE)
+            )
 
     def _kafka_settings(self, user: str, **fields: Any) -> KafkaSettings:
         fields = {"linger_ms": 1, **fields}
@@ -107,7 +121,7 @@ class Platform:
         values: dict[str, Any] = {
             "grpc": grpc_settings(port=0),
             # Tests that are not about authentication opt out of it explicitly.
-            "auth": ANONYMOUS,
+            "auth": self._auth,
             "kafka": self._kafka_settings(
                 _KAFKA_USERS.get(kind, "admin"), replication_factor=self.kafka.replication_factor
             ),
@@ -126,6 +140,8 @@ class Platform:
             values["registry_address"] = self.registry_address
         if issubclass(kind, WithRegistry):
             values["registry_tls"] = pki().client_tls()
+            if self._identity is not None:
+                values["registry_token"] = self._identity.token(["reader"], subject=name)
         if kind is GatewaySettings:
             values["gateway_id"] = f"{name}-{self._suffix}"
         values.update(fields)
@@ -188,6 +204,7 @@ async def in_process(
     data_dir: Path,
     replication_factor: int = 1,
     secure: SecureKafka | None = None,
+    identity: IdentityProvider | None = None,
 ) -> AsyncIterator[Platform]:
     async with contextlib.AsyncExitStack() as stack:
-        yield Platform(kafka_bootstrap, data_dir, stack, replication_factor, secure)
+        yield Platform(kafka_bootstrap, data_dir, stack, replication_factor, secure, identity)
