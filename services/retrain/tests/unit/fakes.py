@@ -165,6 +165,8 @@ class FakeRegistry:
     versions: dict[tuple[str, int], VersionInfo] = field(default_factory=dict)
     production_of: dict[str, int] = field(default_factory=dict)
     promotions: list[tuple[str, int, str]] = field(default_factory=list)
+    refusal: str = ""
+    """When set, the registry refuses promotions with this reason (a token without the grant)."""
 
     def register(self, model: str, version: int, entrypoint: str = "python train.py") -> None:
         self.versions[(model, version)] = VersionInfo(version, entrypoint)
@@ -180,6 +182,8 @@ class FakeRegistry:
         return found
 
     async def promote(self, model: str, version: int, reason: str) -> None:
+        if self.refusal:
+            raise FailedPrecondition(f"the registry refused to move 'production': {self.refusal}")
         self.production_of[model] = version
         self.promotions.append((model, version, reason))
 

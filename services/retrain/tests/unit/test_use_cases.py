@@ -243,6 +243,35 @@ async def test_a_rejected_gate_leaves_production_alone() -> None:
     assert w.registry.production_of["iris"] == 1
 
 
+async def test_a_promotion_the_registry_refuses_fails_the_run_at_its_gate() -> None:
+    w = world()
+    w.registry.refusal = "PERMISSION_DENIED: the token holds reader:iris, not writer"
+    run_id = await queued_run(w)
+    await advance(w.deps, run_id)
+    run = w.store.runs[run_id]
+    assert run.state is RunState.FAILED
+    assert "refused to move 'production'" in run.error
+    assert "reader:iris" in run.error
+    assert w.registry.production_of["iris"] == 1
+    [failed] = w.store.of_type(RetrainFailed)
+    assert isinstance(failed, RetrainFailed)
+    assert failed.stage is FailureStage.GATING
+    assert not failed.will_retry
+
+
+async def test_an_approval_the_registry_refuses_leaves_the_run_awaiting_sign_off() -> None:
+    w = world()
+    sign_off = replace(Policy.default("iris"), approval_mode=ApprovalMode.HUMAN_SIGN_OFF)
+    await policies.set_policy(w.deps, sign_off, None)
+    run_id = await queued_run(w)
+    await advance(w.deps, run_id)
+    w.registry.refusal = "PERMISSION_DENIED: production is protected: admin only"
+    with pytest.raises(FailedPrecondition, match="production is protected"):
+        await runs.approve(w.deps, run_id, "ship it")
+    assert w.store.runs[run_id].state is RunState.AWAITING_APPROVAL
+    assert w.registry.production_of["iris"] == 1
+
+
 async def test_cancelling_ends_the_run_stops_its_task_and_only_once() -> None:
     w = world()
     run_id = await queued_run(w)
