@@ -22,10 +22,13 @@ class ArtifactFetcher:
         self._cache = cache_dir
 
     async def latest_versions(self, model: str, count: int) -> list[int]:
-        response = await self._registry.stub().ListModelVersions(
-            registry.ListModelVersionsRequest(model=model, page_size=count),
-            metadata=self._registry.metadata,
-        )
+        try:
+            response = await self._registry.stub().ListModelVersions(
+                registry.ListModelVersionsRequest(model=model, page_size=count),
+                metadata=self._registry.metadata,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise self._registry.failure(error) from error
         return [v.version for v in response.model_versions]
 
     async def fetch(self, model: str, version: int) -> tuple[str, Path]:
@@ -55,9 +58,7 @@ class ArtifactFetcher:
             temp.unlink(missing_ok=True)
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 raise NotFound(f"the registry has no {model} version {version}") from error
-            raise Unavailable(
-                f"cannot fetch {model} v{version} from the registry: {error.details()}"
-            ) from error
+            raise self._registry.failure(error) from error
         if digest.hexdigest() != expected:
             temp.unlink(missing_ok=True)
             raise Unavailable(

@@ -65,7 +65,7 @@ class RegistryClient:
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 raise NotFound(f"the registry has no {model} version {version}") from error
-            raise self._failure(error) from error
+            raise self.failure(error) from error
         found: registry_types.ModelVersion = response.model_version
         return found
 
@@ -89,7 +89,7 @@ class RegistryClient:
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 return None
-            raise self._failure(error) from error
+            raise self.failure(error) from error
         found: registry_types.ModelVersion = response.model_version
         return found
 
@@ -111,7 +111,7 @@ class RegistryClient:
                 raise FailedPrecondition(
                     f"the registry refused to move {alias!r}: {error.details()}"
                 ) from error
-            raise self._failure(error) from error
+            raise self.failure(error) from error
 
     async def reference_sample(
         self, model: str, version: int
@@ -132,13 +132,13 @@ class RegistryClient:
         except grpc.aio.AioRpcError as error:
             if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
                 raise NotFound(f"{model} version {version} has no reference sample") from error
-            raise self._failure(error) from error
+            raise self.failure(error) from error
         data = b"".join(parts)
         if hashlib.sha256(data).hexdigest() != info.sha256:
             raise Unavailable(f"the reference sample of {model} v{version} failed its sha256 check")
         return info, data
 
-    def _failure(self, error: grpc.aio.AioRpcError) -> FlywheelError:
+    def failure(self, error: grpc.aio.AioRpcError) -> FlywheelError:
         """A refused token is this service's configuration, not an outage: FAILED_PRECONDITION
         (never UNAVAILABLE, which callers would retry forever)."""
         if error.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):

@@ -13,7 +13,7 @@ from opentelemetry import metrics, trace
 
 from flywheel.common.v1 import types_pb2 as common
 from flywheel.gateway.v1.events_pb2 import PredictionLog
-from flywheel_common.errors import FlywheelError, InvalidArgument, NotFound, Unavailable
+from flywheel_common.errors import FlywheelError, InvalidArgument, NotFound
 from flywheel_common.grpc_server import status_of
 from flywheel_common.timestamps import duration, epoch
 from flywheel_gateway.models import LoadedVersion, ModelManager
@@ -108,9 +108,10 @@ class Inference:
             return _parse_version(version)
         table = self.table(model)
         ready = self._models.ready_set(model)
-        candidates = [r for r in table.routes if r.weight > 0 and r.version in ready]
+        routed = [r for r in table.routes if r.weight > 0]
+        candidates = [r for r in routed if r.version in ready]
         if not candidates:
-            raise Unavailable(f"model {model!r} has no version ready yet; retry shortly")
+            raise self._models.not_ready(model, [r.version for r in routed])
         return max(candidates, key=lambda r: r.weight).version
 
     def _route(self, request: InferRequest) -> tuple[Route, RoutingTable | None]:
@@ -124,9 +125,8 @@ class Inference:
         try:
             route = table.pick(str(key) if key is not None else None, random.random(), ready)
         except LookupError:
-            raise Unavailable(
-                f"model {request.model!r} has no routed version ready yet; retry shortly"
-            ) from None
+            routed = [r.version for r in table.routes if r.weight > 0]
+            raise self._models.not_ready(request.model, routed) from None
         return route, table
 
     async def infer(self, request: InferRequest) -> InferResult:

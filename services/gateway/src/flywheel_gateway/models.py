@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -17,7 +17,13 @@ import numpy as np
 import onnxruntime
 
 from flywheel_common.artifact_cache import ArtifactFetcher
-from flywheel_common.errors import FlywheelError, InvalidArgument, NotFound, Unavailable
+from flywheel_common.errors import (
+    FailedPrecondition,
+    FlywheelError,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from flywheel_common.signatures import (
     DYNAMIC,
     NUMPY_DTYPES,
@@ -77,6 +83,9 @@ class LoadedVersion:
     signature: Signature = field(default_factory=lambda: Signature((), ()))
     provider: str = ""
     error: str = ""
+    retryable: bool = True
+    """Whether a failed load may succeed if tried again (the registry was unreachable), or
+    needs someone to act (a refused registry token, a model onnxruntime cannot load)."""
     session: onnxruntime.InferenceSession | None = None
     batcher: DynamicBatcher | None = None
     in_flight: int = 0
@@ -86,8 +95,9 @@ class LoadedVersion:
     def draining(self) -> bool:
         return self.state is LoadState.DRAINING
 
-    def set_state(self, state: LoadState, error: str = "") -> None:
+    def set_state(self, state: LoadState, error: str = "", retryable: bool = True) -> None:
         self.state, self.error, self.state_since = state, error, datetime.now(UTC)
+        self.retryable = retryable
 
     def run(self, inputs: Arrays) -> Arrays:
         assert self.session is not None
@@ -148,6 +158,19 @@ class ModelManager:
         """The model's routable versions; kept current on every change, read per request."""
         return self._ready.get(model, frozenset())
 
+    def not_ready(self, model: str, versions: Iterable[int]) -> FlywheelError:
+        """Why none of `versions` can take a request: FAILED_PRECONDITION when every one
+        failed to load for a reason retrying cannot mend (so clients stop retrying and
+        someone fixes it), UNAVAILABLE while one may still become ready."""
+        failures = [self._versions.get((model, version)) for version in versions]
+        if failures and all(
+            loaded is not None and loaded.state is LoadState.FAILED and not loaded.retryable
+            for loaded in failures
+        ):
+            reasons = "; ".join(f"version {f.version}: {f.error}" for f in failures if f)
+            return FailedPrecondition(f"model {model!r} cannot be served: {reasons}")
+        return Unavailable(f"model {model!r} has no routed version ready yet; retry shortly")
+
     def _changed(self) -> None:
         ready: dict[str, set[int]] = {}
         for (model, version), loaded in self._versions.items():
@@ -196,12 +219,12 @@ class ModelManager:
             log.warning(
                 "loading failed", extra={"model": model, "version": version, "error": exc.message}
             )
-            loaded.set_state(LoadState.FAILED, exc.message)
+            loaded.set_state(LoadState.FAILED, exc.message, isinstance(exc, Unavailable))
             self._changed()
             return
         except Exception as exc:
             log.exception("loading failed", extra={"model": model, "version": version})
-            loaded.set_state(LoadState.FAILED, str(exc))
+            loaded.set_state(LoadState.FAILED, str(exc), retryable=False)
             self._changed()
             return
         # Only now, warmed up, does the version become routable.

@@ -57,7 +57,9 @@ async def platform(
                 auth=AuthSettings(
                     tokens={
                         REGISTRY_ADMIN: Role.ADMIN,
-                        GATEWAY_TO_REGISTRY: StaticToken(role=Role.READER, subject="gateway"),
+                        GATEWAY_TO_REGISTRY: StaticToken(
+                            role=Role.READER, models=["team-*"], subject="gateway"
+                        ),
                     }
                 )
             )
@@ -136,3 +138,28 @@ async def test_expired_wrong_audience_and_missing_credentials_are_unauthenticate
                 stub.ModelInfer(typed_request(a, ROWS), metadata=metadata), refused, fragment
             )
     assert provider.served == 1  # the JWKS was read once, for the first JWT
+
+
+async def test_a_model_the_gateway_may_not_pull_is_a_failed_precondition_not_a_retry(
+    platform: Platform, provider: IdentityProvider, iris: IrisModels
+) -> None:
+    """The registry refuses the gateway's token for a model outside its scope: requests are
+    told what to fix, not UNAVAILABLE, which clients would retry forever."""
+    other = f"other-{uuid.uuid4().hex[:8]}-iris"
+    async with secure_channel(platform.registry.grpc.address) as channel:
+        await registry_grpc.RegistryServiceStub(channel).RegisterModelVersion(
+            iter(registration(other, iris.classifier)), metadata=bearer(REGISTRY_ADMIN)
+        )
+    await platform.deploy(other, {1: 100}, 1)
+    operator = bearer(provider.token(["reader"], subject="ops"))
+    async with secure_channel(platform.address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        for call in (
+            stub.ModelInfer(typed_request(other, ROWS), metadata=operator),
+            stub.ModelMetadata(pb.ModelMetadataRequest(name=other), metadata=operator),
+        ):
+            await expect(
+                call,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "the registry refused this service's registry token",
+            )
