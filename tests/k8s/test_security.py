@@ -1,12 +1,23 @@
 """Every pod runs as a non-root user without privileges, capabilities or an API token; the
-root file systems are read-only, in Kubernetes and in docker compose."""
+root file systems are read-only, in Kubernetes and in docker compose; compose's services
+require tokens and hold the least privilege they need."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 import yaml
 
+from flywheel_common.settings import Role, ServiceSettings, WithRegistry
+from flywheel_deployer.settings import DeployerSettings
+from flywheel_drift.settings import DriftSettings
+from flywheel_gateway.settings import GatewaySettings
+from flywheel_registry.settings import RegistrySettings
+from flywheel_retrain.settings import RetrainSettings
 from flywheel_testing.manifests import ROOT, Rendered
 
 
@@ -98,3 +109,48 @@ def test_training_jobs_work_in_the_retrain_triggers_data_folder(overlay: Rendere
         if config["metadata"]["name"].startswith("flywheel-retrain")
     ]
     assert settings["FLYWHEEL_RETRAIN_TRAINING_WORKDIR"] == settings["FLYWHEEL_RETRAIN_DATA_DIR"]
+
+
+_SETTINGS: dict[str, type[ServiceSettings]] = {
+    "registry": RegistrySettings,
+    "deployer": DeployerSettings,
+    "gateway": GatewaySettings,
+    "drift": DriftSettings,
+    "retrain": RetrainSettings,
+}
+
+
+def test_docker_compose_requires_tokens_and_gives_each_service_the_role_it_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The credentials service's own command, run here with the volume at `tmp_path`, then
+    every service's settings read from its compose environment: tokens required (never
+    anonymous), TLS files present, registry tokens of the roles README's table names."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    volume = "/var/lib/flywheel"
+
+    def local(value: object) -> str:
+        return str(value).replace(volume, str(tmp_path))
+
+    command = [local(part) for part in compose["services"]["credentials"]["command"]]
+    assert command[0] == "flywheel_cli"
+    made = subprocess.run(
+        [sys.executable, "-m", *command], capture_output=True, text=True, timeout=120
+    )
+    assert made.returncode == 0, made.stderr
+
+    settings: dict[str, ServiceSettings] = {}
+    for name, kind in _SETTINGS.items():
+        environment = compose["services"][name]["environment"]
+        with monkeypatch.context() as patch:
+            for key, value in environment.items():
+                patch.setenv(key, local(value))
+            settings[name] = kind()
+    registry = settings["registry"]
+    for name, service in settings.items():
+        assert service.auth.has_identities, name
+        assert not service.auth.allow_anonymous, name
+        assert Path(service.grpc.tls.cert_file).is_file(), name
+        if isinstance(service, WithRegistry):
+            needs = Role.WRITER if name == "retrain" else Role.READER
+            assert registry.auth.tokens[service.registry_token] is needs, name

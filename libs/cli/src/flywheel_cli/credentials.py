@@ -20,7 +20,8 @@ class LocalCredentials:
     """Files under `root` (by default .run/): tls/ca.pem and ca-key.pem (the local CA),
     tls/server.pem and server-key.pem (every service, for localhost and 127.0.0.1),
     tls/client.pem and client-key.pem (mutual TLS), tokens.json ({"token": "role"}, the
-    format of FLYWHEEL_<SERVICE>_AUTH__TOKENS) and cli.env (what the CLI and the demo read)."""
+    format of FLYWHEEL_<SERVICE>_AUTH__TOKENS and of AUTH__TOKENS_FILE), tokens/<role> (one
+    token each, for REGISTRY_TOKEN_FILE) and cli.env (what the CLI and the demo read)."""
 
     root: Path
 
@@ -39,6 +40,9 @@ class LocalCredentials:
     @property
     def cli_env_file(self) -> Path:
         return self.root / "cli.env"
+
+    def token_file(self, role: Role) -> Path:
+        return self.root / "tokens" / role.value
 
     def tokens(self) -> dict[str, Role]:
         return {
@@ -76,6 +80,10 @@ class LocalCredentials:
             made = {secrets.token_urlsafe(32): role.value for role in ROLES}
             _write_private(self.tokens_file, json.dumps(made, indent=2) + "\n")
             written.append(self.tokens_file)
+        for role in ROLES:
+            if not self.token_file(role).exists():
+                _write_private(self.token_file(role), self.token(role) + "\n")
+                written.append(self.token_file(role))
         if not self.cli_env_file.exists() or self.ca_file in written:
             _write_private(self.cli_env_file, self._cli_env())
             written.append(self.cli_env_file)

@@ -23,8 +23,11 @@ def test_credentials_are_made_once_and_reused(tmp_path: Path) -> None:
     )
     for private in ("ca-key.pem", "server-key.pem", "client-key.pem"):
         assert stat.S_IMODE((tls / private).stat().st_mode) == 0o600, private
-    for private in (credentials.tokens_file, credentials.cli_env_file):
+    role_files = [credentials.token_file(role) for role in Role]
+    for private in (credentials.tokens_file, credentials.cli_env_file, *role_files):
         assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
+    for role in Role:  # one token per file, for REGISTRY_TOKEN_FILE
+        assert credentials.token_file(role).read_text().strip() == credentials.token(role)
 
     ca = credentials.ca_file.read_bytes()
     assert credentials.ensure() == []

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from pathlib import Path
 from typing import ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -253,12 +263,48 @@ class JwtSettings(SettingsSection):
         return self
 
 
+_IDENTITY: TypeAdapter[Role | StaticToken] = TypeAdapter(Role | StaticToken)
+
+
+def _tokens_from(text: str) -> dict[str, Role | StaticToken]:
+    """Tokens from a tokens file; errors name entries by position, never by token."""
+    problem = 'must be a JSON object of tokens like {"s3cr3t": "reader"}'
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"auth.tokens_file {problem}: {error.msg}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"auth.tokens_file {problem}")
+    tokens: dict[str, Role | StaticToken] = {}
+    for position, (token, identity) in enumerate(raw.items(), start=1):
+        try:
+            tokens[token] = _IDENTITY.validate_python(identity)
+        except ValidationError:
+            raise ValueError(
+                f"auth.tokens_file: entry {position} is neither a role (reader, writer, admin) "
+                'nor {"role": ..., "models": [...], "subject": ...}'
+            ) from None
+    return tokens
+
+
+def read_secret_file(path: str, setting: str) -> str:
+    """A secret mounted as a file (a Kubernetes or compose secret), stripped of the newline
+    editors add; a ValueError naming the setting when it cannot be read."""
+    try:
+        return Path(path).read_text().strip()
+    except OSError as error:
+        raise ValueError(f"{setting} {path} cannot be read: {error.strerror}") from error
+
+
 class AuthSettings(SettingsSection):
     tokens: dict[str, Role | StaticToken] = Field(default_factory=dict)
     """Static bearer tokens, as JSON: {"token": "reader|writer|admin"} (the role on every
     model) or {"token": {"role": "writer", "models": ["fraud-*"], "subject": "fraud-ci"}}."""
     jwt: JwtSettings = JwtSettings()
     """Bearer JWTs from an OIDC provider (off unless jwt.jwks_url or jwt.jwks_file is set)."""
+    tokens_file: str = ""
+    """A JSON file of tokens in the format of `tokens` (a mounted secret), read at start
+    and merged with them."""
     allow_anonymous: bool = False
     """For local experiments only: with no tokens and no JWT settings, every caller is an
     anonymous admin. Without it, a service with no identities configured refuses to start."""
@@ -266,6 +312,13 @@ class AuthSettings(SettingsSection):
     @property
     def has_identities(self) -> bool:
         return bool(self.tokens) or self.jwt.enabled
+
+    @model_validator(mode="after")
+    def _read_tokens_file(self) -> Self:
+        if self.tokens_file:
+            from_file = _tokens_from(read_secret_file(self.tokens_file, "auth.tokens_file"))
+            object.__setattr__(self, "tokens", from_file | self.tokens)  # frozen: set once here
+        return self
 
     @model_validator(mode="after")
     def _not_both(self) -> Self:
@@ -384,8 +437,19 @@ class WithRegistry(ServiceSettings):
     registry_token: str = ""
     """Bearer token for the registry when it requires authentication (the reader role,
     unless the service's README says otherwise)."""
+    registry_token_file: str = ""
+    """A file holding `registry_token` (a mounted secret), read at start."""
     registry_tls: ClientTlsSettings = ClientTlsSettings()
     """TLS of the calls to the registry: FLYWHEEL_<SERVICE>_REGISTRY_TLS__CA_FILE and so on."""
+
+    @model_validator(mode="after")
+    def _read_registry_token_file(self) -> Self:
+        if self.registry_token_file:
+            if self.registry_token:
+                raise ValueError("set registry_token or registry_token_file, not both")
+            token = read_secret_file(self.registry_token_file, "registry_token_file")
+            object.__setattr__(self, "registry_token", token)  # frozen: set once here
+        return self
 
 
 class WithConsumerGroup(ServiceSettings):

@@ -31,7 +31,7 @@ from flywheel_common.jwt_tokens import (
     claim_values,
     grants_of,
 )
-from flywheel_common.settings import AuthSettings, JwtSettings, Role, StaticToken
+from flywheel_common.settings import AuthSettings, JwtSettings, Role, StaticToken, WithRegistry
 from flywheel_testing.identity import AUDIENCE, ISSUER, IdentityProvider
 from inference import grpc_service_pb2
 
@@ -141,6 +141,48 @@ def test_static_tokens_with_grants_read_from_json() -> None:
     assert settings.tokens["b"] == StaticToken(role=Role.WRITER, models=["fraud-*", "iris"])
     with pytest.raises(ValidationError, match="prefix ending in"):
         AuthSettings.model_validate_json('{"tokens": {"b": {"role": "writer", "models": ["*x"]}}}')
+
+
+def test_tokens_from_a_mounted_file_join_those_of_the_environment(tmp_path: Path) -> None:
+    tokens_file = tmp_path / "tokens.json"
+    tokens_file.write_text(json.dumps({"f": "reader", "g": {"role": "writer", "models": ["x-*"]}}))
+    settings = AuthSettings(tokens_file=str(tokens_file), tokens={"e": Role.ADMIN})
+    assert settings.tokens == {
+        "f": Role.READER,
+        "g": StaticToken(role=Role.WRITER, models=["x-*"]),
+        "e": Role.ADMIN,
+    }
+    assert authenticate(Authenticator(settings), "Bearer g").grants == (Grant(Role.WRITER, "x-*"),)
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (None, "cannot be read: No such file or directory"),
+        ("not json", "must be a JSON object of tokens"),
+        ('["a"]', "must be a JSON object of tokens"),
+        ('{"top-secret-token": "root"}', "entry 1 is neither a role"),
+    ],
+)
+def test_a_bad_tokens_file_stops_the_service_without_echoing_a_token(
+    tmp_path: Path, content: str | None, fragment: str
+) -> None:
+    tokens_file = tmp_path / "tokens.json"
+    if content is not None:
+        tokens_file.write_text(content)
+    with pytest.raises(ValidationError, match=fragment) as refused:
+        AuthSettings(tokens_file=str(tokens_file))
+    assert "top-secret" not in str(refused.value)
+
+
+def test_a_registry_token_is_read_from_its_file_or_the_variable_not_both(tmp_path: Path) -> None:
+    secret = tmp_path / "registry-token"
+    secret.write_text("s3cr3t\n")
+    assert WithRegistry(registry_token_file=str(secret)).registry_token == "s3cr3t"
+    with pytest.raises(ValidationError, match="not both"):
+        WithRegistry(registry_token_file=str(secret), registry_token="other")
+    with pytest.raises(ValidationError, match=r"registry_token_file .* cannot be read"):
+        WithRegistry(registry_token_file=str(tmp_path / "missing"))
 
 
 @pytest.mark.parametrize(
