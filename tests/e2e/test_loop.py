@@ -25,6 +25,7 @@ def deployed_models() -> list[str]:
     return [f"cancer-e2e-{uuid.uuid4().hex[:8]}"]
 
 
+@pytest.mark.usefixtures("kafka_sasl_ssl")  # declared, so its start overlaps earlier tests
 @pytest.mark.parametrize("platform", ["secure"], indirect=True)
 async def test_drift_to_a_retrained_version_at_full_traffic(
     platform: Addresses, deployed_models: list[str], tmp_path: Path

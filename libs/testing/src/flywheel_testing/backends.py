@@ -8,7 +8,7 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
 from flywheel_common.db import Database
 
@@ -73,6 +73,18 @@ async def reset_postgres(url: str) -> None:
         await connection.execute(text("DROP SCHEMA public CASCADE"))
         await connection.execute(text("CREATE SCHEMA public"))
     await db.stop()
+
+
+async def separate_postgres_database(url: str, name: str) -> str:
+    """The URL of an empty PostgreSQL database `name` beside the one at `url` (dropped and
+    made again): for state that must outlive the resets other tests make at `url`."""
+    server = Database(url)
+    autocommit = server.engine.execution_options(isolation_level="AUTOCOMMIT")
+    async with autocommit.connect() as connection:
+        await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await connection.execute(text(f'CREATE DATABASE "{name}"'))
+    await server.stop()
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
 async def fresh_database(url: str) -> Database:

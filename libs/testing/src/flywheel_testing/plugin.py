@@ -7,7 +7,9 @@ are not running the tests fail with the command that starts them, never skip.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -28,12 +30,52 @@ _spans = InMemorySpanExporter()
 NewTopicFactory = Callable[..., Awaitable[str]]
 
 
+class _SecureKafkaInBackground:
+    """The SASL_SSL broker, started in a thread as soon as collection shows that a test needs
+    it: its start (certificates, users, a JVM per line of ACLs: half a minute and more) then
+    overlaps the tests that run before."""
+
+    def __init__(self) -> None:
+        self._stack = ExitStack()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="secure-kafka")
+        self._started: Future[SecureKafka] | None = None
+
+    def start(self) -> None:
+        if self._started is None:
+            self._started = self._pool.submit(self._stack.enter_context, secure_kafka())
+
+    def broker(self) -> SecureKafka:
+        self.start()
+        assert self._started is not None
+        return self._started.result()
+
+    def stop(self) -> None:
+        if self._started is not None:
+            self._started.exception()  # wait for a start under way; its error is reported
+            self._stack.close()
+        self._pool.shutdown()
+
+
+_secure_kafka = _SecureKafkaInBackground()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests under an integration/ or e2e/ folder are integration tests."""
     for item in items:
         parts = Path(str(item.path)).parts
         if "integration" in parts or "e2e" in parts:
             item.add_marker(pytest.mark.integration)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Starts the SASL_SSL broker now if a selected test will need it."""
+    needed = any("kafka_sasl_ssl" in getattr(item, "fixturenames", ()) for item in session.items)
+    if needed and not session.config.option.collectonly:
+        _secure_kafka.start()
+
+
+def pytest_sessionfinish() -> None:
+    _secure_kafka.stop()
 
 
 @pytest.fixture(scope="session")
@@ -61,11 +103,10 @@ def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
 
 
 @pytest.fixture(scope="session")
-def kafka_sasl_ssl() -> Iterator[SecureKafka]:
+def kafka_sasl_ssl() -> SecureKafka:
     """The SASL_SSL broker with the ACLs of infra/kafka/acls.conf (started for the session
     by infra/kafka/start.sh --sasl-ssl unless FLYWHEEL_TEST_KAFKA_SASL_BOOTSTRAP names one)."""
-    with secure_kafka() as kafka:
-        yield kafka
+    return _secure_kafka.broker()
 
 
 @pytest.fixture

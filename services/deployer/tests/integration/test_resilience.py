@@ -90,7 +90,9 @@ def assert_each_step_once_and_no_failed_request(
     assert failures == []
 
 
-@pytest.mark.parametrize("platform", ["sqlite", "postgresql"], indirect=True)
+# On SQLite, make run's database; on PostgreSQL the standby of the next test resumes a killed
+# leader's rollout the same way.
+@pytest.mark.parametrize("platform", ["sqlite"], indirect=True)
 async def test_a_deployer_killed_mid_rollout_resumes_without_repeating_a_step(
     platform: Platform,
 ) -> None:

@@ -1,5 +1,7 @@
 """A real registry service per test: gRPC on loopback, real Kafka, SQLite or PostgreSQL, and
-the artifact store a test asks for (a local folder unless it parametrizes `artifact_store`)."""
+the artifact store a test asks for (a local folder unless it parametrizes `artifact_store`);
+or one per module and database (`shared_registry`) for tests that check only what their
+own calls leave behind."""
 
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ from flywheel_common.topics import MODEL_EVENTS
 from flywheel_registry.app import build
 from flywheel_registry.artifacts import BlobRow
 from flywheel_registry.settings import RegistrySettings, S3Settings
-from flywheel_testing.backends import S3Endpoint, reset_postgres
+from flywheel_testing.backends import S3Endpoint, reset_postgres, separate_postgres_database
 from flywheel_testing.kafka import read_topic
 from flywheel_testing.models import IrisModels
 from flywheel_testing.s3 import delete_under, digests_under, s3_client, s3_settings
@@ -148,6 +150,27 @@ async def registry(
     artifact_store: dict[str, Any],
 ) -> AsyncIterator[RunningRegistry]:
     settings = registry_settings(registry_database_url, kafka_bootstrap, tmp_path, **artifact_store)
+    service = build(settings)
+    await service.start()
+    async with secure_channel(service.grpc.address) as channel:
+        yield RunningRegistry(service, settings, channel)
+    await service.stop()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+async def shared_registry(
+    request: pytest.FixtureRequest, kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[RunningRegistry]:
+    """One registry for the module's tests on a database of its own: a SQLite file, or a
+    PostgreSQL database apart from the one the other tests reset."""
+    data_dir = tmp_path_factory.mktemp("shared-registry")
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{data_dir / 'registry.db'}"
+    else:
+        url = await separate_postgres_database(
+            request.getfixturevalue("postgres_url"), "flywheel_shared_registry"
+        )
+    settings = registry_settings(url, kafka_bootstrap, data_dir)
     service = build(settings)
     await service.start()
     async with secure_channel(service.grpc.address) as channel:
