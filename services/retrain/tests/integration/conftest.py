@@ -1,5 +1,6 @@
-"""A real registry, deployer and retrain trigger on real Kafka, with a breast-cancer model
-trained and promoted by the example pipeline, and helpers that log traffic and labels."""
+"""A real registry, deployer and retrain trigger on real Kafka (shared by a module's tests),
+a breast-cancer model of each test's own trained and promoted by the example pipeline, and
+helpers that log traffic and labels."""
 
 from __future__ import annotations
 
@@ -36,12 +37,14 @@ from flywheel_common.publisher import EventPublisher
 from flywheel_common.service import Service
 from flywheel_common.timestamps import timestamp
 from flywheel_common.topics import (
+    DEPLOYMENTS,
     DRIFT_ALERTS,
     GROUND_TRUTH,
     MODEL_METRICS,
     PREDICTIONS,
     RETRAIN_EVENTS,
 )
+from flywheel_testing.kafka import collected_events, tombstone
 from flywheel_testing.platform import Platform, in_process
 from flywheel_testing.tls import cli_tls_environment, secure_channel
 from flywheel_testing.waiting import bounded, eventually
@@ -249,27 +252,81 @@ class Loop:
             await channel.close()
 
 
+@dataclass
+class Services:
+    platform: Platform
+    registry: Service
+    deployer: Service
+    retrain: Service | None
+    publisher: EventPublisher
+
+
+@contextlib.asynccontextmanager
+async def running_services(
+    kafka_bootstrap: str, data_dir: Path, *, start_retrain: bool = True, **retrain_fields: Any
+) -> AsyncIterator[Services]:
+    async with in_process(kafka_bootstrap, data_dir) as platform:
+        registry = await platform.registry()
+        deployer = await platform.deployer()
+        retrain = await platform.retrain(**retrain_fields) if start_retrain else None
+        publisher = await platform.publisher("flywheel-tests")
+        yield Services(platform, registry, deployer, retrain, publisher)
+
+
+@contextlib.asynccontextmanager
+async def loop_on(services: Services, data_dir: Path) -> AsyncIterator[Loop]:
+    """A model of the test's own on `services`, its first version trained by the example
+    pipeline and promoted, its retrain events collected. The shared routing topic forgets
+    the model before and after, so no other run's routing state applies to it."""
+    model = f"cancer-{uuid.uuid4().hex[:8]}"
+    kafka = services.platform.kafka
+    await tombstone(kafka, DEPLOYMENTS.name, [model])
+    try:
+        async with collected_events(kafka, RETRAIN_EVENTS, model) as events:
+            loop = Loop(
+                model,
+                services.registry,
+                services.deployer,
+                services.retrain,
+                services.publisher,
+                services.platform,
+                data_dir,
+                events,
+            )
+            await asyncio.to_thread(
+                train_first_version, services.registry.grpc.address, model, data_dir / "examples"
+            )
+            yield loop
+            await bounded(loop.close)
+    finally:
+        await bounded(lambda: tombstone(kafka, DEPLOYMENTS.name, [model]))
+
+
 @contextlib.asynccontextmanager
 async def running_loop(
     kafka_bootstrap: str, tmp_path: Path, *, start_retrain: bool = True, **retrain_fields: Any
 ) -> AsyncIterator[Loop]:
-    model = f"cancer-{uuid.uuid4().hex[:8]}"
-    async with in_process(kafka_bootstrap, tmp_path) as services:
-        registry = await services.registry()
-        deployer = await services.deployer()
-        retrain = await services.retrain(**retrain_fields) if start_retrain else None
-        publisher = await services.publisher("flywheel-tests")
-        await services.forget_deployments([model])
-        events = await services.events(RETRAIN_EVENTS, model)
-        loop = Loop(model, registry, deployer, retrain, publisher, services, tmp_path, events)
-        await asyncio.to_thread(
-            train_first_version, registry.grpc.address, model, tmp_path / "examples"
-        )
+    """Services of the test's own, and its model on them."""
+    async with (
+        running_services(
+            kafka_bootstrap, tmp_path, start_retrain=start_retrain, **retrain_fields
+        ) as services,
+        loop_on(services, tmp_path) as loop,
+    ):
         yield loop
-        await bounded(loop.close)
+
+
+@pytest.fixture(scope="module")
+async def services(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Services]:
+    """A registry, a deployer and a retrain trigger shared by a module's tests: each test
+    has a model of its own, and everything it looks at is that model's."""
+    async with running_services(kafka_bootstrap, tmp_path_factory.mktemp("retrain")) as running:
+        yield running
 
 
 @pytest.fixture
-async def loop(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[Loop]:
-    async with running_loop(kafka_bootstrap, tmp_path) as running:
+async def loop(services: Services, tmp_path: Path) -> AsyncIterator[Loop]:
+    async with loop_on(services, tmp_path) as running:
         yield running
