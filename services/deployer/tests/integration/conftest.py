@@ -1,8 +1,11 @@
-"""A real registry, deployer and two gateways per test, on real Kafka, serving iris models."""
+"""A real registry, deployer and two gateways, on real Kafka, serving iris models: a test's
+own (`platform`), or shared by a module's tests (`shared_services`), each test with a model
+of its own."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -25,12 +28,13 @@ from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.registration import registration
 from flywheel_common.service import Service
-from flywheel_common.settings import DatabaseSettings
+from flywheel_common.settings import DatabaseSettings, KafkaSettings
 from flywheel_common.timestamps import timestamp
-from flywheel_common.topics import DEPLOYMENT_EVENTS, MODEL_METRICS
+from flywheel_common.topics import DEPLOYMENT_EVENTS, DEPLOYMENTS, MODEL_METRICS
 from flywheel_deployer.app import build as build_deployer
 from flywheel_deployer.settings import DeployerSettings
 from flywheel_testing.backends import reset_postgres
+from flywheel_testing.kafka import collected_events, tombstone
 from flywheel_testing.models import IrisModels
 from flywheel_testing.platform import in_process
 from flywheel_testing.tls import secure_channel
@@ -217,21 +221,23 @@ class Platform:
             await channel.close()
 
 
-@pytest.fixture
-async def platform(
-    kafka_bootstrap: str,
-    tmp_path: Path,
-    iris_models: IrisModels,
-    request: pytest.FixtureRequest,
-) -> AsyncIterator[Platform]:
-    """Parametrize indirectly with "postgresql" to keep the deployer's state there."""
-    deployer_database = DatabaseSettings()
-    if getattr(request, "param", "sqlite") == "postgresql":
-        url = str(request.getfixturevalue("postgres_url"))
-        await reset_postgres(url)
-        deployer_database = DatabaseSettings(url=url)
-    model = f"iris-{uuid.uuid4().hex[:8]}"
-    async with in_process(kafka_bootstrap, tmp_path) as services:
+@dataclass
+class Services:
+    """A registry, two gateways and a deployer, each model's state in them its own."""
+
+    registry: Service
+    gateways: list[Service]
+    deployer: Service
+    deployer_settings: DeployerSettings
+    publisher: EventPublisher
+    kafka: KafkaSettings
+
+
+@contextlib.asynccontextmanager
+async def running_services(
+    kafka_bootstrap: str, data_dir: Path, deployer_database: DatabaseSettings
+) -> AsyncIterator[Services]:
+    async with in_process(kafka_bootstrap, data_dir) as services:
         registry = await services.registry()
         gateways = [
             await services.gateway(f"gateway-{name}", log_predictions=False) for name in "ab"
@@ -239,11 +245,62 @@ async def platform(
         settings = services.settings(DeployerSettings, "deployer", database=deployer_database)
         deployer = await services.start(build_deployer(settings))
         publisher = await services.publisher("flywheel-drift")
-        await services.forget_deployments([model])
-        events = await services.events(DEPLOYMENT_EVENTS, model)
-        platform = Platform(
-            model, iris_models, registry, deployer, gateways, publisher, kafka_bootstrap, events
-        )
-        platform.deployer_settings = settings
+        yield Services(registry, gateways, deployer, settings, publisher, services.kafka)
+
+
+@contextlib.asynccontextmanager
+async def platform_on(
+    services: Services, iris: IrisModels, kafka_bootstrap: str
+) -> AsyncIterator[Platform]:
+    """A model of the test's own on `services`, its deployment events collected. The shared
+    routing topic forgets the model before and after, so no other run's state applies."""
+    model = f"iris-{uuid.uuid4().hex[:8]}"
+    await tombstone(services.kafka, DEPLOYMENTS.name, [model])
+    try:
+        async with collected_events(services.kafka, DEPLOYMENT_EVENTS, model) as events:
+            platform = Platform(
+                model,
+                iris,
+                services.registry,
+                services.deployer,
+                services.gateways,
+                services.publisher,
+                kafka_bootstrap,
+                events,
+            )
+            platform.deployer_settings = services.deployer_settings
+            yield platform
+            await bounded(platform.close)
+    finally:
+        await bounded(lambda: tombstone(services.kafka, DEPLOYMENTS.name, [model]))
+
+
+@pytest.fixture
+async def platform(
+    kafka_bootstrap: str,
+    tmp_path: Path,
+    iris_models: IrisModels,
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[Platform]:
+    """Services of the test's own. Parametrize indirectly with "postgresql" to keep the
+    deployer's state there."""
+    deployer_database = DatabaseSettings()
+    if getattr(request, "param", "sqlite") == "postgresql":
+        url = str(request.getfixturevalue("postgres_url"))
+        await reset_postgres(url)
+        deployer_database = DatabaseSettings(url=url)
+    async with (
+        running_services(kafka_bootstrap, tmp_path, deployer_database) as services,
+        platform_on(services, iris_models, kafka_bootstrap) as platform,
+    ):
         yield platform
-        await bounded(platform.close)
+
+
+@pytest.fixture(scope="module")
+async def shared_services(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Services]:
+    """Services shared by a module's tests (the deployer on SQLite)."""
+    data_dir = tmp_path_factory.mktemp("deployer")
+    async with running_services(kafka_bootstrap, data_dir, DatabaseSettings()) as services:
+        yield services

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -13,11 +14,12 @@ from flywheel.deployer.v1 import deployer_pb2 as api
 from flywheel.deployer.v1 import types_pb2 as types
 from flywheel.registry.v1 import registry_pb2 as registry_pb
 from flywheel_common.timestamps import duration
+from flywheel_testing.models import IrisModels
 from flywheel_testing.tls import secure_channel
 from flywheel_testing.waiting import eventually
 from inference import grpc_service_pb2_grpc as inference_grpc
 
-from .conftest import Platform
+from .conftest import Platform, Services, platform_on
 
 
 def canary_policy(model: str, **analysis: float) -> types.DeploymentPolicy:
@@ -30,6 +32,15 @@ def canary_policy(model: str, **analysis: float) -> types.DeploymentPolicy:
         analysis=types.AnalysisThresholds(**analysis),
         auto_rollout_on_promotion=True,
     )
+
+
+@pytest.fixture
+async def platform(
+    shared_services: Services, iris_models: IrisModels, kafka_bootstrap: str
+) -> AsyncIterator[Platform]:
+    """The module's services, with a model of the test's own."""
+    async with platform_on(shared_services, iris_models, kafka_bootstrap) as running:
+        yield running
 
 
 async def started_rollout(platform: Platform, version: int, timeout: float = 30.0) -> str:
