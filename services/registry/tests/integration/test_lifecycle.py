@@ -43,9 +43,9 @@ async def versions(client: RegistryClient, model: str, iris: IrisModels, count: 
 
 
 async def test_promotion_moves_production_and_is_audited(
-    registry: RunningRegistry, iris: IrisModels, model_name: str, kafka_bootstrap: str
+    shared_registry: RunningRegistry, iris: IrisModels, model_name: str, kafka_bootstrap: str
 ) -> None:
-    client = registry.client()
+    client = shared_registry.client()
     await versions(client, model_name, iris, 2)
     before_launch = datetime.now(UTC)
     await client.SetAlias(
@@ -88,9 +88,9 @@ async def test_promotion_moves_production_and_is_audited(
 
 
 async def test_alias_rules_compare_and_set_and_delete(
-    registry: RunningRegistry, iris: IrisModels, model_name: str
+    shared_registry: RunningRegistry, iris: IrisModels, model_name: str
 ) -> None:
-    client = registry.client()
+    client = shared_registry.client()
     await versions(client, model_name, iris, 2)
     await client.SetAlias(pb.SetAliasRequest(model=model_name, alias="candidate", version=1))
     await expect_error(
@@ -135,9 +135,9 @@ async def test_alias_rules_compare_and_set_and_delete(
 
 
 async def test_only_admins_move_protected_aliases(
-    registry: RunningRegistry, iris: IrisModels, model_name: str
+    shared_registry: RunningRegistry, iris: IrisModels, model_name: str
 ) -> None:
-    writer, admin = registry.client("writer"), registry.client("admin")
+    writer, admin = shared_registry.client("writer"), shared_registry.client("admin")
     await versions(writer, model_name, iris, 2)
     await expect_error(
         writer.SetAlias(
@@ -167,9 +167,9 @@ async def test_only_admins_move_protected_aliases(
 
 
 async def test_update_and_archive(
-    registry: RunningRegistry, iris: IrisModels, model_name: str, kafka_bootstrap: str
+    shared_registry: RunningRegistry, iris: IrisModels, model_name: str, kafka_bootstrap: str
 ) -> None:
-    client = registry.client()
+    client = shared_registry.client()
     await versions(client, model_name, iris, 3)
     updated = await client.UpdateModelVersion(
         pb.UpdateModelVersionRequest(
@@ -251,9 +251,9 @@ async def test_update_and_archive(
 
 
 async def test_unknown_models_versions_and_aliases_are_not_found(
-    registry: RunningRegistry, iris: IrisModels, model_name: str
+    shared_registry: RunningRegistry, iris: IrisModels, model_name: str
 ) -> None:
-    writer, reader = registry.client("writer"), registry.client("reader")
+    writer, reader = shared_registry.client("writer"), shared_registry.client("reader")
     await register(writer, registration(model_name, iris.classifier))  # version 1, no sample
     missing = f"{model_name}-missing"
     no_model = f"model {missing!r} does not exist; ListModels shows the registered ones"
@@ -321,14 +321,14 @@ async def test_unknown_models_versions_and_aliases_are_not_found(
     ]
     for call, fragment in calls:
         await expect_error(call(), grpc.StatusCode.NOT_FOUND, fragment)
-    listed = await reader.ListModels(pb.ListModelsRequest())
+    listed = await reader.ListModels(pb.ListModelsRequest(name_prefix=model_name))
     assert [(m.name, m.latest_version) for m in listed.models] == [(model_name, 1)]
 
 
 async def test_readers_read_but_cannot_change(
-    registry: RunningRegistry, iris: IrisModels, model_name: str
+    shared_registry: RunningRegistry, iris: IrisModels, model_name: str
 ) -> None:
-    writer, reader = registry.client("writer"), registry.client("reader")
+    writer, reader = shared_registry.client("writer"), shared_registry.client("reader")
     await register(
         writer,
         registration(model_name, iris.classifier, aliases=["candidate"], tags={"team": "ml"}),
@@ -381,9 +381,9 @@ async def test_readers_read_but_cannot_change(
 
 
 async def test_search_by_creation_time(
-    registry: RunningRegistry, iris: IrisModels, model_name: str
+    shared_registry: RunningRegistry, iris: IrisModels, model_name: str
 ) -> None:
-    client = registry.client()
+    client = shared_registry.client()
     other = f"{model_name}-other"
     registered = [(model_name, 1), (other, 1), (model_name, 2)]
     for model, _ in registered:
@@ -424,9 +424,9 @@ async def test_search_by_creation_time(
 
 
 async def test_search_filters_orders_and_pages(
-    registry: RunningRegistry, iris: IrisModels, model_name: str
+    shared_registry: RunningRegistry, iris: IrisModels, model_name: str
 ) -> None:
-    client = registry.client()
+    client = shared_registry.client()
     await versions(client, model_name, iris, 6)
     await client.SetAlias(pb.SetAliasRequest(model=model_name, alias="candidate", version=5))
     by_metric = await client.SearchModelVersions(
@@ -476,9 +476,9 @@ async def test_search_filters_orders_and_pages(
 
 
 async def test_lists_page_with_tokens(
-    registry: RunningRegistry, iris: IrisModels, model_name: str
+    shared_registry: RunningRegistry, iris: IrisModels, model_name: str
 ) -> None:
-    client = registry.client()
+    client = shared_registry.client()
     for suffix in ("a", "b", "c"):
         await register(client, registration(f"{model_name}-{suffix}", iris.classifier))
     await versions(client, f"{model_name}-a", iris, 4)
@@ -512,9 +512,9 @@ async def test_lists_page_with_tokens(
 
 
 async def test_rollback_events_move_production_back_once_per_event_id(
-    registry: RunningRegistry, iris: IrisModels, model_name: str, kafka_bootstrap: str
+    shared_registry: RunningRegistry, iris: IrisModels, model_name: str, kafka_bootstrap: str
 ) -> None:
-    client = registry.client()
+    client = shared_registry.client()
     await versions(client, model_name, iris, 2)
     await client.SetAlias(pb.SetAliasRequest(model=model_name, alias="production", version=1))
     await client.SetAlias(pb.SetAliasRequest(model=model_name, alias="production", version=2))
