@@ -25,42 +25,51 @@ from flywheel_testing.tls import pki, secure_channel, tls_environment
 SERVICES = ["registry", "deployer", "gateway", "drift", "retrain"]
 
 
-@pytest.mark.parametrize("name", SERVICES)
-async def test_service_serves_health_and_exits_cleanly_on_sigterm(
-    name: str, kafka_bootstrap: str, free_port: int, tmp_path: Path
+async def test_every_service_serves_health_and_exits_cleanly_on_sigterm(
+    kafka_bootstrap: str, tmp_path: Path
 ) -> None:
+    """The five at once, as a machine starts them (and in a fifth of the time)."""
+    await asyncio.gather(
+        *(
+            _serves_health_and_exits_cleanly(name, kafka_bootstrap, tmp_path / name)
+            for name in SERVICES
+        )
+    )
+
+
+async def _serves_health_and_exits_cleanly(name: str, kafka_bootstrap: str, data_dir: Path) -> None:
     prefix = f"FLYWHEEL_{name.upper()}_"
-    metrics_port = unused_port()
+    port, metrics_port = unused_port(), unused_port()
     env = os.environ | {
         f"{prefix}TELEMETRY__METRICS_PORT": str(metrics_port),
-        f"{prefix}GRPC__PORT": str(free_port),
+        f"{prefix}GRPC__PORT": str(port),
         f"{prefix}KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-        f"{prefix}DATA_DIR": str(tmp_path),
+        f"{prefix}DATA_DIR": str(data_dir),
         f"{prefix}AUTH__ALLOW_ANONYMOUS": "true",
         **tls_environment(prefix),
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", f"flywheel_{name}", env=env, stderr=asyncio.subprocess.PIPE
     )
-    address = f"127.0.0.1:{free_port}"
+    address = f"127.0.0.1:{port}"
     # Drain stderr all along: a full pipe would block the service's logging.
     assert process.stderr is not None
     stderr_reader = asyncio.create_task(process.stderr.read())
     try:
-        down = await wait_until_serving([address], pki().client_tls(), timeout=60)
+        down = await wait_until_serving([address], pki().client_tls(), timeout=90)
         assert not down, f"flywheel_{name} did not report SERVING"
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         scrape = await asyncio.to_thread(
             lambda: urllib.request.urlopen(metrics_url, timeout=5).read()
         )
-        assert f'service_name="flywheel-{name}"'.encode() in scrape
+        assert f'service_name="flywheel-{name}"'.encode() in scrape, name
     finally:
         process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(process.wait(), 30)
         stderr = await stderr_reader
-    assert process.returncode == 0, stderr.decode()[-2000:]
-    assert b'"service stopped"' in stderr
-    assert not await is_serving(address, pki().client_tls(), timeout=0.5)
+    assert process.returncode == 0, f"flywheel_{name}: {stderr.decode()[-2000:]}"
+    assert b'"service stopped"' in stderr, name
+    assert not await is_serving(address, pki().client_tls(), timeout=0.5), name
 
 
 def large_model(megabytes: int) -> bytes:
@@ -126,26 +135,30 @@ async def test_sigterm_lets_an_in_flight_download_finish_and_refuses_new_calls(
     assert process.returncode == 0, stderr.decode()[-2000:]
 
 
-@pytest.mark.parametrize("name", SERVICES)
 async def test_a_service_without_tls_settings_refuses_to_start_and_names_the_variables(
-    name: str, free_port: int, tmp_path: Path
+    tmp_path: Path,
 ) -> None:
+    await asyncio.gather(*(_refuses_without_tls(name, tmp_path / name) for name in SERVICES))
+
+
+async def _refuses_without_tls(name: str, data_dir: Path) -> None:
     prefix = f"FLYWHEEL_{name.upper()}_"
+    port = unused_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("FLYWHEEL_")} | {
         f"{prefix}TELEMETRY__METRICS_PORT": "-1",
-        f"{prefix}GRPC__PORT": str(free_port),
-        f"{prefix}DATA_DIR": str(tmp_path),
+        f"{prefix}GRPC__PORT": str(port),
+        f"{prefix}DATA_DIR": str(data_dir),
         f"{prefix}AUTH__ALLOW_ANONYMOUS": "true",  # TLS is what this test is about
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", f"flywheel_{name}", env=env, stderr=asyncio.subprocess.PIPE
     )
-    _, stderr = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode != 0
+    _, stderr = await asyncio.wait_for(process.communicate(), 90)
+    assert process.returncode != 0, name
     message = stderr.decode()
     for variable in ("GRPC__TLS__CERT_FILE", "GRPC__TLS__KEY_FILE", "GRPC__TLS__ENABLED=false"):
         assert f"{prefix}{variable}" in message, message[-2000:]
-    assert not await is_serving(f"127.0.0.1:{free_port}", ClientTlsSettings(enabled=False), 0.5)
+    assert not await is_serving(f"127.0.0.1:{port}", ClientTlsSettings(enabled=False), 0.5)
 
 
 async def test_plaintext_chosen_explicitly_serves_plaintext_and_refuses_tls_clients(
