@@ -153,4 +153,4 @@ def test_docker_compose_requires_tokens_and_gives_each_service_the_role_it_needs
         assert Path(service.grpc.tls.cert_file).is_file(), name
         if isinstance(service, WithRegistry):
             needs = Role.WRITER if name == "retrain" else Role.READER
-            assert registry.auth.tokens[service.registry_token] is needs, name
+            assert registry.auth.all_tokens()[service.registry_token] is needs, name

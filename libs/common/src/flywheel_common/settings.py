@@ -266,8 +266,9 @@ class JwtSettings(SettingsSection):
 _IDENTITY: TypeAdapter[Role | StaticToken] = TypeAdapter(Role | StaticToken)
 
 
-def _tokens_from(text: str) -> dict[str, Role | StaticToken]:
-    """Tokens from a tokens file; errors name entries by position, never by token."""
+def read_tokens_file(path: str) -> dict[str, Role | StaticToken]:
+    """The tokens of a tokens file; errors name entries by position, never by token."""
+    text = read_secret_file(path, "auth.tokens_file")
     problem = 'must be a JSON object of tokens like {"s3cr3t": "reader"}'
     try:
         raw = json.loads(text)
@@ -303,21 +304,24 @@ class AuthSettings(SettingsSection):
     jwt: JwtSettings = JwtSettings()
     """Bearer JWTs from an OIDC provider (off unless jwt.jwks_url or jwt.jwks_file is set)."""
     tokens_file: str = ""
-    """A JSON file of tokens in the format of `tokens` (a mounted secret), read at start
-    and merged with them."""
+    """A JSON file of tokens in the format of `tokens` (a mounted secret), beside them; read
+    again when it changes, so tokens rotate with no restart."""
     allow_anonymous: bool = False
     """For local experiments only: with no tokens and no JWT settings, every caller is an
     anonymous admin. Without it, a service with no identities configured refuses to start."""
 
     @property
     def has_identities(self) -> bool:
-        return bool(self.tokens) or self.jwt.enabled
+        return bool(self.tokens or self.tokens_file) or self.jwt.enabled
+
+    def all_tokens(self) -> dict[str, Role | StaticToken]:
+        """The tokens of the file as it is now, and those of `tokens`."""
+        return (read_tokens_file(self.tokens_file) if self.tokens_file else {}) | self.tokens
 
     @model_validator(mode="after")
-    def _read_tokens_file(self) -> Self:
-        if self.tokens_file:
-            from_file = _tokens_from(read_secret_file(self.tokens_file, "auth.tokens_file"))
-            object.__setattr__(self, "tokens", from_file | self.tokens)  # frozen: set once here
+    def _tokens_file_is_valid(self) -> Self:
+        if self.tokens_file:  # a service must not start on a file it cannot use
+            read_tokens_file(self.tokens_file)
         return self
 
     @model_validator(mode="after")

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 
@@ -147,12 +148,42 @@ def test_tokens_from_a_mounted_file_join_those_of_the_environment(tmp_path: Path
     tokens_file = tmp_path / "tokens.json"
     tokens_file.write_text(json.dumps({"f": "reader", "g": {"role": "writer", "models": ["x-*"]}}))
     settings = AuthSettings(tokens_file=str(tokens_file), tokens={"e": Role.ADMIN})
-    assert settings.tokens == {
+    assert settings.all_tokens() == {
         "f": Role.READER,
         "g": StaticToken(role=Role.WRITER, models=["x-*"]),
         "e": Role.ADMIN,
     }
-    assert authenticate(Authenticator(settings), "Bearer g").grants == (Grant(Role.WRITER, "x-*"),)
+    authenticator = Authenticator(settings)
+    assert authenticate(authenticator, "Bearer g").grants == (Grant(Role.WRITER, "x-*"),)
+    assert authenticate(authenticator, "Bearer e").grants == (Grant(Role.ADMIN),)
+
+
+def test_tokens_rotate_by_editing_the_file_with_no_restart(tmp_path: Path) -> None:
+    tokens_file = tmp_path / "tokens.json"
+    tokens_file.write_text(json.dumps({"old": "writer"}))
+    now = [0.0]
+    authenticator = Authenticator(AuthSettings(tokens_file=str(tokens_file)), clock=lambda: now[0])
+    assert authenticate(authenticator, "Bearer old").grants == (Grant(Role.WRITER),)
+
+    def rewrite(text: str, at: int) -> None:
+        tokens_file.write_text(text)
+        os.utime(tokens_file, ns=(at, at))  # a new modification time, however fast the disk
+
+    rewrite(json.dumps({"old": "writer", "new": "writer"}), 10**18)
+    assert authenticate(authenticator, "Bearer old").grants == (Grant(Role.WRITER),)
+    with pytest.raises(CredentialsRefused):  # looked at no more than once a second
+        authenticate(authenticator, "Bearer new")
+    now[0] += 1.5
+    assert authenticate(authenticator, "Bearer new").grants == (Grant(Role.WRITER),)
+
+    rewrite(json.dumps({"new": "writer"}), 2 * 10**18)  # the old token revoked
+    now[0] += 1.5
+    with pytest.raises(CredentialsRefused):
+        authenticate(authenticator, "Bearer old")
+
+    rewrite("{ half written", 3 * 10**18)  # a broken file keeps the tokens it replaced
+    now[0] += 1.5
+    assert authenticate(authenticator, "Bearer new").grants == (Grant(Role.WRITER),)
 
 
 @pytest.mark.parametrize(
