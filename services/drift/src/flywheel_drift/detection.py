@@ -151,7 +151,7 @@ def _measure_numeric(profile: ReferenceProfile, columns: np.ndarray) -> dict[int
     if together.any():
         rows = stacked.indices[together]
         values = np.sort(columns[rows], axis=1)
-        found = continuous_columns(stacked.sketches[together], values)
+        found = continuous_columns(stacked.sketches[together], values, stacked.sizes[together])
         counts = bin_counts_sorted(values, stacked.edges[together])
         psi = population_stability_indices(stacked.counts[together], counts)
         js = jensen_shannon_distances(stacked.counts[together], counts)
@@ -169,7 +169,7 @@ def _measure_numeric(profile: ReferenceProfile, columns: np.ndarray) -> dict[int
         values = columns[index][np.isfinite(columns[index])]
         if len(values) < 2:
             continue
-        one = continuous(feature.sketch, values)
+        one = continuous(feature.sketch, values, feature.size)
         counts = bin_counts(values, feature.edges)
         measured[index] = _Measured(
             one.ks.statistic,

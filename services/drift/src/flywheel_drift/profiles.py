@@ -24,6 +24,8 @@ class FeatureProfile:
     name: str
     sketch: np.ndarray
     """Sorted quantiles of the reference values (finite values only)."""
+    size: int
+    """How many finite reference values the sketch summarizes (KS p-values use it)."""
     edges: np.ndarray
     """Interior bin edges; bins are (-inf, e0), [e0, e1), ..., [ek, +inf)."""
     counts: np.ndarray
@@ -70,6 +72,7 @@ class ReferenceProfile:
             sketches=np.array([f.sketch for f in chosen]).reshape(len(chosen), common[0]),
             edges=np.array([f.edges for f in chosen]).reshape(len(chosen), common[1]),
             counts=np.array([f.counts for f in chosen]).reshape(len(chosen), common[1] + 1),
+            sizes=np.array([f.size for f in chosen], dtype=np.int64),
         )
 
 
@@ -82,6 +85,8 @@ class StackedFeatures:
     sketches: np.ndarray
     edges: np.ndarray
     counts: np.ndarray
+    sizes: np.ndarray
+    """Reference values behind each sketch."""
 
 
 def _sketch(values: np.ndarray, size: int) -> np.ndarray:
@@ -148,6 +153,7 @@ def build_profile(
             FeatureProfile(
                 name=name,
                 sketch=_sketch(finite, sketch_size),
+                size=len(finite),
                 edges=quantiles,
                 counts=bin_counts(finite, quantiles),
                 minimum=float(finite.min()),

@@ -41,9 +41,12 @@ class ContinuousColumns:
     wasserstein: np.ndarray
 
 
-def continuous(reference_sorted: np.ndarray, window: np.ndarray) -> Continuous:
+def continuous(
+    reference_sorted: np.ndarray, window: np.ndarray, reference_size: int | None = None
+) -> Continuous:
     """`continuous_columns` of one feature."""
-    columns = continuous_columns(reference_sorted[np.newaxis], np.sort(window)[np.newaxis])
+    sizes = None if reference_size is None else np.array([reference_size])
+    columns = continuous_columns(reference_sorted[np.newaxis], np.sort(window)[np.newaxis], sizes)
     return Continuous(
         TestResult(float(columns.ks_statistic[0]), float(columns.ks_p_value[0])),
         float(columns.wasserstein[0]),
@@ -51,12 +54,19 @@ def continuous(reference_sorted: np.ndarray, window: np.ndarray) -> Continuous:
 
 
 def continuous_columns(
-    reference_sorted: np.ndarray, window_sorted: np.ndarray
+    reference_sorted: np.ndarray,
+    window_sorted: np.ndarray,
+    reference_sizes: np.ndarray | None = None,
 ) -> ContinuousColumns:
     """Two-sample Kolmogorov-Smirnov (two-sided, asymptotic p-value, as scipy's
     `ks_2samp(method="asymp")`) and the Wasserstein distance (as scipy's
     `wasserstein_distance`) of every feature at once: `reference_sorted` is [features, n]
     and `window_sorted` [features, m], each row sorted, all values finite.
+
+    When a row of `reference_sorted` is a quantile sketch of a larger reference, its
+    `reference_sizes` entry is that reference's size: the statistic is the sketch's (within
+    half a sketch step of the full reference's), and the p-value is the full reference's,
+    since how surprising a gap is depends on how many values it was measured on.
 
     Both samples are sorted already, so they are merged by position (two binary searches
     per feature) instead of sorting the pooled sample.
@@ -87,10 +97,16 @@ def continuous_columns(
     run_ends = np.ones((features, n + m), dtype=bool)
     np.not_equal(pooled[:, 1:], pooled[:, :-1], out=run_ends[:, :-1])
     statistics = np.where(run_ends, gaps, 0).max(axis=1) / (n * m)
-    effective_n = float(np.round(n * m / (n + m)))
+    sizes = np.full(features, n) if reference_sizes is None else reference_sizes
+    effective_n = np.round(sizes * m / (sizes + m))
     return ContinuousColumns(
         ks_statistic=statistics,
-        ks_p_value=np.array([_kolmogorov_sf(float(d), effective_n) for d in statistics]),
+        ks_p_value=np.array(
+            [
+                _kolmogorov_sf(float(d), float(en))
+                for d, en in zip(statistics, effective_n, strict=True)
+            ]
+        ),
         wasserstein=np.einsum("ij,ij->i", gaps[:, :-1], np.diff(pooled, axis=1)) / (n * m),
     )
 
