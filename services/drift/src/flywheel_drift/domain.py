@@ -131,8 +131,11 @@ def window_alert(
     reported: Sequence[Finding],
     monitor: Monitor,
     at: float,
+    late: bool = False,
 ) -> Alert:
-    """The alert for a window whose `reported` findings (of all its `findings`) alert."""
+    """The alert for a window whose `reported` findings (of all its `findings`) alert.
+    `late`: tested against a reference that arrived after the window closed, so its id
+    differs from the alert the window may have raised when it closed (prediction drift)."""
     severity = max(f.severity for f in reported)
     drifted = {f.feature for f in reported if f.feature_index >= 0}
     tested = {f.feature for f in findings if f.kind is Kind.DATA}
@@ -142,7 +145,7 @@ def window_alert(
         for f in reported[:5]
     )
     return Alert(
-        alert_id=f"{ref.window_id}:drift",
+        alert_id=f"{ref.window_id}:{'late-drift' if late else 'drift'}",
         model=model,
         version=version,
         kinds=frozenset(f.kind for f in reported),

@@ -2,8 +2,9 @@
 
 Transport-free: the stream layer converts each batch it decodes into the domain and
 publishes the events that come back. Per model version it keeps a `VersionState` (the
-reference profile is loaded from the registry on first sight); across versions, the label
-join. The stream runs one detector per partition it holds.
+reference profile is loaded from the registry on first sight, and the windows that close
+before it arrives are tested when it does); across versions, the label join. The stream runs
+one detector per partition it holds.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class Detector:
     def observe(self, batches: Sequence[PredictionBatch]) -> list[DriftEvent]:
         """Batches of predictions; returns the events of the windows they closed and of
         concept drift found by labels that were waiting for these predictions."""
-        outgoing: list[DriftEvent] = []
+        outgoing = self._test_untested()
         for batch in batches:
             if batch.shadow:
                 continue
@@ -97,7 +98,7 @@ class Detector:
         """Close the time windows whose end passed more than `grace` seconds ago though no
         prediction came since (a model whose traffic stopped still reports its last window),
         and forget predictions and labels that waited past the label wait."""
-        outgoing: list[DriftEvent] = []
+        outgoing = self._test_untested()
         for key, state in list(self._versions.items()):
             for window in state.windows.flush(now, grace):
                 self.changed.add(key)
@@ -118,6 +119,17 @@ class Detector:
         self.changed.add((pending.model, pending.version))
         alert = state.score(pending.prediction != label, self._clock())
         return [] if alert is None else [alert]
+
+    def _test_untested(self) -> list[DriftEvent]:
+        """The alerts of windows that closed before their reference was loaded, now that it
+        is (the stream calls `observe` or `flush` every few hundred milliseconds)."""
+        outgoing: list[DriftEvent] = []
+        for key, state in list(self._versions.items()):
+            if state.untested and state.profile_known:
+                self.changed.add(key)
+                monitor = self._monitors(state.model).detection
+                outgoing += state.test_untested(monitor, self._clock())
+        return outgoing
 
     def _close(self, state: VersionState, window: ClosedWindow) -> list[DriftEvent]:
         return state.close(window, self._monitors(state.model).detection, self._clock())

@@ -1,7 +1,10 @@
-"""A model version's checkpoint: its open window, prediction baseline, change detector and
-status (the status as its VersionDriftStatus message), in the checkpoint format."""
+"""A model version's checkpoint: its open window, prediction baseline, change detector,
+status (as its VersionDriftStatus message) and the windows waiting for the reference, in the
+checkpoint format."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -9,7 +12,7 @@ from flywheel.drift.v1.drift_pb2 import VersionDriftStatus
 from flywheel_drift import checkpoints, converters
 from flywheel_drift.concept import detector_from_checkpoint
 from flywheel_drift.versions import VersionSnapshot
-from flywheel_drift.windows import VersionWindows
+from flywheel_drift.windows import ClosedWindow, VersionWindows
 
 
 def encode(snapshot: VersionSnapshot) -> bytes:
@@ -20,7 +23,36 @@ def encode(snapshot: VersionSnapshot) -> bytes:
             "concept": snapshot.concept.checkpoint(),
             "baseline_predictions": snapshot.baseline_predictions,
             "status": np.frombuffer(status, dtype=np.uint8),
+            "untested": [_untested(window) for window in snapshot.untested],
         }
+    )
+
+
+def _untested(window: ClosedWindow) -> dict[str, Any]:
+    """What testing a window against the reference needs: its bounds and inputs."""
+    return {
+        "index": window.index,
+        "start": window.start,
+        "end": window.end,
+        "timed": window.timed,
+        "features": window.features,
+    }
+
+
+def _untested_window(model: str, version: int, document: dict[str, Any]) -> ClosedWindow:
+    return ClosedWindow(
+        model=model,
+        version=version,
+        index=document["index"],
+        start=document["start"],
+        end=document["end"],
+        requests=0,
+        errors=0,
+        nan_flagged=0,
+        features=document["features"],
+        predictions={},
+        latencies_ms=np.empty(0),
+        timed=document["timed"],
     )
 
 
@@ -33,4 +65,7 @@ def decode(model: str, version: int, data: bytes) -> VersionSnapshot:
         concept=detector_from_checkpoint(document["concept"]),
         baseline_predictions=dict(document["baseline_predictions"]),
         status=converters.status_of(status),
+        untested=tuple(
+            _untested_window(model, version, window) for window in document.get("untested", [])
+        ),
     )

@@ -3,12 +3,14 @@ detector and status, and what closing a window or scoring a label makes of them.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from flywheel_drift.concept import ChangeDetector, detector
 from flywheel_drift.detection import (
     DriftTest,
     Finding,
+    Kind,
     Monitor,
     alerting,
     data_drift,
@@ -21,10 +23,18 @@ from flywheel_drift.domain import (
     DriftStatus,
     MetricsWindow,
     ModelMonitor,
+    WindowRef,
     window_alert,
 )
 from flywheel_drift.profiles import ReferenceProfile
 from flywheel_drift.windows import ClosedWindow, VersionWindows
+
+log = logging.getLogger(__name__)
+
+
+MAX_UNTESTED_WINDOWS = 100
+"""Closed windows a version keeps for its reference to arrive; past this (a registry down
+for hours) the oldest goes untested, and the log says so, so memory stays bounded."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,7 @@ class VersionSnapshot:
     concept: ChangeDetector
     baseline_predictions: dict[str, int]
     status: DriftStatus
+    untested: tuple[ClosedWindow, ...] = ()
 
 
 @dataclass
@@ -46,8 +57,12 @@ class VersionState:
     status: DriftStatus
     profile: ReferenceProfile | None = None
     profile_requested: bool = False
+    profile_known: bool = False
+    """The registry answered: `profile` is the reference, or None as the version has none."""
     baseline_predictions: dict[str, int] = field(default_factory=dict)
     """The first window's prediction counts: what prediction drift is measured against."""
+    untested: list[ClosedWindow] = field(default_factory=list)
+    """Windows closed before the reference was known: tested against it once it is."""
 
     @classmethod
     def new(cls, model: str, version: int, monitor: ModelMonitor) -> VersionState:
@@ -61,6 +76,7 @@ class VersionState:
 
     def profiled(self, profile: ReferenceProfile | None) -> None:
         self.profile = profile
+        self.profile_known = True
         self.status.reference_loaded = profile is not None
 
     def resume(self, snapshot: VersionSnapshot) -> None:
@@ -69,32 +85,87 @@ class VersionState:
         self.baseline_predictions = dict(snapshot.baseline_predictions)
         self.status = snapshot.status
         self.status.reference_loaded = self.profile is not None
+        self.untested = list(snapshot.untested)
 
     def snapshot(self) -> VersionSnapshot:
-        return VersionSnapshot(self.windows, self.concept, self.baseline_predictions, self.status)
+        return VersionSnapshot(
+            self.windows,
+            self.concept,
+            self.baseline_predictions,
+            self.status,
+            tuple(self.untested),
+        )
 
     def close(self, window: ClosedWindow, monitor: Monitor, at: float) -> list[DriftEvent]:
         """A closed window's metrics, tested against the reference and the baseline; its
-        alert follows when findings reach the monitor's alerting severity."""
+        alert follows when findings reach the monitor's alerting severity. Before the
+        reference is known the window's inputs wait for it (`test_untested`)."""
         metrics = MetricsWindow.of(window, at)
-        findings = self._findings(window, monitor)
+        findings = self._prediction_findings(window, monitor)
+        if len(window.features):
+            if self.profile is not None:
+                findings = self._reference_findings(window, self.profile, monitor) + findings
+            elif not self.profile_known:
+                self._keep_untested(window)
         self.status.window_closed(metrics, findings)
-        outgoing: list[DriftEvent] = [metrics]
-        reported = alerting(findings, monitor)
-        if reported:
-            alert = window_alert(
-                metrics.window, self.model, self.version, findings, reported, monitor, at
-            )
-            self.status.alerted(alert)
-            outgoing.append(alert)
+        return [metrics, *self._alert(metrics.window, findings, monitor, at)]
+
+    def test_untested(self, monitor: Monitor, at: float) -> list[DriftEvent]:
+        """Once the reference is known, the windows that closed before it, tested against
+        it (with nothing to test against when the version has none)."""
+        if not self.profile_known or not self.untested:
+            return []
+        waiting, self.untested = self.untested, []
+        if self.profile is None:
+            return []
+        outgoing: list[DriftEvent] = []
+        for window in waiting:
+            findings = self._reference_findings(window, self.profile, monitor)
+            ref = WindowRef.of(window)
+            if ref == self.status.latest_window:
+                self.status.findings = tuple(findings) + tuple(
+                    f for f in self.status.findings if f.kind is Kind.PREDICTION
+                )
+            outgoing += self._alert(ref, findings, monitor, at, late=True)
         return outgoing
 
-    def _findings(self, window: ClosedWindow, monitor: Monitor) -> list[Finding]:
+    def _keep_untested(self, window: ClosedWindow) -> None:
+        self.untested.append(window)
+        if len(self.untested) > MAX_UNTESTED_WINDOWS:
+            dropped = self.untested.pop(0)
+            log.warning(
+                "window closed too long before its reference arrived: not tested",
+                extra={"model": self.model, "version": self.version, "window": dropped.index},
+            )
+
+    def _alert(
+        self,
+        ref: WindowRef,
+        findings: list[Finding],
+        monitor: Monitor,
+        at: float,
+        late: bool = False,
+    ) -> list[DriftEvent]:
+        reported = alerting(findings, monitor)
+        if not reported:
+            return []
+        alert = window_alert(
+            ref, self.model, self.version, findings, reported, monitor, at, late=late
+        )
+        self.status.alerted(alert)
+        return [alert]
+
+    @staticmethod
+    def _reference_findings(
+        window: ClosedWindow, profile: ReferenceProfile, monitor: Monitor
+    ) -> list[Finding]:
+        findings = quality(profile, window.features, profile.datatype, monitor)
+        if not any(f.test is DriftTest.SCHEMA_CHANGE for f in findings):
+            findings += data_drift(profile, window.features, monitor)
+        return findings
+
+    def _prediction_findings(self, window: ClosedWindow, monitor: Monitor) -> list[Finding]:
         findings: list[Finding] = []
-        if self.profile is not None and len(window.features):
-            findings += quality(self.profile, window.features, self.profile.datatype, monitor)
-            if not any(f.test is DriftTest.SCHEMA_CHANGE for f in findings):
-                findings += data_drift(self.profile, window.features, monitor)
         if not self.baseline_predictions:
             self.baseline_predictions = dict(window.predictions)
         else:

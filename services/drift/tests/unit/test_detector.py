@@ -1,6 +1,9 @@
-"""The detector: idle time windows close on their own; labels that came first still alert."""
+"""The detector: idle time windows close on their own; labels that came first still alert;
+windows that close before their reference arrives are tested when it does."""
 
 from __future__ import annotations
+
+import asyncio
 
 import numpy as np
 from google.protobuf.message import Message
@@ -12,10 +15,10 @@ from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
 from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_common.prediction_logs import ground_truth_label
 from flywheel_common.timestamps import epoch
-from flywheel_drift import converters
+from flywheel_drift import converters, snapshots
 from flywheel_drift.domain import DriftEvent, ModelMonitor
 from flywheel_drift.handlers import Detector
-from flywheel_drift.profiles import ReferenceProfile
+from flywheel_drift.profiles import ReferenceProfile, build_profile
 from flywheel_drift.windows import WindowPolicy
 
 
@@ -74,3 +77,52 @@ async def test_labels_that_arrive_before_their_predictions_still_raise_concept_d
     alerts = [m for m, _ in outgoing if isinstance(m, events.DriftAlert)]
     assert alerts
     assert all(list(a.kinds) == [types.ALERT_KIND_CONCEPT] for a in alerts)
+
+
+def logged_row(request: str, at: float, row: np.ndarray) -> PredictionLog:
+    log = logged(request, at)
+    log.inputs[0].data = row.astype(np.float32).tobytes()
+    return log
+
+
+async def test_windows_closed_before_the_reference_loads_are_tested_once_it_does() -> None:
+    """Three windows of drifted inputs close while the reference is on its way: their
+    metrics go out at once, their data tests when the reference arrives, each window once,
+    and a restart in between loses none of them."""
+    rng = np.random.default_rng(11)
+    profile = build_profile("iris", 1, rng.normal(size=(2000, 2)))
+    arrived = asyncio.Event()
+
+    async def reference_on_its_way(model: str, version: int) -> ReferenceProfile | None:
+        await arrived.wait()
+        return profile
+
+    def monitors(_: str) -> ModelMonitor:
+        return ModelMonitor(window=WindowPolicy(size=100))
+
+    detector = Detector(reference_on_its_way, monitors)
+    shifted = rng.normal(1.0, 1.0, size=(300, 2))
+    logs = [logged_row(f"r{i}", 1000.0 + i, row) for i, row in enumerate(shifted)]
+    closed = observe(detector, logs)
+    assert [type(m) for m, _ in closed] == [events.ModelMetricsWindow] * 3
+
+    # A replica taking over the partition now resumes from the checkpoint, the three
+    # windows still waiting; its reference is there at once.
+    checkpoint = snapshots.decode("iris", 1, snapshots.encode(detector.snapshot("iris", 1)))
+    assert [window.index for window in checkpoint.untested] == [0, 1, 2]
+
+    async def reference_at_once(model: str, version: int) -> ReferenceProfile | None:
+        return profile
+
+    successor = Detector(reference_at_once, monitors)
+    successor.restore("iris", 1, checkpoint)
+    for resumed in (detector, successor):
+        if resumed is detector:
+            arrived.set()
+        await asyncio.sleep(0.01)  # the reference task finishes
+        tested = published(resumed.flush(now=2000.0))
+        alerts = [m for m, _ in tested if isinstance(m, events.DriftAlert)]
+        assert sorted(a.window.index for a in alerts) == [0, 1, 2]
+        assert all(a.alert_id.endswith(":late-drift") for a in alerts)
+        assert all(types.ALERT_KIND_DATA in a.kinds for a in alerts)
+        assert resumed.flush(now=2001.0) == []  # each window tested once
