@@ -26,6 +26,7 @@ from flywheel_drift.statistics import (
     continuous,
     continuous_columns,
     correct,
+    higher_rate_p_values,
     jensen_shannon,
     jensen_shannon_distances,
     population_stability_index,
@@ -276,8 +277,14 @@ def _distance_severity(statistic: float, limit: float | None) -> Severity:
 def quality(
     profile: ReferenceProfile, window: np.ndarray, datatype: str, monitor: Monitor
 ) -> list[Finding]:
-    """NaN, Inf and out-of-range rates per feature; a schema change for the whole window."""
-    thresholds = monitor.thresholds
+    """NaN, Inf and out-of-range rates per feature; a schema change for the whole window.
+
+    A rate is flagged past its absolute limit, or when it is significantly higher than the
+    reference's own rate of the same feature (a one-sided Fisher exact test; Bonferroni over
+    the window's quality tests, at the monitor's alpha): a NaN rate rising from 0% to 4.5%
+    is flagged under a 5% limit, one that was 4% in training data and is 4.5% now is not.
+    Out of range means outside the reference's [min, max], where the reference has none.
+    """
     if window.ndim != 2 or window.shape[1] != profile.width or datatype != profile.datatype:
         received = f"{datatype}{list(window.shape[1:])}"
         expected = f"{profile.datatype}[{profile.width}]"
@@ -293,29 +300,60 @@ def quality(
                 Severity.CRITICAL,
             )
         ]
+    values = window.astype(np.float64)
+    rows = max(values.shape[0], 1)
+    features = profile.features
+    minimum = np.array([f.minimum for f in features])
+    maximum = np.array([f.maximum for f in features])
+    finite = np.isfinite(values)
+    outside = finite & ((values < minimum) | (values > maximum))
+    thresholds = monitor.thresholds
+    # Per test: window count, window size, reference count, reference size, absolute limit.
+    rates = {
+        DriftTest.NAN_RATE: (
+            np.isnan(values).sum(axis=0),
+            np.full(len(features), rows),
+            np.array([f.nan_count for f in features]),
+            np.full(len(features), profile.rows),
+            thresholds.nan_rate,
+        ),
+        DriftTest.INF_RATE: (
+            np.isinf(values).sum(axis=0),
+            np.full(len(features), rows),
+            np.array([f.inf_count for f in features]),
+            np.full(len(features), profile.rows),
+            thresholds.inf_rate,
+        ),
+        DriftTest.OUT_OF_RANGE_RATE: (
+            outside.sum(axis=0),
+            finite.sum(axis=0),
+            np.zeros(len(features), dtype=np.int64),
+            np.array([f.size for f in features]),
+            thresholds.out_of_range_rate,
+        ),
+    }
+    tests = [test for test in rates if test in monitor.tests]
+    p_values = {test: higher_rate_p_values(*rates[test][:4]) for test in tests}
+    corrected_alpha = thresholds.alpha / max(len(tests) * len(features), 1)
     findings = []
-    rows = max(window.shape[0], 1)
-    for index, feature in enumerate(profile.features):
-        values = window[:, index].astype(np.float64)
-        finite = values[np.isfinite(values)]
-        rates = {
-            DriftTest.NAN_RATE: (float(np.isnan(values).sum()) / rows, thresholds.nan_rate),
-            DriftTest.INF_RATE: (float(np.isinf(values).sum()) / rows, thresholds.inf_rate),
-            DriftTest.OUT_OF_RANGE_RATE: (
-                float(((finite < feature.minimum) | (finite > feature.maximum)).sum()) / rows,
-                thresholds.out_of_range_rate,
-            ),
-        }
-        for test, (rate, limit) in rates.items():
-            if test not in monitor.tests:
-                continue
-            drifted = rate > limit
+    for index, feature in enumerate(features):
+        for test in tests:
+            count, limit = int(rates[test][0][index]), rates[test][4]
+            rate = count / rows
+            p_value = float(p_values[test][index])
+            beyond_limit, higher = rate > limit, p_value < corrected_alpha
             severity = Severity.NONE
-            if drifted:
+            if beyond_limit:
                 severity = Severity.HIGH if rate > 5 * max(limit, 0.01) else Severity.MEDIUM
+            elif higher:
+                severity = Severity.MEDIUM
             findings.append(
-                Finding(feature.name, index, Kind.QUALITY, test, rate, limit, drifted, severity)
-            )
+                Finding(
+                    feature.name, index, Kind.QUALITY, test, rate, limit,
+                    beyond_limit or higher, severity, p_value=p_value,
+                    adjusted_p_value=min(p_value * len(tests) * len(features), 1.0),
+                )
+            )  # fmt: skip
     return findings
 
 

@@ -32,6 +32,10 @@ class FeatureProfile:
     """Reference values per bin (len(edges) + 1)."""
     minimum: float
     maximum: float
+    nan_count: int = 0
+    """Reference rows where the feature is NaN (of the profile's `rows`)."""
+    inf_count: int = 0
+    """Reference rows where the feature is +-Inf."""
     categories: dict[str, int] = field(default_factory=dict)
     """For categorical features: reference count per category (decimal text of the value)."""
 
@@ -146,6 +150,7 @@ def build_profile(
     for index, name in enumerate(names):
         column = sample[:, index].astype(np.float64)
         finite = column[np.isfinite(column)]
+        nan_count, inf_count = int(np.isnan(column).sum()), int(np.isinf(column).sum())
         if not len(finite):
             finite = np.zeros(1)
         quantiles = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1]))
@@ -154,6 +159,8 @@ def build_profile(
                 name=name,
                 sketch=_sketch(finite, sketch_size),
                 size=len(finite),
+                nan_count=nan_count,
+                inf_count=inf_count,
                 edges=quantiles,
                 counts=bin_counts(finite, quantiles),
                 minimum=float(finite.min()),

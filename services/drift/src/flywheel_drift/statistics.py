@@ -120,6 +120,21 @@ def _kolmogorov_sf(statistic: float, effective_n: float) -> float:
     return min(max(float(stats.kstwo.sf(statistic, effective_n)), 0.0), 1.0)
 
 
+def higher_rate_p_values(
+    window_counts: np.ndarray,
+    window_sizes: np.ndarray,
+    reference_counts: np.ndarray,
+    reference_sizes: np.ndarray,
+) -> np.ndarray:
+    """One-sided Fisher exact test of each window rate being higher than the reference's:
+    P(X >= k) for X hypergeometric, the k + K events of both samples spread over their
+    n + N rows and n of them drawn for the window (scipy's `fisher_exact(alternative=
+    "greater")`, for every feature at once)."""
+    events = window_counts + reference_counts
+    p = stats.hypergeom.sf(window_counts - 1, window_sizes + reference_sizes, events, window_sizes)
+    return np.where(window_counts > 0, np.clip(p, 0.0, 1.0), 1.0)
+
+
 def chi_square(reference_counts: np.ndarray, window_counts: np.ndarray) -> TestResult:
     """Chi-square test of homogeneity on a 2 x k table of category counts.
 

@@ -189,6 +189,48 @@ def test_quality_flags_nans_out_of_range_values_and_schema_changes(
     assert retyped.test is DriftTest.SCHEMA_CHANGE
 
 
+def test_quality_compares_nan_rates_with_the_references_own(rng: np.random.Generator) -> None:
+    """Under the 5% absolute limit: from 0% in training to 4.5% is flagged; from 4% to 4.5%
+    (data that was always that sparse) is not; the reference's rates are in its profile."""
+    reference = rng.normal(size=(5000, 2))
+    reference[:200, 1] = np.nan  # the second feature was 4% missing in training already
+    profile = build_profile("m", 1, reference)
+    assert [f.nan_count for f in profile.features] == [0, 200]
+    window = rng.normal(size=(1000, 2))
+    window[:45, :] = np.nan  # 4.5% in both
+    findings = {
+        f.feature: f
+        for f in quality(profile, window, "FP32", Monitor())
+        if f.test is DriftTest.NAN_RATE
+    }
+    assert findings["f0"].drifted
+    assert findings["f0"].severity is Severity.MEDIUM
+    assert findings["f0"].p_value is not None
+    assert findings["f0"].p_value == pytest.approx(
+        stats.fisher_exact([[45, 955], [0, 5000]], alternative="greater").pvalue
+    )
+    assert not findings["f1"].drifted
+    assert findings["f1"].statistic == pytest.approx(0.045)
+
+
+def test_quality_raises_no_more_false_alarms_than_alpha_on_clean_windows(
+    rng: np.random.Generator,
+) -> None:
+    """Values past the reference's extremes happen in clean data too (a window of 1,000
+    beside 5,000 reference rows holds a few): 200 clean windows of 30 features, no alarm
+    beyond alpha."""
+    reference = rng.normal(size=(5000, 30))
+    reference[rng.random(reference.shape) < 0.01] = np.nan  # 1% missing, in training too
+    profile = build_profile("m", 1, reference)
+    monitor = Monitor(thresholds=Thresholds(alpha=0.01))
+    alarms = 0
+    for _ in range(200):
+        window = rng.normal(size=(1000, 30))
+        window[rng.random(window.shape) < 0.01] = np.nan
+        alarms += any(f.drifted for f in quality(profile, window, "FP32", monitor))
+    assert alarms <= 4  # alpha 0.01 per window: 2 expected at most
+
+
 def test_a_window_of_one_row_is_not_tested_for_drift(rng: np.random.Generator) -> None:
     # One request in a quiet time window says nothing about a distribution: with a PSI or
     # Jensen-Shannon threshold it would otherwise alert on every such window.
