@@ -84,8 +84,10 @@ class LoadedVersion:
     provider: str = ""
     error: str = ""
     retryable: bool = True
-    """Whether a failed load may succeed if tried again (the registry was unreachable), or
-    needs someone to act (a refused registry token, a model onnxruntime cannot load)."""
+    """Whether clients may retry a failed load's requests: the registry was unreachable, or
+    the deployer routes away from a version that cannot load (it sees the failure in this
+    gateway's status); not when the registry refused this gateway's token, which someone
+    must fix and no rollback mends."""
     session: onnxruntime.InferenceSession | None = None
     batcher: DynamicBatcher | None = None
     in_flight: int = 0
@@ -160,8 +162,8 @@ class ModelManager:
 
     def not_ready(self, model: str, versions: Iterable[int]) -> FlywheelError:
         """Why none of `versions` can take a request: FAILED_PRECONDITION when every one
-        failed to load for a reason retrying cannot mend (so clients stop retrying and
-        someone fixes it), UNAVAILABLE while one may still become ready."""
+        failed to load for a reason neither retrying nor a rollback mends (so clients stop
+        retrying and someone fixes it), UNAVAILABLE while one may still become ready."""
         failures = [self._versions.get((model, version)) for version in versions]
         if failures and all(
             loaded is not None and loaded.state is LoadState.FAILED and not loaded.retryable
@@ -219,12 +221,12 @@ class ModelManager:
             log.warning(
                 "loading failed", extra={"model": model, "version": version, "error": exc.message}
             )
-            loaded.set_state(LoadState.FAILED, exc.message, isinstance(exc, Unavailable))
+            loaded.set_state(LoadState.FAILED, exc.message, not isinstance(exc, FailedPrecondition))
             self._changed()
             return
         except Exception as exc:
             log.exception("loading failed", extra={"model": model, "version": version})
-            loaded.set_state(LoadState.FAILED, str(exc), retryable=False)
+            loaded.set_state(LoadState.FAILED, str(exc))
             self._changed()
             return
         # Only now, warmed up, does the version become routable.
