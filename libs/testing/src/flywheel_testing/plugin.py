@@ -59,17 +59,23 @@ class _SecureKafkaInBackground:
 _secure_kafka = _SecureKafkaInBackground()
 
 
+def _needs_secure_kafka(item: pytest.Item) -> bool:
+    return "kafka_sasl_ssl" in getattr(item, "fixturenames", ())
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests under an integration/ or e2e/ folder are integration tests."""
+    """Tests under an integration/ or e2e/ folder are integration tests. The tests on the
+    SASL_SSL broker run last, so its start has the whole run to finish in the background."""
     for item in items:
         parts = Path(str(item.path)).parts
         if "integration" in parts or "e2e" in parts:
             item.add_marker(pytest.mark.integration)
+    items.sort(key=_needs_secure_kafka)  # stable: every other order stays
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Starts the SASL_SSL broker now if a selected test will need it."""
-    needed = any("kafka_sasl_ssl" in getattr(item, "fixturenames", ()) for item in session.items)
+    needed = any(_needs_secure_kafka(item) for item in session.items)
     if needed and not session.config.option.collectonly:
         _secure_kafka.start()
 

@@ -62,7 +62,11 @@ def build(
         *foundation.components(),
         *([store] if isinstance(store, S3BlobStore) else []),  # its client opens and closes
         validator,
-        foundation.consumer([DEPLOYMENT_EVENTS.name], rollback_follower(deps)),
+        # A first start follows rollbacks from now on: those in the topic's history were
+        # applied by whoever ran then, or are of models this registry never held.
+        foundation.consumer(
+            [DEPLOYMENT_EVENTS.name], rollback_follower(deps), from_beginning=False
+        ),
     ]
     binding = ServiceBinding(
         SERVICE_NAME,
