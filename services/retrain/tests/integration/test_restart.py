@@ -93,8 +93,7 @@ async def test_a_standby_finishes_a_run_whose_files_died_with_the_leader(
         replicas = [replica(loop, postgres_url, name) for name in ("retrain-a", "retrain-b")]
         loop.retrain_address = replicas_target([r.address for r in replicas])
         try:
-            for each in replicas:
-                await each.start()
+            await asyncio.gather(*(each.start() for each in replicas))
             await loop.set_policy(
                 gate=pb.EvaluationGate(metric="accuracy", holdout_size=100),
                 executor=pb.ExecutorConfig(entrypoint_override=SLOW_TRAINING),
