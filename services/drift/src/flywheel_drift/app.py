@@ -14,12 +14,14 @@ from flywheel_common.publisher import EventPublisher
 from flywheel_common.registry_client import RegistryClient
 from flywheel_common.service import Service, instance_id, run_service
 from flywheel_common.settings import ServiceSettings
+from flywheel_common.topics import MODEL_EVENTS
 from flywheel_drift.gauges import p_values
 from flywheel_drift.grpc_api import METHOD_ROLES, METHOD_SCOPES, SERVICE_NAME, DriftServicer
 from flywheel_drift.handlers import Detector
 from flywheel_drift.monitors import MonitorConfigs, load_profile
 from flywheel_drift.profiles import ReferenceProfile
 from flywheel_drift.queries import DriftQueries
+from flywheel_drift.references import ReferenceProfiles, promotion_prefetcher
 from flywheel_drift.settings import DriftSettings
 from flywheel_drift.stream import DriftStream
 
@@ -42,11 +44,13 @@ def build(
         config.window_size, foundation.database, config.monitor_config_refresh_seconds
     )
 
-    async def profile(model: str, version: int) -> ReferenceProfile | None:
+    async def profile(model: str, version: int) -> ReferenceProfile:
         return await load_profile(registry, configs, model, version)
 
+    profiles = ReferenceProfiles(profile)
+
     def new_detector() -> Detector:
-        return Detector(profile, configs.monitor, config.label_wait_seconds)
+        return Detector(profiles.get, configs.monitor, config.label_wait_seconds)
 
     stream = DriftStream(
         config.kafka,
@@ -68,7 +72,15 @@ def build(
         callbacks=[p_values(stream.partitions)],
         description="Adjusted p-value of each feature in its version's latest window",
     )
-    components = [*foundation.components(), configs, registry, stream]
+    # Every replica prefetches every promoted version (any may come to hold its partition):
+    # a group of its own, following model events from its start on.
+    prefetcher = foundation.consumer(
+        [MODEL_EVENTS.name],
+        promotion_prefetcher(profiles),
+        group=f"references.{instance_id(config)}",
+        from_beginning=False,
+    )
+    components = [*foundation.components(), configs, registry, prefetcher, stream]
     binding = ServiceBinding(
         SERVICE_NAME,
         drift_pb2_grpc.add_DriftServiceServicer_to_server,

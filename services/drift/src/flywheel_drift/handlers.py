@@ -1,10 +1,10 @@
 """The drift detector's use case: predictions and labels in, windows and alerts out.
 
 Transport-free: the stream layer converts each batch it decodes into the domain and
-publishes the events that come back. Per model version it keeps a `VersionState` (the
-reference profile is loaded from the registry on first sight, and the windows that close
-before it arrives are tested when it does); across versions, the label join. The stream runs
-one detector per partition it holds.
+publishes the events that come back. Per model version it keeps a `VersionState` (its
+reference profile asked for on first sight, usually prefetched on the version's promotion
+already; the windows that close before it arrives are tested when it does); across
+versions, the label join. The stream runs one detector per partition it holds.
 """
 
 from __future__ import annotations
