@@ -63,8 +63,8 @@ CONSUMED = [
         lambda key: deployer_events.RolloutStarted(model=key, rollout_id=key, version=1),
     ),
     ConsumedTopic(
-        MODEL_EVENTS,  # the deployer follows promotions
-        1,
+        MODEL_EVENTS,  # the deployer follows promotions; the drift detector prefetches references
+        2,
         lambda key: registry_events.ModelVersionRegistered(model=key, version=1),
     ),
     ConsumedTopic(
