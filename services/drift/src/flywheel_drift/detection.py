@@ -8,6 +8,7 @@ monitor sets a threshold for them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum, StrEnum
 
@@ -76,6 +77,25 @@ class Thresholds:
     out_of_range_rate: float = 0.05
 
 
+MAX_ALARM_WINDOWS = 100
+
+
+@dataclass(frozen=True)
+class AlarmPolicy:
+    """An alert only when `drifted_windows` of the last `of_windows` windows drifted, the
+    closing window among them: k of n over consecutive windows. At a per-window false-alarm
+    rate p, 2 of 3 alarms falsely about 3p^2 of the time (3 in 10,000 windows at p = 0.01)
+    and waits one window more for a lasting change."""
+
+    drifted_windows: int = 1
+    of_windows: int = 1
+
+    def alarms(self, drifted: Sequence[bool]) -> bool:
+        """`drifted`: whether each recent window drifted, oldest first, the closing last."""
+        recent = drifted[-self.of_windows :]
+        return bool(recent) and recent[-1] and sum(recent) >= self.drifted_windows
+
+
 @dataclass(frozen=True)
 class Monitor:
     """How one model is watched (the domain side of MonitorConfig)."""
@@ -84,6 +104,7 @@ class Monitor:
     thresholds: Thresholds = field(default_factory=Thresholds)
     correction: Correction = Correction.BENJAMINI_HOCHBERG
     min_alert_severity: Severity = Severity.MEDIUM
+    alarm: AlarmPolicy = field(default_factory=AlarmPolicy)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,15 @@ from flywheel_common.registry_client import RegistryClient
 from flywheel_common.signatures import NUMPY_DTYPES
 from flywheel_common.timestamps import check_times, seconds_of
 from flywheel_drift import storage
-from flywheel_drift.detection import ALL_TESTS, DriftTest, Monitor, Severity, Thresholds
+from flywheel_drift.detection import (
+    ALL_TESTS,
+    MAX_ALARM_WINDOWS,
+    AlarmPolicy,
+    DriftTest,
+    Monitor,
+    Severity,
+    Thresholds,
+)
 from flywheel_drift.domain import ModelMonitor
 from flywheel_drift.profiles import ReferenceProfile, build_profile
 from flywheel_drift.statistics import Correction
@@ -72,6 +80,7 @@ def monitor_of(config: types.MonitorConfig, default_window: int) -> ModelMonitor
         raise InvalidArgument(f"min_alert_severity {config.min_alert_severity} is not a Severity")
     concept = config.concept_drift
     detector = "page_hinkley" if concept.detector == types.DRIFT_TEST_PAGE_HINKLEY else "adwin"
+    alarm = _alarm_of(config.alarm)
     defaults = Thresholds()
     return ModelMonitor(
         detection=Monitor(
@@ -97,11 +106,23 @@ def monitor_of(config: types.MonitorConfig, default_window: int) -> ModelMonitor
             ),
             correction=_CORRECTIONS[config.correction],
             min_alert_severity=Severity(config.min_alert_severity or Severity.MEDIUM),
+            alarm=alarm,
         ),
         window=window,
         concept_detector=detector,
         label_wait_seconds=(seconds_of(concept.label_wait, "concept_drift.label_wait") or 3600.0),
     )
+
+
+def _alarm_of(alarm: types.AlarmPolicy) -> AlarmPolicy:
+    drifted = alarm.drifted_windows or 1
+    windows = alarm.of_windows or drifted
+    if not 1 <= drifted <= windows <= MAX_ALARM_WINDOWS:
+        raise InvalidArgument(
+            f"alarm must have 1 <= drifted_windows <= of_windows <= {MAX_ALARM_WINDOWS}, got "
+            f"drifted_windows={alarm.drifted_windows} of_windows={alarm.of_windows}"
+        )
+    return AlarmPolicy(drifted, windows)
 
 
 class MonitorConfigs:

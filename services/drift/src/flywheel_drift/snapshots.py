@@ -24,6 +24,7 @@ def encode(snapshot: VersionSnapshot) -> bytes:
             "baseline_predictions": snapshot.baseline_predictions,
             "status": np.frombuffer(status, dtype=np.uint8),
             "untested": [_untested(window) for window in snapshot.untested],
+            "drifted": list(snapshot.drifted),
         }
     )
 
@@ -68,4 +69,5 @@ def decode(model: str, version: int, data: bytes) -> VersionSnapshot:
         untested=tuple(
             _untested_window(model, version, window) for window in document.get("untested", [])
         ),
+        drifted=tuple(bool(d) for d in document.get("drifted", [])),
     )

@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 
 from flywheel_drift.concept import ChangeDetector, detector
 from flywheel_drift.detection import (
+    MAX_ALARM_WINDOWS,
     DriftTest,
     Finding,
     Kind,
     Monitor,
+    Severity,
     alerting,
     data_drift,
     prediction_drift,
@@ -46,6 +48,7 @@ class VersionSnapshot:
     baseline_predictions: dict[str, int]
     status: DriftStatus
     untested: tuple[ClosedWindow, ...] = ()
+    drifted: tuple[bool, ...] = ()
 
 
 @dataclass
@@ -63,6 +66,8 @@ class VersionState:
     """The first window's prediction counts: what prediction drift is measured against."""
     untested: list[ClosedWindow] = field(default_factory=list)
     """Windows closed before the reference was known: tested against it once it is."""
+    drifted: list[bool] = field(default_factory=list)
+    """Whether each recent window drifted, oldest first: what the alarm policy counts."""
 
     @classmethod
     def new(cls, model: str, version: int, monitor: ModelMonitor) -> VersionState:
@@ -86,6 +91,7 @@ class VersionState:
         self.status = snapshot.status
         self.status.reference_loaded = self.profile is not None
         self.untested = list(snapshot.untested)
+        self.drifted = list(snapshot.drifted)
 
     def snapshot(self) -> VersionSnapshot:
         return VersionSnapshot(
@@ -94,6 +100,7 @@ class VersionState:
             self.baseline_predictions,
             self.status,
             tuple(self.untested),
+            tuple(self.drifted),
         )
 
     def close(self, window: ClosedWindow, monitor: Monitor, at: float) -> list[DriftEvent]:
@@ -108,6 +115,11 @@ class VersionState:
             elif not self.profile_known:
                 self._keep_untested(window)
         self.status.window_closed(metrics, findings)
+        reported = alerting(findings, monitor)
+        self.drifted = [*self.drifted, bool(reported)][-MAX_ALARM_WINDOWS:]
+        critical = any(f.severity is Severity.CRITICAL for f in reported)
+        if reported and not critical and not monitor.alarm.alarms(self.drifted):
+            return [metrics]  # drifted, but not yet as often as the policy asks
         return [metrics, *self._alert(metrics.window, findings, monitor, at)]
 
     def test_untested(self, monitor: Monitor, at: float) -> list[DriftEvent]:

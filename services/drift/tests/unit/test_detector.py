@@ -16,6 +16,7 @@ from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_common.prediction_logs import ground_truth_label
 from flywheel_common.timestamps import epoch
 from flywheel_drift import converters, snapshots
+from flywheel_drift.detection import AlarmPolicy, Monitor
 from flywheel_drift.domain import DriftEvent, ModelMonitor
 from flywheel_drift.handlers import Detector
 from flywheel_drift.profiles import ReferenceProfile, build_profile
@@ -126,3 +127,47 @@ async def test_windows_closed_before_the_reference_loads_are_tested_once_it_does
         assert all(a.alert_id.endswith(":late-drift") for a in alerts)
         assert all(types.ALERT_KIND_DATA in a.kinds for a in alerts)
         assert resumed.flush(now=2001.0) == []  # each window tested once
+
+
+def test_k_of_n_counts_drifted_windows_ending_with_the_closing_one() -> None:
+    two_of_three = AlarmPolicy(drifted_windows=2, of_windows=3)
+    assert not two_of_three.alarms([True])
+    assert two_of_three.alarms([True, True])
+    assert two_of_three.alarms([True, False, True])
+    assert not two_of_three.alarms([True, False, False, True])  # the first left the three
+    assert not two_of_three.alarms([True, True, False])  # the closing window is clean
+    assert AlarmPolicy().alarms([False, True])
+
+
+async def test_an_alarm_policy_alerts_on_the_second_of_three_drifted_windows_only() -> None:
+    """2 of 3: a lone drifted window raises nothing, the second within three windows alerts
+    (for its own window), and the count survives a restart in between."""
+    rng = np.random.default_rng(5)
+    profile = build_profile("iris", 1, rng.normal(size=(2000, 2)))
+
+    async def reference(model: str, version: int) -> ReferenceProfile | None:
+        return profile
+
+    def monitors(_: str) -> ModelMonitor:
+        policy = AlarmPolicy(drifted_windows=2, of_windows=3)
+        return ModelMonitor(window=WindowPolicy(size=100), detection=Monitor(alarm=policy))
+
+    detector = Detector(reference, monitors)
+    detector.state("iris", 1)
+    await asyncio.sleep(0.01)  # the reference is loaded before traffic
+
+    def window(first: int, shift: float) -> list[PredictionLog]:
+        rows = rng.normal(shift, 1.0, size=(100, 2))
+        return [logged_row(f"r{first + i}", 1000.0 + first + i, row) for i, row in enumerate(rows)]
+
+    def alerts(outgoing: list[tuple[Message, str]]) -> list[int]:
+        return [m.window.index for m, _ in outgoing if isinstance(m, events.DriftAlert)]
+
+    assert alerts(observe(detector, window(0, 1.5))) == []  # drifted, alone so far
+    checkpoint = snapshots.decode("iris", 1, snapshots.encode(detector.snapshot("iris", 1)))
+    assert checkpoint.drifted == (True,)
+    successor = Detector(reference, monitors)
+    successor.restore("iris", 1, checkpoint)
+    await asyncio.sleep(0.01)
+    assert alerts(observe(successor, window(100, 0.0))) == []  # clean
+    assert alerts(observe(successor, window(200, 1.5))) == [2]  # two of the last three

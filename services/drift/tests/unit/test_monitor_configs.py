@@ -5,6 +5,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from flywheel.drift.v1 import types_pb2 as types
 from flywheel_common.errors import InvalidArgument
+from flywheel_drift.detection import AlarmPolicy
 from flywheel_drift.monitors import monitor_of
 
 
@@ -35,6 +36,21 @@ from flywheel_drift.monitors import monitor_of
             ),
             "concept_drift.label_wait.nanos is -1",
         ),
+        (
+            types.MonitorConfig(
+                model="m", alarm=types.AlarmPolicy(drifted_windows=3, of_windows=2)
+            ),
+            "alarm must have 1 <= drifted_windows <= of_windows <= 100, got drifted_windows=3 "
+            "of_windows=2",
+        ),
+        (
+            types.MonitorConfig(model="m", alarm=types.AlarmPolicy(drifted_windows=-1)),
+            "drifted_windows=-1",
+        ),
+        (
+            types.MonitorConfig(model="m", alarm=types.AlarmPolicy(of_windows=101)),
+            "of_windows=101",
+        ),
     ],
 )
 def test_unusable_configs_are_invalid_arguments(config: types.MonitorConfig, fragment: str) -> None:
@@ -48,3 +64,13 @@ def test_a_valid_config_gives_its_rules() -> None:
         window=types.WindowSpec(kind=types.WINDOW_KIND_TIME, size_duration=Duration(seconds=60)),
     )
     assert monitor_of(config, default_window=100).window.seconds == 60
+
+
+def test_an_alarm_policy_defaults_to_every_drifted_window() -> None:
+    assert monitor_of(types.MonitorConfig(model="m"), 100).detection.alarm == AlarmPolicy(1, 1)
+    two_of_three = types.MonitorConfig(
+        model="m", alarm=types.AlarmPolicy(drifted_windows=2, of_windows=3)
+    )
+    assert monitor_of(two_of_three, 100).detection.alarm == AlarmPolicy(2, 3)
+    three = types.MonitorConfig(model="m", alarm=types.AlarmPolicy(drifted_windows=3))
+    assert monitor_of(three, 100).detection.alarm == AlarmPolicy(3, 3)  # 3 in a row

@@ -519,6 +519,7 @@ class MonitorConfig(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     UPDATED_BY_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    ALARM_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Model name."""
     correction: Global___MultipleTestingCorrection.ValueType
@@ -565,6 +566,10 @@ class MonitorConfig(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When the config was last set; output only."""
 
+    @_builtins.property
+    def alarm(self) -> Global___AlarmPolicy:
+        """When drifted windows raise an alert; unset alerts on every drifted window."""
+
     def __init__(
         self,
         *,
@@ -582,14 +587,46 @@ class MonitorConfig(_message.Message):
         revision: _builtins.int = ...,
         updated_by: _builtins.str = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        alarm: Global___AlarmPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["concept_drift", b"concept_drift", "thresholds", b"thresholds", "updated_at", b"updated_at", "window", b"window"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alarm", b"alarm", "concept_drift", b"concept_drift", "thresholds", b"thresholds", "updated_at", b"updated_at", "window", b"window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["categorical_features", b"categorical_features", "concept_drift", b"concept_drift", "correction", b"correction", "min_alert_severity", b"min_alert_severity", "model", b"model", "output_bin_edges", b"output_bin_edges", "prediction_output", b"prediction_output", "revision", b"revision", "task_type", b"task_type", "tests", b"tests", "thresholds", b"thresholds", "updated_at", b"updated_at", "updated_by", b"updated_by", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarm", b"alarm", "categorical_features", b"categorical_features", "concept_drift", b"concept_drift", "correction", b"correction", "min_alert_severity", b"min_alert_severity", "model", b"model", "output_bin_edges", b"output_bin_edges", "prediction_output", b"prediction_output", "revision", b"revision", "task_type", b"task_type", "tests", b"tests", "thresholds", b"thresholds", "updated_at", b"updated_at", "updated_by", b"updated_by", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MonitorConfig: _TypeAlias = MonitorConfig  # noqa: Y015
+
+@_typing.final
+class AlarmPolicy(_message.Message):
+    """An alert only when `drifted_windows` of the last `of_windows` windows drifted (the window
+    that closes the count among them), so one unlucky window at alpha does not page anyone.
+    A schema change alerts at once.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DRIFTED_WINDOWS_FIELD_NUMBER: _builtins.int
+    OF_WINDOWS_FIELD_NUMBER: _builtins.int
+    drifted_windows: _builtins.int
+    """Drifted windows needed, at least 1; 0 with `of_windows` 0 means 1 of 1."""
+    of_windows: _builtins.int
+    """Windows looked back over, the closing one included: at least `drifted_windows`, at
+    most 100.
+    """
+    def __init__(
+        self,
+        *,
+        drifted_windows: _builtins.int = ...,
+        of_windows: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drifted_windows", b"drifted_windows", "of_windows", b"of_windows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AlarmPolicy: _TypeAlias = AlarmPolicy  # noqa: Y015
 
 @_typing.final
 class LatencyQuantiles(_message.Message):
