@@ -120,7 +120,7 @@ class VersionState:
         critical = any(f.severity is Severity.CRITICAL for f in reported)
         if reported and not critical and not monitor.alarm.alarms(self.drifted):
             return [metrics]  # drifted, but not yet as often as the policy asks
-        return [metrics, *self._alert(metrics.window, findings, monitor, at)]
+        return [metrics, *self._alert(metrics.window, findings, reported, monitor, at)]
 
     def test_untested(self, monitor: Monitor, at: float) -> list[DriftEvent]:
         """Once the reference is known, the windows that closed before it, tested against
@@ -138,7 +138,8 @@ class VersionState:
                 self.status.findings = tuple(findings) + tuple(
                     f for f in self.status.findings if f.kind is Kind.PREDICTION
                 )
-            outgoing += self._alert(ref, findings, monitor, at, late=True)
+            reported = alerting(findings, monitor)
+            outgoing += self._alert(ref, findings, reported, monitor, at, late=True)
         return outgoing
 
     def _keep_untested(self, window: ClosedWindow) -> None:
@@ -154,11 +155,12 @@ class VersionState:
         self,
         ref: WindowRef,
         findings: list[Finding],
+        reported: list[Finding],
         monitor: Monitor,
         at: float,
         late: bool = False,
     ) -> list[DriftEvent]:
-        reported = alerting(findings, monitor)
+        """The alert of a window whose `reported` findings (of its `findings`) alert."""
         if not reported:
             return []
         alert = window_alert(
