@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum, StrEnum
+from typing import NamedTuple
 
 import numpy as np
 
@@ -295,6 +296,22 @@ def _distance_severity(statistic: float, limit: float | None) -> Severity:
     return Severity.MEDIUM
 
 
+class _Rates(NamedTuple):
+    """One quality rate of every feature: the window's counts and size, the reference's."""
+
+    window_count: np.ndarray
+    window_size: np.ndarray | int
+    reference_count: np.ndarray | int
+    reference_size: np.ndarray | int
+    limit: float
+    """The absolute limit, past which the rate is flagged whatever the reference's."""
+
+    def p_values(self) -> np.ndarray:
+        return higher_rate_p_values(
+            self.window_count, self.window_size, self.reference_count, self.reference_size
+        )
+
+
 def quality(
     profile: ReferenceProfile, window: np.ndarray, datatype: str, monitor: Monitor
 ) -> list[Finding]:
@@ -329,40 +346,34 @@ def quality(
     finite = np.isfinite(values)
     outside = finite & ((values < minimum) | (values > maximum))
     thresholds = monitor.thresholds
-    # Per test: window count, window size, reference count, reference size, absolute limit.
+    reference = {
+        "nan": np.array([f.nan_count for f in features]),
+        "inf": np.array([f.inf_count for f in features]),
+        "finite": np.array([f.size for f in features]),
+    }
     rates = {
-        DriftTest.NAN_RATE: (
-            np.isnan(values).sum(axis=0),
-            np.full(len(features), rows),
-            np.array([f.nan_count for f in features]),
-            np.full(len(features), profile.rows),
-            thresholds.nan_rate,
+        DriftTest.NAN_RATE: _Rates(
+            np.isnan(values).sum(axis=0), rows, reference["nan"], profile.rows, thresholds.nan_rate
         ),
-        DriftTest.INF_RATE: (
-            np.isinf(values).sum(axis=0),
-            np.full(len(features), rows),
-            np.array([f.inf_count for f in features]),
-            np.full(len(features), profile.rows),
-            thresholds.inf_rate,
+        DriftTest.INF_RATE: _Rates(
+            np.isinf(values).sum(axis=0), rows, reference["inf"], profile.rows, thresholds.inf_rate
         ),
-        DriftTest.OUT_OF_RANGE_RATE: (
-            outside.sum(axis=0),
-            finite.sum(axis=0),
-            np.zeros(len(features), dtype=np.int64),
-            np.array([f.size for f in features]),
+        # The reference has no value outside its own range.
+        DriftTest.OUT_OF_RANGE_RATE: _Rates(
+            outside.sum(axis=0), finite.sum(axis=0), 0, reference["finite"],
             thresholds.out_of_range_rate,
         ),
-    }
+    }  # fmt: skip
     tests = [test for test in rates if test in monitor.tests]
-    p_values = {test: higher_rate_p_values(*rates[test][:4]) for test in tests}
-    corrected_alpha = thresholds.alpha / max(len(tests) * len(features), 1)
+    comparisons = max(len(tests) * len(features), 1)
+    p_values = {test: rates[test].p_values() for test in tests}
     findings = []
     for index, feature in enumerate(features):
         for test in tests:
-            count, limit = int(rates[test][0][index]), rates[test][4]
-            rate = count / rows
+            limit = rates[test].limit
+            rate = int(rates[test].window_count[index]) / rows
             p_value = float(p_values[test][index])
-            beyond_limit, higher = rate > limit, p_value < corrected_alpha
+            beyond_limit, higher = rate > limit, p_value < thresholds.alpha / comparisons
             severity = Severity.NONE
             if beyond_limit:
                 severity = Severity.HIGH if rate > 5 * max(limit, 0.01) else Severity.MEDIUM
@@ -372,7 +383,7 @@ def quality(
                 Finding(
                     feature.name, index, Kind.QUALITY, test, rate, limit,
                     beyond_limit or higher, severity, p_value=p_value,
-                    adjusted_p_value=min(p_value * len(tests) * len(features), 1.0),
+                    adjusted_p_value=min(p_value * comparisons, 1.0),
                 )
             )  # fmt: skip
     return findings

@@ -122,9 +122,9 @@ def _kolmogorov_sf(statistic: float, effective_n: float) -> float:
 
 def higher_rate_p_values(
     window_counts: np.ndarray,
-    window_sizes: np.ndarray,
-    reference_counts: np.ndarray,
-    reference_sizes: np.ndarray,
+    window_sizes: np.ndarray | int,
+    reference_counts: np.ndarray | int,
+    reference_sizes: np.ndarray | int,
 ) -> np.ndarray:
     """One-sided Fisher exact test of each window rate being higher than the reference's:
     P(X >= k) for X hypergeometric, the k + K events of both samples spread over their
