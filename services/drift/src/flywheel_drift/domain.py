@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from flywheel_drift.detection import Finding, Kind, Monitor, Severity
+from flywheel_drift.performance import Estimate, Task
 from flywheel_drift.statistics import Correction
 from flywheel_drift.windows import ClosedWindow, Observations, WindowPolicy
 
@@ -23,6 +24,7 @@ class ModelMonitor:
     window: WindowPolicy = field(default_factory=WindowPolicy)
     concept_detector: str = "adwin"
     label_wait_seconds: float = 3600.0
+    task: Task = Task.CLASSIFICATION
 
 
 @dataclass(frozen=True)
@@ -77,10 +79,16 @@ class MetricsWindow:
     labeled_count: int
     accuracy: float | None
     emitted_at: float
+    mean_absolute_error: float | None = None
+    root_mean_squared_error: float | None = None
+    estimate: Estimate | None = None
 
     @classmethod
-    def of(cls, window: ClosedWindow, at: float) -> MetricsWindow:
+    def of(
+        cls, window: ClosedWindow, at: float, task: Task, estimate: Estimate | None
+    ) -> MetricsWindow:
         latency = window.latency_quantiles()
+        regression = task is Task.REGRESSION
         return cls(
             model=window.model,
             version=window.version,
@@ -93,8 +101,11 @@ class MetricsWindow:
             predictions=dict(window.predictions),
             nan_flagged_count=window.nan_flagged,
             labeled_count=window.labeled,
-            accuracy=window.accuracy,
+            accuracy=None if regression else window.accuracy,
             emitted_at=at,
+            mean_absolute_error=window.mean_absolute_error if regression else None,
+            root_mean_squared_error=window.root_mean_squared_error if regression else None,
+            estimate=None if regression else estimate,
         )
 
 

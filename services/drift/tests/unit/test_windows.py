@@ -78,7 +78,7 @@ def test_labels_count_toward_the_open_window() -> None:
     windows.add_label(True)
     windows.add_label(False)
     [closed] = windows.add(Observations.of([observation(n) for n in range(2, 4)]))
-    assert (closed.labeled, closed.correct, closed.accuracy) == (2, 1, 0.5)
+    assert (closed.labeled, closed.labels.correct, closed.accuracy) == (2, 1, 0.5)
 
 
 def test_labels_joined_between_windows_count_in_the_next_one() -> None:
@@ -87,7 +87,7 @@ def test_labels_joined_between_windows_count_in_the_next_one() -> None:
     windows.add_label(True)
     windows.add_label(False)
     [closed] = windows.add(Observations.of([observation(n) for n in range(2, 4)]))
-    assert (closed.index, closed.labeled, closed.correct) == (1, 2, 1)
+    assert (closed.index, closed.labeled, closed.labels.correct) == (1, 2, 1)
 
 
 def test_the_join_reports_what_changed_since_the_last_checkpoint() -> None:

@@ -37,4 +37,6 @@ def window_of(message: drift_events.ModelMetricsWindow, now: datetime) -> Stored
             labels.mean_absolute_error if labels.HasField("mean_absolute_error") else None
         ),
         error_rate=(message.error_count / message.request_count if message.request_count else None),
+        estimated_accuracy=message.estimate.accuracy if message.HasField("estimate") else None,
+        estimated_count=message.estimate.prediction_count,
     )

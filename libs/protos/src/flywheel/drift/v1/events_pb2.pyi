@@ -41,6 +41,7 @@ class ModelMetricsWindow(_message.Message):
     LABEL_METRICS_FIELD_NUMBER: _builtins.int
     NAN_FLAGGED_COUNT_FIELD_NUMBER: _builtins.int
     EMITTED_AT_FIELD_NUMBER: _builtins.int
+    ESTIMATE_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Model name."""
     version: _builtins.int
@@ -71,6 +72,12 @@ class ModelMetricsWindow(_message.Message):
     def emitted_at(self) -> _timestamp_pb2.Timestamp:
         """When the window was closed and computed."""
 
+    @_builtins.property
+    def estimate(self) -> _types_pb2.PerformanceEstimate:
+        """Accuracy expected from the predictions' own confidence, known before any label arrives;
+        unset when no prediction of the window logged class probabilities.
+        """
+
     def __init__(
         self,
         *,
@@ -84,10 +91,11 @@ class ModelMetricsWindow(_message.Message):
         label_metrics: _types_pb2.LabelMetrics | None = ...,
         nan_flagged_count: _builtins.int = ...,
         emitted_at: _timestamp_pb2.Timestamp | None = ...,
+        estimate: _types_pb2.PerformanceEstimate | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["emitted_at", b"emitted_at", "label_metrics", b"label_metrics", "latency", b"latency", "window", b"window"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["emitted_at", b"emitted_at", "estimate", b"estimate", "label_metrics", b"label_metrics", "latency", b"latency", "window", b"window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["emitted_at", b"emitted_at", "error_count", b"error_count", "label_metrics", b"label_metrics", "latency", b"latency", "model", b"model", "nan_flagged_count", b"nan_flagged_count", "output_histograms", b"output_histograms", "request_count", b"request_count", "version", b"version", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["emitted_at", b"emitted_at", "error_count", b"error_count", "estimate", b"estimate", "label_metrics", b"label_metrics", "latency", b"latency", "model", b"model", "nan_flagged_count", b"nan_flagged_count", "output_histograms", b"output_histograms", "request_count", b"request_count", "version", b"version", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -38,6 +38,11 @@ class _DecayMetricEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DecayMetr
     """Mean absolute error of labeled predictions; decays when it rises above the threshold."""
     DECAY_METRIC_ERROR_RATE: _DecayMetric.ValueType  # 3
     """Error rate of requests; decays when it rises above the threshold."""
+    DECAY_METRIC_ESTIMATED_ACCURACY: _DecayMetric.ValueType  # 4
+    """Accuracy the drift detector expects from the predictions' confidence, before their
+    labels arrive; decays when it falls below the threshold. min_labeled_count then counts
+    the predictions the estimate covers.
+    """
 
 class DecayMetric(_DecayMetric, metaclass=_DecayMetricEnumTypeWrapper):
     """Metric a decay trigger watches in `flywheel.model-metrics`."""
@@ -50,6 +55,11 @@ DECAY_METRIC_MEAN_ABSOLUTE_ERROR: DecayMetric.ValueType  # 2
 """Mean absolute error of labeled predictions; decays when it rises above the threshold."""
 DECAY_METRIC_ERROR_RATE: DecayMetric.ValueType  # 3
 """Error rate of requests; decays when it rises above the threshold."""
+DECAY_METRIC_ESTIMATED_ACCURACY: DecayMetric.ValueType  # 4
+"""Accuracy the drift detector expects from the predictions' confidence, before their
+labels arrive; decays when it falls below the threshold. min_labeled_count then counts
+the predictions the estimate covers.
+"""
 Global___DecayMetric: _TypeAlias = DecayMetric  # noqa: Y015
 
 class _ApprovalMode:
