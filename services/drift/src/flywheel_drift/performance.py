@@ -8,8 +8,9 @@ predictions, known as soon as the predictions are, long before their labels arri
 inputs move to where the model is less sure, the estimate falls with the accuracy. The
 calibration is learnt per version from its first labelled predictions (its reference period),
 confidence bin by confidence bin, and then frozen, so later concept drift does not teach it
-to expect the decay it should report. Until then the probabilities are taken as they are,
-shrunk towards what the labels have shown so far.
+to expect the decay it should report; until 100 labels have come, the probabilities are taken
+as they are. What no confidence can show is a change of concept (the same inputs now meaning
+another class): labels and the change detector over their errors catch that.
 
 Regression models have no confidence to estimate from; their labels are scored by absolute
 and squared error, and the error stream their change detector watches is whether an error is
@@ -31,8 +32,9 @@ CONFIDENCE_BINS = 20
 REFERENCE_LABELS = 1000
 """Labelled predictions a version learns its calibration or error scale from."""
 
-PRIOR_WEIGHT = 10.0
-"""How many labels a bin's raw confidence counts as, against the labels it has seen."""
+MIN_CALIBRATION_LABELS = 100
+"""Labels before the calibration is used: with fewer, the probabilities are taken as they
+are."""
 
 LARGE_ERROR_QUANTILE = 0.9
 """An error above this quantile of the reference period's errors counts as a large one."""
@@ -120,9 +122,24 @@ class Calibration:
         present = window.counts > 0
         raw = np.zeros(CONFIDENCE_BINS)
         raw[present] = window.sums[present] / window.counts[present]
-        calibrated = (self.correct + PRIOR_WEIGHT * raw) / (self.labeled + PRIOR_WEIGHT)
-        accuracy = float((window.counts * calibrated).sum() / window.total)
+        if self.learnt < MIN_CALIBRATION_LABELS:
+            return Estimate(float(window.sums.sum() / window.total), window.total, 0)
+        accuracy = float((window.counts * self._accuracy_by_bin()).sum() / window.total)
         return Estimate(accuracy, window.total, self.learnt)
+
+    def _accuracy_by_bin(self) -> np.ndarray:
+        """Accuracy per confidence bin: the reference period's, made to rise with confidence
+        (isotonic, weighted by labels, so thin bins borrow from their neighbours), between
+        labelled bins interpolated, and beyond them moving one for one with confidence."""
+        centres = (np.arange(CONFIDENCE_BINS) + 0.5) / CONFIDENCE_BINS
+        seen = self.labeled > 0
+        fitted = _isotonic(self.correct[seen] / self.labeled[seen], self.labeled[seen])
+        known = centres[seen]
+        accuracy = np.interp(centres, known, fitted)
+        below, above = centres < known[0], centres > known[-1]
+        accuracy[below] = fitted[0] + centres[below] - known[0]
+        accuracy[above] = fitted[-1] + centres[above] - known[-1]
+        return np.asarray(np.clip(accuracy, 0.0, 1.0))
 
     def checkpoint(self) -> dict[str, Any]:
         return {"size": self.size, "labeled": self.labeled.copy(), "correct": self.correct.copy()}
@@ -136,6 +153,25 @@ class Calibration:
             np.asarray(document["labeled"], np.int64),
             np.asarray(document["correct"], np.int64),
         )
+
+
+def _isotonic(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The non-decreasing sequence closest to `values` in weighted least squares (pool
+    adjacent violators: a run that falls is replaced by its weighted mean)."""
+    means: list[float] = []
+    totals: list[float] = []
+    lengths: list[int] = []
+    for value, weight in zip(values.tolist(), weights.tolist(), strict=True):
+        means.append(value)
+        totals.append(weight)
+        lengths.append(1)
+        while len(means) > 1 and means[-2] > means[-1]:
+            mean, total, length = means.pop(), totals.pop(), lengths.pop()
+            pooled = totals[-1] + total
+            means[-1] = (means[-1] * totals[-1] + mean * total) / pooled
+            totals[-1] = pooled
+            lengths[-1] += length
+    return np.repeat(means, lengths)
 
 
 @dataclass

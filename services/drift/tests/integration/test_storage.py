@@ -94,7 +94,10 @@ async def test_each_partition_replays_its_own_join_and_compacts_it_into_a_base(
     assert state.offsets == {"flywheel.predictions": 4}
     assert state.windows == {("iris", 1): b"state"}
     assert (await replayed(database, 0)).everything() == JoinChanges(
-        predictions={"b": Pending("iris", 2, "0", 101.0, 0.75), "d": Pending("iris", 1, "1", 104.0)},
+        predictions={
+            "b": Pending("iris", 2, "0", 101.0, 0.75),
+            "d": Pending("iris", 1, "1", 104.0),
+        },
         labels={},
     )
     assert (await replayed(database, 1)).everything() == other.everything()  # untouched

@@ -140,7 +140,26 @@ def test_a_classifiers_labels_calibrate_it_and_its_windows_carry_the_estimate() 
     assert isinstance(metrics, MetricsWindow)
     assert metrics.estimate is not None
     assert metrics.estimate.calibration_labels == 200
-    assert metrics.estimate.accuracy == pytest.approx((100 + 10 * 0.95) / (200 + 10))
+    assert metrics.estimate.accuracy == pytest.approx(0.5)
     resumed = VersionState.new("iris", 1, ModelMonitor())
     resumed.resume(snapshots.decode("iris", 1, snapshots.encode(state.snapshot())))
     assert resumed.calibration.learnt == 200
+
+
+def test_confidence_beyond_the_reference_periods_moves_the_estimate_one_for_one() -> None:
+    calibration = Calibration()
+    for bin_ in range(12, 20):  # labels only above 0.6 confidence, right 0.2 less often
+        confidence = (bin_ + 0.5) / 20
+        for i in range(50):
+            calibration.learn(confidence, i < round(50 * (confidence - 0.2)))
+    low = np.full(10, 0.325)  # six bins below the lowest labelled one
+    assert estimate_of(calibration, low) == pytest.approx(0.325 - 0.2, abs=0.01)
+
+
+def test_the_calibration_never_expects_less_of_a_surer_prediction() -> None:
+    calibration = Calibration()
+    for i in range(100):
+        calibration.learn(0.85, i < 90)  # 0.9 right
+        calibration.learn(0.95, i < 70)  # 0.7 right: by chance, or a few bad labels
+    sure, surer = np.full(10, 0.85), np.full(10, 0.95)
+    assert estimate_of(calibration, sure) == estimate_of(calibration, surer) == pytest.approx(0.8)
