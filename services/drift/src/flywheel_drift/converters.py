@@ -106,6 +106,7 @@ def observations(logs: Sequence[PredictionLog]) -> Observations:
         failed=failed,
         nan_flagged=np.array([entry.nan_flagged for entry in logs], dtype=bool),
         confidence=confidence if len(succeeded_confidence) else np.empty(0),
+        traceparents=[entry.traceparent for entry in logs],
     )
 
 
@@ -279,6 +280,7 @@ def alert_message(alert: Alert) -> events.DriftAlert:
         alpha=alert.alpha,
         summary=alert.summary,
         occurred_at=epoch(alert.occurred_at),
+        traceparent=alert.traceparent,
     )
     if alert.window is not None:
         message.window.CopyFrom(window_ref_message(alert.window))
@@ -302,6 +304,7 @@ def alert_of(message: events.DriftAlert) -> Alert:
         features_drifted=message.features_drifted,
         correction=_CORRECTION_OF.get(message.correction),
         alpha=message.alpha,
+        traceparent=message.traceparent,
     )
 
 

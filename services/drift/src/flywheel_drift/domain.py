@@ -128,6 +128,8 @@ class Alert:
     features_drifted: int = 0
     correction: Correction | None = None
     alpha: float = 0.0
+    traceparent: str = ""
+    """The trace the alert continues: of the request that closed its window."""
 
 
 DriftEvent = MetricsWindow | Alert
@@ -143,6 +145,7 @@ def window_alert(
     monitor: Monitor,
     at: float,
     late: bool = False,
+    traceparent: str = "",
 ) -> Alert:
     """The alert for a window whose `reported` findings (of all its `findings`) alert.
     `late`: tested against a reference that arrived after the window closed, so its id
@@ -169,6 +172,7 @@ def window_alert(
         features_drifted=len(drifted),
         correction=monitor.correction,
         alpha=monitor.thresholds.alpha,
+        traceparent=traceparent,
     )
 
 

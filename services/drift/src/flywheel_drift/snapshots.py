@@ -40,6 +40,7 @@ def _untested(window: ClosedWindow) -> dict[str, Any]:
         "end": window.end,
         "timed": window.timed,
         "features": window.features,
+        "traceparent": window.traceparent,
     }
 
 
@@ -57,6 +58,7 @@ def _untested_window(model: str, version: int, document: dict[str, Any]) -> Clos
         predictions={},
         latencies_ms=np.empty(0),
         timed=document["timed"],
+        traceparent=document.get("traceparent", ""),
     )
 
 

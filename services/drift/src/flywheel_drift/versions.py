@@ -134,7 +134,7 @@ class VersionState:
         critical = any(f.severity is Severity.CRITICAL for f in reported)
         if reported and not critical and not monitor.alarm.alarms(self.drifted):
             return [metrics]  # drifted, but not yet as often as the policy asks
-        return [metrics, *self._alert(metrics.window, findings, reported, monitor, at)]
+        return [metrics, *self._alert(window, findings, reported, monitor, at)]
 
     def test_untested(self, monitor: Monitor, at: float) -> list[DriftEvent]:
         """Once the reference is known, the windows that closed before it, tested against
@@ -153,7 +153,7 @@ class VersionState:
                     f for f in self.status.findings if f.kind is Kind.PREDICTION
                 )
             reported = alerting(findings, monitor)
-            outgoing += self._alert(ref, findings, reported, monitor, at, late=True)
+            outgoing += self._alert(window, findings, reported, monitor, at, late=True)
         return outgoing
 
     def _keep_untested(self, window: ClosedWindow) -> None:
@@ -167,7 +167,7 @@ class VersionState:
 
     def _alert(
         self,
-        ref: WindowRef,
+        window: ClosedWindow,
         findings: list[Finding],
         reported: list[Finding],
         monitor: Monitor,
@@ -178,8 +178,9 @@ class VersionState:
         if not reported:
             return []
         alert = window_alert(
-            ref, self.model, self.version, findings, reported, monitor, at, late=late
-        )
+            WindowRef.of(window), self.model, self.version, findings, reported, monitor, at,
+            late=late, traceparent=window.traceparent,
+        )  # fmt: skip
         self.status.alerted(alert)
         return [alert]
 

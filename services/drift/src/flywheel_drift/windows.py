@@ -45,6 +45,7 @@ class Observation:
     nan_flagged: bool = False
     confidence: float = float("nan")
     """The probability the model gave its predicted class; NaN when it logged none."""
+    traceparent: str = ""
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,9 @@ class Observations:
     confidence: np.ndarray = field(default_factory=lambda: np.empty(0))
     """Probability of each predicted class, float64 [n]; NaN where none was logged (and
     empty when no prediction of the batch logged one)."""
+    traceparents: Sequence[str] = ()
+    """The W3C traceparent of each prediction's request ("" when not traced; empty when
+    none of the batch was)."""
 
     def __len__(self) -> int:
         return len(self.received_at)
@@ -93,6 +97,7 @@ class Observations:
             failed=np.array([o.failed for o in observations], dtype=bool),
             nan_flagged=np.array([o.nan_flagged for o in observations], dtype=bool),
             confidence=np.array([o.confidence for o in observations], dtype=np.float64),
+            traceparents=[o.traceparent for o in observations],
         )
 
 
@@ -115,6 +120,8 @@ class ClosedWindow:
     confidence: ConfidenceHistogram = field(default_factory=ConfidenceHistogram)
     timed: bool = False
     """A time window (of event time), else a count window."""
+    traceparent: str = ""
+    """The trace of the last traced request of the window: what its alert continues."""
 
     @property
     def window_id(self) -> str:
@@ -162,6 +169,7 @@ class _Open:
     latencies: list[np.ndarray] = field(default_factory=list)
     labels: LabelTally = field(default_factory=LabelTally)
     confidence: ConfidenceHistogram = field(default_factory=ConfidenceHistogram)
+    traceparent: str = ""
 
     def take(self, batch: Observations, offsets: np.ndarray, start: int, stop: int) -> None:
         """Predictions `start:stop` of `batch` join the window."""
@@ -179,6 +187,10 @@ class _Open:
             self.predictions[label] = self.predictions.get(label, 0) + count
         if len(batch.confidence):
             self.confidence.add(batch.confidence[start:stop][~failed])
+        if batch.traceparents:
+            self.traceparent = next(
+                (t for t in reversed(batch.traceparents[start:stop]) if t), self.traceparent
+            )
 
     def checkpoint(self) -> dict[str, Any]:
         # Checkpointed every batch: the parts are joined once here and kept joined, so a
@@ -199,6 +211,7 @@ class _Open:
             "latencies": self.latencies[0] if self.latencies else None,
             "labels": self.labels.checkpoint(),
             "confidence": self.confidence.checkpoint(),
+            "traceparent": self.traceparent,
         }
 
     @classmethod
@@ -218,6 +231,7 @@ class _Open:
                 document.get("labels") or [document["labeled"], document["correct"]]
             ),
             confidence=ConfidenceHistogram.from_checkpoint(document.get("confidence")),
+            traceparent=document.get("traceparent", ""),
         )
 
 
@@ -326,6 +340,7 @@ class VersionWindows:
             labels=window.labels,
             confidence=window.confidence,
             timed=bool(self._policy.seconds),
+            traceparent=window.traceparent,
         )
 
 

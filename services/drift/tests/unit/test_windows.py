@@ -1,5 +1,7 @@
 """Windows close where they should, with what they saw; labels join within their wait."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -39,6 +41,18 @@ def test_count_windows_close_every_size_requests_across_batches() -> None:
     assert second.features[0, 0] == 100.0
     assert first.predictions == {"1": 99}
     assert first.latency_quantiles()["max"] == 9.0
+
+
+def test_a_window_continues_the_trace_of_its_last_traced_request() -> None:
+    def traced(n: int) -> Observation:
+        return replace(observation(n), traceparent=f"00-{n:032x}-{n:016x}-01")
+
+    windows = VersionWindows("iris", 1, WindowPolicy(size=5))
+    [first] = windows.add(Observations.of([traced(n) for n in range(7)]))
+    assert first.traceparent == traced(4).traceparent
+    resumed = VersionWindows.from_checkpoint("iris", 1, windows.checkpoint())
+    [second] = resumed.add(Observations.of([observation(n) for n in range(7, 10)]))
+    assert second.traceparent == traced(6).traceparent  # its last three were not traced
 
 
 def test_time_windows_are_aligned_numbered_and_flushed_when_idle() -> None:

@@ -19,6 +19,7 @@ def alert_of(message: drift_events.DriftAlert) -> tuple[Alert, datetime | None]:
         severity=SEVERITIES.get(message.severity, Severity.NONE),
         kinds=frozenset(alert_kind(k) for k in message.kinds),
         drifted_features=message.features_drifted,
+        traceparent=message.traceparent,
     )
     return alert, time_of(message, "occurred_at")
 

@@ -590,6 +590,7 @@ class Trigger(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     kind: Global___TriggerKind.ValueType
     """Kind of cause."""
     source_id: _builtins.str
@@ -606,6 +607,10 @@ class Trigger(_message.Message):
     """Actor that caused the run: `system:retrain` for automatic triggers, the caller for
     manual ones.
     """
+    traceparent: _builtins.str
+    """W3C traceparent of the cause (a drift alert's), which the run's spans and its training
+    job continue; empty when the cause was not traced.
+    """
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp:
         """When the cause happened."""
@@ -619,10 +624,11 @@ class Trigger(_message.Message):
         reason: _builtins.str = ...,
         actor: _builtins.str = ...,
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "kind", b"kind", "occurred_at", b"occurred_at", "reason", b"reason", "source_id", b"source_id", "triggered_by", b"triggered_by"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "kind", b"kind", "occurred_at", b"occurred_at", "reason", b"reason", "source_id", b"source_id", "traceparent", b"traceparent", "triggered_by", b"triggered_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
