@@ -562,7 +562,9 @@ class MonitorConfig(_message.Message):
 
     @_builtins.property
     def tests(self) -> _containers.RepeatedScalarFieldContainer[Global___DriftTest.ValueType]:
-        """Tests to run; empty means the server's default set."""
+        """Tests to run; empty means the server's default set: every test, the multivariate
+        DRIFT_TEST_PCA_RECONSTRUCTION included.
+        """
 
     @_builtins.property
     def thresholds(self) -> Global___DriftThresholds:
