@@ -79,7 +79,7 @@ def test_its_p_value_is_scipys_ks_of_the_window_errors_against_the_held_out_refe
     model = profile.reconstruction
     assert model is not None
     assert (model.size, len(model.errors)) == (600, 600)
-    assert 1 <= len(model.components) < FEATURES
+    assert 1 <= len(model.dropped) < FEATURES
     window = correlated(rng, 300, 0.2)
     result = reconstruction_test(model, window)
     assert result is not None
