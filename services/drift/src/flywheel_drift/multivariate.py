@@ -59,7 +59,7 @@ class Reconstruction:
         the numeric features."""
         standardized = (values - self.mean) / self.scale
         # einsum, not matmul: a matrix product this small goes to the BLAS threads, which
-        # on a busy machine wait for a core (15 ms a window instead of 0.5 measured on two
+        # on a busy machine wait for a core (15 ms a window instead of 0.6 measured on two
         # loaded cores) and spin after it, slowing the rest of the detector.
         off_span = np.einsum("ij,kj->ik", standardized, self.dropped)
         return np.asarray(np.einsum("ij,ij->i", off_span, off_span))
