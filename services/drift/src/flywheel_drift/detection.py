@@ -1,7 +1,9 @@
 """One window against its reference: data drift, prediction drift and data quality findings.
 
 Only tests with a p-value decide drift statistically, after the multiple-testing correction
-over every feature of the window, so the false-alarm rate of a window stays at alpha.
+over every feature of the window, so the false-alarm rate of a window stays at alpha. The
+multivariate test (the window's rows against the reference's principal components) is one
+more hypothesis of that family.
 Distances (PSI, Wasserstein, Jensen-Shannon) are always reported and alert only when the
 monitor sets a threshold for them.
 """
@@ -15,6 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from flywheel_drift.multivariate import reconstruction_test
 from flywheel_drift.profiles import (
     FeatureProfile,
     ReferenceProfile,
@@ -46,6 +49,7 @@ class DriftTest(StrEnum):
     INF_RATE = "inf_rate"
     OUT_OF_RANGE_RATE = "out_of_range_rate"
     SCHEMA_CHANGE = "schema_change"
+    PCA_RECONSTRUCTION = "pca_reconstruction"
 
 
 class Kind(StrEnum):
@@ -64,6 +68,10 @@ class Severity(IntEnum):
 
 
 ALL_TESTS = frozenset(DriftTest)
+
+MULTIVARIATE = "*multivariate*"
+"""The feature name of a multivariate finding (its feature_index is -1): it tests every
+numeric feature at once."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +158,10 @@ def data_drift(profile: ReferenceProfile, window: np.ndarray, monitor: Monitor) 
             findings += _numeric_findings(
                 feature, index, measured[index], monitor, tested, len(findings)
             )
+    joint = _multivariate_finding(profile, window, monitor)
+    if joint is not None:
+        tested.append(len(findings))
+        findings.append(joint)
     if tested:
         adjusted = correct(np.array([findings[i].p_value for i in tested]), monitor.correction)
         alpha = monitor.thresholds.alpha
@@ -202,6 +214,22 @@ def _measure_numeric(profile: ReferenceProfile, columns: np.ndarray) -> dict[int
             jensen_shannon(feature.counts, counts),
         )
     return measured
+
+
+def _multivariate_finding(
+    profile: ReferenceProfile, window: np.ndarray, monitor: Monitor
+) -> Finding | None:
+    """The window's rows against the reference's principal components (multivariate.py),
+    decided after the correction with the per-feature tests."""
+    if DriftTest.PCA_RECONSTRUCTION not in monitor.tests or profile.reconstruction is None:
+        return None
+    result = reconstruction_test(profile.reconstruction, window)
+    if result is None or result.p_value is None:
+        return None
+    return Finding(
+        MULTIVARIATE, -1, Kind.DATA, DriftTest.PCA_RECONSTRUCTION, result.statistic,
+        monitor.thresholds.alpha, False, Severity.NONE, p_value=result.p_value,
+    )  # fmt: skip
 
 
 def _p_value_finding(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from flywheel_drift.detection import Finding, Kind, Monitor, Severity
+from flywheel_drift.detection import MULTIVARIATE, Finding, Kind, Monitor, Severity
 from flywheel_drift.performance import Estimate, Task
 from flywheel_drift.statistics import Correction
 from flywheel_drift.windows import ClosedWindow, Observations, WindowPolicy
@@ -151,7 +151,9 @@ def window_alert(
     `late`: tested against a reference that arrived after the window closed, so its id
     differs from the alert the window may have raised when it closed (prediction drift)."""
     severity = max(f.severity for f in reported)
-    drifted = {f.feature for f in reported if f.feature_index >= 0}
+    # The multivariate test's joint of the numeric features counts as one feature, so a
+    # change only it sees still reaches a retrain policy that needs a drifted feature.
+    drifted = {f.feature for f in reported if f.feature_index >= 0 or f.feature == MULTIVARIATE}
     tested = {f.feature for f in findings if f.kind is Kind.DATA}
     summary = "; ".join(
         f"{f.feature} {f.test.value} {f.statistic:.4g}"

@@ -3,7 +3,9 @@
 A profile keeps, per feature, a quantile sketch (evenly spaced quantiles of the reference,
 at most `sketch_size` points) for the Kolmogorov-Smirnov test and the Wasserstein distance,
 bin edges with reference counts for PSI and the Jensen-Shannon distance, the observed range
-for out-of-range checks, and category counts for categorical features. Never the raw rows.
+for out-of-range checks, and category counts for categorical features; for the whole set of
+numeric features, the principal components of the multivariate test and a sketch of the
+reference rows' distances from them (multivariate.py). Never the raw rows.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from flywheel_common.prediction_logs import category_label
+from flywheel_drift import multivariate
+from flywheel_drift.statistics import quantile_sketch
 
 DEFAULT_SKETCH_SIZE = 2000
 DEFAULT_BINS = 10
@@ -51,6 +55,8 @@ class ReferenceProfile:
     rows: int
     features: tuple[FeatureProfile, ...]
     datatype: str = "FP32"
+    reconstruction: multivariate.Reconstruction | None = None
+    """The multivariate test's PCA, when the reference has enough numeric features and rows."""
 
     @property
     def width(self) -> int:
@@ -91,18 +97,6 @@ class StackedFeatures:
     counts: np.ndarray
     sizes: np.ndarray
     """Reference values behind each sketch."""
-
-
-def _sketch(values: np.ndarray, size: int) -> np.ndarray:
-    ordered = np.sort(values)
-    if len(ordered) <= size:
-        return ordered
-    # Midpoint quantiles: each sketch point stands for an equal share of the reference.
-    # Read by index from the sorted values (numpy's "inverted_cdf" quantiles): np.quantile
-    # would partition the array again for every one of the `size` positions.
-    positions = (np.arange(size) + 0.5) / size
-    indices = np.clip(np.ceil(len(ordered) * positions).astype(np.int64) - 1, 0, len(ordered) - 1)
-    return np.asarray(ordered[indices], dtype=np.float64)
 
 
 def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -157,7 +151,7 @@ def build_profile(
         features.append(
             FeatureProfile(
                 name=name,
-                sketch=_sketch(finite, sketch_size),
+                sketch=quantile_sketch(finite, sketch_size),
                 size=len(finite),
                 nan_count=nan_count,
                 inf_count=inf_count,
@@ -168,4 +162,12 @@ def build_profile(
                 categories=category_counts(finite) if name in wanted_categorical else {},
             )
         )
-    return ReferenceProfile(model, version, int(sample.shape[0]), tuple(features), datatype)
+    numeric = [index for index, feature in enumerate(features) if not feature.categorical]
+    return ReferenceProfile(
+        model,
+        version,
+        int(sample.shape[0]),
+        tuple(features),
+        datatype,
+        multivariate.fit(sample, numeric, sketch_size),
+    )

@@ -1,4 +1,5 @@
-"""Two-sample drift statistics between a reference and a window, and their corrections.
+"""Two-sample drift statistics between a reference and a window, and their corrections;
+the quantile sketch a reference is kept as.
 
 Each function takes plain arrays and matches scipy on the same arrays (the tests check it).
 KS and Wasserstein share one merge of the samples: a detector runs them for every feature of
@@ -39,6 +40,19 @@ class ContinuousColumns:
     ks_statistic: np.ndarray
     ks_p_value: np.ndarray
     wasserstein: np.ndarray
+
+
+def quantile_sketch(values: np.ndarray, size: int) -> np.ndarray:
+    """At most `size` evenly spaced quantiles of `values`, sorted: all of them when fewer."""
+    ordered = np.sort(values)
+    if len(ordered) <= size:
+        return ordered
+    # Midpoint quantiles: each sketch point stands for an equal share of the reference.
+    # Read by index from the sorted values (numpy's "inverted_cdf" quantiles): np.quantile
+    # would partition the array again for every one of the `size` positions.
+    positions = (np.arange(size) + 0.5) / size
+    indices = np.clip(np.ceil(len(ordered) * positions).astype(np.int64) - 1, 0, len(ordered) - 1)
+    return np.asarray(ordered[indices], dtype=np.float64)
 
 
 def continuous(

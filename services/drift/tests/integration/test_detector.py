@@ -213,6 +213,10 @@ async def test_monitor_configs_are_validated_versioned_and_survive_a_restart(
             window=drift_types.WindowSpec(kind=drift_types.WINDOW_KIND_COUNT, size_count=500),
             correction=drift_types.MULTIPLE_TESTING_CORRECTION_BONFERRONI,
             categorical_features=["colour"],
+            tests=[
+                drift_types.DRIFT_TEST_KOLMOGOROV_SMIRNOV,
+                drift_types.DRIFT_TEST_PCA_RECONSTRUCTION,
+            ],
         )
         config.thresholds.alpha = 0.001
         first = build_drift(settings)
@@ -253,4 +257,8 @@ async def test_monitor_configs_are_validated_versioned_and_survive_a_restart(
     assert (found.config.revision, found.config.window.size_count) == (1, 500)
     assert found.config.thresholds.alpha == pytest.approx(0.001)
     assert list(found.config.categorical_features) == ["colour"]
+    assert list(found.config.tests) == [
+        drift_types.DRIFT_TEST_KOLMOGOROV_SMIRNOV,
+        drift_types.DRIFT_TEST_PCA_RECONSTRUCTION,
+    ]
     assert default.is_default

@@ -7,6 +7,7 @@ from scipy.spatial import distance
 
 from flywheel_drift.concept import Adwin, PageHinkley
 from flywheel_drift.detection import (
+    MULTIVARIATE,
     DriftTest,
     Kind,
     Monitor,
@@ -241,6 +242,7 @@ def test_a_window_of_one_row_is_not_tested_for_drift(rng: np.random.Generator) -
         "f0",
         "f1",
         "f2",
+        MULTIVARIATE,
     }
 
 

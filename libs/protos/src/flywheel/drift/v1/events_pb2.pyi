@@ -133,9 +133,13 @@ class DriftAlert(_message.Message):
     severity: _types_pb2.Severity.ValueType
     """Highest severity among the findings."""
     features_tested: _builtins.int
-    """Number of features tested in the window."""
+    """Number of features tested in the window; the multivariate test
+    (DRIFT_TEST_PCA_RECONSTRUCTION), which tests the numeric features jointly, counts as one.
+    """
     features_drifted: _builtins.int
-    """Number of features with at least one drifted finding."""
+    """Number of features with at least one drifted finding, the multivariate test counting
+    as one.
+    """
     correction: _types_pb2.MultipleTestingCorrection.ValueType
     """Correction applied to the p-values."""
     alpha: _builtins.float

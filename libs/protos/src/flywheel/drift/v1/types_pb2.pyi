@@ -80,6 +80,16 @@ class _DriftTestEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DriftTest.V
     """ADWIN change detector on the error stream (concept drift)."""
     DRIFT_TEST_PAGE_HINKLEY: _DriftTest.ValueType  # 11
     """Page-Hinkley change detector on the error stream (concept drift)."""
+    DRIFT_TEST_PCA_RECONSTRUCTION: _DriftTest.ValueType  # 12
+    """Multivariate data drift, for changes in how features move together that per-feature
+    tests miss (a correlation that flips sign): a PCA of the reference's standardized
+    numeric features keeps the components explaining 90% of their variance, and the
+    two-sample Kolmogorov-Smirnov test compares the window rows' reconstruction errors
+    with those of reference rows the PCA was not fitted on. Statistic D, with p-value,
+    corrected with the window's per-feature p-values as one more test. Its finding has
+    feature "*multivariate*" and feature_index -1; rows with a NaN or infinite numeric
+    feature are left out. Needs two numeric features and 20 complete reference rows.
+    """
 
 class DriftTest(_DriftTest, metaclass=_DriftTestEnumTypeWrapper):
     """A statistical test or data-quality check run on a feature or an output."""
@@ -110,6 +120,16 @@ DRIFT_TEST_ADWIN: DriftTest.ValueType  # 10
 """ADWIN change detector on the error stream (concept drift)."""
 DRIFT_TEST_PAGE_HINKLEY: DriftTest.ValueType  # 11
 """Page-Hinkley change detector on the error stream (concept drift)."""
+DRIFT_TEST_PCA_RECONSTRUCTION: DriftTest.ValueType  # 12
+"""Multivariate data drift, for changes in how features move together that per-feature
+tests miss (a correlation that flips sign): a PCA of the reference's standardized
+numeric features keeps the components explaining 90% of their variance, and the
+two-sample Kolmogorov-Smirnov test compares the window rows' reconstruction errors
+with those of reference rows the PCA was not fitted on. Statistic D, with p-value,
+corrected with the window's per-feature p-values as one more test. Its finding has
+feature "*multivariate*" and feature_index -1; rows with a NaN or infinite numeric
+feature are left out. Needs two numeric features and 20 complete reference rows.
+"""
 Global___DriftTest: _TypeAlias = DriftTest  # noqa: Y015
 
 class _MultipleTestingCorrection:
@@ -548,7 +568,9 @@ class MonitorConfig(_message.Message):
 
     @_builtins.property
     def tests(self) -> _containers.RepeatedScalarFieldContainer[Global___DriftTest.ValueType]:
-        """Tests to run; empty means the server's default set."""
+        """Tests to run; empty means the server's default set: every test, the multivariate
+        DRIFT_TEST_PCA_RECONSTRUCTION included.
+        """
 
     @_builtins.property
     def thresholds(self) -> Global___DriftThresholds:
