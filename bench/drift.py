@@ -250,7 +250,6 @@ async def throughput(bootstrap: str, events: int, reference: np.ndarray, per_rec
         outbox,
         replica="bench",
         batch_size=WINDOW,
-        batch_seconds=0.2,
         # Records packed by the gateway: the service's default batch of records. One log
         # per record: batches of 1,000 records, as the service took before packing.
         prediction_batch_size=DriftSettings().prediction_batch_records if per_record > 1 else 1000,
