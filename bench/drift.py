@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -40,8 +41,10 @@ import numpy as np
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from flywheel.common.v1.types_pb2 import Tensor
+from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
 from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_common.db import Database
+from flywheel_common.events import OutgoingRecord
 from flywheel_common.kafka_security import kafka_client_options
 from flywheel_common.migrations import upgrade
 from flywheel_common.outbox import Outbox, OutboxRelay
@@ -49,7 +52,7 @@ from flywheel_common.prediction_logs import pack
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings
 from flywheel_common.timestamps import duration, now
-from flywheel_common.topics import PROTOBUF, Cleanup, TopicSpec, ensure_topics
+from flywheel_common.topics import GROUND_TRUTH, PROTOBUF, Cleanup, TopicSpec, ensure_topics
 from flywheel_drift.app import MIGRATIONS, tune_garbage_collection
 from flywheel_drift.detection import Monitor, data_drift
 from flywheel_drift.domain import ModelMonitor
@@ -157,11 +160,17 @@ async def fresh_topics(bootstrap: str, partitions: int = 3) -> Topics:
 MODELS = [f"bench-{i}" for i in range(3)]  # one per partition, as traffic spreads
 
 
-async def fill(bootstrap: str, events: int, per_record: int) -> Topics:
+def label(log: PredictionLog) -> OutgoingRecord:
+    """The ground truth of a prediction, one label per record as data platforms send it."""
+    truth = GroundTruth(request_id=log.request_id, model=log.model, int64_label=1)
+    return GROUND_TRUTH.record(truth, source="bench", subject=log.model, key=log.request_id)
+
+
+async def fill(bootstrap: str, events: int, per_record: int, labelled: bool = False) -> Topics:
     """Fresh topics holding `events` prediction logs, published before anything is timed,
-    `per_record` logs of one model per record."""
+    `per_record` logs of one model per record; when `labelled`, each log's label too, one
+    per record, published alongside the predictions (the labels' topic keeps pace with them)."""
     topics = await fresh_topics(bootstrap)
-    predictions = topics.predictions
     publisher = EventPublisher(KafkaSettings(bootstrap_servers=bootstrap, linger_ms=20), "bench")
     await publisher.start()
     rows = np.random.default_rng(0).normal(size=(events, FEATURES)).astype(np.float32)
@@ -170,7 +179,10 @@ async def fill(bootstrap: str, events: int, per_record: int) -> Topics:
             prediction(MODELS[i % 3], rows[i], i) for i in range(start, min(start + 6000, events))
         ]
         packed = pack(logs, source="bench", per_record=per_record)
-        await publisher.send([replace(record, topic=predictions.name) for record, _ in packed])
+        records = [replace(record, topic=topics.predictions.name) for record, _ in packed]
+        if labelled:
+            records += [replace(label(log), topic=topics.labels.name) for log in logs]
+        await publisher.send(records)
     await publisher.stop()
     return topics
 
@@ -220,8 +232,12 @@ async def faust_ceiling(bootstrap: str, events: int) -> float:
     return rate
 
 
-async def throughput(bootstrap: str, events: int, reference: np.ndarray, per_record: int) -> float:
-    topics = await fill(bootstrap, events, per_record)
+async def throughput(
+    bootstrap: str, events: int, reference: np.ndarray, per_record: int, labelled: bool = False
+) -> float:
+    """Prediction logs per second through the detector, until every window closed and,
+    when `labelled`, every label met its prediction (as many labels per second then)."""
+    topics = await fill(bootstrap, events, per_record, labelled)
     profiles = {m: build_profile(m, 1, reference) for m in MODELS}
 
     async def profile(model: str, version: int) -> ReferenceProfile | None:
@@ -264,7 +280,9 @@ async def throughput(bootstrap: str, events: int, reference: np.ndarray, per_rec
         while not stream.processed:  # the clock starts with the first batch, not at start-up
             await asyncio.sleep(0.001)
         started, first = time.perf_counter(), stream.processed
-        while sum(s.windows_closed for s in stream.partitions.every_status()) < expected:
+        while sum(
+            s.windows_closed for s in stream.partitions.every_status()
+        ) < expected or stream.labelled < (events if labelled else 0):
             await asyncio.sleep(0.02)
     elapsed = time.perf_counter() - started
     processed = stream.processed - first
@@ -307,10 +325,15 @@ async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--bootstrap", default="127.0.0.1:19092")
+    parser.add_argument(
+        "--bootstrap", default=os.environ.get("FLYWHEEL_TEST_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
+    )
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--windows", type=int, default=10)
     parser.add_argument("--logs-per-record", type=int, default=100)
+    parser.add_argument(
+        "--throughput-only", action="store_true", help="leave out the per-window comparison"
+    )
     args = parser.parse_args()
     await ensure_topics(KafkaSettings(bootstrap_servers=args.bootstrap))
     rng = np.random.default_rng(1)
@@ -320,19 +343,25 @@ async def main() -> None:
 
     ceiling = await faust_ceiling(args.bootstrap, args.events)
     single = await throughput(args.bootstrap, args.events, reference, per_record=1)
+    labelled = await throughput(args.bootstrap, args.events, reference, 1, labelled=True)
     packed = await throughput(args.bootstrap, args.events, reference, args.logs_per_record)
-    ours = flywheel_per_window(reference, windows)
-    others = reference_timings(reference, windows)
+    if not args.throughput_only:
+        ours = flywheel_per_window(reference, windows)
+        others = reference_timings(reference, windows)
 
     print(f"\ndrift: {FEATURES} float features, windows of {WINDOW}, reference of 5,000 rows")
-    print(f"{'from Kafka, one core':<50}{'per s':>9}{'vs faust':>10}{'vs target':>11}")
+    print(f"{'from Kafka, one core':<58}{'per s':>9}{'vs faust':>10}{'target':>8}{'vs it':>8}")
     rows = [
-        ("faust stream doing nothing, records", ceiling),
-        ("drift detector, 1 log per record", single),
-        (f"drift detector, {args.logs_per_record} logs per record", packed),
+        ("faust stream doing nothing, records", ceiling, 0),
+        ("drift detector, logs, 1 log per record", single, 20_000),
+        ("drift detector, logs, and as many labels, 1 per record", labelled, 20_000),
+        (f"drift detector, logs, {args.logs_per_record} logs per record", packed, 50_000),
     ]
-    for name, rate in rows:
-        print(f"{name:<50}{rate:>9,.0f}{rate / ceiling:>9.2f}x{rate / 50_000:>10.2f}x")
+    for name, rate, target in rows:
+        against = f"{target:>8,}{rate / target:>7.2f}x" if target else ""
+        print(f"{name:<58}{rate:>9,.0f}{rate / ceiling:>9.2f}x{against}")
+    if args.throughput_only:
+        return
     print(f"\n{'time per window, same arrays':<44}{'ms':>9}{'vs Flywheel':>13}")
     print(f"{'Flywheel data_drift (KS+BH, PSI, W1, JS)':<44}{ours * 1000:>9.1f}{1:>12.1f}x")
     for name, seconds in others.items():

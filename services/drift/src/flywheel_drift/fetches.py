@@ -26,32 +26,35 @@ Records = Mapping[TP, Sequence[ConsumerRecord[bytes, bytes]]]
 
 
 class Fetches:
-    """The fetched records of `topics`, at most `depth` fetches ahead of their reader (the
-    consumer waits for the reader beyond that, so memory stays bounded)."""
+    """The fetched records of `topics`, each topic's read on its own, at most `depth`
+    fetches ahead of their reader (the consumer waits for the reader beyond that, so memory
+    stays bounded)."""
 
     def __init__(self, topics: Iterable[str], depth: int = 4) -> None:
-        self.topics = frozenset(topics)
-        self._queue: asyncio.Queue[list[ConsumerRecord[bytes, bytes]]] = asyncio.Queue(depth)
+        self._queues: dict[str, asyncio.Queue[list[ConsumerRecord[bytes, bytes]]]] = {
+            topic: asyncio.Queue(depth) for topic in topics
+        }
 
     async def hand_over(self, records: Records) -> dict[TP, list[Any]]:
         """Keep the records of these topics; returns the others, for faust to deliver."""
-        mine: list[ConsumerRecord[bytes, bytes]] = []
+        mine: dict[str, list[ConsumerRecord[bytes, bytes]]] = {}
         others: dict[TP, list[Any]] = {}
         for tp, batch in records.items():
-            if tp.topic in self.topics:
-                mine.extend(batch)
+            if tp.topic in self._queues:
+                mine.setdefault(tp.topic, []).extend(batch)
             else:
                 others[tp] = list(batch)
-        if mine:
-            await self._queue.put(mine)
+        for topic, fetched in mine.items():
+            await self._queues[topic].put(fetched)
         return others
 
-    async def take(self, most: int) -> list[ConsumerRecord[bytes, bytes]]:
-        """The next fetch's records, with those of the fetches already waiting behind it
-        up to `most` records (each partition's records in their order)."""
-        records = await self._queue.get()
-        while len(records) < most and not self._queue.empty():
-            records += self._queue.get_nowait()
+    async def take(self, topic: str, most: int) -> list[ConsumerRecord[bytes, bytes]]:
+        """The topic's records of the next fetch, with those of the fetches already waiting
+        behind it up to `most` records (each partition's records in their order)."""
+        queue = self._queues[topic]
+        records = await queue.get()
+        while len(records) < most and not queue.empty():
+            records += queue.get_nowait()
         return records
 
 

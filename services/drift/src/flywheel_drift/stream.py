@@ -28,7 +28,7 @@ import logging
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar, cast
 
@@ -74,7 +74,6 @@ from flywheel_drift.storage import Checkpoint
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=Message)
-T = TypeVar("T")
 
 _DESTINATIONS: dict[str, TopicSpec] = {
     "ModelMetricsWindow": MODEL_METRICS,
@@ -175,7 +174,7 @@ class DriftStream:
 
         # Records are read a fetch at a time (see fetches.py), not as faust events.
         self._fetches = read_in_fetches(self.app, [labels, predictions, labels_by_model])
-        self._reader: asyncio.Task[None] | None = None
+        self._readers_running: list[asyncio.Task[None]] = []
         self._labels_topic = labels_topic.name
         self._predictions_topic = predictions_topic.name
         self._labels_by_model_topic = labels_by_model_topic.name
@@ -213,22 +212,25 @@ class DriftStream:
         self.app.on_rebalance_complete.connect(on_rebalance_complete)
         self.app.timer(interval=flush_seconds)(close_idle_windows)
 
-    async def _read(self) -> None:
-        """Hand each fetch's records to the work of their topic, a batch at a time."""
+    def _readers(self) -> list[Coroutine[Any, Any, None]]:
+        return [
+            self._read(self._labels_topic, self._batch_size, self._route_labels),
+            self._read(self._predictions_topic, self._prediction_batch_size, self._on_predictions),
+            self._read(self._labels_by_model_topic, self._batch_size, self._on_labels),
+        ]
+
+    async def _read(
+        self,
+        topic: str,
+        batch_size: int,
+        handle: Callable[[list[ConsumerRecord[bytes, bytes]]], Awaitable[None]],
+    ) -> None:
+        """Hand the topic's fetched records to `handle`, `batch_size` at most at a time."""
         async with self._failing():
-            most = 4 * max(self._batch_size, self._prediction_batch_size)
             while True:
-                by_topic: dict[str, list[ConsumerRecord[bytes, bytes]]] = defaultdict(list)
-                for record in await self._fetches.take(most):
-                    by_topic[record.topic].append(record)
-                for batch in _chunks(by_topic[self._labels_topic], self._batch_size):
-                    await self._route_labels(batch)
-                for batch in _chunks(
-                    by_topic[self._predictions_topic], self._prediction_batch_size
-                ):
-                    await self._on_predictions(batch)
-                for batch in _chunks(by_topic[self._labels_by_model_topic], self._batch_size):
-                    await self._on_labels(batch)
+                records = await self._fetches.take(topic, 4 * batch_size)
+                for start in range(0, len(records), batch_size):
+                    await handle(records[start : start + batch_size])
 
     async def _route_labels(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         routable = await self._decode_each(records, _routable_ground_truth)
@@ -443,7 +445,9 @@ class DriftStream:
         await await_group_coordinator(self._kafka, self._group_id)
         self._failed = asyncio.get_running_loop().create_future()
         self._watch = asyncio.create_task(self._until_failed(self._failed), name="drift-stream")
-        self._reader = asyncio.create_task(self._read(), name="drift-stream-reader")
+        self._readers_running = [
+            asyncio.create_task(reader, name="drift-stream-reader") for reader in self._readers()
+        ]
         await self.app.start()
         try:  # where each partition starts is fixed once its first assignment completes
             async with asyncio.timeout(60.0):
@@ -456,7 +460,7 @@ class DriftStream:
         await failed
 
     async def stop(self) -> None:
-        for task in (self._watch, self._reader):
+        for task in (self._watch, *self._readers_running):
             if task is not None:
                 task.cancel()
         await self.app.stop()
@@ -481,8 +485,3 @@ def _routable_ground_truth(message: Message) -> Sequence[GroundTruth]:
 def _headers(headers: Any) -> Sequence[tuple[str, bytes]]:
     """Kafka headers as (name, value) pairs: aiokafka hands them over as such."""
     return headers or ()
-
-
-def _chunks(records: list[T], size: int) -> Iterator[list[T]]:
-    for start in range(0, len(records), size):
-        yield records[start : start + size]
