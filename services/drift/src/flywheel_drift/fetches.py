@@ -15,29 +15,45 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import faust
 from aiokafka import ConsumerRecord
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-Records = Mapping[TP, Sequence[ConsumerRecord[bytes, bytes]]]
+Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
+Records: TypeAlias = Mapping[TP, Sequence[Record]]
 
 
 class Fetches:
     """The fetched records of `topics`, each topic's read on its own, at most `depth`
     fetches ahead of their reader (the consumer waits for the reader beyond that, so memory
-    stays bounded)."""
+    stays bounded).
+
+    A rebalance discards what was fetched before it: a partition may come back to this
+    replica with its state loaded from a checkpoint older than those records, and reading
+    them would skip the records in between. faust seeks every partition to its checkpoint
+    after a rebalance, so what is discarded is fetched again.
+    """
 
     def __init__(self, topics: Iterable[str], depth: int = 4) -> None:
-        self._queues: dict[str, asyncio.Queue[list[ConsumerRecord[bytes, bytes]]]] = {
+        self._queues: dict[str, asyncio.Queue[tuple[int, list[Record]]]] = {
             topic: asyncio.Queue(depth) for topic in topics
         }
+        self._rest: dict[str, tuple[int, list[Record]]] = {}
+        """What a take left of a fetch, by topic."""
+        self._rebalances = 0
+
+    def rebalancing(self) -> None:
+        """Discard what was fetched so far (the consumer's partitions are being revoked)."""
+        self._rebalances += 1
+        self._rest.clear()
 
     async def hand_over(self, records: Records) -> dict[TP, list[Any]]:
         """Keep the records of these topics; returns the others, for faust to deliver."""
-        mine: dict[str, list[ConsumerRecord[bytes, bytes]]] = {}
+        rebalances = self._rebalances
+        mine: dict[str, list[Record]] = {}
         others: dict[TP, list[Any]] = {}
         for tp, batch in records.items():
             if tp.topic in self._queues:
@@ -45,17 +61,28 @@ class Fetches:
             else:
                 others[tp] = list(batch)
         for topic, fetched in mine.items():
-            await self._queues[topic].put(fetched)
+            await self._queues[topic].put((rebalances, fetched))
         return others
 
-    async def take(self, topic: str, most: int) -> list[ConsumerRecord[bytes, bytes]]:
-        """The topic's records of the next fetch, with those of the fetches already waiting
-        behind it up to `most` records (each partition's records in their order)."""
+    async def take(self, topic: str, most: int) -> list[Record]:
+        """Up to `most` of the topic's records fetched since the last rebalance, waiting for
+        a fetch if none is there (each partition's records in their order)."""
         queue = self._queues[topic]
-        records = await queue.get()
-        while len(records) < most and not queue.empty():
-            records += queue.get_nowait()
-        return records
+        taken: list[Record] = []
+        while len(taken) < most:
+            fetch = self._rest.pop(topic, None)
+            if fetch is None:
+                if taken and queue.empty():
+                    break
+                fetch = await queue.get()  # waits only while nothing is taken
+            rebalances, records = fetch
+            if rebalances != self._rebalances:
+                continue
+            room = most - len(taken)
+            if len(records) > room:
+                self._rest[topic] = (rebalances, records[room:])
+            taken += records[:room]
+        return taken
 
 
 class _Consumer(faust_aiokafka.Consumer):
@@ -66,6 +93,10 @@ class _Consumer(faust_aiokafka.Consumer):
         if records:
             records = await self.fetches.hand_over(records)
         return records, active_partitions
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        self.fetches.rebalancing()
+        await super().on_partitions_revoked(revoked)
 
 
 class _Transport(faust_aiokafka.Transport):

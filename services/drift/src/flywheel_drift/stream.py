@@ -225,12 +225,13 @@ class DriftStream:
         batch_size: int,
         handle: Callable[[list[ConsumerRecord[bytes, bytes]]], Awaitable[None]],
     ) -> None:
-        """Hand the topic's fetched records to `handle`, `batch_size` at most at a time."""
+        """Hand the topic's fetched records to `handle`, `batch_size` at most at a time.
+        `handle` binds them to the partitions held before it awaits anything: records
+        taken before a rebalance are then checkpointed against the epochs they were read
+        under, or dropped with their partition."""
         async with self._failing():
             while True:
-                records = await self._fetches.take(topic, 4 * batch_size)
-                for start in range(0, len(records), batch_size):
-                    await handle(records[start : start + batch_size])
+                await handle(await self._fetches.take(topic, batch_size))
 
     async def _route_labels(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         routable = await self._decode_each(records, _routable_ground_truth)
