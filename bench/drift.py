@@ -2,15 +2,19 @@
 of the same drift tests in Evidently and alibi-detect.
 
     make bench-drift          # starts Kafka if needed
-    uv run python bench/drift.py --events 100000
+    uv run python bench/drift.py --events 100000 [--throughput-only]
 
 Throughput: prediction logs with 30 float features are published to a fresh topic first,
-packed per model as the gateway packs them (`--logs-per-record`, and one log per record for
-comparison); then the detector's faust stream (in this process, one core) reads them from the
-broker in batches, fills windows of 1,000 per model version and runs every test on each
-window, until the last window closed. Printed as prediction logs per second (target: 50,000)
-beside the same faust stream with an agent that does nothing (faust's own ceiling on this
-machine, in records per second).
+packed per model as the gateway packs them (`--logs-per-record`), or one log per record as
+data platforms produce them, and then once more one log per record with each log's ground
+truth published alongside, one label per record (so labels arrive at the rate of
+predictions). The detector's stream (in this process, one core) reads them from the broker
+in batches, fills windows of 1,000 per model version and runs every test on each window,
+and routes and joins every label, until the last window closed and the last label met its
+prediction. Printed as prediction logs per second (targets: 50,000 packed, 20,000 at one
+log or label per record) beside a faust stream with an agent that does nothing (faust's
+own ceiling on this machine, in records per second, measured in the same run: the machine
+is shared, so read the ratios).
 
 Time per window, same arrays (a 5,000-row reference, windows of 1,000 x 30): Flywheel's data
 drift (KS per feature with Benjamini-Hochberg, PSI, Wasserstein, Jensen-Shannon) against
@@ -188,8 +192,8 @@ async def fill(bootstrap: str, events: int, per_record: int, labelled: bool = Fa
 
 
 async def faust_ceiling(bootstrap: str, events: int) -> float:
-    """The same faust stream settings with an agent that does nothing: faust's own rate, in
-    records per second."""
+    """A faust stream with an agent that does nothing: faust's own rate, in records per
+    second (the detector reads records a fetch at a time instead of as faust events)."""
     predictions = (await fill(bootstrap, events, per_record=1)).predictions
     app = faust.App(
         f"bench-faust-{uuid.uuid4().hex[:6]}",

@@ -85,7 +85,7 @@ class Fetches:
         return taken
 
 
-class _Consumer(faust_aiokafka.Consumer):
+class _FetchingConsumer(faust_aiokafka.Consumer):
     fetches: Fetches
 
     async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
@@ -99,13 +99,13 @@ class _Consumer(faust_aiokafka.Consumer):
         await super().on_partitions_revoked(revoked)
 
 
-class _Transport(faust_aiokafka.Transport):
+class _FetchingTransport(faust_aiokafka.Transport):
     def __init__(self, app: faust.App, fetches: Fetches) -> None:
         super().__init__(app.conf.broker_consumer, app)
         self._fetches = fetches
 
-    def create_consumer(self, callback: Any, **kwargs: Any) -> _Consumer:
-        consumer = _Consumer(self, callback=callback, loop=self.loop, **kwargs)
+    def create_consumer(self, callback: Any, **kwargs: Any) -> _FetchingConsumer:
+        consumer = _FetchingConsumer(self, callback=callback, loop=self.loop, **kwargs)
         consumer.fetches = self._fetches
         return consumer
 
@@ -114,7 +114,7 @@ def read_in_fetches(app: faust.App, topics: Sequence[Any]) -> Fetches:
     """Subscribe `app`'s consumer to the faust `topics`, whose records are then read from
     the returned `Fetches` (not by agents). Call before the app starts."""
     fetches = Fetches(topic.get_topic_name() for topic in topics)
-    app.transport = _Transport(app, fetches)
+    app.transport = _FetchingTransport(app, fetches)
     for topic in topics:
         app.topics.add(topic)
     return fetches
