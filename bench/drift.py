@@ -2,15 +2,19 @@
 of the same drift tests in Evidently and alibi-detect.
 
     make bench-drift          # starts Kafka if needed
-    uv run python bench/drift.py --events 100000
+    uv run python bench/drift.py --events 100000 [--throughput-only]
 
 Throughput: prediction logs with 30 float features are published to a fresh topic first,
-packed per model as the gateway packs them (`--logs-per-record`, and one log per record for
-comparison); then the detector's faust stream (in this process, one core) reads them from the
-broker in batches, fills windows of 1,000 per model version and runs every test on each
-window, until the last window closed. Printed as prediction logs per second (target: 50,000)
-beside the same faust stream with an agent that does nothing (faust's own ceiling on this
-machine, in records per second).
+packed per model as the gateway packs them (`--logs-per-record`), or one log per record as
+data platforms produce them, and then once more one log per record with each log's ground
+truth published alongside, one label per record (so labels arrive at the rate of
+predictions). The detector's stream (in this process, one core) reads them from the broker
+in batches, fills windows of 1,000 per model version and runs every test on each window,
+and routes and joins every label, until the last window closed and the last label met its
+prediction. Printed as prediction logs per second (targets: 50,000 packed, 20,000 at one
+log or label per record) beside a faust stream with an agent that does nothing (faust's
+own ceiling on this machine, in records per second, measured in the same run: the machine
+is shared, so read the ratios).
 
 Time per window, same arrays (a 5,000-row reference, windows of 1,000 x 30): Flywheel's data
 drift (KS per feature with Benjamini-Hochberg, PSI, Wasserstein, Jensen-Shannon) against
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -42,8 +47,10 @@ import numpy as np
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from flywheel.common.v1.types_pb2 import Tensor
+from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
 from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_common.db import Database
+from flywheel_common.events import OutgoingRecord
 from flywheel_common.kafka_security import kafka_client_options
 from flywheel_common.migrations import upgrade
 from flywheel_common.outbox import Outbox, OutboxRelay
@@ -51,7 +58,7 @@ from flywheel_common.prediction_logs import pack
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings
 from flywheel_common.timestamps import duration, now
-from flywheel_common.topics import PROTOBUF, Cleanup, TopicSpec, ensure_topics
+from flywheel_common.topics import GROUND_TRUTH, PROTOBUF, Cleanup, TopicSpec, ensure_topics
 from flywheel_drift.app import MIGRATIONS, tune_garbage_collection
 from flywheel_drift.detection import ALL_TESTS, DriftTest, Monitor, data_drift
 from flywheel_drift.domain import ModelMonitor
@@ -158,11 +165,17 @@ async def fresh_topics(bootstrap: str, partitions: int = 3) -> Topics:
 MODELS = [f"bench-{i}" for i in range(3)]  # one per partition, as traffic spreads
 
 
-async def fill(bootstrap: str, events: int, per_record: int) -> Topics:
+def label(log: PredictionLog) -> OutgoingRecord:
+    """The ground truth of a prediction, one label per record as data platforms send it."""
+    truth = GroundTruth(request_id=log.request_id, model=log.model, int64_label=1)
+    return GROUND_TRUTH.record(truth, source="bench", subject=log.model, key=log.request_id)
+
+
+async def fill(bootstrap: str, events: int, per_record: int, labelled: bool = False) -> Topics:
     """Fresh topics holding `events` prediction logs, published before anything is timed,
-    `per_record` logs of one model per record."""
+    `per_record` logs of one model per record; when `labelled`, each log's label too, one
+    per record, published alongside the predictions (the labels' topic keeps pace with them)."""
     topics = await fresh_topics(bootstrap)
-    predictions = topics.predictions
     publisher = EventPublisher(KafkaSettings(bootstrap_servers=bootstrap, linger_ms=20), "bench")
     await publisher.start()
     rows = np.random.default_rng(0).normal(size=(events, FEATURES)).astype(np.float32)
@@ -171,14 +184,17 @@ async def fill(bootstrap: str, events: int, per_record: int) -> Topics:
             prediction(MODELS[i % 3], rows[i], i) for i in range(start, min(start + 6000, events))
         ]
         packed = pack(logs, source="bench", per_record=per_record)
-        await publisher.send([replace(record, topic=predictions.name) for record, _ in packed])
+        records = [replace(record, topic=topics.predictions.name) for record, _ in packed]
+        if labelled:
+            records += [replace(label(log), topic=topics.labels.name) for log in logs]
+        await publisher.send(records)
     await publisher.stop()
     return topics
 
 
 async def faust_ceiling(bootstrap: str, events: int) -> float:
-    """The same faust stream settings with an agent that does nothing: faust's own rate, in
-    records per second."""
+    """A faust stream with an agent that does nothing: faust's own rate, in records per
+    second (the detector reads records a fetch at a time instead of as faust events)."""
     predictions = (await fill(bootstrap, events, per_record=1)).predictions
     app = faust.App(
         f"bench-faust-{uuid.uuid4().hex[:6]}",
@@ -221,8 +237,12 @@ async def faust_ceiling(bootstrap: str, events: int) -> float:
     return rate
 
 
-async def throughput(bootstrap: str, events: int, reference: np.ndarray, per_record: int) -> float:
-    topics = await fill(bootstrap, events, per_record)
+async def throughput(
+    bootstrap: str, events: int, reference: np.ndarray, per_record: int, labelled: bool = False
+) -> float:
+    """Prediction logs per second through the detector, until every window closed and,
+    when `labelled`, every label met its prediction (as many labels per second then)."""
+    topics = await fill(bootstrap, events, per_record, labelled)
     profiles = {m: build_profile(m, 1, reference) for m in MODELS}
 
     async def profile(model: str, version: int) -> ReferenceProfile | None:
@@ -251,7 +271,6 @@ async def throughput(bootstrap: str, events: int, reference: np.ndarray, per_rec
         outbox,
         replica="bench",
         batch_size=WINDOW,
-        batch_seconds=0.2,
         # Records packed by the gateway: the service's default batch of records. One log
         # per record: batches of 1,000 records, as the service took before packing.
         prediction_batch_size=DriftSettings().prediction_batch_records if per_record > 1 else 1000,
@@ -266,7 +285,9 @@ async def throughput(bootstrap: str, events: int, reference: np.ndarray, per_rec
         while not stream.processed:  # the clock starts with the first batch, not at start-up
             await asyncio.sleep(0.001)
         started, first = time.perf_counter(), stream.processed
-        while sum(s.windows_closed for s in stream.partitions.every_status()) < expected:
+        while sum(
+            s.windows_closed for s in stream.partitions.every_status()
+        ) < expected or stream.labelled < (events if labelled else 0):
             await asyncio.sleep(0.02)
     elapsed = time.perf_counter() - started
     processed = stream.processed - first
@@ -319,10 +340,15 @@ async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--bootstrap", default="127.0.0.1:19092")
+    parser.add_argument(
+        "--bootstrap", default=os.environ.get("FLYWHEEL_TEST_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
+    )
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--windows", type=int, default=10)
     parser.add_argument("--logs-per-record", type=int, default=100)
+    parser.add_argument(
+        "--throughput-only", action="store_true", help="leave out the per-window comparison"
+    )
     args = parser.parse_args()
     await ensure_topics(KafkaSettings(bootstrap_servers=args.bootstrap))
     rng = np.random.default_rng(1)
@@ -332,19 +358,24 @@ async def main() -> None:
 
     ceiling = await faust_ceiling(args.bootstrap, args.events)
     single = await throughput(args.bootstrap, args.events, reference, per_record=1)
+    labelled = await throughput(args.bootstrap, args.events, reference, 1, labelled=True)
     packed = await throughput(args.bootstrap, args.events, reference, args.logs_per_record)
-    ours, with_pca = flywheel_per_window(reference, windows)
-    others = reference_timings(reference, windows)
 
     print(f"\ndrift: {FEATURES} float features, windows of {WINDOW}, reference of 5,000 rows")
-    print(f"{'from Kafka, one core':<50}{'per s':>9}{'vs faust':>10}{'vs target':>11}")
+    print(f"{'from Kafka, one core':<58}{'per s':>9}{'vs faust':>10}{'target':>8}{'vs it':>8}")
     rows = [
-        ("faust stream doing nothing, records", ceiling),
-        ("drift detector, 1 log per record", single),
-        (f"drift detector, {args.logs_per_record} logs per record", packed),
+        ("faust stream doing nothing, records", ceiling, 0),
+        ("drift detector, logs, 1 log per record", single, 20_000),
+        ("drift detector, logs, and as many labels, 1 per record", labelled, 20_000),
+        (f"drift detector, logs, {args.logs_per_record} logs per record", packed, 50_000),
     ]
-    for name, rate in rows:
-        print(f"{name:<50}{rate:>9,.0f}{rate / ceiling:>9.2f}x{rate / 50_000:>10.2f}x")
+    for name, rate, target in rows:
+        against = f"{target:>8,}{rate / target:>7.2f}x" if target else ""
+        print(f"{name:<58}{rate:>9,.0f}{rate / ceiling:>9.2f}x{against}")
+    if args.throughput_only:
+        return
+    ours, with_pca = flywheel_per_window(reference, windows)
+    others = reference_timings(reference, windows)
     print(f"\n{'time per window, same arrays':<44}{'ms':>9}{'vs Flywheel':>13}")
     print(f"{'Flywheel data_drift (KS+BH, PSI, W1, JS)':<44}{ours * 1000:>9.1f}{1:>12.1f}x")
     print(f"{'  + PCA reconstruction (the default)':<44}{with_pca * 1000:>9.1f}"

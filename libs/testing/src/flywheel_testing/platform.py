@@ -57,7 +57,6 @@ ANONYMOUS = AuthSettings(allow_anonymous=True)
 _TEST_DEFAULTS: dict[type[ServiceSettings], dict[str, Any]] = {
     DeployerSettings: {"reconcile_interval_seconds": 0.2, "gateway_heartbeat_timeout_seconds": 5},
     GatewaySettings: {"heartbeat_seconds": 0.5},
-    DriftSettings: {"batch_seconds": 0.2},
     RetrainSettings: {"reconcile_interval_seconds": 0.2},
 }
 

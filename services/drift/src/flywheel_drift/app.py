@@ -62,7 +62,6 @@ def build(
         replica=instance_id(config),
         alerts_kept=config.max_alerts_kept,
         batch_size=config.batch_size,
-        batch_seconds=config.batch_seconds,
         prediction_batch_size=config.prediction_batch_records,
         late_seconds=config.late_prediction_seconds,
         data_dir=config.data_dir / "faust",

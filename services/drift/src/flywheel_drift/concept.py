@@ -3,7 +3,6 @@ absolute error): the signal of concept drift once labels arrive."""
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any, Protocol
 
 import numpy as np
@@ -97,28 +96,38 @@ class Adwin:
         min_side: int = 16,
     ) -> None:
         self._delta = delta
-        self._values: deque[float] = deque(maxlen=max_window)
+        self._max_window = max_window
+        # The window is _buffer[_start:_end]: appends and drops move the bounds, and the
+        # values move back to the front only when the end reaches the buffer's end.
+        self._buffer = np.empty(2 * max_window)
+        self._start = self._end = 0
+        self._total = 0.0
+        """The sum of the window, kept as values come and go: the estimate is read per label."""
         self._check_every = check_every
         self._min_side = min_side
         self._since_check = 0
 
     @property
+    def _values(self) -> np.ndarray:
+        return self._buffer[self._start : self._end]
+
+    @property
     def estimate(self) -> float:
-        return float(np.mean(self._values)) if self._values else 0.0
+        return self._total / self.width if self.width else 0.0
 
     @property
     def width(self) -> int:
-        return len(self._values)
+        return self._end - self._start
 
     def checkpoint(self) -> dict[str, Any]:
         return {
             "kind": "adwin",
             "delta": self._delta,
-            "max_window": self._values.maxlen,
+            "max_window": self._max_window,
             "check_every": self._check_every,
             "min_side": self._min_side,
             "since_check": self._since_check,
-            "values": np.fromiter(self._values, dtype=np.float64, count=len(self._values)),
+            "values": self._values.copy(),
         }
 
     @classmethod
@@ -129,38 +138,52 @@ class Adwin:
             document["check_every"],
             document["min_side"],
         )
-        restored._values.extend(document["values"].tolist())
+        values = np.asarray(document["values"], dtype=np.float64)[-restored._max_window :]
+        restored._buffer[: len(values)] = values
+        restored._end = len(values)
+        restored._total = float(values.sum())
         restored._since_check = document["since_check"]
         return restored
 
     def update(self, value: float) -> bool:
-        self._values.append(value)
+        if self._end == len(self._buffer):
+            width = self.width
+            self._buffer[:width] = self._buffer[self._start : self._end]
+            self._start, self._end = 0, width
+        self._buffer[self._end] = value
+        self._end += 1
+        self._total += value
+        if self.width > self._max_window:
+            self._total -= self._buffer[self._start]
+            self._start += 1
         self._since_check += 1
         if self._since_check < self._check_every:
             return False
         self._since_check = 0
-        cut = self._find_cut()
-        if cut is None:
-            return False
-        for _ in range(cut):
-            self._values.popleft()
-        return True
+        return self._cut_at_change()
 
-    def _find_cut(self) -> int | None:
-        values = np.fromiter(self._values, dtype=np.float64)
+    def _cut_at_change(self) -> bool:
+        """Drop the older part of the window if its mean differs from the newer part's;
+        the running total is recomputed here, so it never drifts by rounding."""
+        values = self._values
         n = len(values)
-        if n < 2 * self._min_side:
-            return None
-        sides = np.arange(self._min_side, n - self._min_side + 1)
         totals = np.cumsum(values)
-        older_mean = totals[sides - 1] / sides
-        newer_mean = (totals[-1] - totals[sides - 1]) / (n - sides)
-        harmonic = 1 / (1 / sides + 1 / (n - sides))
-        bound = np.sqrt(np.log(4 * n / self._delta) / (2 * harmonic))
+        self._total = float(totals[-1]) if n else 0.0
+        if n < 2 * self._min_side:
+            return False
+        sides = np.arange(self._min_side, n - self._min_side + 1)
+        older_total = totals[sides - 1]
+        older_mean = older_total / sides
+        newer_mean = (totals[-1] - older_total) / (n - sides)
+        # The Hoeffding bound with the harmonic mean of the two sides' sizes, s(n-s)/n.
+        bound = np.sqrt(np.log(4 * n / self._delta) * n / (2 * sides * (n - sides)))
         over = np.nonzero(np.abs(older_mean - newer_mean) > bound)[0]
         if not len(over):
-            return None
-        return int(sides[over[-1]])  # drop as much of the past as the evidence allows
+            return False
+        cut = int(sides[over[-1]])  # drop as much of the past as the evidence allows
+        self._total = float(totals[-1] - totals[cut - 1])
+        self._start += cut
+        return True
 
 
 def detector(

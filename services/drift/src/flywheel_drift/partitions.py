@@ -11,13 +11,25 @@ database (`storage.load`, `Partition.checkpoint`).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Protocol, TypeVar
 
 from flywheel_drift import converters, snapshots
 from flywheel_drift.domain import Alert, DriftEvent, DriftStatus
 from flywheel_drift.handlers import Detector
 from flywheel_drift.storage import Checkpoint, PartitionState
 from flywheel_drift.windows import JoinChanges
+
+
+class Consumed(Protocol):
+    """A consumed Kafka record, as far as checkpoints need it."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def offset(self) -> int: ...
+
+
+R = TypeVar("R", bound=Consumed)
 
 MIN_JOIN_LOG_ENTRIES = 100_000
 """A label join's log is compacted into a base no sooner than this many entries."""
@@ -48,21 +60,16 @@ class Partition:
         detector.changed.clear()
         return partition
 
-    def unapplied(self, events: Sequence[Any]) -> list[Any]:
-        """Events after the checkpoint: a redelivery is applied only once."""
-        return [
-            event
-            for event in events
-            if event.message.offset > self._applied.get(event.message.topic, -1)
-        ]
+    def unapplied(self, records: Sequence[R]) -> list[R]:
+        """Records after the checkpoint: a redelivery is applied only once."""
+        return [record for record in records if record.offset > self._applied.get(record.topic, -1)]
 
-    def checkpoint(self, events: Sequence[Any], outgoing: Sequence[DriftEvent]) -> Checkpoint:
-        """What to write of the partition after the detector took `events` and produced
+    def checkpoint(self, records: Sequence[Consumed], outgoing: Sequence[DriftEvent]) -> Checkpoint:
+        """What to write of the partition after the detector took `records` and produced
         `outgoing`: taken at once, with no await since, so it holds exactly those batches."""
         offsets: dict[str, int] = {}
-        for event in events:
-            topic = event.message.topic
-            offsets[topic] = max(offsets.get(topic, -1), event.message.offset)
+        for record in records:
+            offsets[record.topic] = max(offsets.get(record.topic, -1), record.offset)
         changed, self.detector.changed = self.detector.changed, set()
         windows = {key: self._window_state(*key) for key in changed}
         join, join_is_base = self._join_changes()

@@ -30,8 +30,6 @@ class DriftSettings(WithDatabase, WithRegistry, WithConsumerGroup):
     its `PREDICTION_LOGS_PER_RECORD` (200) logs into one record, so this bounds a batch at
     10,000 logs by default; raise it for producers that send one log per record. Each batch
     is one checkpoint transaction: at 50 records instead of 20, 15% more logs per second."""
-    batch_seconds: float = Field(default=0.5, gt=0)
-    """Longest wait to fill a batch."""
     late_prediction_seconds: float = Field(default=10.0, ge=0)
     """How long after a time window's end its predictions may still arrive (gateways and
     this stream send logs in batches). A window closes at its end's first newer prediction,

@@ -1,20 +1,23 @@
-"""The faust-streaming application: thin agents over prediction logs and ground truth.
+"""The drift stream: prediction logs and ground truth in, through a faust-streaming app.
 
 Replicas share the stream through Kafka's consumer group. Ground truth arrives keyed by
-request id; the first agent forwards each label, keyed by its model, to a topic
-co-partitioned with the predictions, so partition p of both holds all a model needs and a
-label meets its prediction on whichever replica holds p. A replica claims each partition
-it is assigned and loads its state from the database (`Partition`), and drops it when the
-partition is revoked.
+request id; the stream forwards each label, keyed by its model, to a topic co-partitioned
+with the predictions, so partition p of both holds all a model needs and a label meets its
+prediction on whichever replica holds p. A replica claims each partition it is assigned
+and loads its state from the database (`Partition`), and drops it when the partition is
+revoked.
 
-Each agent takes events in batches, skips those a checkpoint already covers, decodes them,
-hands each partition's share to that partition's detector (pure numpy/scipy work), and
-checkpoints: the offsets, the changed windows, the changes of the label join and the
-events to publish commit in one transaction (outbox), fenced by the epochs this replica
-claimed its partitions at. Faust commits Kafka offsets only for batches already
-checkpointed, so after a crash or a hand-over the redelivered events are recognised and
-nothing is lost or counted twice. An event that does not decode goes to the dead-letter
-topic with the reason, and the stream goes on.
+The records are read a fetch at a time rather than as faust events (fetches.py: faust's
+per-event machinery alone caps a stream near 10,000 records per second, and data platforms
+send one log or one label per record). Each batch skips the records a checkpoint already
+covers, is decoded, each partition's share goes to that partition's detector (pure
+numpy/scipy work), and it checkpoints: the offsets, the changed windows, the changes of
+the label join and the events to publish commit in one transaction (outbox), fenced by the
+epochs this replica claimed its partitions at. Kafka's committed offsets follow the
+checkpoints, and every rebalance starts each partition after its last checkpoint, so after
+a crash or a hand-over the redelivered records are recognised and nothing is lost or
+counted twice. A record that does not decode goes to the dead-letter topic with the
+reason, and the stream goes on.
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ import logging
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar, cast
 
 import faust
+from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 from faust.transport.consumer import Consumer
 from faust.types import TP
@@ -67,6 +71,7 @@ from flywheel_common.topics import (
 from flywheel_drift import converters, storage
 from flywheel_drift.domain import Alert, DriftEvent
 from flywheel_drift.faust_credentials import faust_credentials
+from flywheel_drift.fetches import read_in_fetches
 from flywheel_drift.handlers import Detector
 from flywheel_drift.handover import Handover
 from flywheel_drift.partitions import Partition, Partitions
@@ -105,7 +110,6 @@ class DriftStream:
         replica: str,
         alerts_kept: int = 10_000,
         batch_size: int = 1000,
-        batch_seconds: float = 0.5,
         prediction_batch_size: int = 20,
         flush_seconds: float = 1.0,
         late_seconds: float = 10.0,
@@ -160,70 +164,30 @@ class DriftStream:
             # A replica that died hands its partitions over in seconds, not a minute.
             broker_session_timeout=10.0,
             broker_heartbeat_interval=2.0,
-            # Prediction logs are small and many: fetch and buffer whole batches at once.
+            # Prediction logs are small and many: fetch whole batches at once.
             broker_max_poll_records=max(batch_size, prediction_batch_size) * 4,
             consumer_max_fetch_size=8 * 1024 * 1024,
-            stream_buffer_maxsize=max(batch_size, prediction_batch_size) * 2,
         )
         self.processed = 0
         """Prediction logs applied (a record may carry many)."""
+        self.labelled = 0
+        """Ground-truth labels applied."""
         self.dead_lettered = 0
         predictions = self._topic(predictions_topic)
         labels = self._topic(labels_topic)
         labels_by_model = self._topic(labels_by_model_topic)
         wanted = {predictions_topic.name, labels_topic.name, labels_by_model_topic.name}
 
-        async def route_labels(stream: Any) -> AsyncIterator[None]:
-            async for events in stream.take_events(batch_size, within=batch_seconds):
-                routable = await self._decode_each(events, _routable_ground_truth)
-                forwarded = [
-                    OutgoingRecord(
-                        labels_by_model_topic.name,
-                        truth.model.encode(),
-                        event.message.value,
-                        list(_headers(event.message.headers)),
-                    )
-                    for event, truth in routable
-                ]
-                async with self._failing():
-                    await self._publisher.send(forwarded)
-                    await self._applied_as_is(events)
-                yield None
-
-        async def on_predictions(stream: Any) -> AsyncIterator[None]:
-            async for events in stream.take_events(prediction_batch_size, within=batch_seconds):
-                shares = [
-                    (partition, fresh, await self._decode(fresh, unpack))
-                    for partition, fresh in self._by_partition(events)
-                ]
-                steps = []  # no await from the first change to the commit's turn: see _commit
-                for partition, fresh, logs in shares:
-                    outgoing = partition.detector.observe(converters.batches(logs))
-                    steps.append(_Step(partition, partition.checkpoint(fresh, outgoing), outgoing))
-                    self.processed += len(logs)
-                async with self._failing():
-                    await self._commit(steps)
-                yield None
-
-        async def on_labels(stream: Any) -> AsyncIterator[None]:
-            async for events in stream.take_events(batch_size, within=batch_seconds):
-                shares = [
-                    (partition, fresh, await self._decode(fresh, _ground_truth))
-                    for partition, fresh in self._by_partition(events)
-                ]
-                steps = []  # no await from the first change to the commit's turn: see _commit
-                for partition, fresh, truths in shares:
-                    outgoing: list[DriftEvent] = []
-                    for truth in truths:
-                        label = ground_truth_label(truth)
-                        if label is not None:
-                            outgoing += partition.detector.label(
-                                truth.request_id, label, time.time()
-                            )
-                    steps.append(_Step(partition, partition.checkpoint(fresh, outgoing), outgoing))
-                async with self._failing():
-                    await self._commit(steps)
-                yield None
+        # Records are read a fetch at a time (see fetches.py), not as faust events.
+        self._fetches = read_in_fetches(self.app, [labels, predictions, labels_by_model])
+        self._readers_running: list[asyncio.Task[None]] = []
+        self._labels_topic = labels_topic.name
+        self._predictions_topic = predictions_topic.name
+        self._labels_by_model_topic = labels_by_model_topic.name
+        self._batch_size = batch_size
+        self._prediction_batch_size = prediction_batch_size
+        self._checkpointed: dict[TP, int] = {}
+        """The last offset checkpointed by (topic, partition), to commit to Kafka."""
 
         self._assigned = asyncio.Event()
         self._checkpointing = asyncio.Lock()
@@ -235,6 +199,7 @@ class DriftStream:
                 steps.append(_Step(partition, partition.checkpoint([], outgoing), outgoing))
             async with self._failing():
                 await self._commit(steps)
+            await self._commit_checkpointed()
 
         async def on_rebalance_complete(app: Any, /, *args: Any, signal: Any, **_: Any) -> None:
             # Sent before faust resumes the partitions and seeks them to their committed
@@ -246,14 +211,75 @@ class DriftStream:
                     {(tp.topic, tp.partition) for tp in assigned}, self._position
                 )
                 await self._commit_offsets(starts)
+                self._checkpointed.clear()
             if {tp.topic for tp in assigned} >= wanted:
                 self._assigned.set()
 
         self.app.on_rebalance_complete.connect(on_rebalance_complete)
-        self.app.agent(labels, name="drift.ground-truth")(route_labels)
-        self.app.agent(predictions, name="drift.predictions")(on_predictions)
-        self.app.agent(labels_by_model, name="drift.ground-truth-by-model")(on_labels)
         self.app.timer(interval=flush_seconds)(close_idle_windows)
+
+    def _readers(self) -> list[Coroutine[Any, Any, None]]:
+        return [
+            self._read(self._labels_topic, self._batch_size, self._route_labels),
+            self._read(self._predictions_topic, self._prediction_batch_size, self._on_predictions),
+            self._read(self._labels_by_model_topic, self._batch_size, self._on_labels),
+        ]
+
+    async def _read(
+        self,
+        topic: str,
+        batch_size: int,
+        handle: Callable[[list[ConsumerRecord[bytes, bytes]]], Awaitable[None]],
+    ) -> None:
+        """Hand the topic's fetched records to `handle`, `batch_size` at most at a time.
+        `handle` binds them to the partitions held before it awaits anything: records
+        taken before a rebalance are then checkpointed against the epochs they were read
+        under, or dropped with their partition."""
+        async with self._failing():
+            while True:
+                await handle(await self._fetches.take(topic, batch_size))
+
+    async def _route_labels(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        routable = await self._decode_each(records, _routable_ground_truth)
+        forwarded = [
+            OutgoingRecord(
+                self._labels_by_model_topic,
+                truth.model.encode(),
+                record.value,
+                list(_headers(record.headers)),
+            )
+            for record, truth in routable
+        ]
+        await self._publisher.send(forwarded)
+        await self._applied_as_is(records)
+
+    async def _on_predictions(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        shares = [
+            (partition, fresh, await self._decode(fresh, unpack))
+            for partition, fresh in self._by_partition(records)
+        ]
+        steps = []  # no await from the first change to the commit's turn: see _commit
+        for partition, fresh, logs in shares:
+            outgoing = partition.detector.observe(converters.batches(logs))
+            steps.append(_Step(partition, partition.checkpoint(fresh, outgoing), outgoing))
+            self.processed += len(logs)
+        await self._commit(steps)
+
+    async def _on_labels(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        shares = [
+            (partition, fresh, await self._decode(fresh, _ground_truth))
+            for partition, fresh in self._by_partition(records)
+        ]
+        steps = []  # no await from the first change to the commit's turn: see _commit
+        for partition, fresh, truths in shares:
+            outgoing: list[DriftEvent] = []
+            for truth in truths:
+                label = ground_truth_label(truth)
+                if label is not None:
+                    outgoing += partition.detector.label(truth.request_id, label, time.time())
+            steps.append(_Step(partition, partition.checkpoint(fresh, outgoing), outgoing))
+            self.labelled += len(truths)
+        await self._commit(steps)
 
     def _topic(self, spec: TopicSpec) -> Any:
         return self.app.topic(
@@ -271,24 +297,38 @@ class DriftStream:
 
     async def _commit_offsets(self, starts: dict[tuple[str, int], int]) -> None:
         """Make the database's offsets the group's committed ones, which faust seeks to
-        when it resumes the partitions (and counts its own commits from)."""
+        when it resumes the partitions."""
         offsets = {TP(topic, number): offset for (topic, number), offset in starts.items()}
         try:
             # faust's Consumer commits given offsets through `_commit` (its public `commit`
-            # commits what the agents acked).
+            # commits what agents acked, and no agent reads these topics).
             await cast(Consumer, self.app.consumer)._commit(offsets)
-        except KafkaError as exc:  # the group rebalances again; its next round redoes this
-            log.warning("start offsets not committed", extra={"error": str(exc)})
+        except KafkaError as exc:  # a rebalance: its hook commits the database's offsets
+            log.warning("offsets not committed to Kafka", extra={"error": str(exc)})
 
-    async def _applied_as_is(self, events: Sequence[Any]) -> None:
-        """Record how far events that leave no state were handled (the forwarded ground
+    async def _applied_as_is(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        """Record how far records that leave no state were handled (the forwarded ground
         truth), so a new owner starts after them whatever Kafka committed."""
         offsets: dict[tuple[str, int], int] = {}
-        for event in events:
-            key = (event.message.topic, event.message.partition)
-            offsets[key] = max(offsets.get(key, -1), event.message.offset)
+        for record in records:
+            key = (record.topic, record.partition)
+            offsets[key] = max(offsets.get(key, -1), record.offset)
         async with self._database.transaction() as session:
             await storage.advance(session, offsets)
+        for (topic, number), offset in offsets.items():
+            self._checkpointed[TP(topic, number)] = offset
+
+    async def _commit_checkpointed(self) -> None:
+        """Commit to Kafka the offsets checkpointed since the last rebalance (for the
+        group's lag; where a partition resumes is the database's to say)."""
+        assigned = self.app.consumer.assignment()
+        offsets = {
+            (tp.topic, tp.partition): offset + 1
+            for tp, offset in self._checkpointed.items()
+            if tp in assigned
+        }
+        if offsets:
+            await self._commit_offsets(offsets)
 
     @contextlib.asynccontextmanager
     async def _failing(self) -> AsyncIterator[None]:
@@ -307,13 +347,15 @@ class DriftStream:
         """Ends, with the error, when the stream has failed (see `_failing`)."""
         return self._watch
 
-    def _by_partition(self, events: Sequence[Any]) -> list[tuple[Partition, list[Any]]]:
-        """The events not yet applied, grouped by the partition that holds them."""
-        grouped: dict[int, list[Any]] = defaultdict(list)
-        for event in events:
-            grouped[event.message.partition].append(event)
+    def _by_partition(
+        self, records: Sequence[ConsumerRecord[bytes, bytes]]
+    ) -> list[tuple[Partition, list[ConsumerRecord[bytes, bytes]]]]:
+        """The records not yet applied, grouped by the partition that holds them."""
+        grouped: dict[int, list[ConsumerRecord[bytes, bytes]]] = defaultdict(list)
+        for record in records:
+            grouped[record.partition].append(record)
         # A partition this replica does not hold is one another replica has claimed since
-        # (this one stalled past its session): its owner applies those events.
+        # (this one stalled past its session): its owner applies those records.
         return [
             (self.partitions[number], self.partitions[number].unapplied(share))
             for number, share in grouped.items()
@@ -321,32 +363,35 @@ class DriftStream:
         ]
 
     async def _decode_each(
-        self, events: Sequence[Any], contents: Callable[[Message], Sequence[M]]
-    ) -> list[tuple[Any, M]]:
-        """Each event with what it carries, by `contents`; an event it refuses
+        self,
+        records: Sequence[ConsumerRecord[bytes, bytes]],
+        contents: Callable[[Message], Sequence[M]],
+    ) -> list[tuple[ConsumerRecord[bytes, bytes], M]]:
+        """Each record with what it carries, by `contents`; a record it refuses
         (ValueError) or that does not decode is dead-lettered."""
-        decoded: list[tuple[Any, M]] = []
-        for event in events:
-            message = event.message
+        decoded: list[tuple[ConsumerRecord[bytes, bytes], M]] = []
+        for record in records:
             try:
                 envelope = decode_event(
-                    _headers(message.headers), message.value or b"", self._types, key=message.key
+                    _headers(record.headers), record.value or b"", self._types, key=record.key
                 )
                 try:
                     carried = contents(envelope.message)
                 except ValueError as exc:
-                    raise MalformedEvent(f"{envelope.type} on {message.topic}: {exc}") from exc
+                    raise MalformedEvent(f"{envelope.type} on {record.topic}: {exc}") from exc
             except MalformedEvent as exc:
                 self.dead_lettered += 1
-                await self._dead_letters.send(_Record(message), f"undecodable: {exc}")
+                await self._dead_letters.send(record, f"undecodable: {exc}")
                 continue
-            decoded.extend((event, item) for item in carried)
+            decoded.extend((record, item) for item in carried)
         return decoded
 
     async def _decode(
-        self, events: Sequence[Any], contents: Callable[[Message], Sequence[M]]
+        self,
+        records: Sequence[ConsumerRecord[bytes, bytes]],
+        contents: Callable[[Message], Sequence[M]],
     ) -> list[M]:
-        return [item for _, item in await self._decode_each(events, contents)]
+        return [item for _, item in await self._decode_each(records, contents)]
 
     async def _commit(self, steps: Sequence[_Step]) -> None:
         """One transaction: each partition's offsets applied, changed windows, label-join
@@ -375,6 +420,8 @@ class DriftStream:
                 pending = [step for step in pending if step.partition.number not in lost]
             for step in pending:
                 step.partition.committed(step.checkpoint)
+                for topic, offset in step.checkpoint.offsets.items():
+                    self._checkpointed[TP(topic, step.partition.number)] = offset
 
     async def _write_unless_lost(self, steps: Sequence[_Step]) -> set[int]:
         """Commit the steps unless some partition was claimed by another replica since;
@@ -412,6 +459,9 @@ class DriftStream:
         await await_group_coordinator(self._kafka, self._group_id)
         self._failed = asyncio.get_running_loop().create_future()
         self._watch = asyncio.create_task(self._until_failed(self._failed), name="drift-stream")
+        self._readers_running = [
+            asyncio.create_task(reader, name="drift-stream-reader") for reader in self._readers()
+        ]
         await self.app.start()
         try:  # where each partition starts is fixed once its first assignment completes
             async with asyncio.timeout(60.0):
@@ -424,8 +474,9 @@ class DriftStream:
         await failed
 
     async def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
+        for task in (self._watch, *self._readers_running):
+            if task is not None:
+                task.cancel()
         await self.app.stop()
 
 
@@ -462,19 +513,5 @@ def _routable_ground_truth(message: Message) -> Sequence[GroundTruth]:
 
 
 def _headers(headers: Any) -> Sequence[tuple[str, bytes]]:
-    """Kafka headers as (name, value) pairs: faust hands them over as such, or as a dict."""
-    if not headers:
-        return ()
-    return list(headers.items()) if isinstance(headers, dict) else headers
-
-
-class _Record:
-    """A faust message seen as the consumed record a dead letter describes."""
-
-    def __init__(self, message: Any) -> None:
-        self.topic: str = message.topic
-        self.partition: int = message.partition
-        self.offset: int = message.offset
-        self.key: bytes | None = message.key
-        self.value: bytes | None = message.value
-        self.headers = _headers(message.headers)
+    """Kafka headers as (name, value) pairs: aiokafka hands them over as such."""
+    return headers or ()

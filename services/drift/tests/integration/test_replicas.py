@@ -81,7 +81,6 @@ async def test_a_replica_killed_mid_stream_hands_its_partitions_over_losing_noth
             telemetry=TelemetrySettings(metrics_port=-1, log_level="ERROR"),
             window_size=WINDOW,
             batch_size=20,
-            batch_seconds=0.05,
             prediction_batch_records=5,
             registry_address="127.0.0.1:1",  # no reference: windows still count
         )

@@ -56,7 +56,6 @@ async def test_a_detector_killed_mid_stream_neither_loses_nor_double_counts(
             telemetry=TelemetrySettings(metrics_port=-1, log_level="ERROR"),
             window_size=WINDOW,
             batch_size=15,
-            batch_seconds=0.05,
             registry_address="127.0.0.1:1",  # no reference: windows still count
         )
         published = await kill_mid_stream(settings, publisher, model, kafka_bootstrap)

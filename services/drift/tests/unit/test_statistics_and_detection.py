@@ -283,6 +283,18 @@ def test_change_detectors_catch_a_rise_in_errors_and_stay_quiet_before(
     assert late[0] < 500  # caught within a few hundred labels of the change
 
 
+@pytest.mark.parametrize("max_window", [5000, 400], ids=["after-a-change", "window-full"])
+def test_adwin_estimates_the_error_rate_of_the_labels_it_kept(
+    rng: np.random.Generator, max_window: int
+) -> None:
+    detector = Adwin(max_window=max_window)
+    values = (rng.random(3000) < 0.05).tolist() + (rng.random(1000) < 0.4).tolist()
+    for value in values:
+        detector.update(float(value))
+    assert detector.width < len(values)
+    assert detector.estimate == pytest.approx(np.mean(values[-detector.width :]), abs=1e-12)
+
+
 def test_features_tested_together_measure_what_each_feature_tested_alone_does(
     rng: np.random.Generator,
 ) -> None:
