@@ -27,6 +27,7 @@ from flywheel_drift.domain import (
     PredictionBatch,
     WindowRef,
 )
+from flywheel_drift.profiles import FeatureCounts
 from flywheel_drift.statistics import Correction
 from flywheel_drift.windows import Observations
 
@@ -247,6 +248,7 @@ def alert_message(alert: Alert) -> events.DriftAlert:
         alpha=alert.alpha,
         summary=alert.summary,
         occurred_at=epoch(alert.occurred_at),
+        report_url=alert.report_url,
     )
     if alert.window is not None:
         message.window.CopyFrom(window_ref_message(alert.window))
@@ -270,6 +272,7 @@ def alert_of(message: events.DriftAlert) -> Alert:
         features_drifted=message.features_drifted,
         correction=_CORRECTION_OF.get(message.correction),
         alpha=message.alpha,
+        report_url=message.report_url,
     )
 
 
@@ -292,6 +295,10 @@ def status_message(status: DriftStatus) -> api.VersionDriftStatus:
         message.latest_window.CopyFrom(window_ref_message(status.latest_window))
     if status.latest_metrics is not None:
         message.latest_metrics.CopyFrom(metrics_message(status.latest_metrics))
+    message.latest_histograms.extend(
+        types.FeatureHistogram(feature=h.feature, counts=h.counts) for h in status.histograms
+    )
+    message.recent_metrics.extend(metrics_message(m) for m in status.recent_metrics)
     concept = status.concept
     # The state appears with the first label, as it did when the status was the message.
     if concept != ConceptStatus():
@@ -326,4 +333,8 @@ def status_of(message: api.VersionDriftStatus) -> DriftStatus:
         ),
         last_alert_id=message.last_alert_id,
         windows_closed=message.windows_closed,
+        histograms=tuple(
+            FeatureCounts(h.feature, tuple(h.counts)) for h in message.latest_histograms
+        ),
+        recent_metrics=tuple(metrics_of(m) for m in message.recent_metrics),
     )

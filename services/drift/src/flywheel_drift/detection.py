@@ -20,7 +20,7 @@ from flywheel_drift.profiles import (
     ReferenceProfile,
     bin_counts,
     bin_counts_sorted,
-    category_counts,
+    categories_counts,
 )
 from flywheel_drift.statistics import (
     Correction,
@@ -225,7 +225,7 @@ def _categorical_tests(
     if DriftTest.CHI_SQUARE not in monitor.tests:
         return []
     labels = list(feature.categories)
-    observed = _category_counts(values, labels)
+    observed = categories_counts(values, labels)
     result = chi_square(np.array([feature.categories[k] for k in labels] + [0]), observed)
     tested.append(offset)
     return [
@@ -274,14 +274,6 @@ def _numeric_findings(
             )
         )
     return found
-
-
-def _category_counts(values: np.ndarray, labels: list[str]) -> np.ndarray:
-    """Window counts per reference category, plus one last bin for categories never seen."""
-    window = category_counts(values)
-    known = set(labels)
-    unseen = sum(count for label, count in window.items() if label not in known)
-    return np.array([window.get(label, 0) for label in labels] + [unseen], dtype=np.int64)
 
 
 def _p_severity(adjusted_p: float, alpha: float) -> Severity:

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from flywheel_drift.detection import Finding, Kind, Monitor, Severity
+from flywheel_drift.profiles import FeatureCounts
 from flywheel_drift.statistics import Correction
 from flywheel_drift.windows import ClosedWindow, Observations, WindowPolicy
 
@@ -117,6 +118,8 @@ class Alert:
     features_drifted: int = 0
     correction: Correction | None = None
     alpha: float = 0.0
+    report_url: str = ""
+    """Where the drift service serves the HTML report of the alert's window."""
 
 
 DriftEvent = MetricsWindow | Alert
@@ -172,6 +175,10 @@ class ConceptStatus:
     last_change_at: float | None = None
 
 
+RECENT_WINDOWS = 50
+"""Metric windows a status keeps, for the report's charts over time."""
+
+
 @dataclass
 class DriftStatus:
     """The latest drift picture of one model version, kept up to date by the detector."""
@@ -186,11 +193,22 @@ class DriftStatus:
     concept: ConceptStatus = field(default_factory=ConceptStatus)
     last_alert_id: str = ""
     windows_closed: int = 0
+    histograms: tuple[FeatureCounts, ...] = ()
+    """Each feature of the latest window in its reference bins (none before the reference)."""
+    recent_metrics: tuple[MetricsWindow, ...] = ()
+    """The metrics of the last `RECENT_WINDOWS` windows, oldest first."""
 
-    def window_closed(self, metrics: MetricsWindow, findings: Sequence[Finding]) -> None:
+    def window_closed(
+        self,
+        metrics: MetricsWindow,
+        findings: Sequence[Finding],
+        histograms: Sequence[FeatureCounts] = (),
+    ) -> None:
         self.latest_window = metrics.window
         self.latest_metrics = metrics
         self.findings = tuple(findings)
+        self.histograms = tuple(histograms)
+        self.recent_metrics = (*self.recent_metrics, metrics)[-RECENT_WINDOWS:]
         self.windows_closed += 1
 
     def labeled(self, error_estimate: float, changed: bool, at: float) -> Alert | None:

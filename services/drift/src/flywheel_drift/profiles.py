@@ -129,6 +129,40 @@ def category_counts(values: np.ndarray) -> dict[str, int]:
     return {category_label(label): int(count) for label, count in zip(labels, counts, strict=True)}
 
 
+def categories_counts(values: np.ndarray, labels: list[str]) -> np.ndarray:
+    """Counts of finite values per reference category of `labels`, plus one last bin for
+    categories the reference never saw."""
+    window = category_counts(values)
+    known = set(labels)
+    unseen = sum(count for label, count in window.items() if label not in known)
+    return np.array([window.get(label, 0) for label in labels] + [unseen], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class FeatureCounts:
+    """A feature's values in a window, counted in its reference bins (see `window_counts`)."""
+
+    feature: str
+    counts: tuple[int, ...]
+
+
+def window_counts(profile: ReferenceProfile, window: np.ndarray) -> tuple[FeatureCounts, ...]:
+    """Each feature's finite values of a [rows, features] window in its reference bins: the
+    bins of `edges` (numeric) or the categories and one more for unseen ones (categorical).
+    Empty when the window does not have the profile's width (a schema change)."""
+    if window.ndim != 2 or window.shape[1] != profile.width:
+        return ()
+    counted = []
+    for index, feature in enumerate(profile.features):
+        column = np.asarray(window[:, index], dtype=np.float64)
+        if feature.categorical:
+            counts = categories_counts(column, list(feature.categories))
+        else:
+            counts = bin_counts(column, feature.edges)
+        counted.append(FeatureCounts(feature.name, tuple(int(c) for c in counts.tolist())))
+    return tuple(counted)
+
+
 def build_profile(
     model: str,
     version: int,

@@ -28,7 +28,7 @@ from flywheel_drift.domain import (
     WindowRef,
     window_alert,
 )
-from flywheel_drift.profiles import ReferenceProfile
+from flywheel_drift.profiles import FeatureCounts, ReferenceProfile, window_counts
 from flywheel_drift.windows import ClosedWindow, VersionWindows
 
 log = logging.getLogger(__name__)
@@ -109,12 +109,14 @@ class VersionState:
         reference is known the window's inputs wait for it (`test_untested`)."""
         metrics = MetricsWindow.of(window, at)
         findings = self._prediction_findings(window, monitor)
+        histograms: tuple[FeatureCounts, ...] = ()
         if len(window.features):
             if self.profile is not None:
                 findings = self._reference_findings(window, self.profile, monitor) + findings
+                histograms = window_counts(self.profile, window.features)
             elif not self.profile_known:
                 self._keep_untested(window)
-        self.status.window_closed(metrics, findings)
+        self.status.window_closed(metrics, findings, histograms)
         reported = alerting(findings, monitor)
         self.drifted = [*self.drifted, bool(reported)][-MAX_ALARM_WINDOWS:]
         critical = any(f.severity is Severity.CRITICAL for f in reported)
@@ -138,6 +140,7 @@ class VersionState:
                 self.status.findings = tuple(findings) + tuple(
                     f for f in self.status.findings if f.kind is Kind.PREDICTION
                 )
+                self.status.histograms = window_counts(self.profile, window.features)
             reported = alerting(findings, monitor)
             outgoing += self._alert(ref, findings, reported, monitor, at, late=True)
         return outgoing

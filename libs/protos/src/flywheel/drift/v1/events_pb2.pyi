@@ -113,6 +113,7 @@ class DriftAlert(_message.Message):
     REFERENCE_SHA256_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    REPORT_URL_FIELD_NUMBER: _builtins.int
     alert_id: _builtins.str
     """Deterministic id derived from the window id, so a replayed window yields the same id
     and consumers can dedupe on it.
@@ -135,6 +136,10 @@ class DriftAlert(_message.Message):
     """sha256 of the reference sample the window was compared against."""
     summary: _builtins.str
     """One-line human summary, for example "3 of 30 features drifted (KS, BH at 0.01)"."""
+    report_url: _builtins.str
+    """Address of the drift service's HTML report of the alert's window (GET with the same
+    bearer token as its gRPC API); empty when the service serves no report.
+    """
     @_builtins.property
     def window(self) -> _types_pb2.WindowRef:
         """Window the findings come from."""
@@ -168,10 +173,11 @@ class DriftAlert(_message.Message):
         reference_sha256: _builtins.str = ...,
         summary: _builtins.str = ...,
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        report_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at", "window", b"window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "alpha", b"alpha", "correction", b"correction", "features_drifted", b"features_drifted", "features_tested", b"features_tested", "findings", b"findings", "kinds", b"kinds", "model", b"model", "occurred_at", b"occurred_at", "reference_sha256", b"reference_sha256", "severity", b"severity", "summary", b"summary", "version", b"version", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "alpha", b"alpha", "correction", b"correction", "features_drifted", b"features_drifted", "features_tested", b"features_tested", "findings", b"findings", "kinds", b"kinds", "model", b"model", "occurred_at", b"occurred_at", "reference_sha256", b"reference_sha256", "report_url", b"report_url", "severity", b"severity", "summary", b"summary", "version", b"version", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
