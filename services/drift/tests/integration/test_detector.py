@@ -16,6 +16,9 @@ import grpc
 import numpy as np
 import pytest
 from aiokafka import AIOKafkaProducer
+from flywheel_cli import app as cli
+from flywheel_cli.connection import Addresses
+from typer.testing import CliRunner, Result
 
 from flywheel.deployer.v1 import events_pb2 as deployer_events
 from flywheel.deployer.v1 import types_pb2 as deployer_types
@@ -219,13 +222,23 @@ async def _the_alert_links_its_report(url: str, model: str, folder: Path) -> Non
     assert "not kept" in old_window[1]
 
     saved = folder / "report.html"
-    saved.write_text(page)
+    written = await asyncio.to_thread(_cli_report, url.partition("/reports/")[0], model, saved)
+    assert written.exit_code == 0, written.output
+    assert saved.read_text().count('class="drifted"') == page.count('class="drifted"') > 0
     dom = rendered_dom(saved)
     assert re.search(r'<tr class="drifted" data-feature="f2"><td>f2</td><td>kolmogorov', dom)
     assert re.search(r'<div class="feature drifted" data-feature="f2">', dom)
     assert dom.count('class="feature"') == 3  # the other features, not highlighted
     assert "corrected p-value" in dom
     assert "Metrics over time" in dom
+
+
+def _cli_report(base_url: str, model: str, output: Path) -> Result:
+    """`flywheel report MODEL --window 2 -o OUTPUT` as a reader of the model."""
+    addresses = Addresses(drift_reports=base_url, token=READER, tls=pki().client_tls())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cli.State, "addresses", addresses)
+        return CliRunner().invoke(cli.app, ["report", model, "--window", "2", "-o", str(output)])
 
 
 async def test_a_time_window_closes_when_traffic_stops(
