@@ -3,7 +3,7 @@ statuses, alerts and metric windows out (gRPC responses, events, checkpointed st
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from google.protobuf.message import Message
@@ -25,6 +25,7 @@ from flywheel_drift.domain import (
     LatencyQuantiles,
     MetricsWindow,
     PredictionBatch,
+    WindowPicture,
     WindowRef,
 )
 from flywheel_drift.profiles import FeatureCounts
@@ -295,10 +296,13 @@ def status_message(status: DriftStatus) -> api.VersionDriftStatus:
         message.latest_window.CopyFrom(window_ref_message(status.latest_window))
     if status.latest_metrics is not None:
         message.latest_metrics.CopyFrom(metrics_message(status.latest_metrics))
-    message.latest_histograms.extend(
-        types.FeatureHistogram(feature=h.feature, counts=h.counts) for h in status.histograms
-    )
+    message.latest_histograms.extend(_histograms(status.histograms))
     message.recent_metrics.extend(metrics_message(m) for m in status.recent_metrics)
+    if status.alerted_window is not None:
+        picture = status.alerted_window
+        message.last_alerted_window.window.CopyFrom(window_ref_message(picture.window))
+        message.last_alerted_window.findings.extend(finding_message(f) for f in picture.findings)
+        message.last_alerted_window.histograms.extend(_histograms(picture.histograms))
     concept = status.concept
     # The state appears with the first label, as it did when the status was the message.
     if concept != ConceptStatus():
@@ -311,7 +315,7 @@ def status_message(status: DriftStatus) -> api.VersionDriftStatus:
 
 
 def status_of(message: api.VersionDriftStatus) -> DriftStatus:
-    concept = message.concept_drift
+    concept, alerted = message.concept_drift, message.last_alerted_window
     return DriftStatus(
         model=message.model,
         version=message.version,
@@ -333,8 +337,23 @@ def status_of(message: api.VersionDriftStatus) -> DriftStatus:
         ),
         last_alert_id=message.last_alert_id,
         windows_closed=message.windows_closed,
-        histograms=tuple(
-            FeatureCounts(h.feature, tuple(h.counts)) for h in message.latest_histograms
-        ),
+        histograms=_counts(message.latest_histograms),
         recent_metrics=tuple(metrics_of(m) for m in message.recent_metrics),
+        alerted_window=(
+            WindowPicture(
+                window_ref_of(alerted.window),
+                tuple(finding_of(f) for f in alerted.findings),
+                _counts(alerted.histograms),
+            )
+            if message.HasField("last_alerted_window")
+            else None
+        ),
     )
+
+
+def _histograms(counts: Sequence[FeatureCounts]) -> list[types.FeatureHistogram]:
+    return [types.FeatureHistogram(feature=c.feature, counts=c.counts) for c in counts]
+
+
+def _counts(histograms: Iterable[types.FeatureHistogram]) -> tuple[FeatureCounts, ...]:
+    return tuple(FeatureCounts(h.feature, tuple(h.counts)) for h in histograms)

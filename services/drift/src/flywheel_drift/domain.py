@@ -175,6 +175,16 @@ class ConceptStatus:
     last_change_at: float | None = None
 
 
+@dataclass(frozen=True)
+class WindowPicture:
+    """Every test result of one window and its features in their reference bins: what the
+    window's report shows."""
+
+    window: WindowRef
+    findings: tuple[Finding, ...]
+    histograms: tuple[FeatureCounts, ...]
+
+
 RECENT_WINDOWS = 50
 """Metric windows a status keeps, for the report's charts over time."""
 
@@ -197,6 +207,8 @@ class DriftStatus:
     """Each feature of the latest window in its reference bins (none before the reference)."""
     recent_metrics: tuple[MetricsWindow, ...] = ()
     """The metrics of the last `RECENT_WINDOWS` windows, oldest first."""
+    alerted_window: WindowPicture | None = None
+    """The newest window that alerted as the latest one, kept for its report."""
 
     def window_closed(
         self,
@@ -237,3 +249,5 @@ class DriftStatus:
 
     def alerted(self, alert: Alert) -> None:
         self.last_alert_id = alert.alert_id
+        if alert.window is not None and alert.window == self.latest_window:
+            self.alerted_window = WindowPicture(alert.window, self.findings, self.histograms)

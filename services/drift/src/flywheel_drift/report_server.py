@@ -14,7 +14,7 @@ from flywheel_common.auth import missing_grant, record_denial
 from flywheel_common.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from flywheel_common.identities import Authenticator
 from flywheel_common.settings import Role, ServerTlsSettings
-from flywheel_common.tls import TlsNotConfigured
+from flywheel_common.tls import ReloadingSslContext, TlsNotConfigured
 from flywheel_drift.domain import Alert
 from flywheel_drift.reports import REPORTS_PATH, Reports, alert_report_path
 from flywheel_drift.settings import ReportSettings
@@ -84,14 +84,7 @@ class ReportServer:
                 f"the drift reports need the gRPC port's certificate: set "
                 f"{self._env_prefix}GRPC__TLS__CERT_FILE and {self._env_prefix}GRPC__TLS__KEY_FILE"
             )
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(tls.cert_file, tls.key_file)
-        if tls.client_ca_file is not None:
-            context.load_verify_locations(tls.client_ca_file)
-            context.verify_mode = (
-                ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
-            )
-        return context
+        return ReloadingSslContext(tls).context
 
     async def _report(self, request: web.Request) -> web.Response:
         model = request.match_info["model"]

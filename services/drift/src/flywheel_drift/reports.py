@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from urllib.parse import quote, urlencode
 
 from flywheel.drift.v1 import events_pb2 as events
@@ -68,42 +69,13 @@ class Reports:
             AlertFilter(model=model, version=status.version), 0, ALERTS_SEARCHED
         )
         profile, notes = await self._reference(status)
-        latest = status.latest_window
-        if window is None or (latest is not None and window == latest.index):
-            return ReportInput(
-                model=model,
-                version=status.version,
-                window=latest,
-                findings=status.findings,
-                histograms=status.histograms,
-                profile=profile,
-                metrics=status.recent_metrics,
-                alert=_alert_of(alerts, latest.index if latest else None),
-                generated_at=self._clock(),
-                notes=notes,
-            )
-        alert = _alert_of(alerts, window)
-        if alert is None or alert.window is None:
-            raise NotFound(
-                f"window {window} of {model!r} version {status.version} is not kept: a report "
-                f"covers the latest window ({latest.index if latest else 'none yet'}) and "
-                "the windows that raised one of the newest alerts"
-            )
-        return ReportInput(
-            model=model,
-            version=status.version,
-            window=alert.window,
-            findings=alert.findings,
+        part = _window_report(model, status, alerts, window)
+        return replace(
+            part,
             profile=profile,
             metrics=status.recent_metrics,
-            alert=alert,
             generated_at=self._clock(),
-            notes=(
-                *notes,
-                f"Window {window} is not the latest ({latest.index if latest else '-'}): "
-                "its page shows the tests its alert reported, without the distributions "
-                "(kept for the latest window only).",
-            ),
+            notes=(*notes, *part.notes),
         )
 
     async def _reference(
@@ -118,6 +90,41 @@ class Reports:
     async def _render(self, report: ReportInput) -> str:
         async with self._rendering:
             return await asyncio.to_thread(render, report)
+
+
+def _window_report(
+    model: str, status: DriftStatus, alerts: list[events.DriftAlert], window: int | None
+) -> ReportInput:
+    """The window's part of its report: the latest window's, or the newest alerted one's,
+    in full; an older alerted window's with the tests its alert reported. NotFound when the
+    window is none of those."""
+    latest = status.latest_window
+    if window is None or (latest is not None and window == latest.index):
+        alert = _alert_of(alerts, latest.index) if latest is not None else None
+        return ReportInput(
+            model, status.version, latest, status.findings, status.histograms, alert=alert
+        )
+    alert = _alert_of(alerts, window)
+    alerted = status.alerted_window
+    if alerted is not None and alerted.window.index == window:
+        return ReportInput(
+            model, status.version, alerted.window, alerted.findings, alerted.histograms,
+            alert=alert,
+        )  # fmt: skip
+    if alert is None or alert.window is None:
+        raise NotFound(
+            f"window {window} of {model!r} version {status.version} is not kept: a report "
+            f"covers the latest window ({latest.index if latest else 'none yet'}) and "
+            "the windows that raised one of the newest alerts"
+        )
+    return ReportInput(
+        model, status.version, alert.window, alert.findings, alert=alert,
+        notes=(
+            f"Window {window} is not the latest ({latest.index if latest else '-'}) nor the "
+            "newest alerted one: its page shows the tests its alert reported, without the "
+            "distributions.",
+        ),
+    )  # fmt: skip
 
 
 def _alert_of(alerts: list[events.DriftAlert], window: int | None) -> Alert | None:
