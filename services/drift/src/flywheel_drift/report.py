@@ -19,7 +19,7 @@ from itertools import pairwise
 import matplotlib
 from matplotlib.figure import Figure
 
-from flywheel_drift.detection import Finding, Kind
+from flywheel_drift.detection import DriftTest, Finding, Kind
 from flywheel_drift.domain import Alert, MetricsWindow, WindowRef
 from flywheel_drift.profiles import FeatureCounts, FeatureProfile, ReferenceProfile
 
@@ -93,51 +93,102 @@ def _header(report: ReportInput, drifted: dict[str, list[Finding]]) -> str:
     return "<header>" + "\n".join(lines) + "</header>"
 
 
+_DISTANCES = (
+    DriftTest.POPULATION_STABILITY_INDEX,
+    DriftTest.WASSERSTEIN,
+    DriftTest.JENSEN_SHANNON,
+)
+_RATES = (DriftTest.NAN_RATE, DriftTest.INF_RATE, DriftTest.OUT_OF_RANGE_RATE)
+
+
+def _by_feature(findings: Iterable[Finding]) -> dict[str, dict[DriftTest, Finding]]:
+    grouped: dict[str, dict[DriftTest, Finding]] = {}
+    for finding in findings:
+        grouped.setdefault(finding.feature, {})[finding.test] = finding
+    return grouped
+
+
 def _tests_section(findings: Sequence[Finding]) -> str:
-    tests = [f for f in findings if f.kind in (Kind.DATA, Kind.PREDICTION)]
-    if not tests:
+    """One row per feature (and the prediction): its test with a p-value, then distances."""
+    grouped = _by_feature(f for f in findings if f.kind in (Kind.DATA, Kind.PREDICTION))
+    if not grouped:
         return "<section><h2>Test results</h2><p>No test ran on this window.</p></section>"
-    ordered = sorted(
-        tests,
-        key=lambda f: (not f.drifted, f.adjusted_p_value if f.adjusted_p_value is not None else 2),
-    )
-    rows = [
-        f'<tr class="{"drifted" if f.drifted else "ok"}" data-feature="{escape(f.feature)}">'
-        f"<td>{escape(f.feature)}</td><td>{escape(_test_name(f))}</td>"
-        f"<td>{f.statistic:.4g}</td><td>{_p(f.p_value)}</td>"
-        f'<td class="adjusted-p">{_p(f.adjusted_p_value)}</td>'
-        f"<td>{_threshold(f)}</td><td>{'DRIFTED' if f.drifted else 'ok'}</td></tr>"
-        for f in ordered
-    ]
+
+    def order(tests: dict[DriftTest, Finding]) -> tuple[bool, float]:
+        adjusted = [f.adjusted_p_value for f in tests.values() if f.adjusted_p_value is not None]
+        return not any(f.drifted for f in tests.values()), min(adjusted, default=2.0)
+
+    rows = []
+    for feature, tests in sorted(grouped.items(), key=lambda item: order(item[1])):
+        drifted = any(f.drifted for f in tests.values())
+        tested = next((f for f in tests.values() if f.p_value is not None), None)
+        cells = (
+            f"<td>{escape(_test_name(tested))}</td><td>{tested.statistic:.4g}</td>"
+            f'<td>{_p(tested.p_value)}</td><td class="adjusted-p">'
+            f"{_p(tested.adjusted_p_value)}</td><td>{tested.threshold:g}</td>"
+            if tested is not None
+            else "<td></td>" * 5
+        )
+        for test in _DISTANCES:
+            found = tests.get(test)
+            if found is None:
+                cells += "<td></td>"
+            else:
+                mark = ' class="over"' if found.drifted else ""
+                cells += f"<td{mark}>{found.statistic:.3g}</td>"
+        rows.append(
+            f'<tr class="{"drifted" if drifted else "ok"}" data-feature="{escape(feature)}">'
+            f"<td>{escape(feature)}</td>{cells}<td>{'DRIFTED' if drifted else 'ok'}</td></tr>"
+        )
     return (
         "<section><h2>Test results</h2>"
-        "<p>p-values corrected for testing every feature of the window at once; a test "
-        "with a p-value drifted when its corrected p-value is below the threshold (alpha), "
-        "a distance when it is above its limit.</p>"
-        "<table><thead><tr><th>feature</th><th>test</th><th>statistic</th><th>p-value</th>"
-        "<th>corrected p-value</th><th>threshold</th><th>result</th></tr></thead><tbody>"
+        "<p>p-values corrected for testing every feature of the window at once: a feature "
+        "drifted when its corrected p-value is below alpha, or a distance is above the limit "
+        "its monitor sets (distances without a limit are shown, never alerted on).</p>"
+        '<table class="tests"><thead><tr><th>feature</th><th>test</th><th>statistic</th>'
+        "<th>p-value</th>"
+        "<th>corrected p-value</th><th>alpha</th><th>PSI</th><th>Wasserstein</th>"
+        "<th>Jensen-Shannon</th><th>result</th></tr></thead><tbody>"
         + "".join(rows)
         + "</tbody></table></section>"
     )
 
 
 def _quality_section(findings: Sequence[Finding]) -> str:
-    quality = [f for f in findings if f.kind is Kind.QUALITY]
-    if not quality:
+    """One row per feature: its NaN, Inf and out-of-range rates against their limits."""
+    grouped = _by_feature(f for f in findings if f.kind is Kind.QUALITY)
+    if not grouped:
         return ""
-    rows = [
-        f'<tr class="{"drifted" if f.drifted else "ok"}" data-feature="{escape(f.feature)}">'
-        f"<td>{escape(f.feature)}</td><td>{escape(_test_name(f))}</td>"
-        f"<td>{f.statistic:.2%}</td><td>{f.threshold:.2%}</td><td>{_p(f.p_value)}</td>"
-        f"<td>{'FLAGGED' if f.drifted else 'ok'}</td></tr>"
-        for f in sorted(quality, key=lambda f: (not f.drifted, f.feature_index))
-    ]
+    limits = {f.test: f.threshold for f in findings if f.test in _RATES}
+    rows = []
+    for feature, rates in sorted(grouped.items(), key=lambda i: not any(
+        f.drifted for f in i[1].values()
+    )):  # fmt: skip
+        flagged = any(f.drifted for f in rates.values())
+        cells = ""
+        for test in _RATES:
+            found = rates.get(test)
+            if found is None:
+                cells += "<td></td>"
+            elif found.drifted:
+                cells += f'<td class="over">{found.statistic:.2%} (p {_p(found.p_value)})</td>'
+            else:
+                cells += f"<td>{found.statistic:.2%}</td>"
+        rows.append(
+            f'<tr class="{"drifted" if flagged else "ok"}" data-feature="{escape(feature)}">'
+            f"<td>{escape(feature)}</td>{cells}<td>{'FLAGGED' if flagged else 'ok'}</td></tr>"
+        )
+    headers = "".join(
+        f"<th>{escape(_test_name_of(test))} (limit {limits[test]:.2%})</th>"
+        if test in limits
+        else f"<th>{escape(_test_name_of(test))}</th>"
+        for test in _RATES
+    )
     return (
         "<section><h2>Data quality</h2>"
         "<p>Rates of the window, flagged past their limit or when significantly higher "
-        "than the reference's own rate (p-value of that test).</p>"
-        "<table><thead><tr><th>feature</th><th>check</th><th>rate</th><th>limit</th>"
-        "<th>p-value vs reference</th><th>result</th></tr></thead><tbody>"
+        "than the reference's own rate (with the p-value of that test).</p>"
+        f"<table><thead><tr><th>feature</th>{headers}<th>result</th></tr></thead><tbody>"
         + "".join(rows)
         + "</tbody></table></section>"
     )
@@ -252,22 +303,20 @@ def _svg(figure: Figure) -> str:
     figure.tight_layout()
     buffer = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "flywheel"}):
-        figure.savefig(buffer, format="svg", metadata=_NO_METADATA)
+        figure.savefig(buffer, format="svg", metadata=_NO_METADATA, transparent=True)
     return _SVG_START.sub("", buffer.getvalue(), count=1)
 
 
 def _test_name(finding: Finding) -> str:
-    return finding.test.value.replace("_", " ")
+    return _test_name_of(finding.test)
+
+
+def _test_name_of(test: DriftTest) -> str:
+    return test.value.replace("_", " ")
 
 
 def _p(value: float | None) -> str:
     return "" if value is None else f"{value:.3g}"
-
-
-def _threshold(finding: Finding) -> str:
-    if finding.p_value is not None:
-        return f"alpha {finding.threshold:g}"
-    return f"{finding.threshold:g}" if finding.threshold else "none"
 
 
 def _time(seconds: float) -> str:
@@ -282,8 +331,8 @@ h1 { margin-bottom: 0.2rem; } h2 { margin-top: 2rem; border-bottom: 1px solid #d
 .note { color: #8a6d3b; }
 table { border-collapse: collapse; font-size: 0.85rem; }
 th, td { border: 1px solid #ddd; padding: 0.2rem 0.5rem; text-align: right; }
-th:first-child, td:first-child, td:nth-child(2) { text-align: left; }
-tr.drifted { background: #fdecea; font-weight: 600; }
+th:first-child, td:first-child, .tests td:nth-child(2) { text-align: left; }
+tr.drifted { background: #fdecea; font-weight: 600; } td.over { color: #b71c1c; }
 .features { display: grid; grid-template-columns: repeat(auto-fill, minmax(420px, 1fr));
             gap: 0.8rem; }
 .feature { border: 1px solid #ddd; border-radius: 6px; padding: 0.4rem; }
