@@ -140,27 +140,11 @@ def categories_counts(values: np.ndarray, labels: list[str]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class FeatureCounts:
-    """A feature's values in a window, counted in its reference bins (see `window_counts`)."""
+    """A feature's values in a window, counted in its reference bins (numeric) or categories
+    and one more for unseen ones (categorical)."""
 
     feature: str
     counts: tuple[int, ...]
-
-
-def window_counts(profile: ReferenceProfile, window: np.ndarray) -> tuple[FeatureCounts, ...]:
-    """Each feature's finite values of a [rows, features] window in its reference bins: the
-    bins of `edges` (numeric) or the categories and one more for unseen ones (categorical).
-    Empty when the window does not have the profile's width (a schema change)."""
-    if window.ndim != 2 or window.shape[1] != profile.width:
-        return ()
-    counted = []
-    for index, feature in enumerate(profile.features):
-        column = np.asarray(window[:, index], dtype=np.float64)
-        if feature.categorical:
-            counts = categories_counts(column, list(feature.categories))
-        else:
-            counts = bin_counts(column, feature.edges)
-        counted.append(FeatureCounts(feature.name, tuple(int(c) for c in counts.tolist())))
-    return tuple(counted)
 
 
 def build_profile(

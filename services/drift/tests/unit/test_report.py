@@ -5,9 +5,9 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from flywheel_drift.detection import Monitor, Severity, alerting, data_drift, quality
+from flywheel_drift.detection import Monitor, Severity, alerting, data_drift_and_counts, quality
 from flywheel_drift.domain import LatencyQuantiles, MetricsWindow, WindowRef, window_alert
-from flywheel_drift.profiles import build_profile, window_counts
+from flywheel_drift.profiles import build_profile
 from flywheel_drift.report import ReportInput, render
 
 FEATURES = ["age", "income", "score", "segment"]
@@ -46,7 +46,8 @@ def page() -> str:
     )
     window[:, 1] += 1.0  # income moved by one standard deviation
     monitor = Monitor()
-    findings = quality(profile, window, "FP32", monitor) + data_drift(profile, window, monitor)
+    tested = data_drift_and_counts(profile, window, monitor)
+    findings = quality(profile, window, "FP32", monitor) + tested.findings
     metrics = [_metrics(i, 0.95 if i < 3 else 0.7) for i in range(5)]
     ref = metrics[-1].window
     alert = window_alert(ref, "m", 1, findings, alerting(findings, monitor), monitor, ref.end)
@@ -56,7 +57,7 @@ def page() -> str:
             version=1,
             window=ref,
             findings=findings,
-            histograms=window_counts(profile, window),
+            histograms=tested.counts,
             profile=profile,
             metrics=metrics,
             alert=alert,
