@@ -115,7 +115,7 @@ swift-down: ## Stop that Swift
 	@infra/swift/stop.sh
 
 .PHONY: bench
-bench: bench-kafka bench-registry bench-gateway bench-rollout bench-drift bench-alarms bench-drift-replicas bench-takeover ## All benchmarks (never part of make test); record in bench/RESULTS.md
+bench: bench-kafka bench-registry bench-gateway bench-rollout bench-drift bench-alarms bench-estimate bench-drift-replicas bench-takeover ## All benchmarks (never part of make test); record in bench/RESULTS.md
 
 .PHONY: bench-kafka
 bench-kafka: install ## Kafka bus: publisher and consumer against bare aiokafka
@@ -140,6 +140,10 @@ bench-drift: install ## Drift detector events/s from Kafka; per-window time besi
 .PHONY: bench-alarms
 bench-alarms: install ## Drift alarm policies: false alarms per 1,000 clean windows and detection delay
 	@$(UV) run --frozen python bench/alarms.py
+
+.PHONY: bench-estimate
+bench-estimate: install ## Drift: accuracy estimated before labels (CBPE) against the accuracy labels later show
+	@$(UV) run --frozen python bench/estimate.py
 
 .PHONY: bench-drift-replicas
 bench-drift-replicas: install ## Drift detector, 1 vs 2 replicas over 4 partitions; the pause when one dies or joins

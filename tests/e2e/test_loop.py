@@ -13,11 +13,14 @@ import json
 import os
 import sys
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from flywheel_cli.connection import Addresses
 from flywheel_examples.demo import STAGES, Demo, Timeline
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 
 @pytest.fixture
@@ -28,12 +31,17 @@ def deployed_models() -> list[str]:
 @pytest.mark.usefixtures("kafka_sasl_ssl")  # declared, so its start overlaps earlier tests
 @pytest.mark.parametrize("platform", ["secure"], indirect=True)
 async def test_drift_to_a_retrained_version_at_full_traffic(
-    platform: Addresses, deployed_models: list[str], tmp_path: Path
+    platform: Addresses,
+    deployed_models: list[str],
+    tmp_path: Path,
+    span_exporter: InMemorySpanExporter,
 ) -> None:
     [model] = deployed_models
+    span_exporter.clear()
     demo = Demo(platform, model, tmp_path / "examples", Timeline())
     timeline = await demo.run()
     await _operator_sees_the_loop(platform, model)
+    _one_trace_from_request_to_retrained_version(span_exporter.get_finished_spans(), model)
 
     assert demo.load is not None
     assert demo.load.failures == []  # across v1's rollout and v2's canary
@@ -46,6 +54,24 @@ async def test_drift_to_a_retrained_version_at_full_traffic(
         f"\nshift to v2 at 100% of traffic: {timeline.between(STAGES[3], STAGES[9]):.1f}s "
         f"(requests served per version {dict(demo.load.served)})"
     )
+
+
+def _one_trace_from_request_to_retrained_version(spans: Sequence[ReadableSpan], model: str) -> None:
+    """The retrain run continues the trace of the request whose window drifted: through the
+    detector's alert, the run, the training job's registration (a subprocess, handed the
+    trace in TRACEPARENT) and the promotion."""
+    runs = [
+        span
+        for span in spans
+        if span.name == "retrain run" and (span.attributes or {}).get("flywheel.model") == model
+    ]
+    assert runs
+    [trace_id] = {span.context.trace_id for span in runs if span.context is not None}
+    names = [s.name for s in spans if s.context is not None and s.context.trace_id == trace_id]
+    assert any(name.endswith("/ModelInfer") for name in names), names
+    assert "drift alert" in names
+    assert any(name.endswith("/RegisterModelVersion") for name in names), names
+    assert any(name.endswith("/SetAlias") for name in names), names
 
 
 async def flywheel(endpoints: Addresses, *args: str) -> tuple[int, str]:

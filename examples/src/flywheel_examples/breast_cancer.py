@@ -38,6 +38,7 @@ from flywheel_common.channels import aio_channel
 from flywheel_common.registration import registration
 from flywheel_common.settings import ClientTlsSettings
 from flywheel_common.sklearn_onnx import onnx_from_sklearn
+from flywheel_common.telemetry import continued_trace
 from flywheel_common.training import TrainingResult, TrainingRun
 
 ENTRYPOINT = "python -m flywheel_examples.breast_cancer"
@@ -188,7 +189,8 @@ def retrain(run: TrainingRun, kind: str) -> int:
         run.model, dataset, artifact, metrics, lineage, [run.alias], kind, run.idempotency_key
     )
     tls = run.registry_tls()
-    version = asyncio.run(register(run.registry_address, tls, run.registry_token, messages))
+    with continued_trace(run.traceparent):  # the registration joins the run's trace
+        version = asyncio.run(register(run.registry_address, tls, run.registry_token, messages))
     TrainingResult(run.model, version).write(Path(run.output_dir))
     print(f"registered {run.model} version {version}: accuracy {metrics['accuracy']:.3f}")
     return version

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import grpc
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, client_interceptor
 
 from flywheel_common.settings import ClientTlsSettings
 
@@ -35,6 +36,17 @@ def _plaintext(tls: ClientTlsSettings, token: str) -> None:
         )
 
 
+def _traced_calls() -> list[grpc.aio.ClientInterceptor]:
+    """OpenTelemetry's client interceptors: a span per call, its context in the metadata."""
+    interceptors: list[grpc.aio.ClientInterceptor] = aio_client_interceptors()  # type: ignore[no-untyped-call]
+    return interceptors
+
+
+def _traced_sync_calls() -> grpc.UnaryUnaryClientInterceptor:
+    interceptor: grpc.UnaryUnaryClientInterceptor = client_interceptor()  # type: ignore[no-untyped-call]
+    return interceptor
+
+
 def _options(tls: ClientTlsSettings, options: Sequence[ChannelOption]) -> list[ChannelOption]:
     if tls.enabled and tls.server_name:
         return [*options, ("grpc.ssl_target_name_override", tls.server_name)]
@@ -48,12 +60,17 @@ def aio_channel(
     token: str = "",
 ) -> grpc.aio.Channel:
     """An asyncio channel to `target` (host:port) over TLS, or plaintext when tls.enabled is
-    false; with `token`, every call carries `authorization: Bearer <token>`."""
+    false; with `token`, every call carries `authorization: Bearer <token>`. Every call is
+    a client span whose W3C `traceparent` goes with it, so the server continues the trace."""
     if not tls.enabled:
         _plaintext(tls, token)
-        return grpc.aio.insecure_channel(target, options=list(options))
+        return grpc.aio.insecure_channel(
+            target, options=list(options), interceptors=_traced_calls()
+        )
     credentials = channel_credentials(tls, token)
-    return grpc.aio.secure_channel(target, credentials, _options(tls, options))
+    return grpc.aio.secure_channel(
+        target, credentials, _options(tls, options), interceptors=_traced_calls()
+    )
 
 
 def sync_channel(
@@ -62,9 +79,11 @@ def sync_channel(
     options: Sequence[ChannelOption] = (),
     token: str = "",
 ) -> grpc.Channel:
-    """A blocking channel, for scripts and threads without an event loop."""
+    """A blocking channel, for scripts and threads without an event loop (traced too)."""
     if not tls.enabled:
         _plaintext(tls, token)
-        return grpc.insecure_channel(target, options=list(options))
-    credentials = channel_credentials(tls, token)
-    return grpc.secure_channel(target, credentials, _options(tls, options))
+        channel = grpc.insecure_channel(target, options=list(options))
+    else:
+        credentials = channel_credentials(tls, token)
+        channel = grpc.secure_channel(target, credentials, _options(tls, options))
+    return grpc.intercept_channel(channel, _traced_sync_calls())

@@ -21,6 +21,7 @@ from flywheel_common.signatures import NUMPY_DTYPES
 from flywheel_common.topics import PREDICTIONS
 
 LABEL_OUTPUT = "label"
+PROBABILITIES_OUTPUT = "probabilities"
 
 
 MAX_RECORD_BYTES = 512 * 1024
@@ -196,6 +197,27 @@ def first_labels(logs: Sequence[PredictionLog]) -> list[str]:
             labels = [category_label(value) for value in values.tolist()]
             return [labels[position] for position in positions.tolist()]
     return [first_label(log) for log in logs]
+
+
+def first_confidences(logs: Sequence[PredictionLog]) -> np.ndarray:
+    """The probability each log's model gave its predicted class for the first row (the
+    largest of the first row of its `probabilities` output), float64 [logs]; empty unless
+    every log has that output, in one numeric datatype and width."""
+    tensors = _each_named(logs, "outputs", PROBABILITIES_OUTPUT, or_first=False)
+    layouts = {(tensor.datatype, tuple(tensor.shape[1:])) for tensor in tensors}
+    if len(layouts) != 1:
+        return np.empty(0)
+    [(datatype, row_shape)] = layouts
+    dtype = NUMPY_DTYPES.get(datatype) if datatype != "BYTES" else None
+    width = int(np.prod(row_shape)) if row_shape else 0
+    if dtype is None or not width:
+        return np.empty(0)
+    row_bytes = width * dtype.itemsize
+    firsts = [tensor.data[:row_bytes] for tensor in tensors]
+    if any(len(first) != row_bytes for first in firsts):
+        return np.empty(0)
+    rows = np.frombuffer(b"".join(firsts), dtype=dtype).reshape(len(firsts), width)
+    return np.asarray(rows.max(axis=1), dtype=np.float64)
 
 
 def _each_named(

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
+from opentelemetry.context import Context
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
@@ -13,6 +17,8 @@ from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resou
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import SpanContext
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import start_http_server
 
 from flywheel_common.settings import TelemetrySettings
@@ -34,6 +40,35 @@ class Telemetry:
 
 
 _installed: Telemetry | None = None
+_W3C = TraceContextTextMapPropagator()
+
+
+def traceparent(span: SpanContext) -> str:
+    """The W3C `traceparent` of a span, as events carry it; empty for an invalid span."""
+    if not span.is_valid:
+        return ""
+    return f"00-{span.trace_id:032x}-{span.span_id:016x}-{int(span.trace_flags):02x}"
+
+
+def trace_context(parent: str) -> Context:
+    """The context whose spans continue a `traceparent` (a new trace when it is empty or
+    malformed)."""
+    return _W3C.extract({"traceparent": parent} if parent else {})
+
+
+@contextmanager
+def continued_trace(parent: str) -> Iterator[None]:
+    """Within the block, spans and the calls of Flywheel's channels continue `parent` (a
+    W3C traceparent; nothing changes when it is empty), with or without a tracer provider:
+    a process that records no spans still hands the trace on to the servers it calls."""
+    if not parent:
+        yield
+        return
+    token = otel_context.attach(trace_context(parent))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def configure_telemetry(

@@ -47,6 +47,9 @@ class TrainingRun:
     training_entrypoint: str = ""
     """The command itself, recorded again in the new version's lineage."""
     alias: str = "candidate"
+    traceparent: str = ""
+    """W3C traceparent of the run's training span: the job's calls (its registration)
+    continue the trace that started at the request whose window drifted."""
 
     @staticmethod
     def registry_tls_fields(tls: ClientTlsSettings) -> dict[str, str]:
@@ -75,7 +78,10 @@ class TrainingRun:
         return f"retrain:{self.run_id}"
 
     def environment(self) -> dict[str, str]:
-        return {f"{_PREFIX}{name.upper()}": str(value) for name, value in asdict(self).items()}
+        variables = {f"{_PREFIX}{name.upper()}": str(value) for name, value in asdict(self).items()}
+        if self.traceparent:  # also as OpenTelemetry's environment carrier names it
+            variables["TRACEPARENT"] = self.traceparent
+        return variables
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> TrainingRun | None:

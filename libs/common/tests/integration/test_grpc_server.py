@@ -19,6 +19,7 @@ from flywheel_common.grpc_server import GrpcServer, ServiceBinding, Unscoped, mo
 from flywheel_common.identities import Authenticator
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import AuthSettings, KafkaSettings, Role
+from flywheel_common.telemetry import continued_trace
 from flywheel_common.topics import Cleanup, TopicSpec
 from flywheel_testing.plugin import NewTopicFactory
 from flywheel_testing.tls import grpc_settings, secure_channel
@@ -195,30 +196,39 @@ async def test_server_spans_continue_the_callers_trace_and_carry_the_status(
     server: tuple[GrpcServer, ExampleServicer], span_exporter: InMemorySpanExporter
 ) -> None:
     caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-    traceparent = ("traceparent", f"00-{caller_trace}-{caller_span}-01")
     span_exporter.clear()
     async with secure_channel(server[0].address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        await stub.ServerLive(
-            pb.ServerLiveRequest(), metadata=(*bearer("reader-token"), traceparent)
-        )
+        with continued_trace(f"00-{caller_trace}-{caller_span}-01"):
+            await stub.ServerLive(pb.ServerLiveRequest(), metadata=bearer("reader-token"))
         with pytest.raises(grpc.aio.AioRpcError):
             await stub.ModelReady(
                 pb.ModelReadyRequest(name="ghost"), metadata=bearer("reader-token")
             )
-    spans = {s.name: s for s in span_exporter.get_finished_spans() if s.kind is SpanKind.SERVER}
-    live = spans[f"/{SERVICE}/ServerLive"]
+    finished = span_exporter.get_finished_spans()
+    spans = {(s.name, s.kind): s for s in finished}
+    # The channel's call is a client span of the caller's trace; the server continues it.
+    call = spans[(f"/{SERVICE}/ServerLive", SpanKind.CLIENT)]
+    live = spans[(f"/{SERVICE}/ServerLive", SpanKind.SERVER)]
+    assert call.context is not None
+    assert live.context is not None
     assert format(live.context.trace_id, "032x") == caller_trace
+    assert call.parent is not None
+    assert format(call.parent.span_id, "016x") == caller_span
     assert live.parent is not None
-    assert format(live.parent.span_id, "016x") == caller_span
+    assert live.parent.span_id == call.context.span_id
     assert live.attributes is not None
     assert live.attributes["rpc.system"] == "grpc"
     assert live.attributes["rpc.service"] == SERVICE
     assert live.attributes["rpc.method"] == "ServerLive"
     assert live.attributes["rpc.grpc.status_code"] == grpc.StatusCode.OK.value[0]
     assert live.status.is_ok
-    missing = spans[f"/{SERVICE}/ModelReady"]
-    assert missing.parent is None  # no traceparent: a trace of its own
+    missing = spans[(f"/{SERVICE}/ModelReady", SpanKind.SERVER)]
+    ready_call = spans[(f"/{SERVICE}/ModelReady", SpanKind.CLIENT)]
+    assert ready_call.parent is None  # no trace to continue: the call starts its own
+    assert missing.context is not None
+    assert ready_call.context is not None
+    assert missing.context.trace_id == ready_call.context.trace_id != live.context.trace_id
     assert missing.attributes is not None
     assert missing.attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
     assert not missing.status.is_ok

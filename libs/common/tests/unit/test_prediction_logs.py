@@ -10,6 +10,7 @@ from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
 from flywheel.gateway.v1.events_pb2 import PredictionLog, PredictionLogBatch
 from flywheel_common.events import EventTypes, decode_event, header
 from flywheel_common.prediction_logs import (
+    first_confidences,
     first_label,
     first_labels,
     input_matrix,
@@ -99,6 +100,31 @@ def test_bulk_reading_equals_reading_log_by_log() -> None:
     assert (
         first_labels(logs) == [first_label(log) for log in logs] == [str(i % 4) for i in range(50)]
     )
+
+
+def with_probabilities(request: str, probabilities: np.ndarray) -> PredictionLog:
+    log = logged(request, np.ones((len(probabilities), 2), np.float32))
+    log.outputs[0].CopyFrom(
+        Tensor(
+            name="probabilities",
+            datatype="FP32",
+            shape=list(probabilities.shape),
+            data=probabilities.astype(np.float32).tobytes(),
+        )
+    )
+    return log
+
+
+def test_the_confidence_of_each_logs_first_prediction_is_its_largest_probability() -> None:
+    logs = [
+        with_probabilities("a", np.array([[0.1, 0.7, 0.2], [0.9, 0.05, 0.05]])),
+        with_probabilities("b", np.array([[0.5, 0.25, 0.25]])),
+    ]
+    np.testing.assert_allclose(first_confidences(logs), [0.7, 0.5], rtol=1e-6)
+    # Logs whose probabilities differ in width or are missing give no confidence at all.
+    narrow = with_probabilities("c", np.array([[0.4, 0.6]]))
+    assert len(first_confidences([*logs, narrow])) == 0
+    assert len(first_confidences([PredictionLog(request_id="none")])) == 0
 
 
 def test_mixed_logs_are_read_one_by_one_with_the_same_result() -> None:

@@ -14,7 +14,7 @@ from flywheel.drift.v1 import drift_pb2 as api
 from flywheel.drift.v1 import events_pb2 as events
 from flywheel.drift.v1 import types_pb2 as types
 from flywheel.gateway.v1.events_pb2 import PredictionLog
-from flywheel_common.prediction_logs import first_labels, input_matrix
+from flywheel_common.prediction_logs import first_confidences, first_labels, input_matrix
 from flywheel_common.timestamps import epoch
 from flywheel_drift.detection import DriftTest, Finding, Kind, Severity
 from flywheel_drift.domain import (
@@ -28,6 +28,7 @@ from flywheel_drift.domain import (
     WindowPicture,
     WindowRef,
 )
+from flywheel_drift.performance import Estimate
 from flywheel_drift.profiles import FeatureCounts
 from flywheel_drift.statistics import Correction
 from flywheel_drift.windows import Observations
@@ -89,6 +90,10 @@ def observations(logs: Sequence[PredictionLog]) -> Observations:
     succeeded_rows, features = input_matrix(succeeded)
     rows[~failed] = succeeded_rows
     labels = iter(first_labels(succeeded))
+    confidence = np.full(len(logs), np.nan)
+    succeeded_confidence = first_confidences(succeeded)
+    if len(succeeded_confidence):
+        confidence[~failed] = succeeded_confidence
     return Observations(
         request_ids=[entry.request_id for entry in logs],
         received_at=np.array(
@@ -102,6 +107,8 @@ def observations(logs: Sequence[PredictionLog]) -> Observations:
         ),
         failed=failed,
         nan_flagged=np.array([entry.nan_flagged for entry in logs], dtype=bool),
+        confidence=confidence if len(succeeded_confidence) else np.empty(0),
+        traceparents=[entry.traceparent for entry in logs],
     )
 
 
@@ -170,9 +177,22 @@ def metrics_message(metrics: MetricsWindow) -> events.ModelMetricsWindow:
         nan_flagged_count=metrics.nan_flagged_count,
         emitted_at=epoch(metrics.emitted_at),
     )
-    message.label_metrics.labeled_count = metrics.labeled_count
+    labels = message.label_metrics
+    labels.labeled_count = metrics.labeled_count
     if metrics.accuracy is not None:
-        message.label_metrics.accuracy = metrics.accuracy
+        labels.accuracy = metrics.accuracy
+    if metrics.mean_absolute_error is not None:
+        labels.mean_absolute_error = metrics.mean_absolute_error
+    if metrics.root_mean_squared_error is not None:
+        labels.root_mean_squared_error = metrics.root_mean_squared_error
+    if metrics.estimate is not None:
+        message.estimate.CopyFrom(
+            types.PerformanceEstimate(
+                accuracy=metrics.estimate.accuracy,
+                prediction_count=metrics.estimate.predictions,
+                calibration_labels=metrics.estimate.calibration_labels,
+            )
+        )
     return message
 
 
@@ -198,6 +218,19 @@ def metrics_of(message: events.ModelMetricsWindow) -> MetricsWindow:
         labeled_count=labels.labeled_count,
         accuracy=labels.accuracy if labels.HasField("accuracy") else None,
         emitted_at=_seconds(message.emitted_at),
+        mean_absolute_error=labels.mean_absolute_error
+        if labels.HasField("mean_absolute_error")
+        else None,
+        root_mean_squared_error=labels.root_mean_squared_error
+        if labels.HasField("root_mean_squared_error")
+        else None,
+        estimate=Estimate(
+            message.estimate.accuracy,
+            message.estimate.prediction_count,
+            message.estimate.calibration_labels,
+        )
+        if message.HasField("estimate")
+        else None,
     )
 
 
@@ -249,6 +282,7 @@ def alert_message(alert: Alert) -> events.DriftAlert:
         alpha=alert.alpha,
         summary=alert.summary,
         occurred_at=epoch(alert.occurred_at),
+        traceparent=alert.traceparent,
         report_url=alert.report_url,
     )
     if alert.window is not None:
@@ -273,6 +307,7 @@ def alert_of(message: events.DriftAlert) -> Alert:
         features_drifted=message.features_drifted,
         correction=_CORRECTION_OF.get(message.correction),
         alpha=message.alpha,
+        traceparent=message.traceparent,
         report_url=message.report_url,
     )
 

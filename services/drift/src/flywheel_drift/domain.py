@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from flywheel_drift.detection import Finding, Kind, Monitor, Severity
+from flywheel_drift.performance import Estimate, Task
 from flywheel_drift.profiles import FeatureCounts
 from flywheel_drift.statistics import Correction
 from flywheel_drift.windows import ClosedWindow, Observations, WindowPolicy
@@ -24,6 +25,7 @@ class ModelMonitor:
     window: WindowPolicy = field(default_factory=WindowPolicy)
     concept_detector: str = "adwin"
     label_wait_seconds: float = 3600.0
+    task: Task = Task.CLASSIFICATION
 
 
 @dataclass(frozen=True)
@@ -78,10 +80,16 @@ class MetricsWindow:
     labeled_count: int
     accuracy: float | None
     emitted_at: float
+    mean_absolute_error: float | None = None
+    root_mean_squared_error: float | None = None
+    estimate: Estimate | None = None
 
     @classmethod
-    def of(cls, window: ClosedWindow, at: float) -> MetricsWindow:
+    def of(
+        cls, window: ClosedWindow, at: float, task: Task, estimate: Estimate | None
+    ) -> MetricsWindow:
         latency = window.latency_quantiles()
+        regression = task is Task.REGRESSION
         return cls(
             model=window.model,
             version=window.version,
@@ -94,8 +102,11 @@ class MetricsWindow:
             predictions=dict(window.predictions),
             nan_flagged_count=window.nan_flagged,
             labeled_count=window.labeled,
-            accuracy=window.accuracy,
+            accuracy=None if regression else window.accuracy,
             emitted_at=at,
+            mean_absolute_error=window.mean_absolute_error if regression else None,
+            root_mean_squared_error=window.root_mean_squared_error if regression else None,
+            estimate=None if regression else estimate,
         )
 
 
@@ -118,6 +129,8 @@ class Alert:
     features_drifted: int = 0
     correction: Correction | None = None
     alpha: float = 0.0
+    traceparent: str = ""
+    """The trace the alert continues: of the request that closed its window."""
     report_url: str = ""
     """Where the drift service serves the HTML report of the alert's window."""
 
@@ -135,6 +148,7 @@ def window_alert(
     monitor: Monitor,
     at: float,
     late: bool = False,
+    traceparent: str = "",
 ) -> Alert:
     """The alert for a window whose `reported` findings (of all its `findings`) alert.
     `late`: tested against a reference that arrived after the window closed, so its id
@@ -161,6 +175,7 @@ def window_alert(
         features_drifted=len(drifted),
         correction=monitor.correction,
         alpha=monitor.thresholds.alpha,
+        traceparent=traceparent,
     )
 
 

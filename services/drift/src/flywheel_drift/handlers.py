@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import replace
@@ -79,13 +80,19 @@ class Detector:
             if batch.shadow:
                 continue
             model, version, seen = batch.model, batch.version, batch.observations
+            confidence: list[float | None] = (
+                [c if math.isfinite(c) else None for c in seen.confidence.tolist()]
+                if len(seen.confidence)
+                else [None] * len(seen)
+            )
             waiting = [
-                (request_id, Pending(model, version, prediction, received))
-                for request_id, prediction, received, failed in zip(
+                (request_id, Pending(model, version, prediction, received, confident))
+                for request_id, prediction, received, failed, confident in zip(
                     seen.request_ids,
                     seen.predictions,
                     seen.received_at.tolist(),
                     seen.failed.tolist(),
+                    confidence,
                     strict=True,
                 )
                 if request_id and not failed
@@ -121,7 +128,8 @@ class Detector:
     def _score(self, pending: Pending, label: str) -> list[DriftEvent]:
         state = self.state(pending.model, pending.version)
         self.changed.add((pending.model, pending.version))
-        alert = state.score(pending.prediction != label, self._clock())
+        task = self._monitors(pending.model).task
+        alert = state.score(pending.prediction, label, pending.confidence, task, self._clock())
         return [] if alert is None else [alert]
 
     def _test_untested(self) -> list[DriftEvent]:
@@ -136,7 +144,8 @@ class Detector:
         return outgoing
 
     def _close(self, state: VersionState, window: ClosedWindow) -> list[DriftEvent]:
-        return state.close(window, self._monitors(state.model).detection, self._clock())
+        monitor = self._monitors(state.model)
+        return state.close(window, monitor.detection, monitor.task, self._clock())
 
     def _linked(self, events: list[DriftEvent]) -> list[DriftEvent]:
         if self._report_link is None:

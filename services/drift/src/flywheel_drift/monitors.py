@@ -28,6 +28,7 @@ from flywheel_drift.detection import (
     Thresholds,
 )
 from flywheel_drift.domain import ModelMonitor
+from flywheel_drift.performance import Task
 from flywheel_drift.profiles import ReferenceProfile, build_profile
 from flywheel_drift.statistics import Correction
 from flywheel_drift.windows import WindowPolicy
@@ -81,6 +82,11 @@ def monitor_of(config: types.MonitorConfig, default_window: int) -> ModelMonitor
     concept = config.concept_drift
     detector = "page_hinkley" if concept.detector == types.DRIFT_TEST_PAGE_HINKLEY else "adwin"
     alarm = _alarm_of(config.alarm)
+    if config.task_type not in _TASKS:
+        raise InvalidArgument(
+            f"task_type {config.task_type} is not a TaskType: use TASK_TYPE_CLASSIFICATION "
+            "or TASK_TYPE_REGRESSION"
+        )
     defaults = Thresholds()
     return ModelMonitor(
         detection=Monitor(
@@ -111,7 +117,15 @@ def monitor_of(config: types.MonitorConfig, default_window: int) -> ModelMonitor
         window=window,
         concept_detector=detector,
         label_wait_seconds=(seconds_of(concept.label_wait, "concept_drift.label_wait") or 3600.0),
+        task=_TASKS[config.task_type],
     )
+
+
+_TASKS = {
+    types.TASK_TYPE_UNSPECIFIED: Task.CLASSIFICATION,
+    types.TASK_TYPE_CLASSIFICATION: Task.CLASSIFICATION,
+    types.TASK_TYPE_REGRESSION: Task.REGRESSION,
+}
 
 
 def _alarm_of(alarm: types.AlarmPolicy) -> AlarmPolicy:

@@ -273,6 +273,10 @@ def _over_time_section(metrics: Sequence[MetricsWindow], window: WindowRef | Non
     labeled = [(m.window.index, m.accuracy) for m in metrics if m.accuracy is not None]
     if labeled:
         quality.plot(*zip(*labeled, strict=True), marker="o", color="#2ca02c", label="accuracy")
+    estimated = [(m.window.index, m.estimate.accuracy) for m in metrics if m.estimate]
+    if estimated:
+        quality.plot(*zip(*estimated, strict=True), marker="x", linestyle="--",
+                     color="#9467bd", label="estimated accuracy (before labels)")  # fmt: skip
     quality.plot(indices, [m.nan_flagged_count / max(m.request_count, 1) for m in metrics],
                  marker=".", color="#ff7f0e", label="NaN-flagged share")  # fmt: skip
     quality.set_ylim(-0.02, 1.02)
@@ -285,15 +289,17 @@ def _over_time_section(metrics: Sequence[MetricsWindow], window: WindowRef | Non
     rows = "".join(
         f"<tr><td>{m.window.index}</td><td>{_time(m.window.end)}</td><td>{m.request_count}</td>"
         f"<td>{m.error_count}</td><td>{m.labeled_count}</td>"
-        f"<td>{'' if m.accuracy is None else f'{m.accuracy:.3f}'}</td>"
-        f"<td>{m.latency.p99_ms:.1f}</td></tr>"
+        f"<td>{_number(m.accuracy)}</td>"
+        f"<td>{_number(m.estimate.accuracy if m.estimate else None)}</td>"
+        f"<td>{_number(m.mean_absolute_error)}</td><td>{m.latency.p99_ms:.1f}</td></tr>"
         for m in reversed(metrics[-10:])
     )
     return (
         "<section><h2>Metrics over time</h2>"
         f'<div class="chart">{_svg(figure)}</div>'
         "<table><thead><tr><th>window</th><th>closed</th><th>requests</th><th>errors</th>"
-        "<th>labeled</th><th>accuracy</th><th>p99 ms</th></tr></thead>"
+        "<th>labeled</th><th>accuracy</th><th>estimated accuracy</th><th>MAE</th>"
+        "<th>p99 ms</th></tr></thead>"
         f"<tbody>{rows}</tbody></table></section>"
     )
 
@@ -316,6 +322,10 @@ def _test_name(finding: Finding) -> str:
 
 def _test_name_of(test: DriftTest) -> str:
     return test.value.replace("_", " ")
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
 
 
 def _p(value: float | None) -> str:

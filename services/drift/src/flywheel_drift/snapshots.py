@@ -11,6 +11,7 @@ import numpy as np
 from flywheel.drift.v1.drift_pb2 import VersionDriftStatus
 from flywheel_drift import checkpoints, converters
 from flywheel_drift.concept import detector_from_checkpoint
+from flywheel_drift.performance import Calibration, ErrorScale
 from flywheel_drift.versions import VersionSnapshot
 from flywheel_drift.windows import ClosedWindow, VersionWindows
 
@@ -28,6 +29,8 @@ def encode(snapshot: VersionSnapshot, status: bytes | None = None) -> bytes:
             "status": np.frombuffer(status, dtype=np.uint8),
             "untested": [_untested(window) for window in snapshot.untested],
             "drifted": list(snapshot.drifted),
+            "calibration": snapshot.calibration.checkpoint(),
+            "error_scale": snapshot.error_scale.checkpoint(),
         }
     )
 
@@ -40,6 +43,7 @@ def _untested(window: ClosedWindow) -> dict[str, Any]:
         "end": window.end,
         "timed": window.timed,
         "features": window.features,
+        "traceparent": window.traceparent,
     }
 
 
@@ -57,6 +61,7 @@ def _untested_window(model: str, version: int, document: dict[str, Any]) -> Clos
         predictions={},
         latencies_ms=np.empty(0),
         timed=document["timed"],
+        traceparent=document.get("traceparent", ""),
     )
 
 
@@ -73,4 +78,6 @@ def decode(model: str, version: int, data: bytes) -> VersionSnapshot:
             _untested_window(model, version, window) for window in document.get("untested", [])
         ),
         drifted=tuple(bool(d) for d in document.get("drifted", [])),
+        calibration=Calibration.from_checkpoint(document.get("calibration")),
+        error_scale=ErrorScale.from_checkpoint(document.get("error_scale")),
     )

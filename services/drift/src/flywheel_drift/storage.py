@@ -11,6 +11,7 @@ held it before.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -358,6 +359,14 @@ def _encode_join(join: JoinChanges) -> bytes:
                     np.float64,
                     len(predictions),
                 ),
+                "confidence": np.fromiter(
+                    (
+                        math.nan if pending.confidence is None else pending.confidence
+                        for pending in predictions.values()
+                    ),
+                    np.float64,
+                    len(predictions),
+                ),
                 "gone": list(join.predictions_gone),
             },
             "labels": {
@@ -375,15 +384,22 @@ def _encode_join(join: JoinChanges) -> bytes:
 def _decode_join(data: bytes) -> JoinChanges:
     document = checkpoints.decode(data)
     predictions, labels = document["predictions"], document["labels"]
+    received_at = predictions["received_at"].tolist()
+    # Changelogs written before predictions carried their confidence have none.
+    confidence = [
+        c if math.isfinite(c) else None
+        for c in predictions.get("confidence", np.full(len(received_at), np.nan)).tolist()
+    ]
     return JoinChanges(
         predictions={
-            request_id: Pending(model, version, prediction, at)
-            for request_id, model, version, prediction, at in zip(
+            request_id: Pending(model, version, prediction, at, confident)
+            for request_id, model, version, prediction, at, confident in zip(
                 predictions["request_ids"],
                 predictions["models"],
                 predictions["versions"].tolist(),
                 predictions["predicted"],
-                predictions["received_at"].tolist(),
+                received_at,
+                confidence,
                 strict=True,
             )
         },

@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar, cast
 
@@ -34,6 +35,8 @@ from aiokafka.errors import KafkaError
 from faust.transport.consumer import Consumer
 from faust.types import TP
 from google.protobuf.message import Message
+from opentelemetry import trace
+from opentelemetry.trace import Span
 from sqlalchemy.exc import DBAPIError
 from tenacity import (
     AsyncRetrying,
@@ -42,6 +45,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from flywheel.drift.v1.events_pb2 import DriftAlert
 from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
 from flywheel_common.db import Database
 from flywheel_common.dead_letters import DeadLetters
@@ -50,6 +54,7 @@ from flywheel_common.outbox import Outbox
 from flywheel_common.prediction_logs import ground_truth_label, unpack
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings
+from flywheel_common.telemetry import trace_context, traceparent
 from flywheel_common.topics import (
     DRIFT_ALERTS,
     GROUND_TRUTH,
@@ -60,7 +65,7 @@ from flywheel_common.topics import (
     await_group_coordinator,
 )
 from flywheel_drift import converters, storage
-from flywheel_drift.domain import DriftEvent
+from flywheel_drift.domain import Alert, DriftEvent
 from flywheel_drift.faust_credentials import faust_credentials
 from flywheel_drift.handlers import Detector
 from flywheel_drift.handover import Handover
@@ -68,6 +73,7 @@ from flywheel_drift.partitions import Partition, Partitions
 from flywheel_drift.storage import Checkpoint
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)
 M = TypeVar("M", bound=Message)
 
 _DESTINATIONS: dict[str, TopicSpec] = {
@@ -393,7 +399,14 @@ class DriftStream:
             for event in step.events:
                 message = converters.event_message(event)
                 topic = _DESTINATIONS[type(message).__name__]
-                self._outbox.stage(session, topic, message, subject=event.model)
+                if isinstance(event, Alert) and isinstance(message, DriftAlert):
+                    with _alert_span(event) as span:
+                        # The alert carries the detector's span: its consumers' spans, the
+                        # retrain run and the training job continue the request's trace.
+                        message.traceparent = traceparent(span.get_span_context())
+                        self._outbox.stage(session, topic, message, subject=event.model)
+                else:
+                    self._outbox.stage(session, topic, message, subject=event.model)
 
     async def start(self) -> None:
         await await_group_coordinator(self._kafka, self._group_id)
@@ -414,6 +427,22 @@ class DriftStream:
         if self._watch is not None:
             self._watch.cancel()
         await self.app.stop()
+
+
+def _alert_span(alert: Alert) -> AbstractContextManager[Span]:
+    """A span of the detector raising `alert`, continuing the trace of the request that
+    closed its window (a new trace when that request was not traced)."""
+    window = alert.window
+    return _tracer.start_as_current_span(
+        "drift alert",
+        context=trace_context(alert.traceparent),
+        attributes={
+            "flywheel.model": alert.model,
+            "flywheel.version": alert.version,
+            "flywheel.window": window.window_id if window is not None else "",
+            "flywheel.alert_id": alert.alert_id,
+        },
+    )
 
 
 def _ground_truth(message: Message) -> Sequence[GroundTruth]:

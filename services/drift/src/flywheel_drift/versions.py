@@ -4,6 +4,7 @@ detector and status, and what closing a window or scoring a label makes of them.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 from flywheel_drift.concept import ChangeDetector, detector
@@ -28,6 +29,7 @@ from flywheel_drift.domain import (
     WindowRef,
     window_alert,
 )
+from flywheel_drift.performance import Calibration, ErrorScale, Task
 from flywheel_drift.profiles import FeatureCounts, ReferenceProfile
 from flywheel_drift.windows import ClosedWindow, VersionWindows
 
@@ -49,6 +51,8 @@ class VersionSnapshot:
     status: DriftStatus
     untested: tuple[ClosedWindow, ...] = ()
     drifted: tuple[bool, ...] = ()
+    calibration: Calibration = field(default_factory=Calibration)
+    error_scale: ErrorScale = field(default_factory=ErrorScale)
 
 
 @dataclass
@@ -68,6 +72,10 @@ class VersionState:
     """Windows closed before the reference was known: tested against it once it is."""
     drifted: list[bool] = field(default_factory=list)
     """Whether each recent window drifted, oldest first: what the alarm policy counts."""
+    calibration: Calibration = field(default_factory=Calibration)
+    """How right a classifier's confidence was in the version's reference period."""
+    error_scale: ErrorScale = field(default_factory=ErrorScale)
+    """What a large error of a regression version is."""
 
     @classmethod
     def new(cls, model: str, version: int, monitor: ModelMonitor) -> VersionState:
@@ -92,6 +100,8 @@ class VersionState:
         self.status.reference_loaded = self.profile is not None
         self.untested = list(snapshot.untested)
         self.drifted = list(snapshot.drifted)
+        self.calibration = snapshot.calibration
+        self.error_scale = snapshot.error_scale
 
     def snapshot(self) -> VersionSnapshot:
         return VersionSnapshot(
@@ -101,13 +111,17 @@ class VersionState:
             self.status,
             tuple(self.untested),
             tuple(self.drifted),
+            self.calibration,
+            self.error_scale,
         )
 
-    def close(self, window: ClosedWindow, monitor: Monitor, at: float) -> list[DriftEvent]:
+    def close(
+        self, window: ClosedWindow, monitor: Monitor, task: Task, at: float
+    ) -> list[DriftEvent]:
         """A closed window's metrics, tested against the reference and the baseline; its
         alert follows when findings reach the monitor's alerting severity. Before the
         reference is known the window's inputs wait for it (`test_untested`)."""
-        metrics = MetricsWindow.of(window, at)
+        metrics = MetricsWindow.of(window, at, task, self.calibration.estimate(window.confidence))
         findings = self._prediction_findings(window, monitor)
         histograms: tuple[FeatureCounts, ...] = ()
         if len(window.features):
@@ -122,7 +136,7 @@ class VersionState:
         critical = any(f.severity is Severity.CRITICAL for f in reported)
         if reported and not critical and not monitor.alarm.alarms(self.drifted):
             return [metrics]  # drifted, but not yet as often as the policy asks
-        return [metrics, *self._alert(metrics.window, findings, reported, monitor, at)]
+        return [metrics, *self._alert(window, findings, reported, monitor, at)]
 
     def test_untested(self, monitor: Monitor, at: float) -> list[DriftEvent]:
         """Once the reference is known, the windows that closed before it, tested against
@@ -142,7 +156,7 @@ class VersionState:
                 )
                 self.status.histograms = histograms
             reported = alerting(findings, monitor)
-            outgoing += self._alert(ref, findings, reported, monitor, at, late=True)
+            outgoing += self._alert(window, findings, reported, monitor, at, late=True)
         return outgoing
 
     def _keep_untested(self, window: ClosedWindow) -> None:
@@ -156,7 +170,7 @@ class VersionState:
 
     def _alert(
         self,
-        ref: WindowRef,
+        window: ClosedWindow,
         findings: list[Finding],
         reported: list[Finding],
         monitor: Monitor,
@@ -167,8 +181,9 @@ class VersionState:
         if not reported:
             return []
         alert = window_alert(
-            ref, self.model, self.version, findings, reported, monitor, at, late=late
-        )
+            WindowRef.of(window), self.model, self.version, findings, reported, monitor, at,
+            late=late, traceparent=window.traceparent,
+        )  # fmt: skip
         self.status.alerted(alert)
         return [alert]
 
@@ -194,9 +209,33 @@ class VersionState:
                 findings.append(moved)
         return findings
 
-    def score(self, wrong: bool, at: float) -> Alert | None:
-        """A prediction's label arrived: it counts toward the window's accuracy and feeds
-        the change detector; a change it detects raises a concept-drift alert."""
-        self.windows.add_label(not wrong)
-        changed = self.concept.update(float(wrong))
+    def score(
+        self, prediction: str, label: str, confidence: float | None, task: Task, at: float
+    ) -> Alert | None:
+        """A prediction's label arrived: it counts toward the window's accuracy (or error)
+        and feeds the change detector; a change it detects raises a concept-drift alert. A
+        classifier's label also calibrates its confidence during the reference period."""
+        if task is Task.REGRESSION:
+            error = _numeric_error(prediction, label)
+            if error is None:
+                return None
+            self.windows.add_label(error == 0.0, error)
+            signal = self.error_scale.signal(abs(error))
+            if signal is None:
+                return None  # the reference period: what a large error is, being learnt
+        else:
+            correct = prediction == label
+            self.windows.add_label(correct)
+            self.calibration.learn(confidence, correct)
+            signal = float(not correct)
+        changed = self.concept.update(signal)
         return self.status.labeled(self.concept.estimate, changed, at)
+
+
+def _numeric_error(prediction: str, label: str) -> float | None:
+    """How far a numeric prediction was from its label; None when either is not a number."""
+    try:
+        error = float(prediction) - float(label)
+    except ValueError:
+        return None
+    return error if math.isfinite(error) else None

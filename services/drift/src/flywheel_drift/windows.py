@@ -18,6 +18,8 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
 
+from flywheel_drift.performance import ConfidenceHistogram, LabelTally
+
 
 @dataclass(frozen=True)
 class WindowPolicy:
@@ -41,6 +43,9 @@ class Observation:
     latency_ms: float
     failed: bool
     nan_flagged: bool = False
+    confidence: float = float("nan")
+    """The probability the model gave its predicted class; NaN when it logged none."""
+    traceparent: str = ""
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,12 @@ class Observations:
     """bool [n]."""
     nan_flagged: np.ndarray
     """bool [n]."""
+    confidence: np.ndarray = field(default_factory=lambda: np.empty(0))
+    """Probability of each predicted class, float64 [n]; NaN where none was logged (and
+    empty when no prediction of the batch logged one)."""
+    traceparents: Sequence[str] = ()
+    """The W3C traceparent of each prediction's request ("" when not traced; empty when
+    none of the batch was)."""
 
     def __len__(self) -> int:
         return len(self.received_at)
@@ -85,6 +96,8 @@ class Observations:
             latency_ms=np.array([o.latency_ms for o in observations], dtype=np.float64),
             failed=np.array([o.failed for o in observations], dtype=bool),
             nan_flagged=np.array([o.nan_flagged for o in observations], dtype=bool),
+            confidence=np.array([o.confidence for o in observations], dtype=np.float64),
+            traceparents=[o.traceparent for o in observations],
         )
 
 
@@ -103,10 +116,12 @@ class ClosedWindow:
     """Every input row of the window's successful requests, [rows, features]."""
     predictions: dict[str, int]
     latencies_ms: np.ndarray
-    labeled: int = 0
-    correct: int = 0
+    labels: LabelTally = field(default_factory=LabelTally)
+    confidence: ConfidenceHistogram = field(default_factory=ConfidenceHistogram)
     timed: bool = False
     """A time window (of event time), else a count window."""
+    traceparent: str = ""
+    """The trace of the last traced request of the window: what its alert continues."""
 
     @property
     def window_id(self) -> str:
@@ -125,8 +140,20 @@ class ClosedWindow:
         }
 
     @property
+    def labeled(self) -> int:
+        return self.labels.labeled
+
+    @property
     def accuracy(self) -> float | None:
-        return self.correct / self.labeled if self.labeled else None
+        return self.labels.correct / self.labeled if self.labeled else None
+
+    @property
+    def mean_absolute_error(self) -> float | None:
+        return self.labels.absolute_error / self.labeled if self.labeled else None
+
+    @property
+    def root_mean_squared_error(self) -> float | None:
+        return float(np.sqrt(self.labels.squared_error / self.labeled)) if self.labeled else None
 
 
 @dataclass
@@ -140,8 +167,9 @@ class _Open:
     rows: list[np.ndarray] = field(default_factory=list)
     predictions: dict[str, int] = field(default_factory=dict)
     latencies: list[np.ndarray] = field(default_factory=list)
-    labeled: int = 0
-    correct: int = 0
+    labels: LabelTally = field(default_factory=LabelTally)
+    confidence: ConfidenceHistogram = field(default_factory=ConfidenceHistogram)
+    traceparent: str = ""
 
     def take(self, batch: Observations, offsets: np.ndarray, start: int, stop: int) -> None:
         """Predictions `start:stop` of `batch` join the window."""
@@ -157,6 +185,12 @@ class _Open:
         succeeded = compress(batch.predictions[start:stop], ~failed)
         for label, count in Counter(succeeded).items():
             self.predictions[label] = self.predictions.get(label, 0) + count
+        if len(batch.confidence):
+            self.confidence.add(batch.confidence[start:stop][~failed])
+        if batch.traceparents:
+            self.traceparent = next(
+                (t for t in reversed(batch.traceparents[start:stop]) if t), self.traceparent
+            )
 
     def checkpoint(self) -> dict[str, Any]:
         # Checkpointed every batch: the parts are joined once here and kept joined, so a
@@ -175,8 +209,9 @@ class _Open:
             "rows": self.rows[0] if self.rows else None,
             "predictions": self.predictions,
             "latencies": self.latencies[0] if self.latencies else None,
-            "labeled": self.labeled,
-            "correct": self.correct,
+            "labels": self.labels.checkpoint(),
+            "confidence": self.confidence.checkpoint(),
+            "traceparent": self.traceparent,
         }
 
     @classmethod
@@ -192,8 +227,11 @@ class _Open:
             rows=[rows] if rows is not None else [],
             predictions=dict(document["predictions"]),
             latencies=[latencies] if latencies is not None else [],
-            labeled=document["labeled"],
-            correct=document["correct"],
+            labels=LabelTally.from_checkpoint(
+                document.get("labels") or [document["labeled"], document["correct"]]
+            ),
+            confidence=ConfidenceHistogram.from_checkpoint(document.get("confidence")),
+            traceparent=document.get("traceparent", ""),
         )
 
 
@@ -206,16 +244,15 @@ class VersionWindows:
         self._policy = policy
         self._open: _Open | None = None
         self._next_index = 0
-        self._labels_between: tuple[int, int] = (0, 0)
-        """Labels (joined, correct) that came while no window was open: the next one
-        counts them."""
+        self._labels_between = LabelTally()
+        """Labels that came while no window was open: the next one counts them."""
 
     def checkpoint(self) -> dict[str, Any]:
         """What a restart needs to carry on exactly here (see `from_checkpoint`)."""
         return {
             "policy": {"size": self._policy.size, "seconds": self._policy.seconds},
             "next_index": self._next_index,
-            "labels_between": list(self._labels_between),
+            "labels_between": self._labels_between.checkpoint(),
             "open": self._open.checkpoint() if self._open is not None else None,
         }
 
@@ -223,8 +260,7 @@ class VersionWindows:
     def from_checkpoint(cls, model: str, version: int, document: dict[str, Any]) -> VersionWindows:
         windows = cls(model, version, WindowPolicy(**document["policy"]))
         windows._next_index = document["next_index"]
-        labeled, correct = document["labels_between"]
-        windows._labels_between = (labeled, correct)
+        windows._labels_between = LabelTally.from_checkpoint(document["labels_between"])
         if document["open"] is not None:
             windows._open = _Open.from_checkpoint(document["open"])
         return windows
@@ -248,15 +284,11 @@ class VersionWindows:
             start = stop
         return closed
 
-    def add_label(self, correct: bool) -> None:
-        """A joined label counts toward the open window's accuracy (or the next one's)."""
+    def add_label(self, correct: bool, error: float | None = None) -> None:
+        """A joined label counts toward the open window's accuracy, or error for a numeric
+        prediction (else the next window's)."""
         window = self._open
-        if window is None:
-            labeled, right = self._labels_between
-            self._labels_between = (labeled + 1, right + int(correct))
-            return
-        window.labeled += 1
-        window.correct += int(correct)
+        (window.labels if window is not None else self._labels_between).add(correct, error)
 
     def flush(self, now: float, grace: float = 0.0) -> list[ClosedWindow]:
         """Close a time window whose end passed more than `grace` seconds before `now`, even
@@ -281,9 +313,8 @@ class VersionWindows:
                 index = max(int(event_time // seconds), self._next_index)
                 start = index * seconds
                 self._next_index = index
-            labeled, correct = self._labels_between
-            self._labels_between = (0, 0)
-            self._open = _Open(self._next_index, start, start, labeled=labeled, correct=correct)
+            labels, self._labels_between = self._labels_between, LabelTally()
+            self._open = _Open(self._next_index, start, start, labels=labels)
         return self._open
 
     def _close(self) -> ClosedWindow:
@@ -306,9 +337,10 @@ class VersionWindows:
             latencies_ms=np.hstack(window.latencies).astype(np.float64)
             if window.latencies
             else np.empty(0),
-            labeled=window.labeled,
-            correct=window.correct,
+            labels=window.labels,
+            confidence=window.confidence,
             timed=bool(self._policy.seconds),
+            traceparent=window.traceparent,
         )
 
 
@@ -326,6 +358,8 @@ class Pending(NamedTuple):
     version: int
     prediction: str
     received_at: float
+    confidence: float | None = None
+    """The probability the model gave its predicted class, if it logged one."""
 
 
 E = TypeVar("E")

@@ -162,6 +162,11 @@ async def test_windows_metrics_and_a_shifted_feature_alerted_with_its_report(
     assert all(w.request_count == WINDOW and w.error_count == 0 for w in windows)
     assert all(w.latency.p99_ms > 0 for w in windows)
     assert sum(windows[0].output_histograms[0].histogram.counts) == WINDOW
+    # Before any label: the accuracy the classifier's own probabilities promise.
+    estimates = [w.estimate for w in windows]
+    assert all(e.prediction_count == WINDOW and e.calibration_labels == 0 for e in estimates)
+    assert all(0.5 < e.accuracy <= 1.0 for e in estimates)
+    assert not windows[0].label_metrics.HasField("accuracy")
 
     [alert_record] = await events_of(kafka_bootstrap, DRIFT_ALERTS.name, model, at_least=1)
     alert = json.loads(alert_record.value)  # JSON for kcat and jq

@@ -70,7 +70,7 @@ async def test_each_partition_replays_its_own_join_and_compacts_it_into_a_base(
 ) -> None:
     join, other = LabelJoin(wait_seconds=3600), LabelJoin(wait_seconds=3600)
     join.prediction("a", Pending("iris", 1, "1", 100.0))
-    join.prediction("b", Pending("iris", 2, "0", 101.0))
+    join.prediction("b", Pending("iris", 2, "0", 101.0, 0.75))
     join.label("c", "2", now=102.0)
     other.prediction("x", Pending("wine", 1, "3", 100.0))
     await save(database, checkpoint(0, 1, join.changes()), checkpoint(1, 1, other.changes()))
@@ -94,7 +94,10 @@ async def test_each_partition_replays_its_own_join_and_compacts_it_into_a_base(
     assert state.offsets == {"flywheel.predictions": 4}
     assert state.windows == {("iris", 1): b"state"}
     assert (await replayed(database, 0)).everything() == JoinChanges(
-        predictions={"b": Pending("iris", 2, "0", 101.0), "d": Pending("iris", 1, "1", 104.0)},
+        predictions={
+            "b": Pending("iris", 2, "0", 101.0, 0.75),
+            "d": Pending("iris", 1, "1", 104.0),
+        },
         labels={},
     )
     assert (await replayed(database, 1)).everything() == other.everything()  # untouched

@@ -22,6 +22,7 @@ from flywheel_drift.domain import (
     WindowPicture,
     WindowRef,
 )
+from flywheel_drift.performance import Estimate
 from flywheel_drift.profiles import FeatureCounts
 from flywheel_drift.statistics import Correction
 
@@ -52,6 +53,11 @@ def test_a_metrics_window_round_trips() -> None:
     assert converters.metrics_of(converters.metrics_message(METRICS)) == METRICS
     unlabeled = replace(METRICS, labeled_count=0, accuracy=None)
     assert converters.metrics_of(converters.metrics_message(unlabeled)) == unlabeled
+    estimated = replace(unlabeled, estimate=Estimate(0.8125, 990, 1000))
+    assert converters.metrics_of(converters.metrics_message(estimated)) == estimated
+    regression = replace(METRICS, accuracy=None, mean_absolute_error=1.5,
+                         root_mean_squared_error=2.25)  # fmt: skip
+    assert converters.metrics_of(converters.metrics_message(regression)) == regression
 
 
 def test_a_metrics_window_message_carries_the_class_histogram_sorted() -> None:

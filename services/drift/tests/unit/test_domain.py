@@ -15,6 +15,7 @@ from flywheel_drift.domain import (
     WindowRef,
     window_alert,
 )
+from flywheel_drift.performance import LabelTally, Task
 from flywheel_drift.statistics import Correction
 from flywheel_drift.versions import VersionState
 from flywheel_drift.windows import ClosedWindow
@@ -84,14 +85,15 @@ def closed(index: int, predictions: dict[str, int]) -> ClosedWindow:
         features=np.empty((0, 2)),
         predictions=predictions,
         latencies_ms=np.array([1.0, 2.0, 3.0]),
-        labeled=4,
-        correct=3,
+        labels=LabelTally(labeled=4, correct=3),
     )
 
 
 def test_the_first_window_is_the_prediction_baseline_and_a_moved_one_alerts() -> None:
     state = VersionState.new("iris", 1, ModelMonitor())
-    [metrics] = state.close(closed(0, {"0": 500, "1": 500}), Monitor(), at=100.0)
+    [metrics] = state.close(
+        closed(0, {"0": 500, "1": 500}), Monitor(), Task.CLASSIFICATION, at=100.0
+    )
     assert isinstance(metrics, MetricsWindow)
     assert (metrics.window.window_id, metrics.accuracy, metrics.emitted_at) == (
         "iris:1:0",
@@ -99,8 +101,13 @@ def test_the_first_window_is_the_prediction_baseline_and_a_moved_one_alerts() ->
         100.0,
     )
     assert state.baseline_predictions == {"0": 500, "1": 500}
-    assert state.close(closed(1, {"0": 490, "1": 510}), Monitor(), at=101.0)[1:] == []
-    metrics, alert = state.close(closed(2, {"0": 100, "1": 900}), Monitor(), at=102.0)
+    assert (
+        state.close(closed(1, {"0": 490, "1": 510}), Monitor(), Task.CLASSIFICATION, at=101.0)[1:]
+        == []
+    )
+    metrics, alert = state.close(
+        closed(2, {"0": 100, "1": 900}), Monitor(), Task.CLASSIFICATION, at=102.0
+    )
     assert isinstance(alert, Alert)
     assert alert.kinds == {Kind.PREDICTION}
     status = state.status
@@ -114,9 +121,9 @@ def test_the_first_window_is_the_prediction_baseline_and_a_moved_one_alerts() ->
 
 def test_a_version_resumes_from_its_snapshot() -> None:
     state = VersionState.new("iris", 1, ModelMonitor())
-    state.close(closed(0, {"0": 5, "1": 5}), Monitor(), at=100.0)
-    for wrong in (False, True, False):
-        state.score(wrong, at=101.0)
+    state.close(closed(0, {"0": 5, "1": 5}), Monitor(), Task.CLASSIFICATION, at=100.0)
+    for predicted in ("1", "0", "1"):
+        state.score(predicted, "1", 0.9, Task.CLASSIFICATION, at=101.0)
     resumed = VersionState.new("iris", 1, ModelMonitor())
     resumed.resume(snapshots.decode("iris", 1, snapshots.encode(state.snapshot())))
     assert resumed.status == state.status

@@ -7,6 +7,7 @@ import pytest
 
 from flywheel_drift.detection import Monitor, Severity, alerting, data_drift_and_counts, quality
 from flywheel_drift.domain import LatencyQuantiles, MetricsWindow, WindowRef, window_alert
+from flywheel_drift.performance import Estimate
 from flywheel_drift.profiles import build_profile
 from flywheel_drift.report import ReportInput, render
 
@@ -31,7 +32,8 @@ class _Marked(HTMLParser):
 def _metrics(index: int, accuracy: float | None) -> MetricsWindow:
     ref = WindowRef(f"m:1:{index}", False, index, 1_800_000_000.0 + index, 1_800_000_001.0 + index)
     return MetricsWindow("m", 1, ref, 500, 3, LatencyQuantiles(1, 2, 3, 1, 4), {"0": 250},
-                         0, 100 if accuracy is not None else 0, accuracy, ref.end)  # fmt: skip
+                         0, 100 if accuracy is not None else 0, accuracy, ref.end,
+                         estimate=Estimate(0.9 - index / 20, 500, 100))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +91,8 @@ def test_every_feature_has_its_reference_and_window_distribution_as_inline_svg(
 
 def test_corrected_p_values_and_quality_rates_are_shown(page: str) -> None:
     shown = ["corrected p-value", "kolmogorov smirnov", "chi square", "Data quality",
-             "nan rate", "out of range rate", "Metrics over time", "accuracy"]  # fmt: skip
+             "nan rate", "out of range rate", "Metrics over time", "accuracy",
+             "estimated accuracy (before labels)", "<td>0.700</td>"]  # fmt: skip
     assert [text for text in shown if text not in page] == []
 
 

@@ -1,5 +1,7 @@
 """Windows close where they should, with what they saw; labels join within their wait."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -41,6 +43,18 @@ def test_count_windows_close_every_size_requests_across_batches() -> None:
     assert first.latency_quantiles()["max"] == 9.0
 
 
+def test_a_window_continues_the_trace_of_its_last_traced_request() -> None:
+    def traced(n: int) -> Observation:
+        return replace(observation(n), traceparent=f"00-{n:032x}-{n:016x}-01")
+
+    windows = VersionWindows("iris", 1, WindowPolicy(size=5))
+    [first] = windows.add(Observations.of([traced(n) for n in range(7)]))
+    assert first.traceparent == traced(4).traceparent
+    resumed = VersionWindows.from_checkpoint("iris", 1, windows.checkpoint())
+    [second] = resumed.add(Observations.of([observation(n) for n in range(7, 10)]))
+    assert second.traceparent == traced(6).traceparent  # its last three were not traced
+
+
 def test_time_windows_are_aligned_numbered_and_flushed_when_idle() -> None:
     windows = VersionWindows("iris", 1, WindowPolicy(seconds=60))
     assert windows.add(Observations.of([observation(1, at=130.0), observation(2, at=170.0)])) == []
@@ -78,7 +92,7 @@ def test_labels_count_toward_the_open_window() -> None:
     windows.add_label(True)
     windows.add_label(False)
     [closed] = windows.add(Observations.of([observation(n) for n in range(2, 4)]))
-    assert (closed.labeled, closed.correct, closed.accuracy) == (2, 1, 0.5)
+    assert (closed.labeled, closed.labels.correct, closed.accuracy) == (2, 1, 0.5)
 
 
 def test_labels_joined_between_windows_count_in_the_next_one() -> None:
@@ -87,7 +101,7 @@ def test_labels_joined_between_windows_count_in_the_next_one() -> None:
     windows.add_label(True)
     windows.add_label(False)
     [closed] = windows.add(Observations.of([observation(n) for n in range(2, 4)]))
-    assert (closed.index, closed.labeled, closed.correct) == (1, 2, 1)
+    assert (closed.index, closed.labeled, closed.labels.correct) == (1, 2, 1)
 
 
 def test_the_join_reports_what_changed_since_the_last_checkpoint() -> None:

@@ -15,6 +15,7 @@ from flywheel.common.v1 import types_pb2 as common
 from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_common.errors import FlywheelError, InvalidArgument, NotFound
 from flywheel_common.grpc_server import status_of
+from flywheel_common.telemetry import traceparent
 from flywheel_common.timestamps import duration, epoch
 from flywheel_gateway.models import LoadedVersion, ModelManager
 from flywheel_gateway.predictions import PredictionLogger
@@ -215,6 +216,7 @@ class Inference:
                 latency=duration(elapsed),
                 nan_flagged=flagged,
                 trace_id=format(span.trace_id, "032x") if span.is_valid else "",
+                traceparent=traceparent(span),
                 gateway_id=self._settings.gateway_id,
                 received_at=epoch(received),
             )

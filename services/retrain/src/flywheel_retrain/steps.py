@@ -17,11 +17,14 @@ from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+from opentelemetry import trace
+
 from flywheel.registry.v1 import types_pb2 as registry_types
 from flywheel_common.artifact_cache import ArtifactFetcher
 from flywheel_common.errors import FlywheelError
 from flywheel_common.registry_client import RegistryClient
 from flywheel_common.settings import ClientTlsSettings
+from flywheel_common.telemetry import traceparent
 from flywheel_common.training import TrainingResult, TrainingRun
 from flywheel_retrain import datasets
 from flywheel_retrain.domain import (
@@ -265,6 +268,7 @@ class TrainingJobs:
                 parent_version=run.base_version,
                 triggered_by=run.trigger.triggered_by,
                 training_entrypoint=command,
+                traceparent=traceparent(trace.get_current_span().get_span_context()),
             ),
             attempt=attempt,
             command=command,

@@ -96,6 +96,8 @@ class WindowRow(Base):
     accuracy: Mapped[float | None] = mapped_column(Float)
     mean_absolute_error: Mapped[float | None] = mapped_column(Float)
     error_rate: Mapped[float | None] = mapped_column(Float)
+    estimated_accuracy: Mapped[float | None] = mapped_column(Float)
+    estimated_count: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 def run_of(row: RunRow) -> Run:
@@ -219,6 +221,8 @@ class SqlWindows:
             "accuracy": window.accuracy,
             "mean_absolute_error": window.mean_absolute_error,
             "error_rate": window.error_rate,
+            "estimated_accuracy": window.estimated_accuracy,
+            "estimated_count": window.estimated_count,
         }
         await insert_unless_present(
             self._session, WindowRow, values, ["model", "version", "window_id"]
@@ -242,6 +246,8 @@ class SqlWindows:
                 accuracy=row.accuracy,
                 mean_absolute_error=row.mean_absolute_error,
                 error_rate=row.error_rate,
+                estimated_accuracy=row.estimated_accuracy,
+                estimated_count=row.estimated_count,
             )
             for row in reversed(rows)
         ]

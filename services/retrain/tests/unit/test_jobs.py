@@ -4,6 +4,7 @@ Kubernetes Job manifests that the API server would accept."""
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,15 @@ def test_the_run_travels_through_the_environment() -> None:
     assert TrainingRun.from_environment(RUN.environment()) == RUN
     assert TrainingRun.from_environment({}) is None
     assert RUN.idempotency_key == f"retrain:{RUN.run_id}"
+
+
+def test_the_job_is_handed_the_runs_trace() -> None:
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    traced = replace(RUN, traceparent=parent)
+    environment = traced.environment()
+    assert environment["TRACEPARENT"] == parent  # OpenTelemetry's environment carrier
+    assert TrainingRun.from_environment(environment) == traced
+    assert "TRACEPARENT" not in RUN.environment()
 
 
 def test_a_training_result_is_read_back_or_explained(tmp_path: Path) -> None:

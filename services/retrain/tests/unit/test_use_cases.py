@@ -128,6 +128,28 @@ async def test_decay_over_consecutive_windows_starts_one_run() -> None:
     assert len(w.store.windows) == 2
 
 
+async def test_estimated_accuracy_decay_starts_a_run_before_any_label_arrives() -> None:
+    w = world()
+    decay = DecayTrigger(True, DecayMetric.ESTIMATED_ACCURACY, 0.9, 2, 500)
+    await policies.set_policy(w.deps, replace(Policy.default("iris"), decay_trigger=decay), None)
+
+    async def window(n: int, estimate: float, predictions: int = 1000) -> None:
+        end = T0 + timedelta(minutes=n)
+        stored = StoredWindow(
+            "iris", 1, f"w{n}", end, 0, estimated_accuracy=estimate, estimated_count=predictions
+        )
+        await starts.on_window(w.deps, stored, "retrain.model-metrics", f"event-{n}")
+
+    await window(1, 0.95)
+    await window(2, 0.8)
+    await window(3, 0.7, predictions=100)  # too few predictions to go by: breaks nothing
+    assert not w.store.runs
+    await window(4, 0.8)
+    run = w.store.only_run()
+    assert run.trigger.key == "TRIGGER_KIND_METRIC_DECAY:w4"
+    assert "estimated_accuracy" in run.trigger.reason
+
+
 async def test_a_failed_attempt_is_retried_then_the_run_fails_with_its_stage() -> None:
     w = world()
     w.training.failures = ["exit 1", "exit 2"]

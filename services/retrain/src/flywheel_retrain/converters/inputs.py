@@ -19,6 +19,7 @@ def alert_of(message: drift_events.DriftAlert) -> tuple[Alert, datetime | None]:
         severity=SEVERITIES.get(message.severity, Severity.NONE),
         kinds=frozenset(alert_kind(k) for k in message.kinds),
         drifted_features=message.features_drifted,
+        traceparent=message.traceparent,
     )
     return alert, time_of(message, "occurred_at")
 
@@ -37,4 +38,6 @@ def window_of(message: drift_events.ModelMetricsWindow, now: datetime) -> Stored
             labels.mean_absolute_error if labels.HasField("mean_absolute_error") else None
         ),
         error_rate=(message.error_count / message.request_count if message.request_count else None),
+        estimated_accuracy=message.estimate.accuracy if message.HasField("estimate") else None,
+        estimated_count=message.estimate.prediction_count,
     )

@@ -28,6 +28,7 @@ def trigger_message(trigger: Trigger) -> pb.Trigger:
         triggered_by=trigger.triggered_by,
         reason=trigger.reason,
         actor=trigger.actor,
+        traceparent=trigger.traceparent,
     )
     if trigger.occurred_at is not None:
         message.occurred_at.CopyFrom(timestamp(trigger.occurred_at))
@@ -47,6 +48,7 @@ def trigger_from_document(document: dict[str, Any]) -> Trigger:
         reason=message.reason,
         actor=message.actor,
         occurred_at=time_of(message, "occurred_at"),
+        traceparent=message.traceparent,
     )
 
 

@@ -53,6 +53,8 @@ class Alert:
     severity: Severity
     kinds: frozenset[str]
     drifted_features: int
+    traceparent: str = ""
+    """The trace of the request whose window drifted, through the detector's span."""
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,9 @@ class DecayMetric(StrEnum):
     ACCURACY = "accuracy"
     MEAN_ABSOLUTE_ERROR = "mean_absolute_error"
     ERROR_RATE = "error_rate"
+    ESTIMATED_ACCURACY = "estimated_accuracy"
+    """Expected from the predictions' confidence before labels arrive (the drift detector's
+    CBPE estimate)."""
 
 
 class ApprovalMode(StrEnum):
@@ -174,7 +177,7 @@ class Policy:
             if decay.metric is DecayMetric.UNSPECIFIED:
                 raise InvalidArgument(
                     "decay_trigger.metric is required when decay is enabled: ACCURACY, "
-                    "MEAN_ABSOLUTE_ERROR or ERROR_RATE"
+                    "ESTIMATED_ACCURACY, MEAN_ABSOLUTE_ERROR or ERROR_RATE"
                 )
             if not math.isfinite(decay.threshold):
                 raise InvalidArgument("decay_trigger.threshold must be a finite number")
@@ -261,7 +264,8 @@ class Policy:
         trigger = self.decay_trigger
         return DecayRule(
             enabled=self.enabled and trigger.enabled,
-            higher_is_better=trigger.metric is DecayMetric.ACCURACY,
+            higher_is_better=trigger.metric
+            in (DecayMetric.ACCURACY, DecayMetric.ESTIMATED_ACCURACY),
             threshold=trigger.threshold,
             consecutive_windows=max(trigger.consecutive_windows, 1),
             min_labeled=trigger.min_labeled_count,

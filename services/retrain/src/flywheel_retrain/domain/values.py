@@ -34,6 +34,8 @@ class Trigger:
     reason: str
     actor: str = SYSTEM_ACTOR
     occurred_at: datetime | None = None
+    traceparent: str = ""
+    """The cause's trace, which the run's spans and its training job continue."""
 
     @property
     def key(self) -> str:
@@ -50,6 +52,7 @@ class Trigger:
             f"{alert.severity.name} {kinds} alert on version {alert.version}: "
             f"{alert.drifted_features} drifted feature(s)",
             occurred_at=occurred_at,
+            traceparent=alert.traceparent,
         )
 
     @classmethod

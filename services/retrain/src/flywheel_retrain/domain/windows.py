@@ -22,14 +22,24 @@ class StoredWindow:
     accuracy: float | None = None
     mean_absolute_error: float | None = None
     error_rate: float | None = None
+    estimated_accuracy: float | None = None
+    estimated_count: int = 0
+    """Predictions the estimated accuracy covers."""
 
     def value(self, metric: DecayMetric) -> float | None:
         """The decay metric of the window, None when the window cannot tell."""
         if metric is DecayMetric.ACCURACY:
             return self.accuracy
+        if metric is DecayMetric.ESTIMATED_ACCURACY:
+            return self.estimated_accuracy
         if metric is DecayMetric.MEAN_ABSOLUTE_ERROR:
             return self.mean_absolute_error
         return self.error_rate
+
+    def support(self, metric: DecayMetric) -> int:
+        """How many predictions the metric's value stands on (what min_labeled_count counts):
+        the labelled ones, or for the estimate those that logged their probabilities."""
+        return self.estimated_count if metric is DecayMetric.ESTIMATED_ACCURACY else self.labeled
 
 
 def decayed_window(policy: Policy, windows: list[StoredWindow]) -> StoredWindow | None:
@@ -46,7 +56,7 @@ def decayed_window(policy: Policy, windows: list[StoredWindow]) -> StoredWindow 
             window.model,
             window.version,
             window.value(policy.decay_trigger.metric),
-            window.labeled,
+            window.support(policy.decay_trigger.metric),
         )
         fired = window if tracker.observe(observed) else None
     return fired

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import logging
 
+from opentelemetry import trace
+
 from flywheel_common.errors import FlywheelError, Unavailable
+from flywheel_common.telemetry import trace_context
 from flywheel_retrain.domain import IN_PROGRESS, FailureStage, Run, RunState, StaleRun
 from flywheel_retrain.handlers.ports import Deps, RunFailed, load
 from flywheel_retrain.handlers.runs import change
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)
 
 
 async def advance(deps: Deps, run_id: str) -> None:
@@ -25,6 +29,18 @@ async def advance(deps: Deps, run_id: str) -> None:
     the run FAILED, naming the stage it happened in."""
     async with deps.unit_of_work() as uow:
         run = await load(uow, run_id)
+    # Each step of the run is a span of its cause's trace: a drift alert's continues the
+    # request whose window drifted, through the training job to the promotion.
+    with _tracer.start_as_current_span(
+        "retrain run",
+        context=trace_context(run.trigger.traceparent),
+        attributes={"flywheel.model": run.model, "flywheel.run_id": run.run_id},
+    ):
+        await _advance(deps, run)
+
+
+async def _advance(deps: Deps, run: Run) -> None:
+    run_id = run.run_id
     stage = FailureStage.DATA
     try:
         resumed = run.state is RunState.TRAINING

@@ -41,6 +41,7 @@ class ModelMetricsWindow(_message.Message):
     LABEL_METRICS_FIELD_NUMBER: _builtins.int
     NAN_FLAGGED_COUNT_FIELD_NUMBER: _builtins.int
     EMITTED_AT_FIELD_NUMBER: _builtins.int
+    ESTIMATE_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Model name."""
     version: _builtins.int
@@ -71,6 +72,12 @@ class ModelMetricsWindow(_message.Message):
     def emitted_at(self) -> _timestamp_pb2.Timestamp:
         """When the window was closed and computed."""
 
+    @_builtins.property
+    def estimate(self) -> _types_pb2.PerformanceEstimate:
+        """Accuracy expected from the predictions' own confidence, known before any label arrives;
+        unset when no prediction of the window logged class probabilities.
+        """
+
     def __init__(
         self,
         *,
@@ -84,10 +91,11 @@ class ModelMetricsWindow(_message.Message):
         label_metrics: _types_pb2.LabelMetrics | None = ...,
         nan_flagged_count: _builtins.int = ...,
         emitted_at: _timestamp_pb2.Timestamp | None = ...,
+        estimate: _types_pb2.PerformanceEstimate | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["emitted_at", b"emitted_at", "label_metrics", b"label_metrics", "latency", b"latency", "window", b"window"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["emitted_at", b"emitted_at", "estimate", b"estimate", "label_metrics", b"label_metrics", "latency", b"latency", "window", b"window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["emitted_at", b"emitted_at", "error_count", b"error_count", "label_metrics", b"label_metrics", "latency", b"latency", "model", b"model", "nan_flagged_count", b"nan_flagged_count", "output_histograms", b"output_histograms", "request_count", b"request_count", "version", b"version", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["emitted_at", b"emitted_at", "error_count", b"error_count", "estimate", b"estimate", "label_metrics", b"label_metrics", "latency", b"latency", "model", b"model", "nan_flagged_count", b"nan_flagged_count", "output_histograms", b"output_histograms", "request_count", b"request_count", "version", b"version", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -113,6 +121,7 @@ class DriftAlert(_message.Message):
     REFERENCE_SHA256_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     REPORT_URL_FIELD_NUMBER: _builtins.int
     alert_id: _builtins.str
     """Deterministic id derived from the window id, so a replayed window yields the same id
@@ -136,6 +145,11 @@ class DriftAlert(_message.Message):
     """sha256 of the reference sample the window was compared against."""
     summary: _builtins.str
     """One-line human summary, for example "3 of 30 features drifted (KS, BH at 0.01)"."""
+    traceparent: _builtins.str
+    """W3C traceparent of the detector's span that raised the alert: a child of the span of
+    the request that closed the window, so the alert, the retrain run it starts and the
+    training job all share that request's trace; empty when the request was not traced.
+    """
     report_url: _builtins.str
     """Address of the drift service's HTML report of the alert's window (GET with the same
     bearer token as its gRPC API); empty when the service serves no report.
@@ -173,11 +187,12 @@ class DriftAlert(_message.Message):
         reference_sha256: _builtins.str = ...,
         summary: _builtins.str = ...,
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        traceparent: _builtins.str = ...,
         report_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at", "window", b"window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "alpha", b"alpha", "correction", b"correction", "features_drifted", b"features_drifted", "features_tested", b"features_tested", "findings", b"findings", "kinds", b"kinds", "model", b"model", "occurred_at", b"occurred_at", "reference_sha256", b"reference_sha256", "report_url", b"report_url", "severity", b"severity", "summary", b"summary", "version", b"version", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "alpha", b"alpha", "correction", b"correction", "features_drifted", b"features_drifted", "features_tested", b"features_tested", "findings", b"findings", "kinds", b"kinds", "model", b"model", "occurred_at", b"occurred_at", "reference_sha256", b"reference_sha256", "report_url", b"report_url", "severity", b"severity", "summary", b"summary", "traceparent", b"traceparent", "version", b"version", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

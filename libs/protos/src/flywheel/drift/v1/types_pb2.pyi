@@ -211,21 +211,27 @@ class _TaskType:
 class _TaskTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskType.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     TASK_TYPE_UNSPECIFIED: _TaskType.ValueType  # 0
-    """Not set: inferred from the label type (strings and integers mean classification)."""
+    """Not set: classification."""
     TASK_TYPE_CLASSIFICATION: _TaskType.ValueType  # 1
-    """Predicts a class; scored by accuracy."""
+    """Predicts a class; scored by accuracy, estimated before labels from its probabilities."""
     TASK_TYPE_REGRESSION: _TaskType.ValueType  # 2
-    """Predicts a number; scored by absolute error."""
+    """Predicts a number; scored by mean absolute and root mean squared error, and its concept
+    drift is a change in how often an error exceeds the 90th percentile of the errors of
+    the version's first 1,000 labelled predictions.
+    """
 
 class TaskType(_TaskType, metaclass=_TaskTypeEnumTypeWrapper):
     """What the model predicts, to compare its outputs with labels."""
 
 TASK_TYPE_UNSPECIFIED: TaskType.ValueType  # 0
-"""Not set: inferred from the label type (strings and integers mean classification)."""
+"""Not set: classification."""
 TASK_TYPE_CLASSIFICATION: TaskType.ValueType  # 1
-"""Predicts a class; scored by accuracy."""
+"""Predicts a class; scored by accuracy, estimated before labels from its probabilities."""
 TASK_TYPE_REGRESSION: TaskType.ValueType  # 2
-"""Predicts a number; scored by absolute error."""
+"""Predicts a number; scored by mean absolute and root mean squared error, and its concept
+drift is a change in how often an error exceeds the 90th percentile of the errors of
+the version's first 1,000 labelled predictions.
+"""
 Global___TaskType: _TypeAlias = TaskType  # noqa: Y015
 
 @_typing.final
@@ -693,6 +699,41 @@ class OutputHistogram(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OutputHistogram: _TypeAlias = OutputHistogram  # noqa: Y015
+
+@_typing.final
+class PerformanceEstimate(_message.Message):
+    """What a window's predictions are expected to score, from the probability a classifier gave
+    each predicted class (confidence-based performance estimation), calibrated on the version's
+    first labelled predictions.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCURACY_FIELD_NUMBER: _builtins.int
+    PREDICTION_COUNT_FIELD_NUMBER: _builtins.int
+    CALIBRATION_LABELS_FIELD_NUMBER: _builtins.int
+    accuracy: _builtins.float
+    """Expected share of correct predictions."""
+    prediction_count: _builtins.int
+    """Predictions the estimate covers: those that logged an output named `probabilities`."""
+    calibration_labels: _builtins.int
+    """Labelled predictions the calibration has learnt from (at most 1,000, the version's
+    reference period); 0 means the probabilities were taken as the model gave them.
+    """
+    def __init__(
+        self,
+        *,
+        accuracy: _builtins.float = ...,
+        prediction_count: _builtins.int = ...,
+        calibration_labels: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "calibration_labels", b"calibration_labels", "prediction_count", b"prediction_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PerformanceEstimate: _TypeAlias = PerformanceEstimate  # noqa: Y015
 
 @_typing.final
 class FeatureHistogram(_message.Message):

@@ -226,6 +226,7 @@ class PredictionLog(_message.Message):
     TRACE_ID_FIELD_NUMBER: _builtins.int
     GATEWAY_ID_FIELD_NUMBER: _builtins.int
     RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Request id: the V2 request's `id`, or the one the gateway assigned and returned. Ground
     truth joins on it.
@@ -260,6 +261,10 @@ class PredictionLog(_message.Message):
     """W3C trace id of the request, 32 lowercase hex characters; empty when not traced."""
     gateway_id: _builtins.str
     """Gateway replica that served the request."""
+    traceparent: _builtins.str
+    """W3C traceparent of the request's server span (version, trace id, span id, flags), so a
+    consumer continues the request's trace; empty when not traced.
+    """
     @_builtins.property
     def inputs(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.Tensor]:
         """Input tensors as received (may be omitted when the request was rejected)."""
@@ -301,10 +306,11 @@ class PredictionLog(_message.Message):
         trace_id: _builtins.str = ...,
         gateway_id: _builtins.str = ...,
         received_at: _timestamp_pb2.Timestamp | None = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["latency", b"latency", "queue_time", b"queue_time", "received_at", b"received_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arm", b"arm", "batch_size", b"batch_size", "gateway_id", b"gateway_id", "inputs", b"inputs", "latency", b"latency", "model", b"model", "nan_flagged", b"nan_flagged", "outputs", b"outputs", "queue_time", b"queue_time", "received_at", b"received_at", "request_id", b"request_id", "role", b"role", "sample_rate", b"sample_rate", "shadow", b"shadow", "status_code", b"status_code", "status_message", b"status_message", "trace_id", b"trace_id", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arm", b"arm", "batch_size", b"batch_size", "gateway_id", b"gateway_id", "inputs", b"inputs", "latency", b"latency", "model", b"model", "nan_flagged", b"nan_flagged", "outputs", b"outputs", "queue_time", b"queue_time", "received_at", b"received_at", "request_id", b"request_id", "role", b"role", "sample_rate", b"sample_rate", "shadow", b"shadow", "status_code", b"status_code", "status_message", b"status_message", "trace_id", b"trace_id", "traceparent", b"traceparent", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

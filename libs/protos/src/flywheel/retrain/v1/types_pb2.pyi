@@ -38,6 +38,11 @@ class _DecayMetricEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DecayMetr
     """Mean absolute error of labeled predictions; decays when it rises above the threshold."""
     DECAY_METRIC_ERROR_RATE: _DecayMetric.ValueType  # 3
     """Error rate of requests; decays when it rises above the threshold."""
+    DECAY_METRIC_ESTIMATED_ACCURACY: _DecayMetric.ValueType  # 4
+    """Accuracy the drift detector expects from the predictions' confidence, before their
+    labels arrive; decays when it falls below the threshold. min_labeled_count then counts
+    the predictions the estimate covers.
+    """
 
 class DecayMetric(_DecayMetric, metaclass=_DecayMetricEnumTypeWrapper):
     """Metric a decay trigger watches in `flywheel.model-metrics`."""
@@ -50,6 +55,11 @@ DECAY_METRIC_MEAN_ABSOLUTE_ERROR: DecayMetric.ValueType  # 2
 """Mean absolute error of labeled predictions; decays when it rises above the threshold."""
 DECAY_METRIC_ERROR_RATE: DecayMetric.ValueType  # 3
 """Error rate of requests; decays when it rises above the threshold."""
+DECAY_METRIC_ESTIMATED_ACCURACY: DecayMetric.ValueType  # 4
+"""Accuracy the drift detector expects from the predictions' confidence, before their
+labels arrive; decays when it falls below the threshold. min_labeled_count then counts
+the predictions the estimate covers.
+"""
 Global___DecayMetric: _TypeAlias = DecayMetric  # noqa: Y015
 
 class _ApprovalMode:
@@ -580,6 +590,7 @@ class Trigger(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     kind: Global___TriggerKind.ValueType
     """Kind of cause."""
     source_id: _builtins.str
@@ -596,6 +607,10 @@ class Trigger(_message.Message):
     """Actor that caused the run: `system:retrain` for automatic triggers, the caller for
     manual ones.
     """
+    traceparent: _builtins.str
+    """W3C traceparent of the cause (a drift alert's), which the run's spans and its training
+    job continue; empty when the cause was not traced.
+    """
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp:
         """When the cause happened."""
@@ -609,10 +624,11 @@ class Trigger(_message.Message):
         reason: _builtins.str = ...,
         actor: _builtins.str = ...,
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "kind", b"kind", "occurred_at", b"occurred_at", "reason", b"reason", "source_id", b"source_id", "triggered_by", b"triggered_by"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "kind", b"kind", "occurred_at", b"occurred_at", "reason", b"reason", "source_id", b"source_id", "traceparent", b"traceparent", "triggered_by", b"triggered_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
