@@ -47,6 +47,7 @@ async def test_drift_to_a_retrained_version_at_full_traffic(
     assert demo.load.failures == []  # across v1's rollout and v2's canary
     assert demo.load.served[1] > 0
     assert demo.load.served[2] > 0
+    assert demo.alert.report_url.startswith("https://")  # the page of the alert's window
     times = [timeline.at[stage] for stage in STAGES]
     assert times == sorted(times)
     print(

@@ -50,7 +50,10 @@ def test_each_compose_service_runs_its_module_on_its_port(
     grpc, _ = _ports(name)
     assert (ROOT / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
     assert service["command"] == [f"flywheel_{name}"]
-    assert service["ports"] == [f"{grpc}:{grpc}"]
+    # The drift service also serves its HTML reports on a port of their own.
+    reports = DriftSettings().report.port
+    extra = [f"{reports}:{reports}"] if name == "drift" else []
+    assert service["ports"] == [f"{grpc}:{grpc}", *extra]
     assert str(grpc) in service["healthcheck"]["test"][-1]
     prefix = f"FLYWHEEL_{name.upper()}_"
     assert all(key.startswith(prefix) for key in service["environment"])

@@ -216,6 +216,8 @@ class Demo:
     timeline: Timeline
     stage_timeout: float = 240.0
     load: Load | None = None
+    alert: Any = None
+    """The drift alert the shift raised (a DriftAlert)."""
 
     async def run(self) -> Timeline:
         async with contextlib.AsyncExitStack() as stack:
@@ -260,6 +262,7 @@ class Demo:
             self.load.shift_sigmas = SHIFT_SIGMAS
             self.timeline.reached(STAGES[3], f"every feature +{SHIFT_SIGMAS:g} sigma")
             alert = await until(lambda: self._alert(drift), self.stage_timeout, "a drift alert")
+            self.alert = alert
             self.timeline.reached(STAGES[4], alert.summary or f"{alert.features_drifted} features")
             run = await until(lambda: self._run(retrain), self.stage_timeout, "a retrain run")
             self.timeline.reached(STAGES[5], f"run {run.run_id[:8]}")
@@ -407,6 +410,15 @@ def main(argv: list[str] | None = None) -> None:
         f"failed {len(load.failures) if load else 0}",
         soft_wrap=True,
     )
+    if demo.alert is not None and demo.alert.report_url:
+        alert = demo.alert
+        console.print(f"\n[bold]Drift report of the alert:[/] {alert.report_url}", soft_wrap=True)
+        window = f" --window {alert.window.index}" if alert.HasField("window") else ""
+        console.print(
+            f"  uv run flywheel report {args.model} --version {alert.version}{window} "
+            "-o drift-report.html",
+            soft_wrap=True, markup=False, highlight=False,
+        )  # fmt: skip
     console.print(f"\n{args.model} keeps serving; look at it with:")
     for command in next_steps(args.model):
         console.print(f"  {command}", soft_wrap=True, markup=False, highlight=False)

@@ -8,6 +8,7 @@ import hashlib
 import json
 import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -28,7 +29,7 @@ from flywheel.registry.v1 import registry_pb2 as registry_pb
 from flywheel.registry.v1 import types_pb2 as registry_types
 from flywheel.retrain.v1 import retrain_pb2 as retrain_pb
 from flywheel.retrain.v1 import types_pb2 as retrain_types
-from flywheel_cli.connection import Addresses, Clients, CommandError, run
+from flywheel_cli.connection import Addresses, Clients, CommandError, fetch_page, run
 from flywheel_cli.credentials import LocalCredentials
 from flywheel_common.certificates import LOCAL_HOSTS
 from flywheel_common.healthcheck import is_serving
@@ -448,6 +449,37 @@ def alerts(
             print_line(line(alert))
         return
     _follow_alerts(model, line)
+
+
+@app.command()
+def report(
+    model: str,
+    version: Annotated[int, typer.Option(help="Model version; default the newest seen.")] = 0,
+    window: Annotated[
+        int | None, typer.Option(help="Window index; default the latest.", show_default=False)
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="HTML file to write.", show_default=False)
+    ] = None,
+) -> None:
+    """Write the drift report of a model version's window: one self-contained HTML page
+    (reference vs window distributions, tests, quality, metrics over time)."""
+    query: dict[str, int] = {"version": version} if version else {}
+    if window is not None:
+        query["window"] = window
+    path = f"/reports/{urllib.parse.quote(model, safe='')}"
+    try:
+        page = fetch_page(
+            State.addresses, path + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        )
+    except CommandError as error:
+        errors.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from None
+    target = output or Path(
+        f"{model}-v{version or 'latest'}{f'-w{window}' if window is not None else ''}.html"
+    )
+    target.write_text(page, encoding="utf-8")
+    print_line(f"wrote {target} ({len(page) // 1024} KiB)")
 
 
 def print_line(text: str) -> None:

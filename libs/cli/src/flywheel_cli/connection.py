@@ -4,6 +4,9 @@ to fix."""
 from __future__ import annotations
 
 import asyncio
+import ssl
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +47,8 @@ class Addresses(BaseSettings):
     deployer: str = "127.0.0.1:50052"
     gateway: str = "127.0.0.1:8001"
     drift: str = "127.0.0.1:50054"
+    drift_reports: str = "https://127.0.0.1:8054"
+    """Where the drift service serves its HTML reports (its REPORT__ settings)."""
     retrain: str = "127.0.0.1:50055"
     kafka: str = "127.0.0.1:19092"
     kafka_auth: KafkaSecurity = KafkaSecurity()
@@ -161,6 +166,38 @@ def explain(service: str, address: str, error: grpc.aio.AioRpcError) -> str:
     if code == grpc.StatusCode.UNAUTHENTICATED:
         return f"the {service} wants a token: set FLYWHEEL_CLI_TOKEN or pass --token"
     return f"{details} ({code.name.lower()})"
+
+
+def fetch_page(addresses: Addresses, path: str, timeout: float = 60.0) -> str:
+    """GET `path` of the drift reports with the token, over TLS as gRPC calls are made."""
+    url = addresses.drift_reports.rstrip("/") + path
+    headers = {"Authorization": f"Bearer {addresses.token}"} if addresses.token else {}
+    try:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=timeout,
+            context=_https_context(addresses.tls) if url.startswith("https:") else None,
+        ) as response:  # fmt: skip
+            return str(response.read().decode())
+    except urllib.error.HTTPError as error:
+        detail = error.read().decode(errors="replace").strip()
+        if error.code == 401:
+            raise CommandError(
+                f"the drift reports want a token ({detail}): set FLYWHEEL_CLI_TOKEN or pass --token"
+            ) from None
+        raise CommandError(f"{detail} (HTTP {error.code})") from None
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise CommandError(
+            f"cannot fetch {url} ({reason}): is the platform running (`make run`)? Set "
+            "FLYWHEEL_CLI_DRIFT_REPORTS if the drift serves its reports elsewhere."
+        ) from None
+
+
+def _https_context(tls: ClientTlsSettings) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=tls.ca_file)
+    if tls.cert_file is not None and tls.key_file is not None:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    return context
 
 
 def run(addresses: Addresses, command: Callable[[Clients], Awaitable[T]]) -> T:

@@ -1,9 +1,11 @@
-"""TLS of the gRPC servers: credentials from settings, certificates re-read when their files
-change, and a refusal to serve plaintext unless plaintext was chosen."""
+"""TLS of the gRPC servers (and of a service's HTTPS port): credentials from settings,
+certificates re-read when their files change, and a refusal to serve plaintext unless
+plaintext was chosen."""
 
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -121,3 +123,60 @@ def server_credentials(tls: ServerTlsSettings, env_prefix: str) -> grpc.ServerCr
         fetch,
         require_client_authentication=tls.require_client_cert,
     )
+
+
+class ReloadingSslContext:
+    """The same certificate files as an `ssl` server context (for a service's HTTPS port
+    beside its gRPC one), re-read when they change as `ReloadingCertificates` does: every
+    handshake looks at the files first and, when they changed and still match, switches the
+    connection to a context made from them; a broken set keeps the last good one."""
+
+    def __init__(self, tls: ServerTlsSettings) -> None:
+        if tls.cert_file is None or tls.key_file is None:
+            raise TlsNotConfigured("grpc.tls needs cert_file and key_file")
+        self._tls = tls
+        self._cert_file, self._key_file = tls.cert_file, tls.key_file
+        self._paths: tuple[Path, ...] = (tls.cert_file, tls.key_file) + (
+            (tls.client_ca_file,) if tls.client_ca_file is not None else ()
+        )
+        self._lock = threading.Lock()
+        try:
+            self._seen = _fingerprint(self._paths)
+            self._current = self._load()
+            self.context = self._load()
+        except (OSError, ValueError, ssl.SSLError) as exc:
+            raise TlsNotConfigured(f"cannot load the TLS files: {exc}") from exc
+        self.context.sni_callback = self._handshake
+        """What the server listens with; each handshake moves to the newest good files."""
+
+    def _load(self) -> ssl.SSLContext:
+        tls, cert_file, key_file = self._tls, self._cert_file, self._key_file
+        if not key_matches_certificate(key_file.read_bytes(), cert_file.read_bytes()):
+            raise ValueError(f"{key_file} is not the key of {cert_file}")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert_file, key_file)
+        if tls.client_ca_file is not None:
+            context.load_verify_locations(tls.client_ca_file)
+            context.verify_mode = (
+                ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
+            )
+        return context
+
+    def _handshake(
+        self, connection: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext
+    ) -> None:
+        with self._lock:
+            try:
+                current = _fingerprint(self._paths)
+                if current != self._seen:
+                    self._seen = current
+                    self._current = self._load()
+                    log.info(
+                        "TLS certificate reloaded", extra={"cert_file": str(self._tls.cert_file)}
+                    )
+            except (OSError, ValueError, TypeError, ssl.SSLError) as exc:
+                log.error(
+                    "TLS files changed but cannot be loaded; serving the previous ones",
+                    extra={"error": str(exc)},
+                )
+            connection.context = self._current

@@ -23,7 +23,7 @@ from flywheel_common.settings import (
     GrpcSettings,
     ServerTlsSettings,
 )
-from flywheel_common.tls import TlsNotConfigured
+from flywheel_common.tls import ReloadingSslContext, TlsNotConfigured
 from flywheel_testing.tls import pki
 
 ANONYMOUS = Authenticator(AuthSettings(allow_anonymous=True))  # these tests are about TLS
@@ -190,3 +190,24 @@ async def test_plaintext_only_when_chosen(serve: Serve) -> None:
     server = await serve(GrpcSettings(tls=tls))
     assert await health(server.address, ClientTlsSettings(enabled=False)) == SERVING
     assert await refusal(server.address, pki().client_tls()) is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_an_https_port_on_the_same_files_serves_a_replaced_certificate_too(
+    tmp_path: Path,
+) -> None:
+    """A service's HTTPS port (the drift reports) follows its files as gRPC does: a new
+    pair for the next handshake, a half-written one ignored."""
+    settings = server_files(pki().ca, tmp_path)
+    context = ReloadingSslContext(settings).context
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        first = await asyncio.to_thread(served_certificate, port)
+        server_files(CertificateAuthority.create("rotated CA"), tmp_path)
+        second = await asyncio.to_thread(served_certificate, port)
+        pki().ca.issue_server().write(tmp_path / "server.pem", tmp_path / "unused-key.pem")
+        third = await asyncio.to_thread(served_certificate, port)
+    finally:
+        server.close()
+    assert second.serial_number != first.serial_number
+    assert third.serial_number == second.serial_number

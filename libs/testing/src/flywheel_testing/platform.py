@@ -37,7 +37,7 @@ from flywheel_common.topics import DEPLOYMENTS, TopicSpec
 from flywheel_deployer.app import build as build_deployer
 from flywheel_deployer.settings import DeployerSettings
 from flywheel_drift.app import build as build_drift
-from flywheel_drift.settings import DriftSettings
+from flywheel_drift.settings import DriftSettings, ReportSettings
 from flywheel_gateway.app import build as build_gateway
 from flywheel_gateway.settings import GatewaySettings
 from flywheel_registry.app import build as build_registry
@@ -57,6 +57,8 @@ ANONYMOUS = AuthSettings(allow_anonymous=True)
 _TEST_DEFAULTS: dict[type[ServiceSettings], dict[str, Any]] = {
     DeployerSettings: {"reconcile_interval_seconds": 0.2, "gateway_heartbeat_timeout_seconds": 5},
     GatewaySettings: {"heartbeat_seconds": 0.5},
+    # Reports on a free port: tests and replicas run side by side on one machine.
+    DriftSettings: {"report": ReportSettings(port=0)},
     RetrainSettings: {"reconcile_interval_seconds": 0.2},
 }
 

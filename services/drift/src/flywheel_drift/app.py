@@ -10,6 +10,7 @@ from opentelemetry import metrics
 from flywheel.drift.v1 import drift_pb2_grpc
 from flywheel_common.foundation import Foundation
 from flywheel_common.grpc_server import ServiceBinding
+from flywheel_common.identities import Authenticator
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.registry_client import RegistryClient
 from flywheel_common.service import Service, instance_id, run_service
@@ -22,6 +23,8 @@ from flywheel_drift.monitors import MonitorConfigs, load_profile
 from flywheel_drift.profiles import ReferenceProfile
 from flywheel_drift.queries import DriftQueries
 from flywheel_drift.references import ReferenceProfiles, promotion_prefetcher
+from flywheel_drift.report_server import ReportServer
+from flywheel_drift.reports import Reports
 from flywheel_drift.settings import DriftSettings
 from flywheel_drift.stream import DriftStream
 
@@ -48,9 +51,26 @@ def build(
         return await load_profile(registry, configs, model, version)
 
     profiles = ReferenceProfiles(profile)
+    queries = DriftQueries(foundation.database)
+    reports = (
+        ReportServer(
+            config.report,
+            config.grpc.host,
+            config.grpc.tls,
+            Authenticator(config.auth, "FLYWHEEL_DRIFT_"),
+            Reports(queries, profiles.get),
+        )
+        if config.report.port >= 0
+        else None
+    )
 
     def new_detector() -> Detector:
-        return Detector(profiles.get, configs.monitor, config.label_wait_seconds)
+        return Detector(
+            profiles.get,
+            configs.monitor,
+            config.label_wait_seconds,
+            report_link=reports.link if reports is not None else None,
+        )
 
     stream = DriftStream(
         config.kafka,
@@ -79,11 +99,13 @@ def build(
         group=f"references.{instance_id(config)}",
         from_beginning=False,
     )
-    components = [*foundation.components(), configs, registry, prefetcher, stream]
+    # The reports start before the stream: its alerts link them.
+    served = [reports] if reports is not None else []
+    components = [*foundation.components(), configs, registry, prefetcher, *served, stream]
     binding = ServiceBinding(
         SERVICE_NAME,
         drift_pb2_grpc.add_DriftServiceServicer_to_server,
-        DriftServicer(DriftQueries(foundation.database), configs),
+        DriftServicer(queries, configs),
         METHOD_ROLES,
         METHOD_SCOPES,
     )

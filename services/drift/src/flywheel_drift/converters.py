@@ -3,7 +3,7 @@ statuses, alerts and metric windows out (gRPC responses, events, checkpointed st
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from google.protobuf.message import Message
@@ -25,9 +25,11 @@ from flywheel_drift.domain import (
     LatencyQuantiles,
     MetricsWindow,
     PredictionBatch,
+    WindowPicture,
     WindowRef,
 )
 from flywheel_drift.performance import Estimate
+from flywheel_drift.profiles import FeatureCounts
 from flywheel_drift.statistics import Correction
 from flywheel_drift.windows import Observations
 
@@ -282,6 +284,7 @@ def alert_message(alert: Alert) -> events.DriftAlert:
         summary=alert.summary,
         occurred_at=epoch(alert.occurred_at),
         traceparent=alert.traceparent,
+        report_url=alert.report_url,
     )
     if alert.window is not None:
         message.window.CopyFrom(window_ref_message(alert.window))
@@ -306,6 +309,7 @@ def alert_of(message: events.DriftAlert) -> Alert:
         correction=_CORRECTION_OF.get(message.correction),
         alpha=message.alpha,
         traceparent=message.traceparent,
+        report_url=message.report_url,
     )
 
 
@@ -328,6 +332,13 @@ def status_message(status: DriftStatus) -> api.VersionDriftStatus:
         message.latest_window.CopyFrom(window_ref_message(status.latest_window))
     if status.latest_metrics is not None:
         message.latest_metrics.CopyFrom(metrics_message(status.latest_metrics))
+    message.latest_histograms.extend(_histograms(status.histograms))
+    message.recent_metrics.extend(metrics_message(m) for m in status.recent_metrics)
+    if status.alerted_window is not None:
+        picture = status.alerted_window
+        message.last_alerted_window.window.CopyFrom(window_ref_message(picture.window))
+        message.last_alerted_window.findings.extend(finding_message(f) for f in picture.findings)
+        message.last_alerted_window.histograms.extend(_histograms(picture.histograms))
     concept = status.concept
     # The state appears with the first label, as it did when the status was the message.
     if concept != ConceptStatus():
@@ -340,7 +351,7 @@ def status_message(status: DriftStatus) -> api.VersionDriftStatus:
 
 
 def status_of(message: api.VersionDriftStatus) -> DriftStatus:
-    concept = message.concept_drift
+    concept, alerted = message.concept_drift, message.last_alerted_window
     return DriftStatus(
         model=message.model,
         version=message.version,
@@ -362,4 +373,23 @@ def status_of(message: api.VersionDriftStatus) -> DriftStatus:
         ),
         last_alert_id=message.last_alert_id,
         windows_closed=message.windows_closed,
+        histograms=_counts(message.latest_histograms),
+        recent_metrics=tuple(metrics_of(m) for m in message.recent_metrics),
+        alerted_window=(
+            WindowPicture(
+                window_ref_of(alerted.window),
+                tuple(finding_of(f) for f in alerted.findings),
+                _counts(alerted.histograms),
+            )
+            if message.HasField("last_alerted_window")
+            else None
+        ),
     )
+
+
+def _histograms(counts: Sequence[FeatureCounts]) -> list[types.FeatureHistogram]:
+    return [types.FeatureHistogram(feature=c.feature, counts=c.counts) for c in counts]
+
+
+def _counts(histograms: Iterable[types.FeatureHistogram]) -> tuple[FeatureCounts, ...]:
+    return tuple(FeatureCounts(h.feature, tuple(h.counts)) for h in histograms)

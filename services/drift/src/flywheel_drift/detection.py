@@ -19,11 +19,12 @@ import numpy as np
 
 from flywheel_drift.multivariate import reconstruction_test
 from flywheel_drift.profiles import (
+    FeatureCounts,
     FeatureProfile,
     ReferenceProfile,
     bin_counts,
     bin_counts_sorted,
-    category_counts,
+    categories_counts,
 )
 from flywheel_drift.statistics import (
     Correction,
@@ -139,25 +140,48 @@ class _Measured:
     wasserstein: float
     psi: float
     jensen_shannon: float
+    counts: np.ndarray
+    """The window's values in the reference bins."""
 
 
 def data_drift(profile: ReferenceProfile, window: np.ndarray, monitor: Monitor) -> list[Finding]:
     """Per-feature two-sample tests of a [rows, features] window against the profile."""
+    return data_drift_and_counts(profile, window, monitor).findings
+
+
+class WindowTests(NamedTuple):
+    findings: list[Finding]
+    counts: tuple[FeatureCounts, ...]
+    """Each feature's finite window values in its reference bins (numeric) or categories
+    and one more for unseen ones (categorical): what the tests compared, and what the
+    window's report draws."""
+
+
+def data_drift_and_counts(
+    profile: ReferenceProfile, window: np.ndarray, monitor: Monitor
+) -> WindowTests:
+    """`data_drift`, and the window's counts its tests made on the way."""
     columns = np.ascontiguousarray(window.T, dtype=np.float64)
     measured = _measure_numeric(profile, columns)
     findings: list[Finding] = []
+    counts: list[FeatureCounts] = []
     tested: list[int] = []  # indices into findings of tests with p-values
     for index, feature in enumerate(profile.features):
         if feature.categorical:
             values = columns[index][np.isfinite(columns[index])]
+            observed = categories_counts(values, list(feature.categories))
             if len(values) >= 2:
                 findings += _categorical_tests(
-                    feature, index, values, monitor, tested, len(findings)
+                    feature, index, observed, monitor, tested, len(findings)
                 )
         elif index in measured:
+            observed = measured[index].counts
             findings += _numeric_findings(
                 feature, index, measured[index], monitor, tested, len(findings)
             )
+        else:
+            observed = bin_counts(columns[index], feature.edges)
+        counts.append(FeatureCounts(feature.name, tuple(observed.tolist())))
     joint = _multivariate_finding(profile, window, monitor)
     if joint is not None:
         tested.append(len(findings))
@@ -173,7 +197,7 @@ def data_drift(profile: ReferenceProfile, window: np.ndarray, monitor: Monitor) 
                 drifted=drifted,
                 severity=_p_severity(float(adjusted_p), alpha) if drifted else Severity.NONE,
             )
-    return findings
+    return WindowTests(findings, tuple(counts))
 
 
 def _measure_numeric(profile: ReferenceProfile, columns: np.ndarray) -> dict[int, _Measured]:
@@ -197,6 +221,7 @@ def _measure_numeric(profile: ReferenceProfile, columns: np.ndarray) -> dict[int
                 float(found.wasserstein[position]),
                 float(psi[position]),
                 float(js[position]),
+                counts[position],
             )
     for index, feature in enumerate(profile.features):
         if feature.categorical or index in measured:
@@ -212,6 +237,7 @@ def _measure_numeric(profile: ReferenceProfile, columns: np.ndarray) -> dict[int
             one.wasserstein,
             population_stability_index(feature.counts, counts),
             jensen_shannon(feature.counts, counts),
+            counts,
         )
     return measured
 
@@ -245,16 +271,16 @@ def _p_value_finding(
 def _categorical_tests(
     feature: FeatureProfile,
     index: int,
-    values: np.ndarray,
+    observed: np.ndarray,
     monitor: Monitor,
     tested: list[int],
     offset: int,
 ) -> list[Finding]:
+    """`observed`: the window's counts per reference category, then of unseen ones."""
     if DriftTest.CHI_SQUARE not in monitor.tests:
         return []
-    labels = list(feature.categories)
-    observed = _category_counts(values, labels)
-    result = chi_square(np.array([feature.categories[k] for k in labels] + [0]), observed)
+    reference = [*feature.categories.values(), 0]
+    result = chi_square(np.array(reference), observed)
     tested.append(offset)
     return [
         _p_value_finding(
@@ -302,14 +328,6 @@ def _numeric_findings(
             )
         )
     return found
-
-
-def _category_counts(values: np.ndarray, labels: list[str]) -> np.ndarray:
-    """Window counts per reference category, plus one last bin for categories never seen."""
-    window = category_counts(values)
-    known = set(labels)
-    unseen = sum(count for label, count in window.items() if label not in known)
-    return np.array([window.get(label, 0) for label in labels] + [unseen], dtype=np.int64)
 
 
 def _p_severity(adjusted_p: float, alpha: float) -> Severity:

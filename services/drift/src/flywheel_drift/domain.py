@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from flywheel_drift.detection import MULTIVARIATE, Finding, Kind, Monitor, Severity
 from flywheel_drift.performance import Estimate, Task
+from flywheel_drift.profiles import FeatureCounts
 from flywheel_drift.statistics import Correction
 from flywheel_drift.windows import ClosedWindow, Observations, WindowPolicy
 
@@ -130,6 +131,8 @@ class Alert:
     alpha: float = 0.0
     traceparent: str = ""
     """The trace the alert continues: of the request that closed its window."""
+    report_url: str = ""
+    """Where the drift service serves the HTML report of the alert's window."""
 
 
 DriftEvent = MetricsWindow | Alert
@@ -189,6 +192,20 @@ class ConceptStatus:
     last_change_at: float | None = None
 
 
+@dataclass(frozen=True)
+class WindowPicture:
+    """Every test result of one window and its features in their reference bins: what the
+    window's report shows."""
+
+    window: WindowRef
+    findings: tuple[Finding, ...]
+    histograms: tuple[FeatureCounts, ...]
+
+
+RECENT_WINDOWS = 50
+"""Metric windows a status keeps, for the report's charts over time."""
+
+
 @dataclass
 class DriftStatus:
     """The latest drift picture of one model version, kept up to date by the detector."""
@@ -203,11 +220,24 @@ class DriftStatus:
     concept: ConceptStatus = field(default_factory=ConceptStatus)
     last_alert_id: str = ""
     windows_closed: int = 0
+    histograms: tuple[FeatureCounts, ...] = ()
+    """Each feature of the latest window in its reference bins (none before the reference)."""
+    recent_metrics: tuple[MetricsWindow, ...] = ()
+    """The metrics of the last `RECENT_WINDOWS` windows, oldest first."""
+    alerted_window: WindowPicture | None = None
+    """The newest window that alerted as the latest one, kept for its report."""
 
-    def window_closed(self, metrics: MetricsWindow, findings: Sequence[Finding]) -> None:
+    def window_closed(
+        self,
+        metrics: MetricsWindow,
+        findings: Sequence[Finding],
+        histograms: Sequence[FeatureCounts] = (),
+    ) -> None:
         self.latest_window = metrics.window
         self.latest_metrics = metrics
         self.findings = tuple(findings)
+        self.histograms = tuple(histograms)
+        self.recent_metrics = (*self.recent_metrics, metrics)[-RECENT_WINDOWS:]
         self.windows_closed += 1
 
     def labeled(self, error_estimate: float, changed: bool, at: float) -> Alert | None:
@@ -236,3 +266,5 @@ class DriftStatus:
 
     def alerted(self, alert: Alert) -> None:
         self.last_alert_id = alert.alert_id
+        if alert.window is not None and alert.window == self.latest_window:
+            self.alerted_window = WindowPicture(alert.window, self.findings, self.histograms)

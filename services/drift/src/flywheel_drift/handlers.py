@@ -14,9 +14,10 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import replace
 
 from flywheel_common.errors import NotFound
-from flywheel_drift.domain import DriftEvent, DriftStatus, ModelMonitor, PredictionBatch
+from flywheel_drift.domain import Alert, DriftEvent, DriftStatus, ModelMonitor, PredictionBatch
 from flywheel_drift.profiles import ReferenceProfile
 from flywheel_drift.versions import VersionSnapshot, VersionState
 from flywheel_drift.windows import ClosedWindow, LabelJoin, Pending
@@ -33,8 +34,11 @@ class Detector:
         monitors: Callable[[str], ModelMonitor],
         label_wait_seconds: float = 3600.0,
         clock: Callable[[], float] = time.time,
+        report_link: Callable[[Alert], str] | None = None,
     ) -> None:
+        """`report_link`: the address of an alert's HTML report, which the alert carries."""
         self._load_profile = load_profile
+        self._report_link = report_link
         self._monitors = monitors
         self._clock = clock
         self._versions: dict[tuple[str, int], VersionState] = {}
@@ -99,7 +103,7 @@ class Detector:
             self.changed.add((model, version))
             for window in state.windows.add(seen):
                 outgoing += self._close(state, window)
-        return outgoing
+        return self._linked(outgoing)
 
     def flush(self, now: float, grace: float = 0.0) -> list[DriftEvent]:
         """Close the time windows whose end passed more than `grace` seconds ago though no
@@ -111,7 +115,7 @@ class Detector:
                 self.changed.add(key)
                 outgoing += self._close(state, window)
         self._join.expire(now)
-        return outgoing
+        return self._linked(outgoing)
 
     def label(self, request_id: str, label: str, at: float) -> list[DriftEvent]:
         """A prediction's ground truth, scored now or when its prediction arrives."""
@@ -119,7 +123,7 @@ class Detector:
         self._join.expire(at)
         if joined is None:
             return []
-        return self._score(*joined)
+        return self._linked(self._score(*joined))
 
     def _score(self, pending: Pending, label: str) -> list[DriftEvent]:
         state = self.state(pending.model, pending.version)
@@ -142,6 +146,12 @@ class Detector:
     def _close(self, state: VersionState, window: ClosedWindow) -> list[DriftEvent]:
         monitor = self._monitors(state.model)
         return state.close(window, monitor.detection, monitor.task, self._clock())
+
+    def _linked(self, events: list[DriftEvent]) -> list[DriftEvent]:
+        if self._report_link is None:
+            return events
+        link = self._report_link
+        return [replace(e, report_url=link(e)) if isinstance(e, Alert) else e for e in events]
 
     def snapshot(self, model: str, version: int) -> VersionSnapshot:
         """What a restart needs of a version the detector has seen."""

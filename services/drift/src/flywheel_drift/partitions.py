@@ -89,7 +89,7 @@ class Partition:
     def _window_state(self, model: str, version: int) -> tuple[bytes, bytes]:
         snapshot = self.detector.snapshot(model, version)
         status = converters.status_message(snapshot.status).SerializeToString()
-        return snapshots.encode(snapshot), status
+        return snapshots.encode(snapshot, status), status
 
     def committed(self, checkpoint: Checkpoint) -> None:
         for topic, offset in checkpoint.offsets.items():

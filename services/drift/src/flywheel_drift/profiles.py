@@ -123,6 +123,24 @@ def category_counts(values: np.ndarray) -> dict[str, int]:
     return {category_label(label): int(count) for label, count in zip(labels, counts, strict=True)}
 
 
+def categories_counts(values: np.ndarray, labels: list[str]) -> np.ndarray:
+    """Counts of finite values per reference category of `labels`, plus one last bin for
+    categories the reference never saw."""
+    window = category_counts(values)
+    known = set(labels)
+    unseen = sum(count for label, count in window.items() if label not in known)
+    return np.array([window.get(label, 0) for label in labels] + [unseen], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class FeatureCounts:
+    """A feature's values in a window, counted in its reference bins (numeric) or categories
+    and one more for unseen ones (categorical)."""
+
+    feature: str
+    counts: tuple[int, ...]
+
+
 def build_profile(
     model: str,
     version: int,

@@ -7,11 +7,25 @@ from pydantic_settings import SettingsConfigDict
 
 from flywheel_common.settings import (
     GrpcSettings,
+    SettingsSection,
     TelemetrySettings,
     WithConsumerGroup,
     WithDatabase,
     WithRegistry,
 )
+
+
+class ReportSettings(SettingsSection):
+    """The HTML drift reports, served over HTTPS with the gRPC port's certificate (plain
+    HTTP when gRPC's TLS is off) and its bearer tokens."""
+
+    port: int = Field(default=8054, ge=-1, le=65535)
+    """Port of the reports; 0 picks a free port, -1 serves none (alerts then link none)."""
+    host: str = ""
+    """Address the reports bind to; empty: gRPC's host."""
+    base_url: str = ""
+    """Address of the reports as alerts link them, for example https://drift.example.com
+    behind an ingress; empty: this server's own scheme, host and port."""
 
 
 class DriftSettings(WithDatabase, WithRegistry, WithConsumerGroup):
@@ -21,6 +35,8 @@ class DriftSettings(WithDatabase, WithRegistry, WithConsumerGroup):
     service_name: str = "flywheel-drift"
     grpc: GrpcSettings = GrpcSettings(port=50054)
     telemetry: TelemetrySettings = TelemetrySettings(metrics_port=9104)
+    report: ReportSettings = ReportSettings()
+    """FLYWHEEL_DRIFT_REPORT__PORT, __HOST, __BASE_URL."""
     window_size: int = Field(default=1000, ge=10)
     """Predictions per window for models without a monitor config."""
     batch_size: int = Field(default=1000, ge=1)

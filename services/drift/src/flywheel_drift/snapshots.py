@@ -16,8 +16,11 @@ from flywheel_drift.versions import VersionSnapshot
 from flywheel_drift.windows import ClosedWindow, VersionWindows
 
 
-def encode(snapshot: VersionSnapshot) -> bytes:
-    status = converters.status_message(snapshot.status).SerializeToString()
+def encode(snapshot: VersionSnapshot, status: bytes | None = None) -> bytes:
+    """`status`: the snapshot's status as a serialized VersionDriftStatus, when the caller
+    has it already (a checkpoint writes it beside the snapshot too)."""
+    if status is None:
+        status = converters.status_message(snapshot.status).SerializeToString()
     return checkpoints.encode(
         {
             "windows": snapshot.windows.checkpoint(),

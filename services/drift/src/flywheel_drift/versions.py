@@ -16,7 +16,7 @@ from flywheel_drift.detection import (
     Monitor,
     Severity,
     alerting,
-    data_drift,
+    data_drift_and_counts,
     prediction_drift,
     quality,
 )
@@ -30,7 +30,7 @@ from flywheel_drift.domain import (
     window_alert,
 )
 from flywheel_drift.performance import Calibration, ErrorScale, Task
-from flywheel_drift.profiles import ReferenceProfile
+from flywheel_drift.profiles import FeatureCounts, ReferenceProfile
 from flywheel_drift.windows import ClosedWindow, VersionWindows
 
 log = logging.getLogger(__name__)
@@ -123,12 +123,14 @@ class VersionState:
         reference is known the window's inputs wait for it (`test_untested`)."""
         metrics = MetricsWindow.of(window, at, task, self.calibration.estimate(window.confidence))
         findings = self._prediction_findings(window, monitor)
+        histograms: tuple[FeatureCounts, ...] = ()
         if len(window.features):
             if self.profile is not None:
-                findings = self._reference_findings(window, self.profile, monitor) + findings
+                tested, histograms = self._reference_findings(window, self.profile, monitor)
+                findings = tested + findings
             elif not self.profile_known:
                 self._keep_untested(window)
-        self.status.window_closed(metrics, findings)
+        self.status.window_closed(metrics, findings, histograms)
         reported = alerting(findings, monitor)
         self.drifted = [*self.drifted, bool(reported)][-MAX_ALARM_WINDOWS:]
         critical = any(f.severity is Severity.CRITICAL for f in reported)
@@ -146,12 +148,13 @@ class VersionState:
             return []
         outgoing: list[DriftEvent] = []
         for window in waiting:
-            findings = self._reference_findings(window, self.profile, monitor)
+            findings, histograms = self._reference_findings(window, self.profile, monitor)
             ref = WindowRef.of(window)
             if ref == self.status.latest_window:
                 self.status.findings = tuple(findings) + tuple(
                     f for f in self.status.findings if f.kind is Kind.PREDICTION
                 )
+                self.status.histograms = histograms
             reported = alerting(findings, monitor)
             outgoing += self._alert(window, findings, reported, monitor, at, late=True)
         return outgoing
@@ -187,11 +190,14 @@ class VersionState:
     @staticmethod
     def _reference_findings(
         window: ClosedWindow, profile: ReferenceProfile, monitor: Monitor
-    ) -> list[Finding]:
+    ) -> tuple[list[Finding], tuple[FeatureCounts, ...]]:
+        """The window's quality and drift findings, and its features' counts (none after a
+        schema change)."""
         findings = quality(profile, window.features, profile.datatype, monitor)
-        if not any(f.test is DriftTest.SCHEMA_CHANGE for f in findings):
-            findings += data_drift(profile, window.features, monitor)
-        return findings
+        if any(f.test is DriftTest.SCHEMA_CHANGE for f in findings):
+            return findings, ()
+        tested = data_drift_and_counts(profile, window.features, monitor)
+        return findings + tested.findings, tested.counts
 
     def _prediction_findings(self, window: ClosedWindow, monitor: Monitor) -> list[Finding]:
         findings: list[Finding] = []

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import ssl
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import numpy as np
 import pytest
 from aiokafka import AIOKafkaProducer
+from flywheel_cli import app as cli
+from flywheel_cli.connection import Addresses
+from typer.testing import CliRunner, Result
 
 from flywheel.deployer.v1 import events_pb2 as deployer_events
 from flywheel.deployer.v1 import types_pb2 as deployer_types
@@ -25,14 +31,17 @@ from flywheel_common.dead_letters import REASON
 from flywheel_common.events import header
 from flywheel_common.registration import registration
 from flywheel_common.service import Service
+from flywheel_common.settings import AuthSettings, Role, StaticToken
 from flywheel_common.timestamps import duration
 from flywheel_common.topics import DEPLOYMENTS, DLQ, DRIFT_ALERTS, MODEL_METRICS, PREDICTIONS
 from flywheel_drift.app import build as build_drift
 from flywheel_drift.settings import DriftSettings
+from flywheel_testing.browser import rendered_dom
+from flywheel_testing.identity import bearer
 from flywheel_testing.kafka import client_options, read_topic
 from flywheel_testing.models import IrisModels
 from flywheel_testing.platform import in_process
-from flywheel_testing.tls import secure_channel
+from flywheel_testing.tls import pki, secure_channel
 from inference import grpc_service_pb2 as inference_pb
 from inference import grpc_service_pb2_grpc as inference_grpc
 
@@ -54,7 +63,7 @@ async def services(
                 )
             )
         gateway = await platform.gateway()
-        drift = await platform.drift(window_size=WINDOW)
+        drift = await platform.drift(window_size=WINDOW, auth=_tokens(model))
         publisher = await platform.publisher("flywheel-deployer")
         await platform.forget_deployments([model])
         state = deployer_events.DeploymentState(
@@ -64,6 +73,20 @@ async def services(
         )
         await publisher.publish(DEPLOYMENTS, state, subject=model)
         yield registry, gateway, drift, model
+
+
+ADMIN, READER, STRANGER = "admin-token", "reader-token", "stranger-token"
+
+
+def _tokens(model: str) -> AuthSettings:
+    """The admin; a reader of the model; a reader of other models only."""
+    return AuthSettings(
+        tokens={
+            ADMIN: Role.ADMIN,
+            READER: StaticToken(role=Role.READER, models=[model]),
+            STRANGER: StaticToken(role=Role.READER, models=["other-*"]),
+        }
+    )
 
 
 async def infer(address: str, model: str, rows: np.ndarray) -> None:
@@ -109,10 +132,11 @@ async def events_of(
             await asyncio.sleep(0.5)
 
 
-async def test_windows_metrics_and_a_shifted_feature_alerted(
+async def test_windows_metrics_and_a_shifted_feature_alerted_with_its_report(
     services: tuple[Service, Service, Service, str],
     iris_models: IrisModels,
     kafka_bootstrap: str,
+    tmp_path: Path,
 ) -> None:
     _, gateway, drift, model = services
     rng = np.random.default_rng(7)
@@ -164,15 +188,62 @@ async def test_windows_metrics_and_a_shifted_feature_alerted(
 
     async with secure_channel(drift.grpc.address) as channel:
         status = await drift_grpc.DriftServiceStub(channel).GetDriftStatus(
-            drift_pb.GetDriftStatusRequest(model=model)
+            drift_pb.GetDriftStatusRequest(model=model), metadata=bearer(ADMIN)
         )
         alerts = await drift_grpc.DriftServiceStub(channel).ListAlerts(
-            drift_pb.ListAlertsRequest(model=model)
+            drift_pb.ListAlertsRequest(model=model), metadata=bearer(ADMIN)
         )
     [version] = status.versions
     assert version.reference_loaded
     assert version.windows_closed == 3
     assert [a.window.index for a in alerts.alerts] == [2]
+    assert [m.window.index for m in version.recent_metrics] == [0, 1, 2]
+    assert [h.feature for h in version.latest_histograms] == ["f0", "f1", "f2", "f3"]
+    await _the_alert_links_its_report(alert["reportUrl"], model, tmp_path)
+
+
+async def _the_alert_links_its_report(url: str, model: str, folder: Path) -> None:
+    """The alert's link answers the report of its window to a reader of the model, over
+    TLS; others are refused; Chromium shows the shifted feature highlighted."""
+    assert url.startswith("https://127.0.0.1:")
+    assert url.endswith(f"/reports/{model}?version=1&window=2")
+    tls = ssl.create_default_context(cafile=pki().ca_file)
+    async with aiohttp.ClientSession() as http:
+
+        async def get(address: str, token: str | None) -> tuple[int, str]:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            async with http.get(address, headers=headers, ssl=tls) as response:
+                return response.status, await response.text()
+
+        status, page = await get(url, READER)
+        refusals = [(await get(url, token))[0] for token in (None, "forged", STRANGER)]
+        unknown = await get(url.replace(model, f"{model}-unknown"), ADMIN)
+        old_window = await get(url.replace("window=2", "window=0"), ADMIN)
+    assert status == 200
+    assert refusals == [401, 401, 403]
+    assert unknown[0] == 404
+    assert "have been seen yet" in unknown[1]
+    assert old_window[0] == 404
+    assert "not kept" in old_window[1]
+
+    saved = folder / "report.html"
+    written = await asyncio.to_thread(_cli_report, url.partition("/reports/")[0], model, saved)
+    assert written.exit_code == 0, written.output
+    assert saved.read_text().count('class="drifted"') == page.count('class="drifted"') > 0
+    dom = rendered_dom(saved)
+    assert re.search(r'<tr class="drifted" data-feature="f2"><td>f2</td><td>kolmogorov', dom)
+    assert re.search(r'<div class="feature drifted" data-feature="f2">', dom)
+    assert dom.count('class="feature"') == 3  # the other features, not highlighted
+    assert "corrected p-value" in dom
+    assert "Metrics over time" in dom
+
+
+def _cli_report(base_url: str, model: str, output: Path) -> Result:
+    """`flywheel report MODEL --window 2 -o OUTPUT` as a reader of the model."""
+    addresses = Addresses(drift_reports=base_url, token=READER, tls=pki().client_tls())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cli.State, "addresses", addresses)
+        return CliRunner().invoke(cli.app, ["report", model, "--window", "2", "-o", str(output)])
 
 
 async def test_a_time_window_closes_when_traffic_stops(
@@ -188,7 +259,8 @@ async def test_a_time_window_closes_when_traffic_stops(
         await drift_grpc.DriftServiceStub(channel).SetMonitorConfig(
             drift_pb.SetMonitorConfigRequest(
                 config=drift_types.MonitorConfig(model=model, window=window)
-            )
+            ),
+            metadata=bearer(ADMIN),
         )
     await infer(gateway.grpc.address, model, iris_models.features[:10])
     # No request follows: the detector's clock alone closes the window (or the two, should

@@ -19,9 +19,11 @@ from flywheel_drift.domain import (
     DriftStatus,
     LatencyQuantiles,
     MetricsWindow,
+    WindowPicture,
     WindowRef,
 )
 from flywheel_drift.performance import Estimate
+from flywheel_drift.profiles import FeatureCounts
 from flywheel_drift.statistics import Correction
 
 # Times in whole or half seconds: a float carries an epoch time to about 0.2 microseconds, so
@@ -83,6 +85,7 @@ def test_window_and_concept_alerts_round_trip() -> None:
         features_drifted=1,
         correction=Correction.BONFERRONI,
         alpha=0.01,
+        report_url="https://drift.example.com/reports/iris?version=1&window=7",
     )
     concept = Alert(
         alert_id="iris:1:concept:300",
@@ -125,10 +128,17 @@ def test_a_status_round_trips_at_every_stage() -> None:
         windows_closed=8,
     )
     labeled = DriftStatus("iris", 1, concept=ConceptStatus(5, 0.2))
-    for status in (fresh, closed, labeled):
+    counts = (FeatureCounts("petal_width", (3, 0, 97)),)
+    reported = replace(
+        closed,
+        histograms=counts,
+        recent_metrics=(METRICS, METRICS),
+        alerted_window=WindowPicture(REF, (DRIFTED,), counts),
+    )
+    for status in (fresh, closed, labeled, reported):
         assert converters.status_of(converters.status_message(status)) == status
     message = converters.status_message(fresh)
-    for field in ("latest_window", "latest_metrics", "concept_drift"):
+    for field in ("latest_window", "latest_metrics", "concept_drift", "last_alerted_window"):
         assert not message.HasField(field)
     assert converters.status_message(labeled).HasField("concept_drift")
 

@@ -171,3 +171,38 @@ async def test_an_alarm_policy_alerts_on_the_second_of_three_drifted_windows_onl
     await asyncio.sleep(0.01)
     assert alerts(observe(successor, window(100, 0.0))) == []  # clean
     assert alerts(observe(successor, window(200, 1.5))) == [2]  # two of the last three
+
+
+async def test_an_alert_links_its_report_whose_window_stays_pictured_as_later_ones_close() -> None:
+    """The alerted window's tests and feature counts outlive it as the latest window (its
+    report shows them), through a checkpoint; the alert carries the report's address."""
+    rng = np.random.default_rng(3)
+    profile = build_profile("iris", 1, rng.normal(size=(2000, 2)))
+
+    async def reference(model: str, version: int) -> ReferenceProfile | None:
+        return profile
+
+    detector = Detector(
+        reference,
+        lambda _: ModelMonitor(window=WindowPolicy(size=100)),
+        report_link=lambda alert: (
+            f"https://drift/reports/{alert.model}?w={alert.window.index}" if alert.window else ""
+        ),
+    )
+    detector.state("iris", 1)
+    await asyncio.sleep(0.01)
+    rows = np.vstack([rng.normal(1.5, 1.0, size=(100, 2)), rng.normal(size=(300, 2))])
+    outgoing = observe(detector, [logged_row(f"r{i}", 1000.0 + i, r) for i, r in enumerate(rows)])
+    [alert] = [m for m, _ in outgoing if isinstance(m, events.DriftAlert)]
+    assert alert.report_url == "https://drift/reports/iris?w=0"
+
+    status = snapshots.decode("iris", 1, snapshots.encode(detector.snapshot("iris", 1))).status
+    assert status.latest_window is not None
+    assert status.latest_window.index == 3
+    assert [m.window.index for m in status.recent_metrics] == [0, 1, 2, 3]
+    pictured = status.alerted_window
+    assert pictured is not None
+    assert pictured.window.index == 0
+    assert any(f.drifted and f.feature == "f0" for f in pictured.findings)
+    assert [sum(h.counts) for h in pictured.histograms] == [100, 100]
+    assert [h.counts for h in pictured.histograms] != [h.counts for h in status.histograms]

@@ -28,7 +28,7 @@ from flywheel.drift.v1 import types_pb2 as flywheel_dot_drift_dot_v1_dot_types__
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66lywheel/drift/v1/drift.proto\x12\x11\x66lywheel.drift.v1\x1a\x1e\x66lywheel/common/v1/types.proto\x1a\x1e\x66lywheel/drift/v1/events.proto\x1a\x1d\x66lywheel/drift/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdc\x01\n\x11\x43onceptDriftState\x12.\n\x08\x64\x65tector\x18\x01 \x01(\x0e\x32\x1c.flywheel.drift.v1.DriftTest\x12\x15\n\rlabeled_count\x18\x02 \x01(\x03\x12\x1b\n\x13pending_label_count\x18\x03 \x01(\x03\x12\x16\n\x0e\x65rror_estimate\x18\x04 \x01(\x01\x12\x17\n\x0f\x63hange_detected\x18\x05 \x01(\x08\x12\x32\n\x0elast_change_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfd\x02\n\x12VersionDriftStatus\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x18\n\x10reference_loaded\x18\x03 \x01(\x08\x12\x18\n\x10reference_sha256\x18\x04 \x01(\t\x12\x33\n\rlatest_window\x18\x05 \x01(\x0b\x32\x1c.flywheel.drift.v1.WindowRef\x12\x33\n\x08\x66indings\x18\x06 \x03(\x0b\x32!.flywheel.drift.v1.FeatureFinding\x12=\n\x0elatest_metrics\x18\x07 \x01(\x0b\x32%.flywheel.drift.v1.ModelMetricsWindow\x12;\n\rconcept_drift\x18\x08 \x01(\x0b\x32$.flywheel.drift.v1.ConceptDriftState\x12\x15\n\rlast_alert_id\x18\t \x01(\t\x12\x16\n\x0ewindows_closed\x18\n \x01(\x03\"7\n\x15GetDriftStatusRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"Q\n\x16GetDriftStatusResponse\x12\x37\n\x08versions\x18\x01 \x03(\x0b\x32%.flywheel.drift.v1.VersionDriftStatus\"\xed\x01\n\x11ListAlertsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12+\n\x05kinds\x18\x03 \x03(\x0e\x32\x1c.flywheel.drift.v1.AlertKind\x12\x31\n\x0cmin_severity\x18\x04 \x01(\x0e\x32\x1b.flywheel.drift.v1.Severity\x12\x31\n\ntime_range\x18\x05 \x01(\x0b\x32\x1d.flywheel.common.v1.TimeRange\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"\\\n\x12ListAlertsResponse\x12-\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x1d.flywheel.drift.v1.DriftAlert\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x81\x01\n\x17SetMonitorConfigRequest\x12\x30\n\x06\x63onfig\x18\x01 \x01(\x0b\x32 .flywheel.drift.v1.MonitorConfig\x12\x1e\n\x11\x65xpected_revision\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x14\n\x12_expected_revision\"L\n\x18SetMonitorConfigResponse\x12\x30\n\x06\x63onfig\x18\x01 \x01(\x0b\x32 .flywheel.drift.v1.MonitorConfig\"(\n\x17GetMonitorConfigRequest\x12\r\n\x05model\x18\x01 \x01(\t\"`\n\x18GetMonitorConfigResponse\x12\x30\n\x06\x63onfig\x18\x01 \x01(\x0b\x32 .flywheel.drift.v1.MonitorConfig\x12\x12\n\nis_default\x18\x02 \x01(\x08\x32\xb2\x03\n\x0c\x44riftService\x12g\n\x0eGetDriftStatus\x12(.flywheel.drift.v1.GetDriftStatusRequest\x1a).flywheel.drift.v1.GetDriftStatusResponse\"\x00\x12[\n\nListAlerts\x12$.flywheel.drift.v1.ListAlertsRequest\x1a%.flywheel.drift.v1.ListAlertsResponse\"\x00\x12m\n\x10SetMonitorConfig\x12*.flywheel.drift.v1.SetMonitorConfigRequest\x1a+.flywheel.drift.v1.SetMonitorConfigResponse\"\x00\x12m\n\x10GetMonitorConfig\x12*.flywheel.drift.v1.GetMonitorConfigRequest\x1a+.flywheel.drift.v1.GetMonitorConfigResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66lywheel/drift/v1/drift.proto\x12\x11\x66lywheel.drift.v1\x1a\x1e\x66lywheel/common/v1/types.proto\x1a\x1e\x66lywheel/drift/v1/events.proto\x1a\x1d\x66lywheel/drift/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdc\x01\n\x11\x43onceptDriftState\x12.\n\x08\x64\x65tector\x18\x01 \x01(\x0e\x32\x1c.flywheel.drift.v1.DriftTest\x12\x15\n\rlabeled_count\x18\x02 \x01(\x03\x12\x1b\n\x13pending_label_count\x18\x03 \x01(\x03\x12\x16\n\x0e\x65rror_estimate\x18\x04 \x01(\x01\x12\x17\n\x0f\x63hange_detected\x18\x05 \x01(\x08\x12\x32\n\x0elast_change_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xbb\x04\n\x12VersionDriftStatus\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x18\n\x10reference_loaded\x18\x03 \x01(\x08\x12\x18\n\x10reference_sha256\x18\x04 \x01(\t\x12\x33\n\rlatest_window\x18\x05 \x01(\x0b\x32\x1c.flywheel.drift.v1.WindowRef\x12\x33\n\x08\x66indings\x18\x06 \x03(\x0b\x32!.flywheel.drift.v1.FeatureFinding\x12=\n\x0elatest_metrics\x18\x07 \x01(\x0b\x32%.flywheel.drift.v1.ModelMetricsWindow\x12;\n\rconcept_drift\x18\x08 \x01(\x0b\x32$.flywheel.drift.v1.ConceptDriftState\x12\x15\n\rlast_alert_id\x18\t \x01(\t\x12\x16\n\x0ewindows_closed\x18\n \x01(\x03\x12>\n\x11latest_histograms\x18\x0b \x03(\x0b\x32#.flywheel.drift.v1.FeatureHistogram\x12=\n\x0erecent_metrics\x18\x0c \x03(\x0b\x32%.flywheel.drift.v1.ModelMetricsWindow\x12=\n\x13last_alerted_window\x18\r \x01(\x0b\x32 .flywheel.drift.v1.AlertedWindow\"\xab\x01\n\rAlertedWindow\x12,\n\x06window\x18\x01 \x01(\x0b\x32\x1c.flywheel.drift.v1.WindowRef\x12\x33\n\x08\x66indings\x18\x02 \x03(\x0b\x32!.flywheel.drift.v1.FeatureFinding\x12\x37\n\nhistograms\x18\x03 \x03(\x0b\x32#.flywheel.drift.v1.FeatureHistogram\"7\n\x15GetDriftStatusRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"Q\n\x16GetDriftStatusResponse\x12\x37\n\x08versions\x18\x01 \x03(\x0b\x32%.flywheel.drift.v1.VersionDriftStatus\"\xed\x01\n\x11ListAlertsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12+\n\x05kinds\x18\x03 \x03(\x0e\x32\x1c.flywheel.drift.v1.AlertKind\x12\x31\n\x0cmin_severity\x18\x04 \x01(\x0e\x32\x1b.flywheel.drift.v1.Severity\x12\x31\n\ntime_range\x18\x05 \x01(\x0b\x32\x1d.flywheel.common.v1.TimeRange\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"\\\n\x12ListAlertsResponse\x12-\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x1d.flywheel.drift.v1.DriftAlert\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x81\x01\n\x17SetMonitorConfigRequest\x12\x30\n\x06\x63onfig\x18\x01 \x01(\x0b\x32 .flywheel.drift.v1.MonitorConfig\x12\x1e\n\x11\x65xpected_revision\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x14\n\x12_expected_revision\"L\n\x18SetMonitorConfigResponse\x12\x30\n\x06\x63onfig\x18\x01 \x01(\x0b\x32 .flywheel.drift.v1.MonitorConfig\"(\n\x17GetMonitorConfigRequest\x12\r\n\x05model\x18\x01 \x01(\t\"`\n\x18GetMonitorConfigResponse\x12\x30\n\x06\x63onfig\x18\x01 \x01(\x0b\x32 .flywheel.drift.v1.MonitorConfig\x12\x12\n\nis_default\x18\x02 \x01(\x08\x32\xb2\x03\n\x0c\x44riftService\x12g\n\x0eGetDriftStatus\x12(.flywheel.drift.v1.GetDriftStatusRequest\x1a).flywheel.drift.v1.GetDriftStatusResponse\"\x00\x12[\n\nListAlerts\x12$.flywheel.drift.v1.ListAlertsRequest\x1a%.flywheel.drift.v1.ListAlertsResponse\"\x00\x12m\n\x10SetMonitorConfig\x12*.flywheel.drift.v1.SetMonitorConfigRequest\x1a+.flywheel.drift.v1.SetMonitorConfigResponse\"\x00\x12m\n\x10GetMonitorConfig\x12*.flywheel.drift.v1.GetMonitorConfigRequest\x1a+.flywheel.drift.v1.GetMonitorConfigResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,23 +38,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONCEPTDRIFTSTATE']._serialized_start=181
   _globals['_CONCEPTDRIFTSTATE']._serialized_end=401
   _globals['_VERSIONDRIFTSTATUS']._serialized_start=404
-  _globals['_VERSIONDRIFTSTATUS']._serialized_end=785
-  _globals['_GETDRIFTSTATUSREQUEST']._serialized_start=787
-  _globals['_GETDRIFTSTATUSREQUEST']._serialized_end=842
-  _globals['_GETDRIFTSTATUSRESPONSE']._serialized_start=844
-  _globals['_GETDRIFTSTATUSRESPONSE']._serialized_end=925
-  _globals['_LISTALERTSREQUEST']._serialized_start=928
-  _globals['_LISTALERTSREQUEST']._serialized_end=1165
-  _globals['_LISTALERTSRESPONSE']._serialized_start=1167
-  _globals['_LISTALERTSRESPONSE']._serialized_end=1259
-  _globals['_SETMONITORCONFIGREQUEST']._serialized_start=1262
-  _globals['_SETMONITORCONFIGREQUEST']._serialized_end=1391
-  _globals['_SETMONITORCONFIGRESPONSE']._serialized_start=1393
-  _globals['_SETMONITORCONFIGRESPONSE']._serialized_end=1469
-  _globals['_GETMONITORCONFIGREQUEST']._serialized_start=1471
-  _globals['_GETMONITORCONFIGREQUEST']._serialized_end=1511
-  _globals['_GETMONITORCONFIGRESPONSE']._serialized_start=1513
-  _globals['_GETMONITORCONFIGRESPONSE']._serialized_end=1609
-  _globals['_DRIFTSERVICE']._serialized_start=1612
-  _globals['_DRIFTSERVICE']._serialized_end=2046
+  _globals['_VERSIONDRIFTSTATUS']._serialized_end=975
+  _globals['_ALERTEDWINDOW']._serialized_start=978
+  _globals['_ALERTEDWINDOW']._serialized_end=1149
+  _globals['_GETDRIFTSTATUSREQUEST']._serialized_start=1151
+  _globals['_GETDRIFTSTATUSREQUEST']._serialized_end=1206
+  _globals['_GETDRIFTSTATUSRESPONSE']._serialized_start=1208
+  _globals['_GETDRIFTSTATUSRESPONSE']._serialized_end=1289
+  _globals['_LISTALERTSREQUEST']._serialized_start=1292
+  _globals['_LISTALERTSREQUEST']._serialized_end=1529
+  _globals['_LISTALERTSRESPONSE']._serialized_start=1531
+  _globals['_LISTALERTSRESPONSE']._serialized_end=1623
+  _globals['_SETMONITORCONFIGREQUEST']._serialized_start=1626
+  _globals['_SETMONITORCONFIGREQUEST']._serialized_end=1755
+  _globals['_SETMONITORCONFIGRESPONSE']._serialized_start=1757
+  _globals['_SETMONITORCONFIGRESPONSE']._serialized_end=1833
+  _globals['_GETMONITORCONFIGREQUEST']._serialized_start=1835
+  _globals['_GETMONITORCONFIGREQUEST']._serialized_end=1875
+  _globals['_GETMONITORCONFIGRESPONSE']._serialized_start=1877
+  _globals['_GETMONITORCONFIGRESPONSE']._serialized_end=1973
+  _globals['_DRIFTSERVICE']._serialized_start=1976
+  _globals['_DRIFTSERVICE']._serialized_end=2410
 # @@protoc_insertion_point(module_scope)

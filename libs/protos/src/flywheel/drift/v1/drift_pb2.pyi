@@ -84,6 +84,9 @@ class VersionDriftStatus(_message.Message):
     CONCEPT_DRIFT_FIELD_NUMBER: _builtins.int
     LAST_ALERT_ID_FIELD_NUMBER: _builtins.int
     WINDOWS_CLOSED_FIELD_NUMBER: _builtins.int
+    LATEST_HISTOGRAMS_FIELD_NUMBER: _builtins.int
+    RECENT_METRICS_FIELD_NUMBER: _builtins.int
+    LAST_ALERTED_WINDOW_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Model name."""
     version: _builtins.int
@@ -112,6 +115,22 @@ class VersionDriftStatus(_message.Message):
     def concept_drift(self) -> Global___ConceptDriftState:
         """Concept drift state."""
 
+    @_builtins.property
+    def latest_histograms(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.FeatureHistogram]:
+        """Distribution of each input feature over the latest window, in its reference bins;
+        empty until the reference is loaded.
+        """
+
+    @_builtins.property
+    def recent_metrics(self) -> _containers.RepeatedCompositeFieldContainer[_events_pb2.ModelMetricsWindow]:
+        """Serving metrics of the most recent windows (at most 50), oldest first."""
+
+    @_builtins.property
+    def last_alerted_window(self) -> Global___AlertedWindow:
+        """The newest window that raised an alert when it closed, with every test result and its
+        features' counts (what its report shows once later windows have closed); unset before.
+        """
+
     def __init__(
         self,
         *,
@@ -125,14 +144,53 @@ class VersionDriftStatus(_message.Message):
         concept_drift: Global___ConceptDriftState | None = ...,
         last_alert_id: _builtins.str = ...,
         windows_closed: _builtins.int = ...,
+        latest_histograms: _abc.Iterable[_types_pb2.FeatureHistogram] | None = ...,
+        recent_metrics: _abc.Iterable[_events_pb2.ModelMetricsWindow] | None = ...,
+        last_alerted_window: Global___AlertedWindow | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["concept_drift", b"concept_drift", "latest_metrics", b"latest_metrics", "latest_window", b"latest_window"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["concept_drift", b"concept_drift", "last_alerted_window", b"last_alerted_window", "latest_metrics", b"latest_metrics", "latest_window", b"latest_window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concept_drift", b"concept_drift", "findings", b"findings", "last_alert_id", b"last_alert_id", "latest_metrics", b"latest_metrics", "latest_window", b"latest_window", "model", b"model", "reference_loaded", b"reference_loaded", "reference_sha256", b"reference_sha256", "version", b"version", "windows_closed", b"windows_closed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concept_drift", b"concept_drift", "findings", b"findings", "last_alert_id", b"last_alert_id", "last_alerted_window", b"last_alerted_window", "latest_histograms", b"latest_histograms", "latest_metrics", b"latest_metrics", "latest_window", b"latest_window", "model", b"model", "recent_metrics", b"recent_metrics", "reference_loaded", b"reference_loaded", "reference_sha256", b"reference_sha256", "version", b"version", "windows_closed", b"windows_closed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VersionDriftStatus: _TypeAlias = VersionDriftStatus  # noqa: Y015
+
+@_typing.final
+class AlertedWindow(_message.Message):
+    """Every test result of one window and its input features in their reference bins."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WINDOW_FIELD_NUMBER: _builtins.int
+    FINDINGS_FIELD_NUMBER: _builtins.int
+    HISTOGRAMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def window(self) -> _types_pb2.WindowRef:
+        """The window."""
+
+    @_builtins.property
+    def findings(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.FeatureFinding]:
+        """Every test result of the window, drifted or not."""
+
+    @_builtins.property
+    def histograms(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.FeatureHistogram]:
+        """Distribution of each input feature over the window, in its reference bins."""
+
+    def __init__(
+        self,
+        *,
+        window: _types_pb2.WindowRef | None = ...,
+        findings: _abc.Iterable[_types_pb2.FeatureFinding] | None = ...,
+        histograms: _abc.Iterable[_types_pb2.FeatureHistogram] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["window", b"window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["findings", b"findings", "histograms", b"histograms", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AlertedWindow: _TypeAlias = AlertedWindow  # noqa: Y015
 
 @_typing.final
 class GetDriftStatusRequest(_message.Message):

@@ -122,6 +122,7 @@ class DriftAlert(_message.Message):
     SUMMARY_FIELD_NUMBER: _builtins.int
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
     TRACEPARENT_FIELD_NUMBER: _builtins.int
+    REPORT_URL_FIELD_NUMBER: _builtins.int
     alert_id: _builtins.str
     """Deterministic id derived from the window id, so a replayed window yields the same id
     and consumers can dedupe on it.
@@ -152,6 +153,10 @@ class DriftAlert(_message.Message):
     """W3C traceparent of the detector's span that raised the alert: a child of the span of
     the request that closed the window, so the alert, the retrain run it starts and the
     training job all share that request's trace; empty when the request was not traced.
+    """
+    report_url: _builtins.str
+    """Address of the drift service's HTML report of the alert's window (GET with the same
+    bearer token as its gRPC API); empty when the service serves no report.
     """
     @_builtins.property
     def window(self) -> _types_pb2.WindowRef:
@@ -187,10 +192,11 @@ class DriftAlert(_message.Message):
         summary: _builtins.str = ...,
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
         traceparent: _builtins.str = ...,
+        report_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at", "window", b"window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "alpha", b"alpha", "correction", b"correction", "features_drifted", b"features_drifted", "features_tested", b"features_tested", "findings", b"findings", "kinds", b"kinds", "model", b"model", "occurred_at", b"occurred_at", "reference_sha256", b"reference_sha256", "severity", b"severity", "summary", b"summary", "traceparent", b"traceparent", "version", b"version", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "alpha", b"alpha", "correction", b"correction", "features_drifted", b"features_drifted", "features_tested", b"features_tested", "findings", b"findings", "kinds", b"kinds", "model", b"model", "occurred_at", b"occurred_at", "reference_sha256", b"reference_sha256", "report_url", b"report_url", "severity", b"severity", "summary", b"summary", "traceparent", b"traceparent", "version", b"version", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

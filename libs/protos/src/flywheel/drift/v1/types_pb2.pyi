@@ -758,6 +758,37 @@ class PerformanceEstimate(_message.Message):
 Global___PerformanceEstimate: _TypeAlias = PerformanceEstimate  # noqa: Y015
 
 @_typing.final
+class FeatureHistogram(_message.Message):
+    """Distribution of one input feature over one window, in the bins of its reference profile."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEATURE_FIELD_NUMBER: _builtins.int
+    COUNTS_FIELD_NUMBER: _builtins.int
+    feature: _builtins.str
+    """Feature name (from the reference sample)."""
+    @_builtins.property
+    def counts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Values per reference bin for a numeric feature (the bins between the reference's
+        interior edges, open at both ends: one more than the edges); for a categorical feature,
+        values per reference category, then one count of the categories the reference never saw.
+        """
+
+    def __init__(
+        self,
+        *,
+        feature: _builtins.str = ...,
+        counts: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "feature", b"feature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeatureHistogram: _TypeAlias = FeatureHistogram  # noqa: Y015
+
+@_typing.final
 class LabelMetrics(_message.Message):
     """Quality of predictions against ground truth, over the labeled predictions of a window."""
 
