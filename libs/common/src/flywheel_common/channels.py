@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import grpc
-from opentelemetry.instrumentation.grpc import aio_client_interceptors, client_interceptor
+from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from flywheel_common.settings import ClientTlsSettings
 
@@ -42,11 +42,6 @@ def _traced_calls() -> list[grpc.aio.ClientInterceptor]:
     return interceptors
 
 
-def _traced_sync_calls() -> grpc.UnaryUnaryClientInterceptor:
-    interceptor: grpc.UnaryUnaryClientInterceptor = client_interceptor()  # type: ignore[no-untyped-call]
-    return interceptor
-
-
 def _options(tls: ClientTlsSettings, options: Sequence[ChannelOption]) -> list[ChannelOption]:
     if tls.enabled and tls.server_name:
         return [*options, ("grpc.ssl_target_name_override", tls.server_name)]
@@ -79,11 +74,11 @@ def sync_channel(
     options: Sequence[ChannelOption] = (),
     token: str = "",
 ) -> grpc.Channel:
-    """A blocking channel, for scripts and threads without an event loop (traced too)."""
+    """A blocking channel, for scripts and threads without an event loop. Not traced:
+    OpenTelemetry's blocking interceptor turns a server-streaming call into a plain
+    generator, without the `cancel()` and status of gRPC's own."""
     if not tls.enabled:
         _plaintext(tls, token)
-        channel = grpc.insecure_channel(target, options=list(options))
-    else:
-        credentials = channel_credentials(tls, token)
-        channel = grpc.secure_channel(target, credentials, _options(tls, options))
-    return grpc.intercept_channel(channel, _traced_sync_calls())
+        return grpc.insecure_channel(target, options=list(options))
+    credentials = channel_credentials(tls, token)
+    return grpc.secure_channel(target, credentials, _options(tls, options))

@@ -28,13 +28,21 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Telemetry:
-    """The providers of one process; `shutdown` flushes pending spans and metrics."""
+    """The providers of one process, shared by every service it runs; `shutdown` flushes
+    pending spans and metrics, and stops the providers when the last of those services
+    shuts down (a service stopping must not end the traces of the others)."""
 
     tracer_provider: TracerProvider
     meter_provider: MeterProvider
     metrics_port: int | None
+    users: int = 1
 
     def shutdown(self) -> None:
+        self.users -= 1
+        if self.users > 0:
+            self.tracer_provider.force_flush()
+            self.meter_provider.force_flush()
+            return
         self.tracer_provider.shutdown()
         self.meter_provider.shutdown()
 
@@ -86,6 +94,7 @@ def configure_telemetry(
     if _installed is not None:
         for processor in extra_span_processors:
             _installed.tracer_provider.add_span_processor(processor)
+        _installed.users += 1
         return _installed
 
     resource = Resource.create({SERVICE_NAME: service_name, SERVICE_INSTANCE_ID: instance_id})

@@ -25,7 +25,9 @@ from flywheel_testing import backends
 from flywheel_testing.models import IrisModels, train_iris_models
 from flywheel_testing.secure_kafka import SecureKafka, secure_kafka
 
-_spans = InMemorySpanExporter()
+# The newest spans only: a test clears them before what it asserts on, and a whole suite's
+# calls would otherwise pile up in memory.
+_spans = InMemorySpanExporter(max_spans=50_000)
 
 NewTopicFactory = Callable[..., Awaitable[str]]
 
@@ -84,9 +86,10 @@ def pytest_sessionfinish() -> None:
     _secure_kafka.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def span_exporter() -> InMemorySpanExporter:
-    """Every span the test process finishes, for asserting on traces."""
+    """The spans the test process finishes, for asserting on traces. Installed before the
+    first test, so the process's telemetry outlives every service a test starts and stops."""
     configure_telemetry(
         "flywheel-tests", "tests", TelemetrySettings(), (SimpleSpanProcessor(_spans),)
     )
