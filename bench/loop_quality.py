@@ -58,6 +58,7 @@ from flywheel.retrain.v1 import retrain_pb2_grpc as retrain_grpc
 from flywheel.retrain.v1 import types_pb2 as retrain_types
 from flywheel_common.channels import aio_channel
 from flywheel_common.publisher import EventPublisher
+from flywheel_common.settings import LeaseSettings
 from flywheel_common.timestamps import duration, timestamp
 from flywheel_common.topics import GROUND_TRUTH
 from flywheel_testing.backends import kafka_address
@@ -292,16 +293,21 @@ async def drive(
     stream: Stream,
     concurrency: int,
     delay: int,
+    rate: float,
 ) -> Served:
-    """Every request of the stream in order, `concurrency` in flight; the label of request
-    i is published once request i + delay has been answered."""
+    """Every request of the stream in order, `concurrency` in flight at most and `rate` per
+    second at most (0: no limit); the label of request i is published once request
+    i + delay has been answered."""
     n = stream.requests
     served = Served(np.full(n, -1), np.zeros(n, dtype=np.int64), np.zeros(n))
     pending: list[int] = []
     requests = iter(range(n))
+    began = time.monotonic()
 
     async def worker() -> None:
         for request in requests:
+            if rate:
+                await asyncio.sleep(max(began + request / rate - time.monotonic(), 0.0))
             served.sent_at[request] = time.time()
             try:
                 response = await gateway.ModelInfer(
@@ -322,7 +328,6 @@ async def drive(
             if batch:
                 await publisher.send([label_record(publisher, model, stream, r) for r in batch])
 
-    began = time.monotonic()
     done = asyncio.Event()
     labels = asyncio.create_task(labeller(done))
     await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -406,7 +411,12 @@ async def run_loop(
         await register_first_version(platform, model, stream)
         await wait_until_served(gateway, infer_request(model, stream, 0))
         publisher = await platform.publisher("bench-loop")
-        served = await drive(gateway, publisher, model, stream, args.concurrency, args.label_delay)
+        served = await drive(
+            gateway, publisher, model, stream, args.concurrency, args.label_delay, args.rate
+        )
+        status = await drift.GetDriftStatus(drift_pb.GetDriftStatusRequest(model=model))
+        scored = sum(v.concept_drift.labeled_count for v in status.versions)
+        print(f"{stream.name}: the detector had scored {scored:,} labels", file=sys.stderr)
         policy = (
             await retrain.GetRetrainPolicy(retrain_pb.GetRetrainPolicyRequest(model=model))
         ).policy
@@ -522,6 +532,15 @@ def report(stream: Stream, lines: dict[str, np.ndarray], loop: Loop) -> dict[str
         f"{len(loop.runs)} ({outcomes}), rejected candidates {states.get('rejected', 0)}; "
         f"{rate:,.0f} requests/s, {len(loop.served.failures)} failed"
     )
+    sent = loop.served.sent_at.tolist()
+    for run in sorted(loop.runs, key=lambda r: r.created_at.ToDatetime(UTC)):
+        at = bisect.bisect(sent, run.created_at.ToDatetime(UTC).timestamp())
+        print(
+            f"  run at request {at:,} ({run.trigger.reason or run.trigger.triggered_by}): "
+            f"{retrain_types.RunState.Name(run.state)}, v{run.candidate_version or '-'}, "
+            f"dataset {run.dataset.row_count:,} rows ({run.dataset.logged_row_count:,} logged); "
+            f"{run.gate.summary or run.error}"
+        )
     overall["recovery"] = recovery(overall["flywheel"], overall["static"], overall["oracle"])
     overall["runs"] = len(loop.runs)
     overall["rejected"] = states.get("rejected", 0)
@@ -568,18 +587,19 @@ async def main(args: argparse.Namespace) -> None:
         f"{args.requests:,} requests per stream, {args.concurrency} in flight; labels "
         f"{args.label_delay} requests late; scheduled retrain every {args.schedule_every:,}; "
         f"oracle and training job learn from {RECENT_ROWS:,} rows.\n"
-        f"Flywheel: default monitor config and retrain policy except the cooldown, "
-        f"{args.cooldown:g} s instead of 1 h (time compression: the stream runs in minutes)."
+        f"Time compression: requests at {args.rate:g}/s at most; Flywheel runs with the "
+        f"default monitor config and retrain policy except the cooldown, {args.cooldown:g} s "
+        "instead of 1 h (the stream runs in minutes, not days)."
     )
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-loop-") as folder:
         async with in_process(kafka_address(), Path(folder)) as platform:
             addresses = {
                 "registry": (await platform.registry()).grpc.address,
-                "deployer": (await platform.deployer()).grpc.address,
+                "deployer": (await platform.deployer(lease=LeaseSettings())).grpc.address,
                 "gateway": (await platform.gateway()).grpc.address,
                 "drift": (await platform.drift()).grpc.address,
-                "retrain": (await platform.retrain()).grpc.address,
+                "retrain": (await platform.retrain(lease=LeaseSettings())).grpc.address,
             }
             for name in args.streams:
                 stream = make_stream(name, args.requests)
@@ -611,6 +631,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--label-delay", type=int, default=500, help="in requests")
     parser.add_argument("--schedule-every", type=int, default=5000, help="in requests")
+    parser.add_argument(
+        "--rate", type=float, default=100.0, help="requests/s at most (0: as fast as served)"
+    )
     parser.add_argument("--cooldown", type=float, default=10.0, help="retrain cooldown, s")
     return parser.parse_args(argv)
 
