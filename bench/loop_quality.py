@@ -59,6 +59,7 @@ from flywheel.retrain.v1 import types_pb2 as retrain_types
 from flywheel_common.channels import aio_channel
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import LeaseSettings
+from flywheel_common.sklearn_onnx import onnx_from_sklearn
 from flywheel_common.timestamps import duration, timestamp
 from flywheel_common.topics import GROUND_TRUTH
 from flywheel_testing.backends import kafka_address
@@ -361,7 +362,7 @@ async def register_first_version(platform: Platform, model: str, stream: Stream)
     path = (platform.data_dir / f"{model}-training.csv").resolve()
     sha = write_csv(dataset, path)
     artifact = await asyncio.to_thread(
-        lambda: onnx_of(fit(dataset.features, dataset.labels), len(stream.feature_names))
+        lambda: onnx_from_sklearn(fit(dataset.features, dataset.labels), len(stream.feature_names))
     )
     lineage = registry_types.Lineage(
         dataset_uri=path.as_uri(),
@@ -371,12 +372,6 @@ async def register_first_version(platform: Platform, model: str, stream: Stream)
     )
     messages = registration_for(model, dataset, artifact, lineage, ["production"])
     await register(platform.registry_address, pki().client_tls(), "", messages)
-
-
-def onnx_of(model: Any, n_features: int) -> bytes:
-    from flywheel_common.sklearn_onnx import onnx_from_sklearn
-
-    return onnx_from_sklearn(model, n_features)
 
 
 async def pages(call: Callable[[str], Any], items: str) -> list[Any]:
