@@ -6,6 +6,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PYTEST := $(UV) run --frozen pytest --durations=15
 DEMO ?= 1
+LOOP_ARGS ?=
 FUZZ_INPUTS ?= 10000
 OVERLAY ?= dev
 SOURCES := libs/common libs/cli libs/testing services tests bench examples
@@ -115,7 +116,7 @@ swift-down: ## Stop that Swift
 	@infra/swift/stop.sh
 
 .PHONY: bench
-bench: bench-kafka bench-registry bench-gateway bench-rollout bench-drift bench-alarms bench-estimate bench-drift-replicas bench-takeover ## All benchmarks (never part of make test); record in bench/RESULTS.md
+bench: bench-kafka bench-registry bench-gateway bench-rollout bench-drift bench-alarms bench-estimate bench-drift-replicas bench-takeover bench-loop ## All benchmarks (never part of make test); record in bench/RESULTS.md
 
 .PHONY: bench-kafka
 bench-kafka: install ## Kafka bus: publisher and consumer against bare aiokafka
@@ -148,6 +149,10 @@ bench-estimate: install ## Drift: accuracy estimated before labels (CBPE) agains
 .PHONY: bench-drift-replicas
 bench-drift-replicas: install ## Drift detector, 1 vs 2 replicas over 4 partitions; the pause when one dies or joins
 	@infra/with-backends.sh $(UV) run --frozen python bench/drift_replicas.py
+
+.PHONY: bench-loop
+bench-loop: install ## The whole loop on river's drift streams beside static, scheduled, oracle and ARF (LOOP_ARGS="--requests 20000")
+	@infra/with-backends.sh --no-swift $(UV) run --frozen python bench/loop_quality.py $(LOOP_ARGS)
 
 .PHONY: bench-registry
 bench-registry: install ## Registry: registrations, GetArtifact MB/s, ListModelVersions at 10k

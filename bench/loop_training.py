@@ -1,0 +1,132 @@
+"""The training job of the loop benchmark (bench/loop_quality.py): one scikit-learn model for
+every line of the comparison, and the entrypoint the retrain trigger runs.
+
+    python bench/loop_training.py        # started by the retrain trigger only
+
+It fits a gradient-boosted tree classifier on the newest `RECENT_ROWS` rows of the dataset
+the run prepared (the trigger's dataset is the production version's training data followed
+by the logged, labelled predictions, oldest first): on a drifting stream the newest rows are
+the current concept. The model goes to ONNX and is registered as the run's candidate with
+its lineage, as `flywheel_examples.breast_cancer` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import numpy as np
+from flywheel_examples.breast_cancer import Dataset, code_version, read_csv, register
+from sklearn.ensemble import HistGradientBoostingClassifier
+from threadpoolctl import threadpool_limits
+
+from flywheel.registry.v1 import registry_pb2 as registry_pb
+from flywheel.registry.v1 import types_pb2 as registry_types
+from flywheel_common.registration import registration
+from flywheel_common.sklearn_onnx import onnx_from_sklearn
+from flywheel_common.telemetry import continued_trace
+from flywheel_common.training import TrainingResult, TrainingRun
+
+ENTRYPOINT = f"{sys.executable} {Path(__file__).resolve()}"
+RECENT_ROWS = 2000
+"""Rows a model learns from at most: the newest ones it is given (the oracle's 2,000 after a
+change)."""
+WINDOWS = (250, 500, 1000, 2000)
+VALIDATION_ROWS = 200
+REFERENCE_ROWS = 1000
+
+
+def fit(features: np.ndarray, labels: np.ndarray) -> HistGradientBoostingClassifier:
+    """The model every line of the benchmark uses: fitted on the newest rows, as far back
+    as `window` finds useful (at most `RECENT_ROWS`)."""
+    with threadpool_limits(1):  # the platform's services share two cores with the fits
+        rows = window(features, labels)
+        return _model().fit(features[-rows:].astype(np.float32), labels[-rows:])
+
+
+def window(features: np.ndarray, labels: np.ndarray) -> int:
+    """How many of the newest rows to learn from: of `WINDOWS`, the one whose model,
+    fitted on the rows just before the newest `VALIDATION_ROWS`, predicts those best (the
+    longest on a tie). After a change of concept only the rows since the change help."""
+    longest = min(len(labels), RECENT_ROWS)
+    if len(labels) < 2 * VALIDATION_ROWS:
+        return longest
+    held_x = features[-VALIDATION_ROWS:].astype(np.float32)
+    held_y = labels[-VALIDATION_ROWS:]
+    best, best_score = longest, -1.0
+    for rows in WINDOWS:
+        rows = min(rows, len(labels) - VALIDATION_ROWS)
+        fit_y = labels[-VALIDATION_ROWS - rows : -VALIDATION_ROWS]
+        if len(np.unique(fit_y)) < 2:
+            continue
+        fit_x = features[-VALIDATION_ROWS - rows : -VALIDATION_ROWS].astype(np.float32)
+        score = float((_model().fit(fit_x, fit_y).predict(held_x) == held_y).mean())
+        if score >= best_score:
+            best, best_score = min(rows + VALIDATION_ROWS, RECENT_ROWS), score
+    return best
+
+
+def _model() -> HistGradientBoostingClassifier:
+    return HistGradientBoostingClassifier(max_iter=100, random_state=0)
+
+
+def registration_for(
+    model: str,
+    dataset: Dataset,
+    artifact: bytes,
+    lineage: registry_types.Lineage,
+    aliases: list[str],
+    idempotency_key: str = "",
+) -> list[registry_pb.RegisterModelVersionRequest]:
+    """The model's registration; its reference sample is the newest rows it learned from."""
+    sample = dataset.features[-REFERENCE_ROWS:].astype(np.float32)
+    return registration(
+        model,
+        artifact,
+        sample=sample.tobytes(),
+        n_features=sample.shape[1],
+        feature_names=dataset.feature_names,
+        chunk=1 << 20,
+        description="gradient-boosted trees on a synthetic concept-drift stream",
+        params={"estimator": "hist_gradient_boosting", "rows": str(len(dataset.labels))},
+        lineage=lineage,
+        aliases=aliases,
+        idempotency_key=idempotency_key,
+    )
+
+
+def retrain(run: TrainingRun) -> int:
+    dataset = read_csv(Path(run.dataset_path))
+    fitted = fit(dataset.features, dataset.labels)
+    artifact = onnx_from_sklearn(fitted, dataset.features.shape[1])
+    lineage = registry_types.Lineage(
+        dataset_uri=run.dataset_uri,
+        dataset_sha256=run.dataset_sha256,
+        code_version=code_version(),
+        parent_version=run.parent_version,
+        triggered_by=run.triggered_by,
+        training_entrypoint=run.training_entrypoint or ENTRYPOINT,
+        retrain_run_id=run.run_id,
+    )
+    messages = registration_for(
+        run.model, dataset, artifact, lineage, [run.alias], run.idempotency_key
+    )
+    with continued_trace(run.traceparent):
+        version = asyncio.run(
+            register(run.registry_address, run.registry_tls(), run.registry_token, messages)
+        )
+    TrainingResult(run.model, version).write(Path(run.output_dir))
+    print(f"run {run.run_id}: {len(dataset.labels)} rows given, registered version {version}")
+    return version
+
+
+def main() -> None:
+    run = TrainingRun.from_environment()
+    if run is None:
+        sys.exit("bench/loop_training.py is started by the retrain trigger (FLYWHEEL_TRAINING_*)")
+    retrain(run)
+
+
+if __name__ == "__main__":
+    main()
