@@ -100,15 +100,7 @@ def retrain(run: TrainingRun) -> int:
     dataset = read_csv(Path(run.dataset_path))
     fitted = fit(dataset.features, dataset.labels)
     artifact = onnx_from_sklearn(fitted, dataset.features.shape[1])
-    lineage = registry_types.Lineage(
-        dataset_uri=run.dataset_uri,
-        dataset_sha256=run.dataset_sha256,
-        code_version=code_version(),
-        parent_version=run.parent_version,
-        triggered_by=run.triggered_by,
-        training_entrypoint=run.training_entrypoint or ENTRYPOINT,
-        retrain_run_id=run.run_id,
-    )
+    lineage = run.lineage(code_version(), ENTRYPOINT)
     messages = registration_for(
         run.model, dataset, artifact, lineage, [run.alias], run.idempotency_key
     )

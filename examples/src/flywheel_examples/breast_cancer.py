@@ -176,15 +176,7 @@ def retrain(run: TrainingRun, kind: str) -> int:
     dataset = read_csv(Path(run.dataset_path))
     print(f"run {run.run_id}: training {kind} on {len(dataset.labels)} rows of {run.dataset_uri}")
     artifact, metrics = train(dataset, kind)
-    lineage = registry_types.Lineage(
-        dataset_uri=run.dataset_uri,
-        dataset_sha256=run.dataset_sha256,
-        code_version=code_version(),
-        parent_version=run.parent_version,
-        triggered_by=run.triggered_by,
-        training_entrypoint=run.training_entrypoint or ENTRYPOINT,
-        retrain_run_id=run.run_id,
-    )
+    lineage = run.lineage(code_version(), ENTRYPOINT)
     messages = registration_for(
         run.model, dataset, artifact, metrics, lineage, [run.alias], kind, run.idempotency_key
     )

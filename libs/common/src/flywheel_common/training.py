@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from flywheel.registry.v1.types_pb2 import Lineage
 from flywheel_common.settings import ClientTlsSettings
 
 RESULT_FILE = "result.json"
@@ -70,6 +71,20 @@ class TrainingRun:
             cert_file=Path(self.registry_cert_file) if self.registry_cert_file else None,
             key_file=Path(self.registry_key_file) if self.registry_key_file else None,
             server_name=self.registry_server_name,
+        )
+
+    def lineage(self, code_version: str, entrypoint: str) -> Lineage:
+        """The lineage the job registers its version with: the run's data, parent and
+        trigger, the code (`code_version`), and the command, `entrypoint` unless the run
+        names its own. The trigger accepts only a candidate whose lineage names its run."""
+        return Lineage(
+            dataset_uri=self.dataset_uri,
+            dataset_sha256=self.dataset_sha256,
+            code_version=code_version,
+            parent_version=self.parent_version,
+            triggered_by=self.triggered_by,
+            training_entrypoint=self.training_entrypoint or entrypoint,
+            retrain_run_id=self.run_id,
         )
 
     @property

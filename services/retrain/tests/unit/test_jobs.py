@@ -114,3 +114,13 @@ def test_validation_names_what_the_api_server_would_refuse(tmp_path: Path) -> No
     problems = "\n".join(validate_job(manifest))
     for expected in ("metadata.name", "no image", "names no volume", "1BAD", "restartPolicy"):
         assert expected in problems
+
+
+def test_the_job_registers_with_the_lineage_that_names_its_run() -> None:
+    lineage = RUN.lineage("abc123", "python -m job")
+    assert (lineage.retrain_run_id, lineage.parent_version) == (RUN.run_id, 3)
+    assert (lineage.dataset_uri, lineage.dataset_sha256) == (RUN.dataset_uri, RUN.dataset_sha256)
+    assert (lineage.triggered_by, lineage.code_version) == ("drift-alert:42", "abc123")
+    assert lineage.training_entrypoint == "python -m job"
+    named = replace(RUN, training_entrypoint="python train.py --fast")
+    assert named.lineage("abc123", "python -m job").training_entrypoint == "python train.py --fast"
