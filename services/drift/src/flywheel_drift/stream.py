@@ -51,6 +51,7 @@ from tenacity import (
 
 from flywheel.drift.v1.events_pb2 import DriftAlert
 from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
+from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_common.db import Database
 from flywheel_common.dead_letters import DeadLetters
 from flywheel_common.events import EventTypes, MalformedEvent, OutgoingRecord, decode_event
@@ -254,32 +255,31 @@ class DriftStream:
         await self._applied_as_is(records)
 
     async def _on_predictions(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
-        shares = [
-            (partition, fresh, await self._decode(fresh, unpack))
-            for partition, fresh in self._by_partition(records)
-        ]
-        steps = []  # no await from the first change to the commit's turn: see _commit
-        for partition, fresh, logs in shares:
-            outgoing = partition.detector.observe(converters.batches(logs))
-            steps.append(_Step(partition, partition.checkpoint(fresh, outgoing), outgoing))
-            self.processed += len(logs)
-        await self._commit(steps)
+        self.processed += await self._apply(records, unpack, _observe)
 
     async def _on_labels(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        self.labelled += await self._apply(records, _ground_truth, _label)
+
+    async def _apply(
+        self,
+        records: Sequence[ConsumerRecord[bytes, bytes]],
+        contents: Callable[[Message], Sequence[M]],
+        effect: Callable[[Detector, Sequence[M]], list[DriftEvent]],
+    ) -> int:
+        """Decode the records' contents, apply each partition's share to its detector and
+        commit the checkpoints; returns how many items (logs, labels) were applied."""
         shares = [
-            (partition, fresh, await self._decode(fresh, _ground_truth))
+            (partition, fresh, await self._decode(fresh, contents))
             for partition, fresh in self._by_partition(records)
         ]
         steps = []  # no await from the first change to the commit's turn: see _commit
-        for partition, fresh, truths in shares:
-            outgoing: list[DriftEvent] = []
-            for truth in truths:
-                label = ground_truth_label(truth)
-                if label is not None:
-                    outgoing += partition.detector.label(truth.request_id, label, time.time())
+        applied = 0
+        for partition, fresh, items in shares:
+            outgoing = effect(partition.detector, items)
             steps.append(_Step(partition, partition.checkpoint(fresh, outgoing), outgoing))
-            self.labelled += len(truths)
+            applied += len(items)
         await self._commit(steps)
+        return applied
 
     def _topic(self, spec: TopicSpec) -> Any:
         return self.app.topic(
@@ -478,6 +478,19 @@ class DriftStream:
             if task is not None:
                 task.cancel()
         await self.app.stop()
+
+
+def _observe(detector: Detector, logs: Sequence[PredictionLog]) -> list[DriftEvent]:
+    return detector.observe(converters.batches(logs))
+
+
+def _label(detector: Detector, truths: Sequence[GroundTruth]) -> list[DriftEvent]:
+    outgoing: list[DriftEvent] = []
+    for truth in truths:
+        label = ground_truth_label(truth)
+        if label is not None:
+            outgoing += detector.label(truth.request_id, label, time.time())
+    return outgoing
 
 
 def _alert_span(alert: Alert) -> AbstractContextManager[Span]:
