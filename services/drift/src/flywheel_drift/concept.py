@@ -9,8 +9,16 @@ import numpy as np
 
 
 class ChangeDetector(Protocol):
-    def update(self, value: float) -> bool:
-        """Feed one observation; True when a change was detected at this observation."""
+    def update(self, value: float, at: float = 0.0) -> bool:
+        """Feed one observation, made at `at` (epoch seconds; 0 when unknown); True when a
+        change was detected at this observation."""
+        ...
+
+    @property
+    def change_began_at(self) -> float:
+        """After a detected change: when the first observation after the change point was
+        made, the detector's estimate of when the new regime began (0 when unknown). Data
+        since then is the new regime's."""
         ...
 
     @property
@@ -28,7 +36,8 @@ class PageHinkley:
 
     Accumulates the deviations from the running mean minus a tolerated drift `delta`; a
     change is signalled when the accumulation rises more than `threshold` above its minimum.
-    The detector then restarts, so it signals each change once.
+    The detector then restarts, so it signals each change once. The change point is where
+    the accumulation was at its minimum: the deviations rose from there on.
     """
 
     def __init__(self, delta: float = 0.005, threshold: float = 20.0, min_samples: int = 30):
@@ -36,12 +45,15 @@ class PageHinkley:
         self._threshold = threshold
         self._min_samples = min_samples
         self._reset()
+        self.change_began_at = 0.0
 
     def _reset(self) -> None:
         self._count = 0
         self._mean = 0.0
         self._cumulative = 0.0
         self._minimum = 0.0
+        self._rising_since = 0.0
+        """When the first observation after the accumulation's minimum was made."""
 
     @property
     def estimate(self) -> float:
@@ -57,6 +69,8 @@ class PageHinkley:
             "mean": self._mean,
             "cumulative": self._cumulative,
             "minimum": self._minimum,
+            "rising_since": self._rising_since,
+            "change_began_at": self.change_began_at,
         }
 
     @classmethod
@@ -66,14 +80,18 @@ class PageHinkley:
         restored._mean = document["mean"]
         restored._cumulative = document["cumulative"]
         restored._minimum = document["minimum"]
+        restored._rising_since = document.get("rising_since", 0.0)
+        restored.change_began_at = document.get("change_began_at", 0.0)
         return restored
 
-    def update(self, value: float) -> bool:
+    def update(self, value: float, at: float = 0.0) -> bool:
         self._count += 1
         self._mean += (value - self._mean) / self._count
         self._cumulative += value - self._mean - self._delta
-        self._minimum = min(self._minimum, self._cumulative)
+        if self._cumulative <= self._minimum:
+            self._minimum, self._rising_since = self._cumulative, at
         if self._count >= self._min_samples and self._cumulative - self._minimum > self._threshold:
+            self.change_began_at = self._rising_since
             self._reset()
             return True
         return False
@@ -100,12 +118,15 @@ class Adwin:
         # The window is _buffer[_start:_end]: appends and drops move the bounds, and the
         # values move back to the front only when the end reaches the buffer's end.
         self._buffer = np.empty(2 * max_window)
+        self._times = np.zeros(2 * max_window)
+        """When each observation of `_buffer` was made, at the same index."""
         self._start = self._end = 0
         self._total = 0.0
         """The sum of the window, kept as values come and go: the estimate is read per label."""
         self._check_every = check_every
         self._min_side = min_side
         self._since_check = 0
+        self.change_began_at = 0.0
 
     @property
     def _values(self) -> np.ndarray:
@@ -128,6 +149,8 @@ class Adwin:
             "min_side": self._min_side,
             "since_check": self._since_check,
             "values": self._values.copy(),
+            "times": self._times[self._start : self._end].copy(),
+            "change_began_at": self.change_began_at,
         }
 
     @classmethod
@@ -140,17 +163,24 @@ class Adwin:
         )
         values = np.asarray(document["values"], dtype=np.float64)[-restored._max_window :]
         restored._buffer[: len(values)] = values
+        width = len(values)
+        # Checkpoints written before the detector kept times restore with times unknown (0).
+        times = np.asarray(document.get("times", np.zeros(width)), dtype=np.float64)
+        restored._times[:width] = times[len(times) - width :]
+        restored.change_began_at = document.get("change_began_at", 0.0)
         restored._end = len(values)
         restored._total = float(values.sum())
         restored._since_check = document["since_check"]
         return restored
 
-    def update(self, value: float) -> bool:
+    def update(self, value: float, at: float = 0.0) -> bool:
         if self._end == len(self._buffer):
             width = self.width
             self._buffer[:width] = self._buffer[self._start : self._end]
+            self._times[:width] = self._times[self._start : self._end]
             self._start, self._end = 0, width
         self._buffer[self._end] = value
+        self._times[self._end] = at
         self._end += 1
         self._total += value
         if self.width > self._max_window:
@@ -183,6 +213,7 @@ class Adwin:
         cut = int(sides[over[-1]])  # drop as much of the past as the evidence allows
         self._total = float(totals[-1] - totals[cut - 1])
         self._start += cut
+        self.change_began_at = float(self._times[self._start])
         return True
 
 

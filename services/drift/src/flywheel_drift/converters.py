@@ -290,6 +290,8 @@ def alert_message(alert: Alert) -> events.DriftAlert:
         message.window.CopyFrom(window_ref_message(alert.window))
     if alert.correction is not None:
         message.correction = _CORRECTIONS[alert.correction]
+    if alert.change_began_at is not None:
+        message.change_began_at.CopyFrom(epoch(alert.change_began_at))
     return message
 
 
@@ -310,6 +312,9 @@ def alert_of(message: events.DriftAlert) -> Alert:
         alpha=message.alpha,
         traceparent=message.traceparent,
         report_url=message.report_url,
+        change_began_at=(
+            _seconds(message.change_began_at) if message.HasField("change_began_at") else None
+        ),
     )
 
 

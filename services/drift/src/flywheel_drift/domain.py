@@ -133,6 +133,8 @@ class Alert:
     """The trace the alert continues: of the request that closed its window."""
     report_url: str = ""
     """Where the drift service serves the HTML report of the alert's window."""
+    change_began_at: float | None = None
+    """Concept drift: when the change detector estimates the new concept began."""
 
 
 DriftEvent = MetricsWindow | Alert
@@ -240,8 +242,11 @@ class DriftStatus:
         self.recent_metrics = (*self.recent_metrics, metrics)[-RECENT_WINDOWS:]
         self.windows_closed += 1
 
-    def labeled(self, error_estimate: float, changed: bool, at: float) -> Alert | None:
-        """One more label scored; the alert a detected change raises."""
+    def labeled(
+        self, error_estimate: float, changed: bool, at: float, began_at: float = 0.0
+    ) -> Alert | None:
+        """One more label scored; the alert a detected change (which began at `began_at`,
+        0 when unknown) raises."""
         concept = self.concept
         concept.labeled_count += 1
         concept.error_estimate = error_estimate
@@ -260,6 +265,7 @@ class DriftStatus:
                 f"after {concept.labeled_count} labels"
             ),
             occurred_at=at,
+            change_began_at=began_at or None,
         )
         self.alerted(alert)
         return alert

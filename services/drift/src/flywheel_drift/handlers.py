@@ -129,7 +129,14 @@ class Detector:
         state = self.state(pending.model, pending.version)
         self.changed.add((pending.model, pending.version))
         task = self._monitors(pending.model).task
-        alert = state.score(pending.prediction, label, pending.confidence, task, self._clock())
+        alert = state.score(
+            pending.prediction,
+            label,
+            pending.confidence,
+            task,
+            self._clock(),
+            pending.received_at,
+        )
         return [] if alert is None else [alert]
 
     def _test_untested(self) -> list[DriftEvent]:

@@ -210,11 +210,18 @@ class VersionState:
         return findings
 
     def score(
-        self, prediction: str, label: str, confidence: float | None, task: Task, at: float
+        self,
+        prediction: str,
+        label: str,
+        confidence: float | None,
+        task: Task,
+        at: float,
+        predicted_at: float = 0.0,
     ) -> Alert | None:
-        """A prediction's label arrived: it counts toward the window's accuracy (or error)
-        and feeds the change detector; a change it detects raises a concept-drift alert. A
-        classifier's label also calibrates its confidence during the reference period."""
+        """A prediction (made at `predicted_at`) got its label `at`: it counts toward the
+        window's accuracy (or error) and feeds the change detector; a change it detects
+        raises a concept-drift alert saying when the change began. A classifier's label also
+        calibrates its confidence during the reference period."""
         if task is Task.REGRESSION:
             error = _numeric_error(prediction, label)
             if error is None:
@@ -228,8 +235,8 @@ class VersionState:
             self.windows.add_label(correct)
             self.calibration.learn(confidence, correct)
             signal = float(not correct)
-        changed = self.concept.update(signal)
-        return self.status.labeled(self.concept.estimate, changed, at)
+        changed = self.concept.update(signal, predicted_at)
+        return self.status.labeled(self.concept.estimate, changed, at, self.concept.change_began_at)
 
 
 def _numeric_error(prediction: str, label: str) -> float | None:

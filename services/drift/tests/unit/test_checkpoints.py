@@ -87,10 +87,14 @@ def test_change_detectors_resume_where_they_were(make: object) -> None:
     before = (rng.random(300) < 0.1).astype(float).tolist()
     after = (rng.random(300) < 0.6).astype(float).tolist()
     original = make()  # type: ignore[operator]
-    for value in before:
-        original.update(value)
+    for at, value in enumerate(before):
+        original.update(value, float(at))
     resumed = detector_from_checkpoint(
         checkpoints.decode(checkpoints.encode(original.checkpoint()))
     )
-    assert [original.update(v) for v in after] == [resumed.update(v) for v in after]
+    times = [float(at) for at in range(len(before), len(before) + len(after))]
+    assert [original.update(v, t) for v, t in zip(after, times, strict=True)] == [
+        resumed.update(v, t) for v, t in zip(after, times, strict=True)
+    ]
     assert resumed.estimate == pytest.approx(original.estimate)
+    assert resumed.change_began_at == original.change_began_at > 0

@@ -95,6 +95,7 @@ def test_window_and_concept_alerts_round_trip() -> None:
         severity=Severity.HIGH,
         summary="error rate changed",
         occurred_at=1_700_000_100.0,
+        change_began_at=1_700_000_040.5,
     )
     for alert in (window, concept):
         assert converters.alert_of(converters.alert_message(alert)) == alert

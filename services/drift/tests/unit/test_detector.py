@@ -78,6 +78,10 @@ async def test_labels_that_arrive_before_their_predictions_still_raise_concept_d
     alerts = [m for m, _ in outgoing if isinstance(m, events.DriftAlert)]
     assert alerts
     assert all(list(a.kinds) == [types.ALERT_KIND_CONCEPT] for a in alerts)
+    # The change began with prediction r300, made at 1003.0; the alert says so, within the
+    # few dozen predictions the detector cannot tell apart.
+    began = alerts[0].change_began_at.ToMicroseconds() / 1e6
+    assert 1002.5 <= began <= 1003.5
 
 
 def logged_row(request: str, at: float, row: np.ndarray) -> PredictionLog:

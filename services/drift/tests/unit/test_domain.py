@@ -57,7 +57,7 @@ def test_a_window_alert_is_at_least_low() -> None:
 def test_labels_update_the_concept_status_and_a_change_raises_a_concept_alert() -> None:
     status = DriftStatus("iris", 2)
     assert status.labeled(0.1, changed=False, at=5.0) is None
-    alert = status.labeled(0.6, changed=True, at=6.0)
+    alert = status.labeled(0.6, changed=True, at=6.0, began_at=5.5)
     assert alert == Alert(
         alert_id="iris:2:concept:2",
         model="iris",
@@ -66,6 +66,7 @@ def test_labels_update_the_concept_status_and_a_change_raises_a_concept_alert() 
         severity=Severity.HIGH,
         summary="error rate changed: now about 0.600 after 2 labels",
         occurred_at=6.0,
+        change_began_at=5.5,
     )
     assert (status.concept.labeled_count, status.concept.error_estimate) == (2, 0.6)
     assert (status.concept.change_detected, status.concept.last_change_at) == (True, 6.0)

@@ -283,6 +283,19 @@ def test_change_detectors_catch_a_rise_in_errors_and_stay_quiet_before(
     assert late[0] < 500  # caught within a few hundred labels of the change
 
 
+@pytest.mark.parametrize("make", [PageHinkley, Adwin], ids=["page-hinkley", "adwin"])
+def test_change_detectors_say_when_the_change_began(rng: np.random.Generator, make: type) -> None:
+    """Observation i is made at time 1000 + i; the error rate rises at observation 3000.
+    Training on data since the estimate must mostly see the new regime: the estimate falls
+    within 150 observations before the change, and before the alarm."""
+    detector = make()
+    errors = np.concatenate([rng.random(3000) < 0.05, rng.random(3000) < 0.30])
+    alarms = [i for i, e in enumerate(errors) if detector.update(float(e), at=1000.0 + i)]
+    assert alarms
+    began = detector.change_began_at - 1000.0
+    assert 3000 - 150 <= began < alarms[0]
+
+
 @pytest.mark.parametrize("max_window", [5000, 400], ids=["after-a-change", "window-full"])
 def test_adwin_estimates_the_error_rate_of_the_labels_it_kept(
     rng: np.random.Generator, max_window: int

@@ -18,7 +18,7 @@ from flywheel_common.wakeup import Wakeup
 from flywheel_retrain.domain import StaleRun
 from flywheel_retrain.handlers.advance import advance
 from flywheel_retrain.handlers.policies import scheduled_policies
-from flywheel_retrain.handlers.ports import Deps
+from flywheel_retrain.handlers.ports import DataNotReady, Deps
 from flywheel_retrain.handlers.queries import runs_to_execute
 from flywheel_retrain.handlers.starts import on_schedule
 
@@ -123,6 +123,9 @@ class RunEngine:
         try:
             await advance(self._deps, run_id)
             self._retry_at.pop(run_id, None)
+        except DataNotReady as waiting:
+            log.info("run %s waits for data: %s", run_id, waiting)
+            self._retry_at[run_id] = time.monotonic() + waiting.retry_after.total_seconds()
         except StaleRun as moved:
             log.info("run %s stopped: %s", run_id, moved)
         except LeaseLost:

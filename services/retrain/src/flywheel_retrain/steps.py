@@ -34,11 +34,13 @@ from flywheel_retrain.domain import (
     GateReport,
     Run,
     evaluate_gate,
+    next_data_check,
 )
 from flywheel_retrain.evaluation import metric_named
 from flywheel_retrain.executors import Executor, JobOutcome, JobSpec
 from flywheel_retrain.handlers.ports import (
     AttemptOutcome,
+    DataNotReady,
     JobStarted,
     PreparedData,
     RunFailed,
@@ -118,10 +120,10 @@ class LoggedData:
         self._registry = registry
         self._runs_dir = runs_dir
 
-    async def prepare(self, run: Run, until: datetime) -> PreparedData:
+    async def prepare(self, run: Run, until: datetime, min_rows: int = 0) -> PreparedData:
         policy = run.policy
         folder = self._runs_dir / run.run_id
-        since = until - policy.training_window
+        since = run.data_since(until)
         try:
             predictions = await self._logs.predictions(run.model, since)
             labels = await self._logs.labels(run.model, since, {p.request_id for p in predictions})
@@ -134,13 +136,20 @@ class LoggedData:
             predictions, labels, feature_names, policy.training_data.max_rows
         )
         training, holdout = datasets.hold_out(joined, policy.holdout_size)
+        logged_rows = len(training)
+        if logged_rows < min_rows:
+            waited = until - run.created_at
+            raise DataNotReady(
+                f"{logged_rows} labelled rows since {since:%Y-%m-%d %H:%M:%S} beside the "
+                f"holdout of {len(holdout)}, waiting for {min_rows} (waited {waited})",
+                next_data_check(waited),
+            )
         if not len(holdout):
             raise RunFailed(
                 FailureStage.DATA,
                 f"no labeled predictions of {run.model} in the last {until - since}: the gate "
                 "needs a holdout; send ground truth to flywheel.ground-truth",
             )
-        logged_rows = len(training)
         if production_table is not None:
             training = datasets.concatenate(production_table, training)
         if not len(training):
@@ -193,7 +202,8 @@ class LoggedData:
         base = await self._registry.model_version(run.model, run.base_version)
         names = list(base.reference_sample.spec.feature_names) or None
         lineage = base.lineage
-        if not run.policy.training_data.include_production_dataset or not lineage.dataset_uri:
+        included = run.policy.training_data.include_production_dataset
+        if not included or run.trains_since_change or not lineage.dataset_uri:
             return names, None, ""
         if not lineage.dataset_uri.startswith("file://"):
             log.warning(

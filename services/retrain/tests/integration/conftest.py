@@ -176,7 +176,10 @@ class Loop:
         self,
         alert_id: str = "",
         severity: drift_types.Severity.ValueType = drift_types.SEVERITY_HIGH,
+        change_began_at: datetime | None = None,
     ) -> str:
+        """A data-drift alert on version 1; with `change_began_at`, a concept-drift alert
+        whose change began then."""
         alert_id = alert_id or uuid.uuid4().hex
         message = drift_events.DriftAlert(
             alert_id=alert_id,
@@ -188,6 +191,10 @@ class Loop:
             features_drifted=12,
             occurred_at=timestamp(datetime.now(UTC)),
         )
+        if change_began_at is not None:
+            message.kinds[:] = [drift_types.ALERT_KIND_CONCEPT]
+            message.features_drifted = 0
+            message.change_began_at.CopyFrom(timestamp(change_began_at))
         await self.publisher.publish(DRIFT_ALERTS, message, subject=self.model)
         return alert_id
 

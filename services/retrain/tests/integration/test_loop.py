@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -93,6 +93,43 @@ async def test_a_drift_alert_ends_in_a_better_version_rolled_out(loop: Loop) -> 
 
     response = await loop.api.GetRun(retrain_pb.GetRunRequest(run_id=run.run_id))
     assert any("registered" in line for line in response.log_tail)
+
+
+async def test_a_concept_change_is_learnt_from_the_rows_since_it_once_there_are_enough(
+    loop: Loop,
+) -> None:
+    """The world's answer flips at a moment the alert names: a candidate that learnt older
+    rows or the production version's data would still answer the old way."""
+    await loop.set_policy(
+        gate=_gate(0.05),
+        cooldown=_duration(timedelta(0)),
+        training_data=pb.TrainingDataConfig(
+            include_production_dataset=True, since_change=True, min_rows_since_change=200
+        ),
+    )
+    features, labels = breast_cancer()
+    await loop.log_traffic(features[:200], labels[:200])
+    await asyncio.sleep(0.05)  # the change begins strictly after the old rows were logged
+    began = datetime.now(UTC)
+    await loop.log_traffic(features[200:400], 1 - labels[200:400])
+    await loop.alert(change_began_at=began)
+
+    waiting = await loop.wait_run({pb.RUN_STATE_PREPARING_DATA})
+    await asyncio.sleep(3)  # 100 rows beside the holdout: the run must not train yet
+    [still] = await loop.runs()
+    assert still.state == pb.RUN_STATE_PREPARING_DATA
+    assert not still.HasField("dataset")
+
+    await loop.log_traffic(features[400:], 1 - labels[400:])
+    run = await loop.wait_run({pb.RUN_STATE_PROMOTED, pb.RUN_STATE_FAILED, pb.RUN_STATE_REJECTED})
+    assert run.run_id == waiting.run_id
+    assert run.state == pb.RUN_STATE_PROMOTED, run.error
+    assert run.trigger.change_began_at.ToDatetime(UTC) == began
+    assert run.dataset.window_start.ToDatetime(UTC) == began
+    assert run.dataset.logged_row_count == len(labels) - 200 - HOLDOUT
+    assert run.dataset.row_count == run.dataset.logged_row_count
+    assert not run.dataset.production_dataset_sha256
+    assert run.gate.production_value < 0.2 < 0.85 < run.gate.candidate_value
 
 
 async def test_a_failing_training_job_is_retried_then_fails_without_promotion(loop: Loop) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from flywheel_common.errors import FailedPrecondition, NotFound
 from flywheel_retrain.domain import (
@@ -21,6 +21,7 @@ from flywheel_retrain.domain import (
 )
 from flywheel_retrain.handlers.ports import (
     AttemptOutcome,
+    DataNotReady,
     Deps,
     JobStarted,
     PreparedData,
@@ -190,15 +191,29 @@ class FakeRegistry:
 
 @dataclass
 class FakeData:
-    """Prepares a run's files on this replica; `lost` are runs whose files are not here."""
+    """Prepares a run's files on this replica from `rows` logged rows beside the holdout;
+    `lost` are runs whose files are not here."""
 
     prepared: list[str] = field(default_factory=list)
     lost: set[str] = field(default_factory=set)
+    rows: int = 400
+    waits: list[int] = field(default_factory=list)
+    """The rows each look that found too few waited for."""
 
-    async def prepare(self, run: Run, until: datetime) -> PreparedData:
+    async def prepare(self, run: Run, until: datetime, min_rows: int = 0) -> PreparedData:
+        if self.rows < min_rows:
+            self.waits.append(min_rows)
+            raise DataNotReady(f"{self.rows} rows", timedelta(seconds=2))
         self.prepared.append(run.run_id)
         self.lost.discard(run.run_id)
-        dataset = Dataset(f"file:///runs/{run.run_id}/data.csv", "d" * 64, 500, 400)
+        dataset = Dataset(
+            f"file:///runs/{run.run_id}/data.csv",
+            "d" * 64,
+            self.rows + 100,
+            self.rows,
+            window_start=run.data_since(until),
+            window_end=until,
+        )
         return PreparedData(dataset, f"/runs/{run.run_id}/holdout.csv")
 
     def present(self, run: Run) -> bool:

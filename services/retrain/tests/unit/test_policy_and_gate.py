@@ -18,6 +18,7 @@ from flywheel_retrain.domain import (
     alert_matches,
     decide,
     evaluate_gate,
+    next_data_check,
 )
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
@@ -99,3 +100,12 @@ def test_the_gate_asks_for_a_real_improvement() -> None:
     errors = Gate("mean_absolute_error", higher_is_better=False, min_improvement=0.0)
     assert evaluate_gate(errors, 1.2, 1.5).passed
     assert evaluate_gate(gate, 0.5, None).passed  # nothing in production to beat
+
+
+@pytest.mark.parametrize(
+    ("waited", "look_after"),
+    [(0, 2), (20, 5), (600, 60)],
+    ids=["at-once", "a-while", "long"],
+)
+def test_a_run_waiting_for_rows_looks_soon_then_less_often(waited: int, look_after: int) -> None:
+    assert next_data_check(timedelta(seconds=waited)) == timedelta(seconds=look_after)

@@ -4,12 +4,13 @@ milliseconds."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
 from flywheel_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from flywheel_retrain.domain import (
+    DEFAULT_MIN_ROWS,
     Alert,
     ApprovalMode,
     CandidateGated,
@@ -30,6 +31,7 @@ from flywheel_retrain.domain import (
 )
 from flywheel_retrain.handlers import policies, queries, runs, starts
 from flywheel_retrain.handlers.advance import advance
+from flywheel_retrain.handlers.ports import DataNotReady
 from flywheel_testing.fakes import T0
 
 from .fakes import World, world
@@ -67,6 +69,60 @@ async def test_an_alert_queues_a_run_and_the_engine_takes_it_to_production() -> 
     assert isinstance(gated, CandidateGated)
     assert gated.outcome is CandidateOutcome.PROMOTED
     assert gated.production_version == 1
+
+
+def concept_alert(began: datetime) -> Alert:
+    return Alert("c1", "iris", 1, Severity.HIGH, frozenset({"concept"}), 0, change_began_at=began)
+
+
+async def test_a_concept_drift_run_waits_for_rows_since_the_change_then_learns_from_them() -> None:
+    w = world()
+    began = T0 - timedelta(minutes=5)
+    w.data.rows = 300  # the alert comes a few hundred labels after the change
+    await starts.on_alert(w.deps, concept_alert(began), T0)
+    run_id = w.store.only_run().run_id
+    with pytest.raises(DataNotReady):
+        await advance(w.deps, run_id)
+    assert w.store.only_run().state is RunState.PREPARING_DATA
+    assert w.data.waits == [DEFAULT_MIN_ROWS]
+    assert w.registry.production_of["iris"] == 1
+
+    w.data.rows = DEFAULT_MIN_ROWS
+    w.clock.advance(30)
+    await advance(w.deps, run_id)
+    run = w.store.only_run()
+    assert run.state is RunState.PROMOTED
+    assert run.dataset is not None
+    assert (run.dataset.window_start, run.dataset.logged_row_count) == (began, DEFAULT_MIN_ROWS)
+
+
+async def test_a_run_waiting_for_rows_trains_on_what_there_is_after_the_policy_s_wait() -> None:
+    w = world()
+    w.data.rows = 300
+    await starts.on_alert(w.deps, concept_alert(T0), T0)
+    run_id = w.store.only_run().run_id
+    with pytest.raises(DataNotReady):
+        await advance(w.deps, run_id)
+    w.clock.advance(Policy.default("iris").max_wait.total_seconds())
+    await advance(w.deps, run_id)
+    run = w.store.only_run()
+    assert run.state is RunState.PROMOTED
+    assert run.dataset is not None
+    assert run.dataset.logged_row_count == 300
+
+
+async def test_only_a_run_trained_since_a_change_waits_for_rows() -> None:
+    """A data-drift alert carries no change point: its run learns from the policy's whole
+    window (and the production version's data) at once."""
+    w = world()
+    w.data.rows = 300
+    await starts.on_alert(w.deps, alert(), T0)
+    await advance(w.deps, w.store.only_run().run_id)
+    run = w.store.only_run()
+    assert run.state is RunState.PROMOTED
+    assert run.dataset is not None
+    assert run.dataset.window_start == T0 - timedelta(days=7)
+    assert w.data.waits == []
 
 
 async def test_the_same_alert_twice_or_a_burst_of_alerts_yields_one_run() -> None:

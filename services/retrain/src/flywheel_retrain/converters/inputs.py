@@ -20,6 +20,7 @@ def alert_of(message: drift_events.DriftAlert) -> tuple[Alert, datetime | None]:
         kinds=frozenset(alert_kind(k) for k in message.kinds),
         drifted_features=message.features_drifted,
         traceparent=message.traceparent,
+        change_began_at=time_of(message, "change_began_at"),
     )
     return alert, time_of(message, "occurred_at")
 

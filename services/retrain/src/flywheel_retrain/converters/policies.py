@@ -88,6 +88,9 @@ def policy_of(message: pb.RetrainPolicy) -> Policy:
             window=timedelta_of(data.window, "training_data.window"),
             include_production_dataset=data.include_production_dataset,
             max_rows=data.max_rows,
+            since_change=data.since_change,
+            min_rows_since_change=data.min_rows_since_change,
+            max_wait=timedelta_of(data.max_wait, "training_data.max_wait"),
         ),
         executor=ExecutorConfig(
             kind=enum_member(
@@ -157,7 +160,10 @@ def policy_message(policy: Policy) -> pb.RetrainPolicy:
             holdout_size=gate.holdout_size,
         ),
         training_data=pb.TrainingDataConfig(
-            include_production_dataset=data.include_production_dataset, max_rows=data.max_rows
+            include_production_dataset=data.include_production_dataset,
+            max_rows=data.max_rows,
+            since_change=data.since_change,
+            min_rows_since_change=data.min_rows_since_change,
         ),
         executor=pb.ExecutorConfig(
             kind=enum_number(pb.ExecutorKind, "EXECUTOR_KIND_", executor.kind),
@@ -171,6 +177,7 @@ def policy_message(policy: Policy) -> pb.RetrainPolicy:
     )
     _set_duration(message.cooldown, policy.cooldown)
     _set_duration(message.training_data.window, data.window)
+    _set_duration(message.training_data.max_wait, data.max_wait)
     _set_duration(message.executor.timeout, executor.timeout)
     if policy.updated_at is not None:
         message.updated_at.CopyFrom(timestamp(policy.updated_at))

@@ -32,6 +32,8 @@ def trigger_message(trigger: Trigger) -> pb.Trigger:
     )
     if trigger.occurred_at is not None:
         message.occurred_at.CopyFrom(timestamp(trigger.occurred_at))
+    if trigger.change_began_at is not None:
+        message.change_began_at.CopyFrom(timestamp(trigger.change_began_at))
     return message
 
 
@@ -49,6 +51,7 @@ def trigger_from_document(document: dict[str, Any]) -> Trigger:
         actor=message.actor,
         occurred_at=time_of(message, "occurred_at"),
         traceparent=message.traceparent,
+        change_began_at=time_of(message, "change_began_at"),
     )
 
 

@@ -46,6 +46,7 @@ from flywheel_retrain.domain.events import (
 from flywheel_retrain.domain.gate import Gate, GateReport, GateResult, evaluate_gate
 from flywheel_retrain.domain.policy import (
     DEFAULT_HOLDOUT_SIZE,
+    DEFAULT_MIN_ROWS,
     DEFAULT_WINDOW,
     MAX_RETRIES,
     AlertTrigger,
@@ -60,6 +61,7 @@ from flywheel_retrain.domain.policy import (
     ScheduleTrigger,
     TrainingData,
     command_line,
+    next_data_check,
 )
 from flywheel_retrain.domain.run import Run
 from flywheel_retrain.domain.states import (
@@ -78,6 +80,7 @@ from flywheel_retrain.domain.windows import StoredWindow, decayed_window
 __all__ = [
     "ACTIVE",
     "DEFAULT_HOLDOUT_SIZE",
+    "DEFAULT_MIN_ROWS",
     "DEFAULT_WINDOW",
     "IN_PROGRESS",
     "MAX_RETRIES",
@@ -131,4 +134,5 @@ __all__ = [
     "decayed_window",
     "decide",
     "evaluate_gate",
+    "next_data_check",
 ]

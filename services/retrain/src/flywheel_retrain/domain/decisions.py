@@ -55,6 +55,8 @@ class Alert:
     drifted_features: int
     traceparent: str = ""
     """The trace of the request whose window drifted, through the detector's span."""
+    change_began_at: datetime | None = None
+    """Concept drift: when the detector estimates the new concept began."""
 
 
 @dataclass(frozen=True)

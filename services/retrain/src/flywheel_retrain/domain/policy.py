@@ -23,6 +23,8 @@ from flywheel_retrain.evaluation import METRICS
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DEFAULT_HOLDOUT_SIZE = 200
 DEFAULT_WINDOW = timedelta(days=7)
+DEFAULT_MIN_ROWS = 1000
+DEFAULT_MAX_WAIT = timedelta(hours=1)
 MAX_RETRIES = 10
 
 
@@ -98,6 +100,12 @@ class TrainingData:
     window: timedelta = timedelta(0)
     include_production_dataset: bool = False
     max_rows: int = 0
+    since_change: bool = False
+    """A concept-drift run trains on rows since the change only."""
+    min_rows_since_change: int = 0
+    """Rows since the change, beyond the holdout, a run trained since one waits for."""
+    max_wait: timedelta = timedelta(0)
+    """How long a run waits for them at most (0: DEFAULT_MAX_WAIT)."""
 
 
 @dataclass(frozen=True)
@@ -145,8 +153,10 @@ class Policy:
     @classmethod
     def default(cls, model: str) -> Policy:
         """What a model gets until someone sets a policy: alerts of MEDIUM severity or more
-        and concept drift retrain, at most once an hour, promoted automatically when the
-        candidate is at least as accurate as production on the newest 200 labeled
+        and concept drift retrain, at most once an hour, on the last week's labelled
+        predictions and the production version's data (after a concept change: on the
+        1,000 or more labelled predictions since the change), promoted automatically when
+        the candidate is at least as accurate as production on the newest 200 labeled
         predictions."""
         return cls(
             model=model,
@@ -163,7 +173,12 @@ class Policy:
             gate=GateConfig(
                 metric="accuracy", goal=MetricGoal.MAXIMIZE, holdout_size=DEFAULT_HOLDOUT_SIZE
             ),
-            training_data=TrainingData(window=DEFAULT_WINDOW, include_production_dataset=True),
+            training_data=TrainingData(
+                window=DEFAULT_WINDOW,
+                include_production_dataset=True,
+                since_change=True,
+                min_rows_since_change=DEFAULT_MIN_ROWS,
+            ),
             executor=ExecutorConfig(max_retries=1),
         )
 
@@ -198,9 +213,13 @@ class Policy:
         if gate.holdout_size < 0:
             raise InvalidArgument("gate.holdout_size cannot be negative")
         data = self.training_data
-        if data.window < timedelta(0) or data.max_rows < 0:
+        if data.window < timedelta(0) or data.max_wait < timedelta(0):
             raise InvalidArgument(
-                "training_data.window and training_data.max_rows cannot be negative"
+                "training_data.window and training_data.max_wait cannot be negative"
+            )
+        if data.max_rows < 0 or data.min_rows_since_change < 0:
+            raise InvalidArgument(
+                "training_data.max_rows and training_data.min_rows_since_change cannot be negative"
             )
         self._validate_executor()
 
@@ -250,6 +269,10 @@ class Policy:
     def training_window(self) -> timedelta:
         return self.training_data.window or DEFAULT_WINDOW
 
+    @property
+    def max_wait(self) -> timedelta:
+        return self.training_data.max_wait or DEFAULT_MAX_WAIT
+
     def alert_rule(self) -> AlertRule:
         trigger = self.alert_trigger
         return AlertRule(
@@ -288,3 +311,9 @@ class Policy:
             else goal is MetricGoal.MAXIMIZE
         )
         return Gate(name, higher, self.gate.min_improvement)
+
+
+def next_data_check(waited: timedelta) -> timedelta:
+    """When a run waiting for rows looks again: soon at first (labels of a busy model come
+    by the hundred a second), less often the longer it waits (each look reads the logs)."""
+    return min(max(waited / 4, timedelta(seconds=2)), timedelta(minutes=1))

@@ -94,6 +94,26 @@ class Run:
     def active(self) -> bool:
         return self.state in ACTIVE
 
+    @property
+    def trains_since_change(self) -> bool:
+        """A concept-drift run that learns only the new concept: from the rows since the
+        change its alert found, without the production version's dataset."""
+        return self.policy.training_data.since_change and self.trigger.change_began_at is not None
+
+    def rows_to_wait_for(self, now: datetime) -> int:
+        """Logged rows the run waits for before it trains (0: it trains on what there is):
+        a run trained since a change waits for enough of the new concept, up to the
+        policy's limit."""
+        if not self.trains_since_change or now - self.created_at >= self.policy.max_wait:
+            return 0
+        return self.policy.training_data.min_rows_since_change
+
+    def data_since(self, until: datetime) -> datetime:
+        """Where the logged rows the run learns from begin."""
+        start = until - self.policy.training_window
+        began = self.trigger.change_began_at
+        return max(start, began) if self.trains_since_change and began is not None else start
+
     def _move(
         self, state: RunState, now: datetime, event: RunEvent | None = None, **changes: Any
     ) -> Run:

@@ -36,6 +36,8 @@ class Trigger:
     occurred_at: datetime | None = None
     traceparent: str = ""
     """The cause's trace, which the run's spans and its training job continue."""
+    change_began_at: datetime | None = None
+    """A concept-drift alert's estimate of when the new concept began."""
 
     @property
     def key(self) -> str:
@@ -53,6 +55,7 @@ class Trigger:
             f"{alert.drifted_features} drifted feature(s)",
             occurred_at=occurred_at,
             traceparent=alert.traceparent,
+            change_began_at=alert.change_began_at,
         )
 
     @classmethod

@@ -16,7 +16,7 @@ from opentelemetry import trace
 from flywheel_common.errors import FlywheelError, Unavailable
 from flywheel_common.telemetry import trace_context
 from flywheel_retrain.domain import IN_PROGRESS, FailureStage, Run, RunState, StaleRun
-from flywheel_retrain.handlers.ports import Deps, RunFailed, load
+from flywheel_retrain.handlers.ports import DataNotReady, Deps, RunFailed, load
 from flywheel_retrain.handlers.runs import change
 
 log = logging.getLogger(__name__)
@@ -24,9 +24,10 @@ _tracer = trace.get_tracer(__name__)
 
 
 async def advance(deps: Deps, run_id: str) -> None:
-    """Unavailable (the registry or the broker is down) and StaleRun (the run moved on,
-    cancelled say) propagate, so the engine resumes or drops the run; any other error ends
-    the run FAILED, naming the stage it happened in."""
+    """Unavailable (the registry or the broker is down), StaleRun (the run moved on,
+    cancelled say) and DataNotReady (the run waits for rows) propagate, so the engine
+    resumes, drops or postpones the run; any other error ends the run FAILED, naming the
+    stage it happened in."""
     async with deps.unit_of_work() as uow:
         run = await load(uow, run_id)
     # Each step of the run is a span of its cause's trace: a drift alert's continues the
@@ -56,17 +57,19 @@ async def _advance(deps: Deps, run: Run) -> None:
             await gate(deps, run)
     except RunFailed as failure:
         await fail(deps, run_id, failure.stage, str(failure))
-    except (Unavailable, StaleRun):
+    except (Unavailable, StaleRun, DataNotReady):
         raise
     except (FlywheelError, ValueError) as error:
         await fail(deps, run_id, stage, str(error))
 
 
 async def prepare_data(deps: Deps, run: Run) -> Run:
-    """QUEUED or PREPARING_DATA: write the dataset and holdout, then on to TRAINING."""
+    """QUEUED or PREPARING_DATA: write the dataset and holdout, then on to TRAINING; or
+    wait for the rows the policy asks for (DataNotReady)."""
     expected = (RunState.QUEUED, RunState.PREPARING_DATA)
     run = await change(deps, run.run_id, expected, lambda r, now: r.prepare_data(now))
-    prepared = await deps.data.prepare(run, deps.clock())
+    now = deps.clock()
+    prepared = await deps.data.prepare(run, now, min_rows=run.rows_to_wait_for(now))
     return await change(
         deps,
         run.run_id,

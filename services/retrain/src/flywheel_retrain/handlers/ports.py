@@ -7,7 +7,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from flywheel_common.auth import current_principal
@@ -122,6 +122,15 @@ class RunFailed(Exception):
         self.stage = stage
 
 
+class DataNotReady(Exception):
+    """The run waits for more labelled rows: its data step runs again `retry_after` from
+    now (the run stays PREPARING_DATA, so a restart resumes the wait)."""
+
+    def __init__(self, message: str, retry_after: timedelta) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 @dataclass(frozen=True)
 class PreparedData:
     dataset: Dataset
@@ -129,8 +138,10 @@ class PreparedData:
 
 
 class TrainingData(Protocol):
-    async def prepare(self, run: Run, until: datetime) -> PreparedData:
-        """The run's dataset and holdout, written; RunFailed when they cannot be."""
+    async def prepare(self, run: Run, until: datetime, min_rows: int = 0) -> PreparedData:
+        """The run's dataset and holdout, written; RunFailed when they cannot be, and
+        DataNotReady (nothing written) while fewer than `min_rows` logged rows are there
+        beside the holdout."""
         ...
 
     def present(self, run: Run) -> bool:

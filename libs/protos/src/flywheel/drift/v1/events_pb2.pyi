@@ -123,6 +123,7 @@ class DriftAlert(_message.Message):
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
     TRACEPARENT_FIELD_NUMBER: _builtins.int
     REPORT_URL_FIELD_NUMBER: _builtins.int
+    CHANGE_BEGAN_AT_FIELD_NUMBER: _builtins.int
     alert_id: _builtins.str
     """Deterministic id derived from the window id, so a replayed window yields the same id
     and consumers can dedupe on it.
@@ -174,6 +175,14 @@ class DriftAlert(_message.Message):
     def occurred_at(self) -> _timestamp_pb2.Timestamp:
         """When the alert was raised."""
 
+    @_builtins.property
+    def change_began_at(self) -> _timestamp_pb2.Timestamp:
+        """For a concept-drift alert: when the change began, as the change detector estimates it
+        (the time of the first labelled prediction after the change point it found). Data
+        logged since then shows the new concept; a retrain on the new concept trains on it.
+        Unset for other kinds, or when the detector cannot tell.
+        """
+
     def __init__(
         self,
         *,
@@ -193,10 +202,11 @@ class DriftAlert(_message.Message):
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
         traceparent: _builtins.str = ...,
         report_url: _builtins.str = ...,
+        change_began_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at", "window", b"window"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change_began_at", b"change_began_at", "occurred_at", b"occurred_at", "window", b"window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "alpha", b"alpha", "correction", b"correction", "features_drifted", b"features_drifted", "features_tested", b"features_tested", "findings", b"findings", "kinds", b"kinds", "model", b"model", "occurred_at", b"occurred_at", "reference_sha256", b"reference_sha256", "report_url", b"report_url", "severity", b"severity", "summary", b"summary", "traceparent", b"traceparent", "version", b"version", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "alpha", b"alpha", "change_began_at", b"change_began_at", "correction", b"correction", "features_drifted", b"features_drifted", "features_tested", b"features_tested", "findings", b"findings", "kinds", b"kinds", "model", b"model", "occurred_at", b"occurred_at", "reference_sha256", b"reference_sha256", "report_url", b"report_url", "severity", b"severity", "summary", b"summary", "traceparent", b"traceparent", "version", b"version", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

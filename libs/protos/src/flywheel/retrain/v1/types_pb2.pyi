@@ -395,13 +395,33 @@ class TrainingDataConfig(_message.Message):
     WINDOW_FIELD_NUMBER: _builtins.int
     INCLUDE_PRODUCTION_DATASET_FIELD_NUMBER: _builtins.int
     MAX_ROWS_FIELD_NUMBER: _builtins.int
+    SINCE_CHANGE_FIELD_NUMBER: _builtins.int
+    MIN_ROWS_SINCE_CHANGE_FIELD_NUMBER: _builtins.int
+    MAX_WAIT_FIELD_NUMBER: _builtins.int
     include_production_dataset: _builtins.bool
     """Whether the production version's own training data (from its lineage) is added."""
     max_rows: _builtins.int
     """Upper bound on rows taken from the logs; 0 means no bound."""
+    since_change: _builtins.bool
+    """Whether a run started by a concept-drift alert that says when the change began
+    (DriftAlert.change_began_at) trains only on rows logged since then, leaving out the
+    older rows and the production version's dataset: both teach the concept that went.
+    """
+    min_rows_since_change: _builtins.int
+    """Labelled rows since the change, beyond the gate's holdout, that a run trained since a
+    change (`since_change`) waits for before it trains; 0 means no wait. A concept-drift
+    alert comes a few hundred labels after the change: a candidate trained then has seen
+    little of the new concept.
+    """
     @_builtins.property
     def window(self) -> _duration_pb2.Duration:
         """How far back logged predictions joined with ground truth are read."""
+
+    @_builtins.property
+    def max_wait(self) -> _duration_pb2.Duration:
+        """How long such a run waits for `min_rows_since_change` at most before it trains on the
+        rows there are; unset means one hour.
+        """
 
     def __init__(
         self,
@@ -409,10 +429,13 @@ class TrainingDataConfig(_message.Message):
         window: _duration_pb2.Duration | None = ...,
         include_production_dataset: _builtins.bool = ...,
         max_rows: _builtins.int = ...,
+        since_change: _builtins.bool = ...,
+        min_rows_since_change: _builtins.int = ...,
+        max_wait: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["window", b"window"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["max_wait", b"max_wait", "window", b"window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_production_dataset", b"include_production_dataset", "max_rows", b"max_rows", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_production_dataset", b"include_production_dataset", "max_rows", b"max_rows", "max_wait", b"max_wait", "min_rows_since_change", b"min_rows_since_change", "since_change", b"since_change", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -591,6 +614,7 @@ class Trigger(_message.Message):
     ACTOR_FIELD_NUMBER: _builtins.int
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
     TRACEPARENT_FIELD_NUMBER: _builtins.int
+    CHANGE_BEGAN_AT_FIELD_NUMBER: _builtins.int
     kind: Global___TriggerKind.ValueType
     """Kind of cause."""
     source_id: _builtins.str
@@ -615,6 +639,12 @@ class Trigger(_message.Message):
     def occurred_at(self) -> _timestamp_pb2.Timestamp:
         """When the cause happened."""
 
+    @_builtins.property
+    def change_began_at(self) -> _timestamp_pb2.Timestamp:
+        """For a concept-drift alert: when the change began, as the detector estimated it
+        (DriftAlert.change_began_at).
+        """
+
     def __init__(
         self,
         *,
@@ -625,10 +655,11 @@ class Trigger(_message.Message):
         actor: _builtins.str = ...,
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
         traceparent: _builtins.str = ...,
+        change_began_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change_began_at", b"change_began_at", "occurred_at", b"occurred_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "kind", b"kind", "occurred_at", b"occurred_at", "reason", b"reason", "source_id", b"source_id", "traceparent", b"traceparent", "triggered_by", b"triggered_by"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "change_began_at", b"change_began_at", "kind", b"kind", "occurred_at", b"occurred_at", "reason", b"reason", "source_id", b"source_id", "traceparent", b"traceparent", "triggered_by", b"triggered_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
