@@ -479,6 +479,30 @@ def table(rows: Iterable[list[str]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
+def turnaround(run: Any, served: Served) -> str:
+    """Where a run's time went: from its alert to the run, waiting for data, the job and the
+    gate, and from the promotion to the first request its version answered."""
+
+    def at(stamp: Any) -> float:
+        return float(stamp.ToDatetime(UTC).timestamp())
+
+    steps = []
+    if run.trigger.HasField("occurred_at"):
+        steps.append(f"alert to run {at(run.created_at) - at(run.trigger.occurred_at):.1f} s")
+    if run.HasField("started_at"):
+        steps.append(f"data {at(run.started_at) - at(run.created_at):.1f} s")
+        if run.HasField("finished_at"):
+            steps.append(f"job and gate {at(run.finished_at) - at(run.started_at):.1f} s")
+    answered = np.flatnonzero(served.version == run.candidate_version)
+    if run.candidate_version and len(answered) and run.HasField("finished_at"):
+        first = int(answered[0])
+        steps.append(
+            f"promotion to serving {served.sent_at[first] - at(run.finished_at):.1f} s "
+            f"(from request {first:,})"
+        )
+    return ", ".join(steps)
+
+
 def run_states(runs: list[Any]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for run in runs:
@@ -535,7 +559,7 @@ def report(stream: Stream, lines: dict[str, np.ndarray], loop: Loop) -> dict[str
             f"  run at request {at:,} ({run.trigger.reason or run.trigger.triggered_by}): "
             f"{retrain_types.RunState.Name(run.state)}, v{run.candidate_version or '-'}, "
             f"dataset {run.dataset.row_count:,} rows ({run.dataset.logged_row_count:,} logged); "
-            f"{run.gate.summary or run.error}"
+            f"{run.gate.summary or run.error}\n    {turnaround(run, loop.served)}"
         )
     overall["recovery"] = recovery(overall["flywheel"], overall["static"], overall["oracle"])
     overall["runs"] = len(loop.runs)

@@ -168,9 +168,10 @@ class SqlRuns:
         query = select(func.count()).where(RunRow.state.in_(list(states)), RunRow.model == model)
         return int((await self._session.execute(query)).scalar_one())
 
-    async def ids_in(self, states: Iterable[RunState]) -> list[str]:
-        query = select(RunRow.run_id).where(RunRow.state.in_(list(states)))
-        return list((await self._session.execute(query.order_by(RunRow.created_at))).scalars())
+    async def ids_in(self, states: Iterable[RunState]) -> list[tuple[str, str]]:
+        query = select(RunRow.run_id, RunRow.model).where(RunRow.state.in_(list(states)))
+        rows = await self._session.execute(query.order_by(RunRow.created_at))
+        return [(run_id, model) for run_id, model in rows]
 
     async def page(
         self, model: str, states: tuple[RunState, ...], offset: int, limit: int

@@ -71,12 +71,12 @@ class FakeRuns:
         wanted = set(states)
         return sum(1 for r in self.rows.values() if r.model == model and r.state in wanted)
 
-    async def ids_in(self, states: Iterable[RunState]) -> list[str]:
+    async def ids_in(self, states: Iterable[RunState]) -> list[tuple[str, str]]:
         wanted = set(states)
         found = sorted(
             (r for r in self.rows.values() if r.state in wanted), key=lambda r: r.created_at
         )
-        return [r.run_id for r in found]
+        return [(r.run_id, r.model) for r in found]
 
     async def page(
         self, model: str, states: tuple[RunState, ...], offset: int, limit: int

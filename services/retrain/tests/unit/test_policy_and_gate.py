@@ -91,6 +91,24 @@ def test_guards(history: History, verdict: Verdict) -> None:
     assert decide("alert:a1", guards, history, NOW).verdict is verdict
 
 
+@pytest.mark.parametrize(
+    ("history", "verdict"),
+    [
+        (History(running=1, last_started_at=NOW - timedelta(minutes=2)), Verdict.QUEUED),
+        (History(running=2, last_started_at=NOW - timedelta(minutes=2)), Verdict.BUSY),
+        (History(running=1, last_started_at=NOW - timedelta(seconds=30)), Verdict.BUSY),
+    ],
+    ids=["one-waits-behind", "one-waits-already", "cooling-down"],
+)
+def test_an_automatic_trigger_waits_behind_the_run_in_progress(
+    history: History, verdict: Verdict
+) -> None:
+    guards = Guards(cooldown=timedelta(minutes=1), max_concurrent_runs=1, queue_when_busy=True)
+    decision = decide("alert:a2", guards, history, NOW)
+    assert decision.verdict is verdict
+    assert decision.run is (verdict is Verdict.QUEUED)
+
+
 def test_the_gate_asks_for_a_real_improvement() -> None:
     gate = Gate("accuracy", higher_is_better=True, min_improvement=0.01)
     assert evaluate_gate(gate, 0.95, 0.93).passed

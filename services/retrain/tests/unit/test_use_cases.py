@@ -71,8 +71,10 @@ async def test_an_alert_queues_a_run_and_the_engine_takes_it_to_production() -> 
     assert gated.production_version == 1
 
 
-def concept_alert(began: datetime) -> Alert:
-    return Alert("c1", "iris", 1, Severity.HIGH, frozenset({"concept"}), 0, change_began_at=began)
+def concept_alert(began: datetime, alert_id: str = "c1", version: int = 1) -> Alert:
+    return Alert(
+        alert_id, "iris", version, Severity.HIGH, frozenset({"concept"}), 0, change_began_at=began
+    )
 
 
 async def test_a_concept_drift_run_waits_for_rows_since_the_change_then_learns_from_them() -> None:
@@ -123,6 +125,41 @@ async def test_only_a_run_trained_since_a_change_waits_for_rows() -> None:
     assert run.dataset is not None
     assert run.dataset.window_start == T0 - timedelta(days=7)
     assert w.data.waits == []
+
+
+async def test_a_change_detected_during_a_run_queues_one_run_behind_it() -> None:
+    """The run in progress learns data from before the new change: one run waits behind it
+    (a second alert adds none) and starts once it ends, on the version it promoted."""
+    w = world()
+    w.data.rows = DEFAULT_MIN_ROWS
+    no_cooldown = replace(Policy.default("iris"), cooldown=timedelta(0))
+    await policies.set_policy(w.deps, no_cooldown, None)
+    await starts.on_alert(w.deps, alert("first"), T0)
+    [first] = w.store.runs
+    w.clock.advance(30)
+    for name in ("second", "third"):
+        await starts.on_alert(w.deps, concept_alert(T0 + timedelta(seconds=20), name), w.clock())
+    assert len(w.store.runs) == 2
+    behind = next(r for r in w.store.runs.values() if r.run_id != first)
+    assert behind.trigger.source_id == "second"
+    queued, _ = await queries.runs_to_execute(w.deps)
+    assert queued == [first]
+
+    await advance(w.deps, first)
+    assert w.registry.production_of["iris"] == 2
+    queued, _ = await queries.runs_to_execute(w.deps)
+    assert queued == [behind.run_id]
+    await advance(w.deps, behind.run_id)
+    assert w.store.runs[behind.run_id].state is RunState.PROMOTED
+    assert w.registry.production_of["iris"] == 3
+
+
+async def test_an_alert_on_a_version_no_longer_in_production_starts_nothing() -> None:
+    w = world()
+    w.registry.register("iris", 2)
+    w.registry.production_of["iris"] = 2
+    await starts.on_alert(w.deps, alert(), T0)  # about version 1
+    assert not w.store.runs
 
 
 async def test_the_same_alert_twice_or_a_burst_of_alerts_yields_one_run() -> None:

@@ -43,6 +43,9 @@ class Guards:
     cooldown: timedelta = timedelta(hours=1)
     max_concurrent_runs: int = 1
     min_new_labeled_samples: int = 0
+    queue_when_busy: bool = False
+    """A trigger that finds the runs in progress at the limit queues one run behind them
+    instead of starting none: a change detected during a run is retrained for after it."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,9 @@ class Verdict(StrEnum):
     """A run for this trigger exists already."""
     COOLING_DOWN = "cooling_down"
     BUSY = "busy"
-    """As many runs as allowed are in progress."""
+    """As many runs as allowed are in progress, and one already waits behind them."""
+    QUEUED = "queued"
+    """As many runs as allowed are in progress: the run starts when one ends."""
     TOO_FEW_LABELS = "too_few_labels"
 
 
@@ -89,7 +94,8 @@ class Decision:
 
     @property
     def run(self) -> bool:
-        return self.verdict is Verdict.RUN
+        """Whether a run is created (now or to start when the runs in progress end)."""
+        return self.verdict in (Verdict.RUN, Verdict.QUEUED)
 
 
 def alert_matches(rule: AlertRule, alert: Alert) -> str | None:
@@ -145,6 +151,7 @@ class History:
     trigger_keys: frozenset[str] = frozenset()
     """Every trigger that has already started a run (any outcome)."""
     running: int = 0
+    """Unfinished runs, queued ones included."""
     last_started_at: datetime | None = None
     new_labeled_samples: int = 0
 
@@ -153,13 +160,24 @@ def decide(trigger_key: str, guards: Guards, history: History, now: datetime) ->
     """Whether a trigger that met the policy may start a run now."""
     if trigger_key in history.trigger_keys:
         return Decision(Verdict.DUPLICATE, trigger_key, "a run for this trigger exists")
+    cooling = history.last_started_at is not None and now - history.last_started_at < (
+        guards.cooldown
+    )
     if history.running >= guards.max_concurrent_runs:
+        # One run may wait beyond the limit; the engine starts it when a slot frees.
+        waits = guards.queue_when_busy and history.running == guards.max_concurrent_runs
+        if waits and not cooling:
+            return Decision(
+                Verdict.QUEUED,
+                trigger_key,
+                f"{history.running} run(s) in progress: this one starts when one ends",
+            )
         return Decision(
             Verdict.BUSY,
             trigger_key,
             f"{history.running} run(s) in progress, the policy allows {guards.max_concurrent_runs}",
         )
-    if history.last_started_at is not None and now - history.last_started_at < guards.cooldown:
+    if cooling and history.last_started_at is not None:
         remaining = guards.cooldown - (now - history.last_started_at)
         return Decision(
             Verdict.COOLING_DOWN,

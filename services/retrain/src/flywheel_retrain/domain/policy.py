@@ -300,6 +300,8 @@ class Policy:
             max_concurrent_runs=max(self.max_concurrent_runs, 1),
             # New labels gate automatic runs; a person asking for a run has their reasons.
             min_new_labeled_samples=0 if manual else self.min_new_labeled_samples,
+            # A person asking while runs are in progress is told so rather than queued.
+            queue_when_busy=not manual,
         )
 
     def gate_rule(self) -> Gate:

@@ -36,8 +36,8 @@ class Runs(Protocol):
 
     async def count_in(self, states: Iterable[RunState], model: str) -> int: ...
 
-    async def ids_in(self, states: Iterable[RunState]) -> list[str]:
-        """Runs in `states`, oldest first."""
+    async def ids_in(self, states: Iterable[RunState]) -> list[tuple[str, str]]:
+        """(run id, model) of the runs in `states`, oldest first."""
         ...
 
     async def page(

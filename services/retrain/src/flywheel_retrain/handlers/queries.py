@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+from collections import Counter
 from dataclasses import dataclass
 
 from flywheel_common.auth import require_role
 from flywheel_common.errors import InvalidArgument, NotFound
 from flywheel_common.settings import Role
 from flywheel_retrain.domain import IN_PROGRESS, Run, RunState
-from flywheel_retrain.handlers.ports import Deps
+from flywheel_retrain.handlers.ports import Deps, policy_of
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
@@ -53,12 +54,20 @@ async def list_runs(
 
 
 async def runs_to_execute(deps: Deps) -> tuple[list[str], list[str]]:
-    """(queued runs oldest first, runs in progress: interrupted by a restart or an error,
-    or running now)."""
+    """(queued runs that may start, oldest first; runs in progress: interrupted by a restart
+    or an error, or running now). A queued run waits while its model has as many runs in
+    progress or awaiting sign-off as its policy allows: it was queued behind them."""
     async with deps.unit_of_work() as uow:
         queued = await uow.runs.ids_in([RunState.QUEUED])
         in_progress = await uow.runs.ids_in(IN_PROGRESS)
-    return queued, in_progress
+        awaiting = await uow.runs.ids_in([RunState.AWAITING_APPROVAL])
+        busy = Counter(model for _, model in [*in_progress, *awaiting])
+        startable = []
+        for run_id, model in queued:
+            if busy[model] < max((await policy_of(uow, model)).max_concurrent_runs, 1):
+                startable.append(run_id)
+                busy[model] += 1
+    return startable, [run_id for run_id, _ in in_progress]
 
 
 def _offset(token: str) -> int:

@@ -36,6 +36,11 @@ async def on_alert(deps: Deps, alert: Alert, occurred_at: datetime | None) -> No
     async with deps.unit_of_work() as uow:
         policy = await policy_of(uow, alert.model)
     why_not = alert_matches(policy.alert_rule(), alert)
+    production = await deps.registry.production(alert.model)
+    if why_not is None and production is not None and production.version != alert.version:
+        # An older version's alert, late (its detector was still scoring its last labels)
+        # or from a canary: the production version's own detector judges it.
+        why_not = f"it concerns version {alert.version}, production is {production.version}"
     if why_not is not None:
         log.info("alert %s of %s starts no run: %s", alert.alert_id, alert.model, why_not)
         return
@@ -129,7 +134,7 @@ async def start(
             uuid.uuid4().hex, model, trigger, production.version, policy, executor, now
         )
         uow.runs.save(run)
-    log.info("run %s of %s queued: %s", run.run_id, model, trigger.reason)
+    log.info("run %s of %s queued: %s (%s)", run.run_id, model, trigger.reason, decision.reason)
     deps.wakeup()
     return decision, run
 
