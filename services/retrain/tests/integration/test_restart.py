@@ -16,6 +16,7 @@ from flywheel_testing.clients import replicas_target
 from flywheel_testing.leases import lease_holder
 from flywheel_testing.processes import ServiceReplica, service_process
 from flywheel_testing.tls import grpc_settings
+from flywheel_testing.waiting import eventually
 
 from .conftest import Loop, breast_cancer, running_loop
 
@@ -47,7 +48,7 @@ async def test_a_trigger_killed_mid_run_resumes_it_without_a_duplicate(
             )
             await loop.log_traffic(*breast_cancer(shift_sigmas=1.0))
             alert_id = await loop.alert()
-            await loop.wait_run({pb.RUN_STATE_TRAINING})
+            orphan = await job_started(loop)
             first.send_signal(signal.SIGKILL)
             await first.wait()
 
@@ -61,7 +62,7 @@ async def test_a_trigger_killed_mid_run_resumes_it_without_a_duplicate(
             assert len(await loop.runs()) == 1
             # The orphaned first attempt and the resumed one registered under the run's
             # idempotency key: one candidate version, not two.
-            await asyncio.sleep(4)  # the orphan has finished by now
+            await eventually(lambda: asyncio.to_thread(exited, orphan), timeout=60)
             assert await loop.versions() == [1, 2]
             assert await loop.production() == 2
         finally:
@@ -69,6 +70,31 @@ async def test_a_trigger_killed_mid_run_resumes_it_without_a_duplicate(
                 if process is not None and process.returncode is None:
                     process.terminate()
                     await process.wait()
+
+
+async def job_started(loop: Loop) -> int:
+    """The process id of the run's training job, once it runs."""
+    started: list[int] = []
+
+    async def running() -> bool:
+        started[:] = [
+            int(run.executor_job_id)
+            for run in await loop.runs()
+            if run.state == pb.RUN_STATE_TRAINING and run.executor_job_id
+        ]
+        return bool(started)
+
+    await eventually(running, timeout=120, poll=0.2)
+    return started[0]
+
+
+def exited(pid: int) -> bool:
+    """Whether the process has finished (gone, or a zombie nobody reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def replica(loop: Loop, url: str, name: str) -> ServiceReplica:
