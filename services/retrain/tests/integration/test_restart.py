@@ -20,11 +20,17 @@ from flywheel_testing.waiting import eventually
 
 from .conftest import Loop, breast_cancer, running_loop
 
-# The example pipeline, three seconds slower: long enough to be killed during training.
-SLOW_TRAINING = (
-    'python -c "import runpy, sys, time; time.sleep(3); sys.argv = [sys.argv[0]]; '
-    "runpy.run_module('flywheel_examples.breast_cancer', run_name='__main__')\""
-)
+
+def slow_first_attempt(marker: Path) -> str:
+    """The example pipeline, its first attempt three seconds slower: long enough to be
+    killed during training. The attempt that finishes the run starts at once (`marker`
+    records that the first one began)."""
+    return (
+        'python -c "import os, runpy, sys, time; '
+        f"first = not os.path.exists('{marker}'); open('{marker}', 'a').close(); "
+        "time.sleep(3 if first else 0); sys.argv = [sys.argv[0]]; "
+        "runpy.run_module('flywheel_examples.breast_cancer', run_name='__main__')\""
+    )
 
 
 async def test_a_trigger_killed_mid_run_resumes_it_without_a_duplicate(
@@ -44,7 +50,9 @@ async def test_a_trigger_killed_mid_run_resumes_it_without_a_duplicate(
         try:
             await loop.set_policy(
                 gate=pb.EvaluationGate(metric="accuracy", holdout_size=100),
-                executor=pb.ExecutorConfig(entrypoint_override=SLOW_TRAINING),
+                executor=pb.ExecutorConfig(
+                    entrypoint_override=slow_first_attempt(tmp_path / "first-attempt")
+                ),
             )
             await loop.log_traffic(*breast_cancer(shift_sigmas=1.0))
             alert_id = await loop.alert()
@@ -122,7 +130,9 @@ async def test_a_standby_finishes_a_run_whose_files_died_with_the_leader(
             await asyncio.gather(*(each.start() for each in replicas))
             await loop.set_policy(
                 gate=pb.EvaluationGate(metric="accuracy", holdout_size=100),
-                executor=pb.ExecutorConfig(entrypoint_override=SLOW_TRAINING),
+                executor=pb.ExecutorConfig(
+                    entrypoint_override=slow_first_attempt(tmp_path / "first-attempt")
+                ),
             )
             await loop.log_traffic(*breast_cancer(shift_sigmas=1.0))
             await loop.alert()
