@@ -84,6 +84,7 @@ def build(
         batch_size=config.batch_size,
         prediction_batch_size=config.prediction_batch_records,
         late_seconds=config.late_prediction_seconds,
+        session_timeout=config.session_timeout_seconds,
         data_dir=config.data_dir / "faust",
     )
     metrics.get_meter(__name__).create_observable_gauge(

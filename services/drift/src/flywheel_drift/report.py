@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from html import escape
 from itertools import pairwise
-
-import matplotlib
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from typing import TYPE_CHECKING
 
 from flywheel_drift.detection import MULTIVARIATE, DriftTest, Finding, Kind
 from flywheel_drift.domain import Alert, MetricsWindow, WindowRef
 from flywheel_drift.profiles import FeatureCounts, FeatureProfile, ReferenceProfile
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 REFERENCE_COLOR, WINDOW_COLOR, DRIFT_COLOR = "#7f8c9a", "#1f77b4", "#d62728"
 
@@ -251,6 +251,9 @@ def _distribution_chart(feature: FeatureProfile, window: Sequence[int], drifted:
     if len(window) != len(reference):
         return "<p>The window was counted in other bins than the reference's.</p>"
     ref_total, window_total = max(sum(reference), 1), max(sum(window), 1)
+    from matplotlib.figure import Figure  # imported late: see _svg
+    from matplotlib.ticker import MaxNLocator
+
     # Fixed margins, not tight_layout: laying out 30 charts' labels cost a third of a page.
     figure = Figure(figsize=(4.2, 2.4), layout=None)
     figure.subplots_adjust(left=0.14, right=0.98, top=0.96, bottom=0.34)
@@ -272,6 +275,8 @@ def _over_time_section(metrics: Sequence[MetricsWindow], window: WindowRef | Non
     if not metrics:
         return ""
     indices = [m.window.index for m in metrics]
+    from matplotlib.figure import Figure  # imported late: see _svg
+
     figure = Figure(figsize=(9, 4.4), layout="tight")
     volume, quality = figure.subplots(2, 1, sharex=True)
     volume.bar(indices, [m.request_count for m in metrics], color=WINDOW_COLOR, label="requests")
@@ -318,6 +323,10 @@ _SVG_START = re.compile(r"^.*?(?=<svg)", re.DOTALL)
 
 def _svg(figure: Figure) -> str:
     """The figure as inline SVG markup, its text as text (selectable, found by search)."""
+    # matplotlib is imported by the first report, not at start-up: it was a sixth of the
+    # service's import time, which every replica start and failover waits for.
+    import matplotlib
+
     buffer = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "flywheel"}):
         figure.savefig(buffer, format="svg", metadata=_NO_METADATA, transparent=True)

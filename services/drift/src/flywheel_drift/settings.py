@@ -46,6 +46,11 @@ class DriftSettings(WithDatabase, WithRegistry, WithConsumerGroup):
     its `PREDICTION_LOGS_PER_RECORD` (200) logs into one record, so this bounds a batch at
     10,000 logs by default; raise it for producers that send one log per record. Each batch
     is one checkpoint transaction: at 50 records instead of 20, 15% more logs per second."""
+    session_timeout_seconds: float = Field(default=10.0, ge=1)
+    """Kafka session of the stream's consumer: a replica silent this long (killed, stalled)
+    loses its partitions to the others. Shorter hands them over sooner, but a pause this
+    long (a stalled host, a long collection) then costs a rebalance. The broker accepts
+    6 s to 30 min unless its group.min/max.session.timeout.ms say otherwise."""
     late_prediction_seconds: float = Field(default=10.0, ge=0)
     """How long after a time window's end its predictions may still arrive (gateways and
     this stream send logs in batches). A window closes at its end's first newer prediction,

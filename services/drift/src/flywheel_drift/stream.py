@@ -114,6 +114,7 @@ class DriftStream:
         prediction_batch_size: int = 20,
         flush_seconds: float = 1.0,
         late_seconds: float = 10.0,
+        session_timeout: float = 10.0,
         predictions_topic: TopicSpec = PREDICTIONS,
         labels_topic: TopicSpec = GROUND_TRUTH,
         labels_by_model_topic: TopicSpec = GROUND_TRUTH_BY_MODEL,
@@ -126,6 +127,7 @@ class DriftStream:
         `start_from` applies to a new group only: "latest" counts from start-up on,
         "earliest" catches up on what the topics retain. Every `flush_seconds`, time windows
         that ended over `late_seconds` ago close even without newer predictions.
+        A replica silent for `session_timeout` seconds loses its partitions to the others.
         `data_dir` is faust's own folder (a temporary one when not given: the app keeps
         nothing there that must survive)."""
         if labels_by_model_topic.partitions != predictions_topic.partitions:
@@ -163,8 +165,8 @@ class DriftStream:
             consumer_auto_offset_reset=start_from,
             broker_commit_interval=1.0,
             # A replica that died hands its partitions over in seconds, not a minute.
-            broker_session_timeout=10.0,
-            broker_heartbeat_interval=2.0,
+            broker_session_timeout=session_timeout,
+            broker_heartbeat_interval=session_timeout / 5,
             # Prediction logs are small and many: fetch whole batches at once.
             broker_max_poll_records=max(batch_size, prediction_batch_size) * 4,
             consumer_max_fetch_size=8 * 1024 * 1024,

@@ -35,7 +35,7 @@ from flywheel_testing.tls import grpc_settings, secure_channel
 WINDOW = 50
 PER_MODEL = 300
 LABELED = 100  # the first two windows of each model, labelled after the kill
-SESSION_TIMEOUT = 10.0  # the drift stream's Kafka session
+SESSION_TIMEOUT = 6.0  # the drift stream's Kafka session: the broker's shortest
 
 
 def one_model_per_partition(prefix: str) -> list[str]:
@@ -83,13 +83,15 @@ async def test_a_replica_killed_mid_stream_hands_its_partitions_over_losing_noth
             batch_size=20,
             prediction_batch_records=5,
             registry_address="127.0.0.1:1",  # no reference: windows still count
+            session_timeout_seconds=SESSION_TIMEOUT,
         )
         replicas = [
             base.model_copy(update={"grpc": grpc_settings(port=port), "data_dir": tmp_path / name})
             for port, name in zip(ports, "ab", strict=True)
         ]
-        first = await service_process("flywheel_drift", replicas[0])
-        second = await service_process("flywheel_drift", replicas[1])
+        first, second = await asyncio.gather(
+            *(service_process("flywheel_drift", replica) for replica in replicas)
+        )
         restarted = None
         try:
             await send(publisher, models, 0, 120)

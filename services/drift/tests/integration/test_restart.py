@@ -57,6 +57,9 @@ async def test_a_detector_killed_mid_stream_neither_loses_nor_double_counts(
             window_size=WINDOW,
             batch_size=15,
             registry_address="127.0.0.1:1",  # no reference: windows still count
+            # The restarted detector gets the partitions once the killed one's session
+            # expires: the broker's shortest session, where 10 s would only add waiting.
+            session_timeout_seconds=6.0,
         )
         published = await kill_mid_stream(settings, publisher, model, kafka_bootstrap)
 

@@ -66,16 +66,27 @@ async def test_prediction_logs_survive_kafka_going_away(
     iris: IrisModels,
     model_name: str,
     kafka_bootstrap: str,
+    tmp_path: Path,
 ) -> None:
     await platform.register(model_name, iris.classifier)
     await platform.deploy(model_name, {1: 100}, generation=1)
+    back = tmp_path / "kafka-back"
     load = asyncio.create_task(
-        drive(platform.address, "load", model=model_name, seconds=22.0, concurrency=4)
+        drive(
+            platform.address,
+            "load",
+            model=model_name,
+            seconds=60.0,
+            stop_file=str(back),
+            concurrency=4,
+        )
     )
     await asyncio.sleep(3.0)
     await run(str(KAFKA_SCRIPTS / "stop.sh"))
     await asyncio.sleep(8.0)  # requests keep being served; their logs go to the journal
     await run(str(KAFKA_SCRIPTS / "start.sh"))
+    await asyncio.sleep(2.0)  # served with the broker back, then the load ends
+    back.touch()
     result = await load
     assert result["failure_count"] == 0, result["failures"]
     served = sum(result["versions"].values())

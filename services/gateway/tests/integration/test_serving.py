@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
 import onnxruntime
@@ -137,19 +138,29 @@ async def test_shadow_outputs_are_logged_never_returned(
 
 
 async def test_twenty_swaps_under_load_fail_no_request(
-    platform: Platform, iris: IrisModels, model_name: str
+    platform: Platform, iris: IrisModels, model_name: str, tmp_path: Path
 ) -> None:
     await platform.register(model_name, iris.classifier)
     await platform.register(model_name, iris.retrained)
     await platform.deploy(model_name, {1: 100}, generation=1)
+    done = tmp_path / "swapped"
     load = asyncio.create_task(
-        drive(platform.address, "load", model=model_name, seconds=25.0, concurrency=8)
+        drive(
+            platform.address,
+            "load",
+            model=model_name,
+            seconds=60.0,
+            stop_file=str(done),
+            concurrency=8,
+        )
     )
     await asyncio.sleep(2.0)
     for swap in range(20):
         version = 2 if swap % 2 == 0 else 1
         await platform.deploy(model_name, {version: 100}, generation=swap + 2)
         await asyncio.sleep(0.5)
+    await asyncio.sleep(1.0)  # the last swap under load too, then the load ends
+    done.touch()
     result = await load
     assert result["failure_count"] == 0, result["failures"]
     assert set(result["versions"]) == {"1", "2"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -88,20 +89,33 @@ async def load(
     concurrency: int = 16,
     keys: int = 0,
     seconds: float = 0.0,
+    stop_file: str = "",
     ca_file: str = "",
     **_: Any,
 ) -> dict[str, Any]:
-    """Many batch-1 requests; counts versions per routing key and every failure."""
+    """Many batch-1 requests; counts versions per routing key and every failure. With
+    `seconds`, for that long, or until `stop_file` exists (the test is done) if sooner."""
     client = triton_aio.InferenceServerClient(address, ssl=True, root_certificates=ca_file)
     versions: Counter[str] = Counter()
     per_key: dict[str, set[str]] = {}
     failures: list[str] = []
     sent = 0
     deadline = time.monotonic() + seconds
+    stopped = asyncio.Event()
+
+    async def watch_stop_file() -> None:
+        while not await asyncio.to_thread(os.path.exists, stop_file):
+            await asyncio.sleep(0.1)
+        stopped.set()
+
+    def more() -> bool:
+        if stopped.is_set():
+            return False
+        return (sent < requests) if not seconds else (time.monotonic() < deadline)
 
     async def worker(index: int) -> None:
         nonlocal sent
-        while (sent < requests) if not seconds else (time.monotonic() < deadline):
+        while more():
             number = sent
             sent += 1
             parameters = {"flywheel-routing-key": f"user-{number % keys}"} if keys else None
@@ -120,7 +134,10 @@ async def load(
             if keys:
                 per_key.setdefault(f"user-{number % keys}", set()).add(version)
 
+    watcher = asyncio.create_task(watch_stop_file()) if stop_file else None
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    if watcher is not None:
+        watcher.cancel()
     await client.close()
     return {
         "versions": dict(versions),

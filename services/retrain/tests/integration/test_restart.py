@@ -16,14 +16,21 @@ from flywheel_testing.clients import replicas_target
 from flywheel_testing.leases import lease_holder
 from flywheel_testing.processes import ServiceReplica, service_process
 from flywheel_testing.tls import grpc_settings
+from flywheel_testing.waiting import eventually
 
 from .conftest import Loop, breast_cancer, running_loop
 
-# The example pipeline, three seconds slower: long enough to be killed during training.
-SLOW_TRAINING = (
-    'python -c "import runpy, sys, time; time.sleep(3); sys.argv = [sys.argv[0]]; '
-    "runpy.run_module('flywheel_examples.breast_cancer', run_name='__main__')\""
-)
+
+def slow_first_attempt(marker: Path) -> str:
+    """The example pipeline, its first attempt three seconds slower: long enough to be
+    killed during training. The attempt that finishes the run starts at once (`marker`
+    records that the first one began)."""
+    return (
+        'python -c "import os, runpy, sys, time; '
+        f"first = not os.path.exists('{marker}'); open('{marker}', 'a').close(); "
+        "time.sleep(3 if first else 0); sys.argv = [sys.argv[0]]; "
+        "runpy.run_module('flywheel_examples.breast_cancer', run_name='__main__')\""
+    )
 
 
 async def test_a_trigger_killed_mid_run_resumes_it_without_a_duplicate(
@@ -43,11 +50,13 @@ async def test_a_trigger_killed_mid_run_resumes_it_without_a_duplicate(
         try:
             await loop.set_policy(
                 gate=pb.EvaluationGate(metric="accuracy", holdout_size=100),
-                executor=pb.ExecutorConfig(entrypoint_override=SLOW_TRAINING),
+                executor=pb.ExecutorConfig(
+                    entrypoint_override=slow_first_attempt(tmp_path / "first-attempt")
+                ),
             )
             await loop.log_traffic(*breast_cancer(shift_sigmas=1.0))
             alert_id = await loop.alert()
-            await loop.wait_run({pb.RUN_STATE_TRAINING})
+            orphan = await job_started(loop)
             first.send_signal(signal.SIGKILL)
             await first.wait()
 
@@ -61,7 +70,7 @@ async def test_a_trigger_killed_mid_run_resumes_it_without_a_duplicate(
             assert len(await loop.runs()) == 1
             # The orphaned first attempt and the resumed one registered under the run's
             # idempotency key: one candidate version, not two.
-            await asyncio.sleep(4)  # the orphan has finished by now
+            await eventually(lambda: asyncio.to_thread(exited, orphan), timeout=60)
             assert await loop.versions() == [1, 2]
             assert await loop.production() == 2
         finally:
@@ -69,6 +78,31 @@ async def test_a_trigger_killed_mid_run_resumes_it_without_a_duplicate(
                 if process is not None and process.returncode is None:
                     process.terminate()
                     await process.wait()
+
+
+async def job_started(loop: Loop) -> int:
+    """The process id of the run's training job, once it runs."""
+    started: list[int] = []
+
+    async def running() -> bool:
+        started[:] = [
+            int(run.executor_job_id)
+            for run in await loop.runs()
+            if run.state == pb.RUN_STATE_TRAINING and run.executor_job_id
+        ]
+        return bool(started)
+
+    await eventually(running, timeout=120, poll=0.2)
+    return started[0]
+
+
+def exited(pid: int) -> bool:
+    """Whether the process has finished (gone, or a zombie nobody reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def replica(loop: Loop, url: str, name: str) -> ServiceReplica:
@@ -96,7 +130,9 @@ async def test_a_standby_finishes_a_run_whose_files_died_with_the_leader(
             await asyncio.gather(*(each.start() for each in replicas))
             await loop.set_policy(
                 gate=pb.EvaluationGate(metric="accuracy", holdout_size=100),
-                executor=pb.ExecutorConfig(entrypoint_override=SLOW_TRAINING),
+                executor=pb.ExecutorConfig(
+                    entrypoint_override=slow_first_attempt(tmp_path / "first-attempt")
+                ),
             )
             await loop.log_traffic(*breast_cancer(shift_sigmas=1.0))
             await loop.alert()
