@@ -635,7 +635,9 @@ async def main(args: argparse.Namespace) -> None:
                 "retrain": (await platform.retrain(lease=LeaseSettings())).grpc.address,
             }
             for name in args.streams:
-                stream = make_stream(name, args.requests)
+                # Off the event loop: drawing 100,000 rows from river blocks it for long
+                # enough that the services' Kafka sessions and leases expire.
+                stream = await asyncio.to_thread(make_stream, name, args.requests)
                 loop = await run_loop(platform, addresses, stream, args)
                 print(f"{name}: served in {loop.served.seconds:.0f} s", file=sys.stderr)
                 served.append((stream, loop))
