@@ -624,6 +624,9 @@ async def main(args: argparse.Namespace) -> None:
         f"default monitor config and retrain policy except the cooldown, {args.cooldown:g} s "
         "instead of 1 h (the stream runs in minutes, not days)."
     )
+    # Drawn before the platform starts: 100,000 rows from river hold the event loop long
+    # enough for the services' Kafka sessions and leases to expire.
+    streams = [make_stream(name, args.requests) for name in args.streams]
     served: list[tuple[Stream, Loop]] = []
     with tempfile.TemporaryDirectory(prefix="bench-loop-") as folder:
         async with in_process(kafka_address(), Path(folder)) as platform:
@@ -634,12 +637,9 @@ async def main(args: argparse.Namespace) -> None:
                 "drift": (await platform.drift()).grpc.address,
                 "retrain": (await platform.retrain(lease=LeaseSettings())).grpc.address,
             }
-            for name in args.streams:
-                # Off the event loop: drawing 100,000 rows from river blocks it for long
-                # enough that the services' Kafka sessions and leases expire.
-                stream = await asyncio.to_thread(make_stream, name, args.requests)
+            for stream in streams:
                 loop = await run_loop(platform, addresses, stream, args)
-                print(f"{name}: served in {loop.served.seconds:.0f} s", file=sys.stderr)
+                print(f"{stream.name}: served in {loop.served.seconds:.0f} s", file=sys.stderr)
                 served.append((stream, loop))
     # The baselines once the platform has stopped: they would hold the services' event loop.
     results = {

@@ -164,6 +164,15 @@ class SqlRuns:
         row = (await self._session.execute(query.limit(1))).scalar_one_or_none()
         return None if row is None else run_of(row)
 
+    async def promoter_of(self, model: str, version: int) -> Run | None:
+        query = select(RunRow).where(
+            RunRow.model == model,
+            RunRow.candidate_version == version,
+            RunRow.state == RunState.PROMOTED,
+        )
+        row = (await self._session.execute(query.limit(1))).scalar_one_or_none()
+        return None if row is None else run_of(row)
+
     async def count_in(self, states: Iterable[RunState], model: str) -> int:
         query = select(func.count()).where(RunRow.state.in_(list(states)), RunRow.model == model)
         return int((await self._session.execute(query)).scalar_one())

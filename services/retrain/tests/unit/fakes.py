@@ -67,6 +67,16 @@ class FakeRuns:
         )
         return found[-1] if found else None
 
+    async def promoter_of(self, model: str, version: int) -> Run | None:
+        return next(
+            (
+                r
+                for r in self.rows.values()
+                if (r.model, r.candidate_version, r.state) == (model, version, RunState.PROMOTED)
+            ),
+            None,
+        )
+
     async def count_in(self, states: Iterable[RunState], model: str) -> int:
         wanted = set(states)
         return sum(1 for r in self.rows.values() if r.model == model and r.state in wanted)

@@ -221,6 +221,34 @@ async def test_decay_over_consecutive_windows_starts_one_run() -> None:
     assert len(w.store.windows) == 2
 
 
+async def test_a_promoted_version_falling_below_its_gate_is_retrained_on_the_data_since() -> None:
+    """The default policy watches a version a run promoted against what its gate measured
+    (0.95 here), and a run learns from where the decayed windows began; a version no run
+    promoted (v1, by hand) is not watched."""
+    w = world()
+    w.data.rows = DEFAULT_MIN_ROWS
+
+    async def window(version: int, n: int, accuracy: float) -> None:
+        stored = StoredWindow("iris", version, f"v{version}w{n}", T0 + timedelta(minutes=n),
+                              500, accuracy=accuracy)  # fmt: skip
+        await starts.on_window(w.deps, stored, "retrain.model-metrics", f"event-{version}-{n}")
+
+    for n in range(3):
+        await window(1, n, 0.5)
+    assert not w.store.runs
+    await starts.on_alert(w.deps, alert(), T0)
+    await advance(w.deps, w.store.only_run().run_id)
+    assert w.registry.production_of["iris"] == 2
+    w.clock.advance(3601)
+    await window(2, 10, 0.93)  # within 0.05 of 0.95
+    await window(2, 11, 0.85)
+    assert len(w.store.runs) == 1
+    await window(2, 12, 0.86)
+    decayed = next(r for r in w.store.runs.values() if r.trigger.source_id == "v2w12")
+    assert decayed.trigger.change_began_at == T0 + timedelta(minutes=10)
+    assert "from its gate's 0.95" in decayed.trigger.reason
+
+
 async def test_estimated_accuracy_decay_starts_a_run_before_any_label_arrives() -> None:
     w = world()
     decay = DecayTrigger(True, DecayMetric.ESTIMATED_ACCURACY, 0.9, 2, 500)

@@ -56,6 +56,7 @@ def policy_of(message: pb.RetrainPolicy) -> Policy:
             threshold=decay.threshold,
             consecutive_windows=decay.consecutive_windows,
             min_labeled_count=decay.min_labeled_count,
+            relative_to_gate=decay.relative_to_gate,
         ),
         schedule_trigger=ScheduleTrigger(
             enabled=message.schedule_trigger.enabled,
@@ -144,6 +145,7 @@ def policy_message(policy: Policy) -> pb.RetrainPolicy:
             threshold=decay.threshold,
             consecutive_windows=decay.consecutive_windows,
             min_labeled_count=decay.min_labeled_count,
+            relative_to_gate=decay.relative_to_gate,
         ),
         schedule_trigger=pb.ScheduleTrigger(
             enabled=policy.schedule_trigger.enabled,

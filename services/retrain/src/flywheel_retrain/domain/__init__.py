@@ -48,6 +48,7 @@ from flywheel_retrain.domain.policy import (
     DEFAULT_HOLDOUT_SIZE,
     DEFAULT_MIN_ROWS,
     DEFAULT_WINDOW,
+    GATE_METRIC_OF,
     MAX_RETRIES,
     AlertTrigger,
     ApprovalMode,
@@ -75,13 +76,14 @@ from flywheel_retrain.domain.states import (
     check_transition,
 )
 from flywheel_retrain.domain.values import SYSTEM_ACTOR, Approval, Dataset, Trigger, TriggerKind
-from flywheel_retrain.domain.windows import StoredWindow, decayed_window
+from flywheel_retrain.domain.windows import Decay, StoredWindow, decayed_window
 
 __all__ = [
     "ACTIVE",
     "DEFAULT_HOLDOUT_SIZE",
     "DEFAULT_MIN_ROWS",
     "DEFAULT_WINDOW",
+    "GATE_METRIC_OF",
     "IN_PROGRESS",
     "MAX_RETRIES",
     "NEXT_STATES",
@@ -95,6 +97,7 @@ __all__ = [
     "CandidateGated",
     "CandidateOutcome",
     "Dataset",
+    "Decay",
     "DecayMetric",
     "DecayRule",
     "DecayTracker",

@@ -24,6 +24,9 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DEFAULT_HOLDOUT_SIZE = 200
 DEFAULT_WINDOW = timedelta(days=7)
 DEFAULT_MIN_ROWS = 1000
+DEFAULT_DROP_FROM_GATE = 0.05
+"""Accuracy a promoted version may lose against its gate's score before it is retrained: a
+gate on 200 labels measures accuracy to about +-0.02 (one standard error at 0.9)."""
 DEFAULT_MAX_WAIT = timedelta(hours=1)
 MAX_RETRIES = 10
 
@@ -78,6 +81,16 @@ class DecayTrigger:
     threshold: float = 0.0
     consecutive_windows: int = 0
     min_labeled_count: int = 0
+    relative_to_gate: bool = False
+    """`threshold` is the distance from the version's gate score, not a level."""
+
+
+GATE_METRIC_OF = {
+    DecayMetric.ACCURACY: "accuracy",
+    DecayMetric.ESTIMATED_ACCURACY: "accuracy",
+    DecayMetric.MEAN_ABSOLUTE_ERROR: "mae",
+}
+"""The gate metric a decay metric is measured from, when relative to the gate."""
 
 
 @dataclass(frozen=True)
@@ -153,11 +166,12 @@ class Policy:
     @classmethod
     def default(cls, model: str) -> Policy:
         """What a model gets until someone sets a policy: alerts of MEDIUM severity or more
-        and concept drift retrain, at most once an hour, on the last week's labelled
-        predictions and the production version's data (after a concept change: on the
-        1,000 or more labelled predictions since the change), promoted automatically when
-        the candidate is at least as accurate as production on the newest 200 labeled
-        predictions."""
+        and concept drift retrain, and so does a version a run promoted whose accuracy
+        falls 0.05 below its gate's for two windows of 200 labels or more; at most once an
+        hour, on the last week's labelled predictions and the production version's data
+        (after a concept change or such a decay: on the 1,000 or more labelled predictions
+        since it began), promoted automatically when the candidate is at least as accurate
+        as production on the newest 200 labeled predictions."""
         return cls(
             model=model,
             enabled=True,
@@ -166,6 +180,14 @@ class Policy:
                 min_severity=Severity.MEDIUM,
                 min_drifted_features=1,
                 on_concept_drift=True,
+            ),
+            decay_trigger=DecayTrigger(
+                enabled=True,
+                metric=DecayMetric.ACCURACY,
+                threshold=DEFAULT_DROP_FROM_GATE,
+                consecutive_windows=2,
+                min_labeled_count=DEFAULT_HOLDOUT_SIZE,
+                relative_to_gate=True,
             ),
             cooldown=timedelta(hours=1),
             max_concurrent_runs=1,
@@ -196,6 +218,16 @@ class Policy:
                 )
             if not math.isfinite(decay.threshold):
                 raise InvalidArgument("decay_trigger.threshold must be a finite number")
+            if decay.relative_to_gate and decay.metric not in GATE_METRIC_OF:
+                raise InvalidArgument(
+                    "decay_trigger.relative_to_gate needs ACCURACY, ESTIMATED_ACCURACY or "
+                    "MEAN_ABSOLUTE_ERROR: the gate measures no error rate"
+                )
+            if decay.relative_to_gate and decay.threshold < 0:
+                raise InvalidArgument(
+                    "decay_trigger.threshold is a distance from the gate's score when "
+                    "relative_to_gate is set: it cannot be negative"
+                )
         if decay.consecutive_windows < 0 or decay.min_labeled_count < 0:
             raise InvalidArgument("decay_trigger counts cannot be negative")
         self._validate_schedule()
@@ -283,13 +315,20 @@ class Policy:
             on_concept_drift=trigger.on_concept_drift,
         )
 
-    def decay_rule(self) -> DecayRule:
+    def decay_rule(self, gate_score: float | None = None) -> DecayRule:
+        """The decay rule; relative to the gate, it watches only a version whose gate
+        measured `gate_score`."""
         trigger = self.decay_trigger
+        higher = trigger.metric in (DecayMetric.ACCURACY, DecayMetric.ESTIMATED_ACCURACY)
+        threshold = trigger.threshold
+        if trigger.relative_to_gate and gate_score is not None:
+            threshold = gate_score - threshold if higher else gate_score + threshold
         return DecayRule(
-            enabled=self.enabled and trigger.enabled,
-            higher_is_better=trigger.metric
-            in (DecayMetric.ACCURACY, DecayMetric.ESTIMATED_ACCURACY),
-            threshold=trigger.threshold,
+            enabled=self.enabled
+            and trigger.enabled
+            and (gate_score is not None or not trigger.relative_to_gate),
+            higher_is_better=higher,
+            threshold=threshold,
             consecutive_windows=max(trigger.consecutive_windows, 1),
             min_labeled=trigger.min_labeled_count,
         )

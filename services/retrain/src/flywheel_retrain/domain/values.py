@@ -9,7 +9,7 @@ from enum import IntEnum
 
 from flywheel_retrain.domain.decisions import Alert
 from flywheel_retrain.domain.policy import Policy
-from flywheel_retrain.domain.windows import StoredWindow
+from flywheel_retrain.domain.windows import Decay
 
 SYSTEM_ACTOR = "system:retrain"
 """The actor of what the trigger decides on its own (alerts, decay, schedules, the gate)."""
@@ -59,15 +59,22 @@ class Trigger:
         )
 
     @classmethod
-    def metric_decay(cls, policy: Policy, window: StoredWindow) -> Trigger:
-        rule = policy.decay_rule()
+    def metric_decay(cls, policy: Policy, decay: Decay, gate_score: float | None) -> Trigger:
+        rule = policy.decay_rule(gate_score)
+        window = decay.window
+        measured = (
+            f"{policy.decay_trigger.threshold:g} from its gate's {gate_score:g}"
+            if policy.decay_trigger.relative_to_gate and gate_score is not None
+            else f"{rule.threshold:g}"
+        )
         return cls(
             TriggerKind.METRIC_DECAY,
             window.window_id,
             f"metric-decay:{window.window_id}",
             f"{policy.decay_trigger.metric.value} of version {window.version} past "
-            f"{rule.threshold:g} for {rule.consecutive_windows} window(s)",
+            f"{measured} for {rule.consecutive_windows} window(s)",
             occurred_at=window.window_end,
+            change_began_at=decay.began_at,
         )
 
     @classmethod

@@ -42,14 +42,29 @@ class StoredWindow:
         return self.estimated_count if metric is DecayMetric.ESTIMATED_ACCURACY else self.labeled
 
 
-def decayed_window(policy: Policy, windows: list[StoredWindow]) -> StoredWindow | None:
-    """The window (oldest first) that completes the decay the policy asks for, if the last
-    one does: a repeated evaluation names the same window, so it finds the run it started."""
-    rule = policy.decay_rule()
+@dataclass(frozen=True)
+class Decay:
+    """A decay the policy asks a run for: the window completing it, and where the windows
+    past the threshold began (the end of the window before them; None when they are the
+    version's first)."""
+
+    window: StoredWindow
+    began_at: datetime | None
+
+
+def decayed_window(
+    policy: Policy, windows: list[StoredWindow], gate_score: float | None = None
+) -> Decay | None:
+    """The decay (windows oldest first) the policy asks for, if the last window completes
+    it: a repeated evaluation names the same window, so it finds the run it started. Relative
+    to the gate, only a version whose gate measured `gate_score` is watched."""
+    rule = policy.decay_rule(gate_score)
     if not rule.enabled:
         return None
     tracker = DecayTracker(rule)
-    fired = None
+    fired: Decay | None = None
+    began_at: datetime | None = None
+    previous: StoredWindow | None = None
     for window in windows:
         observed = MetricWindow(
             window.window_id,
@@ -58,5 +73,9 @@ def decayed_window(policy: Policy, windows: list[StoredWindow]) -> StoredWindow 
             window.value(policy.decay_trigger.metric),
             window.support(policy.decay_trigger.metric),
         )
-        fired = window if tracker.observe(observed) else None
+        completes = tracker.observe(observed)
+        if tracker.streak == 1 or (completes and rule.consecutive_windows == 1):
+            began_at = previous.window_end if previous is not None else None
+        fired = Decay(window, began_at) if completes else None
+        previous = window
     return fired

@@ -36,6 +36,10 @@ class Runs(Protocol):
 
     async def count_in(self, states: Iterable[RunState], model: str) -> int: ...
 
+    async def promoter_of(self, model: str, version: int) -> Run | None:
+        """The run that promoted `version` of `model`, if one did."""
+        ...
+
     async def ids_in(self, states: Iterable[RunState]) -> list[tuple[str, str]]:
         """(run id, model) of the runs in `states`, oldest first."""
         ...

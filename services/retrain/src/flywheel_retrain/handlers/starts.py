@@ -15,9 +15,11 @@ from flywheel_common.errors import FailedPrecondition, InvalidArgument
 from flywheel_common.settings import Role
 from flywheel_retrain.domain import (
     ACTIVE,
+    GATE_METRIC_OF,
     Alert,
     Decision,
     History,
+    Policy,
     Run,
     StoredWindow,
     Trigger,
@@ -26,7 +28,7 @@ from flywheel_retrain.domain import (
     decayed_window,
     decide,
 )
-from flywheel_retrain.handlers.ports import Deps, VersionInfo, actor, policy_of
+from flywheel_retrain.handlers.ports import Deps, UnitOfWork, VersionInfo, actor, policy_of
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +65,27 @@ async def decay_trigger(deps: Deps, model: str, version: int) -> Trigger | None:
     """The decay the stored windows of a version complete since the model's last run."""
     async with deps.unit_of_work() as uow:
         policy = await policy_of(uow, model)
-        if not policy.decay_rule().enabled:
+        gate_score = await _gate_score(uow, policy, model, version)
+        if not policy.decay_rule(gate_score).enabled:
             return None
         last = await uow.runs.last(model)
         since = last.created_at if last is not None else None
         windows = await uow.windows.of_version(model, version, since)
-    fired = decayed_window(policy, windows)
-    return None if fired is None else Trigger.metric_decay(policy, fired)
+    fired = decayed_window(policy, windows, gate_score)
+    return None if fired is None else Trigger.metric_decay(policy, fired, gate_score)
+
+
+async def _gate_score(uow: UnitOfWork, policy: Policy, model: str, version: int) -> float | None:
+    """What the gate measured for `version` before a run promoted it, in the decay's
+    metric; None when the policy does not measure decay from the gate or no such run."""
+    trigger = policy.decay_trigger
+    if not trigger.relative_to_gate:
+        return None
+    promoter = await uow.runs.promoter_of(model, version)
+    report = promoter.gate if promoter is not None else None
+    if report is None or report.metric != GATE_METRIC_OF.get(trigger.metric):
+        return None
+    return report.candidate_value
 
 
 async def on_schedule(deps: Deps, model: str, slot: datetime, cron: str) -> None:

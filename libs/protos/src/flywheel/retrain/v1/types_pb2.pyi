@@ -293,6 +293,7 @@ class DecayTrigger(_message.Message):
     THRESHOLD_FIELD_NUMBER: _builtins.int
     CONSECUTIVE_WINDOWS_FIELD_NUMBER: _builtins.int
     MIN_LABELED_COUNT_FIELD_NUMBER: _builtins.int
+    RELATIVE_TO_GATE_FIELD_NUMBER: _builtins.int
     enabled: _builtins.bool
     """Whether decay starts runs."""
     metric: Global___DecayMetric.ValueType
@@ -303,6 +304,15 @@ class DecayTrigger(_message.Message):
     """Consecutive windows past the threshold before a run starts; 0 means 1."""
     min_labeled_count: _builtins.int
     """Windows with fewer labeled predictions than this are ignored."""
+    relative_to_gate: _builtins.bool
+    """Whether `threshold` is measured from what the gate measured for the production
+    version before a run promoted it: how far accuracy (or estimated accuracy) may fall
+    below it, or mean absolute error rise above it. A version no run promoted, or whose
+    gate used another metric, is not watched. A newly promoted version's change detector
+    starts with no history, and a version trained just before a change serves the concept
+    that went at a steady error it cannot tell from normal: its gate's score can. The
+    run's data begins where the decayed windows do (DriftAlert.change_began_at's role).
+    """
     def __init__(
         self,
         *,
@@ -311,10 +321,11 @@ class DecayTrigger(_message.Message):
         threshold: _builtins.float = ...,
         consecutive_windows: _builtins.int = ...,
         min_labeled_count: _builtins.int = ...,
+        relative_to_gate: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consecutive_windows", b"consecutive_windows", "enabled", b"enabled", "metric", b"metric", "min_labeled_count", b"min_labeled_count", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consecutive_windows", b"consecutive_windows", "enabled", b"enabled", "metric", b"metric", "min_labeled_count", b"min_labeled_count", "relative_to_gate", b"relative_to_gate", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -404,8 +415,9 @@ class TrainingDataConfig(_message.Message):
     """Upper bound on rows taken from the logs; 0 means no bound."""
     since_change: _builtins.bool
     """Whether a run started by a concept-drift alert that says when the change began
-    (DriftAlert.change_began_at) trains only on rows logged since then, leaving out the
-    older rows and the production version's dataset: both teach the concept that went.
+    (DriftAlert.change_began_at), or by a decay measured from the gate, trains only on rows
+    logged since then, leaving out the older rows and the production version's dataset:
+    both teach the concept that went.
     """
     min_rows_since_change: _builtins.int
     """Labelled rows since the change, beyond the gate's holdout, that a run trained since a
