@@ -62,9 +62,12 @@ class Trigger:
     def metric_decay(cls, policy: Policy, decay: Decay, gate_score: float | None) -> Trigger:
         rule = policy.decay_rule(gate_score)
         window = decay.window
+        # Measured from the gate, a decay is the version's concept changing: where the
+        # decayed windows began is where the change did. A level crossed says no such thing.
+        from_gate = policy.decay_trigger.relative_to_gate and gate_score is not None
         measured = (
             f"{policy.decay_trigger.threshold:g} from its gate's {gate_score:g}"
-            if policy.decay_trigger.relative_to_gate and gate_score is not None
+            if from_gate
             else f"{rule.threshold:g}"
         )
         return cls(
@@ -74,7 +77,7 @@ class Trigger:
             f"{policy.decay_trigger.metric.value} of version {window.version} past "
             f"{measured} for {rule.consecutive_windows} window(s)",
             occurred_at=window.window_end,
-            change_began_at=decay.began_at,
+            change_began_at=decay.began_at if from_gate else None,
         )
 
     @classmethod
