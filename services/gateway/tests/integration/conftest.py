@@ -1,8 +1,15 @@
-"""A real registry and a real gateway per test, on real Kafka, with models trained here."""
+"""A real registry and a real gateway on real Kafka, with models trained here: shared by a
+module's tests (`platform`), or a test's own when it needs gateway settings of its own or
+stops what it runs on (`own_platform`, parametrized indirectly with those settings).
+
+A test on the shared services serves models of its own (`model_name`), and the routing of
+each model it deployed is deleted when it ends, so no test sees another's state."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 import sys
 import uuid
@@ -111,18 +118,44 @@ async def drive(address: str, scenario: str, **arguments: Any) -> Any:
     return json.loads(stdout)
 
 
-@pytest.fixture
-async def platform(
-    kafka_bootstrap: str, tmp_path: Path, request: pytest.FixtureRequest
+@contextlib.asynccontextmanager
+async def running_platform(
+    kafka_bootstrap: str, data_dir: Path, **gateway_fields: Any
 ) -> AsyncIterator[Platform]:
-    async with in_process(kafka_bootstrap, tmp_path) as services:
+    async with in_process(kafka_bootstrap, data_dir) as services:
         registry = await services.registry()
         settings = services.settings(
-            GatewaySettings, "gateway", heartbeat_seconds=1.0, **getattr(request, "param", {})
+            GatewaySettings, "gateway", heartbeat_seconds=1.0, **gateway_fields
         )
         gateway = await services.start(build_gateway(settings))
         publisher = await services.publisher("flywheel-deployer")
-        platform = Platform(registry, gateway, publisher, settings)
+        yield Platform(registry, gateway, publisher, settings)
+
+
+@pytest.fixture(scope="module")
+async def shared_platform(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Platform]:
+    async with running_platform(kafka_bootstrap, tmp_path_factory.mktemp("gateway")) as platform:
+        yield platform
+
+
+@pytest.fixture
+async def platform(shared_platform: Platform) -> AsyncIterator[Platform]:
+    """The module's registry and gateway, with the test's own record of what it deployed."""
+    platform = dataclasses.replace(shared_platform, deployed=set())
+    yield platform
+    await bounded(platform.forget_deployments)
+
+
+@pytest.fixture
+async def own_platform(
+    kafka_bootstrap: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Platform]:
+    """A registry and gateway of the test's own, with the gateway settings it is
+    parametrized with."""
+    gateway_fields = getattr(request, "param", {})
+    async with running_platform(kafka_bootstrap, tmp_path, **gateway_fields) as platform:
         yield platform
         await bounded(platform.forget_deployments)
 

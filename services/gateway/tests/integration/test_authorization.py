@@ -1,11 +1,13 @@
 """Inference scoped per model over real gRPC: a gateway with JWTs from a JWKS served over
-HTTP and scoped static tokens, pulling artifacts with a registry token of its own."""
+HTTP and scoped static tokens, pulling artifacts with a registry token of its own.
+
+The module's tests share the platform and its two deployed models: they only call them, and
+a test that deploys one more names it its own."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -32,27 +34,28 @@ GATEWAY_TO_REGISTRY = "gateway-reads-models"
 ROWS = np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def models() -> tuple[str, str]:
     run = uuid.uuid4().hex[:8]
     return f"team-a-{run}-iris", f"team-b-{run}-iris"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def provider() -> IdentityProvider:
     return IdentityProvider()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 async def platform(
     kafka_bootstrap: str,
-    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
     provider: IdentityProvider,
-    iris: IrisModels,
+    iris_models: IrisModels,
     models: tuple[str, str],
 ) -> AsyncIterator[Platform]:
     with provider.serving_jwks() as jwks_url:
-        async with in_process(kafka_bootstrap, tmp_path) as services:
+        data_dir = tmp_path_factory.mktemp("authorization")
+        async with in_process(kafka_bootstrap, data_dir) as services:
             registry = await services.registry(
                 auth=AuthSettings(
                     tokens={
@@ -81,7 +84,7 @@ async def platform(
                 stub = registry_grpc.RegistryServiceStub(channel)
                 for model in models:
                     await stub.RegisterModelVersion(
-                        iter(registration(model, iris.classifier)),
+                        iter(registration(model, iris_models.classifier)),
                         metadata=(("authorization", f"Bearer {REGISTRY_ADMIN}"),),
                     )
             for generation, model in enumerate(models, start=1):

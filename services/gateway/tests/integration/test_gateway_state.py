@@ -85,14 +85,14 @@ async def test_a_version_that_cannot_load_is_unavailable_not_an_error(
     assert not ready.ready
 
 
-@pytest.mark.parametrize("platform", [{"non_finite_inputs": "flag"}], indirect=True)
+@pytest.mark.parametrize("own_platform", [{"non_finite_inputs": "flag"}], indirect=True)
 async def test_nan_inputs_can_be_flagged_instead_of_rejected(
-    platform: Platform, iris: IrisModels, model_name: str, kafka_bootstrap: str
+    own_platform: Platform, iris: IrisModels, model_name: str, kafka_bootstrap: str
 ) -> None:
-    await platform.register(model_name, iris.classifier)
-    await platform.deploy(model_name, {1: 100}, generation=1)
+    await own_platform.register(model_name, iris.classifier)
+    await own_platform.deploy(model_name, {1: 100}, generation=1)
     rows = np.array([[np.nan, 1.0, 1.0, 1.0]], np.float32)
-    async with secure_channel(platform.address) as channel:
+    async with secure_channel(own_platform.address) as channel:
         response = await pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
             typed_request(model_name, rows)
         )
@@ -102,15 +102,15 @@ async def test_nan_inputs_can_be_flagged_instead_of_rejected(
 
 
 @pytest.mark.parametrize(
-    "platform", [{"grpc": grpc_settings(port=0, max_message_bytes=4096)}], indirect=True
+    "own_platform", [{"grpc": grpc_settings(port=0, max_message_bytes=4096)}], indirect=True
 )
 async def test_messages_over_the_size_limit_are_resource_exhausted(
-    platform: Platform, iris: IrisModels, model_name: str
+    own_platform: Platform, iris: IrisModels, model_name: str
 ) -> None:
-    await platform.register(model_name, iris.classifier)
-    await platform.deploy(model_name, {1: 100}, generation=1)
+    await own_platform.register(model_name, iris.classifier)
+    await own_platform.deploy(model_name, {1: 100}, generation=1)
     big = np.zeros((2000, 4), np.float32)  # 32 KB of floats against a 4 KB limit
-    async with secure_channel(platform.address) as channel:
+    async with secure_channel(own_platform.address) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as failure:
             await pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
                 typed_request(model_name, big)

@@ -47,7 +47,7 @@ async def restartable_kafka() -> None:
 
 
 @pytest.mark.parametrize(
-    "platform",
+    "own_platform",
     [
         {
             "kafka": KafkaSettings(
@@ -62,18 +62,18 @@ async def restartable_kafka() -> None:
 )
 async def test_prediction_logs_survive_kafka_going_away(
     restartable_kafka: None,
-    platform: Platform,
+    own_platform: Platform,
     iris: IrisModels,
     model_name: str,
     kafka_bootstrap: str,
     tmp_path: Path,
 ) -> None:
-    await platform.register(model_name, iris.classifier)
-    await platform.deploy(model_name, {1: 100}, generation=1)
+    await own_platform.register(model_name, iris.classifier)
+    await own_platform.deploy(model_name, {1: 100}, generation=1)
     back = tmp_path / "kafka-back"
     load = asyncio.create_task(
         drive(
-            platform.address,
+            own_platform.address,
             "load",
             model=model_name,
             seconds=60.0,

@@ -167,26 +167,28 @@ async def test_twenty_swaps_under_load_fail_no_request(
     assert result["sent"] > 500
 
 
-@pytest.mark.parametrize("platform", [{"max_batch_size": 1}], indirect=True)
+@pytest.mark.parametrize("own_platform", [{"max_batch_size": 1}], indirect=True)
 async def test_batching_off_serves_the_same(
-    platform: Platform, iris: IrisModels, model_name: str
+    own_platform: Platform, iris: IrisModels, model_name: str
 ) -> None:
-    await platform.register(model_name, iris.classifier)
-    await platform.deploy(model_name, {1: 100}, generation=1)
-    result = await drive(platform.address, "load", model=model_name, requests=300, concurrency=8)
+    await own_platform.register(model_name, iris.classifier)
+    await own_platform.deploy(model_name, {1: 100}, generation=1)
+    result = await drive(
+        own_platform.address, "load", model=model_name, requests=300, concurrency=8
+    )
     assert result["failure_count"] == 0
     assert result["versions"] == {"1": 300}
 
 
 @pytest.mark.parametrize(
-    "platform", [{"auth": AuthSettings(tokens={"reader-token": Role.READER})}], indirect=True
+    "own_platform", [{"auth": AuthSettings(tokens={"reader-token": Role.READER})}], indirect=True
 )
 async def test_stock_tritonclient_connects_over_tls_with_a_bearer_token_as_readme_shows(
-    platform: Platform, iris: IrisModels, model_name: str
+    own_platform: Platform, iris: IrisModels, model_name: str
 ) -> None:
-    await platform.register(model_name, iris.classifier)
-    await platform.deploy(model_name, {1: 100}, generation=1)
-    result = await drive(platform.address, "bearer", model=model_name, token="reader-token")
+    await own_platform.register(model_name, iris.classifier)
+    await own_platform.deploy(model_name, {1: 100}, generation=1)
+    result = await drive(own_platform.address, "bearer", model=model_name, token="reader-token")
     assert result == {
         "with token": "1",
         "without token": "StatusCode.UNAUTHENTICATED",
