@@ -249,6 +249,20 @@ async def test_a_promoted_version_falling_below_its_gate_is_retrained_on_the_dat
     assert "from its gate's 0.95" in decayed.trigger.reason
 
 
+async def test_a_version_promoted_after_its_concept_went_learns_from_its_first_windows() -> None:
+    """Trained just before a change, a version is past its gate's score from its first
+    window: with no window before them, the data begins after the first decayed one."""
+    w = world()
+    await starts.on_alert(w.deps, alert(), T0)
+    await advance(w.deps, w.store.only_run().run_id)
+    w.clock.advance(3601)
+    for n in (1, 2):
+        stored = StoredWindow("iris", 2, f"w{n}", T0 + timedelta(minutes=n), 500, accuracy=0.6)
+        await starts.on_window(w.deps, stored, "retrain.model-metrics", f"event-{n}")
+    decayed = next(r for r in w.store.runs.values() if r.trigger.source_id == "w2")
+    assert decayed.trigger.change_began_at == T0 + timedelta(minutes=1)
+
+
 async def test_estimated_accuracy_decay_starts_a_run_before_any_label_arrives() -> None:
     w = world()
     decay = DecayTrigger(True, DecayMetric.ESTIMATED_ACCURACY, 0.9, 2, 500)

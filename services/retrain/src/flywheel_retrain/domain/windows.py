@@ -45,11 +45,11 @@ class StoredWindow:
 @dataclass(frozen=True)
 class Decay:
     """A decay the policy asks a run for: the window completing it, and where the windows
-    past the threshold began (the end of the window before them; None when they are the
-    version's first)."""
+    past the threshold began (the end of the window before them; when none is known, the
+    end of the first of them, so what follows is past the threshold all the same)."""
 
     window: StoredWindow
-    began_at: datetime | None
+    began_at: datetime
 
 
 def decayed_window(
@@ -75,7 +75,7 @@ def decayed_window(
         )
         completes = tracker.observe(observed)
         if tracker.streak == 1 or (completes and rule.consecutive_windows == 1):
-            began_at = previous.window_end if previous is not None else None
-        fired = Decay(window, began_at) if completes else None
+            began_at = (previous or window).window_end
+        fired = Decay(window, began_at or window.window_end) if completes else None
         previous = window
     return fired
