@@ -252,6 +252,7 @@ class Loop:
 
     served: Served
     alert_positions: list[int]
+    """Requests at which a drift alert came or a decay from the gate started a run."""
     runs: list[Any]
 
 
@@ -431,9 +432,13 @@ async def run_loop(
             "runs",
         )
     sent = served.sent_at.tolist()
-    positions = sorted(
-        bisect.bisect(sent, alert.occurred_at.ToDatetime(UTC).timestamp()) for alert in alerts
-    )
+    # A change is detected by a drift alert or by a decay from the gate, whichever first.
+    signals = [alert.occurred_at for alert in alerts] + [
+        run.created_at
+        for run in runs
+        if run.trigger.kind == retrain_types.TRIGGER_KIND_METRIC_DECAY
+    ]
+    positions = sorted(bisect.bisect(sent, at.ToDatetime(UTC).timestamp()) for at in signals)
     return Loop(served, positions, runs)
 
 
