@@ -160,9 +160,9 @@ def decide(trigger_key: str, guards: Guards, history: History, now: datetime) ->
     """Whether a trigger that met the policy may start a run now."""
     if trigger_key in history.trigger_keys:
         return Decision(Verdict.DUPLICATE, trigger_key, "a run for this trigger exists")
-    cooling = history.last_started_at is not None and now - history.last_started_at < (
-        guards.cooldown
-    )
+    last = history.last_started_at
+    remaining = guards.cooldown - (now - last) if last is not None else timedelta(0)
+    cooling = remaining > timedelta(0)
     if history.running >= guards.max_concurrent_runs:
         # One run may wait beyond the limit; the engine starts it when a slot frees.
         waits = guards.queue_when_busy and history.running == guards.max_concurrent_runs
@@ -177,8 +177,7 @@ def decide(trigger_key: str, guards: Guards, history: History, now: datetime) ->
             trigger_key,
             f"{history.running} run(s) in progress, the policy allows {guards.max_concurrent_runs}",
         )
-    if cooling and history.last_started_at is not None:
-        remaining = guards.cooldown - (now - history.last_started_at)
+    if cooling:
         return Decision(
             Verdict.COOLING_DOWN,
             trigger_key,

@@ -38,15 +38,11 @@ async def on_alert(deps: Deps, alert: Alert, occurred_at: datetime | None) -> No
     async with deps.unit_of_work() as uow:
         policy = await policy_of(uow, alert.model)
     why_not = alert_matches(policy.alert_rule(), alert)
-    production = await deps.registry.production(alert.model)
-    if why_not is None and production is not None and production.version != alert.version:
-        # An older version's alert, late (its detector was still scoring its last labels)
-        # or from a canary: the production version's own detector judges it.
-        why_not = f"it concerns version {alert.version}, production is {production.version}"
     if why_not is not None:
         log.info("alert %s of %s starts no run: %s", alert.alert_id, alert.model, why_not)
         return
-    await start(deps, alert.model, Trigger.drift_alert(alert, occurred_at), manual=False)
+    trigger = Trigger.drift_alert(alert, occurred_at)
+    await start(deps, alert.model, trigger, manual=False, concerns=alert.version)
 
 
 async def on_window(deps: Deps, window: StoredWindow, consumer: str, event_id: str) -> None:
@@ -114,12 +110,23 @@ async def trigger_run(
 
 
 async def start(
-    deps: Deps, model: str, trigger: Trigger, *, manual: bool, ignore_cooldown: bool = False
+    deps: Deps,
+    model: str,
+    trigger: Trigger,
+    *,
+    manual: bool,
+    ignore_cooldown: bool = False,
+    concerns: int | None = None,
 ) -> tuple[Decision, Run | None]:
     """Queue a run for `trigger` when the model can be retrained and the guards agree;
-    the run this trigger already started, if any."""
+    the run this trigger already started, if any. A trigger that `concerns` a version no
+    longer in production starts nothing."""
     production = await deps.registry.production(model)
     why_not = await _not_retrainable(deps, model, production)
+    if why_not is None and production is not None and concerns not in (None, production.version):
+        # An older version's alert, late (its detector was still scoring its last labels)
+        # or from a canary: the production version's own detector judges it.
+        why_not = f"it concerns version {concerns}, production is {production.version}"
     if why_not is not None or production is None:
         reason = why_not or f"{model!r} has no production version"
         log.info("%s starts no run: %s", trigger.key, reason)
