@@ -10,7 +10,7 @@ monitor sets a threshold for them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum, StrEnum
 from typing import NamedTuple
@@ -35,6 +35,7 @@ from flywheel_drift.statistics import (
     higher_rate_p_values,
     jensen_shannon,
     jensen_shannon_distances,
+    outside_range_p_values,
     population_stability_index,
     population_stability_indices,
 )
@@ -342,20 +343,14 @@ def _distance_severity(statistic: float, limit: float | None) -> Severity:
     return Severity.MEDIUM
 
 
-class _Rates(NamedTuple):
-    """One quality rate of every feature: the window's counts and size, the reference's."""
+class _Rate(NamedTuple):
+    """One quality rate of every feature: the window's counts, the absolute limit past
+    which the rate is flagged whatever the reference's, and the test against the
+    reference (computed only for the tests the monitor runs)."""
 
     window_count: np.ndarray
-    window_size: np.ndarray | int
-    reference_count: np.ndarray | int
-    reference_size: np.ndarray | int
     limit: float
-    """The absolute limit, past which the rate is flagged whatever the reference's."""
-
-    def p_values(self) -> np.ndarray:
-        return higher_rate_p_values(
-            self.window_count, self.window_size, self.reference_count, self.reference_size
-        )
+    p_values: Callable[[], np.ndarray]
 
 
 def quality(
@@ -364,10 +359,12 @@ def quality(
     """NaN, Inf and out-of-range rates per feature; a schema change for the whole window.
 
     A rate is flagged past its absolute limit, or when it is significantly higher than the
-    reference's own rate of the same feature (a one-sided Fisher exact test; Bonferroni over
-    the window's quality tests, at the monitor's alpha): a NaN rate rising from 0% to 4.5%
-    is flagged under a 5% limit, one that was 4% in training data and is 4.5% now is not.
-    Out of range means outside the reference's [min, max], where the reference has none.
+    reference's own rate of the same feature (NaN and Inf: a one-sided Fisher exact test;
+    Bonferroni over the window's quality tests, at the monitor's alpha): a NaN rate rising
+    from 0% to 4.5% is flagged under a 5% limit, one that was 4% in training data and is
+    4.5% now is not.
+    Out of range means outside the reference's [min, max]; its test asks whether more of the
+    window falls there than an undrifted window would (`outside_range_p_values`).
     """
     if window.ndim != 2 or window.shape[1] != profile.width or datatype != profile.datatype:
         received = f"{datatype}{list(window.shape[1:])}"
@@ -392,22 +389,23 @@ def quality(
     finite = np.isfinite(values)
     outside = finite & ((values < minimum) | (values > maximum))
     thresholds = monitor.thresholds
-    reference = {
-        "nan": np.array([f.nan_count for f in features]),
-        "inf": np.array([f.inf_count for f in features]),
-        "finite": np.array([f.size for f in features]),
-    }
+    nans, infs = np.isnan(values).sum(axis=0), np.isinf(values).sum(axis=0)
+    outside_count, finite_count = outside.sum(axis=0), finite.sum(axis=0)
+    reference_nans = np.array([f.nan_count for f in features])
+    reference_infs = np.array([f.inf_count for f in features])
+    reference_finite = np.array([f.size for f in features])
     rates = {
-        DriftTest.NAN_RATE: _Rates(
-            np.isnan(values).sum(axis=0), rows, reference["nan"], profile.rows, thresholds.nan_rate
+        DriftTest.NAN_RATE: _Rate(
+            nans, thresholds.nan_rate,
+            lambda: higher_rate_p_values(nans, rows, reference_nans, profile.rows),
         ),
-        DriftTest.INF_RATE: _Rates(
-            np.isinf(values).sum(axis=0), rows, reference["inf"], profile.rows, thresholds.inf_rate
+        DriftTest.INF_RATE: _Rate(
+            infs, thresholds.inf_rate,
+            lambda: higher_rate_p_values(infs, rows, reference_infs, profile.rows),
         ),
-        # The reference has no value outside its own range.
-        DriftTest.OUT_OF_RANGE_RATE: _Rates(
-            outside.sum(axis=0), finite.sum(axis=0), 0, reference["finite"],
-            thresholds.out_of_range_rate,
+        DriftTest.OUT_OF_RANGE_RATE: _Rate(
+            outside_count, thresholds.out_of_range_rate,
+            lambda: outside_range_p_values(outside_count, finite_count, reference_finite),
         ),
     }  # fmt: skip
     tests = [test for test in rates if test in monitor.tests]

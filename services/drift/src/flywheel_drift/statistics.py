@@ -9,6 +9,7 @@ every window, and two scipy calls would sort twice and check inputs twice.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -147,6 +148,41 @@ def higher_rate_p_values(
     events = window_counts + reference_counts
     p = stats.hypergeom.sf(window_counts - 1, window_sizes + reference_sizes, events, window_sizes)
     return np.where(window_counts > 0, np.clip(p, 0.0, 1.0), 1.0)
+
+
+def outside_range_p_values(
+    outside_counts: np.ndarray,
+    window_sizes: np.ndarray | Sequence[int],
+    reference_sizes: np.ndarray | Sequence[int],
+) -> np.ndarray:
+    """P(S >= s) for each feature, S the window's values outside the reference's [min, max]
+    when no drift makes the window's m values and the reference's n exchangeable, whatever
+    their distribution.
+
+    A reference spans its own range by construction, so an undrifted value still falls
+    outside it with probability 2 / (n + 1): tested against the reference's own rate (none),
+    a window that draws a value or two beyond a small reference's extremes is flagged several
+    times as often as alpha allows. Exactly: the t values outside are the lowest and highest
+    of the pooled sample, with all n reference values between them, so
+    P(S = t) = (t + 1) C(n + m - t - 2, n - 2) / C(n + m, n).
+    """
+    p_values = np.ones(len(outside_counts))
+    for index, (s, m, n) in enumerate(
+        zip(outside_counts, window_sizes, reference_sizes, strict=True)
+    ):
+        s, m, n = int(s), int(m), int(n)
+        if s == 0 or n < 2:
+            continue  # nothing outside, or no range to be outside of
+        t = np.arange(s, m + 1)
+        log_pmf = (
+            np.log(t + 1)
+            + special.gammaln(n + m - t - 1)
+            - special.gammaln(n - 1)
+            - special.gammaln(m - t + 1)
+            - (special.gammaln(n + m + 1) - special.gammaln(n + 1) - special.gammaln(m + 1))
+        )
+        p_values[index] = min(float(np.exp(special.logsumexp(log_pmf))), 1.0)
+    return p_values
 
 
 def chi_square(reference_counts: np.ndarray, window_counts: np.ndarray) -> TestResult:
