@@ -4,11 +4,9 @@ helpers that log traffic and labels."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from flywheel_examples import breast_cancer as example
 from sklearn.datasets import load_breast_cancer
 
 from flywheel.common.v1 import types_pb2 as common_types
@@ -46,10 +45,8 @@ from flywheel_common.topics import (
 )
 from flywheel_testing.kafka import collected_events, tombstone
 from flywheel_testing.platform import Platform, in_process
-from flywheel_testing.tls import cli_tls_environment, secure_channel
+from flywheel_testing.tls import pki, secure_channel
 from flywheel_testing.waiting import bounded, eventually
-
-EXAMPLE = "flywheel_examples.breast_cancer"
 
 
 def breast_cancer(shift_sigmas: float = 0.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -62,25 +59,19 @@ def breast_cancer(shift_sigmas: float = 0.0, seed: int = 0) -> tuple[np.ndarray,
 
 
 def train_first_version(registry: str, model: str, data_dir: Path) -> None:
-    """The example pipeline's first training, as a user runs it: v1, promoted."""
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            EXAMPLE,
-            "--model",
-            model,
-            "--registry",
-            registry,
-            "--data-dir",
-            str(data_dir),
-            "--promote",
-        ],
-        env=os.environ | cli_tls_environment(),
-        check=True,
-        capture_output=True,
-        timeout=120,
+    """The example pipeline's first training: v1, promoted. Run in this process: its command,
+    as a user runs it, is README's test's and the e2e loop's, and a process of its own cost
+    every test here seconds of imports."""
+    options = argparse.Namespace(
+        model=model,
+        registry=registry,
+        token="",
+        data_dir=data_dir,
+        estimator="logistic",
+        promote=True,
+        tls=pki().client_tls(),
     )
+    example.first_training(options)
 
 
 @dataclass
