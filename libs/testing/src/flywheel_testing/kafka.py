@@ -60,6 +60,8 @@ async def tombstone(kafka: Kafka, topic: str, keys: Sequence[str]) -> None:
     producer = AIOKafkaProducer(**client_options(kafka))
     await producer.start()
     try:
+        if topic not in (await producer.client.fetch_all_metadata()).topics():
+            return  # never created (a fresh broker): nothing to forget
         for key in keys:
             await producer.send_and_wait(topic, None, key=key.encode())
     finally:
