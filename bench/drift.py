@@ -248,8 +248,10 @@ async def throughput(
     async def profile(model: str, version: int) -> ReferenceProfile | None:
         return profiles[model]
 
+    monitor = ModelMonitor(window=WindowPolicy(size=WINDOW))  # as the service's configs, kept
+
     def new_detector() -> Detector:
-        return Detector(profile, lambda _: ModelMonitor(window=WindowPolicy(size=WINDOW)))
+        return Detector(profile, lambda _: monitor)
 
     tune_garbage_collection(DriftSettings().gc_first_generation)  # as the service does
     # The detector publishes with the service's own producer settings, through its outbox,
