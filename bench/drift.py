@@ -14,7 +14,9 @@ and routes and joins every label, until the last window closed and the last labe
 prediction. Printed as prediction logs per second (targets: 50,000 packed, 20,000 at one
 log or label per record) beside a faust stream with an agent that does nothing (faust's
 own ceiling on this machine, in records per second, measured in the same run: the machine
-is shared, so read the ratios).
+is shared, so read the ratios). Beside each rate, the CPU time this process spent (all its
+threads: faust's consumer, SQLite's) per record for faust, per log for the detector (per
+log and its label in the labelled run), which other work on the machine moves far less.
 
 Time per window, same arrays (a 5,000-row reference, windows of 1,000 x 30): Flywheel's data
 drift (KS per feature with Benjamini-Hochberg, PSI, Wasserstein, Jensen-Shannon) against
@@ -192,7 +194,15 @@ async def fill(bootstrap: str, events: int, per_record: int, labelled: bool = Fa
     return topics
 
 
-async def faust_ceiling(bootstrap: str, events: int) -> float:
+class Measured(NamedTuple):
+    """A timed run: items per second, and this process's CPU time (all its threads) per
+    item, which a machine loaded by other work changes far less than the rate."""
+
+    rate: float
+    cpu_us: float
+
+
+async def faust_ceiling(bootstrap: str, events: int) -> Measured:
     """A faust stream with an agent that does nothing: faust's own rate, in records per
     second (the detector reads records a fetch at a time instead of as faust events)."""
     predictions = (await fill(bootstrap, events, per_record=1)).predictions
@@ -217,13 +227,13 @@ async def faust_ceiling(bootstrap: str, events: int) -> float:
         value_serializer="raw",
     )
     seen = 0
-    first = 0.0
+    first = first_cpu = 0.0
 
     async def count(stream: Any) -> AsyncIterator[None]:
-        nonlocal seen, first
+        nonlocal seen, first, first_cpu
         async for batch in stream.take_events(WINDOW, within=0.2):
             if not seen:
-                first = time.perf_counter()
+                first, first_cpu = time.perf_counter(), time.process_time()
             seen += len(batch)
             yield None
 
@@ -232,14 +242,18 @@ async def faust_ceiling(bootstrap: str, events: int) -> float:
     async with asyncio.timeout(600):
         while seen < events:
             await asyncio.sleep(0.01)
-    rate = (events - WINDOW) / (time.perf_counter() - first)
+    counted = events - WINDOW
+    measured = Measured(
+        counted / (time.perf_counter() - first),
+        (time.process_time() - first_cpu) / counted * 1e6,
+    )
     await app.stop()
-    return rate
+    return measured
 
 
 async def throughput(
     bootstrap: str, events: int, reference: np.ndarray, per_record: int, labelled: bool = False
-) -> float:
+) -> Measured:
     """Prediction logs per second through the detector, until every window closed and,
     when `labelled`, every label met its prediction (as many labels per second then)."""
     topics = await fill(bootstrap, events, per_record, labelled)
@@ -248,8 +262,10 @@ async def throughput(
     async def profile(model: str, version: int) -> ReferenceProfile | None:
         return profiles[model]
 
+    monitor = ModelMonitor(window=WindowPolicy(size=WINDOW))  # as the service's configs, kept
+
     def new_detector() -> Detector:
-        return Detector(profile, lambda _: ModelMonitor(window=WindowPolicy(size=WINDOW)))
+        return Detector(profile, lambda _: monitor)
 
     tune_garbage_collection(DriftSettings().gc_first_generation)  # as the service does
     # The detector publishes with the service's own producer settings, through its outbox,
@@ -284,19 +300,19 @@ async def throughput(
     async with asyncio.timeout(600):
         while not stream.processed:  # the clock starts with the first batch, not at start-up
             await asyncio.sleep(0.001)
-        started, first = time.perf_counter(), stream.processed
+        started, started_cpu, first = time.perf_counter(), time.process_time(), stream.processed
         while sum(
             s.windows_closed for s in stream.partitions.every_status()
         ) < expected or stream.labelled < (events if labelled else 0):
             await asyncio.sleep(0.02)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - started_cpu
     processed = stream.processed - first
     await stream.stop()
     await relay.stop()
     await database.stop()
     await detector_publisher.stop()
     shutil.rmtree(folder, ignore_errors=True)
-    return processed / elapsed
+    return Measured(processed / elapsed, cpu / processed * 1e6)
 
 
 def flywheel_per_window(
@@ -362,16 +378,17 @@ async def main() -> None:
     packed = await throughput(args.bootstrap, args.events, reference, args.logs_per_record)
 
     print(f"\ndrift: {FEATURES} float features, windows of {WINDOW}, reference of 5,000 rows")
-    print(f"{'from Kafka, one core':<58}{'per s':>9}{'vs faust':>10}{'target':>8}{'vs it':>8}")
+    print(f"{'from Kafka, one core':<58}{'per s':>9}{'vs faust':>10}{'target':>8}{'vs it':>8}"
+          f"{'CPU us':>9}")  # fmt: skip
     rows = [
         ("faust stream doing nothing, records", ceiling, 0),
         ("drift detector, logs, 1 log per record", single, 20_000),
         ("drift detector, logs, and as many labels, 1 per record", labelled, 20_000),
         (f"drift detector, logs, {args.logs_per_record} logs per record", packed, 50_000),
     ]
-    for name, rate, target in rows:
-        against = f"{target:>8,}{rate / target:>7.2f}x" if target else ""
-        print(f"{name:<58}{rate:>9,.0f}{rate / ceiling:>9.2f}x{against}")
+    for name, (rate, cpu_us), target in rows:
+        against = f"{target:>8,}{rate / target:>7.2f}x" if target else " " * 16
+        print(f"{name:<58}{rate:>9,.0f}{rate / ceiling.rate:>9.2f}x{against}{cpu_us:>9.1f}")
     if args.throughput_only:
         return
     ours, with_pca = flywheel_per_window(reference, windows)

@@ -192,6 +192,30 @@ def decode_event(
     headers: Headers, value: bytes | None, types: EventTypes, key: bytes | None = None
 ) -> Envelope:
     """Parse a binary-mode CloudEvent; raises MalformedEvent saying what is wrong."""
+    attributes, time, message = _decode(headers, value, types)
+    return Envelope(
+        id=attributes["ce_id"],
+        source=attributes["ce_source"],
+        type=attributes["ce_type"],
+        subject=attributes.get("ce_subject"),
+        time=time,
+        content_type=attributes.get("content-type", PROTOBUF),
+        message=message,
+        headers=list(headers),
+        key=key,
+    )
+
+
+def decode_message(headers: Headers, value: bytes | None, types: EventTypes) -> Message:
+    """The message of a binary-mode CloudEvent, checked as `decode_event` checks it, for
+    a consumer that needs nothing else of the envelope: a stream of one small event per
+    record spends a third of a decode building the envelope."""
+    return _decode(headers, value, types)[2]
+
+
+def _decode(
+    headers: Headers, value: bytes | None, types: EventTypes
+) -> tuple[dict[str, str], datetime | None, Message]:
     attributes = _attributes(headers)
     time: datetime | None = None
     if "ce_time" in attributes:
@@ -211,14 +235,4 @@ def decode_event(
             raise MalformedEvent(f"unsupported content-type {content_type!r}")
     except (DecodeError, json_format.ParseError, UnicodeDecodeError) as exc:
         raise MalformedEvent(f"payload is not a valid {ce_type} ({content_type}): {exc}") from exc
-    return Envelope(
-        id=attributes["ce_id"],
-        source=attributes["ce_source"],
-        type=ce_type,
-        subject=attributes.get("ce_subject"),
-        time=time,
-        content_type=content_type,
-        message=message,
-        headers=list(headers),
-        key=key,
-    )
+    return attributes, time, message

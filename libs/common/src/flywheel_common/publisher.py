@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 from google.protobuf.message import Message
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind
@@ -53,7 +54,7 @@ class EventPublisher:
             ),
             linger_ms=self._settings.linger_ms,
             request_timeout_ms=self._settings.request_timeout_ms,
-            max_batch_size=256 * 1024,
+            max_batch_size=_BATCH_BYTES,
         )
 
     async def restart(self) -> None:
@@ -147,3 +148,84 @@ class EventPublisher:
         if failed or unsent:
             first = next((r for r in results if isinstance(r, BaseException)), None)
             raise DeliveryFailed(failed + unsent, first or cause or RuntimeError("not sent"))
+
+    async def send_in_batches(self, records: Sequence[OutgoingRecord]) -> None:
+        """`send`, for many records at once: they go as one Kafka batch per partition
+        built here (as full as the producer's batch size allows), each key's partition
+        computed once and each batch acknowledged as a whole, where `send` costs the
+        producer's partitioner, accumulator and a future per record. Records keep their
+        order per partition, and keys land where `send` puts them.
+
+        For many small sends from concurrent callers, use `send`: each call's batches
+        travel alone, where `send` fills a partition's batch from all of them.
+        """
+        shares: dict[tuple[str, int], list[OutgoingRecord]] = {}
+        partition_of: dict[tuple[str, bytes], int] = {}
+        for record in records:
+            if record.key is None:
+                partition = await self._partition(record.topic, None)
+            else:
+                named = (record.topic, record.key)
+                if named not in partition_of:
+                    partition_of[named] = await self._partition(record.topic, record.key)
+                partition = partition_of[named]
+            shares.setdefault((record.topic, partition), []).append(record)
+        sent: list[tuple[list[OutgoingRecord], asyncio.Future[object]]] = []
+        unsent: list[OutgoingRecord] = []
+        cause: BaseException | None = None
+        for (topic, partition), share in shares.items():
+            if cause is not None:
+                unsent += share
+                continue
+            handed = 0
+            try:
+                async for batch, delivery in self._send_share(topic, partition, share):
+                    sent.append((batch, delivery))
+                    handed += len(batch)
+            except Exception as exc:
+                unsent, cause = share[handed:], exc
+        results = await asyncio.gather(*(delivery for _, delivery in sent), return_exceptions=True)
+        failed = [
+            record
+            for (batch, _), result in zip(sent, results, strict=True)
+            if isinstance(result, BaseException)
+            for record in batch
+        ]
+        delivered = sum(len(batch) for batch, _ in sent) - len(failed)
+        if delivered:
+            _published.add(delivered, {"topic": records[0].topic})
+        if failed or unsent:
+            first = next((r for r in results if isinstance(r, BaseException)), None)
+            raise DeliveryFailed(failed + unsent, first or cause or RuntimeError("not sent"))
+
+    async def _partition(self, topic: str, key: bytes | None) -> int:
+        """The partition the producer's default partitioner gives `key` (any, when None)."""
+        partitions = sorted(await self._producer.partitions_for(topic))
+        partition: int = _PARTITIONER(key, partitions, partitions)
+        return partition
+
+    async def _send_share(
+        self, topic: str, partition: int, share: list[OutgoingRecord]
+    ) -> AsyncIterator[tuple[list[OutgoingRecord], asyncio.Future[object]]]:
+        """Hand `share` to the producer in batches as full as its batch size allows; yields
+        each batch's records with its delivery."""
+        builder = self._producer.create_batch()
+        batch: list[OutgoingRecord] = []
+        for record in share:
+            appended = builder.append(
+                key=record.key, value=record.value, timestamp=None, headers=record.headers
+            )
+            if appended is None:  # full: a record always fits an empty batch
+                yield batch, await self._producer.send_batch(builder, topic, partition=partition)
+                builder, batch = self._producer.create_batch(), []
+                builder.append(
+                    key=record.key, value=record.value, timestamp=None, headers=record.headers
+                )
+            batch.append(record)
+        if batch:
+            yield batch, await self._producer.send_batch(builder, topic, partition=partition)
+
+
+_BATCH_BYTES = 256 * 1024
+"""The producer's batch size (`max_batch_size`)."""
+_PARTITIONER = DefaultPartitioner()

@@ -73,6 +73,37 @@ async def test_json_topics_carry_json(
     assert b'"model": "iris"' in record.value
 
 
+async def test_a_send_in_batches_lands_each_key_where_send_does_in_order(
+    publisher: EventPublisher, new_topic: NewTopicFactory, kafka_bootstrap: str
+) -> None:
+    topic = TopicSpec(
+        await new_topic("batches", partitions=3), 3, Cleanup.DELETE, PROTOBUF, "model"
+    )
+    models = [f"model-{i}" for i in range(5)]
+    # Past one batch's 256 KiB for some keys: a share is cut into several batches.
+    batched = [
+        topic.record(ModelVersionRegistered(model=models[i % 5], version=i, description="d" * 600),
+                     source="tests", subject=models[i % 5])
+        for i in range(2000)
+    ]  # fmt: skip
+    await publisher.send_in_batches(batched)
+    await publisher.send([topic.record(ModelVersionRegistered(model=m), source="tests",
+                                       subject=m) for m in models])  # fmt: skip
+
+    records = await read_topic(kafka_bootstrap, topic.name, at_least=2005, partitions=3)
+    partitions: dict[bytes | None, set[int]] = {}
+    versions: dict[bytes | None, list[int]] = {}
+    for record in records:
+        partitions.setdefault(record.key, set()).add(record.partition)
+        message = ModelVersionRegistered.FromString(record.value)
+        if message.description:
+            versions.setdefault(record.key, []).append(message.version)
+    assert all(len(held) == 1 for held in partitions.values())  # where send put the key too
+    assert len({p for held in partitions.values() for p in held}) > 1
+    for i, model in enumerate(models):
+        assert versions[model.encode()] == list(range(i, 2000, 5))
+
+
 async def test_consumer_resumes_after_restart_without_loss_or_repeats(
     publisher: EventPublisher,
     new_topic: NewTopicFactory,

@@ -15,6 +15,7 @@ from flywheel_common.events import (
     EventTypes,
     MalformedEvent,
     decode_event,
+    decode_message,
     encode_event,
     event_type,
     header,
@@ -126,6 +127,17 @@ def test_malformed_records_say_what_is_wrong(mutate, reason: str) -> None:  # ty
     headers, value = mutate(record.headers, record.value)
     with pytest.raises(MalformedEvent, match=reason):
         decode_event(headers, value, TYPES)
+    with pytest.raises(MalformedEvent, match=reason):  # the same checks without the envelope
+        decode_message(headers, value, TYPES)
+
+
+def test_decode_message_gives_the_message_decode_event_gives() -> None:
+    for content_type in (PROTOBUF, JSON):
+        record = encode_event(
+            "t", registered(), source="s", subject="iris", content_type=content_type
+        )
+        message = decode_message(record.headers, record.value, TYPES)
+        assert message == decode_event(record.headers, record.value, TYPES).message == registered()
 
 
 def test_event_type_is_the_full_protobuf_name() -> None:

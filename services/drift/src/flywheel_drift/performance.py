@@ -109,7 +109,7 @@ class Calibration:
 
     def learn(self, confidence: float | None, correct: bool) -> None:
         """A labelled prediction of the reference period (ignored once it is over)."""
-        if self.learnt >= self.size or confidence is None:
+        if confidence is None or self.learnt >= self.size:  # `learnt` sums an array
             return
         [bin_] = confidence_bins(np.array([confidence]))
         self.labeled[bin_] += 1

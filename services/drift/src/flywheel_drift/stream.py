@@ -54,7 +54,13 @@ from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
 from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_common.db import Database
 from flywheel_common.dead_letters import DeadLetters
-from flywheel_common.events import EventTypes, MalformedEvent, OutgoingRecord, decode_event
+from flywheel_common.events import (
+    EventTypes,
+    MalformedEvent,
+    OutgoingRecord,
+    decode_message,
+    event_type,
+)
 from flywheel_common.outbox import Outbox
 from flywheel_common.prediction_logs import ground_truth_label, unpack
 from flywheel_common.publisher import EventPublisher
@@ -253,7 +259,7 @@ class DriftStream:
             )
             for record, truth in routable
         ]
-        await self._publisher.send(forwarded)
+        await self._publisher.send_in_batches(forwarded)
         await self._applied_as_is(records)
 
     async def _on_predictions(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
@@ -374,18 +380,17 @@ class DriftStream:
         decoded: list[tuple[ConsumerRecord[bytes, bytes], M]] = []
         for record in records:
             try:
-                envelope = decode_event(
-                    _headers(record.headers), record.value or b"", self._types, key=record.key
-                )
+                message = decode_message(_headers(record.headers), record.value, self._types)
                 try:
-                    carried = contents(envelope.message)
+                    carried = contents(message)
                 except ValueError as exc:
-                    raise MalformedEvent(f"{envelope.type} on {record.topic}: {exc}") from exc
+                    raise MalformedEvent(f"{event_type(message)} on {record.topic}: {exc}") from exc
             except MalformedEvent as exc:
                 self.dead_lettered += 1
                 await self._dead_letters.send(record, f"undecodable: {exc}")
                 continue
-            decoded.extend((record, item) for item in carried)
+            for item in carried:
+                decoded.append((record, item))
         return decoded
 
     async def _decode(
