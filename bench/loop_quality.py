@@ -73,8 +73,9 @@ TRAIN_ROWS = 2000
 BLOCK = 1000
 """Requests per line of the per-stream table."""
 HORIZON = 5000
-"""An alert within this many requests after a change's start belongs to that change (the
-first one is its detection); any other alert is a false alarm."""
+"""An alert from a change's start to this many requests after its end belongs to that change
+(the first one is its detection); any other alert is a false alarm. From the end: a gradual
+change is still under way for its whole width."""
 LINES = ("static", "scheduled", "flywheel", "oracle", "arf")
 
 
@@ -89,6 +90,10 @@ class Change:
     @property
     def start(self) -> int:
         return self.position - self.width // 2
+
+    @property
+    def end(self) -> int:
+        return self.position + self.width // 2
 
     @property
     def kind(self) -> str:
@@ -454,12 +459,12 @@ class Detection:
 
 def detections(changes: list[Change], alerts: list[int]) -> tuple[list[Detection], int]:
     """Each change's detection delay and the number of false alarms (alerts that belong to
-    no change: before the first, or more than HORIZON requests after the latest start)."""
+    no change: before the first, or more than HORIZON requests after the latest end)."""
     found: list[Detection] = []
     claimed = 0
     for index, change in enumerate(changes):
-        end = changes[index + 1].start if index + 1 < len(changes) else change.start + HORIZON
-        own = [a for a in alerts if change.start <= a < min(end, change.start + HORIZON)]
+        next_start = changes[index + 1].start if index + 1 < len(changes) else math.inf
+        own = [a for a in alerts if change.start <= a < min(next_start, change.end + HORIZON)]
         claimed += len(own)
         found.append(Detection(change, own[0] - change.position if own else None))
     return found, len(alerts) - claimed
