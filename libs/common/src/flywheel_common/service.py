@@ -21,6 +21,9 @@ from flywheel_common.tls import TlsNotConfigured
 from flywheel_common.topics import ensure_topics
 
 log = logging.getLogger(__name__)
+
+ABANDONED = "component did not stop in time; abandoned"
+"""What a service logs when it gives up stopping a component."""
 _meter = metrics.get_meter(__name__)
 _ready_services = _meter.create_up_down_counter(
     "flywheel.service.ready", description="1 while the service reports SERVING"
@@ -167,7 +170,7 @@ class Service:
                     await component.stop()
             except TimeoutError:
                 log.error(
-                    "component did not stop in time; abandoned",
+                    ABANDONED,
                     extra={
                         "component": type(component).__name__,
                         "timeout_seconds": self.settings.component_stop_timeout_seconds,

@@ -6,6 +6,8 @@ are not running the tests fail with the command that starts them, never skip.
 
 from __future__ import annotations
 
+import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,6 +21,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from flywheel_common.db import Database
 from flywheel_common.kafka_security import kafka_client_options
+from flywheel_common.service import ABANDONED
+from flywheel_common.service import log as service_log
 from flywheel_common.settings import KafkaSettings, TelemetrySettings
 from flywheel_common.telemetry import configure_telemetry
 from flywheel_testing import backends
@@ -84,6 +88,34 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 def pytest_sessionfinish() -> None:
     _secure_kafka.stop()
+
+
+class _AbandonedComponents(logging.Handler):
+    """Components a service gave up stopping, and the test that was running: each one cost
+    its teardown the whole stop timeout, and a pod its shutdown the same."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == ABANDONED:
+            test = os.environ.get("PYTEST_CURRENT_TEST", "outside a test")
+            self.seen.append(f"{getattr(record, 'component', '?')} in {test}")
+
+
+_abandoned = _AbandonedComponents()
+
+
+def pytest_configure() -> None:
+    service_log.addHandler(_abandoned)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _abandoned.seen:
+        terminalreporter.section("components that did not stop in time")
+        for line in _abandoned.seen:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session", autouse=True)
