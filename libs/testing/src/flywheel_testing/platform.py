@@ -128,9 +128,9 @@ class Platform:
             ),
             "telemetry": TELEMETRY,
             "data_dir": self.data_dir / name,
-            # A component that has not stopped in 5 s is stuck (the summary names it): a
+            # A component that has not stopped in 10 s is stuck (the summary names it): a
             # test's teardown need not wait the production 20 s for it.
-            "component_stop_timeout_seconds": 5.0,
+            "component_stop_timeout_seconds": 10.0,
             **_TEST_DEFAULTS.get(kind, {}),
         }
         if issubclass(kind, WithDatabase):
