@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -35,7 +34,6 @@ from flywheel_common.certificates import LOCAL_HOSTS
 from flywheel_common.healthcheck import is_serving
 from flywheel_common.registration import registration
 from flywheel_common.settings import Role
-from flywheel_common.signatures import NUMPY_DTYPES
 from inference import grpc_service_pb2 as inference_pb
 
 app = typer.Typer(help="Operate a Flywheel platform.", no_args_is_help=True)
@@ -644,6 +642,11 @@ def infer(
     version: Annotated[int, typer.Option(help="Pin a version; 0 lets routing choose.")] = 0,
 ) -> None:
     """Call the gateway's ModelInfer (KServe V2) with FP32 rows."""
+    # Imported here: numpy costs every other command a third of a second to start.
+    import numpy as np
+
+    from flywheel_common.signatures import NUMPY_DTYPES
+
     try:
         rows = np.array(
             json.load(sys.stdin) if values == "-" else [[float(v) for v in values.split(",")]],
