@@ -164,16 +164,20 @@ def outside_range_p_values(
     a window that draws a value or two beyond a small reference's extremes is flagged several
     times as often as alpha allows. Exactly: the t values outside are the lowest and highest
     of the pooled sample, with all n reference values between them, so
-    P(S = t) = (t + 1) C(n + m - t - 2, n - 2) / C(n + m, n).
+    P(S = t) = (t + 1) C(n + m - t - 2, n - 2) / C(n + m, n). Computed as 1 - P(S < s), a
+    sum over the few values below s that windows without drift have (within 1e-10).
     """
-    p_values = np.ones(len(outside_counts))
-    for index, (s, m, n) in enumerate(
-        zip(outside_counts, window_sizes, reference_sizes, strict=True)
-    ):
-        s, m, n = int(s), int(m), int(n)
-        if s == 0 or n < 2:
-            continue  # nothing outside, or no range to be outside of
-        t = np.arange(s, m + 1)
+    counts = np.asarray(outside_counts, dtype=np.int64)
+    p_values = np.ones(len(counts))
+    m = np.broadcast_to(np.asarray(window_sizes, dtype=np.float64), counts.shape)
+    n = np.broadcast_to(np.asarray(reference_sizes, dtype=np.float64), counts.shape)
+    tested = (counts > 0) & (n >= 2)  # otherwise nothing is outside, or no range to be in
+    if not tested.any():
+        return p_values
+    s, m, n = counts[tested, None], m[tested, None], n[tested, None]
+    t = np.arange(int(s.max()))[None, :]
+    below = t < s
+    with np.errstate(invalid="ignore", divide="ignore"):  # t past a row's s: masked out
         log_pmf = (
             np.log(t + 1)
             + special.gammaln(n + m - t - 1)
@@ -181,7 +185,8 @@ def outside_range_p_values(
             - special.gammaln(m - t + 1)
             - (special.gammaln(n + m + 1) - special.gammaln(n + 1) - special.gammaln(m + 1))
         )
-        p_values[index] = min(float(np.exp(special.logsumexp(log_pmf))), 1.0)
+        head = np.where(below, np.exp(np.where(below, log_pmf, -np.inf)), 0.0).sum(axis=1)
+    p_values[tested] = np.clip(1.0 - head, 0.0, 1.0)
     return p_values
 
 
