@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -173,13 +174,20 @@ async def test_a_record_it_cannot_apply_does_not_stop_the_gateway_following_depl
 
 
 async def test_a_gateway_that_stops_cleanly_deletes_its_status(
-    platform: Platform, kafka_bootstrap: str
+    platform: Platform, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     """The status topic is compacted: without a tombstone, every replica that ever ran would
     stay listed (by the deployer and `flywheel status`) after it stopped."""
     gateway_id = f"gw-leaving-{uuid.uuid4().hex[:6]}"
+    # A replica of its own, its own folder: sharing the module gateway's prediction journal,
+    # it found that gateway's unsent logs and waited for them at its stop (10 s and more).
     settings = platform.settings.model_copy(
-        update={"gateway_id": gateway_id, "grpc": grpc_settings(port=0), "heartbeat_seconds": 0.2}
+        update={
+            "gateway_id": gateway_id,
+            "grpc": grpc_settings(port=0),
+            "heartbeat_seconds": 0.2,
+            "data_dir": tmp_path,
+        }
     )
     gateway = build_gateway(settings)
     await gateway.start()

@@ -41,7 +41,11 @@ async def test_a_starting_gateway_answers_unavailable_until_its_routes_are_warm(
     await platform.register(model_name, iris.classifier)
     await platform.deploy(model_name, {1: 100}, generation=1)
     settings = platform.settings.model_copy(
-        update={"grpc": grpc_settings(port=0), "gateway_id": f"{platform.settings.gateway_id}-b"}
+        update={
+            "grpc": grpc_settings(port=0),
+            "gateway_id": f"{platform.settings.gateway_id}-b",
+            "data_dir": platform.settings.data_dir / "b",  # a journal of its own
+        }
     )
     second: Service = build_gateway(settings)
     starting = asyncio.create_task(second.start())
