@@ -34,6 +34,10 @@ class DeliveryFailed(Exception):
         self.cause = cause
 
 
+_Handed = tuple[Sequence[OutgoingRecord], "asyncio.Future[object]"]
+"""Records the producer took, and the delivery that acknowledges them together."""
+
+
 class EventPublisher:
     """Sends CloudEvents to Kafka and returns once every in-sync replica has them."""
 
@@ -123,31 +127,19 @@ class EventPublisher:
         Sends are pipelined; the idempotent producer keeps their order per partition. Raises
         DeliveryFailed naming exactly the records that were not acknowledged.
         """
-        deliveries: list[asyncio.Future[object]] = []
+        handed: list[_Handed] = []
         unsent: list[OutgoingRecord] = []
         cause: BaseException | None = None
         for index, record in enumerate(records):
             try:
-                deliveries.append(
-                    await self._producer.send(
-                        record.topic, value=record.value, key=record.key, headers=record.headers
-                    )
+                delivery = await self._producer.send(
+                    record.topic, value=record.value, key=record.key, headers=record.headers
                 )
             except Exception as exc:
                 unsent, cause = list(records[index:]), exc
                 break
-        results = await asyncio.gather(*deliveries, return_exceptions=True)
-        failed = [
-            record
-            for record, result in zip(records, results, strict=False)
-            if isinstance(result, BaseException)
-        ]
-        delivered = len(deliveries) - len(failed)
-        if delivered:
-            _published.add(delivered, {"topic": records[0].topic})
-        if failed or unsent:
-            first = next((r for r in results if isinstance(r, BaseException)), None)
-            raise DeliveryFailed(failed + unsent, first or cause or RuntimeError("not sent"))
+            handed.append(([record], delivery))
+        await self._acknowledged(handed, unsent, cause)
 
     async def send_in_batches(self, records: Sequence[OutgoingRecord]) -> None:
         """`send`, for many records at once: they go as one Kafka batch per partition
@@ -170,7 +162,7 @@ class EventPublisher:
                     partition_of[named] = await self._partition(record.topic, record.key)
                 partition = partition_of[named]
             shares.setdefault((record.topic, partition), []).append(record)
-        sent: list[tuple[list[OutgoingRecord], asyncio.Future[object]]] = []
+        sent: list[_Handed] = []
         unsent: list[OutgoingRecord] = []
         cause: BaseException | None = None
         for (topic, partition), share in shares.items():
@@ -184,16 +176,25 @@ class EventPublisher:
                     handed += len(batch)
             except Exception as exc:
                 unsent, cause = share[handed:], exc
-        results = await asyncio.gather(*(delivery for _, delivery in sent), return_exceptions=True)
+        await self._acknowledged(sent, unsent, cause)
+
+    async def _acknowledged(
+        self, handed: list[_Handed], unsent: list[OutgoingRecord], cause: BaseException | None
+    ) -> None:
+        """Wait for every delivery of what the producer took; DeliveryFailed names the
+        records of the failed deliveries and then `unsent` (not taken, for `cause`)."""
+        results = await asyncio.gather(
+            *(delivery for _, delivery in handed), return_exceptions=True
+        )
         failed = [
             record
-            for (batch, _), result in zip(sent, results, strict=True)
+            for (records, _), result in zip(handed, results, strict=True)
             if isinstance(result, BaseException)
-            for record in batch
+            for record in records
         ]
-        delivered = sum(len(batch) for batch, _ in sent) - len(failed)
+        delivered = sum(len(records) for records, _ in handed) - len(failed)
         if delivered:
-            _published.add(delivered, {"topic": records[0].topic})
+            _published.add(delivered, {"topic": handed[0][0][0].topic})
         if failed or unsent:
             first = next((r for r in results if isinstance(r, BaseException)), None)
             raise DeliveryFailed(failed + unsent, first or cause or RuntimeError("not sent"))
