@@ -189,13 +189,13 @@ class Loop:
         await self.publisher.publish(DRIFT_ALERTS, message, subject=self.model)
         return alert_id
 
-    async def metrics_window(self, accuracy: float, labeled: int) -> str:
-        """A ModelMetricsWindow of version 1 as the drift detector publishes it."""
-        window_id = f"{self.model}-1-{uuid.uuid4().hex[:8]}"
+    async def metrics_window(self, accuracy: float, labeled: int, version: int = 1) -> str:
+        """A ModelMetricsWindow of `version` as the drift detector publishes it."""
+        window_id = f"{self.model}-{version}-{uuid.uuid4().hex[:8]}"
         moment = timestamp(datetime.now(UTC))
         window = drift_events.ModelMetricsWindow(
             model=self.model,
-            version=1,
+            version=version,
             window=drift_types.WindowRef(window_id=window_id, start=moment, end=moment),
             request_count=100,
             label_metrics=drift_types.LabelMetrics(labeled_count=labeled, accuracy=accuracy),

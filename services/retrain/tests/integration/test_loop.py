@@ -99,7 +99,9 @@ async def test_a_concept_change_is_learnt_from_the_rows_since_it_once_there_are_
     loop: Loop,
 ) -> None:
     """The world's answer flips at a moment the alert names: a candidate that learnt older
-    rows or the production version's data would still answer the old way."""
+    rows or the production version's data would still answer the old way. Once four times
+    the rows it learnt from have been labelled since the change, the version is trained
+    again on all of them, once."""
     await loop.set_policy(
         gate=_gate(0.05),
         cooldown=_duration(timedelta(0)),
@@ -130,6 +132,24 @@ async def test_a_concept_change_is_learnt_from_the_rows_since_it_once_there_are_
     assert run.dataset.row_count == run.dataset.logged_row_count
     assert not run.dataset.production_dataset_sha256
     assert run.gate.production_value < 0.2 < 0.85 < run.gate.candidate_value
+
+    learnt = run.dataset.logged_row_count
+    await loop.metrics_window(accuracy=0.99, labeled=4 * learnt - 1, version=2)
+    await loop.metrics_window(accuracy=0.99, labeled=1, version=2)
+    ended = {pb.RUN_STATE_PROMOTED, pb.RUN_STATE_FAILED, pb.RUN_STATE_REJECTED}
+
+    async def followed_up() -> bool:
+        return any(r.state in ended for r in await loop.runs() if r.run_id != run.run_id)
+
+    await eventually(followed_up, 120, poll=0.2)
+    follow_up = next(r for r in await loop.runs() if r.run_id != run.run_id)
+    assert follow_up.state != pb.RUN_STATE_FAILED, follow_up.error
+    assert follow_up.trigger.kind == pb.TRIGGER_KIND_FOLLOW_UP
+    assert follow_up.trigger.source_id == run.run_id
+    assert follow_up.base_version == 2
+    assert follow_up.trigger.change_began_at.ToDatetime(UTC) == began
+    assert follow_up.dataset.window_start.ToDatetime(UTC) == began
+    assert len(await loop.runs()) == 2
 
 
 async def test_a_failing_training_job_is_retried_then_fails_without_promotion(loop: Loop) -> None:

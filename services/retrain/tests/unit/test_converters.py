@@ -63,6 +63,7 @@ def test_a_policy_survives_the_contract_both_ways() -> None:
         alert_trigger=domain.AlertTrigger(True, domain.Severity.HIGH, 2, ("data", "concept")),
         decay_trigger=domain.DecayTrigger(True, domain.DecayMetric.ERROR_RATE, 0.1, 3, 50),
         schedule_trigger=domain.ScheduleTrigger(True, "0 3 * * 1", "Europe/Paris"),
+        follow_up_trigger=domain.FollowUpTrigger(True, 6),
         approval_mode=domain.ApprovalMode.HUMAN_SIGN_OFF,
         executor=domain.ExecutorConfig(
             domain.ExecutorKind.KUBERNETES,
@@ -79,6 +80,7 @@ def test_a_policy_survives_the_contract_both_ways() -> None:
     message = converters.policy_message(policy)
     assert message.decay_trigger.metric == pb.DECAY_METRIC_ERROR_RATE
     assert message.executor.kind == pb.EXECUTOR_KIND_KUBERNETES
+    assert message.follow_up_trigger.growth == 6
     assert converters.policy_of(message) == policy
     assert converters.policy_from_document(converters.policy_document(policy)) == policy
 

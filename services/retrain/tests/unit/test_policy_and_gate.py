@@ -9,6 +9,7 @@ from flywheel_retrain.domain import (
     AlertRule,
     DecayRule,
     DecayTracker,
+    FollowUpRule,
     Gate,
     Guards,
     History,
@@ -18,6 +19,7 @@ from flywheel_retrain.domain import (
     alert_matches,
     decide,
     evaluate_gate,
+    follow_up_due,
     next_data_check,
 )
 
@@ -57,6 +59,14 @@ def test_decay_needs_consecutive_labeled_windows_past_the_threshold() -> None:
     assert tracker.observe(window(5, 0.80))
     errors = DecayTracker(DecayRule(enabled=True, higher_is_better=False, threshold=0.1))
     assert errors.observe(window(6, 0.2))
+
+
+def test_a_follow_up_is_due_when_the_rows_since_the_change_grew_by_the_policy_s_factor() -> None:
+    rule = FollowUpRule(enabled=True, growth=4)
+    assert not follow_up_due(rule, learnt_from=1000, labeled_since_change=3999)
+    assert follow_up_due(rule, learnt_from=1000, labeled_since_change=4000)
+    assert not follow_up_due(rule, learnt_from=0, labeled_since_change=10**6)
+    assert not follow_up_due(FollowUpRule(enabled=False), 1000, 10**6)
 
 
 def test_a_burst_of_alerts_yields_one_run() -> None:

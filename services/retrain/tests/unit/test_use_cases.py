@@ -20,6 +20,7 @@ from flywheel_retrain.domain import (
     ExecutorConfig,
     ExecutorKind,
     FailureStage,
+    FollowUpTrigger,
     Policy,
     RetrainFailed,
     RetrainRequested,
@@ -285,6 +286,105 @@ async def test_estimated_accuracy_decay_starts_a_run_before_any_label_arrives() 
     assert "estimated_accuracy" in run.trigger.reason
 
 
+async def promoted_since_a_change(w: World, began: datetime) -> str:
+    """A concept-drift run trained on the default 1,000 rows since `began`, promoted as v2."""
+    w.data.rows = DEFAULT_MIN_ROWS
+    await starts.on_alert(w.deps, concept_alert(began), T0)
+    run = w.store.only_run()
+    await advance(w.deps, run.run_id)
+    assert w.registry.production_of["iris"] == 2
+    return run.run_id
+
+
+async def labelled_window(w: World, version: int, n: int, labeled: int) -> None:
+    """A window of `version` ending n minutes after T0, at the gate's accuracy (no decay)."""
+    end = T0 + timedelta(minutes=n)
+    stored = StoredWindow("iris", version, f"v{version}w{n}", end, labeled, accuracy=0.95)
+    await starts.on_window(w.deps, stored, "retrain.model-metrics", f"event-{version}-{n}")
+
+
+async def test_a_version_trained_since_a_change_is_retrained_once_four_times_its_rows_came() -> (
+    None
+):
+    """v2 learnt from the first 1,000 rows of a new concept; once 4,000 have been labelled
+    since the change, one follow-up run learns from all of them, and the gate decides."""
+    w = world()
+    began = T0 - timedelta(minutes=5)
+    first = await promoted_since_a_change(w, began)
+    w.clock.advance(3601)  # past the cooldown
+    for n in range(1, 4):
+        await labelled_window(w, 2, n, 1000)
+    assert len(w.store.runs) == 1  # 3,000 since the change
+    await labelled_window(w, 2, 4, 1000)
+    await labelled_window(w, 2, 4, 1000)  # redelivered: one follow-up
+    await labelled_window(w, 2, 5, 1000)
+    assert len(w.store.runs) == 2
+    follow_up = next(r for r in w.store.runs.values() if r.run_id != first)
+    assert follow_up.trigger.key == f"TRIGGER_KIND_FOLLOW_UP:{first}"
+    assert follow_up.trigger.change_began_at == began
+    assert "1,000 rows since the change; 4,000 have been labelled" in follow_up.trigger.reason
+
+    w.data.rows = 4000
+    await advance(w.deps, follow_up.run_id)
+    follow_up = w.store.runs[follow_up.run_id]
+    assert follow_up.state is RunState.PROMOTED
+    assert follow_up.dataset is not None
+    assert (follow_up.dataset.window_start, follow_up.dataset.logged_row_count) == (began, 4000)
+    assert w.registry.production_of["iris"] == 3
+
+    # v3 learnt from 4,000 rows since the change: followed up at 16,000, not before.
+    w.clock.advance(3601)
+    for n in range(6, 16):
+        await labelled_window(w, 3, n, 1000)
+    assert len(w.store.runs) == 2
+    await labelled_window(w, 3, 16, 1000)
+    assert len(w.store.runs) == 3
+
+
+async def test_a_follow_up_waits_for_the_cooldown_and_a_rejected_one_is_not_repeated() -> None:
+    w = world()
+    await promoted_since_a_change(w, T0 - timedelta(minutes=5))
+    await labelled_window(w, 2, 1, 5000)
+    assert len(w.store.runs) == 1  # cooling down: the next window looks again
+    w.clock.advance(3601)
+    await labelled_window(w, 2, 2, 10)
+    [follow_up] = [r for r in w.store.runs.values() if r.trigger.kind.name == "FOLLOW_UP"]
+    w.evaluator.candidate = 0.5
+    await advance(w.deps, follow_up.run_id)
+    assert w.store.runs[follow_up.run_id].state is RunState.REJECTED
+    w.clock.advance(3601)
+    await labelled_window(w, 2, 3, 5000)
+    assert len(w.store.runs) == 2
+    assert w.registry.production_of["iris"] == 2
+
+
+async def test_only_a_serving_version_trained_since_a_change_is_followed_up() -> None:
+    """A data-drift run learns from the whole window: it has nothing to follow up. A version
+    replaced since is not followed up either, nor is any when the policy turns it off."""
+    w = world()
+    await starts.on_alert(w.deps, alert(), T0)
+    await advance(w.deps, w.store.only_run().run_id)
+    w.clock.advance(3601)
+    await labelled_window(w, 2, 1, 100_000)
+    assert len(w.store.runs) == 1
+
+    w = world()
+    await promoted_since_a_change(w, T0 - timedelta(minutes=5))
+    w.registry.register("iris", 3)
+    w.registry.production_of["iris"] = 3  # promoted by hand
+    w.clock.advance(3601)
+    await labelled_window(w, 2, 1, 100_000)
+    assert len(w.store.runs) == 1
+
+    w = world()
+    await promoted_since_a_change(w, T0 - timedelta(minutes=5))
+    off = replace(Policy.default("iris"), follow_up_trigger=FollowUpTrigger(enabled=False))
+    await policies.set_policy(w.deps, off, None)
+    w.clock.advance(3601)
+    await labelled_window(w, 2, 1, 100_000)
+    assert len(w.store.runs) == 1
+
+
 async def test_a_failed_attempt_is_retried_then_the_run_fails_with_its_stage() -> None:
     w = world()
     w.training.failures = ["exit 1", "exit 2"]
@@ -455,6 +555,11 @@ async def test_policies_are_validated_and_versioned() -> None:
     bad = replace(policy, executor=ExecutorConfig(max_retries=99))
     with pytest.raises(InvalidArgument, match="max_retries"):
         await policies.set_policy(w.deps, bad, None)
+    at_once = replace(policy, follow_up_trigger=FollowUpTrigger(enabled=True, growth=1))
+    with pytest.raises(
+        InvalidArgument, match=r"follow_up_trigger\.growth must be 0 .* or at least 2"
+    ):
+        await policies.set_policy(w.deps, at_once, None)
     stored = await policies.set_policy(w.deps, policy, None)
     assert stored.revision == 1
     with pytest.raises(FailedPrecondition, match="revision 1"):

@@ -8,8 +8,8 @@ labels) keep a burst of alerts from becoming a burst of runs; the gate compares 
 with production on the same holdout. Modules, each depending only on those above it:
 
 - `states`: the run's states and its state machine (`NEXT_STATES`, `check_transition`).
-- `decisions`: alert rules, decay tracking and the guards (`alert_matches`, `DecayTracker`,
-  `decide`).
+- `decisions`: alert rules, decay tracking, follow-ups and the guards (`alert_matches`,
+  `DecayTracker`, `follow_up_due`, `decide`).
 - `gate`: whether a candidate beats production (`evaluate_gate`), and the `GateReport` a
   run records.
 - `policy`: a model's retrain `Policy`, its validation, and the rules it resolves into.
@@ -25,6 +25,7 @@ from flywheel_retrain.domain.decisions import (
     DecayRule,
     DecayTracker,
     Decision,
+    FollowUpRule,
     Guards,
     History,
     MetricWindow,
@@ -32,6 +33,7 @@ from flywheel_retrain.domain.decisions import (
     Verdict,
     alert_matches,
     decide,
+    follow_up_due,
 )
 from flywheel_retrain.domain.events import (
     CandidateGated,
@@ -56,6 +58,7 @@ from flywheel_retrain.domain.policy import (
     DecayTrigger,
     ExecutorConfig,
     ExecutorKind,
+    FollowUpTrigger,
     GateConfig,
     MetricGoal,
     Policy,
@@ -75,7 +78,14 @@ from flywheel_retrain.domain.states import (
     StaleRun,
     check_transition,
 )
-from flywheel_retrain.domain.values import SYSTEM_ACTOR, Approval, Dataset, Trigger, TriggerKind
+from flywheel_retrain.domain.values import (
+    SYSTEM_ACTOR,
+    Approval,
+    Dataset,
+    Trigger,
+    TriggerKind,
+    follow_up_key,
+)
 from flywheel_retrain.domain.windows import Decay, StoredWindow, decayed_window
 
 __all__ = [
@@ -106,6 +116,8 @@ __all__ = [
     "ExecutorConfig",
     "ExecutorKind",
     "FailureStage",
+    "FollowUpRule",
+    "FollowUpTrigger",
     "Gate",
     "GateConfig",
     "GateReport",
@@ -137,5 +149,7 @@ __all__ = [
     "decayed_window",
     "decide",
     "evaluate_gate",
+    "follow_up_due",
+    "follow_up_key",
     "next_data_check",
 ]

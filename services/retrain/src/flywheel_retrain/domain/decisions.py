@@ -39,6 +39,14 @@ class DecayRule:
 
 
 @dataclass(frozen=True)
+class FollowUpRule:
+    enabled: bool = False
+    growth: int = 4
+    """How many times the rows a version learnt from must have been labelled since its
+    change before it is trained again."""
+
+
+@dataclass(frozen=True)
 class Guards:
     cooldown: timedelta = timedelta(hours=1)
     max_concurrent_runs: int = 1
@@ -142,6 +150,12 @@ class DecayTracker:
             self.streak, self.windows = 0, []
             return True
         return False
+
+
+def follow_up_due(rule: FollowUpRule, learnt_from: int, labeled_since_change: int) -> bool:
+    """Whether a version trained on `learnt_from` rows since a change is due to be trained
+    again, `labeled_since_change` rows after the change."""
+    return rule.enabled and learnt_from > 0 and labeled_since_change >= rule.growth * learnt_from
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,13 @@ from croniter import croniter
 
 from flywheel_common.errors import InvalidArgument
 from flywheel_common.names import check_name
-from flywheel_retrain.domain.decisions import AlertRule, DecayRule, Guards, Severity
+from flywheel_retrain.domain.decisions import (
+    AlertRule,
+    DecayRule,
+    FollowUpRule,
+    Guards,
+    Severity,
+)
 from flywheel_retrain.domain.gate import Gate
 from flywheel_retrain.evaluation import METRICS
 
@@ -28,6 +34,7 @@ DEFAULT_DROP_FROM_GATE = 0.05
 """Accuracy a promoted version may lose against its gate's score before it is retrained: a
 gate on 200 labels measures accuracy to about +-0.02 (one standard error at 0.9)."""
 DEFAULT_MAX_WAIT = timedelta(hours=1)
+DEFAULT_FOLLOW_UP_GROWTH = 4
 MAX_RETRIES = 10
 
 
@@ -101,6 +108,13 @@ class ScheduleTrigger:
 
 
 @dataclass(frozen=True)
+class FollowUpTrigger:
+    enabled: bool = False
+    growth: int = 0
+    """0: DEFAULT_FOLLOW_UP_GROWTH."""
+
+
+@dataclass(frozen=True)
 class GateConfig:
     metric: str = ""
     goal: MetricGoal = MetricGoal.UNSPECIFIED
@@ -152,6 +166,7 @@ class Policy:
     alert_trigger: AlertTrigger = AlertTrigger()
     decay_trigger: DecayTrigger = DecayTrigger()
     schedule_trigger: ScheduleTrigger = ScheduleTrigger()
+    follow_up_trigger: FollowUpTrigger = FollowUpTrigger()
     cooldown: timedelta = timedelta(0)
     min_new_labeled_samples: int = 0
     max_concurrent_runs: int = 0
@@ -170,8 +185,9 @@ class Policy:
         falls 0.05 below its gate's for two windows of 200 labels or more; at most once an
         hour, on the last week's labelled predictions and the production version's data
         (after a concept change or such a decay: on the 1,000 or more labelled predictions
-        since it began), promoted automatically when the candidate is at least as accurate
-        as production on the newest 200 labeled predictions."""
+        since it began, and once more when four times the rows it learnt from have come
+        since), promoted automatically when the candidate is at least as accurate as
+        production on the newest 200 labeled predictions."""
         return cls(
             model=model,
             enabled=True,
@@ -189,6 +205,7 @@ class Policy:
                 min_labeled_count=DEFAULT_HOLDOUT_SIZE,
                 relative_to_gate=True,
             ),
+            follow_up_trigger=FollowUpTrigger(enabled=True, growth=DEFAULT_FOLLOW_UP_GROWTH),
             cooldown=timedelta(hours=1),
             max_concurrent_runs=1,
             approval_mode=ApprovalMode.AUTOMATIC,
@@ -231,6 +248,12 @@ class Policy:
         if decay.consecutive_windows < 0 or decay.min_labeled_count < 0:
             raise InvalidArgument("decay_trigger counts cannot be negative")
         self._validate_schedule()
+        if self.follow_up_trigger.growth < 0 or self.follow_up_trigger.growth == 1:
+            raise InvalidArgument(
+                "follow_up_trigger.growth must be 0 (meaning "
+                f"{DEFAULT_FOLLOW_UP_GROWTH}) or at least 2: it is how many times the rows a "
+                "version learnt from must have come since its change"
+            )
         if self.cooldown < timedelta(0):
             raise InvalidArgument("cooldown cannot be negative")
         if self.min_new_labeled_samples < 0 or self.max_concurrent_runs < 0:
@@ -331,6 +354,13 @@ class Policy:
             threshold=threshold,
             consecutive_windows=max(trigger.consecutive_windows, 1),
             min_labeled=trigger.min_labeled_count,
+        )
+
+    def follow_up_rule(self) -> FollowUpRule:
+        trigger = self.follow_up_trigger
+        return FollowUpRule(
+            enabled=self.enabled and trigger.enabled,
+            growth=trigger.growth or DEFAULT_FOLLOW_UP_GROWTH,
         )
 
     def guards(self, *, manual: bool, ignore_cooldown: bool) -> Guards:

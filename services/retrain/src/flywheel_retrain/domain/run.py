@@ -100,6 +100,13 @@ class Run:
         change its alert found, without the production version's dataset."""
         return self.policy.training_data.since_change and self.trigger.change_began_at is not None
 
+    @property
+    def learnt_since_change(self) -> int:
+        """The rows since its change the run trained on (0 for a run that trains on more)."""
+        if not self.trains_since_change or self.dataset is None:
+            return 0
+        return self.dataset.logged_row_count
+
     def rows_to_wait_for(self, now: datetime) -> int:
         """Logged rows the run waits for before it trains (0: it trains on what there is):
         a run trained since a change waits for enough of the new concept, up to the

@@ -22,6 +22,16 @@ class TriggerKind(IntEnum):
     METRIC_DECAY = 2
     SCHEDULE = 3
     MANUAL = 4
+    FOLLOW_UP = 5
+
+
+def trigger_key(kind: TriggerKind, source_id: str) -> str:
+    return f"TRIGGER_KIND_{kind.name}:{source_id}"
+
+
+def follow_up_key(run_id: str) -> str:
+    """The key of the follow-up of run `run_id`: one per promoted version."""
+    return trigger_key(TriggerKind.FOLLOW_UP, run_id)
 
 
 @dataclass(frozen=True)
@@ -42,7 +52,7 @@ class Trigger:
     @property
     def key(self) -> str:
         """One run per model and key: the same alert, window or slot never runs twice."""
-        return f"TRIGGER_KIND_{self.kind.name}:{self.source_id}"
+        return trigger_key(self.kind, self.source_id)
 
     @classmethod
     def drift_alert(cls, alert: Alert, occurred_at: datetime | None) -> Trigger:
@@ -88,6 +98,29 @@ class Trigger:
             f"schedule:{cron}@{slot.isoformat()}",
             f"scheduled by {cron!r}",
             occurred_at=slot,
+        )
+
+    @classmethod
+    def follow_up(
+        cls,
+        run_id: str,
+        version: int,
+        learnt_from: int,
+        labeled_since_change: int,
+        change: Trigger,
+        now: datetime,
+    ) -> Trigger:
+        """Run `run_id` trained `version` on `learnt_from` rows since the change its
+        trigger (`change`) named; `labeled_since_change` rows have come since."""
+        return cls(
+            TriggerKind.FOLLOW_UP,
+            run_id,
+            f"follow-up:{run_id}",
+            f"version {version} learnt from {learnt_from:,} rows since the change; "
+            f"{labeled_since_change:,} have been labelled since",
+            occurred_at=now,
+            traceparent=change.traceparent,
+            change_began_at=change.change_began_at,
         )
 
     @classmethod

@@ -1,4 +1,5 @@
-"""Starting runs: on a drift alert, on a metric decaying, on a schedule slot, or by hand.
+"""Starting runs: on a drift alert, on a metric decaying, on a version trained since a change
+being due for its follow-up, on a schedule slot, or by hand.
 
 A run is unique per model and trigger, so a redelivered alert, a burst of alerts or a
 restart never starts a second run for one cause: it finds the run it started.
@@ -27,6 +28,8 @@ from flywheel_retrain.domain import (
     alert_matches,
     decayed_window,
     decide,
+    follow_up_due,
+    follow_up_key,
 )
 from flywheel_retrain.handlers.ports import Deps, UnitOfWork, VersionInfo, actor, policy_of
 
@@ -47,14 +50,19 @@ async def on_alert(deps: Deps, alert: Alert, occurred_at: datetime | None) -> No
 
 async def on_window(deps: Deps, window: StoredWindow, consumer: str, event_id: str) -> None:
     """Keep a metric window once (labels count toward the guards, values toward decay),
-    then evaluate decay on every delivery: a decay whose run could not start (the registry
-    was down, the process died) starts on redelivery, and finds its run when it had."""
+    then evaluate decay and the follow-up on every delivery: a run that could not start
+    (the registry was down, the process died) starts on redelivery, and finds its run when
+    it had."""
     async with deps.unit_of_work() as uow:
         if await uow.claim(consumer, event_id):
             await uow.windows.add(window)
-    trigger = await decay_trigger(deps, window.model, window.version)
-    if trigger is not None:
-        await start(deps, window.model, trigger, manual=False)
+    decay = await decay_trigger(deps, window.model, window.version)
+    if decay is not None:
+        await start(deps, window.model, decay, manual=False)
+        return
+    follow_up = await follow_up_trigger(deps, window.model, window.version)
+    if follow_up is not None:
+        await start(deps, window.model, follow_up, manual=False, concerns=window.version)
 
 
 async def decay_trigger(deps: Deps, model: str, version: int) -> Trigger | None:
@@ -69,6 +77,28 @@ async def decay_trigger(deps: Deps, model: str, version: int) -> Trigger | None:
         windows = await uow.windows.of_version(model, version, since)
     fired = decayed_window(policy, windows, gate_score)
     return None if fired is None else Trigger.metric_decay(policy, fired, gate_score)
+
+
+async def follow_up_trigger(deps: Deps, model: str, version: int) -> Trigger | None:
+    """The follow-up of the run that promoted `version`, when that run trained on the rows
+    since a change and enough have come since for the policy; None once it has started."""
+    async with deps.unit_of_work() as uow:
+        policy = await policy_of(uow, model)
+        rule = policy.follow_up_rule()
+        if not rule.enabled:
+            return None
+        promoter = await uow.runs.promoter_of(model, version)
+        if promoter is None or not promoter.learnt_since_change:
+            return None
+        change = promoter.trigger
+        if await uow.runs.by_trigger(model, follow_up_key(promoter.run_id)) is not None:
+            return None
+        labeled = await uow.windows.labeled_since(model, change.change_began_at)
+    if not follow_up_due(rule, promoter.learnt_since_change, labeled):
+        return None
+    return Trigger.follow_up(
+        promoter.run_id, version, promoter.learnt_since_change, labeled, change, deps.clock()
+    )
 
 
 async def _gate_score(uow: UnitOfWork, policy: Policy, model: str, version: int) -> float | None:

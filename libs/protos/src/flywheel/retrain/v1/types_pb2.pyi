@@ -150,6 +150,10 @@ class _TriggerKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TriggerKi
     """The schedule."""
     TRIGGER_KIND_MANUAL: _TriggerKind.ValueType  # 4
     """A TriggerRetrain call."""
+    TRIGGER_KIND_FOLLOW_UP: _TriggerKind.ValueType  # 5
+    """The follow-up of a run trained since a change (FollowUpTrigger); the source is that
+    run's id.
+    """
 
 class TriggerKind(_TriggerKind, metaclass=_TriggerKindEnumTypeWrapper):
     """What started a run."""
@@ -164,6 +168,10 @@ TRIGGER_KIND_SCHEDULE: TriggerKind.ValueType  # 3
 """The schedule."""
 TRIGGER_KIND_MANUAL: TriggerKind.ValueType  # 4
 """A TriggerRetrain call."""
+TRIGGER_KIND_FOLLOW_UP: TriggerKind.ValueType  # 5
+"""The follow-up of a run trained since a change (FollowUpTrigger); the source is that
+run's id.
+"""
 Global___TriggerKind: _TypeAlias = TriggerKind  # noqa: Y015
 
 class _GateDecision:
@@ -362,6 +370,40 @@ class ScheduleTrigger(_message.Message):
 Global___ScheduleTrigger: _TypeAlias = ScheduleTrigger  # noqa: Y015
 
 @_typing.final
+class FollowUpTrigger(_message.Message):
+    """Retrains once more a version trained on the first rows since a change, once the new
+    concept has settled: a concept-drift run trains on what came in the minutes after the
+    change (or in the middle of a gradual one), and nothing else would retrain the version
+    while it serves that concept at a steady accuracy below what more of its data teaches.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENABLED_FIELD_NUMBER: _builtins.int
+    GROWTH_FIELD_NUMBER: _builtins.int
+    enabled: _builtins.bool
+    """Whether follow-up runs start."""
+    growth: _builtins.int
+    """The run starts when the labelled rows since the change are this many times the rows the
+    version learnt from; 0 means 4. The follow-up trains on every row since the change, and
+    a version it promotes is followed up in turn, so the runs of one concept come at
+    geometrically growing intervals, each judged by the gate.
+    """
+    def __init__(
+        self,
+        *,
+        enabled: _builtins.bool = ...,
+        growth: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "growth", b"growth"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FollowUpTrigger: _TypeAlias = FollowUpTrigger  # noqa: Y015
+
+@_typing.final
 class EvaluationGate(_message.Message):
     """Offline comparison of a candidate with production before promotion."""
 
@@ -540,6 +582,7 @@ class RetrainPolicy(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     UPDATED_BY_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    FOLLOW_UP_TRIGGER_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Model name."""
     enabled: _builtins.bool
@@ -586,6 +629,10 @@ class RetrainPolicy(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When the policy was last set; output only."""
 
+    @_builtins.property
+    def follow_up_trigger(self) -> Global___FollowUpTrigger:
+        """A second run for a version that a run trained since a change promoted."""
+
     def __init__(
         self,
         *,
@@ -604,10 +651,11 @@ class RetrainPolicy(_message.Message):
         revision: _builtins.int = ...,
         updated_by: _builtins.str = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        follow_up_trigger: Global___FollowUpTrigger | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["alert_trigger", b"alert_trigger", "cooldown", b"cooldown", "decay_trigger", b"decay_trigger", "executor", b"executor", "gate", b"gate", "schedule_trigger", b"schedule_trigger", "training_data", b"training_data", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alert_trigger", b"alert_trigger", "cooldown", b"cooldown", "decay_trigger", b"decay_trigger", "executor", b"executor", "follow_up_trigger", b"follow_up_trigger", "gate", b"gate", "schedule_trigger", b"schedule_trigger", "training_data", b"training_data", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_trigger", b"alert_trigger", "approval_mode", b"approval_mode", "cooldown", b"cooldown", "decay_trigger", b"decay_trigger", "enabled", b"enabled", "executor", b"executor", "gate", b"gate", "max_concurrent_runs", b"max_concurrent_runs", "min_new_labeled_samples", b"min_new_labeled_samples", "model", b"model", "revision", b"revision", "schedule_trigger", b"schedule_trigger", "training_data", b"training_data", "updated_at", b"updated_at", "updated_by", b"updated_by"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_trigger", b"alert_trigger", "approval_mode", b"approval_mode", "cooldown", b"cooldown", "decay_trigger", b"decay_trigger", "enabled", b"enabled", "executor", b"executor", "follow_up_trigger", b"follow_up_trigger", "gate", b"gate", "max_concurrent_runs", b"max_concurrent_runs", "min_new_labeled_samples", b"min_new_labeled_samples", "model", b"model", "revision", b"revision", "schedule_trigger", b"schedule_trigger", "training_data", b"training_data", "updated_at", b"updated_at", "updated_by", b"updated_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
