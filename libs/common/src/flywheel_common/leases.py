@@ -7,6 +7,11 @@ that grows by one each time the lease changes hands. The holder renews it well b
 expires; a replica killed with SIGKILL stops renewing, and a standby takes the lease once
 it has expired. A replica that stops cleanly releases it, so a standby takes over at once.
 
+Neither renewing nor stopping waits on the database past the lease's own time: an attempt
+that outlasts the ttl could not grant a usable lease, and once the lease has expired a
+standby may take it anyway, so a database that stalls (paused, unreachable, or a lock the
+statement waits on) cannot wedge the renewing loop or hold a replica's shutdown up.
+
 A leader that stalls past its expiry (a long pause, a lost connection) may still believe it
 leads when it wakes. So every write of the leader's work checks, in its own transaction,
 that the lease still carries the token this replica was granted (`fence`): the check holds
@@ -17,7 +22,6 @@ or makes it fail. A deposed leader cannot commit.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -80,6 +84,9 @@ class Lease:
         self._valid_until = 0.0
         self._held = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Database work that `stop` stopped waiting for: cancelled, finishing its cleanup
+        # (a rollback) on its own; referenced here so that it is not collected half-way.
+        self._left: set[asyncio.Task[None]] = set()
 
     @property
     def token(self) -> int | None:
@@ -139,8 +146,10 @@ class Lease:
     async def release(self) -> None:
         """Give the lease up, so that a standby takes it without waiting for it to expire."""
         token, self._token = self._token, None
-        if token is None:
-            return
+        if token is not None:
+            await self._release(token)
+
+    async def _release(self, token: int) -> None:
         async with self._database.transaction() as session:
             row = await session.get(LeaseRow, self.name, with_for_update=True)
             if row is not None and row.token == token:
@@ -162,12 +171,38 @@ class Lease:
         self._task = asyncio.create_task(self._run(), name=f"lease-{self.name}")
 
     async def stop(self) -> None:
+        """Stop renewing and release the lease, waiting on the database no longer than the
+        lease has left (one renewal period at least): by then a standby may take it anyway.
+
+        This replica's fenced writes fail from the first line on. The renewal in flight is
+        cancelled first, since it may hold the lock that the release needs; what has not
+        finished by the deadline is cancelled and left to finish its rollback on its own,
+        and the lease then lapses at its expiry instead of being released.
+        """
+        token = self.token
+        deadline = max(self._valid_until, time.monotonic() + self._renew_seconds)
+        self._token = None
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        with contextlib.suppress(Exception):
-            await self.release()
+            await self._until(deadline, self._task)
+        if token is None:
+            return
+        release = asyncio.create_task(self._release(token), name=f"lease-{self.name}-release")
+        if not await self._until(deadline, release):
+            log.warning("lease not released in time; it lapses", extra={"lease": self.name})
+        elif not release.cancelled() and (error := release.exception()) is not None:
+            log.warning("lease not released", extra={"lease": self.name}, exc_info=error)
+
+    async def _until(self, deadline: float, task: asyncio.Task[None]) -> bool:
+        """Wait for `task` until `deadline` (monotonic); False, and `task` cancelled and
+        left to finish on its own, when it has not finished by then."""
+        await asyncio.wait({task}, timeout=max(0.0, deadline - time.monotonic()))
+        if task.done():
+            return True
+        task.cancel()
+        self._left.add(task)
+        task.add_done_callback(self._left.discard)
+        return False
 
     async def _run(self) -> None:
         while True:
@@ -176,7 +211,9 @@ class Lease:
 
     async def _attempt(self) -> None:
         try:
-            await self.try_acquire()
+            # Granted after the ttl, the lease would have expired already (`held`).
+            async with asyncio.timeout(self._ttl.total_seconds()):
+                await self.try_acquire()
         except Exception:
-            # The database is unreachable: the lease lapses on its own once `held` expires.
+            # The database is unreachable or stalls: the lease lapses once `held` expires.
             log.warning("lease not renewed", extra={"lease": self.name}, exc_info=True)

@@ -1,5 +1,6 @@
 """Leases on SQLite and the real PostgreSQL: one holder at a time, takeover after expiry or
-release, and a deposed holder's fenced write that cannot commit."""
+release, a deposed holder's fenced write that cannot commit, and a stop that does not wait
+on a database that blocks it."""
 
 from __future__ import annotations
 
@@ -9,16 +10,21 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from flywheel_common.db import Database
 from flywheel_common.inbox import ProcessedEvent, claim
-from flywheel_common.leases import Lease, LeaseLost
+from flywheel_common.leases import Lease, LeaseLost, LeaseRow
 from flywheel_common.settings import LeaseSettings
 
 pytestmark = pytest.mark.integration
 
 SETTINGS = LeaseSettings(ttl_seconds=2.0, renew_seconds=0.5)
+
+STOP_GUARD = 3 * SETTINGS.ttl_seconds
+"""Tells a stop that hangs from one that returns: a stop returns within the lease's ttl;
+one that waits on the database waits for good on PostgreSQL (a lock), and twice SQLite's
+10 s busy timeout there."""
 
 
 class Clock:
@@ -143,3 +149,37 @@ async def test_a_takeover_waits_for_the_fenced_transaction_in_flight(
     assert await takeover
     assert await written(database, "in-flight") == 1
     assert b.token == 2
+
+
+async def test_stop_returns_and_the_lease_lapses_while_the_database_blocks_it(
+    database: Database, leases: Callable[[str], Lease], clock: Clock
+) -> None:
+    """Another transaction holds the lease row (on SQLite: the one write lock) through the
+    holder's stop, as a standby's takeover on a stalled connection would: the renewal in
+    flight and the release both wait on it. The stop returns anyway; the holder's writes
+    fail from then on, and a standby takes the lease once it has expired."""
+    a, b = leases("a"), leases("b")
+    await a.start()
+    granted = a.token
+    async with database.transaction() as session:
+        await session.execute(
+            update(LeaseRow).where(LeaseRow.name == "leader").values(holder=LeaseRow.holder)
+        )
+        await asyncio.sleep(SETTINGS.renew_seconds * 2)  # a renewal is stuck on the lock now
+        stopping = asyncio.create_task(a.stop())
+        await asyncio.wait({stopping}, timeout=STOP_GUARD)
+        assert stopping.done(), "stop waits on the database that blocks it"
+        await stopping
+        assert (a.held, a.token) == (False, None)
+
+    async def write_as_stopped_holder() -> None:
+        async with database.transaction() as session:
+            await claim(session, "test", "after-stop")
+            await a.fence(session)
+
+    with pytest.raises(LeaseLost):
+        await write_as_stopped_holder()
+    assert await written(database, "after-stop") == 0
+    clock.offset = timedelta(seconds=SETTINGS.ttl_seconds + 0.1)
+    assert await b.try_acquire()
+    assert b.token == (granted or 0) + 1
