@@ -17,10 +17,16 @@ crash, or blocks a machine crash left unwritten) is cut off, and a damaged stret
 middle is skipped up to the next frame whose checksum holds; both are logged and counted.
 
 Positions are logical: byte offsets that stay valid across those rewrites within a process.
+
+One process at a time: a journal holds an exclusive lock on `<file>.lock` while it is open
+(released by `close`, or by the operating system when the process dies), so a second
+gateway pointed at the same data directory is refused at its start instead of sending the
+first one's records as well.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import mmap
 import os
@@ -93,6 +99,29 @@ def _unframe(body: bytes) -> OutgoingRecord:
         name = take(_U16.unpack(take(2))[0]).decode()
         headers.append((name, take(_U32.unpack(take(4))[0])))
     return OutgoingRecord(topic=topic, key=key or None, value=value, headers=headers)
+
+
+class JournalInUse(RuntimeError):
+    """Another open journal (this process's or another's) holds the file."""
+
+
+def _lock(path: Path) -> int:
+    """An open descriptor holding the exclusive lock of the journal at `path`, with this
+    process's id written in it for the message another process gets."""
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise JournalInUse(
+            f"the prediction journal {path} is open in another gateway (process {holder}): "
+            "give each gateway a data directory of its own (FLYWHEEL_GATEWAY_DATA_DIR)"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 @dataclass(frozen=True)
@@ -186,8 +215,13 @@ class Journal:
         """Held while the file descriptor is synced, replaced or closed."""
         self._unsynced = False
         self.recovery = Recovery()
-        self._delivered, self._size = self._open()
-        self._reopen()
+        self._lock_fd = _lock(path)
+        try:
+            self._delivered, self._size = self._open()
+            self._reopen()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
 
     def _reopen(self) -> None:
         with self._lock:
@@ -196,10 +230,14 @@ class Journal:
             self._fd = os.open(self._path, os.O_RDWR)
 
     def close(self) -> None:
+        """Close the file and let another process open it."""
         with self._lock:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)
+                self._lock_fd = -1
 
     def sync(self) -> bool:
         """Flush what was written to the disk; False when there was nothing to flush.

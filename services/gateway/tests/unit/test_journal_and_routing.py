@@ -1,10 +1,11 @@
+import os
 from pathlib import Path
 
 import pytest
 
 from flywheel_common.events import OutgoingRecord
 from flywheel_gateway import journal as journal_module
-from flywheel_gateway.journal import HEADER_BYTES, Journal
+from flywheel_gateway.journal import HEADER_BYTES, Journal, JournalInUse
 from flywheel_gateway.routing import Route, RoutingTable
 
 
@@ -22,12 +23,14 @@ def test_journal_keeps_what_was_not_delivered_across_reopening(tmp_path: Path) -
     ends = journal.append([record(1), record(2)])
     journal.append([record(3)])
     journal.delivered(ends[0])
-    reopened = Journal(tmp_path / "j", max_bytes=10_000)  # as after a kill
+    journal.close()  # killed: the operating system releases its lock, nothing else
+    reopened = Journal(tmp_path / "j", max_bytes=10_000)
     assert list(reopened.records()) == [record(2), record(3)]
     assert [r for r, _ in reopened.read(reopened.start, limit=1)] == [record(2)]
     reopened.delivered(reopened.end)
     assert reopened.empty
     assert reopened.size_bytes == HEADER_BYTES  # nothing left to keep
+    reopened.close()
     assert Journal(tmp_path / "j", max_bytes=10_000).empty
 
 
@@ -36,11 +39,26 @@ def test_journal_is_bounded_and_cuts_a_torn_tail(tmp_path: Path) -> None:
     written = len(journal.append([record(n) for n in range(10)]))
     assert 0 < written < 10
     assert journal.size_bytes <= 300
+    journal.close()
     with (tmp_path / "j").open("ab") as handle:
         handle.write(b"\x50\x00\x00\x00partial")  # killed mid-write
     reopened = Journal(tmp_path / "j", 10_000)
     reopened.append([record(99)])
     assert list(reopened.records()) == [*(record(n) for n in range(written)), record(99)]
+
+
+def test_a_second_journal_on_the_same_file_is_refused_until_the_first_closes(
+    tmp_path: Path,
+) -> None:
+    """Two gateways sharing a data directory would each send the other's records."""
+    first = Journal(tmp_path / "j", max_bytes=10_000)
+    first.append([record(1)])
+    refusal = rf"{tmp_path / 'j'} is open in another gateway \(process {os.getpid()}\)"
+    with pytest.raises(JournalInUse, match=refusal + ": give each gateway a data directory"):
+        Journal(tmp_path / "j", max_bytes=10_000)
+    assert list(first.records()) == [record(1)]  # the refused one changed nothing
+    first.close()
+    assert list(Journal(tmp_path / "j", max_bytes=10_000).records()) == [record(1)]
 
 
 def test_delivered_records_make_room_and_positions_survive_the_rewrite(

@@ -4,6 +4,7 @@ Kafka after, and not sent twice when a failed send or a kill mid-send left it in
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -86,7 +87,8 @@ async def test_an_answer_waits_until_its_log_is_journaled(tmp_path: Path) -> Non
     try:
         await running.log(lambda: prediction("r-1"))
         # What a process killed now leaves behind:
-        [record] = list(Journal(tmp_path / "j", 1 << 20).records())
+        shutil.copyfile(tmp_path / "j", tmp_path / "left")
+        [record] = list(Journal(tmp_path / "left", 1 << 20).records())
         assert [log.request_id for log in PredictionLogBatch.FromString(record.value).logs] == [
             "r-1"
         ]
@@ -116,6 +118,7 @@ async def test_after_a_kill_mid_send_only_what_kafka_lacks_is_sent(tmp_path: Pat
     killed.sending(datetime.now(UTC))
     kafka = Kafka()
     kafka.topic.append(records[0])  # written, killed before the acknowledgement
+    killed.close()  # the operating system releases its lock
     restarted = Journal(tmp_path / "j", 1 << 20)
     await logged(kafka, restarted, [])
     assert kafka.logs() == {"r-1": 1, "r-2": 1, "r-3": 1}
