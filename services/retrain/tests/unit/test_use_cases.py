@@ -358,6 +358,26 @@ async def test_a_follow_up_waits_for_the_cooldown_and_a_rejected_one_is_not_repe
     assert w.registry.production_of["iris"] == 2
 
 
+async def test_a_follow_up_whose_version_was_replaced_while_it_waited_is_cancelled() -> None:
+    """Queued behind a run for a newer change, a follow-up would learn the concept that went
+    again: it ends cancelled when its turn comes, without training."""
+    w = world()
+    await promoted_since_a_change(w, T0 - timedelta(minutes=5))
+    w.clock.advance(3601)
+    await labelled_window(w, 2, 1, 5000)
+    [follow_up] = [r for r in w.store.runs.values() if r.trigger.kind.name == "FOLLOW_UP"]
+    w.registry.register("iris", 3)
+    w.registry.production_of["iris"] = 3  # the newer change's run promoted v3 meanwhile
+    attempts = len(w.training.attempts)
+    await advance(w.deps, follow_up.run_id)
+    cancelled = w.store.runs[follow_up.run_id]
+    assert cancelled.state is RunState.CANCELLED
+    assert cancelled.error.endswith("version 2, which it follows up, no longer serves "
+                                    "(production is 3)")  # fmt: skip
+    assert len(w.training.attempts) == attempts
+    assert w.registry.production_of["iris"] == 3
+
+
 async def test_only_a_serving_version_trained_since_a_change_is_followed_up() -> None:
     """A data-drift run learns from the whole window: it has nothing to follow up. A version
     replaced since is not followed up either, nor is any when the policy turns it off."""

@@ -28,7 +28,7 @@ from flywheel_retrain.domain.states import (
     StaleRun,
     check_transition,
 )
-from flywheel_retrain.domain.values import SYSTEM_ACTOR, Approval, Dataset, Trigger
+from flywheel_retrain.domain.values import SYSTEM_ACTOR, Approval, Dataset, Trigger, TriggerKind
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,20 @@ class Run:
         if not self.trains_since_change or self.dataset is None:
             return 0
         return self.dataset.logged_row_count
+
+    @property
+    def queued_follow_up(self) -> bool:
+        return self.state is RunState.QUEUED and self.trigger.kind is TriggerKind.FOLLOW_UP
+
+    def follows_up_a_replaced_version(self, production_version: int | None) -> str | None:
+        """Why a queued follow-up has nothing left to do, or None: the version it would
+        retrain no longer serves (a run for a newer change replaced it while it waited)."""
+        if not self.queued_follow_up or production_version == self.base_version:
+            return None
+        return (
+            f"version {self.base_version}, which it follows up, no longer serves "
+            f"(production is {production_version or 'none'})"
+        )
 
     def rows_to_wait_for(self, now: datetime) -> int:
         """Logged rows the run waits for before it trains (0: it trains on what there is):

@@ -15,7 +15,14 @@ from opentelemetry import trace
 
 from flywheel_common.errors import FlywheelError, Unavailable
 from flywheel_common.telemetry import trace_context
-from flywheel_retrain.domain import IN_PROGRESS, FailureStage, Run, RunState, StaleRun
+from flywheel_retrain.domain import (
+    IN_PROGRESS,
+    SYSTEM_ACTOR,
+    FailureStage,
+    Run,
+    RunState,
+    StaleRun,
+)
 from flywheel_retrain.handlers.ports import DataNotReady, Deps, RunFailed, load
 from flywheel_retrain.handlers.runs import change
 
@@ -44,6 +51,8 @@ async def _advance(deps: Deps, run: Run) -> None:
     run_id = run.run_id
     stage = FailureStage.DATA
     try:
+        if await _cancelled_as_outdated(deps, run):
+            return
         resumed = run.state is RunState.TRAINING
         if run.state in (RunState.QUEUED, RunState.PREPARING_DATA):
             run = await prepare_data(deps, run)
@@ -61,6 +70,22 @@ async def _advance(deps: Deps, run: Run) -> None:
         raise
     except (FlywheelError, ValueError) as error:
         await fail(deps, run_id, stage, str(error))
+
+
+async def _cancelled_as_outdated(deps: Deps, run: Run) -> bool:
+    """A queued follow-up of a version that a newer change's run has replaced since: it
+    would learn the older concept again, so it ends cancelled instead of starting."""
+    if not run.queued_follow_up:
+        return False
+    production = await deps.registry.production(run.model)
+    reason = run.follows_up_a_replaced_version(production.version if production else None)
+    if reason is None:
+        return False
+    log.info("run %s cancelled: %s", run.run_id, reason)
+    await change(
+        deps, run.run_id, (RunState.QUEUED,), lambda r, now: r.cancel(SYSTEM_ACTOR, reason, now)
+    )
+    return True
 
 
 async def prepare_data(deps: Deps, run: Run) -> Run:
