@@ -87,9 +87,9 @@ GROUND_TRUTH_BY_MODEL = TopicSpec(
     "model",
     TRAFFIC_RETENTION_MS,
 )
-"""The drift detector's own copy of ground truth, keyed like the predictions (and with as
-many partitions), so each label lands on the partition, and the replica, that holds its
-prediction."""
+"""The drift detector's own copy of ground truth, packed per model (GroundTruthBatch), keyed
+like the predictions (and with as many partitions), so each label lands on the partition,
+and the replica, that holds its prediction."""
 MODEL_METRICS = TopicSpec(
     "flywheel.model-metrics", 3, Cleanup.DELETE, PROTOBUF, "model", TRAFFIC_RETENTION_MS
 )

@@ -1,11 +1,11 @@
 """The drift stream: prediction logs and ground truth in, through a faust-streaming app.
 
 Replicas share the stream through Kafka's consumer group. Ground truth arrives keyed by
-request id; the stream forwards each label, keyed by its model, to a topic co-partitioned
-with the predictions, so partition p of both holds all a model needs and a label meets its
-prediction on whichever replica holds p. A replica claims each partition it is assigned
-and loads its state from the database (`Partition`), and drops it when the partition is
-revoked.
+request id; the stream forwards the labels, packed per model (labels.py), to a topic
+co-partitioned with the predictions, so partition p of both holds all a model needs and a
+label meets its prediction on whichever replica holds p. A replica claims each partition it
+is assigned and loads its state from the database (`Partition`), and drops it when the
+partition is revoked.
 
 The records are read a fetch at a time rather than as faust events (fetches.py: faust's
 per-event machinery alone caps a stream near 10,000 records per second, and data platforms
@@ -57,7 +57,6 @@ from flywheel_common.dead_letters import DeadLetters
 from flywheel_common.events import (
     EventTypes,
     MalformedEvent,
-    OutgoingRecord,
     decode_message,
     event_type,
 )
@@ -75,7 +74,7 @@ from flywheel_common.topics import (
     TopicSpec,
     await_group_coordinator,
 )
-from flywheel_drift import converters, storage
+from flywheel_drift import converters, labels, storage
 from flywheel_drift.domain import Alert, DriftEvent
 from flywheel_drift.faust_credentials import faust_credentials
 from flywheel_drift.fetches import read_in_fetches
@@ -183,16 +182,17 @@ class DriftStream:
         """Ground-truth labels applied."""
         self.dead_lettered = 0
         predictions = self._topic(predictions_topic)
-        labels = self._topic(labels_topic)
+        ground_truth = self._topic(labels_topic)
         labels_by_model = self._topic(labels_by_model_topic)
         wanted = {predictions_topic.name, labels_topic.name, labels_by_model_topic.name}
 
         # Records are read a fetch at a time (see fetches.py), not as faust events.
-        self._fetches = read_in_fetches(self.app, [labels, predictions, labels_by_model])
+        self._fetches = read_in_fetches(self.app, [ground_truth, predictions, labels_by_model])
         self._readers_running: list[asyncio.Task[None]] = []
         self._labels_topic = labels_topic.name
         self._predictions_topic = predictions_topic.name
         self._labels_by_model_topic = labels_by_model_topic.name
+        self._labels_by_model = labels_by_model_topic
         self._batch_size = batch_size
         self._prediction_batch_size = prediction_batch_size
         self._checkpointed: dict[TP, int] = {}
@@ -231,7 +231,10 @@ class DriftStream:
         return [
             self._read(self._labels_topic, self._batch_size, self._route_labels),
             self._read(self._predictions_topic, self._prediction_batch_size, self._on_predictions),
-            self._read(self._labels_by_model_topic, self._batch_size, self._on_labels),
+            # Its records are packed (labels.py): a tenth as many, of up to a batch each.
+            self._read(
+                self._labels_by_model_topic, max(1, self._batch_size // 10), self._on_labels
+            ),
         ]
 
     async def _read(
@@ -249,16 +252,8 @@ class DriftStream:
                 await handle(await self._fetches.take(topic, batch_size))
 
     async def _route_labels(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
-        routable = await self._decode_each(records, _routable_ground_truth)
-        forwarded = [
-            OutgoingRecord(
-                self._labels_by_model_topic,
-                truth.model.encode(),
-                record.value,
-                list(_headers(record.headers)),
-            )
-            for record, truth in routable
-        ]
+        routable = await self._decode(records, labels.routable)
+        forwarded = labels.forwarded(self._labels_by_model, routable, source=self._group_id)
         await self._publisher.send_in_batches(forwarded)
         await self._applied_as_is(records)
 
@@ -266,7 +261,7 @@ class DriftStream:
         self.processed += await self._apply(records, unpack, _observe)
 
     async def _on_labels(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
-        self.labelled += await self._apply(records, _ground_truth, _label)
+        self.labelled += await self._apply(records, labels.carried, _label)
 
     async def _apply(
         self,
@@ -514,22 +509,6 @@ def _alert_span(alert: Alert) -> AbstractContextManager[Span]:
             "flywheel.alert_id": alert.alert_id,
         },
     )
-
-
-def _ground_truth(message: Message) -> Sequence[GroundTruth]:
-    if not isinstance(message, GroundTruth):
-        raise ValueError(f"expected {GroundTruth.DESCRIPTOR.full_name}")
-    return (message,)
-
-
-def _routable_ground_truth(message: Message) -> Sequence[GroundTruth]:
-    (truth,) = _ground_truth(message)
-    if not truth.model:
-        raise ValueError(
-            "its `model` is empty: set it to the model that made the prediction, by which "
-            "the label is routed to the replica that holds the prediction"
-        )
-    return (truth,)
 
 
 def _headers(headers: Any) -> Sequence[tuple[str, bytes]]:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$flywheel/drift/v1/ground_truth.proto\x12\x11\x66lywheel.drift.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc1\x01\n\x0bGroundTruth\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x16\n\x0c\x64ouble_label\x18\x03 \x01(\x01H\x00\x12\x15\n\x0bint64_label\x18\x04 \x01(\x03H\x00\x12\x16\n\x0cstring_label\x18\x05 \x01(\tH\x00\x12/\n\x0bobserved_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x07 \x01(\tB\x07\n\x05labelb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$flywheel/drift/v1/ground_truth.proto\x12\x11\x66lywheel.drift.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc1\x01\n\x0bGroundTruth\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x16\n\x0c\x64ouble_label\x18\x03 \x01(\x01H\x00\x12\x15\n\x0bint64_label\x18\x04 \x01(\x03H\x00\x12\x16\n\x0cstring_label\x18\x05 \x01(\tH\x00\x12/\n\x0bobserved_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x07 \x01(\tB\x07\n\x05label\"B\n\x10GroundTruthBatch\x12.\n\x06labels\x18\x01 \x03(\x0b\x32\x1e.flywheel.drift.v1.GroundTruthb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,4 +34,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GROUNDTRUTH']._serialized_start=93
   _globals['_GROUNDTRUTH']._serialized_end=286
+  _globals['_GROUNDTRUTHBATCH']._serialized_start=288
+  _globals['_GROUNDTRUTHBATCH']._serialized_end=354
 # @@protoc_insertion_point(module_scope)

@@ -6,17 +6,19 @@ request id) and joined with prediction logs by the drift detector, which forward
 model to `flywheel.ground-truth-by-model`.
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
 
-if sys.version_info >= (3, 10):
-    from typing import TypeAlias as _TypeAlias
+if sys.version_info >= (3, 11):
+    from typing import TypeAlias as _TypeAlias, Never as _Never
 else:
-    from typing_extensions import TypeAlias as _TypeAlias
+    from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -72,3 +74,28 @@ class GroundTruth(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_label) -> _WhichOneofReturnType_label | None: ...
 
 Global___GroundTruth: _TypeAlias = GroundTruth  # noqa: Y015
+
+@_typing.final
+class GroundTruthBatch(_message.Message):
+    """Ground truth of one model as the drift detector forwards it to its own topic
+    (flywheel.ground-truth-by-model): the labels it read together, in their order, in one
+    record, so the detector reads them back a record per model and batch, not per label.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LABELS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def labels(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroundTruth]: ...
+    def __init__(
+        self,
+        *,
+        labels: _abc.Iterable[Global___GroundTruth] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["labels", b"labels"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroundTruthBatch: _TypeAlias = GroundTruthBatch  # noqa: Y015
