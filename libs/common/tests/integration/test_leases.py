@@ -64,6 +64,13 @@ async def written(database: Database, event_id: str) -> int:
     return int(count or 0)
 
 
+async def fenced_write(database: Database, lease: Lease, event_id: str) -> None:
+    """A write of the leader's work: it commits only while `lease` holds."""
+    async with database.transaction() as session:
+        await claim(session, "test", event_id)
+        await lease.fence(session)
+
+
 async def test_one_holder_at_a_time(leases: Callable[[str], Lease]) -> None:
     a, b = leases("a"), leases("b")
     assert await a.try_acquire()
@@ -110,13 +117,8 @@ async def test_a_deposed_holder_cannot_commit_a_fenced_write(
     assert await b.try_acquire()
     assert a.held  # a's own view has not caught up yet: only the fence knows
 
-    async def write_as_deposed_leader() -> None:
-        async with database.transaction() as session:
-            await claim(session, "test", "after-deposed")
-            await a.fence(session)
-
     with pytest.raises(LeaseLost):
-        await write_as_deposed_leader()
+        await fenced_write(database, a, "after-deposed")
     assert await written(database, "after-deposed") == 0
     assert not a.held
 
@@ -172,13 +174,8 @@ async def test_stop_returns_and_the_lease_lapses_while_the_database_blocks_it(
         await stopping
         assert (a.held, a.token) == (False, None)
 
-    async def write_as_stopped_holder() -> None:
-        async with database.transaction() as session:
-            await claim(session, "test", "after-stop")
-            await a.fence(session)
-
     with pytest.raises(LeaseLost):
-        await write_as_stopped_holder()
+        await fenced_write(database, a, "after-stop")
     assert await written(database, "after-stop") == 0
     clock.offset = timedelta(seconds=SETTINGS.ttl_seconds + 0.1)
     assert await b.try_acquire()
