@@ -140,6 +140,15 @@ def test_decode_message_gives_the_message_decode_event_gives() -> None:
         assert message == decode_event(record.headers, record.value, TYPES).message == registered()
 
 
+def test_header_names_are_read_in_any_case() -> None:
+    """Kafka header names are case-sensitive; the binding's attribute names are not."""
+    record = encode_event("t", registered(), source="s", subject="iris", content_type=JSON)
+    shouted = [(name.upper(), value) for name, value in record.headers]
+    envelope = decode_event(shouted, record.value, TYPES)
+    assert (envelope.id, envelope.subject, envelope.content_type) == (record.event_id, "iris", JSON)
+    assert decode_message(shouted, record.value, TYPES) == registered()
+
+
 def test_event_type_is_the_full_protobuf_name() -> None:
     assert event_type(StringValue) == "google.protobuf.StringValue"
     assert event_type(registered()) == "flywheel.registry.v1.ModelVersionRegistered"
