@@ -8,7 +8,8 @@ class and its ground truth comparable everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 from google.protobuf.message import Message
@@ -19,6 +20,8 @@ from flywheel.gateway.v1.events_pb2 import PredictionLog, PredictionLogBatch
 from flywheel_common.events import OutgoingRecord
 from flywheel_common.signatures import NUMPY_DTYPES
 from flywheel_common.topics import PREDICTIONS
+
+M = TypeVar("M", PredictionLog, GroundTruth)
 
 LABEL_OUTPUT = "label"
 PROBABILITIES_OUTPUT = "probabilities"
@@ -37,40 +40,55 @@ def pack(
     max_bytes: int = MAX_RECORD_BYTES,
 ) -> list[tuple[OutgoingRecord, int]]:
     """Prediction logs as `flywheel.predictions` records: one `PredictionLogBatch` per model
-    of at most `per_record` logs and, unless one log alone is larger, `max_bytes`; keyed by
-    the model, in the order given. Each record comes with the number of logs it carries."""
-    by_model: dict[str, list[PredictionLog]] = {}
-    for log in logs:
-        by_model.setdefault(log.model, []).append(log)
+    (`pack_per_model`). Each record comes with the number of logs it carries."""
+    return pack_per_model(
+        logs,
+        lambda part, model: PREDICTIONS.record(
+            PredictionLogBatch(logs=part), source=source, subject=model
+        ),
+        per_record=per_record,
+        max_bytes=max_bytes,
+    )
+
+
+def pack_per_model(
+    items: Sequence[M],
+    record: Callable[[list[M], str], OutgoingRecord],
+    *,
+    per_record: int,
+    max_bytes: int = MAX_RECORD_BYTES,
+) -> list[tuple[OutgoingRecord, int]]:
+    """Messages that name their `model` (prediction logs, labels) as records made by
+    `record(part, model)`: per model, at most `per_record` of them and, unless one alone is
+    larger, `max_bytes`; in the order given. Each record comes with how many it carries."""
+    by_model: dict[str, list[M]] = {}
+    for item in items:
+        by_model.setdefault(item.model, []).append(item)
     packed = []
-    for model, model_logs in by_model.items():
-        for start in range(0, len(model_logs), per_record):
-            chunk = model_logs[start : start + per_record]
-            whole = _record(chunk, source, model)
+    for model, mine in by_model.items():
+        for start in range(0, len(mine), per_record):
+            chunk = mine[start : start + per_record]
+            whole = record(chunk, model)
             if len(whole.value) <= max_bytes:
                 packed.append((whole, len(chunk)))
-            else:  # rare: only then is each log's size worth measuring
+            else:  # rare: only then is each message's size worth measuring
                 for part in _by_size(chunk, max_bytes):
-                    packed.append((_record(part, source, model), len(part)))
+                    packed.append((record(part, model), len(part)))
     return packed
 
 
-def _record(logs: list[PredictionLog], source: str, model: str) -> OutgoingRecord:
-    return PREDICTIONS.record(PredictionLogBatch(logs=logs), source=source, subject=model)
-
-
-def _by_size(logs: list[PredictionLog], max_bytes: int) -> list[list[PredictionLog]]:
-    """`logs` in order, cut into runs of at most `max_bytes` (a larger log alone)."""
-    parts: list[list[PredictionLog]] = []
-    part: list[PredictionLog] = []
+def _by_size(items: list[M], max_bytes: int) -> list[list[M]]:
+    """`items` in order, cut into runs of at most `max_bytes` (a larger one alone)."""
+    parts: list[list[M]] = []
+    part: list[M] = []
     size = 0
-    for log in logs:
-        log_bytes = log.ByteSize() + 5  # the field's tag and length in the batch
-        if part and size + log_bytes > max_bytes:
+    for item in items:
+        item_bytes = item.ByteSize() + 5  # the field's tag and length in the batch
+        if part and size + item_bytes > max_bytes:
             parts.append(part)
             part, size = [], 0
-        part.append(log)
-        size += log_bytes
+        part.append(item)
+        size += item_bytes
     if part:
         parts.append(part)
     return parts

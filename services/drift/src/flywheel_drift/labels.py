@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 
 from flywheel.drift.v1.ground_truth_pb2 import GroundTruth, GroundTruthBatch
 from flywheel_common.events import OutgoingRecord
-from flywheel_common.prediction_logs import MAX_RECORD_BYTES
+from flywheel_common.prediction_logs import MAX_RECORD_BYTES, pack_per_model
 from flywheel_common.topics import TopicSpec
 
 LABELS_PER_RECORD = 1000
@@ -46,27 +46,15 @@ def forwarded(
     """The labels as records of `topic`: a `GroundTruthBatch` per model of at most
     `per_record` labels and, unless one label alone is larger, `max_bytes`, keyed by the
     model; each model's labels in the order given."""
-    by_model: dict[str, list[GroundTruth]] = {}
-    for truth in truths:
-        by_model.setdefault(truth.model, []).append(truth)
-    records: list[OutgoingRecord] = []
-    for model, labels in by_model.items():
-        for start in range(0, len(labels), per_record):
-            records += _within(topic, labels[start : start + per_record], source, model, max_bytes)
-    return records
-
-
-def _within(
-    topic: TopicSpec, labels: list[GroundTruth], source: str, model: str, max_bytes: int
-) -> list[OutgoingRecord]:
-    record = topic.record(GroundTruthBatch(labels=labels), source=source, subject=model)
-    if len(record.value) <= max_bytes or len(labels) == 1:
-        return [record]
-    half = len(labels) // 2
-    return [
-        *_within(topic, labels[:half], source, model, max_bytes),
-        *_within(topic, labels[half:], source, model, max_bytes),
-    ]
+    packed = pack_per_model(
+        truths,
+        lambda part, model: topic.record(
+            GroundTruthBatch(labels=part), source=source, subject=model
+        ),
+        per_record=per_record,
+        max_bytes=max_bytes,
+    )
+    return [record for record, _ in packed]
 
 
 def carried(message: Message) -> Sequence[GroundTruth]:
