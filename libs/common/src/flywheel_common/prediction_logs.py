@@ -247,6 +247,8 @@ def _each_named(
         return []
     # One model's logs list their tensors in one order: look the position up once.
     names = [tensor.name for tensor in getattr(logs[0], field)]
+    if name not in names and not or_first:
+        return []  # the first log has none
     position = names.index(name) if name in names else 0
     try:
         found = [getattr(log, field)[position] for log in logs]

@@ -98,7 +98,7 @@ def observations(logs: Sequence[PredictionLog]) -> Observations:
     return Observations(
         request_ids=[entry.request_id for entry in logs],
         received_at=np.array(
-            [entry.received_at.seconds + entry.received_at.nanos * 1e-9 for entry in logs]
+            [stamp.seconds + stamp.nanos * 1e-9 for stamp in (entry.received_at for entry in logs)]
         ),
         rows=rows,
         features=features,
