@@ -45,6 +45,7 @@ async def start_service(
         f"{prefix}GRPC__PORT": str(port),
         f"{prefix}TELEMETRY__METRICS_PORT": "-1",
         f"{prefix}REPORT__PORT": "0",  # the drift's reports; other services have none
+        f"{prefix}HTTP__PORT": "0",  # the gateway's REST API
         f"{prefix}TELEMETRY__LOG_LEVEL": "WARNING",
         f"{prefix}KAFKA__BOOTSTRAP_SERVERS": bootstrap,
         f"{prefix}AUTH__ALLOW_ANONYMOUS": "true",

@@ -17,6 +17,7 @@ def _environment(name: str, kafka: SecureKafka, password: str, data_dir: Path) -
     prefix = f"FLYWHEEL_{name.upper()}_"
     return os.environ | {
         f"{prefix}GRPC__PORT": str(unused_port()),
+        f"{prefix}HTTP__PORT": "0",
         f"{prefix}DATA_DIR": str(data_dir),
         f"{prefix}TELEMETRY__METRICS_PORT": "-1",
         f"{prefix}AUTH__ALLOW_ANONYMOUS": "true",  # this test is about Kafka's credentials

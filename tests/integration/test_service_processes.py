@@ -44,6 +44,7 @@ async def _serves_health_and_exits_cleanly(name: str, kafka_bootstrap: str, data
         f"{prefix}TELEMETRY__METRICS_PORT": str(metrics_port),
         f"{prefix}GRPC__PORT": str(port),
         f"{prefix}REPORT__PORT": "0",  # the drift's reports; other services have none
+        f"{prefix}HTTP__PORT": "0",  # the gateway's REST API
         f"{prefix}KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
         f"{prefix}DATA_DIR": str(data_dir),
         f"{prefix}AUTH__ALLOW_ANONYMOUS": "true",

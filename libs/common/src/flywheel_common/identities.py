@@ -118,13 +118,14 @@ class Authenticator:
             return ANONYMOUS_ADMIN
         if not authorization:
             raise CredentialsRefused(
-                "send metadata 'authorization: Bearer <token>'", "missing_credentials"
+                "send 'authorization: Bearer <token>' (gRPC metadata, or HTTP header)",
+                "missing_credentials",
             )
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise CredentialsRefused(
-                "the authorization metadata must be 'Bearer <token>'", "malformed"
+                "the authorization metadata or header must be 'Bearer <token>'", "malformed"
             )
         if self._jwt is not None:
             remembered = self._jwt.remembered(token)  # the hot path of a reused JWT

@@ -39,7 +39,7 @@ from flywheel_deployer.settings import DeployerSettings
 from flywheel_drift.app import build as build_drift
 from flywheel_drift.settings import DriftSettings, ReportSettings
 from flywheel_gateway.app import build as build_gateway
-from flywheel_gateway.settings import GatewaySettings
+from flywheel_gateway.settings import GatewaySettings, HttpSettings
 from flywheel_registry.app import build as build_registry
 from flywheel_registry.settings import RegistrySettings
 from flywheel_retrain.app import build as build_retrain
@@ -56,7 +56,7 @@ ANONYMOUS = AuthSettings(allow_anonymous=True)
 # Loops tick fast in tests so that outcomes arrive in a fraction of a second.
 _TEST_DEFAULTS: dict[type[ServiceSettings], dict[str, Any]] = {
     DeployerSettings: {"reconcile_interval_seconds": 0.2, "gateway_heartbeat_timeout_seconds": 5},
-    GatewaySettings: {"heartbeat_seconds": 0.5},
+    GatewaySettings: {"heartbeat_seconds": 0.5, "http": HttpSettings(port=0)},
     # Reports on a free port: tests and replicas run side by side on one machine.
     DriftSettings: {"report": ReportSettings(port=0)},
     RetrainSettings: {"reconcile_interval_seconds": 0.2},

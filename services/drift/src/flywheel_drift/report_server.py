@@ -11,7 +11,14 @@ import ssl
 from aiohttp import web
 
 from flywheel_common.auth import missing_grant, record_denial
-from flywheel_common.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from flywheel_common.errors import (
+    FlywheelError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
+from flywheel_common.http_status import challenge_of, http_status_of
 from flywheel_common.identities import Authenticator
 from flywheel_common.settings import Role, ServerTlsSettings
 from flywheel_common.tls import ReloadingSslContext, TlsNotConfigured
@@ -97,16 +104,11 @@ class ReportServer:
             version = _number(request, "version")
             window = _number(request, "window")
             page = await self._reports.page(model, version or 0, window)
-        except Unauthenticated as refusal:
+        except (Unauthenticated, PermissionDenied) as refusal:
             record_denial(METHOD, refusal, subject, model)
-            return _error(401, refusal.message, {"WWW-Authenticate": 'Bearer realm="flywheel"'})
-        except PermissionDenied as refusal:
-            record_denial(METHOD, refusal, subject, model)
-            return _error(403, refusal.message)
-        except InvalidArgument as error:
-            return _error(400, error.message)
-        except NotFound as error:
-            return _error(404, error.message)
+            return _error(refusal)
+        except (InvalidArgument, NotFound) as error:
+            return _error(error)
         return web.Response(
             text=page, content_type="text/html", headers={"Cache-Control": "no-store"}
         )
@@ -125,5 +127,6 @@ def _number(request: web.Request, name: str) -> int | None:
     return value
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, text=message + "\n", headers=headers)
+def _error(error: FlywheelError) -> web.Response:
+    status = http_status_of(error)
+    return web.Response(status=status, text=error.message + "\n", headers=challenge_of(status))

@@ -7,6 +7,7 @@ import functools
 from flywheel_common.artifact_cache import ArtifactFetcher
 from flywheel_common.foundation import Foundation
 from flywheel_common.grpc_server import ServiceBinding
+from flywheel_common.identities import Authenticator
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.registry_client import RegistryClient
 from flywheel_common.service import Service, instance_id, run_service
@@ -19,6 +20,7 @@ from flywheel_gateway.batching import BatchPolicy
 from flywheel_gateway.consumers import DeploymentFollower, RoutingSettled
 from flywheel_gateway.grpc_api import METHOD_ROLES, METHOD_SCOPES, SERVICE_NAME, InferenceServicer
 from flywheel_gateway.handlers import Inference, InferenceSettings
+from flywheel_gateway.http_api import RestApi
 from flywheel_gateway.journal import Journal
 from flywheel_gateway.models import ModelManager, RuntimeOptions
 from flywheel_gateway.predictions import PredictionLogger
@@ -93,7 +95,17 @@ def build(settings: ServiceSettings | None = None) -> Service:
     # Ready only once the routing table is read to its end and the versions it routes to
     # are warm: a restarted replica never answers NOT_FOUND for a model that is deployed.
     components += [reader, CaughtUp(reader), RoutingSettled(follower), reporter]
-    servicer = InferenceServicer(inference, models, lambda: service.serving)
+    if config.http.port >= 0:
+        components.append(
+            RestApi(
+                config.http,
+                config.grpc,
+                Authenticator(config.auth, "FLYWHEEL_GATEWAY_"),
+                inference,
+                lambda: service.serving,
+            )
+        )
+    servicer = InferenceServicer(inference, lambda: service.serving)
     binding = ServiceBinding(
         SERVICE_NAME,
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from flywheel_common.errors import InvalidArgument, Unavailable
+from flywheel_common.errors import InvalidArgument
 from flywheel_common.grpc_server import Scope, Unscoped, model_field
 from flywheel_common.settings import Role
-from flywheel_gateway.handlers import Inference, InferRequest
-from flywheel_gateway.models import ModelManager
+from flywheel_common.signatures import TensorSpec
+from flywheel_gateway.handlers import SERVER_NAME, SERVER_VERSION, Inference, InferRequest
 from flywheel_gateway.tensors import RequestTensor
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc as pb_grpc
@@ -24,8 +25,6 @@ METHOD_SCOPES: dict[str, Scope] = {
     "ModelMetadata": model_field("name"),
     "ModelInfer": model_field("model_name"),
 }
-SERVER_NAME = "flywheel-gateway"
-SERVER_VERSION = "0.1.0"
 
 # Which typed `contents` field carries each datatype.
 _CONTENTS_FIELD = {
@@ -83,10 +82,15 @@ def _request(request: pb.ModelInferRequest) -> InferRequest:
     )
 
 
+def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
+    return pb.ModelMetadataResponse.TensorMetadata(
+        name=spec.name, datatype=spec.datatype, shape=spec.shape
+    )
+
+
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, inference: Inference, models: ModelManager, is_ready: Any) -> None:
+    def __init__(self, inference: Inference, is_ready: Callable[[], bool]) -> None:
         self._inference = inference
-        self._models = models
         self._is_ready = is_ready
 
     async def ServerLive(
@@ -107,34 +111,21 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: Any
     ) -> pb.ModelReadyResponse:
-        try:
-            version = self._inference.serving_version(request.name, request.version)
-        except Unavailable:
-            return pb.ModelReadyResponse(ready=False)
-        return pb.ModelReadyResponse(ready=self._models.is_ready(request.name, version))
+        return pb.ModelReadyResponse(
+            ready=self._inference.is_model_ready(request.name, request.version)
+        )
 
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: Any
     ) -> pb.ModelMetadataResponse:
-        version = self._inference.serving_version(request.name, request.version)
-        async with self._models.use(request.name, version) as loaded:
-            return pb.ModelMetadataResponse(
-                name=request.name,
-                versions=[str(v) for v in self._models.ready_versions(request.name)],
-                platform="onnxruntime_onnx",
-                inputs=[
-                    pb.ModelMetadataResponse.TensorMetadata(
-                        name=spec.name, datatype=spec.datatype, shape=spec.shape
-                    )
-                    for spec in loaded.signature.inputs
-                ],
-                outputs=[
-                    pb.ModelMetadataResponse.TensorMetadata(
-                        name=spec.name, datatype=spec.datatype, shape=spec.shape
-                    )
-                    for spec in loaded.signature.outputs
-                ],
-            )
+        described = await self._inference.describe(request.name, request.version)
+        return pb.ModelMetadataResponse(
+            name=described.name,
+            versions=described.versions,
+            platform=described.platform,
+            inputs=[_tensor_metadata(spec) for spec in described.inputs],
+            outputs=[_tensor_metadata(spec) for spec in described.outputs],
+        )
 
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: Any

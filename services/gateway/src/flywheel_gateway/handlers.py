@@ -13,8 +13,9 @@ from opentelemetry import metrics, trace
 
 from flywheel.common.v1 import types_pb2 as common
 from flywheel.gateway.v1.events_pb2 import PredictionLog
-from flywheel_common.errors import FlywheelError, InvalidArgument, NotFound
+from flywheel_common.errors import FlywheelError, InvalidArgument, NotFound, Unavailable
 from flywheel_common.grpc_server import status_of
+from flywheel_common.signatures import TensorSpec
 from flywheel_common.telemetry import traceparent
 from flywheel_common.timestamps import duration, epoch
 from flywheel_gateway.models import LoadedVersion, ModelManager
@@ -75,6 +76,22 @@ class InferResult:
 
 
 @dataclass(frozen=True)
+class ModelDescription:
+    """What ModelMetadata answers: the model, its ready versions, the version's signature."""
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+
+PLATFORM = "onnxruntime_onnx"
+SERVER_NAME = "flywheel-gateway"
+SERVER_VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
 class InferenceSettings:
     max_batch_size: int = 64
     non_finite: NonFinitePolicy = NonFinitePolicy.REJECT
@@ -114,6 +131,25 @@ class Inference:
         if not candidates:
             raise self._models.not_ready(model, [r.version for r in routed])
         return max(candidates, key=lambda r: r.weight).version
+
+    def is_model_ready(self, model: str, version: str) -> bool:
+        """Whether the version named (or the one taking most traffic) answers now."""
+        try:
+            number = self.serving_version(model, version)
+        except Unavailable:
+            return False
+        return self._models.is_ready(model, number)
+
+    async def describe(self, model: str, version: str) -> ModelDescription:
+        number = self.serving_version(model, version)
+        async with self._models.use(model, number) as loaded:
+            return ModelDescription(
+                name=model,
+                versions=[str(v) for v in self._models.ready_versions(model)],
+                platform=PLATFORM,
+                inputs=list(loaded.signature.inputs),
+                outputs=list(loaded.signature.outputs),
+            )
 
     def _route(self, request: InferRequest) -> tuple[Route, RoutingTable | None]:
         if request.version:

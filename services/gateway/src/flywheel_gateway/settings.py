@@ -7,8 +7,24 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from flywheel_common.settings import GrpcSettings, TelemetrySettings, WithRegistry
+from flywheel_common.settings import (
+    GrpcSettings,
+    SettingsSection,
+    TelemetrySettings,
+    WithRegistry,
+)
 from flywheel_gateway.tensors import NonFinitePolicy
+
+
+class HttpSettings(SettingsSection):
+    """The KServe V2 REST API beside gRPC: the same models, checks, logs and tokens, over
+    HTTPS with the gRPC port's certificate (plain HTTP when gRPC's TLS is off)."""
+
+    port: int = Field(default=8000, ge=-1, le=65535)
+    """Port of the REST API (Triton's and KServe's HTTP port); 0 picks a free port, -1
+    serves none."""
+    host: str = ""
+    """Address the REST API binds to; empty: gRPC's host."""
 
 
 class GatewaySettings(WithRegistry):
@@ -16,6 +32,9 @@ class GatewaySettings(WithRegistry):
 
     service_name: str = "flywheel-gateway"
     grpc: GrpcSettings = GrpcSettings(port=8001)
+    http: HttpSettings = HttpSettings()
+    """FLYWHEEL_GATEWAY_HTTP__PORT, __HOST. Requests as large as gRPC's
+    max_message_bytes are accepted; workers share the port as they share gRPC's."""
     telemetry: TelemetrySettings = TelemetrySettings(metrics_port=9103)
     gateway_id: str = ""
     """Identifies this replica on flywheel.gateway-status; defaults to the instance id."""

@@ -47,6 +47,15 @@ def _element_count(shape: tuple[int, ...]) -> int:
 
 
 def _decode_bytes(data: bytes, count: int, name: str) -> np.ndarray:
+    items = bytes_elements(data, name)
+    if len(items) != count:
+        raise InvalidArgument(f"input {name!r}: expected {count} BYTES elements, got {len(items)}")
+    array = np.empty(count, dtype=np.object_)
+    array[:] = items
+    return array
+
+
+def bytes_elements(data: bytes, name: str) -> list[bytes]:
     """BYTES raw layout: each element is a 4-byte little-endian length, then its bytes."""
     items: list[bytes] = []
     offset = 0
@@ -59,11 +68,7 @@ def _decode_bytes(data: bytes, count: int, name: str) -> np.ndarray:
             raise InvalidArgument(f"input {name!r}: BYTES element longer than the data left")
         items.append(data[offset : offset + length])
         offset += length
-    if len(items) != count:
-        raise InvalidArgument(f"input {name!r}: expected {count} BYTES elements, got {len(items)}")
-    array = np.empty(count, dtype=np.object_)
-    array[:] = items
-    return array
+    return items
 
 
 def encode_bytes(array: np.ndarray) -> bytes:

@@ -29,6 +29,7 @@ from flywheel_common.registration import registration
 from flywheel_common.service import Service
 from flywheel_common.topics import DEPLOYMENTS
 from flywheel_gateway.app import build as build_gateway
+from flywheel_gateway.http_api import RestApi
 from flywheel_gateway.settings import GatewaySettings
 from flywheel_testing.kafka import tombstone
 from flywheel_testing.models import IrisModels
@@ -56,6 +57,13 @@ class Platform:
     @property
     def address(self) -> str:
         return self.gateway.grpc.address
+
+    def address_of(self, protocol: str) -> str:
+        """Where tritonclient's `protocol` (grpc or http) finds the gateway."""
+        if protocol == "grpc":
+            return self.address
+        rest = next(c for c in self.gateway.components if isinstance(c, RestApi))
+        return f"127.0.0.1:{rest.port}"
 
     async def register(self, model: str, artifact: bytes) -> int:
         async with secure_channel(self.registry.grpc.address) as channel:
@@ -101,8 +109,9 @@ class Platform:
         return reporter._follower
 
 
-async def drive(address: str, scenario: str, **arguments: Any) -> Any:
-    """Run the stock tritonclient in its own process (its protobuf names clash with ours)."""
+async def drive(address: str, scenario: str, protocol: str = "grpc", **arguments: Any) -> Any:
+    """Run the stock tritonclient in its own process (its protobuf names clash with ours):
+    tritonclient.grpc at a gRPC address, or tritonclient.http at a REST one."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         str(DRIVER),
@@ -110,6 +119,7 @@ async def drive(address: str, scenario: str, **arguments: Any) -> Any:
         scenario,
         json.dumps(arguments),
         str(pki().ca_file),
+        protocol,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

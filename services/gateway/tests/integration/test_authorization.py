@@ -134,7 +134,7 @@ async def test_expired_wrong_audience_and_missing_credentials_are_unauthenticate
         for metadata, fragment in [
             (bearer(provider.token(["reader"], expires_in=-300)), "the JWT has expired"),
             (bearer(provider.token(["reader"], audience="billing")), "audience is not"),
-            ((), "send metadata 'authorization: Bearer <token>'"),
+            ((), "send 'authorization: Bearer <token>'"),
             (bearer("guess"), "the bearer token is not valid"),
         ]:
             await expect(

@@ -42,12 +42,34 @@ async def prediction_logs(kafka_bootstrap: str, model: str, at_least: int) -> li
     return logs
 
 
+STATUS = {
+    "grpc": {
+        "invalid": "StatusCode.INVALID_ARGUMENT",
+        "not found": "StatusCode.NOT_FOUND",
+        "unauthenticated": "StatusCode.UNAUTHENTICATED",
+        "plaintext": "StatusCode.UNAVAILABLE",
+    },
+    "http": {
+        "invalid": "400",
+        "not found": "404",
+        "unauthenticated": "401",
+        "plaintext": "connection refused",
+    },
+}
+"""What each stock client reports for the same refusal."""
+
+PROTOCOLS = pytest.mark.parametrize("protocol", ["grpc", "http"])
+
+
+@PROTOCOLS
 async def test_stock_tritonclient_speaks_every_rpc(
-    platform: Platform, iris: IrisModels, model_name: str, kafka_bootstrap: str
+    platform: Platform, iris: IrisModels, model_name: str, kafka_bootstrap: str, protocol: str
 ) -> None:
     assert await platform.register(model_name, iris.classifier) == 1
     await platform.deploy(model_name, {1: 100}, generation=1)
-    result = await drive(platform.address, "protocol", model=model_name)
+    result = await drive(
+        platform.address_of(protocol), "protocol", protocol=protocol, model=model_name
+    )
     for flag in ("live", "ready", "model_ready", "v1_ready"):
         assert result[flag], flag
     assert not result["missing_ready"]
@@ -58,7 +80,7 @@ async def test_stock_tritonclient_speaks_every_rpc(
     assert result["selected"] == ["label"]
     session = onnxruntime.InferenceSession(iris.classifier, providers=["CPUExecutionProvider"])
     label, probabilities = session.run(None, {"features": np.asarray(result["x"], np.float32)})
-    assert result["label"] == label.tolist()
+    assert result["label"] == result["json_label"] == label.tolist()
     np.testing.assert_allclose(result["probabilities"], probabilities, rtol=1e-6)
 
     logs = await prediction_logs(kafka_bootstrap, model_name, at_least=2)
@@ -71,29 +93,29 @@ async def test_stock_tritonclient_speaks_every_rpc(
     )
 
 
+@PROTOCOLS
 async def test_invalid_inputs_are_rejected_precisely(
-    platform: Platform, iris: IrisModels, model_name: str
+    platform: Platform, iris: IrisModels, model_name: str, protocol: str
 ) -> None:
     await platform.register(model_name, iris.classifier)
     await platform.deploy(model_name, {1: 100}, generation=1)
-    result = await drive(platform.address, "invalid", model=model_name)
+    result = await drive(
+        platform.address_of(protocol), "invalid", protocol=protocol, model=model_name
+    )
     expectations = {
-        "wrong datatype": ("StatusCode.INVALID_ARGUMENT", "expected datatype FP32, received FP64"),
-        "wrong shape": ("StatusCode.INVALID_ARGUMENT", "expected shape [-1, 4], received [2, 3]"),
-        "wrong name": ("StatusCode.INVALID_ARGUMENT", "missing input(s) features"),
-        "batch too large": (
-            "StatusCode.INVALID_ARGUMENT",
-            "batch of 300 exceeds the maximum of 256",
-        ),
-        "nan": ("StatusCode.INVALID_ARGUMENT", "NaN or Inf"),
-        "unknown model": ("StatusCode.NOT_FOUND", "is not deployed"),
-        "unknown version": ("StatusCode.NOT_FOUND", "version 99 is not served"),
-        "bad version": ("StatusCode.INVALID_ARGUMENT", "must be a version number"),
-        "unknown output": ("StatusCode.INVALID_ARGUMENT", "unknown output(s) nope"),
+        "wrong datatype": ("invalid", "expected datatype FP32, received FP64"),
+        "wrong shape": ("invalid", "expected shape [-1, 4], received [2, 3]"),
+        "wrong name": ("invalid", "missing input(s) features"),
+        "batch too large": ("invalid", "batch of 300 exceeds the maximum of 256"),
+        "nan": ("invalid", "NaN or Inf"),
+        "unknown model": ("not found", "is not deployed"),
+        "unknown version": ("not found", "version 99 is not served"),
+        "bad version": ("invalid", "must be a version number"),
+        "unknown output": ("invalid", "unknown output(s) nope"),
     }
     for case, (status, fragment) in expectations.items():
         got_status, message = result[case]
-        assert got_status == status, (case, result[case])
+        assert got_status == STATUS[protocol][status], (case, result[case])
         assert fragment in message, (case, message)
 
 
@@ -188,10 +210,18 @@ async def test_stock_tritonclient_connects_over_tls_with_a_bearer_token_as_readm
 ) -> None:
     await own_platform.register(model_name, iris.classifier)
     await own_platform.deploy(model_name, {1: 100}, generation=1)
-    result = await drive(own_platform.address, "bearer", model=model_name, token="reader-token")
-    assert result == {
-        "with token": "1",
-        "without token": "StatusCode.UNAUTHENTICATED",
-        "wrong token": "StatusCode.UNAUTHENTICATED",
-        "plaintext": "StatusCode.UNAVAILABLE",
-    }
+    for protocol in ("grpc", "http"):
+        result = await drive(
+            own_platform.address_of(protocol),
+            "bearer",
+            protocol=protocol,
+            model=model_name,
+            token="reader-token",
+        )
+        status = STATUS[protocol]
+        assert result == {
+            "with token": "1",
+            "without token": status["unauthenticated"],
+            "wrong token": status["unauthenticated"],
+            "plaintext": status["plaintext"],
+        }, protocol

@@ -1,8 +1,9 @@
 """Drives the gateway with the stock tritonclient, unmodified, and prints results as JSON.
 
 Runs in its own process: tritonclient registers the same protobuf names as Flywheel's
-`inference` package. Usage: triton_driver.py ADDRESS SCENARIO JSON_ARGUMENTS CA_FILE
-(the CA the gateway's certificate chains to: tritonclient's own `ssl=True` options).
+`inference` package. Usage: triton_driver.py ADDRESS SCENARIO JSON_ARGUMENTS CA_FILE PROTOCOL
+(the CA the gateway's certificate chains to; PROTOCOL grpc or http: the same scenarios with
+tritonclient.grpc against the gRPC port or tritonclient.http against the REST one).
 """
 
 from __future__ import annotations
@@ -10,53 +11,101 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
 import sys
 import time
 from collections import Counter
+from types import ModuleType
 from typing import Any
 
 import numpy as np
-import tritonclient.grpc as triton
-import tritonclient.grpc.aio as triton_aio
+import tritonclient.grpc as triton_grpc
+import tritonclient.grpc.aio as triton_grpc_aio
+import tritonclient.http as triton_http
+import tritonclient.http.aio as triton_http_aio
+from geventhttpclient.response import HTTPConnectionClosed
 from tritonclient.utils import InferenceServerException
+
+PROTOCOL = sys.argv[5] if len(sys.argv) > 5 else "grpc"
+triton: ModuleType = triton_http if PROTOCOL == "http" else triton_grpc
+
+
+def client_of(address: str, ca_file: str, secure: bool = True) -> Any:
+    """A blocking client of the protocol, trusting the CA (or plaintext)."""
+    if PROTOCOL == "http":
+        options = {"ssl": True, "ssl_options": {"ca_certs": ca_file}} if secure else {}
+        return triton_http.InferenceServerClient(address, **options)
+    options = {"ssl": True, "root_certificates": ca_file} if secure else {}
+    return triton_grpc.InferenceServerClient(address, **options)
+
+
+def aio_client_of(address: str, ca_file: str) -> Any:
+    if PROTOCOL == "http":
+        context = ssl.create_default_context(cafile=ca_file)
+        return triton_http_aio.InferenceServerClient(address, ssl=True, ssl_context=context)
+    return triton_grpc_aio.InferenceServerClient(address, ssl=True, root_certificates=ca_file)
+
+
+def field(message: Any, name: str) -> Any:
+    """A field of a response: a dict over HTTP, a protobuf message over gRPC."""
+    return message[name] if isinstance(message, dict) else getattr(message, name)
+
+
+def tensors(message: Any, name: str) -> list[list[Any]]:
+    return [
+        [field(t, "name"), field(t, "datatype"), [int(d) for d in field(t, "shape")]]
+        for t in field(message, name)
+    ]
 
 
 def features(rows: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 7, size=(rows, 4)).astype(np.float32)
 
 
-def inputs_of(array: np.ndarray, name: str = "features", datatype: str = "FP32") -> list[Any]:
+def inputs_of(
+    array: np.ndarray, name: str = "features", datatype: str = "FP32", binary: bool = True
+) -> list[Any]:
     tensor = triton.InferInput(name, list(array.shape), datatype)
-    tensor.set_data_from_numpy(array)
+    if PROTOCOL == "http":
+        tensor.set_data_from_numpy(array, binary_data=binary)
+    else:
+        tensor.set_data_from_numpy(array)
     return [tensor]
 
 
-def protocol(client: triton.InferenceServerClient, model: str, **_: Any) -> dict[str, Any]:
+def requested(name: str, binary: bool = True) -> Any:
+    if PROTOCOL == "http":
+        return triton.InferRequestedOutput(name, binary_data=binary)
+    return triton.InferRequestedOutput(name)
+
+
+def protocol(client: Any, model: str, **_: Any) -> dict[str, Any]:
     metadata = client.get_model_metadata(model)
     x = features(3)
     full = client.infer(model, inputs_of(x), request_id="req-42")
-    only_label = client.infer(
-        model, inputs_of(x), outputs=[triton.InferRequestedOutput("label")], model_version="1"
-    )
+    only_label = client.infer(model, inputs_of(x), outputs=[requested("label")], model_version="1")
+    # Over HTTP: JSON values both ways (the others send and answer binary tensor data).
+    as_json = client.infer(model, inputs_of(x, binary=False), outputs=[requested("label", False)])
     return {
         "live": client.is_server_live(),
         "ready": client.is_server_ready(),
-        "server": client.get_server_metadata().name,
+        "server": field(client.get_server_metadata(), "name"),
         "model_ready": client.is_model_ready(model),
         "v1_ready": client.is_model_ready(model, "1"),
         "missing_ready": client.is_model_ready(model, "99"),
-        "inputs": [(i.name, i.datatype, list(i.shape)) for i in metadata.inputs],
-        "outputs": [(o.name, o.datatype, list(o.shape)) for o in metadata.outputs],
-        "id": full.get_response().id,
-        "version": full.get_response().model_version,
+        "inputs": tensors(metadata, "inputs"),
+        "outputs": tensors(metadata, "outputs"),
+        "id": field(full.get_response(), "id"),
+        "version": field(full.get_response(), "model_version"),
         "x": x.tolist(),
         "label": full.as_numpy("label").tolist(),
         "probabilities": full.as_numpy("probabilities").tolist(),
-        "selected": [o.name for o in only_label.get_response().outputs],
+        "selected": [field(o, "name") for o in field(only_label.get_response(), "outputs")],
+        "json_label": as_json.as_numpy("label").tolist(),
     }
 
 
-def invalid(client: triton.InferenceServerClient, model: str, **_: Any) -> dict[str, Any]:
+def invalid(client: Any, model: str, **_: Any) -> dict[str, Any]:
     cases: dict[str, Any] = {
         "wrong datatype": lambda: client.infer(
             model, inputs_of(features(2).astype(np.float64), datatype="FP64")
@@ -69,7 +118,7 @@ def invalid(client: triton.InferenceServerClient, model: str, **_: Any) -> dict[
         "unknown version": lambda: client.infer(model, inputs_of(features(1)), model_version="99"),
         "bad version": lambda: client.infer(model, inputs_of(features(1)), model_version="latest"),
         "unknown output": lambda: client.infer(
-            model, inputs_of(features(1)), outputs=[triton.InferRequestedOutput("nope")]
+            model, inputs_of(features(1)), outputs=[requested("nope")]
         ),
     }
     results = {}
@@ -95,7 +144,7 @@ async def load(
 ) -> dict[str, Any]:
     """Many batch-1 requests; counts versions per routing key and every failure. With
     `seconds`, for that long, or until `stop_file` exists (the test is done) if sooner."""
-    client = triton_aio.InferenceServerClient(address, ssl=True, root_certificates=ca_file)
+    client = aio_client_of(address, ca_file)
     versions: Counter[str] = Counter()
     per_key: dict[str, set[str]] = {}
     failures: list[str] = []
@@ -129,7 +178,7 @@ async def load(
             except InferenceServerException as error:
                 failures.append(f"{error.status()}: {error.message()}")
                 continue
-            version = result.get_response().model_version
+            version = field(result.get_response(), "model_version")
             versions[version] += 1
             if keys:
                 per_key.setdefault(f"user-{number % keys}", set()).add(version)
@@ -150,14 +199,14 @@ async def load(
 
 
 def bearer(
-    client: triton.InferenceServerClient, model: str, token: str, address: str, **_: Any
+    client: Any, model: str, token: str, address: str, ca_file: str, **_: Any
 ) -> dict[str, Any]:
     """README's client: TLS trusting the CA, the token as a header. Then the same call
     without the token, and without TLS."""
     x = features(1)
     answered = client.infer(model, inputs_of(x), headers={"authorization": f"Bearer {token}"})
-    outcomes: dict[str, Any] = {"with token": answered.get_response().model_version}
-    plaintext = triton.InferenceServerClient(address)
+    outcomes: dict[str, Any] = {"with token": field(answered.get_response(), "model_version")}
+    plaintext = client_of(address, ca_file, secure=False)
     for name, call in {
         "without token": lambda: client.infer(model, inputs_of(x)),
         "wrong token": lambda: client.infer(
@@ -172,6 +221,8 @@ def bearer(
             outcomes[name] = "answered"
         except InferenceServerException as error:
             outcomes[name] = error.status()
+        except (OSError, HTTPConnectionClosed):  # over HTTP, a TLS port hangs up
+            outcomes[name] = "connection refused"
     return outcomes
 
 
@@ -181,10 +232,9 @@ def main() -> None:
     if scenario == "load":
         print(json.dumps(asyncio.run(load(address, ca_file=ca_file, **arguments))))
         return
-    # tritonclient.grpc reads root_certificates from a file name.
-    client = triton.InferenceServerClient(address, ssl=True, root_certificates=ca_file)
+    client = client_of(address, ca_file)
     scenarios = {"protocol": protocol, "invalid": invalid, "bearer": bearer}
-    print(json.dumps(scenarios[scenario](client, address=address, **arguments)))
+    print(json.dumps(scenarios[scenario](client, address=address, ca_file=ca_file, **arguments)))
 
 
 if __name__ == "__main__":
