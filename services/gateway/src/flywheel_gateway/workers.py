@@ -2,7 +2,8 @@
 
 With `WORKERS` above one, `python -m flywheel_gateway` becomes a small supervisor: it starts
 one serving process per worker (each with `WORKERS=1`, its `WORKER_INDEX` and
-`GRPC__REUSE_PORT=true`, so the kernel shares the port's connections out among them) and
+`GRPC__REUSE_PORT=true`, so the kernel shares the port's connections out among them, the
+REST API's as well) and
 forwards SIGTERM and SIGINT to them. Each worker is a full replica: its own routing, models,
 prediction logger and journal, its own status on `flywheel.gateway-status`. If a worker
 dies, the supervisor stops the others and exits with its status, so the pod restarts whole.
@@ -45,8 +46,11 @@ def run_workers(settings: GatewaySettings) -> int:
     configure_logging(
         settings.service_name, settings.telemetry.log_level, settings.telemetry.log_json
     )
-    if not settings.grpc.port:
-        log.error("WORKERS above 1 needs a fixed GRPC__PORT for the workers to share")
+    if not settings.grpc.port or not settings.http.port:
+        log.error(
+            "WORKERS above 1 needs a fixed GRPC__PORT and HTTP__PORT (or HTTP__PORT=-1) for "
+            "the workers to share"
+        )
         return 2
     workers = {
         process.pid: process
