@@ -102,7 +102,8 @@ cat >&2 <<MSG
 
 Flywheel is running (logs in $logs, also $run_dir/logs/latest):
   registry  127.0.0.1:50051    deployer  127.0.0.1:50052    gateway (KServe V2)  127.0.0.1:8001
-  drift     127.0.0.1:50054    retrain   127.0.0.1:50055    Kafka                $kafka
+  drift     127.0.0.1:50054    retrain   127.0.0.1:50055    its REST API  https://127.0.0.1:8000/v2
+  Kafka     $kafka
 TLS from the local CA $tls/ca.pem; bearer tokens in $run_dir/tokens.json (the CLI reads
 $run_dir/cli.env: CA, client certificate and the admin token).
 Press Ctrl-C to stop. $cli_kafka

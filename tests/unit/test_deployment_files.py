@@ -50,9 +50,10 @@ def test_each_compose_service_runs_its_module_on_its_port(
     grpc, _ = _ports(name)
     assert (ROOT / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
     assert service["command"] == [f"flywheel_{name}"]
-    # The drift service also serves its HTML reports on a port of their own.
-    reports = DriftSettings().report.port
-    extra = [f"{reports}:{reports}"] if name == "drift" else []
+    # The drift service also serves its HTML reports on a port of their own, the gateway
+    # its REST API.
+    extra_port = {"drift": DriftSettings().report.port, "gateway": GatewaySettings().http.port}
+    extra = [f"{extra_port[name]}:{extra_port[name]}"] if name in extra_port else []
     assert service["ports"] == [f"{grpc}:{grpc}", *extra]
     assert str(grpc) in service["healthcheck"]["test"][-1]
     prefix = f"FLYWHEEL_{name.upper()}_"
