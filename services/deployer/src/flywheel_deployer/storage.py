@@ -75,6 +75,8 @@ class RolloutRow(Base):
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     """RolloutStep messages in JSON form: each step's weight, times and analysis."""
     last_analysis: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    arm_weights: Mapped[list[int] | None] = mapped_column(JSON)
+    """A bandit's arms' weights now, in the order of its plan's arms."""
     created_at: Mapped[datetime] = mapped_column(TIMESTAMP, index=True)
     updated_at: Mapped[datetime] = mapped_column(TIMESTAMP)
     finished_at: Mapped[datetime | None] = mapped_column(TIMESTAMP)
@@ -199,6 +201,7 @@ def rollout_of(row: RolloutRow) -> Rollout:
         idempotency_key=row.idempotency_key or "",
         steps=converters.steps_from_document(row.steps),
         last_analysis=converters.analysis_from_document(row.last_analysis),
+        arm_weights=tuple(row.arm_weights or ()),
     )
 
 
@@ -220,6 +223,7 @@ def write_rollout(row: RolloutRow, rollout: Rollout) -> None:
     row.finished_at = rollout.finished_at
     row.steps = converters.steps_document(rollout.steps)
     row.last_analysis = converters.analysis_document(rollout.last_analysis)
+    row.arm_weights = list(rollout.arm_weights) or None
 
 
 class SqlRoutingStates:

@@ -4,7 +4,7 @@ requests, events and the stored JSON document).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from google.protobuf import json_format
@@ -17,17 +17,21 @@ from flywheel_deployer.converters.documents import to_json
 from flywheel_deployer.domain import (
     ArmSpec,
     ArmTarget,
+    BanditTerms,
     Policy,
+    Reward,
     Strategy,
     VersionPolicy,
     VersionPolicyKind,
 )
+from flywheel_deployer.domain.bandit import DEFAULT_FLOOR_PERCENT, DEFAULT_REBALANCE_SECONDS
 
 STRATEGIES: dict[int, Strategy] = {
     pb.STRATEGY_DIRECT: Strategy.DIRECT,
     pb.STRATEGY_CANARY: Strategy.CANARY,
     pb.STRATEGY_AB: Strategy.AB,
     pb.STRATEGY_SHADOW: Strategy.SHADOW,
+    pb.STRATEGY_BANDIT: Strategy.BANDIT,
 }
 STRATEGY_NUMBERS: dict[Strategy, pb.Strategy.ValueType] = {
     strategy: pb.Strategy.ValueType(number) for number, strategy in STRATEGIES.items()
@@ -43,6 +47,11 @@ _ARM_TARGETS = {
     pb.ARM_TARGET_BASELINE: ArmTarget.BASELINE,
     pb.ARM_TARGET_VERSION: ArmTarget.VERSION,
 }
+_REWARDS = {
+    pb.BANDIT_REWARD_UNSPECIFIED: Reward.ACCURACY,
+    pb.BANDIT_REWARD_ACCURACY: Reward.ACCURACY,
+    pb.BANDIT_REWARD_LATENCY: Reward.LATENCY,
+}
 _VERSION_POLICY_NUMBERS = {
     VersionPolicyKind.UNSPECIFIED: pb.GATEWAY_VERSION_POLICY_KIND_UNSPECIFIED,
     VersionPolicyKind.LATEST: pb.GATEWAY_VERSION_POLICY_KIND_LATEST,
@@ -57,7 +66,8 @@ def strategy_of(number: int) -> Strategy:
         return STRATEGIES[number]
     except KeyError:
         raise InvalidArgument(
-            "strategy must be one of STRATEGY_DIRECT, STRATEGY_CANARY, STRATEGY_AB, STRATEGY_SHADOW"
+            "strategy must be one of STRATEGY_DIRECT, STRATEGY_CANARY, STRATEGY_AB, "
+            "STRATEGY_SHADOW, STRATEGY_BANDIT"
         ) from None
 
 
@@ -97,6 +107,36 @@ def version_policy_message(policy: VersionPolicy) -> pb.GatewayVersionPolicy:
     )
 
 
+def _arms(arms: Iterable[pb.AbArm]) -> tuple[ArmSpec, ...]:
+    return tuple(
+        ArmSpec(
+            arm.name,
+            _ARM_TARGETS.get(arm.target, ArmTarget.UNSPECIFIED),
+            arm.version,
+            arm.weight_percent,
+        )
+        for arm in arms
+    )
+
+
+def _bandit_terms(bandit: pb.BanditPolicy) -> BanditTerms:
+    if bandit.reward not in _REWARDS:
+        raise InvalidArgument(
+            "bandit.reward must be BANDIT_REWARD_ACCURACY or BANDIT_REWARD_LATENCY"
+        )
+    return BanditTerms(
+        reward=_REWARDS[bandit.reward],
+        floor_percent=(
+            bandit.floor_percent if bandit.HasField("floor_percent") else DEFAULT_FLOOR_PERCENT
+        ),
+        rebalance_seconds=(
+            seconds_of(bandit.rebalance_interval, "bandit.rebalance_interval")
+            if bandit.HasField("rebalance_interval")
+            else DEFAULT_REBALANCE_SECONDS
+        ),
+    )
+
+
 def policy_of(message: pb.DeploymentPolicy) -> Policy:
     """The policy's terms, unvalidated (Policy.validate and Policy.plan check them)."""
     check_times(message)  # kept as a JSON document, including fields no term reads
@@ -118,15 +158,9 @@ def policy_of(message: pb.DeploymentPolicy) -> Policy:
                 canary.on_insufficient_data, InsufficientData.WAIT
             ),
         ),
-        arms=tuple(
-            ArmSpec(
-                arm.name,
-                _ARM_TARGETS.get(arm.target, ArmTarget.UNSPECIFIED),
-                arm.version,
-                arm.weight_percent,
-            )
-            for arm in message.ab.arms
-        ),
+        arms=_arms(message.ab.arms),
+        bandit_arms=_arms(message.bandit.arms),
+        bandit=_bandit_terms(message.bandit),
         mirror_percent=shadow.mirror_percent,
         shadow_rule=StepRule(
             min_seconds=seconds_of(shadow.min_duration, "shadow.min_duration"),

@@ -5,6 +5,7 @@ A use case loads a rollout, calls a transition (which checks its rules and recor
 events) and saves it; the unit of work stores the result with its events in one
 transaction. Modules, each depending only on those above it:
 
+- `bandit`: Thompson sampling of a bandit's arms' weights from their metric windows.
 - `policy`: a model's deployment policy and the plan it resolves into for one rollout.
 - `routing`: a model's desired routing (weighted routes, sticky key, mirror).
 - `steps`: a rollout's steps and the judgement analysis passed on each.
@@ -14,6 +15,7 @@ transaction. Modules, each depending only on those above it:
 - `observations`: gateways' readiness and versions' metric windows.
 """
 
+from flywheel_deployer.domain.bandit import BanditTerms, Evidence, Reward
 from flywheel_deployer.domain.events import (
     RolloutAborted,
     RolloutCompleted,
@@ -54,11 +56,14 @@ __all__ = [
     "Arm",
     "ArmSpec",
     "ArmTarget",
+    "BanditTerms",
+    "Evidence",
     "GatewayReadiness",
     "MetricWindow",
     "Phase",
     "Plan",
     "Policy",
+    "Reward",
     "Role",
     "Rollout",
     "RolloutAborted",

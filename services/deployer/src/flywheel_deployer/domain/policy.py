@@ -15,6 +15,7 @@ from typing import Any
 from flywheel_common.errors import InvalidArgument
 from flywheel_common.names import check_name
 from flywheel_deployer.analysis import InsufficientData, StepRule, Thresholds
+from flywheel_deployer.domain.bandit import BanditTerms, even_weights
 
 DEFAULT_CANARY_STEPS = (10, 50, 100)
 DEFAULT_GATEWAY_READY_TIMEOUT_SECONDS = 300.0
@@ -25,6 +26,7 @@ class Strategy(StrEnum):
     CANARY = "canary"
     AB = "ab"
     SHADOW = "shadow"
+    BANDIT = "bandit"
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,9 @@ class Plan:
     sticky_key: str = ""
     gateway_ready_timeout_seconds: float = DEFAULT_GATEWAY_READY_TIMEOUT_SECONDS
     version_policy: VersionPolicy | None = None
+    bandit: BanditTerms | None = None
+    """How the arms' weights follow their reward (BANDIT only; `arms` hold the first
+    weights, an even split)."""
 
 
 def check_steps(steps: tuple[int, ...]) -> None:
@@ -167,6 +172,8 @@ class Policy:
     sticky_key: str = ""
     gateway_ready_timeout_seconds: float | None = None
     version_policy: VersionPolicy | None = None
+    bandit_arms: tuple[ArmSpec, ...] = ()
+    bandit: BanditTerms = field(default_factory=BanditTerms)
     revision: int = 0
     """The stored revision (0: never stored), for compare-and-set."""
     document: Mapping[str, Any] | None = None
@@ -190,7 +197,7 @@ class Policy:
         if chosen is None:
             raise InvalidArgument(
                 "strategy must be one of STRATEGY_DIRECT, STRATEGY_CANARY, STRATEGY_AB, "
-                "STRATEGY_SHADOW"
+                "STRATEGY_SHADOW, STRATEGY_BANDIT"
             )
         steps: tuple[int, ...] = (100,)
         rule = StepRule(min_seconds=0, min_requests=0)
@@ -202,6 +209,8 @@ class Policy:
         if chosen is Strategy.AB:
             arms = tuple(arm.resolve(candidate, baseline) for arm in self.arms)
             check_arms(arms)
+        if chosen is Strategy.BANDIT:
+            arms = self._bandit_arms(candidate, baseline)
         shadow_percent = 100
         if chosen is Strategy.SHADOW:
             shadow_percent = self.mirror_percent or 100
@@ -227,4 +236,30 @@ class Policy:
                 else self.gateway_ready_timeout_seconds
             ),
             version_policy=self.version_policy,
+            bandit=self.bandit if chosen is Strategy.BANDIT else None,
         )
+
+    def _bandit_arms(self, candidate: int, baseline: int) -> tuple[Arm, ...]:
+        specs = self.bandit_arms or (
+            ArmSpec("candidate", ArmTarget.CANDIDATE),
+            ArmSpec("baseline", ArmTarget.BASELINE),
+        )
+        if any(spec.weight for spec in specs):
+            raise InvalidArgument(
+                "bandit arms take their weights from their reward: leave weight_percent at 0"
+            )
+        resolved = [spec.resolve(candidate, baseline) for spec in specs]
+        arms = tuple(
+            replace(arm, weight=weight)
+            for arm, weight in zip(resolved, even_weights(len(resolved)), strict=True)
+        )
+        check_arms(arms)
+        floor = self.bandit.floor_percent
+        if floor < 0 or floor * len(arms) > 100:
+            raise InvalidArgument(
+                f"bandit.floor_percent must be in 0..{100 // len(arms)} for {len(arms)} arms "
+                f"(each keeps it), got {floor}"
+            )
+        if self.bandit.rebalance_seconds < 0:
+            raise InvalidArgument("bandit.rebalance_interval cannot be negative")
+        return arms

@@ -4,14 +4,18 @@ and the events each transition records.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+import numpy as np
+
 from flywheel_common.errors import FailedPrecondition, InvalidArgument
 from flywheel_deployer.analysis import Analysis, Decision, Window, analyse, merge
+from flywheel_deployer.domain.bandit import Evidence, best_arm_probabilities, weights
 from flywheel_deployer.domain.events import (
     RolloutAborted,
     RolloutCompleted,
@@ -71,6 +75,8 @@ class Rollout:
     idempotency_key: str = ""
     steps: tuple[Step, ...] = ()
     last_analysis: AnalysisResult | None = None
+    arm_weights: tuple[int, ...] = ()
+    """A bandit's arms' weights now, in the order of plan.arms (empty: the plan's)."""
     events: tuple[RolloutEvent, ...] = field(default=(), compare=False, repr=False)
     """What the transitions since the rollout was loaded caused, oldest first."""
 
@@ -189,9 +195,16 @@ class Rollout:
             return 0
         if self.strategy in (Strategy.DIRECT, Strategy.CANARY):
             return self.plan.steps[self.step_index] if self.baseline else 100
-        if self.strategy is Strategy.AB:
-            return sum(arm.weight for arm in self.plan.arms if arm.version == self.version)
+        if self.strategy in (Strategy.AB, Strategy.BANDIT):
+            return sum(
+                weight
+                for arm, weight in zip(self.plan.arms, self.current_arm_weights(), strict=True)
+                if arm.version == self.version
+            )
         return 0
+
+    def current_arm_weights(self) -> tuple[int, ...]:
+        return self.arm_weights or tuple(arm.weight for arm in self.plan.arms)
 
     @property
     def last_step(self) -> bool:
@@ -206,10 +219,10 @@ class Rollout:
         if not self.active:
             restored = (Route(self.baseline, 100),) if self.baseline else ()
             return Routing(restored, sticky)
-        if self.strategy is Strategy.AB:
+        if self.strategy in (Strategy.AB, Strategy.BANDIT):
             arms = tuple(
-                Route(arm.version, arm.weight if self.step_index >= 0 else 0, Role.ARM, arm.name)
-                for arm in self.plan.arms
+                Route(arm.version, weight if self.step_index >= 0 else 0, Role.ARM, arm.name)
+                for arm, weight in zip(self.plan.arms, self.current_arm_weights(), strict=True)
             )
             if self.step_index < 0 and self.baseline:
                 arms += (Route(self.baseline, 100),)
@@ -229,7 +242,7 @@ class Rollout:
 
     def needed_versions(self) -> set[int]:
         """Versions every live gateway must hold before the next step shifts traffic."""
-        if self.strategy is Strategy.AB:
+        if self.strategy in (Strategy.AB, Strategy.BANDIT):
             return {arm.version for arm in self.plan.arms}
         return {self.version}
 
@@ -508,6 +521,24 @@ class Rollout:
         if self.strategy is Strategy.SHADOW or analysis.decision is Decision.PROMOTE:
             return judged.complete(now, analysis.summary, analysis=result)
         return judged.advance(now, result)
+
+    def rebalance(self, evidence: Sequence[Evidence], now: datetime) -> Rollout:
+        """PROGRESSING bandit: the arms' weights after the evidence of their windows (one
+        per arm, in plan order), at most once per rebalance interval. The draws are seeded
+        by the rollout and the amount of evidence: the same windows give the same weights."""
+        terms = self.plan.bandit
+        if self.phase is not Phase.PROGRESSING or terms is None:
+            return self
+        since = self.step_started_at or self.created_at
+        if (now - since).total_seconds() < terms.rebalance_seconds:
+            return self
+        seen = sum(e.labeled + len(e.latencies_ms) for e in evidence)
+        rng = np.random.default_rng(zlib.crc32(f"{self.rollout_id}:{seen}".encode()))
+        probabilities = best_arm_probabilities(evidence, terms.reward, rng)
+        following = weights(probabilities.tolist(), terms.floor_percent)
+        if following == self.current_arm_weights():
+            return self
+        return replace(self, arm_weights=following, step_started_at=now, updated_at=now)
 
     def _open_step(self, now: datetime) -> Rollout:
         return replace(self, steps=(*self.steps, Step(self.step_index, self.weight, now)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from flywheel_deployer.domain import MetricWindow, Phase, Rollout
+from flywheel_deployer.domain import Evidence, MetricWindow, Phase, Rollout, Strategy
 from flywheel_deployer.handlers.ports import Deps, UnitOfWork, save
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,14 @@ def prepare(deps: Deps, rollout: Rollout, now: datetime) -> Rollout:
 
 
 async def judge(uow: UnitOfWork, rollout: Rollout, now: datetime) -> Rollout:
-    """PROGRESSING: analyse the step (canary, shadow) over the stored windows, act on it."""
+    """PROGRESSING: analyse the step (canary, shadow) over the stored windows, act on it;
+    or move a bandit's traffic after every arm's windows since it began."""
+    if rollout.strategy is Strategy.BANDIT:
+        evidence = [
+            Evidence.of(await uow.windows.since(rollout.model, arm.version, rollout.created_at))
+            for arm in rollout.plan.arms
+        ]
+        return rollout.rebalance(evidence, now)
     if not rollout.judged:
         return rollout
     step_start = rollout.step_started_at or rollout.created_at

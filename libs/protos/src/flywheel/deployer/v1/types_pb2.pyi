@@ -42,6 +42,10 @@ class _StrategyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Strategy.Val
     """
     STRATEGY_SHADOW: _Strategy.ValueType  # 4
     """The new version receives mirrored traffic; the baseline keeps answering every request."""
+    STRATEGY_BANDIT: _Strategy.ValueType  # 5
+    """Two or more versions share traffic with sticky keys, and the deployer moves the traffic
+    towards the arm with the better reward (Thompson sampling) until an operator ends it.
+    """
 
 class Strategy(_Strategy, metaclass=_StrategyEnumTypeWrapper):
     """How a new version reaches traffic."""
@@ -58,6 +62,10 @@ ends the test.
 """
 STRATEGY_SHADOW: Strategy.ValueType  # 4
 """The new version receives mirrored traffic; the baseline keeps answering every request."""
+STRATEGY_BANDIT: Strategy.ValueType  # 5
+"""Two or more versions share traffic with sticky keys, and the deployer moves the traffic
+towards the arm with the better reward (Thompson sampling) until an operator ends it.
+"""
 Global___Strategy: _TypeAlias = Strategy  # noqa: Y015
 
 class _InsufficientDataAction:
@@ -115,6 +123,38 @@ ARM_TARGET_BASELINE: ArmTarget.ValueType  # 2
 ARM_TARGET_VERSION: ArmTarget.ValueType  # 3
 """The fixed version given in AbArm.version."""
 Global___ArmTarget: _TypeAlias = ArmTarget  # noqa: Y015
+
+class _BanditReward:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BanditRewardEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BanditReward.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BANDIT_REWARD_UNSPECIFIED: _BanditReward.ValueType  # 0
+    """Not set: accuracy."""
+    BANDIT_REWARD_ACCURACY: _BanditReward.ValueType  # 1
+    """Predictions found correct by their ground truth (the metric windows' labeled_count and
+    accuracy): the arm most likely to be the most accurate gets the most traffic.
+    """
+    BANDIT_REWARD_LATENCY: _BanditReward.ValueType  # 2
+    """Low p99 latency (the metric windows' latency): the arm most likely to be the fastest
+    gets the most traffic.
+    """
+
+class BanditReward(_BanditReward, metaclass=_BanditRewardEnumTypeWrapper):
+    """What a bandit rewards its arms for."""
+
+BANDIT_REWARD_UNSPECIFIED: BanditReward.ValueType  # 0
+"""Not set: accuracy."""
+BANDIT_REWARD_ACCURACY: BanditReward.ValueType  # 1
+"""Predictions found correct by their ground truth (the metric windows' labeled_count and
+accuracy): the arm most likely to be the most accurate gets the most traffic.
+"""
+BANDIT_REWARD_LATENCY: BanditReward.ValueType  # 2
+"""Low p99 latency (the metric windows' latency): the arm most likely to be the fastest
+gets the most traffic.
+"""
+Global___BanditReward: _TypeAlias = BanditReward  # noqa: Y015
 
 class _GatewayVersionPolicyKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -331,6 +371,7 @@ class DeploymentPolicy(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     UPDATED_BY_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    BANDIT_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Model name."""
     strategy: Global___Strategy.ValueType
@@ -379,6 +420,10 @@ class DeploymentPolicy(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When the policy was last set; output only."""
 
+    @_builtins.property
+    def bandit(self) -> Global___BanditPolicy:
+        """Bandit settings; used when strategy is BANDIT."""
+
     def __init__(
         self,
         *,
@@ -395,10 +440,11 @@ class DeploymentPolicy(_message.Message):
         revision: _builtins.int = ...,
         updated_by: _builtins.str = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        bandit: Global___BanditPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ab", b"ab", "analysis", b"analysis", "canary", b"canary", "gateway_ready_timeout", b"gateway_ready_timeout", "gateway_version_policy", b"gateway_version_policy", "shadow", b"shadow", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ab", b"ab", "analysis", b"analysis", "bandit", b"bandit", "canary", b"canary", "gateway_ready_timeout", b"gateway_ready_timeout", "gateway_version_policy", b"gateway_version_policy", "shadow", b"shadow", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ab", b"ab", "analysis", b"analysis", "auto_rollout_on_promotion", b"auto_rollout_on_promotion", "canary", b"canary", "gateway_ready_timeout", b"gateway_ready_timeout", "gateway_version_policy", b"gateway_version_policy", "model", b"model", "revision", b"revision", "shadow", b"shadow", "sticky_key", b"sticky_key", "strategy", b"strategy", "updated_at", b"updated_at", "updated_by", b"updated_by"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ab", b"ab", "analysis", b"analysis", "auto_rollout_on_promotion", b"auto_rollout_on_promotion", "bandit", b"bandit", "canary", b"canary", "gateway_ready_timeout", b"gateway_ready_timeout", "gateway_version_policy", b"gateway_version_policy", "model", b"model", "revision", b"revision", "shadow", b"shadow", "sticky_key", b"sticky_key", "strategy", b"strategy", "updated_at", b"updated_at", "updated_by", b"updated_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -509,6 +555,53 @@ class AbPolicy(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AbPolicy: _TypeAlias = AbPolicy  # noqa: Y015
+
+@_typing.final
+class BanditPolicy(_message.Message):
+    """Arms of a bandit, and how their traffic follows their reward. Each arm's share is
+    `floor_percent` plus its part of the rest in proportion to the probability that it has the
+    best reward, estimated by Thompson sampling from every metric window of the rollout.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARMS_FIELD_NUMBER: _builtins.int
+    REWARD_FIELD_NUMBER: _builtins.int
+    FLOOR_PERCENT_FIELD_NUMBER: _builtins.int
+    REBALANCE_INTERVAL_FIELD_NUMBER: _builtins.int
+    reward: Global___BanditReward.ValueType
+    """What the arms are rewarded for."""
+    floor_percent: _builtins.int
+    """Least share of traffic each arm keeps, so that its estimate keeps improving: 0 to
+    100 / arms; unset means 5.
+    """
+    @_builtins.property
+    def arms(self) -> _containers.RepeatedCompositeFieldContainer[Global___AbArm]:
+        """Two or more arms; their weight_percent is the reward's to set and must be left at 0.
+        Empty means candidate and baseline.
+        """
+
+    @_builtins.property
+    def rebalance_interval(self) -> _duration_pb2.Duration:
+        """Least time between two changes of the weights; unset means 60 s."""
+
+    def __init__(
+        self,
+        *,
+        arms: _abc.Iterable[Global___AbArm] | None = ...,
+        reward: Global___BanditReward.ValueType = ...,
+        floor_percent: _builtins.int | None = ...,
+        rebalance_interval: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_floor_percent", b"_floor_percent", "floor_percent", b"floor_percent", "rebalance_interval", b"rebalance_interval"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_floor_percent", b"_floor_percent", "arms", b"arms", "floor_percent", b"floor_percent", "rebalance_interval", b"rebalance_interval", "reward", b"reward"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__floor_percent: _TypeAlias = _typing.Literal["floor_percent"]  # noqa: Y015
+    _WhichOneofArgType__floor_percent: _TypeAlias = _typing.Literal["_floor_percent", b"_floor_percent"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__floor_percent) -> _WhichOneofReturnType__floor_percent | None: ...
+
+Global___BanditPolicy: _TypeAlias = BanditPolicy  # noqa: Y015
 
 @_typing.final
 class ShadowPolicy(_message.Message):
