@@ -190,6 +190,8 @@ class Platform:
         errors: int = 0,
         p99_ms: float = 10.0,
         outputs: dict[str, int] | None = None,
+        labeled: int = 0,
+        accuracy: float | None = None,
     ) -> None:
         """A ModelMetricsWindow as the drift detector would publish it, for the step now."""
         started = datetime.now(UTC)
@@ -207,6 +209,9 @@ class Platform:
             latency=drift_types.LatencyQuantiles(p99_ms=p99_ms),
             emitted_at=timestamp(started),
         )
+        if accuracy is not None:
+            window.label_metrics.labeled_count = labeled
+            window.label_metrics.accuracy = accuracy
         if outputs:
             histogram = window.output_histograms.add(output="label")
             histogram.histogram.categories.extend(outputs)

@@ -244,6 +244,77 @@ async def test_ab_arms_hold_their_weights_and_sticky_keys_never_switch(
     await platform.wait_serving({v1})
 
 
+async def test_a_bandit_moves_traffic_to_the_more_accurate_arm_and_keys_only_follow_it(
+    platform: Platform,
+) -> None:
+    v1 = await platform.register(platform.iris.classifier)
+    v2 = await platform.register(platform.iris.retrained)
+    await platform.deploy_first(v1)
+    policy = types.DeploymentPolicy(
+        model=platform.model,
+        strategy=types.STRATEGY_BANDIT,
+        sticky_key="user",
+        bandit=types.BanditPolicy(
+            reward=types.BANDIT_REWARD_ACCURACY, rebalance_interval=duration(0.0)
+        ),
+    )
+    response = await platform.api.StartRollout(
+        api.StartRolloutRequest(model=platform.model, version=v2, policy_override=policy)
+    )
+    rollout_id = response.rollout.rollout_id
+    rollout = await platform.wait_phase(rollout_id, types.ROLLOUT_PHASE_PROGRESSING)
+    assert rollout.weight_percent == 50
+    await platform.wait_serving({v1, v2})
+
+    traffic = platform.traffic()
+    channels = [secure_channel(g.grpc.address) for g in platform.gateways]
+    stubs = [inference_grpc.GRPCInferenceServiceStub(c) for c in channels]
+    keys = [f"user-{n}" for n in range(4000)]
+
+    async def serve_every_key() -> dict[str, int]:
+        served = await asyncio.gather(
+            *(traffic.infer(stubs[n % 2], n, key) for n, key in enumerate(keys))
+        )
+        return dict(zip(keys, served, strict=True))
+
+    try:
+        before = await serve_every_key()
+        # The drift detector's windows: the candidate right 90% of the time, the baseline 70%.
+        for _ in range(3):
+            await platform.publish_window(v2, requests=400, labeled=400, accuracy=0.90)
+            await platform.publish_window(v1, requests=400, labeled=400, accuracy=0.70)
+
+        async def rebalanced() -> bool:
+            return bool((await platform.rollout(rollout_id)).weight_percent == 95)
+
+        await eventually(rebalanced, 60)
+
+        async def gateways_follow() -> bool:
+            probe = await asyncio.gather(
+                *(traffic.infer(stubs[n % 2], n, f"probe-{n}") for n in range(200))
+            )
+            return sum(version == v2 for version in probe) >= 170
+
+        await eventually(gateways_follow, 60)
+        after = await serve_every_key()
+    finally:
+        for channel in channels:
+            await channel.close()
+
+    assert traffic.failures == []
+    assert abs(Counter(before.values())[v2] / len(keys) - 0.50) <= 0.03
+    assert abs(Counter(after.values())[v2] / len(keys) - 0.95) <= 0.02, Counter(after.values())
+    # Sticky keys: a key moves only to the arm that gained traffic, never away from it.
+    assert all(after[key] == v2 for key in keys if before[key] == v2)
+    rollout = await platform.rollout(rollout_id)
+    assert rollout.phase == types.ROLLOUT_PHASE_PROGRESSING
+    ended = await platform.api.PromoteNow(
+        api.PromoteNowRequest(rollout_id=rollout_id, reason="the bandit found the winner")
+    )
+    assert ended.rollout.phase == types.ROLLOUT_PHASE_SUCCEEDED
+    await platform.wait_serving({v2})
+
+
 async def test_shadow_never_changes_responses(platform: Platform) -> None:
     v1 = await platform.register(platform.iris.classifier)
     v2 = await platform.register(platform.iris.retrained)
