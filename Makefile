@@ -9,7 +9,7 @@ DEMO ?= 1
 LOOP_ARGS ?=
 FUZZ_INPUTS ?= 10000
 OVERLAY ?= dev
-SOURCES := libs/common libs/cli libs/testing services tests bench examples
+SOURCES := libs/common libs/cli libs/sdk libs/testing services tests bench examples
 
 .PHONY: help
 help: ## List the targets
@@ -56,7 +56,7 @@ k8s-render: ## Print an overlay's manifests: make k8s-render OVERLAY=dev (prod: 
 lint: install ## ruff on all Python, mypy --strict on flywheel_common and the services
 	@$(UV) run --frozen ruff check $(SOURCES)
 	@$(UV) run --frozen ruff format --check $(SOURCES)
-	@$(UV) run --frozen mypy -p flywheel_common -p flywheel_cli -p flywheel_testing -p flywheel_examples $(foreach s,$(notdir $(wildcard services/*)),-p flywheel_$(s))
+	@$(UV) run --frozen mypy -p flywheel_common -p flywheel_cli -p flywheel_sdk -p flywheel_testing -p flywheel_examples $(foreach s,$(notdir $(wildcard services/*)),-p flywheel_$(s))
 
 .PHONY: audit
 audit: install ## Known vulnerabilities in uv.lock (pip-audit; accepted ones in infra/audit/ignored.txt)

@@ -93,3 +93,16 @@ class Signature:
             return tuple(TensorSpec(name, datatype, tuple(shape)) for name, datatype, shape in rows)
 
         return cls(specs(data["inputs"]), specs(data["outputs"]))
+
+
+def session_signature(session: Any) -> Signature:
+    """The signature of a loaded onnxruntime InferenceSession (its inputs and outputs)."""
+
+    def spec(value: Any) -> TensorSpec:
+        datatype = ONNXRUNTIME_DATATYPES.get(value.type, value.type)
+        shape = tuple(d if isinstance(d, int) and d >= 0 else DYNAMIC for d in value.shape)
+        return TensorSpec(value.name, datatype, shape)
+
+    return Signature(
+        tuple(spec(v) for v in session.get_inputs()), tuple(spec(v) for v in session.get_outputs())
+    )

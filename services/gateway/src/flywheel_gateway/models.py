@@ -27,9 +27,8 @@ from flywheel_common.errors import (
 from flywheel_common.signatures import (
     DYNAMIC,
     NUMPY_DTYPES,
-    ONNXRUNTIME_DATATYPES,
     Signature,
-    TensorSpec,
+    session_signature,
 )
 from flywheel_gateway.batching import Arrays, BatchPolicy, DynamicBatcher
 
@@ -106,17 +105,6 @@ class LoadedVersion:
         names = [spec.name for spec in self.signature.outputs]
         results = self.session.run(names, inputs)
         return dict(zip(names, results, strict=True))
-
-
-def _signature(session: onnxruntime.InferenceSession) -> Signature:
-    def spec(value: onnxruntime.NodeArg) -> TensorSpec:
-        datatype = ONNXRUNTIME_DATATYPES.get(value.type, value.type)
-        shape = tuple(d if isinstance(d, int) and d >= 0 else DYNAMIC for d in value.shape)
-        return TensorSpec(value.name, datatype, shape)
-
-    return Signature(
-        tuple(spec(v) for v in session.get_inputs()), tuple(spec(v) for v in session.get_outputs())
-    )
 
 
 def _warmup_inputs(signature: Signature) -> Arrays:
@@ -209,7 +197,7 @@ class ModelManager:
             session = await loop.run_in_executor(self._executor, self._create_session, path)
             loaded.session = session
             loaded.provider = session.get_providers()[0]
-            loaded.signature = _signature(session)
+            loaded.signature = session_signature(session)
             await loop.run_in_executor(self._executor, loaded.run, _warmup_inputs(loaded.signature))
             loaded.batcher = DynamicBatcher(
                 loaded.run,
