@@ -51,8 +51,8 @@ from flywheel.deployer.v1 import events_pb2 as deployer_events
 from flywheel.deployer.v1 import types_pb2 as deployer_types
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import ClientTlsSettings, KafkaSettings
-from flywheel_common.sklearn_onnx import onnx_from_sklearn
 from flywheel_common.topics import DEPLOYMENTS, ensure_topics
+from flywheel_sdk import to_onnx
 from flywheel_testing.backends import unused_port
 from flywheel_testing.tls import pki, tls_environment
 
@@ -64,7 +64,7 @@ def mlp_model() -> tuple[bytes, np.ndarray]:
     features, labels = load_breast_cancer(return_X_y=True)
     features = StandardScaler().fit_transform(features).astype(np.float32)
     model = MLPClassifier(hidden_layer_sizes=(64, 32), max_iter=300, random_state=0)
-    return onnx_from_sklearn(model.fit(features, labels), features.shape[1]), features
+    return to_onnx(model.fit(features, labels), features.shape[1]).onnx, features
 
 
 async def deploy(bootstrap: str, model: str) -> None:

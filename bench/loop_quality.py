@@ -44,8 +44,8 @@ from typing import Any
 
 import grpc
 import numpy as np
-from flywheel_examples.breast_cancer import Dataset, register, write_csv
-from loop_training import ENTRYPOINT, RECENT_ROWS, fit, registration_for
+from flywheel_examples.breast_cancer import Dataset, write_csv
+from loop_training import ENTRYPOINT, RECENT_ROWS, fit, register_fitted
 from river import forest
 from river.datasets import synth
 
@@ -59,9 +59,9 @@ from flywheel.retrain.v1 import types_pb2 as retrain_types
 from flywheel_common.channels import aio_channel
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import LeaseSettings
-from flywheel_common.sklearn_onnx import onnx_from_sklearn
 from flywheel_common.timestamps import duration, timestamp
 from flywheel_common.topics import GROUND_TRUTH
+from flywheel_sdk import Registry
 from flywheel_testing.backends import kafka_address
 from flywheel_testing.platform import Platform, in_process
 from flywheel_testing.tls import pki
@@ -367,17 +367,17 @@ async def register_first_version(platform: Platform, model: str, stream: Stream)
     )
     path = (platform.data_dir / f"{model}-training.csv").resolve()
     sha = write_csv(dataset, path)
-    artifact = await asyncio.to_thread(
-        lambda: onnx_from_sklearn(fit(dataset.features, dataset.labels), len(stream.feature_names))
-    )
+    fitted = await asyncio.to_thread(fit, dataset.features, dataset.labels)
     lineage = registry_types.Lineage(
         dataset_uri=path.as_uri(),
         dataset_sha256=sha,
         triggered_by="manual:bench-loop",
         training_entrypoint=ENTRYPOINT,
     )
-    messages = registration_for(model, dataset, artifact, lineage, ["production"])
-    await register(platform.registry_address, pki().client_tls(), "", messages)
+    registry = Registry(platform.registry_address, pki().client_tls())
+    await asyncio.to_thread(
+        register_fitted, model, dataset, fitted, lineage, ["production"], registry
+    )
 
 
 async def pages(call: Callable[[str], Any], items: str) -> list[Any]:

@@ -7,26 +7,22 @@ It fits a gradient-boosted tree classifier on the newest `RECENT_ROWS` rows of t
 the run prepared (the trigger's dataset is the production version's training data followed
 by the logged, labelled predictions, oldest first): on a drifting stream the newest rows are
 the current concept. The model goes to ONNX and is registered as the run's candidate with
-its lineage, as `flywheel_examples.breast_cancer` does.
+its lineage through the SDK, as `flywheel_examples.breast_cancer` does.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 
 import numpy as np
-from flywheel_examples.breast_cancer import Dataset, code_version, read_csv, register
+from flywheel_examples.breast_cancer import Dataset, code_version, read_csv
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
-from flywheel.registry.v1 import registry_pb2 as registry_pb
-from flywheel.registry.v1 import types_pb2 as registry_types
-from flywheel_common.registration import registration
-from flywheel_common.sklearn_onnx import onnx_from_sklearn
 from flywheel_common.telemetry import continued_trace
 from flywheel_common.training import TrainingResult, TrainingRun
+from flywheel_sdk import Lineage, Registry, register
 
 ENTRYPOINT = f"{sys.executable} {Path(__file__).resolve()}"
 RECENT_ROWS = 2000
@@ -71,42 +67,40 @@ def _model() -> HistGradientBoostingClassifier:
     return HistGradientBoostingClassifier(max_iter=100, random_state=0)
 
 
-def registration_for(
-    model: str,
+def register_fitted(
+    name: str,
     dataset: Dataset,
-    artifact: bytes,
-    lineage: registry_types.Lineage,
+    fitted: HistGradientBoostingClassifier,
+    lineage: Lineage,
     aliases: list[str],
+    registry: Registry,
     idempotency_key: str = "",
-) -> list[registry_pb.RegisterModelVersionRequest]:
-    """The model's registration; its reference sample is the newest rows it learned from."""
-    sample = dataset.features[-REFERENCE_ROWS:].astype(np.float32)
-    return registration(
-        model,
-        artifact,
-        sample=sample.tobytes(),
-        n_features=sample.shape[1],
+) -> int:
+    """The model through the SDK (ONNX, checked against the fitted model); its reference
+    sample is the newest rows it learned from."""
+    registered = register(
+        fitted,
+        name,
+        reference=dataset.features[-REFERENCE_ROWS:],
         feature_names=dataset.feature_names,
-        chunk=1 << 20,
         description="gradient-boosted trees on a synthetic concept-drift stream",
         params={"estimator": "hist_gradient_boosting", "rows": str(len(dataset.labels))},
         lineage=lineage,
         aliases=aliases,
         idempotency_key=idempotency_key,
+        registry=registry,
     )
+    return registered.version
 
 
 def retrain(run: TrainingRun) -> int:
     dataset = read_csv(Path(run.dataset_path))
     fitted = fit(dataset.features, dataset.labels)
-    artifact = onnx_from_sklearn(fitted, dataset.features.shape[1])
     lineage = run.lineage(code_version(), ENTRYPOINT)
-    messages = registration_for(
-        run.model, dataset, artifact, lineage, [run.alias], run.idempotency_key
-    )
+    registry = Registry(run.registry_address, run.registry_tls(), run.registry_token)
     with continued_trace(run.traceparent):
-        version = asyncio.run(
-            register(run.registry_address, run.registry_tls(), run.registry_token, messages)
+        version = register_fitted(
+            run.model, dataset, fitted, lineage, [run.alias], registry, run.idempotency_key
         )
     TrainingResult(run.model, version).write(Path(run.output_dir))
     print(f"run {run.run_id}: {len(dataset.labels)} rows given, registered version {version}")

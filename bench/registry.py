@@ -38,19 +38,19 @@ from flywheel_common.settings import (
     KafkaSettings,
     TelemetrySettings,
 )
-from flywheel_common.sklearn_onnx import onnx_from_sklearn
 from flywheel_registry.app import build
 from flywheel_registry.onnx_validation import validate_onnx
 from flywheel_registry.settings import RegistrySettings
 from flywheel_registry.storage import ModelRow, VersionRow
+from flywheel_sdk import to_onnx
 from flywheel_testing.tls import grpc_settings, secure_channel
 
 
 def iris_model() -> bytes:
     features, labels = load_iris(return_X_y=True)
-    return onnx_from_sklearn(
+    return to_onnx(
         LogisticRegression(max_iter=500).fit(features.astype(np.float32), labels), 4
-    )
+    ).onnx
 
 
 def large_model(megabytes: int) -> bytes:

@@ -40,7 +40,6 @@ from flywheel.gateway.v1 import events_pb2 as gateway_events
 from flywheel_common.events import EventTypes, decode_event
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings
-from flywheel_common.sklearn_onnx import onnx_from_sklearn
 from flywheel_common.timestamps import timestamp
 from flywheel_common.topics import (
     DEPLOYMENT_EVENTS,
@@ -49,6 +48,7 @@ from flywheel_common.topics import (
     MODEL_METRICS,
     ensure_topics,
 )
+from flywheel_sdk import to_onnx
 from flywheel_testing.kafka import client_options
 from flywheel_testing.tls import secure_channel
 
@@ -57,7 +57,7 @@ def iris_versions() -> tuple[bytes, bytes]:
     features, labels = load_iris(return_X_y=True)
     first = LogisticRegression(max_iter=500).fit(features, labels)
     second = LogisticRegression(max_iter=500, C=0.1).fit(features, labels)
-    return onnx_from_sklearn(first, 4), onnx_from_sklearn(second, 4)
+    return to_onnx(first, 4).onnx, to_onnx(second, 4).onnx
 
 
 class Watcher:

@@ -15,7 +15,6 @@ the run, its trigger and the dataset's sha256.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import subprocess
 from dataclasses import dataclass
@@ -31,15 +30,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
-from flywheel.registry.v1 import registry_pb2 as registry_pb
-from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
-from flywheel.registry.v1 import types_pb2 as registry_types
-from flywheel_common.channels import aio_channel
-from flywheel_common.registration import registration
-from flywheel_common.settings import ClientTlsSettings
-from flywheel_common.sklearn_onnx import onnx_from_sklearn
 from flywheel_common.telemetry import continued_trace
 from flywheel_common.training import TrainingResult, TrainingRun
+from flywheel_sdk import Lineage, Registry, register
 
 ENTRYPOINT = "python -m flywheel_examples.breast_cancer"
 MODEL = "breast-cancer"
@@ -85,8 +78,8 @@ def estimator(kind: str) -> Any:
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
 
 
-def train(dataset: Dataset, kind: str) -> tuple[bytes, dict[str, float]]:
-    """The fitted model as ONNX and its accuracy on a 20% split it was not fitted on."""
+def train(dataset: Dataset, kind: str) -> tuple[Any, dict[str, float]]:
+    """The model fitted on every row, and its accuracy on a 20% split it was not fitted on."""
     fit_x, test_x, fit_y, test_y = train_test_split(
         dataset.features,
         dataset.labels,
@@ -97,7 +90,7 @@ def train(dataset: Dataset, kind: str) -> tuple[bytes, dict[str, float]]:
     model = estimator(kind).fit(fit_x.astype(np.float32), fit_y)
     accuracy = float(model.score(test_x.astype(np.float32), test_y))
     final = estimator(kind).fit(dataset.features.astype(np.float32), dataset.labels)
-    return onnx_from_sklearn(final, dataset.features.shape[1]), {"accuracy": accuracy}
+    return final, {"accuracy": accuracy}
 
 
 def code_version() -> str:
@@ -109,54 +102,41 @@ def code_version() -> str:
         return ""
 
 
-async def register(
-    address: str,
-    tls: ClientTlsSettings,
-    token: str,
-    messages: list[registry_pb.RegisterModelVersionRequest],
-) -> int:
-    metadata = (("authorization", f"Bearer {token}"),) if token else ()
-    async with aio_channel(
-        address, tls, options=[("grpc.max_send_message_length", 64 << 20)]
-    ) as channel:
-        stub = registry_grpc.RegistryServiceStub(channel)
-        response = await stub.RegisterModelVersion(iter(messages), metadata=metadata)
-    return int(response.model_version.version)
-
-
-def registration_for(
-    model: str,
+def register_model(
+    name: str,
     dataset: Dataset,
-    artifact: bytes,
+    model: Any,
     metrics: dict[str, float],
-    lineage: registry_types.Lineage,
+    lineage: Lineage,
     aliases: list[str],
     kind: str,
+    registry: Registry,
     idempotency_key: str = "",
-) -> list[registry_pb.RegisterModelVersionRequest]:
-    sample = dataset.features[:REFERENCE_ROWS].astype(np.float32)
-    return registration(
+) -> int:
+    """Register through the SDK: converted to ONNX, checked against the fitted model on the
+    reference sample the drift detector will use, streamed with its lineage."""
+    registered = register(
         model,
-        artifact,
-        sample=sample.tobytes(),
-        n_features=sample.shape[1],
+        name,
+        reference=dataset.features[:REFERENCE_ROWS],
         feature_names=dataset.feature_names,
-        chunk=1 << 20,
         description=f"{kind} classifier of breast-cancer biopsies",
         params={"estimator": kind, "rows": str(len(dataset.labels))},
         metrics=metrics,
         lineage=lineage,
         aliases=aliases,
         idempotency_key=idempotency_key,
+        registry=registry,
     )
+    return registered.version
 
 
 def first_training(args: argparse.Namespace) -> int:
     dataset = bundled_data()
     path = (args.data_dir / f"{args.model}-training.csv").resolve()
     sha = write_csv(dataset, path)
-    artifact, metrics = train(dataset, args.estimator)
-    lineage = registry_types.Lineage(
+    model, metrics = train(dataset, args.estimator)
+    lineage = Lineage(
         dataset_uri=path.as_uri(),
         dataset_sha256=sha,
         code_version=code_version(),
@@ -164,10 +144,10 @@ def first_training(args: argparse.Namespace) -> int:
         training_entrypoint=ENTRYPOINT,
     )
     aliases = ["production"] if args.promote else []
-    messages = registration_for(
-        args.model, dataset, artifact, metrics, lineage, aliases, args.estimator
+    registry = Registry(args.registry, args.tls, args.token)
+    version = register_model(
+        args.model, dataset, model, metrics, lineage, aliases, args.estimator, registry
     )
-    version = asyncio.run(register(args.registry, args.tls, args.token, messages))
     print(f"registered {args.model} version {version}: accuracy {metrics['accuracy']:.3f}")
     return version
 
@@ -175,14 +155,14 @@ def first_training(args: argparse.Namespace) -> int:
 def retrain(run: TrainingRun, kind: str) -> int:
     dataset = read_csv(Path(run.dataset_path))
     print(f"run {run.run_id}: training {kind} on {len(dataset.labels)} rows of {run.dataset_uri}")
-    artifact, metrics = train(dataset, kind)
+    model, metrics = train(dataset, kind)
     lineage = run.lineage(code_version(), ENTRYPOINT)
-    messages = registration_for(
-        run.model, dataset, artifact, metrics, lineage, [run.alias], kind, run.idempotency_key
-    )
-    tls = run.registry_tls()
+    registry = Registry(run.registry_address, run.registry_tls(), run.registry_token)
     with continued_trace(run.traceparent):  # the registration joins the run's trace
-        version = asyncio.run(register(run.registry_address, tls, run.registry_token, messages))
+        version = register_model(
+            run.model, dataset, model, metrics, lineage, [run.alias], kind, registry,
+            run.idempotency_key,
+        )  # fmt: skip
     TrainingResult(run.model, version).write(Path(run.output_dir))
     print(f"registered {run.model} version {version}: accuracy {metrics['accuracy']:.3f}")
     return version

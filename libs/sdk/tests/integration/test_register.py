@@ -12,7 +12,6 @@ import lightgbm
 import numpy as np
 import torch
 import xgboost
-from flywheel_sdk import Client, Lineage, Registry, register_async
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -28,6 +27,7 @@ from flywheel_common.events import EventTypes, decode_event
 from flywheel_common.topics import DEPLOYMENTS, GROUND_TRUTH
 from flywheel_gateway.app import build as build_gateway
 from flywheel_gateway.settings import GatewaySettings
+from flywheel_sdk import Client, Lineage, Registry, register_async
 from flywheel_testing.kafka import read_topic
 from flywheel_testing.platform import in_process
 from flywheel_testing.tls import pki, secure_channel

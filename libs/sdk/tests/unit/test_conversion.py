@@ -11,8 +11,6 @@ import onnxruntime
 import pytest
 import torch
 import xgboost
-from flywheel_sdk import ConversionMismatch, Family, Task, Tolerances, UnsupportedModel, to_onnx
-from flywheel_sdk.checks import check
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.linear_model import LogisticRegression
@@ -20,6 +18,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from flywheel_common.signatures import Signature, TensorSpec, session_signature
+from flywheel_sdk import ConversionMismatch, Family, Task, Tolerances, UnsupportedModel, to_onnx
+from flywheel_sdk.checks import check
 
 
 def iris() -> tuple[np.ndarray, np.ndarray]:

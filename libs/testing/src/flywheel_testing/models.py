@@ -9,7 +9,7 @@ import numpy as np
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
-from flywheel_common.sklearn_onnx import onnx_from_sklearn
+from flywheel_sdk import to_onnx
 
 
 @dataclass(frozen=True)
@@ -35,11 +35,9 @@ def train_iris_models() -> IrisModels:
     return IrisModels(
         features=features,
         labels=labels,
-        classifier=onnx_from_sklearn(LogisticRegression(max_iter=500).fit(features, labels), 4),
-        retrained=onnx_from_sklearn(
-            LogisticRegression(C=0.1, max_iter=500).fit(features, labels), 4
-        ),
-        three_features=onnx_from_sklearn(
+        classifier=to_onnx(LogisticRegression(max_iter=500).fit(features, labels), 4).onnx,
+        retrained=to_onnx(LogisticRegression(C=0.1, max_iter=500).fit(features, labels), 4).onnx,
+        three_features=to_onnx(
             LogisticRegression(max_iter=500).fit(features[:, :3], labels), 3
-        ),
+        ).onnx,
     )
