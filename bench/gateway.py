@@ -41,9 +41,7 @@ import numpy as np
 import onnxruntime
 import tritonclient.grpc.aio as triton_aio
 from harness import register, start, stop
-from sklearn.datasets import load_breast_cancer
-from sklearn.neural_network import MLPClassifier
-from sklearn.preprocessing import StandardScaler
+from mlp_model import features
 from tritonclient.grpc import InferInput
 from tritonclient.utils import InferenceServerException
 
@@ -52,7 +50,6 @@ from flywheel.deployer.v1 import types_pb2 as deployer_types
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import ClientTlsSettings, KafkaSettings
 from flywheel_common.topics import DEPLOYMENTS, ensure_topics
-from flywheel_sdk import to_onnx
 from flywheel_testing.backends import unused_port
 from flywheel_testing.tls import pki, tls_environment
 
@@ -61,10 +58,12 @@ MLSERVER_VENV = HERE.parent / ".run" / "bench" / "mlserver"
 
 
 def mlp_model() -> tuple[bytes, np.ndarray]:
-    features, labels = load_breast_cancer(return_X_y=True)
-    features = StandardScaler().fit_transform(features).astype(np.float32)
-    model = MLPClassifier(hidden_layer_sizes=(64, 32), max_iter=300, random_state=0)
-    return to_onnx(model.fit(features, labels), features.shape[1]).onnx, features
+    """The model's ONNX file, converted in a process of its own (bench/mlp_model.py), and
+    its rows."""
+    converted = subprocess.run(
+        [sys.executable, str(HERE / "mlp_model.py")], check=True, capture_output=True
+    )
+    return converted.stdout, features()
 
 
 async def deploy(bootstrap: str, model: str) -> None:
