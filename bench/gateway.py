@@ -1,24 +1,41 @@
-"""Benchmark: the gateway under tritonclient's asyncio gRPC client, with same-run references.
+"""Benchmark: the gateway under tritonclient's asyncio clients, over gRPC and HTTP/REST, with
+same-run references.
 
     make bench-gateway        # starts Kafka if needed
     uv run python bench/gateway.py --seconds 5 --concurrency 1 4 16 64 [--workers 1 2]
+    uv run python bench/gateway.py --repeat 3   # issue 17: the comparison at c=64, 3 times
     uv run python bench/gateway.py --tls-only --seconds 5   # just TLS on vs off
 
 An MLP trained on scikit-learn's breast-cancer data (30 features) is exported to ONNX and
-registered; batch-1 ModelInfer requests come from tritonclient.grpc.aio at each concurrency.
-Printed side by side, in one run:
+registered; batch-1 inference requests come from tritonclient.grpc.aio (ModelInfer) and
+tritonclient.http.aio (POST .../infer) at each concurrency. Printed side by side, in one run:
 - onnxruntime called in-process, one call at a time (the model's own cost);
 - a bare grpc.aio V2 server returning a fixed response over TLS (the Python gRPC ceiling);
 - this gateway with batching off and on, prediction logging off and on (each log written
   to the journal before its request is answered, the journal flushed to the disk every
   second), and logging with a flush before every answer (`FSYNC_INTERVAL_MS=0`): the
-  price of journaling and of its durability; all over TLS (its default; the client trusts
+  price of journaling and of its durability; all over TLS (its default; the clients trust
   the benchmark's own CA), and once more in plaintext (GRPC__TLS__ENABLED=false): TLS on
   vs off in the same run;
+- the same gateway process (batching and logging on) over its REST API (HTTP__PORT), with
+  the tensors in binary (the binary tensor data extension, as tritonclient sends them by
+  default) and as JSON values (inputs and outputs), over TLS and in plaintext;
 - MLServer serving the same ONNX file through bench/mlserver/onnx_runtime.py with its
-  adaptive batching (max batch 32, like the gateway). MLServer gets its own virtualenv,
-  built with uv from bench/mlserver/requirements.txt into .run/bench/mlserver on first use
-  (plaintext, as MLServer serves by default).
+  adaptive batching (max batch 32, like the gateway), over gRPC and over its REST endpoint
+  (JSON values: MLServer's REST API takes no binary tensor data). MLServer gets its own
+  virtualenv, built with uv from bench/mlserver/requirements.txt into .run/bench/mlserver
+  on first use (plaintext, as MLServer serves by default).
+
+Beside each rate, the server's CPU time per request: user and system CPU seconds of the
+server process and its children (MLServer's inference workers, the gateway's WORKERS) over
+the measured seconds, from /proc, divided by the requests answered. Client, servers and
+the Kafka broker share the machine's cores, so rates depend on how the client shares them;
+the CPU per request is the serving path's own cost.
+
+`--repeat N` measures only the rows the targets compare (bare server; gateway over gRPC with
+logging off and on, over HTTP, in plaintext; MLServer over gRPC and HTTP) at the highest
+--concurrency, N times, and prints each run, the medians and each run's ratios with their
+medians.
 
 The servers run in their own processes: tritonclient registers the same protobuf names as
 Flywheel's `inference` package, so it cannot share a process with them.
@@ -31,17 +48,24 @@ import asyncio
 import json
 import os
 import shutil
+import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import onnxruntime
 import tritonclient.grpc.aio as triton_aio
+import tritonclient.http.aio as triton_http_aio
 from harness import register, start, stop
 from mlp_model import features
+from tritonclient import http as triton_http
 from tritonclient.grpc import InferInput
 from tritonclient.utils import InferenceServerException
 
@@ -55,6 +79,8 @@ from flywheel_testing.tls import pki, tls_environment
 
 HERE = Path(__file__).parent
 MLSERVER_VENV = HERE.parent / ".run" / "bench" / "mlserver"
+OUTPUTS = ("label", "probabilities")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def mlp_model() -> tuple[bytes, np.ndarray]:
@@ -112,7 +138,14 @@ def mlserver_repository(
     shutil.copy(HERE / "mlserver" / "onnx_runtime.py", model_folder / "onnx_runtime.py")
     settings = {f"{name}_port": port for name, port in ports.items()}
     (repository / "settings.json").write_text(
-        json.dumps({**settings, "debug": False, "parallel_workers": workers})
+        json.dumps(
+            {
+                **settings,
+                "debug": False,
+                "parallel_workers": workers,
+                "metrics_dir": str(repository / "metrics"),  # not .metrics in the cwd
+            }
+        )
     )
     (model_folder / "model-settings.json").write_text(
         json.dumps(
@@ -145,11 +178,129 @@ async def wait_model_ready(address: str, model: str, ca_file: str, timeout: floa
         await client.close()
 
 
+@dataclass(frozen=True)
+class Via:
+    """How the client calls a server: gRPC, or HTTP with the tensors in binary (after the
+    JSON, tritonclient's default) or as JSON values."""
+
+    protocol: str = "grpc"
+    binary: bool = True
+
+
+GRPC = Via()
+HTTP_BINARY = Via("http")
+HTTP_JSON = Via("http", binary=False)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    address: str
+    via: Via
+    ca_file: str = ""
+    """TLS trusting this CA; plaintext when empty."""
+
+
+class Caller(Protocol):
+    async def infer(self, row: np.ndarray) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class GrpcCaller:
+    def __init__(self, endpoint: Endpoint, model: str) -> None:
+        self._client = triton_client(endpoint.address, endpoint.ca_file)
+        self._model = model
+
+    async def infer(self, row: np.ndarray) -> None:
+        tensor = InferInput("features", [1, len(row)], "FP32")
+        tensor.set_data_from_numpy(row[None, :])
+        await self._client.infer(self._model, [tensor])
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+class HttpCaller:
+    def __init__(self, endpoint: Endpoint, model: str) -> None:
+        secure = bool(endpoint.ca_file)
+        context = ssl.create_default_context(cafile=endpoint.ca_file) if secure else None
+        self._client = triton_http_aio.InferenceServerClient(
+            endpoint.address, ssl=secure, ssl_context=context
+        )
+        self._model = model
+        self._binary = endpoint.via.binary
+        # JSON bodies say so: MLServer (FastAPI) refuses a body of tritonclient's default
+        # type, application/octet-stream, with a 422
+        self._headers = None if self._binary else {"Content-Type": "application/json"}
+        # tritonclient asks for every output in binary unless outputs are named
+        self._outputs = (
+            None
+            if self._binary
+            else [triton_http.InferRequestedOutput(name, binary_data=False) for name in OUTPUTS]
+        )
+
+    async def infer(self, row: np.ndarray) -> None:
+        tensor = triton_http.InferInput("features", [1, len(row)], "FP32")
+        tensor.set_data_from_numpy(row[None, :], binary_data=self._binary)
+        await self._client.infer(
+            self._model, [tensor], outputs=self._outputs, headers=self._headers
+        )
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+def caller(endpoint: Endpoint, model: str) -> Caller:
+    return (
+        GrpcCaller(endpoint, model)
+        if endpoint.via.protocol == "grpc"
+        else HttpCaller(endpoint, model)
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a process and its live descendants (a server's
+    workers), from /proc/PID/stat."""
+    parents: dict[int, int] = {}
+    seconds: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # gone meanwhile
+            continue
+        fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
+        process = int(stat.parent.name)
+        parents[process] = int(fields[1])
+        seconds[process] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    tree = {pid}
+    grown = True
+    while grown:
+        children = {child for child, parent in parents.items() if parent in tree}
+        grown = not children <= tree
+        tree |= children
+    return sum(seconds.get(process, 0.0) for process in tree)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One measurement: requests/s, and the server's CPU microseconds per request."""
+
+    rate: float
+    cpu_us: float
+
+    def __str__(self) -> str:
+        return f"{self.rate:,.0f} ({self.cpu_us:.0f})"
+
+
+Results = dict[str, dict[int, Cell]]
+
+
 async def throughput(
-    address: str, model: str, rows: np.ndarray, concurrency: int, seconds: float, ca_file: str
-) -> float:
-    """Completed batch-1 requests per second over `seconds`, after a short warm-up."""
-    client = triton_client(address, ca_file)
+    endpoint: Endpoint, model: str, rows: np.ndarray, concurrency: int, seconds: float, pid: int
+) -> Cell:
+    """Completed batch-1 requests per second over `seconds`, after a short warm-up, and the
+    CPU time process `pid` spent per request meanwhile."""
+    client = caller(endpoint, model)
     deadline = 0.0
     done = 0
 
@@ -157,21 +308,21 @@ async def throughput(
         nonlocal done
         index = offset
         while time.monotonic() < deadline:
-            tensor = InferInput("features", [1, rows.shape[1]], "FP32")
-            tensor.set_data_from_numpy(rows[index % len(rows)][None, :])
-            await client.infer(model, [tensor])
+            await client.infer(rows[index % len(rows)])
             done += 1
             index += concurrency
 
     deadline = time.monotonic() + 1.0
     await asyncio.gather(*(worker(i) for i in range(concurrency)))  # warm-up
     done = 0
+    cpu_before = cpu_seconds(pid)
     started = time.monotonic()
     deadline = started + seconds
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
     elapsed = time.monotonic() - started
+    cpu = cpu_seconds(pid) - cpu_before
     await client.close()
-    return done / elapsed
+    return Cell(done / elapsed, cpu / done * 1e6)
 
 
 def in_process(artifact: bytes, rows: np.ndarray, seconds: float) -> float:
@@ -183,11 +334,298 @@ def in_process(artifact: bytes, rows: np.ndarray, seconds: float) -> float:
     return done / (time.monotonic() - started)
 
 
+@dataclass(frozen=True)
+class Bench:
+    """What every server of a run shares: the model, where things are, how long to measure."""
+
+    model: str
+    artifact: bytes
+    rows: np.ndarray
+    folder: Path
+    bootstrap: str
+    registry_port: int
+    seconds: float
+    concurrency: list[int]
+
+    async def measure(
+        self, process: asyncio.subprocess.Process, rows: dict[str, Endpoint]
+    ) -> Results:
+        return {
+            label: {
+                c: await throughput(endpoint, self.model, self.rows, c, self.seconds, process.pid)
+                for c in self.concurrency
+            }
+            for label, endpoint in rows.items()
+        }
+
+
+def batching(size: str, logging_on: str, fsync_interval_ms: str = "1000") -> dict[str, str]:
+    return {
+        "FLYWHEEL_GATEWAY_MAX_BATCH_SIZE": size,
+        "FLYWHEEL_GATEWAY_LOG_PREDICTIONS": logging_on,
+        "FLYWHEEL_GATEWAY_PREDICTION_JOURNAL_FSYNC_INTERVAL_MS": fsync_interval_ms,
+    }
+
+
+async def gateway(
+    bench: Bench, settings: dict[str, str], rows: dict[str, Via], tls: bool = True
+) -> Results:
+    """One gateway process with `settings`, measured for each row through its gRPC or its
+    REST port."""
+    grpc_port, http_port = unused_port(), unused_port()
+    env = {
+        "FLYWHEEL_GATEWAY_GRPC__PORT": str(grpc_port),
+        "FLYWHEEL_GATEWAY_HTTP__PORT": str(http_port),
+        "FLYWHEEL_GATEWAY_DATA_DIR": f"{bench.folder}/gateway-{grpc_port}",
+        "FLYWHEEL_GATEWAY_TELEMETRY__METRICS_PORT": "-1",
+        "FLYWHEEL_GATEWAY_TELEMETRY__LOG_LEVEL": "WARNING",
+        "FLYWHEEL_GATEWAY_KAFKA__BOOTSTRAP_SERVERS": bench.bootstrap,
+        "FLYWHEEL_GATEWAY_AUTH__ALLOW_ANONYMOUS": "true",
+        "FLYWHEEL_GATEWAY_REGISTRY_ADDRESS": f"127.0.0.1:{bench.registry_port}",
+        **tls_environment("FLYWHEEL_GATEWAY_"),
+        **(settings if tls else settings | {"FLYWHEEL_GATEWAY_GRPC__TLS__ENABLED": "false"}),
+    }
+    ca_file = str(pki().ca_file) if tls else ""
+    client_tls = pki().client_tls() if tls else ClientTlsSettings(enabled=False)
+    process = await start([sys.executable, "-m", "flywheel_gateway"], env, grpc_port, client_tls)
+    workers = int(settings.get("FLYWHEEL_GATEWAY_WORKERS", "1"))
+    for _ in range(8 * workers if workers > 1 else 1):  # reach every worker
+        await wait_model_ready(f"127.0.0.1:{grpc_port}", bench.model, ca_file)
+    ports = {"grpc": grpc_port, "http": http_port}
+    results = await bench.measure(
+        process,
+        {
+            label: Endpoint(f"127.0.0.1:{ports[via.protocol]}", via, ca_file)
+            for label, via in rows.items()
+        },
+    )
+    await stop(process)
+    return results
+
+
+async def bare(bench: Bench) -> Results:
+    port = unused_port()
+    server = pki().server_tls()
+    command = [sys.executable, str(HERE / "bare_v2_server.py"), str(port)]
+    process = await start([*command, str(server.cert_file), str(server.key_file)], {}, port)
+    endpoint = Endpoint(f"127.0.0.1:{port}", GRPC, str(pki().ca_file))
+    results = await bench.measure(process, {BARE: endpoint})
+    await stop(process)
+    return results
+
+
+async def mlserver(bench: Bench, workers: int, rows: dict[str, Via]) -> Results:
+    """MLServer with `workers` parallel workers, plaintext, through its gRPC or REST port."""
+    ports = {"grpc": unused_port(), "http": unused_port(), "metrics": unused_port()}
+    repository = mlserver_repository(
+        bench.folder / f"mlserver-{ports['grpc']}", bench.model, bench.artifact, ports, workers
+    )
+    process = await asyncio.create_subprocess_exec(
+        str(mlserver_executable()),
+        "start",
+        str(repository),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await wait_model_ready(f"127.0.0.1:{ports['grpc']}", bench.model, "")
+    results = await bench.measure(
+        process,
+        {label: Endpoint(f"127.0.0.1:{ports[via.protocol]}", via) for label, via in rows.items()},
+    )
+    await stop(process)
+    return results
+
+
+BARE = "bare grpc.aio, TLS (fixed reply)"
+QUIET = "gateway, batching on, logging off"
+TLS_ON = "gateway, batching on, logging on"
+FSYNC = "gateway, batching on, logging+fsync"
+TLS_OFF = "the same, plaintext (TLS off)"
+REST_BINARY = "gateway REST, binary tensors"
+REST_JSON = "gateway REST, JSON tensors"
+REST_PLAIN_BINARY = "gateway REST, plaintext, binary"
+REST_PLAIN_JSON = "gateway REST, plaintext, JSON"
+MLSERVER = "MLServer 1.7.1, adaptive batching"
+MLSERVER_REST = "MLServer 1.7.1 REST, JSON tensors"
+
+
+def workers_label(workers: int) -> str:
+    return f"gateway, {workers} workers, batching+logging"
+
+
+def mlserver_workers_label(workers: int) -> str:
+    return f"MLServer 1.7.1, {workers} parallel workers"
+
+
+async def comparison(bench: Bench, full: bool, workers: list[int], with_mlserver: bool) -> Results:
+    """The rows the targets compare; with `full`, also batching off, fsync and workers."""
+    results = await bare(bench)
+    if full:
+        results |= await gateway(
+            bench, batching("1", "false"), {"gateway, batching off, logging off": GRPC}
+        )
+        results |= await gateway(
+            bench, batching("1", "true"), {"gateway, batching off, logging on": GRPC}
+        )
+    results |= await gateway(bench, batching("32", "false"), {QUIET: GRPC})
+    results |= await gateway(
+        bench,
+        batching("32", "true"),
+        {TLS_ON: GRPC, REST_BINARY: HTTP_BINARY, REST_JSON: HTTP_JSON},
+    )
+    if full:
+        results |= await gateway(
+            bench, batching("32", "true", fsync_interval_ms="0"), {FSYNC: GRPC}
+        )
+    results |= await gateway(
+        bench,
+        batching("32", "true"),
+        {TLS_OFF: GRPC, REST_PLAIN_BINARY: HTTP_BINARY, REST_PLAIN_JSON: HTTP_JSON},
+        tls=False,
+    )
+    for count in [w for w in workers if w > 1] if full else []:
+        results |= await gateway(
+            bench, {"FLYWHEEL_GATEWAY_WORKERS": str(count)}, {workers_label(count): GRPC}
+        )
+    if with_mlserver:
+        results |= await mlserver(bench, 1, {MLSERVER: GRPC, MLSERVER_REST: HTTP_JSON})
+        for count in [w for w in workers if w > 1] if full else []:
+            results |= await mlserver(bench, count, {mlserver_workers_label(count): GRPC})
+    return results
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """A figure of one run at one concurrency, from two of its rows."""
+
+    name: str
+    numerator: str
+    denominator: str
+    target: str = ""
+    met: Callable[[float], bool] | None = None
+    cost: bool = False
+    """Shown as 1 - numerator / denominator, in %."""
+    cpu: bool = False
+    """Of the CPU per request instead of the rate."""
+
+    def of(self, cells: dict[str, Cell]) -> float | None:
+        if self.numerator not in cells or self.denominator not in cells:
+            return None
+        top, bottom = cells[self.numerator], cells[self.denominator]
+        value = top.cpu_us / bottom.cpu_us if self.cpu else top.rate / bottom.rate
+        return 1 - value if self.cost else value
+
+    def show(self, value: float) -> str:
+        text = f"{value:.1%}" if self.cost else f"{value:.2f}x"
+        if self.met is None:
+            return text
+        return f"{text} (target {self.target}: {'met' if self.met(value) else 'MISSED'})"
+
+
+RATIOS = [
+    Ratio(
+        "gRPC: gateway (batching, logging, TLS) / MLServer (plaintext)",
+        TLS_ON,
+        MLSERVER,
+        ">= 2.5x",
+        lambda value: value >= 2.5,
+    ),
+    Ratio(
+        "gRPC: logging cost (logging on against off)",
+        TLS_ON,
+        QUIET,
+        "< 5%",
+        lambda value: value < 0.05,
+        cost=True,
+    ),
+    Ratio(
+        "HTTP: gateway REST (TLS, JSON) / MLServer REST (plaintext, JSON)",
+        REST_JSON,
+        MLSERVER_REST,
+        ">= 2x",
+        lambda value: value >= 2.0,
+    ),
+    Ratio("HTTP: gateway REST (TLS, binary) / MLServer REST (JSON)", REST_BINARY, MLSERVER_REST),
+    Ratio("HTTP: gateway REST (plaintext, JSON) / MLServer REST", REST_PLAIN_JSON, MLSERVER_REST),
+    Ratio(
+        "HTTP: gateway REST (plaintext, binary) / MLServer REST", REST_PLAIN_BINARY, MLSERVER_REST
+    ),
+    Ratio("gateway over HTTP (binary) / over gRPC, TLS", REST_BINARY, TLS_ON),
+    Ratio("gateway over TLS / in plaintext, gRPC", TLS_ON, TLS_OFF),
+    Ratio("gateway (batching, logging) / bare server", TLS_ON, BARE),
+    Ratio("fsync before every answer costs", FSYNC, TLS_ON, cost=True),
+    Ratio("CPU per request: gateway gRPC (TLS) / bare server", TLS_ON, BARE, cpu=True),
+    Ratio("CPU per request: gateway REST (TLS, binary) / gRPC", REST_BINARY, TLS_ON, cpu=True),
+    Ratio("CPU per request: MLServer gRPC / gateway gRPC", MLSERVER, TLS_ON, cpu=True),
+    Ratio("CPU per request: MLServer REST / gateway REST JSON", MLSERVER_REST, REST_JSON, cpu=True),
+]
+
+
+def print_table(columns: list[str], rows: dict[str, list[Cell]]) -> None:
+    print(f"{'server':<38}" + "".join(f"{column:>17}" for column in columns))
+    for label, cells in rows.items():
+        print(f"{label:<38}" + "".join(f"{cell!s:>17}" for cell in cells))
+
+
+def report(args: argparse.Namespace, results: Results, ort: float) -> None:
+    print(
+        f"\ngateway: batch-1 inference from tritonclient.grpc.aio and tritonclient.http.aio, "
+        f"{args.seconds:.0f}s per cell, MLP 30-64-32-2 on breast cancer; requests/s "
+        "(server CPU us per request); TLS unless the row says otherwise"
+    )
+    print(f"onnxruntime in-process, one call at a time: {ort:,.0f}/s")
+    print_table(
+        [f"c={c}" for c in args.concurrency],
+        {label: [row[c] for c in args.concurrency] for label, row in results.items()},
+    )
+    top = max(args.concurrency)
+    cells = {label: row[top] for label, row in results.items()}
+    print(f"\nat c={top}:")
+    for ratio in RATIOS:
+        value = ratio.of(cells)
+        if value is not None:
+            print(f"  {ratio.name}: {ratio.show(value)}")
+    for workers in [w for w in args.workers if w > 1]:
+        ours = cells[workers_label(workers)].rate
+        print(f"  {workers} workers: gateway / its 1-worker self = {ours / cells[TLS_ON].rate:.2f}")
+        if mlserver_workers_label(workers) in cells:
+            theirs = cells[mlserver_workers_label(workers)].rate
+            print(f"  {workers} workers: gateway / MLServer = {ours / theirs:.2f}")
+
+
+def report_repeats(args: argparse.Namespace, runs: list[Results]) -> None:
+    top = max(args.concurrency)
+    print(
+        f"\ngateway: {len(runs)} runs at c={top}, {args.seconds:.0f}s per cell; requests/s "
+        "(server CPU us per request); TLS unless the row says otherwise"
+    )
+    columns = [f"run {number}" for number in range(1, len(runs) + 1)] + ["median"]
+    rows = {}
+    for label in runs[0]:
+        cells = [run[label][top] for run in runs]
+        median = Cell(
+            statistics.median(cell.rate for cell in cells),
+            statistics.median(cell.cpu_us for cell in cells),
+        )
+        rows[label] = [*cells, median]
+    print_table(columns, rows)
+    print("\nratios of each run, and their median:")
+    for ratio in RATIOS:
+        values = [ratio.of({label: row[top] for label, row in run.items()}) for run in runs]
+        if any(value is None for value in values):
+            continue
+        known = [value for value in values if value is not None]
+        each = ", ".join(f"{value:.1%}" if ratio.cost else f"{value:.2f}" for value in known)
+        print(f"  {ratio.name}: {each}; median {ratio.show(statistics.median(known))}")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--bootstrap", default="127.0.0.1:19092")
+    parser.add_argument(
+        "--bootstrap", default=os.environ.get("FLYWHEEL_TEST_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
+    )
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument(
@@ -205,18 +643,18 @@ async def main() -> None:
         action="store_true",
         help="only the gateway (batching, logging) over TLS and in plaintext",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=0,
+        help="only the compared rows, at the highest concurrency, this many times; medians",
+    )
     args = parser.parse_args()
+    if args.repeat:
+        args.concurrency = [max(args.concurrency)]
     await ensure_topics(KafkaSettings(bootstrap_servers=args.bootstrap))
     artifact, rows = mlp_model()
     model = f"mlp-{os.getpid()}"
-    results: dict[str, dict[int, float]] = {}
-    ca_file = str(pki().ca_file)
-
-    async def measure(label: str, address: str, tls: bool = True) -> None:
-        results[label] = {
-            c: await throughput(address, model, rows, c, args.seconds, ca_file if tls else "")
-            for c in args.concurrency
-        }
 
     with tempfile.TemporaryDirectory() as folder:
         registry_port = unused_port()
@@ -234,140 +672,28 @@ async def main() -> None:
         )
         await register(f"127.0.0.1:{registry_port}", model, artifact)
         await deploy(args.bootstrap, model)
-
-        async def gateway(label: str, settings: dict[str, str], tls: bool = True) -> None:
-            port = unused_port()
-            env = {
-                "FLYWHEEL_GATEWAY_GRPC__PORT": str(port),
-                "FLYWHEEL_GATEWAY_DATA_DIR": f"{folder}/gateway-{port}",
-                "FLYWHEEL_GATEWAY_TELEMETRY__METRICS_PORT": "-1",
-                "FLYWHEEL_GATEWAY_TELEMETRY__LOG_LEVEL": "WARNING",
-                "FLYWHEEL_GATEWAY_KAFKA__BOOTSTRAP_SERVERS": args.bootstrap,
-                "FLYWHEEL_GATEWAY_AUTH__ALLOW_ANONYMOUS": "true",
-                "FLYWHEEL_GATEWAY_REGISTRY_ADDRESS": f"127.0.0.1:{registry_port}",
-                **tls_environment("FLYWHEEL_GATEWAY_"),
-                **(
-                    settings if tls else settings | {"FLYWHEEL_GATEWAY_GRPC__TLS__ENABLED": "false"}
-                ),
-            }
-            client_tls = pki().client_tls() if tls else ClientTlsSettings(enabled=False)
-            process = await start([sys.executable, "-m", "flywheel_gateway"], env, port, client_tls)
-            workers = int(settings.get("FLYWHEEL_GATEWAY_WORKERS", "1"))
-            for _ in range(8 * workers if workers > 1 else 1):  # reach every worker
-                await wait_model_ready(f"127.0.0.1:{port}", model, ca_file if tls else "")
-            await measure(label, f"127.0.0.1:{port}", tls)
-            await stop(process)
-
-        def batching(size: str, logging_on: str, fsync_interval_ms: str = "1000") -> dict[str, str]:
-            return {
-                "FLYWHEEL_GATEWAY_MAX_BATCH_SIZE": size,
-                "FLYWHEEL_GATEWAY_LOG_PREDICTIONS": logging_on,
-                "FLYWHEEL_GATEWAY_PREDICTION_JOURNAL_FSYNC_INTERVAL_MS": fsync_interval_ms,
-            }
-
-        if args.tls_only:
-            await gateway(TLS_ON, batching("32", "true"))
-            await gateway(TLS_OFF, batching("32", "true"), tls=False)
+        bench = Bench(
+            model,
+            artifact,
+            rows,
+            Path(folder),
+            args.bootstrap,
+            registry_port,
+            args.seconds,
+            args.concurrency,
+        )
+        if args.repeat:
+            runs = [await comparison(bench, False, [], True) for _ in range(args.repeat)]
             await stop(registry)
-            report(args, results, in_process(artifact, rows, args.seconds))
+            report_repeats(args, runs)
             return
-
-        bare_port = unused_port()
-        server = pki().server_tls()
-        bare = await start(
-            [
-                sys.executable,
-                str(HERE / "bare_v2_server.py"),
-                str(bare_port),
-                str(server.cert_file),
-                str(server.key_file),
-            ],
-            {},
-            bare_port,
-        )
-        await measure(BARE, f"127.0.0.1:{bare_port}")
-        await stop(bare)
-
-        await gateway("gateway, batching off, logging off", batching("1", "false"))
-        await gateway("gateway, batching off, logging on", batching("1", "true"))
-        await gateway("gateway, batching on, logging off", batching("32", "false"))
-        await gateway(TLS_ON, batching("32", "true"))
-        await gateway(FSYNC, batching("32", "true", fsync_interval_ms="0"))
-        await gateway(TLS_OFF, batching("32", "true"), tls=False)
-        for workers in [w for w in args.workers if w > 1]:
-            await gateway(
-                f"gateway, {workers} workers, batching+logging",
-                {"FLYWHEEL_GATEWAY_WORKERS": str(workers)},
-            )
+        if args.tls_only:
+            results = await gateway(bench, batching("32", "true"), {TLS_ON: GRPC})
+            results |= await gateway(bench, batching("32", "true"), {TLS_OFF: GRPC}, tls=False)
+        else:
+            results = await comparison(bench, True, args.workers, not args.gateway_only)
         await stop(registry)
-
-        for workers in sorted({1, *args.workers}) if not args.gateway_only else []:
-            ports = {"grpc": unused_port(), "http": unused_port(), "metrics": unused_port()}
-            repository = mlserver_repository(Path(folder), model, artifact, ports, workers)
-            mlserver = await asyncio.create_subprocess_exec(
-                str(mlserver_executable()),
-                "start",
-                str(repository),
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-            )
-            address = f"127.0.0.1:{ports['grpc']}"
-            await wait_model_ready(address, model, "")
-            label = (
-                "MLServer 1.7.1, adaptive batching"
-                if workers == 1
-                else f"MLServer 1.7.1, {workers} parallel workers"
-            )
-            await measure(label, address, tls=False)
-            await stop(mlserver)
-
     report(args, results, in_process(artifact, rows, args.seconds))
-
-
-BARE = "bare grpc.aio, TLS (fixed reply)"
-TLS_ON = "gateway, batching on, logging on"
-TLS_OFF = "the same, plaintext (TLS off)"
-FSYNC = "gateway, batching on, logging+fsync"
-
-
-def report(args: argparse.Namespace, results: dict[str, dict[int, float]], ort: float) -> None:
-    print(
-        f"\ngateway: batch-1 ModelInfer from tritonclient.grpc.aio, {args.seconds:.0f}s per cell, "
-        "MLP 30-64-32-2 on breast cancer; requests/s (TLS unless the row says otherwise)"
-    )
-    print(f"onnxruntime in-process, one call at a time: {ort:,.0f}/s")
-    header = "".join(f"{'c=' + str(c):>10}" for c in args.concurrency)
-    print(f"{'server':<38}{header}")
-    for label, row in results.items():
-        print(f"{label:<38}" + "".join(f"{row[c]:>10,.0f}" for c in args.concurrency))
-    top = max(args.concurrency)
-    best = results[TLS_ON][top]
-    plain = results[TLS_OFF][top]
-    print(f"\nat c={top}: gateway over TLS / in plaintext = {best / plain:.2f}")
-    if args.tls_only:
-        return
-    bare = results[BARE][top]
-    quiet = results["gateway, batching on, logging off"][top]
-    synced = results[FSYNC][top]
-    print(
-        f"at c={top}: gateway (batching, logging) / bare server = {best / bare:.2f} "
-        f"(target >= 0.80); logging cost = {1 - best / quiet:.1%} (target < 10%); "
-        f"fsync before every answer costs {1 - synced / best:.1%} more"
-    )
-    if args.gateway_only:
-        return
-    mlserver_best = results["MLServer 1.7.1, adaptive batching"][top]
-    print(
-        f"at c={top}: gateway (batching, logging) / MLServer (plaintext) = "
-        f"{best / mlserver_best:.2f} (target >= 2.0)"
-    )
-    for workers in [w for w in args.workers if w > 1]:
-        ours = results[f"gateway, {workers} workers, batching+logging"][top]
-        theirs = results[f"MLServer 1.7.1, {workers} parallel workers"][top]
-        print(
-            f"at c={top}, {workers} workers: gateway / its 1-worker self = {ours / best:.2f}; "
-            f"/ MLServer with {workers} parallel workers = {ours / theirs:.2f}"
-        )
 
 
 if __name__ == "__main__":
