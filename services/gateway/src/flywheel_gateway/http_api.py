@@ -46,6 +46,11 @@ _duration = metrics.get_meter(__name__).create_histogram(
 EXTENSIONS = ["binary_tensor_data"]
 """The protocol's HTTP extensions this server speaks, as server metadata lists them."""
 
+COMPRESSED_FROM = 1024
+"""Smallest infer answer compressed for a caller that accepts gzip or deflate. A smaller
+one fits in one packet anyway, and compressing it cost about 50 us of the server's CPU
+(bench/RESULTS.md, issue 17): the batch-1 answer of a classifier is some 250 bytes."""
+
 MODEL = "/v2/models/{model}"
 MODEL_VERSION = "/v2/models/{model}/versions/{version}"
 
@@ -165,7 +170,8 @@ class RestApi:
             response = web.Response(
                 body=encoded.body, content_type=encoded.content_type, headers=encoded.headers
             )
-            response.enable_compression()  # when the caller accepts gzip or deflate
+            if len(encoded.body) >= COMPRESSED_FROM:
+                response.enable_compression()  # when the caller accepts gzip or deflate
             return response
 
         return await self._served(request, model, action)

@@ -117,9 +117,11 @@ async def test_curl_reaches_every_endpoint(
     }
     answer = await curl(
         platform, f"/v2/models/{model_name}/infer", "-H", "Content-Type: application/json",
+        "-H", "Accept-Encoding: gzip",
         data=json.dumps(request).encode(),
     )  # fmt: skip
     assert answer.status == 200, answer.body
+    assert "content-encoding" not in answer.headers  # too small to gain from compression
     result = answer.json()
     assert (result["model_name"], result["model_version"], result["id"]) == (
         model_name,
@@ -131,13 +133,16 @@ async def test_curl_reaches_every_endpoint(
     assert outputs["label"]["shape"] == [3]
     np.testing.assert_allclose(outputs["probabilities"]["data"], probabilities.ravel(), rtol=1e-6)
 
-    # The binary tensor data extension both ways, the request gzipped, the answer deflated.
+    # The binary tensor data extension both ways, the request gzipped, the answer deflated
+    # (large enough to be compressed).
+    x = features(100)
+    _, probabilities = expected(iris, x)
     header = json.dumps(
         {
             "inputs": [
                 {
                     "name": "features",
-                    "shape": [3, 4],
+                    "shape": [100, 4],
                     "datatype": "FP32",
                     "parameters": {"binary_data_size": x.nbytes},
                 }
@@ -161,7 +166,7 @@ async def test_curl_reaches_every_endpoint(
     [output] = json.loads(body[:length])["outputs"]
     assert output["parameters"] == {"binary_data_size": probabilities.nbytes}
     np.testing.assert_allclose(
-        np.frombuffer(body[length:], np.float32).reshape(3, 3), probabilities, rtol=1e-6
+        np.frombuffer(body[length:], np.float32).reshape(100, 3), probabilities, rtol=1e-6
     )
 
 
