@@ -28,9 +28,10 @@ tritonclient.http.aio (POST .../infer) at each concurrency. Printed side by side
 
 Beside each rate, the server's CPU time per request: user and system CPU seconds of the
 server process and its children (MLServer's inference workers, the gateway's WORKERS) over
-the measured seconds, from /proc, divided by the requests answered. Client, servers and
-the Kafka broker share the machine's cores, so rates depend on how the client shares them;
-the CPU per request is the serving path's own cost.
+the measured seconds, from /proc, divided by the requests answered; then the client's (this
+process). Client, servers and the Kafka broker share the machine's cores, so rates depend on
+how the client shares them; the server's CPU per request is the serving path's own cost,
+and the client's says when the client, not the server, sets the rate.
 
 `--repeat N` measures only the rows the targets compare (bare server; gateway over gRPC with
 logging off and on, over HTTP, in plaintext; MLServer over gRPC and HTTP) at the highest
@@ -283,13 +284,23 @@ def cpu_seconds(pid: int) -> float:
 
 @dataclass(frozen=True)
 class Cell:
-    """One measurement: requests/s, and the server's CPU microseconds per request."""
+    """One measurement: requests/s, and the CPU microseconds per request of the server and
+    of the client (this process: tritonclient, its event loop and gRPC's threads)."""
 
     rate: float
     cpu_us: float
+    client_us: float
 
     def __str__(self) -> str:
-        return f"{self.rate:,.0f} ({self.cpu_us:.0f})"
+        return f"{self.rate:,.0f} ({self.cpu_us:.0f}|{self.client_us:.0f})"
+
+    @staticmethod
+    def median(cells: list[Cell]) -> Cell:
+        return Cell(
+            statistics.median(cell.rate for cell in cells),
+            statistics.median(cell.cpu_us for cell in cells),
+            statistics.median(cell.client_us for cell in cells),
+        )
 
 
 Results = dict[str, dict[int, Cell]]
@@ -299,7 +310,7 @@ async def throughput(
     endpoint: Endpoint, model: str, rows: np.ndarray, concurrency: int, seconds: float, pid: int
 ) -> Cell:
     """Completed batch-1 requests per second over `seconds`, after a short warm-up, and the
-    CPU time process `pid` spent per request meanwhile."""
+    CPU time process `pid` and this one spent per request meanwhile."""
     client = caller(endpoint, model)
     deadline = 0.0
     done = 0
@@ -315,14 +326,14 @@ async def throughput(
     deadline = time.monotonic() + 1.0
     await asyncio.gather(*(worker(i) for i in range(concurrency)))  # warm-up
     done = 0
-    cpu_before = cpu_seconds(pid)
+    cpu_before, client_before = cpu_seconds(pid), time.process_time()
     started = time.monotonic()
     deadline = started + seconds
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
     elapsed = time.monotonic() - started
-    cpu = cpu_seconds(pid) - cpu_before
+    cpu, client_cpu = cpu_seconds(pid) - cpu_before, time.process_time() - client_before
     await client.close()
-    return Cell(done / elapsed, cpu / done * 1e6)
+    return Cell(done / elapsed, cpu / done * 1e6, client_cpu / done * 1e6)
 
 
 def in_process(artifact: bytes, rows: np.ndarray, seconds: float) -> float:
@@ -562,16 +573,16 @@ RATIOS = [
 
 
 def print_table(columns: list[str], rows: dict[str, list[Cell]]) -> None:
-    print(f"{'server':<38}" + "".join(f"{column:>17}" for column in columns))
+    print(f"{'server':<38}" + "".join(f"{column:>22}" for column in columns))
     for label, cells in rows.items():
-        print(f"{label:<38}" + "".join(f"{cell!s:>17}" for cell in cells))
+        print(f"{label:<38}" + "".join(f"{cell!s:>22}" for cell in cells))
 
 
 def report(args: argparse.Namespace, results: Results, ort: float) -> None:
     print(
         f"\ngateway: batch-1 inference from tritonclient.grpc.aio and tritonclient.http.aio, "
         f"{args.seconds:.0f}s per cell, MLP 30-64-32-2 on breast cancer; requests/s "
-        "(server CPU us per request); TLS unless the row says otherwise"
+        "(server|client CPU us per request); TLS unless the row says otherwise"
     )
     print(f"onnxruntime in-process, one call at a time: {ort:,.0f}/s")
     print_table(
@@ -597,17 +608,13 @@ def report_repeats(args: argparse.Namespace, runs: list[Results]) -> None:
     top = max(args.concurrency)
     print(
         f"\ngateway: {len(runs)} runs at c={top}, {args.seconds:.0f}s per cell; requests/s "
-        "(server CPU us per request); TLS unless the row says otherwise"
+        "(server|client CPU us per request); TLS unless the row says otherwise"
     )
     columns = [f"run {number}" for number in range(1, len(runs) + 1)] + ["median"]
     rows = {}
     for label in runs[0]:
         cells = [run[label][top] for run in runs]
-        median = Cell(
-            statistics.median(cell.rate for cell in cells),
-            statistics.median(cell.cpu_us for cell in cells),
-        )
-        rows[label] = [*cells, median]
+        rows[label] = [*cells, Cell.median(cells)]
     print_table(columns, rows)
     print("\nratios of each run, and their median:")
     for ratio in RATIOS:
