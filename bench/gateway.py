@@ -566,6 +566,7 @@ RATIOS = [
     Ratio("gateway (batching, logging) / bare server", TLS_ON, BARE),
     Ratio("fsync before every answer costs", FSYNC, TLS_ON, cost=True),
     Ratio("CPU per request: gateway gRPC (TLS) / bare server", TLS_ON, BARE, cpu=True),
+    Ratio("CPU per request: gateway logging on / off", TLS_ON, QUIET, cpu=True),
     Ratio("CPU per request: gateway REST (TLS, binary) / gRPC", REST_BINARY, TLS_ON, cpu=True),
     Ratio("CPU per request: MLServer gRPC / gateway gRPC", MLSERVER, TLS_ON, cpu=True),
     Ratio("CPU per request: MLServer REST / gateway REST JSON", MLSERVER_REST, REST_JSON, cpu=True),
