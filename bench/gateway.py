@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -55,7 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -378,6 +379,18 @@ def batching(size: str, logging_on: str, fsync_interval_ms: str = "1000") -> dic
     }
 
 
+@contextlib.asynccontextmanager
+async def stopped_after(
+    process: asyncio.subprocess.Process,
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """Stops the server when the block ends, also when starting to use it failed."""
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            await stop(process)
+
+
 async def gateway(
     bench: Bench, settings: dict[str, str], rows: dict[str, Via], tls: bool = True
 ) -> Results:
@@ -398,31 +411,29 @@ async def gateway(
     }
     ca_file = str(pki().ca_file) if tls else ""
     client_tls = pki().client_tls() if tls else ClientTlsSettings(enabled=False)
-    process = await start([sys.executable, "-m", "flywheel_gateway"], env, grpc_port, client_tls)
-    workers = int(settings.get("FLYWHEEL_GATEWAY_WORKERS", "1"))
-    for _ in range(8 * workers if workers > 1 else 1):  # reach every worker
-        await wait_model_ready(f"127.0.0.1:{grpc_port}", bench.model, ca_file)
-    ports = {"grpc": grpc_port, "http": http_port}
-    results = await bench.measure(
-        process,
-        {
-            label: Endpoint(f"127.0.0.1:{ports[via.protocol]}", via, ca_file)
-            for label, via in rows.items()
-        },
-    )
-    await stop(process)
-    return results
+    command = [sys.executable, "-m", "flywheel_gateway"]
+    async with stopped_after(await start(command, env, grpc_port, client_tls)) as process:
+        workers = int(settings.get("FLYWHEEL_GATEWAY_WORKERS", "1"))
+        for _ in range(8 * workers if workers > 1 else 1):  # reach every worker
+            await wait_model_ready(f"127.0.0.1:{grpc_port}", bench.model, ca_file)
+        ports = {"grpc": grpc_port, "http": http_port}
+        return await bench.measure(
+            process,
+            {
+                label: Endpoint(f"127.0.0.1:{ports[via.protocol]}", via, ca_file)
+                for label, via in rows.items()
+            },
+        )
 
 
 async def bare(bench: Bench) -> Results:
     port = unused_port()
     server = pki().server_tls()
     command = [sys.executable, str(HERE / "bare_v2_server.py"), str(port)]
-    process = await start([*command, str(server.cert_file), str(server.key_file)], {}, port)
     endpoint = Endpoint(f"127.0.0.1:{port}", GRPC, str(pki().ca_file))
-    results = await bench.measure(process, {BARE: endpoint})
-    await stop(process)
-    return results
+    command += [str(server.cert_file), str(server.key_file)]
+    async with stopped_after(await start(command, {}, port)) as process:
+        return await bench.measure(process, {BARE: endpoint})
 
 
 async def mlserver(bench: Bench, workers: int, rows: dict[str, Via]) -> Results:
@@ -438,13 +449,15 @@ async def mlserver(bench: Bench, workers: int, rows: dict[str, Via]) -> Results:
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
-    await wait_model_ready(f"127.0.0.1:{ports['grpc']}", bench.model, "")
-    results = await bench.measure(
-        process,
-        {label: Endpoint(f"127.0.0.1:{ports[via.protocol]}", via) for label, via in rows.items()},
-    )
-    await stop(process)
-    return results
+    async with stopped_after(process):
+        await wait_model_ready(f"127.0.0.1:{ports['grpc']}", bench.model, "")
+        return await bench.measure(
+            process,
+            {
+                label: Endpoint(f"127.0.0.1:{ports[via.protocol]}", via)
+                for label, via in rows.items()
+            },
+        )
 
 
 BARE = "bare grpc.aio, TLS (fixed reply)"
@@ -582,7 +595,7 @@ def print_table(columns: list[str], rows: dict[str, list[Cell]]) -> None:
 def report(args: argparse.Namespace, results: Results, ort: float) -> None:
     print(
         f"\ngateway: batch-1 inference from tritonclient.grpc.aio and tritonclient.http.aio, "
-        f"{args.seconds:.0f}s per cell, MLP 30-64-32-2 on breast cancer; requests/s "
+        f"{args.seconds:g}s per cell, MLP 30-64-32-2 on breast cancer; requests/s "
         "(server|client CPU us per request); TLS unless the row says otherwise"
     )
     print(f"onnxruntime in-process, one call at a time: {ort:,.0f}/s")
@@ -608,7 +621,7 @@ def report(args: argparse.Namespace, results: Results, ort: float) -> None:
 def report_repeats(args: argparse.Namespace, runs: list[Results]) -> None:
     top = max(args.concurrency)
     print(
-        f"\ngateway: {len(runs)} runs at c={top}, {args.seconds:.0f}s per cell; requests/s "
+        f"\ngateway: {len(runs)} runs at c={top}, {args.seconds:g}s per cell; requests/s "
         "(server|client CPU us per request); TLS unless the row says otherwise"
     )
     columns = [f"run {number}" for number in range(1, len(runs) + 1)] + ["median"]
@@ -678,29 +691,29 @@ async def main() -> None:
             },
             registry_port,
         )
-        await register(f"127.0.0.1:{registry_port}", model, artifact)
-        await deploy(args.bootstrap, model)
-        bench = Bench(
-            model,
-            artifact,
-            rows,
-            Path(folder),
-            args.bootstrap,
-            registry_port,
-            args.seconds,
-            args.concurrency,
-        )
-        if args.repeat:
-            runs = [await comparison(bench, False, [], True) for _ in range(args.repeat)]
-            await stop(registry)
-            report_repeats(args, runs)
-            return
-        if args.tls_only:
-            results = await gateway(bench, batching("32", "true"), {TLS_ON: GRPC})
-            results |= await gateway(bench, batching("32", "true"), {TLS_OFF: GRPC}, tls=False)
-        else:
-            results = await comparison(bench, True, args.workers, not args.gateway_only)
-        await stop(registry)
+        async with stopped_after(registry):
+            await register(f"127.0.0.1:{registry_port}", model, artifact)
+            await deploy(args.bootstrap, model)
+            bench = Bench(
+                model,
+                artifact,
+                rows,
+                Path(folder),
+                args.bootstrap,
+                registry_port,
+                args.seconds,
+                args.concurrency,
+            )
+            if args.repeat:
+                runs = [await comparison(bench, False, [], True) for _ in range(args.repeat)]
+            elif args.tls_only:
+                results = await gateway(bench, batching("32", "true"), {TLS_ON: GRPC})
+                results |= await gateway(bench, batching("32", "true"), {TLS_OFF: GRPC}, tls=False)
+            else:
+                results = await comparison(bench, True, args.workers, not args.gateway_only)
+    if args.repeat:
+        report_repeats(args, runs)
+        return
     report(args, results, in_process(artifact, rows, args.seconds))
 
 
