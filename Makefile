@@ -158,6 +158,10 @@ bench-loop: install ## The whole loop on river's drift streams beside static, sc
 bench-registry: install ## Registry: registrations, GetArtifact MB/s, ListModelVersions at 10k
 	@infra/with-backends.sh $(UV) run --frozen python bench/registry.py
 
+.PHONY: bench-gpu
+bench-gpu: ## The gateway on an NVIDIA GPU (bench/gpu.sh): the gpu extra, a CUDA check, bench-gateway on CUDA (~5 min); without a GPU it says so
+	@bench/gpu.sh
+
 .PHONY: clean
 clean: ## Stop backends and remove runtime state (.run)
 	-@infra/kafka/stop.sh --clean

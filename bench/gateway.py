@@ -3,11 +3,13 @@
     make bench-gateway        # starts Kafka if needed
     uv run python bench/gateway.py --seconds 5 --concurrency 1 4 16 64 [--workers 1 2]
     uv run python bench/gateway.py --tls-only --seconds 5   # just TLS on vs off
+    bench/gpu.sh              # on a machine with an NVIDIA GPU: --execution-provider cuda
 
 An MLP trained on scikit-learn's breast-cancer data (30 features) is exported to ONNX and
 registered; batch-1 ModelInfer requests come from tritonclient.grpc.aio at each concurrency.
 Printed side by side, in one run:
-- onnxruntime called in-process, one call at a time (the model's own cost);
+- onnxruntime called in-process, one call at a time (the model's own cost), on the
+  execution provider the gateways are given (`--execution-provider`; the CPU by default);
 - a bare grpc.aio V2 server returning a fixed response over TLS (the Python gRPC ceiling);
 - this gateway with batching off and on, prediction logging off and on (each log written
   to the journal before its request is answered, the journal flushed to the disk every
@@ -21,7 +23,10 @@ Printed side by side, in one run:
   (plaintext, as MLServer serves by default).
 
 The servers run in their own processes: tritonclient registers the same protobuf names as
-Flywheel's `inference` package, so it cannot share a process with them.
+Flywheel's `inference` package, so it cannot share a process with them. Each gateway's
+execution provider, as its REST model metadata reports it, is printed; with
+`--execution-provider cuda` a gateway that runs on anything else stops the benchmark, so no
+figure is ever labelled CUDA that the CPU measured.
 """
 
 from __future__ import annotations
@@ -31,10 +36,12 @@ import asyncio
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +59,8 @@ from flywheel.deployer.v1 import types_pb2 as deployer_types
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import ClientTlsSettings, KafkaSettings
 from flywheel_common.topics import DEPLOYMENTS, ensure_topics
+from flywheel_gateway.cuda import CudaLibraries
+from flywheel_gateway.providers import CPU, CUDA
 from flywheel_sdk import to_onnx
 from flywheel_testing.backends import unused_port
 from flywheel_testing.tls import pki, tls_environment
@@ -175,8 +184,27 @@ async def throughput(
     return done / elapsed
 
 
-def in_process(artifact: bytes, rows: np.ndarray, seconds: float) -> float:
-    session = onnxruntime.InferenceSession(artifact, providers=["CPUExecutionProvider"])
+def execution_provider(http_port: int, model: str, ca_file: str) -> str:
+    """The provider the gateway's version runs on, from its REST model metadata."""
+    scheme, context = (
+        ("https", ssl.create_default_context(cafile=ca_file)) if ca_file else ("http", None)
+    )
+    url = f"{scheme}://127.0.0.1:{http_port}/v2/models/{model}"
+    with urllib.request.urlopen(url, context=context, timeout=10) as answer:
+        return str(json.load(answer)["parameters"]["execution_provider"])
+
+
+def in_process(artifact: bytes, rows: np.ndarray, seconds: float, provider: str | None) -> float:
+    """One session.run at a time on `provider` (the CPU unless cuda)."""
+    providers = [CPU]
+    if provider == "cuda":
+        CudaLibraries.preload()
+        providers = [CUDA, CPU]
+    session = onnxruntime.InferenceSession(artifact, providers=providers)
+    if provider == "cuda" and session.get_providers()[0] != CUDA:
+        raise SystemExit(f"in-process onnxruntime runs on {session.get_providers()[0]}, not CUDA")
+    for _ in range(10):  # warm-up: the first runs on a GPU allocate and pick kernels
+        session.run(None, {"features": rows[:1]})
     done, started = 0, time.monotonic()
     while time.monotonic() - started < seconds:
         session.run(None, {"features": rows[done % len(rows)][None, :]})
@@ -206,11 +234,18 @@ async def main() -> None:
         action="store_true",
         help="only the gateway (batching, logging) over TLS and in plaintext",
     )
+    parser.add_argument(
+        "--execution-provider",
+        choices=["auto", "cpu", "cuda"],
+        help="the gateways' EXECUTION_PROVIDER and the in-process reference's provider; with "
+        "cuda, a gateway that does not run on CUDA stops the benchmark",
+    )
     args = parser.parse_args()
     await ensure_topics(KafkaSettings(bootstrap_servers=args.bootstrap))
     artifact, rows = mlp_model()
     model = f"mlp-{os.getpid()}"
     results: dict[str, dict[int, float]] = {}
+    providers: dict[str, str] = {}
     ca_file = str(pki().ca_file)
 
     async def measure(label: str, address: str, tls: bool = True) -> None:
@@ -237,9 +272,12 @@ async def main() -> None:
         await deploy(args.bootstrap, model)
 
         async def gateway(label: str, settings: dict[str, str], tls: bool = True) -> None:
-            port = unused_port()
+            port, http_port = unused_port(), unused_port()
+            chosen = args.execution_provider
             env = {
                 "FLYWHEEL_GATEWAY_GRPC__PORT": str(port),
+                "FLYWHEEL_GATEWAY_HTTP__PORT": str(http_port),
+                **({"FLYWHEEL_GATEWAY_EXECUTION_PROVIDER": chosen} if chosen else {}),
                 "FLYWHEEL_GATEWAY_DATA_DIR": f"{folder}/gateway-{port}",
                 "FLYWHEEL_GATEWAY_TELEMETRY__METRICS_PORT": "-1",
                 "FLYWHEEL_GATEWAY_TELEMETRY__LOG_LEVEL": "WARNING",
@@ -256,6 +294,16 @@ async def main() -> None:
             workers = int(settings.get("FLYWHEEL_GATEWAY_WORKERS", "1"))
             for _ in range(8 * workers if workers > 1 else 1):  # reach every worker
                 await wait_model_ready(f"127.0.0.1:{port}", model, ca_file if tls else "")
+            providers[label] = await asyncio.to_thread(
+                execution_provider, http_port, model, ca_file if tls else ""
+            )
+            if chosen == "cuda" and providers[label] != CUDA:
+                await stop(process)
+                await stop(registry)
+                raise SystemExit(
+                    f"{label}: the gateway runs on {providers[label]}, not CUDA; its warning "
+                    "'CUDA wanted but not used' says why"
+                )
             await measure(label, f"127.0.0.1:{port}", tls)
             await stop(process)
 
@@ -270,7 +318,12 @@ async def main() -> None:
             await gateway(TLS_ON, batching("32", "true"))
             await gateway(TLS_OFF, batching("32", "true"), tls=False)
             await stop(registry)
-            report(args, results, in_process(artifact, rows, args.seconds))
+            report(
+                args,
+                results,
+                providers,
+                in_process(artifact, rows, args.seconds, args.execution_provider),
+            )
             return
 
         bare_port = unused_port()
@@ -322,7 +375,9 @@ async def main() -> None:
             await measure(label, address, tls=False)
             await stop(mlserver)
 
-    report(args, results, in_process(artifact, rows, args.seconds))
+    report(
+        args, results, providers, in_process(artifact, rows, args.seconds, args.execution_provider)
+    )
 
 
 BARE = "bare grpc.aio, TLS (fixed reply)"
@@ -331,12 +386,22 @@ TLS_OFF = "the same, plaintext (TLS off)"
 FSYNC = "gateway, batching on, logging+fsync"
 
 
-def report(args: argparse.Namespace, results: dict[str, dict[int, float]], ort: float) -> None:
+def report(
+    args: argparse.Namespace,
+    results: dict[str, dict[int, float]],
+    providers: dict[str, str],
+    ort: float,
+) -> None:
     print(
         f"\ngateway: batch-1 ModelInfer from tritonclient.grpc.aio, {args.seconds:.0f}s per cell, "
         "MLP 30-64-32-2 on breast cancer; requests/s (TLS unless the row says otherwise)"
     )
-    print(f"onnxruntime in-process, one call at a time: {ort:,.0f}/s")
+    reference = CUDA if args.execution_provider == "cuda" else CPU
+    print(f"onnxruntime in-process, one call at a time, {reference}: {ort:,.0f}/s")
+    print(
+        "gateways' execution provider (REST model metadata): "
+        + ", ".join(sorted(set(providers.values())))
+    )
     header = "".join(f"{'c=' + str(c):>10}" for c in args.concurrency)
     print(f"{'server':<38}{header}")
     for label, row in results.items():
