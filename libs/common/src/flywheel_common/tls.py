@@ -180,3 +180,18 @@ class ReloadingSslContext:
                     extra={"error": str(exc)},
                 )
             connection.context = self._current
+
+
+def https_context(tls: ServerTlsSettings, env_prefix: str, what: str) -> ssl.SSLContext | None:
+    """The server context of a service's HTTPS port beside its gRPC one (`what` it serves,
+    for the messages): the gRPC port's certificate, re-read when it changes; None, plain
+    HTTP with a warning, when gRPC's TLS is off."""
+    if not tls.enabled:
+        log.warning(f"{what} served over plain HTTP (grpc.tls.enabled=false)")
+        return None
+    if tls.cert_file is None or tls.key_file is None:
+        raise TlsNotConfigured(
+            f"{what} needs the gRPC port's certificate: set "
+            f"{env_prefix}GRPC__TLS__CERT_FILE and {env_prefix}GRPC__TLS__KEY_FILE"
+        )
+    return ReloadingSslContext(tls).context
