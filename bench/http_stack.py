@@ -4,14 +4,16 @@ stack is FastAPI on uvicorn), uvicorn under a bare ASGI callable (uvicorn's floo
 side figure, Starlette on granian's embedded server.
 
     make bench-http-stack
-    uv run python bench/http_stack.py [--requests 20000] [--rounds 3] [--stacks aiohttp ...]
+    uv run python bench/http_stack.py [--requests 10000] [--rounds 5] [--stacks aiohttp ...]
 
 Each stack serves the same V2-infer-shaped endpoint with the same handler (stdlib json, numpy
-argmax over a 4 x 30 FP32 input; bench/http_stack/servers.py) in a fresh server process on one
-asyncio event loop, embedded as the gateway would embed it beside grpc.aio. This process loads
-it on loopback with aiohttp's client, 64 requests in flight over 64 keep-alive connections: a
-warm-up, then a fixed count of requests. The stacks take turns, in a rotated order each round:
-the machine is shared, so read the ratios to aiohttp, taken within each round.
+argmax over a 4 x 30 FP32 input; bench/http_stack/servers.py) in a server process of its own on
+one asyncio event loop, embedded as the gateway would embed it beside grpc.aio. All the servers
+are started, checked and warmed up first; then this process loads them in turn on loopback with
+aiohttp's client, 64 requests in flight over 64 keep-alive connections, a fixed count of
+requests per run, in a rotated order each round. The machine is shared: short runs taking turns
+over several rounds see about the same load, and the ratios to aiohttp are taken within each
+round.
 
 Printed per stack, medians over the rounds: requests/s; the server process's CPU time per
 request (user + system of all its threads, from /proc/PID/stat), which the client and other
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
@@ -35,7 +38,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -48,6 +51,7 @@ from flywheel_testing.backends import unused_port
 HERE = Path(__file__).parent
 SERVERS = HERE / "http_stack" / "servers.py"
 VENV = HERE.parent / ".run" / "bench" / "http-stack"
+INFER = "/v2/models/m/infer"
 REFERENCE = "aiohttp"
 STACKS = {
     "aiohttp": "aiohttp.web",
@@ -181,34 +185,47 @@ async def load(
     return latencies
 
 
-async def measure(stack: str, args: argparse.Namespace) -> Run:
+class Server(NamedTuple):
+    stack: str
+    process: asyncio.subprocess.Process
+    session: aiohttp.ClientSession
+    url: str
+
+
+@contextlib.asynccontextmanager
+async def serving(stack: str, concurrency: int) -> AsyncIterator[Server]:
+    """The stack's server, ready, checked, with a client session of `concurrency` connections;
+    stopped by SIGTERM after."""
     port = unused_port()
     process = await asyncio.create_subprocess_exec(
         python_for(stack), str(SERVERS), stack, str(port), stdout=asyncio.subprocess.DEVNULL
     )
-    server = asyncio.ensure_future(process.wait())
+    exited = asyncio.ensure_future(process.wait())
     base = f"http://127.0.0.1:{port}"
-    url = base + "/v2/models/m/infer"
-    body = request_body()
     try:
-        connector = aiohttp.TCPConnector(limit=args.concurrency)
+        connector = aiohttp.TCPConnector(limit=concurrency)
         async with aiohttp.ClientSession(connector=connector) as session:
-            await until_ready(session, base, server)
-            await check_answer(session, url, body)
-            await load(session, url, body, args.warmup, args.concurrency)
-            server_cpu, client_cpu = cpu_seconds(process.pid), own_cpu_seconds()
-            started = time.perf_counter()
-            latencies = await load(session, url, body, args.requests, args.concurrency)
-            elapsed = time.perf_counter() - started
-            server_cpu = cpu_seconds(process.pid) - server_cpu
-            client_cpu = own_cpu_seconds() - client_cpu
+            await until_ready(session, base, exited)
+            await check_answer(session, base + INFER, request_body())
+            yield Server(stack, process, session, base + INFER)
     finally:
-        if not server.done():
+        if not exited.done():
             process.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(server, 30)
+        if await asyncio.wait_for(exited, 30) != 0:
+            print(f"{stack}'s server ended with {process.returncode} on SIGTERM (stderr above)")
+
+
+async def measure(server: Server, requests: int, concurrency: int) -> Run:
+    body = request_body()
+    server_cpu, client_cpu = cpu_seconds(server.process.pid), own_cpu_seconds()
+    started = time.perf_counter()
+    latencies = await load(server.session, server.url, body, requests, concurrency)
+    elapsed = time.perf_counter() - started
+    server_cpu = cpu_seconds(server.process.pid) - server_cpu
+    client_cpu = own_cpu_seconds() - client_cpu
     return Run(
-        requests_per_second=args.requests / elapsed,
-        cpu_per_request=server_cpu / args.requests,
+        requests_per_second=requests / elapsed,
+        cpu_per_request=server_cpu / requests,
         server_busy=server_cpu / elapsed,
         client_busy=client_cpu / elapsed,
         p50=quantile(latencies, 0.5),
@@ -248,10 +265,10 @@ async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--requests", type=int, default=20_000, help="measured, per run")
-    parser.add_argument("--warmup", type=int, default=2_000, help="sent before each run")
+    parser.add_argument("--requests", type=int, default=10_000, help="measured, per run")
+    parser.add_argument("--warmup", type=int, default=5_000, help="sent to each server first")
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
         "--stacks", nargs="+", choices=list(STACKS), default=list(STACKS), metavar="STACK"
     )
@@ -262,17 +279,24 @@ async def main() -> None:
     print(f"the handler alone: {handler * 1e6:.0f} us CPU per call", flush=True)
     load_before = os.getloadavg()[0]
     runs: dict[str, list[Run]] = {stack: [] for stack in stacks}
-    for round_ in range(args.rounds):
-        for stack in stacks[round_ % len(stacks) :] + stacks[: round_ % len(stacks)]:
-            run = await measure(stack, args)
-            runs[stack].append(run)
-            print(
-                f"round {round_ + 1} {stack:18} {run.requests_per_second:8,.0f} req/s "
-                f"{run.cpu_per_request * 1e6:6.0f} us CPU/req  server busy "
-                f"{run.server_busy:.2f}  client busy {run.client_busy:.2f}  "
-                f"p50 {run.p50 * 1e3:.1f} ms  p99 {run.p99 * 1e3:.1f} ms",
-                flush=True,
-            )
+    async with contextlib.AsyncExitStack() as servers:
+        started = [
+            await servers.enter_async_context(serving(stack, args.concurrency)) for stack in stacks
+        ]
+        for server in started:
+            await load(server.session, server.url, request_body(), args.warmup, args.concurrency)
+        for round_ in range(args.rounds):
+            turn = round_ % len(started)
+            for server in started[turn:] + started[:turn]:
+                run = await measure(server, args.requests, args.concurrency)
+                runs[server.stack].append(run)
+                print(
+                    f"round {round_ + 1} {server.stack:18} {run.requests_per_second:8,.0f} "
+                    f"req/s {run.cpu_per_request * 1e6:6.0f} us CPU/req  server busy "
+                    f"{run.server_busy:.2f}  client busy {run.client_busy:.2f}  "
+                    f"p50 {run.p50 * 1e3:.1f} ms  p99 {run.p99 * 1e3:.1f} ms",
+                    flush=True,
+                )
     print()
     print(
         f"{args.requests:,} requests per run after {args.warmup:,} of warm-up, concurrency "
