@@ -37,7 +37,6 @@ import json
 import os
 import shutil
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import tritonclient.grpc.aio as triton_aio
-from harness import register, start, stop
+from harness import reference_venv, register, start, stop
 from sklearn.datasets import load_breast_cancer
 from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
@@ -97,17 +96,7 @@ async def model_ready(client: triton_aio.InferenceServerClient, model: str) -> b
 
 def mlserver_executable() -> Path:
     """MLServer in a virtualenv of its own: its pins (FastAPI, protobuf) are not Flywheel's."""
-    executable = MLSERVER_VENV / "bin" / "mlserver"
-    if not executable.exists():
-        uv = [shutil.which("uv")] if shutil.which("uv") else [sys.executable, "-m", "uv"]
-        python = MLSERVER_VENV / "bin" / "python"
-        requirements = HERE / "mlserver" / "requirements.txt"
-        subprocess.run([*uv, "venv", "-q", "--python", "3.11", str(MLSERVER_VENV)], check=True)
-        subprocess.run(
-            [*uv, "pip", "install", "-q", "--python", str(python), "-r", str(requirements)],
-            check=True,
-        )
-    return executable
+    return reference_venv(MLSERVER_VENV, HERE / "mlserver" / "requirements.txt") / "mlserver"
 
 
 def mlserver_repository(
