@@ -5,6 +5,7 @@ plaintext was chosen."""
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -195,3 +196,10 @@ def https_context(tls: ServerTlsSettings, env_prefix: str, what: str) -> ssl.SSL
             f"{env_prefix}GRPC__TLS__CERT_FILE and {env_prefix}GRPC__TLS__KEY_FILE"
         )
     return ReloadingSslContext(tls).context
+
+
+def served_url(host: str, port: int, tls: ServerTlsSettings) -> str:
+    """Where a service's HTTP port answers: its scheme, and this machine's name when it
+    binds every address."""
+    name = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
+    return f"{'https' if tls.enabled else 'http'}://{name}:{port}"

@@ -5,7 +5,6 @@ over TLS with the gRPC port's certificate."""
 from __future__ import annotations
 
 import logging
-import socket
 
 from aiohttp import web
 
@@ -20,7 +19,7 @@ from flywheel_common.errors import (
 from flywheel_common.http_status import challenge_of, http_status_of
 from flywheel_common.identities import Authenticator
 from flywheel_common.settings import Role, ServerTlsSettings
-from flywheel_common.tls import https_context
+from flywheel_common.tls import https_context, served_url
 from flywheel_drift.domain import Alert
 from flywheel_drift.reports import REPORTS_PATH, Reports, alert_report_path
 from flywheel_drift.settings import ReportSettings
@@ -57,9 +56,7 @@ class ReportServer:
         """Where the reports are, as alerts link them."""
         if self._settings.base_url:
             return self._settings.base_url.rstrip("/")
-        host = socket.gethostname() if self._host in ("0.0.0.0", "::", "") else self._host
-        scheme = "https" if self._tls.enabled else "http"
-        return f"{scheme}://{host}:{self.port}"
+        return served_url(self._host, self.port, self._tls)
 
     def link(self, alert: Alert) -> str:
         return self.base_url + alert_report_path(alert)

@@ -17,7 +17,6 @@ Built on aiohttp's server, which runs on the gateway's own event loop beside grp
 from __future__ import annotations
 
 import logging
-import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -31,7 +30,7 @@ from flywheel_common.grpc_server import NOT_READY
 from flywheel_common.http_status import INTERNAL, challenge_of, http_status_of
 from flywheel_common.identities import Authenticator
 from flywheel_common.settings import GrpcSettings, Role
-from flywheel_common.tls import https_context
+from flywheel_common.tls import https_context, served_url
 from flywheel_gateway import rest_codec
 from flywheel_gateway.handlers import SERVER_NAME, SERVER_VERSION, Inference
 from flywheel_gateway.settings import HttpSettings
@@ -77,9 +76,7 @@ class RestApi:
 
     @property
     def url(self) -> str:
-        host = socket.gethostname() if self._host in ("0.0.0.0", "::", "") else self._host
-        scheme = "https" if self._grpc.tls.enabled else "http"
-        return f"{scheme}://{host}:{self.port}"
+        return served_url(self._host, self.port, self._grpc.tls)
 
     async def start(self) -> None:
         app = web.Application(
