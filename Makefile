@@ -116,7 +116,7 @@ swift-down: ## Stop that Swift
 	@infra/swift/stop.sh
 
 .PHONY: bench
-bench: bench-kafka bench-registry bench-gateway bench-rollout bench-drift bench-alarms bench-estimate bench-drift-replicas bench-takeover bench-loop ## All benchmarks (never part of make test); record in bench/RESULTS.md
+bench: bench-kafka bench-registry bench-gateway bench-rollout bench-drift bench-alarms bench-estimate bench-drift-replicas bench-takeover bench-loop bench-http-stack ## All benchmarks (never part of make test); record in bench/RESULTS.md
 
 .PHONY: bench-kafka
 bench-kafka: install ## Kafka bus: publisher and consumer against bare aiokafka
@@ -129,6 +129,10 @@ bench-gateway: install ## Gateway under tritonclient against in-process onnxrunt
 .PHONY: bench-rollout
 bench-rollout: install ## Rollback decision to the last of 3 gateways at 0%, beside Kafka latency
 	@infra/with-backends.sh $(UV) run --frozen python bench/rollout.py
+
+.PHONY: bench-http-stack
+bench-http-stack: install ## HTTP stack for the V2 REST endpoint: aiohttp.web beside uvicorn (Starlette, FastAPI, bare ASGI) and granian (~4 min)
+	@$(UV) run --frozen python bench/http_stack.py
 
 .PHONY: bench-takeover
 bench-takeover: install ## Leader-lease takeover after kill -9 beside Kafka's group rebalance, 20 kills
@@ -157,6 +161,10 @@ bench-loop: install ## The whole loop on river's drift streams beside static, sc
 .PHONY: bench-registry
 bench-registry: install ## Registry: registrations, GetArtifact MB/s, ListModelVersions at 10k
 	@infra/with-backends.sh $(UV) run --frozen python bench/registry.py
+
+.PHONY: bench-gpu
+bench-gpu: ## The gateway on an NVIDIA GPU (bench/gpu.sh): the gpu extra, a CUDA check, bench-gateway on CUDA (~5 min); without a GPU it says so
+	@bench/gpu.sh
 
 .PHONY: clean
 clean: ## Stop backends and remove runtime state (.run)

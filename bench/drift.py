@@ -35,7 +35,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -47,6 +46,7 @@ from typing import Any, NamedTuple
 import faust
 import numpy as np
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from harness import reference_venv
 
 from flywheel.common.v1.types_pb2 import Tensor
 from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
@@ -107,16 +107,7 @@ print(json.dumps(out))
 
 
 def refs_python() -> Path:
-    python = REFS_VENV / "bin" / "python"
-    if not python.exists():
-        uv = [shutil.which("uv")] if shutil.which("uv") else [sys.executable, "-m", "uv"]
-        requirements = HERE / "drift_refs" / "requirements.txt"
-        subprocess.run([*uv, "venv", "-q", "--python", "3.11", str(REFS_VENV)], check=True)
-        subprocess.run(
-            [*uv, "pip", "install", "-q", "--python", str(python), "-r", str(requirements)],
-            check=True,
-        )
-    return python
+    return reference_venv(REFS_VENV, HERE / "drift_refs" / "requirements.txt") / "python"
 
 
 def prediction(model: str, row: np.ndarray, index: int) -> PredictionLog:

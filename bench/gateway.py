@@ -5,11 +5,13 @@ same-run references.
     uv run python bench/gateway.py --seconds 5 --concurrency 1 4 16 64 [--workers 1 2]
     uv run python bench/gateway.py --repeat 3   # issue 17: the comparison at c=64, 3 times
     uv run python bench/gateway.py --tls-only --seconds 5   # just TLS on vs off
+    bench/gpu.sh              # on a machine with an NVIDIA GPU: --execution-provider cuda
 
 An MLP trained on scikit-learn's breast-cancer data (30 features) is exported to ONNX and
 registered; batch-1 inference requests come from tritonclient.grpc.aio (ModelInfer) and
 tritonclient.http.aio (POST .../infer) at each concurrency. Printed side by side, in one run:
-- onnxruntime called in-process, one call at a time (the model's own cost);
+- onnxruntime called in-process, one call at a time (the model's own cost), on the
+  execution provider the gateways are given (`--execution-provider`; the CPU by default);
 - a bare grpc.aio V2 server returning a fixed response over TLS (the Python gRPC ceiling);
 - this gateway with batching off and on, prediction logging off and on (each log written
   to the journal before its request is answered, the journal flushed to the disk every
@@ -34,12 +36,15 @@ how the client shares them; the server's CPU per request is the serving path's o
 and the client's says when the client, not the server, sets the rate.
 
 `--repeat N` measures only the rows the targets compare (bare server; gateway over gRPC with
-logging off and on, over HTTP, in plaintext; MLServer over gRPC and HTTP) at the highest
---concurrency, N times, and prints each run, the medians and each run's ratios with their
-medians.
+logging off and on, over HTTP, in plaintext; MLServer over gRPC and HTTP unless
+--gateway-only) at the highest --concurrency, N times, and prints each run, the medians and
+each run's ratios with their medians.
 
 The servers run in their own processes: tritonclient registers the same protobuf names as
-Flywheel's `inference` package, so it cannot share a process with them.
+Flywheel's `inference` package, so it cannot share a process with them. Each gateway's
+execution provider, as its REST model metadata reports it, is printed; with
+`--execution-provider cuda` a gateway that runs on anything else stops the benchmark, so no
+figure is ever labelled CUDA that the CPU measured.
 """
 
 from __future__ import annotations
@@ -52,12 +57,12 @@ import os
 import shutil
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -65,8 +70,10 @@ import numpy as np
 import onnxruntime
 import tritonclient.grpc.aio as triton_aio
 import tritonclient.http.aio as triton_http_aio
-from harness import register, start, stop
-from mlp_model import features
+from harness import reference_venv, register, start, stop
+from sklearn.datasets import load_breast_cancer
+from sklearn.neural_network import MLPClassifier
+from sklearn.preprocessing import StandardScaler
 from tritonclient import http as triton_http
 from tritonclient.grpc import InferInput
 from tritonclient.utils import InferenceServerException
@@ -76,6 +83,9 @@ from flywheel.deployer.v1 import types_pb2 as deployer_types
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import ClientTlsSettings, KafkaSettings
 from flywheel_common.topics import DEPLOYMENTS, ensure_topics
+from flywheel_gateway.cuda import CudaLibraries
+from flywheel_gateway.providers import CPU, CUDA
+from flywheel_sdk import to_onnx
 from flywheel_testing.backends import unused_port
 from flywheel_testing.tls import pki, tls_environment
 
@@ -86,12 +96,11 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def mlp_model() -> tuple[bytes, np.ndarray]:
-    """The model's ONNX file, converted in a process of its own (bench/mlp_model.py), and
-    its rows."""
-    converted = subprocess.run(
-        [sys.executable, str(HERE / "mlp_model.py")], check=True, capture_output=True
-    )
-    return converted.stdout, features()
+    """The model's ONNX file and its rows (the 30 features, standardized, as float32)."""
+    features, labels = load_breast_cancer(return_X_y=True)
+    features = StandardScaler().fit_transform(features).astype(np.float32)
+    model = MLPClassifier(hidden_layer_sizes=(64, 32), max_iter=300, random_state=0)
+    return to_onnx(model.fit(features, labels), features.shape[1]).onnx, features
 
 
 async def deploy(bootstrap: str, model: str) -> None:
@@ -115,17 +124,7 @@ async def model_ready(client: triton_aio.InferenceServerClient, model: str) -> b
 
 def mlserver_executable() -> Path:
     """MLServer in a virtualenv of its own: its pins (FastAPI, protobuf) are not Flywheel's."""
-    executable = MLSERVER_VENV / "bin" / "mlserver"
-    if not executable.exists():
-        uv = [shutil.which("uv")] if shutil.which("uv") else [sys.executable, "-m", "uv"]
-        python = MLSERVER_VENV / "bin" / "python"
-        requirements = HERE / "mlserver" / "requirements.txt"
-        subprocess.run([*uv, "venv", "-q", "--python", "3.11", str(MLSERVER_VENV)], check=True)
-        subprocess.run(
-            [*uv, "pip", "install", "-q", "--python", str(python), "-r", str(requirements)],
-            check=True,
-        )
-    return executable
+    return reference_venv(MLSERVER_VENV, HERE / "mlserver" / "requirements.txt") / "mlserver"
 
 
 def mlserver_repository(
@@ -337,8 +336,27 @@ async def throughput(
     return Cell(done / elapsed, cpu / done * 1e6, client_cpu / done * 1e6)
 
 
-def in_process(artifact: bytes, rows: np.ndarray, seconds: float) -> float:
-    session = onnxruntime.InferenceSession(artifact, providers=["CPUExecutionProvider"])
+def execution_provider(http_port: int, model: str, ca_file: str) -> str:
+    """The provider the gateway's version runs on, from its REST model metadata."""
+    scheme, context = (
+        ("https", ssl.create_default_context(cafile=ca_file)) if ca_file else ("http", None)
+    )
+    url = f"{scheme}://127.0.0.1:{http_port}/v2/models/{model}"
+    with urllib.request.urlopen(url, context=context, timeout=10) as answer:
+        return str(json.load(answer)["parameters"]["execution_provider"])
+
+
+def in_process(artifact: bytes, rows: np.ndarray, seconds: float, provider: str | None) -> float:
+    """One session.run at a time on `provider` (the CPU unless cuda)."""
+    providers = [CPU]
+    if provider == "cuda":
+        CudaLibraries.preload()
+        providers = [CUDA, CPU]
+    session = onnxruntime.InferenceSession(artifact, providers=providers)
+    if provider == "cuda" and session.get_providers()[0] != CUDA:
+        raise SystemExit(f"in-process onnxruntime runs on {session.get_providers()[0]}, not CUDA")
+    for _ in range(10):  # warm-up: the first runs on a GPU allocate and pick kernels
+        session.run(None, {"features": rows[:1]})
     done, started = 0, time.monotonic()
     while time.monotonic() - started < seconds:
         session.run(None, {"features": rows[done % len(rows)][None, :]})
@@ -358,6 +376,10 @@ class Bench:
     registry_port: int
     seconds: float
     concurrency: list[int]
+    execution_provider: str | None
+    """The gateways' EXECUTION_PROVIDER; their default when None."""
+    providers: dict[str, str] = field(default_factory=dict)
+    """Each gateway row's execution provider, as its REST model metadata reports it."""
 
     async def measure(
         self, process: asyncio.subprocess.Process, rows: dict[str, Endpoint]
@@ -397,9 +419,11 @@ async def gateway(
     """One gateway process with `settings`, measured for each row through its gRPC or its
     REST port."""
     grpc_port, http_port = unused_port(), unused_port()
+    chosen = bench.execution_provider
     env = {
         "FLYWHEEL_GATEWAY_GRPC__PORT": str(grpc_port),
         "FLYWHEEL_GATEWAY_HTTP__PORT": str(http_port),
+        **({"FLYWHEEL_GATEWAY_EXECUTION_PROVIDER": chosen} if chosen else {}),
         "FLYWHEEL_GATEWAY_DATA_DIR": f"{bench.folder}/gateway-{grpc_port}",
         "FLYWHEEL_GATEWAY_TELEMETRY__METRICS_PORT": "-1",
         "FLYWHEEL_GATEWAY_TELEMETRY__LOG_LEVEL": "WARNING",
@@ -416,6 +440,13 @@ async def gateway(
         workers = int(settings.get("FLYWHEEL_GATEWAY_WORKERS", "1"))
         for _ in range(8 * workers if workers > 1 else 1):  # reach every worker
             await wait_model_ready(f"127.0.0.1:{grpc_port}", bench.model, ca_file)
+        provider = await asyncio.to_thread(execution_provider, http_port, bench.model, ca_file)
+        if chosen == "cuda" and provider != CUDA:
+            raise SystemExit(
+                f"{', '.join(rows)}: the gateway runs on {provider}, not CUDA; its warning "
+                "'CUDA wanted but not used' says why"
+            )
+        bench.providers.update(dict.fromkeys(rows, provider))
         ports = {"grpc": grpc_port, "http": http_port}
         return await bench.measure(
             process,
@@ -592,13 +623,24 @@ def print_table(columns: list[str], rows: dict[str, list[Cell]]) -> None:
         print(f"{label:<38}" + "".join(f"{cell!s:>22}" for cell in cells))
 
 
-def report(args: argparse.Namespace, results: Results, ort: float) -> None:
+def print_providers(args: argparse.Namespace, providers: dict[str, str]) -> None:
+    print(
+        f"gateways' execution provider (REST model metadata, --execution-provider "
+        f"{args.execution_provider or 'default'}): " + ", ".join(sorted(set(providers.values())))
+    )
+
+
+def report(
+    args: argparse.Namespace, results: Results, providers: dict[str, str], ort: float
+) -> None:
     print(
         f"\ngateway: batch-1 inference from tritonclient.grpc.aio and tritonclient.http.aio, "
         f"{args.seconds:g}s per cell, MLP 30-64-32-2 on breast cancer; requests/s "
         "(server|client CPU us per request); TLS unless the row says otherwise"
     )
-    print(f"onnxruntime in-process, one call at a time: {ort:,.0f}/s")
+    reference = CUDA if args.execution_provider == "cuda" else CPU
+    print(f"onnxruntime in-process, one call at a time, {reference}: {ort:,.0f}/s")
+    print_providers(args, providers)
     print_table(
         [f"c={c}" for c in args.concurrency],
         {label: [row[c] for c in args.concurrency] for label, row in results.items()},
@@ -618,12 +660,15 @@ def report(args: argparse.Namespace, results: Results, ort: float) -> None:
             print(f"  {workers} workers: gateway / MLServer = {ours / theirs:.2f}")
 
 
-def report_repeats(args: argparse.Namespace, runs: list[Results]) -> None:
+def report_repeats(
+    args: argparse.Namespace, runs: list[Results], providers: dict[str, str]
+) -> None:
     top = max(args.concurrency)
     print(
         f"\ngateway: {len(runs)} runs at c={top}, {args.seconds:g}s per cell; requests/s "
         "(server|client CPU us per request); TLS unless the row says otherwise"
     )
+    print_providers(args, providers)
     columns = [f"run {number}" for number in range(1, len(runs) + 1)] + ["median"]
     rows = {}
     for label in runs[0]:
@@ -670,6 +715,12 @@ async def main() -> None:
         default=0,
         help="only the compared rows, at the highest concurrency, this many times; medians",
     )
+    parser.add_argument(
+        "--execution-provider",
+        choices=["auto", "cpu", "cuda"],
+        help="the gateways' EXECUTION_PROVIDER and the in-process reference's provider; with "
+        "cuda, a gateway that does not run on CUDA stops the benchmark",
+    )
     args = parser.parse_args()
     if args.repeat:
         args.concurrency = [max(args.concurrency)]
@@ -703,18 +754,23 @@ async def main() -> None:
                 registry_port,
                 args.seconds,
                 args.concurrency,
+                args.execution_provider,
             )
             if args.repeat:
-                runs = [await comparison(bench, False, [], True) for _ in range(args.repeat)]
+                runs = [
+                    await comparison(bench, False, [], not args.gateway_only)
+                    for _ in range(args.repeat)
+                ]
             elif args.tls_only:
                 results = await gateway(bench, batching("32", "true"), {TLS_ON: GRPC})
                 results |= await gateway(bench, batching("32", "true"), {TLS_OFF: GRPC}, tls=False)
             else:
                 results = await comparison(bench, True, args.workers, not args.gateway_only)
     if args.repeat:
-        report_repeats(args, runs)
+        report_repeats(args, runs, bench.providers)
         return
-    report(args, results, in_process(artifact, rows, args.seconds))
+    ort = in_process(artifact, rows, args.seconds, args.execution_provider)
+    report(args, results, bench.providers, ort)
 
 
 if __name__ == "__main__":

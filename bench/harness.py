@@ -1,13 +1,16 @@
 """What the benchmarks share: Flywheel services as processes (over TLS with the tests'
-certificates), registration, quantiles."""
+certificates), registration, quantiles, virtualenvs for the references."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import statistics
+import subprocess
 import sys
+from pathlib import Path
 
 from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
 from flywheel_common.healthcheck import wait_until_serving
@@ -72,3 +75,23 @@ async def register(address: str, model: str, artifact: bytes) -> int:
 def quantile(values: list[float], q: float) -> float:
     """The q-quantile (0.5, 0.99, ...) of at least two values."""
     return statistics.quantiles(values, n=100)[int(q * 100) - 1]
+
+
+def reference_venv(folder: Path, requirements: Path) -> Path:
+    """A virtualenv of its own at `folder` for what a benchmark compares Flywheel against (their
+    pins are not Flywheel's), built with uv from `requirements` on first use and brought up to
+    date when they change; returns its bin folder."""
+    python = folder / "bin" / "python"
+    installed = folder / "requirements.txt"
+    wanted = requirements.read_text()
+    if python.exists() and installed.exists() and installed.read_text() == wanted:
+        return folder / "bin"
+    found = shutil.which("uv")
+    uv = [found] if found else [sys.executable, "-m", "uv"]
+    if not python.exists():
+        subprocess.run([*uv, "venv", "-q", "--python", "3.11", str(folder)], check=True)
+    subprocess.run(
+        [*uv, "pip", "install", "-q", "--python", str(python), "-r", str(requirements)], check=True
+    )
+    installed.write_text(wanted)
+    return folder / "bin"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Audits every locked dependency (uv.lock as exported with its hashes, all groups, the
+# Audits every locked dependency (uv.lock as exported with its hashes, all groups and extras, the
 # workspace's own packages left out) for known vulnerabilities with pip-audit, minus the
 # advisories infra/audit/ignored.txt accepts with a reason. Fails on a finding, and also on
 # a package it could not audit (--strict), so an unreachable vulnerability source never
@@ -11,7 +11,7 @@ UV=${UV:-python3 -m uv}
 
 requirements=$(mktemp)
 trap 'rm -f "$requirements"' EXIT
-$UV export --frozen --no-emit-workspace --all-groups --quiet >"$requirements"
+$UV export --frozen --no-emit-workspace --all-groups --all-extras --quiet >"$requirements"
 
 ignored=()
 while read -r id _; do

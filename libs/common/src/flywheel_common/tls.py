@@ -5,6 +5,7 @@ plaintext was chosen."""
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -180,3 +181,25 @@ class ReloadingSslContext:
                     extra={"error": str(exc)},
                 )
             connection.context = self._current
+
+
+def https_context(tls: ServerTlsSettings, env_prefix: str, what: str) -> ssl.SSLContext | None:
+    """The server context of a service's HTTPS port beside its gRPC one (`what` it serves,
+    for the messages): the gRPC port's certificate, re-read when it changes; None, plain
+    HTTP with a warning, when gRPC's TLS is off."""
+    if not tls.enabled:
+        log.warning(f"{what} served over plain HTTP (grpc.tls.enabled=false)")
+        return None
+    if tls.cert_file is None or tls.key_file is None:
+        raise TlsNotConfigured(
+            f"{what} needs the gRPC port's certificate: set "
+            f"{env_prefix}GRPC__TLS__CERT_FILE and {env_prefix}GRPC__TLS__KEY_FILE"
+        )
+    return ReloadingSslContext(tls).context
+
+
+def served_url(host: str, port: int, tls: ServerTlsSettings) -> str:
+    """Where a service's HTTP port answers: its scheme, and this machine's name when it
+    binds every address."""
+    name = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
+    return f"{'https' if tls.enabled else 'http'}://{name}:{port}"

@@ -17,7 +17,6 @@ from typing import Any
 
 import grpc
 import numpy as np
-from flywheel_cli.connection import Addresses
 
 from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
 from flywheel_common.channels import sync_channel
@@ -69,6 +68,8 @@ class Client:
     def from_environment(cls) -> Client:
         """The CLI's settings: FLYWHEEL_CLI_GATEWAY, _TOKEN, _TLS__*, _KAFKA and
         _KAFKA_AUTH__*, or `make run`'s .run/cli.env."""
+        from flywheel_cli.connection import Addresses  # the CLI's settings, read when asked
+
         addresses = Addresses()
         return cls(addresses.gateway, addresses.tls, addresses.token, addresses.kafka_settings())
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from flywheel_cli.connection import Addresses
 
 from flywheel.registry.v1 import registry_pb2 as registry_pb
 from flywheel.registry.v1 import registry_pb2_grpc as registry_grpc
@@ -48,6 +47,8 @@ class Registry:
     def from_environment(cls) -> Registry:
         """The CLI's settings: FLYWHEEL_CLI_REGISTRY, _TOKEN and _TLS__*, or `make run`'s
         .run/cli.env."""
+        from flywheel_cli.connection import Addresses  # the CLI's settings, read when asked
+
         addresses = Addresses()
         return cls(addresses.registry, addresses.tls, addresses.token)
 

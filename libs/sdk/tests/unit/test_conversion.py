@@ -3,6 +3,8 @@ on data that ships with scikit-learn."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import lightgbm
@@ -128,3 +130,14 @@ def test_a_breast_cancer_pipeline_keeps_its_probabilities_to_float32_precision()
     )
     session = onnxruntime.InferenceSession(converted.onnx, providers=["CPUExecutionProvider"])
     assert session_signature(session) == expected
+
+
+def test_a_training_job_can_register_beside_tritonclient_in_one_process() -> None:
+    """Registering never loads the KServe V2 protobufs, whose names tritonclient registers
+    too (the client, which needs them, is imported on first use)."""
+    code = (
+        "import flywheel_sdk\n"
+        "from flywheel_sdk import register, to_onnx\n"
+        "import tritonclient.grpc\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

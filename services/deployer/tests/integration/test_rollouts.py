@@ -269,7 +269,7 @@ async def test_a_bandit_moves_traffic_to_the_more_accurate_arm_and_keys_only_fol
     traffic = platform.traffic()
     channels = [secure_channel(g.grpc.address) for g in platform.gateways]
     stubs = [inference_grpc.GRPCInferenceServiceStub(c) for c in channels]
-    keys = [f"user-{n}" for n in range(4000)]
+    keys = [f"user-{n}" for n in range(2000)]
 
     async def serve_every_key() -> dict[str, int]:
         served = await asyncio.gather(
@@ -302,7 +302,7 @@ async def test_a_bandit_moves_traffic_to_the_more_accurate_arm_and_keys_only_fol
             await channel.close()
 
     assert traffic.failures == []
-    assert abs(Counter(before.values())[v2] / len(keys) - 0.50) <= 0.03
+    assert abs(Counter(before.values())[v2] / len(keys) - 0.50) <= 0.04
     assert abs(Counter(after.values())[v2] / len(keys) - 0.95) <= 0.02, Counter(after.values())
     # Sticky keys: a key moves only to the arm that gained traffic, never away from it.
     assert all(after[key] == v2 for key in keys if before[key] == v2)

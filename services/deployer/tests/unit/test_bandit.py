@@ -100,6 +100,10 @@ def test_a_bandit_starts_even_then_moves_traffic_to_the_better_arm_at_its_pace()
         (1, 50, Role.ARM, "baseline"),
     ]
     assert running.routing().sticky_key == "user"
+    later = T0 + timedelta(seconds=600)
+    assert running.rebalance([Evidence(), Evidence()], later) == running  # nothing observed
+    close = [Evidence.of([labelled(0.80, 40)]), Evidence.of([labelled(0.80, 40)])]
+    assert running.rebalance(close, later) == running  # within the draws' noise
     evidence = [Evidence.of([labelled(0.92)] * 3), Evidence.of([labelled(0.71)] * 3)]
     assert running.rebalance(evidence, T0 + timedelta(seconds=59)) == running  # too soon
     moved = running.rebalance(evidence, T0 + timedelta(seconds=60))

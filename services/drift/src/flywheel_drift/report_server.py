@@ -5,8 +5,6 @@ over TLS with the gRPC port's certificate."""
 from __future__ import annotations
 
 import logging
-import socket
-import ssl
 
 from aiohttp import web
 
@@ -21,7 +19,7 @@ from flywheel_common.errors import (
 from flywheel_common.http_status import challenge_of, http_status_of
 from flywheel_common.identities import Authenticator
 from flywheel_common.settings import Role, ServerTlsSettings
-from flywheel_common.tls import ReloadingSslContext, TlsNotConfigured
+from flywheel_common.tls import https_context, served_url
 from flywheel_drift.domain import Alert
 from flywheel_drift.reports import REPORTS_PATH, Reports, alert_report_path
 from flywheel_drift.settings import ReportSettings
@@ -58,9 +56,7 @@ class ReportServer:
         """Where the reports are, as alerts link them."""
         if self._settings.base_url:
             return self._settings.base_url.rstrip("/")
-        host = socket.gethostname() if self._host in ("0.0.0.0", "::", "") else self._host
-        scheme = "https" if self._tls.enabled else "http"
-        return f"{scheme}://{host}:{self.port}"
+        return served_url(self._host, self.port, self._tls)
 
     def link(self, alert: Alert) -> str:
         return self.base_url + alert_report_path(alert)
@@ -71,7 +67,10 @@ class ReportServer:
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(
-            self._runner, self._host, self._settings.port, ssl_context=self._ssl_context()
+            self._runner,
+            self._host,
+            self._settings.port,
+            ssl_context=https_context(self._tls, self._env_prefix, "the drift reports are"),
         )
         await site.start()
         self.port = int(self._runner.addresses[0][1])
@@ -80,18 +79,6 @@ class ReportServer:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
-
-    def _ssl_context(self) -> ssl.SSLContext | None:
-        tls = self._tls
-        if not tls.enabled:
-            log.warning("drift reports are served over plain HTTP (grpc.tls.enabled=false)")
-            return None
-        if tls.cert_file is None or tls.key_file is None:
-            raise TlsNotConfigured(
-                f"the drift reports need the gRPC port's certificate: set "
-                f"{self._env_prefix}GRPC__TLS__CERT_FILE and {self._env_prefix}GRPC__TLS__KEY_FILE"
-            )
-        return ReloadingSslContext(tls).context
 
     async def _report(self, request: web.Request) -> web.Response:
         model = request.match_info["model"]

@@ -84,6 +84,8 @@ class ModelDescription:
     platform: str
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
+    execution_provider: str
+    """The onnxruntime provider the version's session runs on."""
 
 
 PLATFORM = "onnxruntime_onnx"
@@ -149,6 +151,7 @@ class Inference:
                 platform=PLATFORM,
                 inputs=list(loaded.signature.inputs),
                 outputs=list(loaded.signature.outputs),
+                execution_provider=loaded.provider,
             )
 
     def _route(self, request: InferRequest) -> tuple[Route, RoutingTable | None]:

@@ -17,8 +17,6 @@ Built on aiohttp's server, which runs on the gateway's own event loop beside grp
 from __future__ import annotations
 
 import logging
-import socket
-import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -32,7 +30,7 @@ from flywheel_common.grpc_server import NOT_READY
 from flywheel_common.http_status import INTERNAL, challenge_of, http_status_of
 from flywheel_common.identities import Authenticator
 from flywheel_common.settings import GrpcSettings, Role
-from flywheel_common.tls import ReloadingSslContext, TlsNotConfigured
+from flywheel_common.tls import https_context, served_url
 from flywheel_gateway import rest_codec
 from flywheel_gateway.handlers import SERVER_NAME, SERVER_VERSION, Inference
 from flywheel_gateway.settings import HttpSettings
@@ -83,9 +81,7 @@ class RestApi:
 
     @property
     def url(self) -> str:
-        host = socket.gethostname() if self._host in ("0.0.0.0", "::", "") else self._host
-        scheme = "https" if self._grpc.tls.enabled else "http"
-        return f"{scheme}://{host}:{self.port}"
+        return served_url(self._host, self.port, self._grpc.tls)
 
     async def start(self) -> None:
         app = web.Application(
@@ -104,7 +100,7 @@ class RestApi:
             self._runner,
             self._host,
             self._settings.port,
-            ssl_context=self._ssl_context(),
+            ssl_context=https_context(self._grpc.tls, self._env_prefix, "the REST API is"),
             reuse_port=self._grpc.reuse_port or None,
         )
         await site.start()
@@ -114,18 +110,6 @@ class RestApi:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
-
-    def _ssl_context(self) -> ssl.SSLContext | None:
-        tls = self._grpc.tls
-        if not tls.enabled:
-            log.warning("the REST API is served over plain HTTP (grpc.tls.enabled=false)")
-            return None
-        if tls.cert_file is None or tls.key_file is None:
-            raise TlsNotConfigured(
-                f"the REST API needs the gRPC port's certificate: set "
-                f"{self._env_prefix}GRPC__TLS__CERT_FILE and {self._env_prefix}GRPC__TLS__KEY_FILE"
-            )
-        return ReloadingSslContext(tls).context
 
     async def _live(self, request: web.Request) -> web.Response:
         return web.Response()

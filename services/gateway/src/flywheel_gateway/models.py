@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime
+from opentelemetry import metrics
 
 from flywheel_common.artifact_cache import ArtifactFetcher
 from flywheel_common.errors import (
@@ -31,6 +32,14 @@ from flywheel_common.signatures import (
     session_signature,
 )
 from flywheel_gateway.batching import Arrays, BatchPolicy, DynamicBatcher
+from flywheel_gateway.cuda import CudaLibraries, has_nvidia_gpu
+from flywheel_gateway.providers import (
+    CUDA,
+    fallback_reason,
+    placement,
+    requested_providers,
+    wants_cuda,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +50,6 @@ class LoadState(StrEnum):
     READY = "ready"
     DRAINING = "draining"
     FAILED = "failed"
-
-
-def choose_providers(preference: str) -> list[str]:
-    """CUDA when asked for or when this machine has an NVIDIA GPU, CPU otherwise."""
-    available = onnxruntime.get_available_providers()
-    has_gpu = Path("/dev/nvidiactl").exists() or Path("/dev/nvidia0").exists()
-    wants_cuda = preference == "cuda" or (preference == "auto" and has_gpu)
-    if wants_cuda and "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +88,8 @@ class LoadedVersion:
     must fix and no rollback mends."""
     session: onnxruntime.InferenceSession | None = None
     batcher: DynamicBatcher | None = None
+    counted: bool = False
+    """Whether flywheel.gateway.model.loaded counts this version."""
     in_flight: int = 0
     state_since: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -105,6 +106,14 @@ class LoadedVersion:
         names = [spec.name for spec in self.signature.outputs]
         results = self.session.run(names, inputs)
         return dict(zip(names, results, strict=True))
+
+
+def _metric_attributes(loaded: LoadedVersion) -> dict[str, str]:
+    return {
+        "model": loaded.model,
+        "version": str(loaded.version),
+        "execution_provider": loaded.provider,
+    }
 
 
 def _warmup_inputs(signature: Signature) -> Arrays:
@@ -124,6 +133,7 @@ class ModelManager:
         fetcher: ArtifactFetcher,
         options: RuntimeOptions,
         on_change: Callable[[], None] = lambda: None,
+        meter: metrics.Meter | None = None,
     ) -> None:
         self._fetcher = fetcher
         self._options = options
@@ -132,6 +142,15 @@ class ModelManager:
         self._loading: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._ready: dict[str, frozenset[int]] = {}
         self._executor = ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="infer")
+        self._available = onnxruntime.get_available_providers()
+        self._has_gpu = has_nvidia_gpu()
+        self._cuda_wanted = wants_cuda(options.provider, self._has_gpu)
+        self._providers = requested_providers(self._cuda_wanted, self._available)
+        self._loaded_metric = (meter or metrics.get_meter(__name__)).create_up_down_counter(
+            "flywheel.gateway.model.loaded",
+            description="1 per ready (or draining) version, by model, version and the "
+            "execution provider it runs on",
+        )
 
     @property
     def versions(self) -> list[LoadedVersion]:
@@ -196,7 +215,7 @@ class ModelManager:
             loop = asyncio.get_running_loop()
             session = await loop.run_in_executor(self._executor, self._create_session, path)
             loaded.session = session
-            loaded.provider = session.get_providers()[0]
+            loaded.provider = self._placed(model, version, session.get_providers())
             loaded.signature = session_signature(session)
             await loop.run_in_executor(self._executor, loaded.run, _warmup_inputs(loaded.signature))
             loaded.batcher = DynamicBatcher(
@@ -219,16 +238,35 @@ class ModelManager:
             return
         # Only now, warmed up, does the version become routable.
         loaded.set_state(LoadState.READY)
+        loaded.counted = True
+        self._loaded_metric.add(1, _metric_attributes(loaded))
         log.info(
-            "model ready", extra={"model": model, "version": version, "provider": loaded.provider}
+            "model ready",
+            extra={"model": model, "version": version, "execution_provider": loaded.provider},
         )
         self._changed()
 
+    def _placed(self, model: str, version: int, reported: list[str]) -> str:
+        """The provider the session runs on; a warning when it is not the CUDA wanted."""
+        where = placement(self._cuda_wanted, reported)
+        if where.fell_back:
+            missing = CudaLibraries.preload() if CUDA in self._providers else ()
+            log.warning(
+                "CUDA wanted but not used: the version runs on another provider",
+                extra={
+                    "model": model,
+                    "version": version,
+                    "execution_provider": where.provider,
+                    "reason": fallback_reason(self._available, self._has_gpu, missing),
+                },
+            )
+        return where.provider
+
     def _create_session(self, path: Path) -> onnxruntime.InferenceSession:
+        if CUDA in self._providers:
+            CudaLibraries.preload()
         return onnxruntime.InferenceSession(
-            str(path),
-            sess_options=session_options(self._options),
-            providers=choose_providers(self._options.provider),
+            str(path), sess_options=session_options(self._options), providers=self._providers
         )
 
     def retire(self, model: str, version: int) -> None:
@@ -246,6 +284,9 @@ class ModelManager:
 
     def _unload(self, loaded: LoadedVersion) -> None:
         self._versions.pop((loaded.model, loaded.version), None)
+        if loaded.counted:
+            loaded.counted = False
+            self._loaded_metric.add(-1, _metric_attributes(loaded))
         if loaded.batcher is not None:
             loaded.batcher.close()
         loaded.session = None

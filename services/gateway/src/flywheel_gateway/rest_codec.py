@@ -119,6 +119,8 @@ def infer_response(result: InferResult, form: OutputForm) -> Encoded:
 
 
 def model_metadata(described: ModelDescription) -> bytes:
+    """The protocol's model metadata, and `parameters` beside it (the protocol defines none
+    here; clients read the fields they know) with the provider the version runs on."""
     return _dumps(
         {
             "name": described.name,
@@ -126,6 +128,7 @@ def model_metadata(described: ModelDescription) -> bytes:
             "platform": described.platform,
             "inputs": [_tensor_metadata(spec) for spec in described.inputs],
             "outputs": [_tensor_metadata(spec) for spec in described.outputs],
+            "parameters": {"execution_provider": described.execution_provider},
         }
     )
 

@@ -107,6 +107,7 @@ async def test_curl_reaches_every_endpoint(
                 {"name": "label", "datatype": "INT64", "shape": [-1]},
                 {"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]},
             ],
+            "parameters": {"execution_provider": "CPUExecutionProvider"},
         }
 
     x = features(3)

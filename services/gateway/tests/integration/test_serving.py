@@ -76,6 +76,8 @@ async def test_stock_tritonclient_speaks_every_rpc(
     assert result["server"] == "flywheel-gateway"
     assert result["inputs"] == [["features", "FP32", [-1, 4]]]
     assert result["outputs"] == [["label", "INT64", [-1]], ["probabilities", "FP32", [-1, 3]]]
+    if protocol == "http":
+        assert result["parameters"] == {"execution_provider": "CPUExecutionProvider"}
     assert (result["id"], result["version"]) == ("req-42", "1")
     assert result["selected"] == ["label"]
     session = onnxruntime.InferenceSession(iris.classifier, providers=["CPUExecutionProvider"])

@@ -95,6 +95,8 @@ def protocol(client: Any, model: str, **_: Any) -> dict[str, Any]:
         "missing_ready": client.is_model_ready(model, "99"),
         "inputs": tensors(metadata, "inputs"),
         "outputs": tensors(metadata, "outputs"),
+        # HTTP only: the gRPC message has no parameters.
+        "parameters": metadata.get("parameters") if isinstance(metadata, dict) else None,
         "id": field(full.get_response(), "id"),
         "version": field(full.get_response(), "model_version"),
         "x": x.tolist(),

@@ -6,7 +6,8 @@ Beta(1 + correct, 1 + wrong) over its labelled predictions. Latency is the windo
 arm's mean p99 has a normal posterior around its windows' mean, as wide as their spread
 over the square root of their number (an arm without windows samples from what every arm
 showed, twice as wide, so it is explored). Many joint draws give each arm's probability of
-being best; every arm keeps `floor` percent and shares the rest in proportion.
+being best; every arm keeps `floor` percent and shares the rest in proportion. Before any
+reward is observed, and for moves under two points, the weights stay as they are.
 
 Pure arithmetic on window summaries, seeded by the caller, so that a decision can be
 replayed from stored windows and is the same on every replica.
@@ -26,6 +27,9 @@ from flywheel_deployer.analysis import Window
 DRAWS = 4000
 DEFAULT_FLOOR_PERCENT = 5
 DEFAULT_REBALANCE_SECONDS = 60.0
+MIN_MOVE_PERCENT = 2
+"""Weights change only when an arm's would move by this much: the draws' own noise (about
+one point at an even split) does not churn the routing."""
 
 
 class Reward(StrEnum):

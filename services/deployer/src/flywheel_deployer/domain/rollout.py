@@ -15,7 +15,12 @@ import numpy as np
 
 from flywheel_common.errors import FailedPrecondition, InvalidArgument
 from flywheel_deployer.analysis import Analysis, Decision, Window, analyse, merge
-from flywheel_deployer.domain.bandit import Evidence, best_arm_probabilities, weights
+from flywheel_deployer.domain.bandit import (
+    MIN_MOVE_PERCENT,
+    Evidence,
+    best_arm_probabilities,
+    weights,
+)
 from flywheel_deployer.domain.events import (
     RolloutAborted,
     RolloutCompleted,
@@ -533,10 +538,13 @@ class Rollout:
         if (now - since).total_seconds() < terms.rebalance_seconds:
             return self
         seen = sum(e.labeled + len(e.latencies_ms) for e in evidence)
+        if not seen:
+            return self  # no reward observed yet: the even split stands
         rng = np.random.default_rng(zlib.crc32(f"{self.rollout_id}:{seen}".encode()))
         probabilities = best_arm_probabilities(evidence, terms.reward, rng)
         following = weights(probabilities.tolist(), terms.floor_percent)
-        if following == self.current_arm_weights():
+        moved = max(abs(a - b) for a, b in zip(following, self.current_arm_weights(), strict=True))
+        if moved < MIN_MOVE_PERCENT:
             return self
         return replace(self, arm_weights=following, step_started_at=now, updated_at=now)
 
