@@ -338,8 +338,9 @@ class TelemetrySettings(SettingsSection):
     otlp_endpoint: str = ""
     """OTLP/gRPC collector address (for example http://127.0.0.1:4317); empty disables export."""
     trace_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
-    """Share of new traces recorded (a caller's sampling decision is always followed);
-    unsampled calls still get trace ids for logs, at a fraction of the cost."""
+    """Share of new traces recorded (a caller's sampling decision is always followed), once
+    spans are exported (`otlp_endpoint`): with no exporter none is recorded. Unsampled calls
+    still get trace ids for logs and events, at a fraction of the cost."""
     metrics_host: str = "127.0.0.1"
     """Address of the Prometheus scrape endpoint; use 0.0.0.0 inside containers."""
     metrics_port: int = Field(default=-1, ge=-1, le=65535)

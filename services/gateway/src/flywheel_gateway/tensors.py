@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import struct
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -21,6 +23,10 @@ carries, yet small enough that numpy can describe even an empty array of that sh
 DATATYPE_OF_KIND = {
     dtype.str if name != "BOOL" else "|b1": name for name, dtype in NUMPY_DTYPES.items()
 }
+
+
+_LITTLE_ENDIAN = {"<", "|"} | ({"="} if sys.byteorder == "little" else set())
+"""The byte orders numpy writes as the protocol's little-endian raw contents."""
 
 
 class NonFinitePolicy(StrEnum):
@@ -184,14 +190,23 @@ def _shape_text(shape: tuple[int, ...]) -> str:
 
 
 def datatype_of(array: np.ndarray) -> str:
-    if array.dtype.kind in ("O", "U", "S"):
+    return _datatype_of_dtype(array.dtype)
+
+
+@functools.cache
+def _datatype_of_dtype(dtype: np.dtype) -> str:
+    # Cached: every answer and every prediction log asks, and a model has few dtypes.
+    if dtype.kind in ("O", "U", "S"):
         return "BYTES"
-    if array.dtype == np.bool_:
+    if dtype == np.bool_:
         return "BOOL"
-    return DATATYPE_OF_KIND[array.dtype.newbyteorder("<").str]
+    return DATATYPE_OF_KIND[dtype.newbyteorder("<").str]
 
 
 def raw_of(array: np.ndarray) -> bytes:
+    """The tensor's raw contents: little-endian, row-major."""
+    if array.dtype.byteorder in _LITTLE_ENDIAN and array.dtype.kind not in ("O", "U", "S"):
+        return array.tobytes()  # row-major whatever the array's layout
     if datatype_of(array) == "BYTES":
         return encode_bytes(array)
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()

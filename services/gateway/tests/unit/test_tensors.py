@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from flywheel_common.errors import InvalidArgument
-from flywheel_gateway.tensors import MAX_RANK, RequestTensor, to_array
+from flywheel_gateway.tensors import MAX_RANK, RequestTensor, datatype_of, raw_of, to_array
 
 
 @pytest.mark.parametrize(
@@ -36,3 +36,30 @@ def test_tensors_at_the_limits_decode() -> None:
     empty = to_array(RequestTensor("x", "FP32", (0, 4), raw=b""))
     assert empty.shape == (0, 4)
     assert empty.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(6, dtype=np.float32).reshape(2, 3),
+        np.arange(6, dtype=">f4").reshape(2, 3),  # big-endian
+        np.arange(6, dtype=np.int64).reshape(2, 3).T,  # column-major
+        np.arange(12, dtype=np.float64).reshape(3, 4)[:, ::2],  # strided
+        np.array([[True, False]]),
+    ],
+    ids=["fp32", "big-endian", "transposed", "strided", "bool"],
+)
+def test_answers_and_logs_carry_little_endian_row_major_bytes(array: np.ndarray) -> None:
+    raw = raw_of(array)
+    little = np.dtype(array.dtype).newbyteorder("<")
+    decoded = np.frombuffer(raw, dtype=little).reshape(array.shape)
+    assert np.array_equal(decoded, array)
+    assert to_array(RequestTensor("x", datatype_of(array), array.shape, raw=raw)).tolist() == (
+        array.tolist()
+    )
+
+
+def test_bytes_tensors_are_length_prefixed_and_named_bytes() -> None:
+    array = np.array([b"ab", b"c"], dtype=object)
+    assert datatype_of(array) == "BYTES"
+    assert raw_of(array) == b"\x02\x00\x00\x00ab\x01\x00\x00\x00c"
