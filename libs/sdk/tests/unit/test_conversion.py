@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import lightgbm
@@ -44,26 +45,21 @@ def torch_classifier(x: np.ndarray, y: np.ndarray) -> torch.nn.Module:
     return module
 
 
-def classifiers() -> list[tuple[str, Any]]:
+CLASSIFIERS: dict[str, Callable[[np.ndarray, np.ndarray], Any]] = {
+    "scikit-learn": lambda x, y: make_pipeline(
+        StandardScaler(), LogisticRegression(max_iter=500)
+    ).fit(x, y),
+    "xgboost": lambda x, y: xgboost.XGBClassifier(n_estimators=20, max_depth=3).fit(x, y),
+    "lightgbm": lambda x, y: lightgbm.LGBMClassifier(n_estimators=20, verbose=-1).fit(x, y),
+    "pytorch": torch_classifier,
+}
+"""A classifier of each family, trained by the test that uses it (not at collection)."""
+
+
+@pytest.mark.parametrize("family", CLASSIFIERS)
+def test_every_family_converts_to_the_contract_and_answers_as_the_original(family: str) -> None:
     x, y = iris()
-    return [
-        (
-            "scikit-learn",
-            make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(x, y),
-        ),
-        ("xgboost", xgboost.XGBClassifier(n_estimators=20, max_depth=3).fit(x, y)),
-        ("lightgbm", lightgbm.LGBMClassifier(n_estimators=20, verbose=-1).fit(x, y)),
-        ("pytorch", torch_classifier(x, y)),
-    ]
-
-
-@pytest.mark.parametrize(
-    ("family", "model"), classifiers(), ids=lambda v: v if isinstance(v, str) else ""
-)
-def test_every_family_converts_to_the_contract_and_answers_as_the_original(
-    family: str, model: Any
-) -> None:
-    x, _ = iris()
+    model = CLASSIFIERS[family](x, y)
     task = "classification" if family == "pytorch" else None
     converted = to_onnx(model, n_features=4, task=task)
     assert converted.family is Family(family)
