@@ -91,37 +91,48 @@ async def flywheel(endpoints: Addresses, *args: str) -> tuple[int, str]:
 
 
 async def _operator_sees_the_loop(endpoints: Addresses, model: str) -> None:
-    code, output = await flywheel(endpoints, "--json", "status")
+    # The commands only read (or are refused), so they run at once, as several operators
+    # might.
+    status, runs, versions, infer, rollouts, promote, elsewhere = await asyncio.gather(
+        flywheel(endpoints, "--json", "status"),
+        flywheel(endpoints, "--json", "retrain", "runs", model),
+        flywheel(endpoints, "versions", model),
+        flywheel(endpoints, "--json", "infer", model, ",".join(["10"] * 30)),
+        flywheel(endpoints, "rollouts", model),
+        flywheel(endpoints, "promote", model, "99"),
+        # The operator's token is scoped to the test's model.
+        flywheel(endpoints, "versions", "another-teams-model"),
+    )
+    code, output = status
     assert code == 0, output
-    status = json.loads(output)
-    assert all(service["serving"] for service in status["services"].values())
-    [entry] = [m for m in status["models"] if m["model"] == model]
+    served = json.loads(output)
+    assert all(service["serving"] for service in served["services"].values())
+    [entry] = [m for m in served["models"] if m["model"] == model]
     assert entry["aliases"]["production"] == 2
     assert entry["traffic"] == {"2": 100}
 
-    code, output = await flywheel(endpoints, "--json", "retrain", "runs", model)
+    code, output = runs
     assert code == 0, output
     [run] = json.loads(output)
     assert run["state"] == "RUN_STATE_PROMOTED"
 
-    code, output = await flywheel(endpoints, "versions", model)
+    code, output = versions
     assert code == 0, output
     assert "drift-alert:" in output
 
-    code, output = await flywheel(endpoints, "--json", "infer", model, ",".join(["10"] * 30))
+    code, output = infer
     assert code == 0, output
     assert json.loads(output)["version"] == "2"
 
-    code, output = await flywheel(endpoints, "rollouts", model)
+    code, output = rollouts
     assert code == 0, output
     assert "succeeded" in output
 
-    code, output = await flywheel(endpoints, "promote", model, "99")
+    code, output = promote
     assert code == 1
     assert "error:" in output
     assert "99" in output
 
-    # The operator's token is scoped to the test's model.
-    code, output = await flywheel(endpoints, "versions", "another-teams-model")
+    code, output = elsewhere
     assert code == 1
     assert "permission_denied" in output, output

@@ -129,10 +129,10 @@ async def test_weighted_split_and_sticky_keys(
     await platform.deploy(
         model_name, {1: 70, 2: 30}, generation=1, sticky_key="flywheel-routing-key"
     )
-    split = await drive(platform.address, "load", model=model_name, requests=10_000, concurrency=32)
+    split = await drive(platform.address, "load", model=model_name, requests=5000, concurrency=32)
     assert split["failure_count"] == 0, split["failures"]
     share = split["versions"]["2"] / split["sent"]
-    assert abs(share - 0.30) <= 0.02, split
+    assert abs(share - 0.30) <= 0.025, split  # 3.9 standard deviations of 5,000 draws
     sticky = await drive(
         platform.address, "load", model=model_name, requests=3000, concurrency=16, keys=200
     )
