@@ -75,6 +75,7 @@ class Telemetry:
     users: int = 1
 
     def export_spans(self, processors: Sequence[SpanProcessor]) -> None:
+        """Hand finished spans to `processors` too; from then on spans are recorded."""
         for processor in processors:
             self.tracer_provider.add_span_processor(processor)
         if processors:
