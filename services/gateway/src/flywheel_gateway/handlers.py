@@ -7,6 +7,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from opentelemetry import metrics, trace
@@ -305,9 +306,10 @@ def _select(
     )
 
 
-def _tensor_fields(name: str, array: np.ndarray) -> dict[str, object]:
+def _tensor_fields(name: str, array: np.ndarray) -> Any:
     """A logged `Tensor` as the fields its log's constructor takes: a Tensor message would be
-    built and then copied into the log, at twice the cost."""
+    built and then copied into the log, at twice the cost. (Any: the message stubs name only
+    `Tensor`, though the constructor takes its fields as well.)"""
     return {
         "name": name,
         "datatype": datatype_of(array),
