@@ -25,6 +25,8 @@ DATATYPE_OF_KIND = {
 }
 
 
+_TEXT_KINDS = ("O", "U", "S")
+"""numpy kinds sent as the protocol's BYTES: objects, unicode and byte strings."""
 _LITTLE_ENDIAN = {"<", "|"} | ({"="} if sys.byteorder == "little" else set())
 """The byte orders numpy writes as the protocol's little-endian raw contents."""
 
@@ -196,7 +198,7 @@ def datatype_of(array: np.ndarray) -> str:
 @functools.cache
 def _datatype_of_dtype(dtype: np.dtype) -> str:
     # Cached: every answer and every prediction log asks, and a model has few dtypes.
-    if dtype.kind in ("O", "U", "S"):
+    if dtype.kind in _TEXT_KINDS:
         return "BYTES"
     if dtype == np.bool_:
         return "BOOL"
@@ -205,7 +207,7 @@ def _datatype_of_dtype(dtype: np.dtype) -> str:
 
 def raw_of(array: np.ndarray) -> bytes:
     """The tensor's raw contents: little-endian, row-major."""
-    if array.dtype.byteorder in _LITTLE_ENDIAN and array.dtype.kind not in ("O", "U", "S"):
+    if array.dtype.byteorder in _LITTLE_ENDIAN and array.dtype.kind not in _TEXT_KINDS:
         return array.tobytes()  # row-major whatever the array's layout
     if datatype_of(array) == "BYTES":
         return encode_bytes(array)
