@@ -26,7 +26,8 @@ tritonclient.http.aio (POST .../infer) at each concurrency. Printed side by side
   adaptive batching (max batch 32, like the gateway), over gRPC and over its REST endpoint
   (JSON values: MLServer's REST API takes no binary tensor data). MLServer gets its own
   virtualenv, built with uv from bench/mlserver/requirements.txt into .run/bench/mlserver
-  on first use (plaintext, as MLServer serves by default).
+  on first use. MLServer 1.7.1 has no TLS setting, so it serves in plaintext, and the targets
+  compare it with the gateway in plaintext (the gateway's TLS rows are shown beside them).
 
 Beside each rate, the server's CPU time per request: user and system CPU seconds of the
 server process and its children (MLServer's inference workers, the gateway's WORKERS) over
@@ -578,13 +579,16 @@ class Ratio:
 
 
 RATIOS = [
+    # MLServer 1.7.1 has no TLS setting for either endpoint: the targets compare the gateway
+    # in plaintext with it, like for like; the gateway's TLS rows are shown beside them.
     Ratio(
-        "gRPC: gateway (batching, logging, TLS) / MLServer (plaintext)",
-        TLS_ON,
+        "gRPC: gateway (batching, logging, plaintext) / MLServer (plaintext)",
+        TLS_OFF,
         MLSERVER,
         ">= 2.5x",
         lambda value: value >= 2.5,
     ),
+    Ratio("gRPC: gateway (batching, logging, TLS) / MLServer (plaintext)", TLS_ON, MLSERVER),
     Ratio(
         "gRPC: logging cost (logging on against off)",
         TLS_ON,
@@ -594,14 +598,14 @@ RATIOS = [
         cost=True,
     ),
     Ratio(
-        "HTTP: gateway REST (TLS, JSON) / MLServer REST (plaintext, JSON)",
-        REST_JSON,
+        "HTTP: gateway REST (plaintext, JSON) / MLServer REST (plaintext, JSON)",
+        REST_PLAIN_JSON,
         MLSERVER_REST,
         ">= 2x",
         lambda value: value >= 2.0,
     ),
+    Ratio("HTTP: gateway REST (TLS, JSON) / MLServer REST", REST_JSON, MLSERVER_REST),
     Ratio("HTTP: gateway REST (TLS, binary) / MLServer REST (JSON)", REST_BINARY, MLSERVER_REST),
-    Ratio("HTTP: gateway REST (plaintext, JSON) / MLServer REST", REST_PLAIN_JSON, MLSERVER_REST),
     Ratio(
         "HTTP: gateway REST (plaintext, binary) / MLServer REST", REST_PLAIN_BINARY, MLSERVER_REST
     ),
@@ -612,8 +616,20 @@ RATIOS = [
     Ratio("CPU per request: gateway gRPC (TLS) / bare server", TLS_ON, BARE, cpu=True),
     Ratio("CPU per request: gateway logging on / off", TLS_ON, QUIET, cpu=True),
     Ratio("CPU per request: gateway REST (TLS, binary) / gRPC", REST_BINARY, TLS_ON, cpu=True),
-    Ratio("CPU per request: MLServer gRPC / gateway gRPC", MLSERVER, TLS_ON, cpu=True),
-    Ratio("CPU per request: MLServer REST / gateway REST JSON", MLSERVER_REST, REST_JSON, cpu=True),
+    Ratio("CPU per request: MLServer gRPC / gateway gRPC, plaintext", MLSERVER, TLS_OFF, cpu=True),
+    Ratio("CPU per request: MLServer gRPC / gateway gRPC, TLS", MLSERVER, TLS_ON, cpu=True),
+    Ratio(
+        "CPU per request: MLServer REST / gateway REST JSON, plaintext",
+        MLSERVER_REST,
+        REST_PLAIN_JSON,
+        cpu=True,
+    ),
+    Ratio(
+        "CPU per request: MLServer REST / gateway REST JSON, TLS",
+        MLSERVER_REST,
+        REST_JSON,
+        cpu=True,
+    ),
 ]
 
 
