@@ -12,10 +12,13 @@ import pytest
 from flywheel_cli.connection import Addresses
 
 from flywheel_common.settings import KafkaSecurity
+from flywheel_gateway.http_api import RestApi
 from flywheel_testing.identity import IdentityProvider
 from flywheel_testing.platform import in_process
 from flywheel_testing.secure_kafka import SecureKafka
 from flywheel_testing.tls import pki
+
+GATEWAY_REST = pytest.StashKey[str]()
 
 
 @pytest.fixture
@@ -46,6 +49,8 @@ async def platform(
         registry = await services.registry()
         deployer = await services.deployer()
         gateway = await services.gateway()
+        rest = next(c for c in gateway.components if isinstance(c, RestApi))
+        request.node.stash[GATEWAY_REST] = f"127.0.0.1:{rest.port}"
         drift = await services.drift()
         retrain = await services.retrain(**retrain_fields)
         yield Addresses(
@@ -59,3 +64,9 @@ async def platform(
             tls=pki().client_tls(),
             token=token,
         )
+
+
+@pytest.fixture
+def gateway_rest(request: pytest.FixtureRequest, platform: Addresses) -> str:
+    """The gateway's KServe V2 REST address (host:port) on the platform under test."""
+    return request.node.stash[GATEWAY_REST]

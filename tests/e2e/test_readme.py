@@ -1,5 +1,6 @@
-"""README's "loop by hand", its KServe V2 client example and the demo's closing hints, run as
-written against all five services (tests/unit/test_readme.py checks the names they use)."""
+"""README's "loop by hand", its KServe V2 client examples (gRPC; curl and tritonclient.http
+over REST) and the demo's closing hints, run as written against all five services
+(tests/unit/test_readme.py checks the names they use)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,9 @@ def shell_commands(block: str) -> list[str]:
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         command = re.sub(r"\s+#\s.*$", "", line)
+        # A trailing backslash, or a single quote left open, carries on to the next line.
+        while command.endswith("\\") or command.count("'") % 2:
+            command += "\n" + next(lines)
         if heredoc := re.search(r"<<'(\w+)'", command):
             body = []
             for inner in lines:
@@ -109,8 +113,8 @@ class Shell:
             await asyncio.sleep(1)
 
 
-async def test_the_loop_by_hand_and_the_client_example_work_as_written(
-    platform: Addresses, tmp_path: Path
+async def test_the_loop_by_hand_and_the_client_examples_work_as_written(
+    platform: Addresses, gateway_rest: str, tmp_path: Path
 ) -> None:
     shell = Shell(platform, tmp_path)
     commands = shell_commands(first_block("### The loop by hand", "sh"))
@@ -145,9 +149,35 @@ async def test_the_loop_by_hand_and_the_client_example_work_as_written(
     version, probabilities = (await shell.succeeds(f"python {script}")).split(" ", 1)
     assert version == "1"
     assert probabilities.startswith("[[")
+    await _the_rest_examples_work(shell, client, gateway_rest, tmp_path)
 
     for command in next_steps(MODEL):
         await shell.succeeds(command)
+
+
+async def _the_rest_examples_work(
+    shell: Shell, grpc_client: str, gateway_rest: str, tmp_path: Path
+) -> None:
+    """README's curl commands and its tritonclient.http example, which goes on from the gRPC
+    one (its imports, features and token), against the gateway's REST port."""
+    commands = shell_commands(first_block("### Over HTTP/REST", "bash"))
+    # One shell, as a user types them: the token set by one command is used by the next.
+    script = "\necho ---\n".join(commands).replace("127.0.0.1:8000", gateway_rest)
+    health, _, metadata, answer = (await shell.succeeds(script)).split("---\n")
+    assert health.strip() == "200"
+    assert json.loads(metadata)["name"] == MODEL
+    assert json.loads(metadata)["parameters"]["execution_provider"].endswith("ExecutionProvider")
+    inferred = json.loads(answer)
+    assert (inferred["model_version"], inferred["id"]) == ("1", "r-1")
+    assert {output["name"] for output in inferred["outputs"]} >= {"label", "probabilities"}
+
+    http_client = first_block("with `tritonclient.http`:", "python")
+    script = tmp_path / "http_client.py"
+    script.write_text(grpc_client + http_client.replace("127.0.0.1:8000", gateway_rest))
+    output = await shell.succeeds(f"python {script}")
+    version, probabilities = output.strip().splitlines()[-1].split(" ", 1)
+    assert version == "1"
+    assert probabilities.startswith("[[")
 
 
 async def _policies_were_set(endpoints: Addresses) -> None:
