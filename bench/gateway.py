@@ -39,7 +39,9 @@ and the client's says when the client, not the server, sets the rate.
 `--repeat N` measures only the rows the targets compare (bare server; gateway over gRPC with
 logging off and on, over HTTP, in plaintext; MLServer over gRPC and HTTP unless
 --gateway-only) at the highest --concurrency, N times, and prints each run, the medians and
-each run's ratios with their medians.
+each run's ratios with their medians. Each run starts one server further along the list
+(run 2 with the gateway, ..., then wrapping around), so that a machine that speeds up or
+slows down during a run does not favour the same server in every run.
 
 The servers run in their own processes: tritonclient registers the same protobuf names as
 Flywheel's `inference` package, so it cannot share a process with them. Each gateway's
@@ -53,6 +55,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -62,7 +65,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -513,40 +516,73 @@ def mlserver_workers_label(workers: int) -> str:
     return f"MLServer 1.7.1, {workers} parallel workers"
 
 
-async def comparison(bench: Bench, full: bool, workers: list[int], with_mlserver: bool) -> Results:
-    """The rows the targets compare; with `full`, also batching off, fsync and workers."""
-    results = await bare(bench)
+async def comparison(
+    bench: Bench, full: bool, workers: list[int], with_mlserver: bool, rotation: int = 0
+) -> Results:
+    """The rows the targets compare; with `full`, also batching off, fsync and workers. The
+    servers are measured in turn, starting `rotation` places along the list, so that across
+    repeats the machine's drift does not always favour the same server."""
+    servers: list[Callable[[], Awaitable[Results]]] = [functools.partial(bare, bench)]
     if full:
-        results |= await gateway(
-            bench, batching("1", "false"), {"gateway, batching off, logging off": GRPC}
-        )
-        results |= await gateway(
-            bench, batching("1", "true"), {"gateway, batching off, logging on": GRPC}
-        )
-    results |= await gateway(bench, batching("32", "false"), {QUIET: GRPC})
-    results |= await gateway(
-        bench,
-        batching("32", "true"),
-        {TLS_ON: GRPC, REST_BINARY: HTTP_BINARY, REST_JSON: HTTP_JSON},
-    )
+        servers += [
+            functools.partial(
+                gateway,
+                bench,
+                batching("1", "false"),
+                {"gateway, batching off, logging off": GRPC},
+            ),
+            functools.partial(
+                gateway, bench, batching("1", "true"), {"gateway, batching off, logging on": GRPC}
+            ),
+        ]
+    servers += [
+        functools.partial(gateway, bench, batching("32", "false"), {QUIET: GRPC}),
+        functools.partial(
+            gateway,
+            bench,
+            batching("32", "true"),
+            {TLS_ON: GRPC, REST_BINARY: HTTP_BINARY, REST_JSON: HTTP_JSON},
+        ),
+    ]
     if full:
-        results |= await gateway(
-            bench, batching("32", "true", fsync_interval_ms="0"), {FSYNC: GRPC}
+        servers.append(
+            functools.partial(
+                gateway, bench, batching("32", "true", fsync_interval_ms="0"), {FSYNC: GRPC}
+            )
         )
-    results |= await gateway(
-        bench,
-        batching("32", "true"),
-        {TLS_OFF: GRPC, REST_PLAIN_BINARY: HTTP_BINARY, REST_PLAIN_JSON: HTTP_JSON},
-        tls=False,
+    servers.append(
+        functools.partial(
+            gateway,
+            bench,
+            batching("32", "true"),
+            {TLS_OFF: GRPC, REST_PLAIN_BINARY: HTTP_BINARY, REST_PLAIN_JSON: HTTP_JSON},
+            tls=False,
+        )
     )
     for count in [w for w in workers if w > 1] if full else []:
-        results |= await gateway(
-            bench, {"FLYWHEEL_GATEWAY_WORKERS": str(count)}, {workers_label(count): GRPC}
+        servers.append(
+            functools.partial(
+                gateway,
+                bench,
+                {"FLYWHEEL_GATEWAY_WORKERS": str(count)},
+                {workers_label(count): GRPC},
+            )
         )
     if with_mlserver:
-        results |= await mlserver(bench, 1, {MLSERVER: GRPC, MLSERVER_REST: HTTP_JSON})
+        servers.append(
+            functools.partial(mlserver, bench, 1, {MLSERVER: GRPC, MLSERVER_REST: HTTP_JSON})
+        )
         for count in [w for w in workers if w > 1] if full else []:
-            results |= await mlserver(bench, count, {mlserver_workers_label(count): GRPC})
+            servers.append(
+                functools.partial(mlserver, bench, count, {mlserver_workers_label(count): GRPC})
+            )
+    start = rotation % len(servers)
+    measured: list[Results] = [{}] * len(servers)
+    for index in [*range(start, len(servers)), *range(start)]:
+        measured[index] = await servers[index]()
+    results: Results = {}
+    for rows in measured:  # printed in the list's order, whatever order they ran in
+        results |= rows
     return results
 
 
@@ -774,8 +810,8 @@ async def main() -> None:
             )
             if args.repeat:
                 runs = [
-                    await comparison(bench, False, [], not args.gateway_only)
-                    for _ in range(args.repeat)
+                    await comparison(bench, False, [], not args.gateway_only, rotation=run)
+                    for run in range(args.repeat)
                 ]
             elif args.tls_only:
                 results = await gateway(bench, batching("32", "true"), {TLS_ON: GRPC})
