@@ -577,12 +577,12 @@ async def comparison(
                 functools.partial(mlserver, bench, count, {mlserver_workers_label(count): GRPC})
             )
     start = rotation % len(servers)
-    measured: list[Results] = [{}] * len(servers)
-    for index in [*range(start, len(servers)), *range(start)]:
-        measured[index] = await servers[index]()
+    measured = {
+        index: await servers[index]() for index in [*range(start, len(servers)), *range(start)]
+    }
     results: Results = {}
-    for rows in measured:  # printed in the list's order, whatever order they ran in
-        results |= rows
+    for index in range(len(servers)):  # printed in the list's order, whatever order they ran in
+        results |= measured[index]
     return results
 
 
