@@ -8,13 +8,13 @@ Requests arrive in batches (as the dynamic batcher answers them: `--batches` req
 once, the batch sizes the gateway sees at c=64 and at full batches), `--rate` requests per
 second. Each request takes the gateway's own ending (`Inference._log`, on the breast-cancer
 model's tensors: 30 features in, a label and 2 probabilities out): its latency recorded,
-then, with logging on, its log queued, built, packed, journaled and sent to Kafka by a real
-`PredictionLogger` before it answers. The same requests with logging off (the histogram
-only) are the reference, measured in the same run. Printed: the process's CPU time per
+then, with logging on, its log added to the cycle, built, packed, journaled and sent to
+Kafka by a real `PredictionLogger` before it answers. The same requests with logging off
+(the histogram only) are the reference, measured in the same run. Printed: the process's CPU time per
 request (user and system, every thread: the journal's flushes and the Kafka client count)
 on and off, their difference (what one log costs) and their ratio; and how the cost splits
-between building each log, packing and journaling the records, and the rest (queue,
-futures, wake-ups, sending), timed inside the logger.
+between building each log, packing and journaling the records, and the rest (the cycle,
+its future, wake-ups, sending), timed inside the logger.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class Split:
 def timed_parts(split: Split) -> Iterator[None]:
     """Time the logger's building of logs and its whole journaling step (build, pack,
     append), by wrapping its two methods for the block."""
-    journal_logs, pack = PredictionLogger._journal_logs, PredictionLogger._pack
+    journal_logs, pack = PredictionLogger._journal_cycle, PredictionLogger._pack
 
     def timed_journal(self: PredictionLogger, queued: Any) -> None:
         started = time.perf_counter()
@@ -80,12 +80,12 @@ def timed_parts(split: Split) -> Iterator[None]:
 
         return pack(self, [functools.partial(timed, build) for build in builders])
 
-    PredictionLogger._journal_logs = timed_journal  # type: ignore[method-assign]
+    PredictionLogger._journal_cycle = timed_journal  # type: ignore[method-assign]
     PredictionLogger._pack = timed_pack  # type: ignore[method-assign]
     try:
         yield
     finally:
-        PredictionLogger._journal_logs = journal_logs  # type: ignore[method-assign]
+        PredictionLogger._journal_cycle = journal_logs  # type: ignore[method-assign]
         PredictionLogger._pack = pack  # type: ignore[method-assign]
 
 

@@ -133,25 +133,52 @@ def encode_event(
     event_id: str | None = None,
     time: datetime | None = None,
 ) -> OutgoingRecord:
-    """Wrap a message in a binary-mode CloudEvent; the Kafka key defaults to the subject.
-
-    The Kafka protocol binding is a fixed mapping of attributes to `ce_` headers, written
-    here directly: this is the hot path of every prediction log, and tests check the result
-    against the CloudEvents SDK both ways.
-    """
+    """Wrap a message in a binary-mode CloudEvent; the Kafka key defaults to the subject."""
     if content_type == PROTOBUF:
         payload = message.SerializeToString(deterministic=True)
     elif content_type == JSON:
         payload = json_format.MessageToJson(message, indent=None, sort_keys=True).encode()
     else:
         raise ValueError(f"content type must be one of {CONTENT_TYPES}, not {content_type!r}")
+    return event_record(
+        topic,
+        payload,
+        event_type(message),
+        source=source,
+        subject=subject,
+        key=key,
+        content_type=content_type,
+        event_id=event_id,
+        time=time,
+    )
+
+
+def event_record(
+    topic: str,
+    payload: bytes,
+    ce_type: str,
+    *,
+    source: str,
+    subject: str | None,
+    key: str | bytes | None = None,
+    content_type: str = PROTOBUF,
+    event_id: str | None = None,
+    time: datetime | None = None,
+) -> OutgoingRecord:
+    """A binary-mode CloudEvent around a payload already encoded as `content_type` (a
+    message of type `ce_type`); the Kafka key defaults to the subject.
+
+    The Kafka protocol binding is a fixed mapping of attributes to `ce_` headers, written
+    here directly: this is the hot path of every prediction log, and tests check the result
+    against the CloudEvents SDK both ways.
+    """
     if not source:
         raise ValueError("a CloudEvent needs a non-empty source")
     headers = [
         ("ce_specversion", b"1.0"),
         ("ce_id", (event_id or str(uuid.uuid4())).encode()),
         ("ce_source", source.encode()),
-        ("ce_type", event_type(message).encode()),
+        ("ce_type", ce_type.encode()),
         ("ce_time", _format_time(time or datetime.now(UTC)).encode()),
         ("content-type", content_type.encode()),
     ]

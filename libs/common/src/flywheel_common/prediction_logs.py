@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 from flywheel.common.v1.types_pb2 import Tensor
 from flywheel.drift.v1.ground_truth_pb2 import GroundTruth
 from flywheel.gateway.v1.events_pb2 import PredictionLog, PredictionLogBatch
-from flywheel_common.events import OutgoingRecord
+from flywheel_common.events import OutgoingRecord, event_record, event_type
 from flywheel_common.signatures import NUMPY_DTYPES
 from flywheel_common.topics import PREDICTIONS
 
@@ -32,6 +32,20 @@ MAX_RECORD_BYTES = 512 * 1024
 `message.max.bytes` (1 MiB by default), and a refused record would never be delivered."""
 
 
+_LOGS_FIELD_TAG = bytes([PredictionLogBatch.LOGS_FIELD_NUMBER << 3 | 2])
+"""`PredictionLogBatch.logs`: its field number, length-delimited."""
+
+
+def _varint(value: int) -> bytes:
+    """`value` as a protobuf base-128 varint."""
+    encoded = bytearray()
+    while value > 0x7F:
+        encoded.append(value & 0x7F | 0x80)
+        value >>= 7
+    encoded.append(value)
+    return bytes(encoded)
+
+
 def pack(
     logs: Sequence[PredictionLog],
     *,
@@ -39,16 +53,45 @@ def pack(
     per_record: int = 200,
     max_bytes: int = MAX_RECORD_BYTES,
 ) -> list[tuple[OutgoingRecord, int]]:
-    """Prediction logs as `flywheel.predictions` records: one `PredictionLogBatch` per model
-    (`pack_per_model`). Each record comes with the number of logs it carries."""
-    return pack_per_model(
-        logs,
-        lambda part, model: PREDICTIONS.record(
-            PredictionLogBatch(logs=part), source=source, subject=model
-        ),
-        per_record=per_record,
-        max_bytes=max_bytes,
-    )
+    """Prediction logs as `flywheel.predictions` records: one `PredictionLogBatch` per model,
+    of at most `per_record` logs and, unless one log alone is larger, `max_bytes`; in the
+    order given. Each record comes with the number of logs it carries.
+
+    A batch's wire format is its logs' own, each after the field's tag and its length: each
+    log is serialized once and the batch joined from those bytes (a batch message would
+    copy every log before serializing it again)."""
+    by_model: dict[str, list[bytes]] = {}
+    for log in logs:
+        encoded = log.SerializeToString()
+        by_model.setdefault(log.model, []).append(
+            _LOGS_FIELD_TAG + _varint(len(encoded)) + encoded
+        )
+    ce_type = event_type(PredictionLogBatch)
+    packed = []
+    for model, fields in by_model.items():
+        for part in _runs(fields, per_record, max_bytes):
+            record = event_record(
+                PREDICTIONS.name, b"".join(part), ce_type, source=source, subject=model
+            )
+            packed.append((record, len(part)))
+    return packed
+
+
+def _runs(fields: list[bytes], per_record: int, max_bytes: int) -> list[list[bytes]]:
+    """`fields` in order, cut into runs of at most `per_record` and `max_bytes` (a larger
+    one alone)."""
+    runs: list[list[bytes]] = []
+    run: list[bytes] = []
+    size = 0
+    for field in fields:
+        if run and (len(run) == per_record or size + len(field) > max_bytes):
+            runs.append(run)
+            run, size = [], 0
+        run.append(field)
+        size += len(field)
+    if run:
+        runs.append(run)
+    return runs
 
 
 def pack_per_model(
@@ -58,7 +101,7 @@ def pack_per_model(
     per_record: int,
     max_bytes: int = MAX_RECORD_BYTES,
 ) -> list[tuple[OutgoingRecord, int]]:
-    """Messages that name their `model` (prediction logs, labels) as records made by
+    """Messages that name their `model` (ground truth labels) as records made by
     `record(part, model)`: per model, at most `per_record` of them and, unless one alone is
     larger, `max_bytes`; in the order given. Each record comes with how many it carries."""
     by_model: dict[str, list[M]] = {}

@@ -80,6 +80,16 @@ def test_pack_keeps_records_under_the_byte_limit_and_a_huge_log_alone() -> None:
     assert sum(count for _, count in packed) == len(logs)
 
 
+def test_a_packed_record_is_the_batch_message_of_its_logs_byte_for_byte() -> None:
+    # Logs from 30 bytes to 400 kB: lengths of one, two and three varint bytes.
+    widths = (1, 100, 5_000, 100_000)
+    logs = [logged(f"r{width}", np.ones((1, width), np.float32)) for width in widths]
+    packed = pack(logs, source="gateway")
+    assert [count for _, count in packed] == [4]
+    [(record, _)] = packed
+    assert record.value == PredictionLogBatch(logs=logs).SerializeToString()
+
+
 def test_unpack_takes_a_batch_or_one_log_and_refuses_anything_else() -> None:
     log = logged("r", np.ones((1, 2), np.float32))
     assert list(unpack(log)) == [log]

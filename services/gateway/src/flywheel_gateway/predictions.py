@@ -84,7 +84,7 @@ KAFKA_RECORD_LIMIT = 1024 * 1024
 """The largest record the producer and a broker with default settings accept (aiokafka's
 `max_request_size`, Kafka's `message.max.bytes`)."""
 
-Queued = tuple[Callable[[], PredictionLog], asyncio.Future[None]]
+Builder = Callable[[], PredictionLog]
 InKafka = Callable[[datetime], Awaitable[set[str]]]
 """The event ids of the records written to flywheel.predictions since a moment."""
 CLOCK_SKEW = timedelta(seconds=1)
@@ -105,23 +105,23 @@ class Pending:
 class PredictionLogger:
     """Journals prediction logs before their requests are answered, and sends them.
 
-    The request path queues a function that builds the log and awaits its turn in the
-    journal. A task builds what has queued (up to `max_batch` logs), packs each model's logs
-    into `PredictionLogBatch` records of at most `logs_per_record`, appends them to the
-    journal and lets those requests answer: a process killed after that loses none of their
-    logs. The journal is flushed to the disk every `fsync_interval_ms` (0: before those
-    requests answer), so a machine crash loses at most the logs of one interval. A task
-    sends journaled records to Kafka in order and marks them delivered; when Kafka refuses
-    a send it tries again every `retry_seconds`, and after a restart it starts with what
-    the journal holds undelivered. A send that failed, or that a kill
-    interrupted, may have reached Kafka all the same: before sending those records again,
-    the records Kafka received since the first try (`in_kafka`) are marked delivered, so
-    each is written once. At most `max_buffered` logs wait in memory for the journal (when
-    more wait, a request journals its own log) and as many journaled, unsent ones; more are
-    read back from the journal when their turn comes. A log is shed (its request answered
-    all the same, the log counted in `flywheel.predictions.dropped` by `Shed` reason) only
-    when the journal is full or failing, or the log cannot be built or sent. A record is
-    delivered whole or not at all.
+    The request path adds a function that builds its log to the current cycle, and awaits
+    the cycle's one future. A task takes the cycle (every log added since it last ran),
+    builds the logs, packs each model's into `PredictionLogBatch` records of at most
+    `logs_per_record`, appends them to the journal in one write and lets those requests
+    answer: a process killed after that loses none of their logs. The journal is flushed to
+    the disk every `fsync_interval_ms` (0: before those requests answer), so a machine crash
+    loses at most the logs of one interval. A task sends journaled records to Kafka in order
+    and marks them delivered; when Kafka refuses a send it tries again every
+    `retry_seconds`, and after a restart it starts with what the journal holds undelivered.
+    A send that failed, or that a kill interrupted, may have reached Kafka all the same:
+    before sending those records again, the records Kafka received since the first try
+    (`in_kafka`) are marked delivered, so each is written once. At most `max_buffered` logs
+    wait in memory for the journal (the request that fills a cycle journals it itself) and
+    as many journaled, unsent ones; more are read back from the journal when their turn
+    comes. A log is shed (its request answered all the same, the log counted in
+    `flywheel.predictions.dropped` by `Shed` reason) only when the journal is full or
+    failing, or the log cannot be built or sent. A record is delivered whole or not at all.
     """
 
     def __init__(
@@ -141,7 +141,9 @@ class PredictionLogger:
         self._journal = journal
         self._in_kafka = in_kafka
         self._sample_rate = sample_rate
-        self._queue: asyncio.Queue[Queued] = asyncio.Queue(max_buffered)
+        self._cycle: list[Builder] = []
+        self._cycle_answered: asyncio.Future[None] | None = None
+        self._cycle_started = asyncio.Event()
         self._max_buffered = max_buffered
         self._max_batch = max_batch
         self._logs_per_record = logs_per_record
@@ -159,22 +161,29 @@ class PredictionLogger:
         self._restart_publisher = False
         self._tasks: list[asyncio.Task[None]] = []
 
-    def log(self, prediction: Callable[[], PredictionLog]) -> asyncio.Future[None]:
-        """Queue a prediction's log; `prediction` builds it later, in the logger's task.
-        The result is done once the log is journaled (or dropped): answer after it."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def log(self, prediction: Builder) -> asyncio.Future[None]:
+        """Add a prediction's log to the cycle; `prediction` builds it later, in the
+        logger's task. The result is done once the log is journaled (or dropped): answer
+        after it. Every log of a cycle shares one result, so that a request costs the loop
+        no future and no queue of its own."""
+        loop = asyncio.get_running_loop()
         if self._sample_rate < 1.0 and random.random() >= self._sample_rate:
-            done.set_result(None)
-            return done
-        try:
-            self._queue.put_nowait((prediction, done))
-        except asyncio.QueueFull:
-            # The journal is behind: this request writes its log itself, on the loop.
-            self._journal_logs([(prediction, done)])
+            skipped = loop.create_future()
+            skipped.set_result(None)
+            return skipped
+        if self._cycle_answered is None:
+            self._cycle_answered = loop.create_future()
+        answered = self._cycle_answered
+        self._cycle.append(prediction)
+        if len(self._cycle) == 1:
+            self._cycle_started.set()
+        if len(self._cycle) >= self._max_buffered:
+            # The journal is behind: this request writes the cycle itself, on the loop.
+            self._journal_cycle(self._take_cycle())
             if not self._fsync_interval_ms:
                 self._sync_now()
-            _answer([(prediction, done)])
-        return done
+            answered.set_result(None)
+        return answered
 
     @property
     def task(self) -> asyncio.Task[None] | None:
@@ -189,13 +198,10 @@ class PredictionLogger:
     async def stop(self) -> None:
         """Journal what is queued, give Kafka a moment to take what is undelivered; the
         rest waits in the journal for the next start."""
-        queued: list[Queued] = []
-        while not self._queue.empty():
-            batch = self._drain()
-            self._journal_logs(batch)
-            queued += batch
+        answered = self._cycle_answered
+        self._journal_cycle(self._take_cycle())
         self._sync_now()
-        _answer(queued)
+        _answer(answered)
         if self._tasks:  # a sender runs: give it a moment
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._until_sent(), 10.0)
@@ -214,24 +220,28 @@ class PredictionLogger:
             if self._fsync_interval_ms:
                 group.create_task(self._sync_loop())
 
-    def _drain(self) -> list[Queued]:
-        queued: list[Queued] = []
-        while not self._queue.empty() and len(queued) < self._max_batch:
-            queued.append(self._queue.get_nowait())
-        return queued
+    def _take_cycle(self) -> list[Builder]:
+        """The logs added since the last cycle was taken; the next ones start a new cycle."""
+        builders = self._cycle
+        self._cycle, self._cycle_answered = [], None
+        return builders
 
     async def _journal_loop(self) -> None:
         while True:
-            queued = [await self._queue.get()]
-            queued += self._drain()
-            self._journal_logs(queued)
+            await self._cycle_started.wait()
+            self._cycle_started.clear()
+            answered = self._cycle_answered
+            builders = self._take_cycle()
+            if not builders:  # a request that found the cycle full journaled it
+                continue
+            self._journal_cycle(builders)
             if not self._fsync_interval_ms:
                 try:
                     await self._sync()
                 except asyncio.CancelledError:  # stopping: `stop` flushes before closing
-                    _answer(queued)
+                    _answer(answered)
                     raise
-            _answer(queued)
+            _answer(answered)
 
     async def _sync_loop(self) -> None:
         """Flush the journal to the disk every interval: a machine crash loses at most the
@@ -251,15 +261,15 @@ class PredictionLogger:
         if self._journal.sync():
             self._metrics.fsync_ms.record((time.perf_counter() - started) * 1000)
 
-    def _journal_logs(self, queued: list[Queued]) -> None:
+    def _journal_cycle(self, builders: list[Builder]) -> None:
         """Build, pack and journal the logs; their requests may answer after this."""
         try:
-            records = self._pack([build for build, _ in queued])
+            records = self._pack(builders)
             at = self._journal.end
             ends = self._journal.append([record for record, _ in records])
         except Exception:  # a full disk must not fail requests; their logs are lost
             log.exception("prediction logs not journaled; dropped")
-            self._shed(len(queued), Shed.JOURNAL_FAILED)
+            self._shed(len(builders), Shed.JOURNAL_FAILED)
             records, ends, at = [], [], -1
         self._metrics.journaled.add(sum(count for _, count in records[: len(ends)]))
         if len(ends) < len(records):
@@ -275,9 +285,7 @@ class PredictionLogger:
     def _shed(self, logs: int, reason: Shed) -> None:
         self._metrics.dropped.add(logs, {"reason": reason.value})
 
-    def _pack(
-        self, builders: list[Callable[[], PredictionLog]]
-    ) -> list[tuple[OutgoingRecord, int]]:
+    def _pack(self, builders: list[Builder]) -> list[tuple[OutgoingRecord, int]]:
         logs = []
         for build in builders:
             try:
@@ -403,11 +411,10 @@ class PredictionLogger:
         return []
 
 
-def _answer(queued: list[Queued]) -> None:
-    """Let the requests whose logs were journaled (or shed) answer."""
-    for _, done in queued:
-        if not done.done():
-            done.set_result(None)
+def _answer(answered: asyncio.Future[None] | None) -> None:
+    """Let the requests of a cycle whose logs were journaled (or shed) answer."""
+    if answered is not None and not answered.done():
+        answered.set_result(None)
 
 
 def _logs_in(record: OutgoingRecord) -> int:

@@ -232,13 +232,20 @@ async def test_logs_past_the_memory_bound_are_journaled_by_their_request_not_dro
     kafka = Kafka()
     journal = Journal(tmp_path / "j", 1 << 20)
     running = PredictionLogger(cast(Any, kafka), journal, kafka.has, max_buffered=2)
-    # The logger's task is not running: two logs fill its queue, the others overflow.
+    # The logger's task is not running: the request that fills a cycle journals it.
     waiting = [running.log(lambda n=n: prediction(f"r-{n}")) for n in range(5)]
-    assert [done.done() for done in waiting] == [False, False, True, True, True]
+    assert [done.done() for done in waiting] == [True, True, True, True, False]
     overflowed = Counter(
         log.request_id
         for record in journal.records()
         for log in PredictionLogBatch.FromString(record.value).logs
     )
-    assert overflowed == {"r-2": 1, "r-3": 1, "r-4": 1}
+    assert overflowed == {f"r-{n}": 1 for n in range(4)}
     await running.stop()
+    assert waiting[-1].done()
+    journaled = Counter(
+        log.request_id
+        for record in Journal(tmp_path / "j", 1 << 20).records()
+        for log in PredictionLogBatch.FromString(record.value).logs
+    )
+    assert journaled == {f"r-{n}": 1 for n in range(5)}
