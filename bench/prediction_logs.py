@@ -10,11 +10,11 @@ second. Each request takes the gateway's own ending (`Inference._log`, on the br
 model's tensors: 30 features in, a label and 2 probabilities out): its latency recorded,
 then, with logging on, its log added to the cycle, built, packed, journaled and sent to
 Kafka by a real `PredictionLogger` before it answers. The same requests with logging off
-(the histogram only) are the reference, measured in the same run. Printed: the process's CPU time per
-request (user and system, every thread: the journal's flushes and the Kafka client count)
-on and off, their difference (what one log costs) and their ratio; and how the cost splits
-between building each log, packing and journaling the records, and the rest (the cycle,
-its future, wake-ups, sending), timed inside the logger.
+(the histogram only) are the reference, measured in the same run. Printed: the process's CPU
+time per request (user and system, every thread: the journal's flushes and the Kafka client
+count) on and off, their difference (what one log costs) and their ratio; and how the cost
+splits between building each log, packing and journaling the records, and the rest (the
+cycle, its future, wake-ups, sending), timed inside the logger.
 """
 
 from __future__ import annotations
