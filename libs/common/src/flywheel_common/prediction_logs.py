@@ -63,9 +63,7 @@ def pack(
     by_model: dict[str, list[bytes]] = {}
     for log in logs:
         encoded = log.SerializeToString()
-        by_model.setdefault(log.model, []).append(
-            _LOGS_FIELD_TAG + _varint(len(encoded)) + encoded
-        )
+        by_model.setdefault(log.model, []).append(_LOGS_FIELD_TAG + _varint(len(encoded)) + encoded)
     ce_type = event_type(PredictionLogBatch)
     packed = []
     for model, fields in by_model.items():
