@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 from opentelemetry import metrics
 
 from flywheel_common.grpc_server import GrpcServer, ServiceBinding
+from flywheel_common.heap import settle_heap, settle_in_this_process
 from flywheel_common.identities import Authenticator
 from flywheel_common.logging import configure_logging
 from flywheel_common.settings import ServiceSettings
@@ -191,6 +192,7 @@ async def serve_until_signalled(service: Service) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop_requested.set)
     await service.start()
+    settle_heap()
     signalled = asyncio.ensure_future(stop_requested.wait())
     failed = asyncio.ensure_future(service.failed.wait())
     await asyncio.wait({signalled, failed}, return_when=asyncio.FIRST_COMPLETED)
@@ -210,6 +212,8 @@ def run_service(settings: ServiceSettings, build: Callable[[ServiceSettings], Se
     configure_logging(
         settings.service_name, settings.telemetry.log_level, settings.telemetry.log_json
     )
+
+    settle_in_this_process()
 
     async def build_and_serve() -> int:
         return await serve_until_signalled(build(settings))

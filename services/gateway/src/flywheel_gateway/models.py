@@ -25,6 +25,7 @@ from flywheel_common.errors import (
     NotFound,
     Unavailable,
 )
+from flywheel_common.heap import settle_heap
 from flywheel_common.signatures import (
     DYNAMIC,
     NUMPY_DTYPES,
@@ -245,6 +246,7 @@ class ModelManager:
             extra={"model": model, "version": version, "execution_provider": loaded.provider},
         )
         self._changed()
+        settle_heap()  # the session and its batcher live as long as the version
 
     def _placed(self, model: str, version: int, reported: list[str]) -> str:
         """The provider the session runs on; a warning when it is not the CUDA wanted."""
