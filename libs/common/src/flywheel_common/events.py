@@ -169,7 +169,7 @@ def event_record(
     message of type `ce_type`); the Kafka key defaults to the subject.
 
     The Kafka protocol binding is a fixed mapping of attributes to `ce_` headers, written
-    here directly: this is the hot path of every prediction log, and tests check the result
+    here directly: every record of prediction logs passes here, and tests check the result
     against the CloudEvents SDK both ways.
     """
     if not source:

@@ -2,8 +2,8 @@
 
 What a process builds to serve (modules, settings, clients, a model's session) lives as long
 as the process. Left in the collector's oldest generation, every full collection walks all of
-it again: in a gateway serving a model, about 150,000 objects and 110 ms with the event loop
-stopped (bench/RESULTS.md, "The heap the collector walked"). Frozen (`gc.freeze`), they are
+it again: in a gateway serving a model, about 150,000 objects and 110-125 ms with the event
+loop stopped (bench/RESULTS.md, "The heap the collector walked"). Frozen (`gc.freeze`), they are
 left out of every collection; reference counting still frees them when their last reference
 goes.
 """

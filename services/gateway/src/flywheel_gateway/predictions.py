@@ -196,7 +196,7 @@ class PredictionLogger:
         ]
 
     async def stop(self) -> None:
-        """Journal what is queued, give Kafka a moment to take what is undelivered; the
+        """Journal the cycle's logs, give Kafka a moment to take what is undelivered; the
         rest waits in the journal for the next start."""
         answered = self._cycle_answered
         self._journal_cycle(self._take_cycle())
