@@ -179,10 +179,11 @@ class PredictionLogger:
             self._cycle_started.set()
         if len(self._cycle) >= self._max_buffered:
             # The journal is behind: this request writes the cycle itself, on the loop.
-            self._journal_cycle(self._take_cycle())
+            builders, _ = self._take_cycle()
+            self._journal_cycle(builders)
             if not self._fsync_interval_ms:
                 self._sync_now()
-            answered.set_result(None)
+            _answer(answered)
         return answered
 
     @property
@@ -198,8 +199,8 @@ class PredictionLogger:
     async def stop(self) -> None:
         """Journal the cycle's logs, give Kafka a moment to take what is undelivered; the
         rest waits in the journal for the next start."""
-        answered = self._cycle_answered
-        self._journal_cycle(self._take_cycle())
+        builders, answered = self._take_cycle()
+        self._journal_cycle(builders)
         self._sync_now()
         _answer(answered)
         if self._tasks:  # a sender runs: give it a moment
@@ -220,18 +221,18 @@ class PredictionLogger:
             if self._fsync_interval_ms:
                 group.create_task(self._sync_loop())
 
-    def _take_cycle(self) -> list[Builder]:
-        """The logs added since the last cycle was taken; the next ones start a new cycle."""
-        builders = self._cycle
+    def _take_cycle(self) -> tuple[list[Builder], asyncio.Future[None] | None]:
+        """The logs added since the last cycle was taken, and the future their requests
+        await; the next logs start a new cycle."""
+        taken = self._cycle, self._cycle_answered
         self._cycle, self._cycle_answered = [], None
-        return builders
+        return taken
 
     async def _journal_loop(self) -> None:
         while True:
             await self._cycle_started.wait()
             self._cycle_started.clear()
-            answered = self._cycle_answered
-            builders = self._take_cycle()
+            builders, answered = self._take_cycle()
             if not builders:  # a request that found the cycle full journaled it
                 continue
             self._journal_cycle(builders)
