@@ -26,7 +26,6 @@ first one's records as well.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import mmap
 import os
@@ -37,22 +36,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import google_crc32c
 from opentelemetry import metrics
 
 from flywheel_common.events import OutgoingRecord
+from flywheel_gateway import framing
+from flywheel_gateway.framing import FRAME_OVERHEAD, Damage, InUse, crc, hold_lock
 
 log = logging.getLogger(__name__)
 
 _U32 = struct.Struct("<I")
 _U16 = struct.Struct("<H")
 _HEAD = struct.Struct("<4sQQ")
-_FRAME = struct.Struct("<4sII")
 MAGIC = b"FWJ2"
-MARKER = b"\x89FWr"
-"""Starts every frame, so that reading can find the next frame after a damaged one."""
 HEADER_BYTES = _HEAD.size + _U32.size
-FRAME_OVERHEAD = _FRAME.size
 COMPACT_BYTES = 16 * 1024 * 1024
 """Delivered bytes at the head of the file that make a rewrite worth it."""
 COPY_CHUNK = 1024 * 1024
@@ -61,13 +57,9 @@ _OLDER_MAGIC = b"FWJ1"
 body; opened once and rewritten in the current format."""
 
 
-def _crc(data: bytes) -> int:
-    return int(google_crc32c.value(data))
-
-
 def _header(delivered: int, sending_ms: int) -> bytes:
     head = _HEAD.pack(MAGIC, delivered, sending_ms)
-    return head + _U32.pack(_crc(head))
+    return head + _U32.pack(crc(head))
 
 
 def _frame(record: OutgoingRecord) -> bytes:
@@ -78,8 +70,7 @@ def _frame(record: OutgoingRecord) -> bytes:
     for name, value in record.headers:
         encoded = name.encode()
         parts += [_U16.pack(len(encoded)), encoded, _U32.pack(len(value)), value]
-    body = b"".join(parts)
-    return _FRAME.pack(MARKER, len(body), _crc(body)) + body
+    return framing.frame(b"".join(parts))
 
 
 def _unframe(body: bytes) -> OutgoingRecord:
@@ -101,72 +92,21 @@ def _unframe(body: bytes) -> OutgoingRecord:
     return OutgoingRecord(topic=topic, key=key or None, value=value, headers=headers)
 
 
-class JournalInUse(RuntimeError):
-    """Another open journal (this process's or another's) holds the file."""
-
-
-def _lock(path: Path) -> int:
-    """An open descriptor holding the exclusive lock of the journal at `path`, with this
-    process's id written in it for the message another process gets."""
-    lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise JournalInUse(
-            f"the prediction journal {path} is open in another gateway (process {holder}): "
-            "give each gateway a data directory of its own (FLYWHEEL_GATEWAY_DATA_DIR)"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
-@dataclass(frozen=True)
-class Damage:
-    """Bytes from `start` to `end` that hold no frame whose checksum holds."""
-
-    start: int
-    end: int
-
-
-def _frame_end(data: mmap.mmap, offset: int, size: int) -> int | None:
-    """Where the frame at `offset` ends, when a whole frame is there and its checksum holds."""
-    if offset + FRAME_OVERHEAD > size:
-        return None
-    marker, length, checksum = _FRAME.unpack_from(data, offset)
-    end = int(offset + FRAME_OVERHEAD + length)
-    if marker != MARKER or end > size or _crc(data[offset + FRAME_OVERHEAD : end]) != checksum:
-        return None
-    return end
+JournalInUse = InUse
+"""Another gateway holds the journal."""
 
 
 def _scan(
     data: mmap.mmap, start: int, size: int
 ) -> Iterator[tuple[OutgoingRecord, int, int] | Damage]:
-    """Each frame of `data[start:size]` (the record, its start and end), and each damaged
-    stretch between them: a damage reaching `size` is a torn tail."""
-    offset = start
-    while offset < size:
-        end = _frame_end(data, offset, size)
-        if end is not None:
+    """Each record of `data[start:size]` (the record, its frame's start and end), and each
+    damaged stretch between them: a damage reaching `size` is a torn tail."""
+    for found in framing.scan(data, start, size):
+        if isinstance(found, Damage):
+            yield found
+        else:
+            offset, end = found
             yield _unframe(data[offset + FRAME_OVERHEAD : end]), offset, end
-            offset = end
-            continue
-        resume = _next_frame(data, offset + 1, size)
-        yield Damage(offset, resume)
-        offset = resume
-
-
-def _next_frame(data: mmap.mmap, offset: int, size: int) -> int:
-    """The start of the next whole frame whose checksum holds, or `size` when none does."""
-    while (found := data.find(MARKER, offset, size)) >= 0:
-        if _frame_end(data, found, size) is not None:
-            return found
-        offset = found + 1
-    return size
 
 
 def _older_frames(data: mmap.mmap, start: int, size: int) -> Iterator[OutgoingRecord]:
@@ -215,7 +155,11 @@ class Journal:
         """Held while the file descriptor is synced, replaced or closed."""
         self._unsynced = False
         self.recovery = Recovery()
-        self._lock_fd = _lock(path)
+        self._lock_fd = hold_lock(
+            path.with_name(path.name + ".lock"),
+            f"the prediction journal {path} is open in another gateway (process {{holder}}): "
+            "give each gateway a data directory of its own (FLYWHEEL_GATEWAY_DATA_DIR)",
+        )
         try:
             self._delivered, self._size = self._open()
             self._reopen()
@@ -296,7 +240,7 @@ class Journal:
         counts nothing as delivered or being sent."""
         if (
             size >= HEADER_BYTES
-            and _crc(data[: _HEAD.size]) == _U32.unpack_from(data, _HEAD.size)[0]
+            and crc(data[: _HEAD.size]) == _U32.unpack_from(data, _HEAD.size)[0]
         ):
             _, delivered, self._sending_ms = _HEAD.unpack_from(data)
             # A truncation that reached the disk before the header did leaves it pointing
