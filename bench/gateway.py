@@ -74,7 +74,7 @@ import numpy as np
 import onnxruntime
 import tritonclient.grpc.aio as triton_aio
 import tritonclient.http.aio as triton_http_aio
-from harness import reference_venv, register, start, stop
+from harness import cpu_seconds, reference_venv, register, start, stop
 from sklearn.datasets import load_breast_cancer
 from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
@@ -96,7 +96,6 @@ from flywheel_testing.tls import pki, tls_environment
 HERE = Path(__file__).parent
 MLSERVER_VENV = HERE.parent / ".run" / "bench" / "mlserver"
 OUTPUTS = ("label", "probabilities")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def mlp_model() -> tuple[bytes, np.ndarray]:
@@ -261,29 +260,6 @@ def caller(endpoint: Endpoint, model: str) -> Caller:
         if endpoint.via.protocol == "grpc"
         else HttpCaller(endpoint, model)
     )
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU seconds of a process and its live descendants (a server's
-    workers), from /proc/PID/stat."""
-    parents: dict[int, int] = {}
-    seconds: dict[int, float] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:  # gone meanwhile
-            continue
-        fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
-        process = int(stat.parent.name)
-        parents[process] = int(fields[1])
-        seconds[process] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    tree = {pid}
-    grown = True
-    while grown:
-        children = {child for child, parent in parents.items() if parent in tree}
-        grown = not children <= tree
-        tree |= children
-    return sum(seconds.get(process, 0.0) for process in tree)
 
 
 @dataclass(frozen=True)

@@ -95,3 +95,29 @@ def reference_venv(folder: Path, requirements: Path) -> Path:
     )
     installed.write_text(wanted)
     return folder / "bin"
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a process and its live descendants (a server's
+    workers), from /proc/PID/stat."""
+    parents: dict[int, int] = {}
+    seconds: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # gone meanwhile
+            continue
+        fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
+        process = int(stat.parent.name)
+        parents[process] = int(fields[1])
+        seconds[process] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    tree = {pid}
+    grown = True
+    while grown:
+        children = {child for child, parent in parents.items() if parent in tree}
+        grown = not children <= tree
+        tree |= children
+    return sum(seconds.get(process, 0.0) for process in tree)

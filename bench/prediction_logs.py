@@ -8,38 +8,35 @@ Requests arrive in batches (as the dynamic batcher answers them: `--batches` req
 once, the batch sizes the gateway sees at c=64 and at full batches), `--rate` requests per
 second. Each request takes the gateway's own ending (`Inference._log`, on the breast-cancer
 model's tensors: 30 features in, a label and 2 probabilities out): its latency recorded,
-then, with logging on, its log added to the cycle, built, packed, journaled and sent to
-Kafka by a real `PredictionLogger` before it answers. The same requests with logging off
-(the histogram only) are the reference, measured in the same run. Printed: the process's CPU
-time per request (user and system, every thread: the journal's flushes and the Kafka client
-count) on and off, their difference (what one log costs) and their ratio; and how the cost
-splits between building each log, packing and journaling the records, and the rest (the
-cycle, its future, wake-ups, sending), timed inside the logger.
+then, with logging on, its log encoded as a frame and appended to the spool by a real
+`PredictionLogger` before it answers, and sent to Kafka by a real shipper process
+(`ShipperProcess`). The same requests with logging off (the histogram only) are the
+reference, measured in the same run. Printed: this process's CPU time per request (user
+and system, every thread: the spool's flushes count) on and off, their difference (what one
+log costs the serving process) and their ratio; beside them, the shipper process's CPU per
+log (reading the spool, building the messages, Kafka's client).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import os
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from harness import cpu_seconds
 
-from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings
 from flywheel_common.topics import ensure_topics
 from flywheel_gateway.handlers import Inference, InferenceSettings, InferRequest
-from flywheel_gateway.journal import Journal
 from flywheel_gateway.predictions import PredictionLogger
 from flywheel_gateway.routing import Role, Route
+from flywheel_gateway.shipper import ShipperConfig
+from flywheel_gateway.shipper_process import ShipperProcess
+from flywheel_gateway.spool import SpoolWriter
 
 INPUTS: dict[str, np.ndarray] = {
     "features": np.random.default_rng(0).random((1, 30), dtype=np.float32)
@@ -49,44 +46,6 @@ OUTPUTS: dict[str, np.ndarray] = {
     "probabilities": np.array([[0.2, 0.8]], dtype=np.float32),
 }
 ROUTE = Route(1, 100, Role.STABLE)
-
-
-@dataclass
-class Split:
-    """Seconds spent inside the logger's journaling, by part."""
-
-    building: float = 0.0
-    journaling: float = 0.0
-
-
-@contextmanager
-def timed_parts(split: Split) -> Iterator[None]:
-    """Time the logger's building of logs and its whole journaling step (build, pack,
-    append), by wrapping its two methods for the block."""
-    journal_logs, pack = PredictionLogger._journal_cycle, PredictionLogger._pack
-
-    def timed_journal(self: PredictionLogger, queued: Any) -> None:
-        started = time.perf_counter()
-        journal_logs(self, queued)
-        split.journaling += time.perf_counter() - started
-
-    def timed_pack(self: PredictionLogger, builders: Any) -> Any:
-        def timed(build: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return build()
-            finally:
-                split.building += time.perf_counter() - started
-
-        return pack(self, [functools.partial(timed, build) for build in builders])
-
-    PredictionLogger._journal_cycle = timed_journal  # type: ignore[method-assign]
-    PredictionLogger._pack = timed_pack  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        PredictionLogger._journal_cycle = journal_logs  # type: ignore[method-assign]
-        PredictionLogger._pack = pack  # type: ignore[method-assign]
 
 
 async def drive(inference: Inference, batch: int, rate: float, seconds: float) -> tuple[float, int]:
@@ -110,35 +69,41 @@ async def measure(kafka: KafkaSettings, batch: int, rate: float, seconds: float)
     settings = InferenceSettings(gateway_id="bench")
     # `_log` is all of a request this drives: the inference needs no models.
     off, _ = await drive(Inference(None, {}, None, settings), batch, rate, seconds)  # type: ignore[arg-type]
-    publisher = EventPublisher(kafka.model_copy(update={"linger_ms": 50}), source="bench")
-    await publisher.start()
     with tempfile.TemporaryDirectory() as folder:
-        logger = PredictionLogger(
-            publisher, Journal(Path(folder) / "journal", 1 << 30), in_kafka=_nothing_in_kafka
+        spool = Path(folder) / "spool"
+        logger = PredictionLogger(SpoolWriter(spool, 1 << 30))
+        shipper = ShipperProcess(
+            ShipperConfig(
+                kafka=kafka.model_copy(update={"linger_ms": 50}),
+                spool=spool,
+                journal=Path(folder) / "predictions.journal",
+                source="bench",
+                client_id="bench-predictions",
+                logs_per_record=200,
+                max_logs=10_000,
+            )
         )
+        await shipper.start()
         await logger.start()
-        split = Split()
         try:
-            with timed_parts(split):
-                on, logs = await drive(
-                    Inference(None, {}, logger, settings),  # type: ignore[arg-type]
-                    batch,
-                    rate,
-                    seconds,
-                )
+            assert shipper.pid is not None
+            shipper_cpu = cpu_seconds(shipper.pid)
+            on, logs = await drive(
+                Inference(None, {}, logger, settings),  # type: ignore[arg-type]
+                batch,
+                rate,
+                seconds,
+            )
+            await asyncio.sleep(1.0)  # the shipper sends the last of them
+            shipper_cpu = cpu_seconds(shipper.pid) - shipper_cpu
         finally:
             await logger.stop()
-            await publisher.stop()
+            await shipper.stop()
     per_log = on - off
     print(
         f"{batch:>5} {off * 1e6:>14,.0f} {on * 1e6:>14,.0f} {per_log * 1e6:>12,.0f} "
-        f"{on / off:>8.2f}x {split.building / logs * 1e6:>10,.0f} "
-        f"{(split.journaling - split.building) / logs * 1e6:>10,.0f}"
+        f"{on / off:>8.2f}x {shipper_cpu / logs * 1e6:>14,.0f}"
     )
-
-
-async def _nothing_in_kafka(_: Any) -> set[str]:
-    return set()
 
 
 async def main() -> None:
@@ -160,13 +125,14 @@ async def main() -> None:
     )
     print(
         f"{'batch':>5} {'logging off':>14} {'logging on':>14} {'one log':>12} {'on/off':>9} "
-        f"{'building':>10} {'pack+append':>10}"
+        f"{'shipper/log':>14}"
     )
     for batch in args.batches:
         await measure(kafka, batch, args.rate, args.seconds)
     print(
-        "one log = on - off; building and pack+append are timed inside the logger; the journal "
-        "is flushed every second and records go to Kafka as the gateway sends them"
+        "one log = on - off, in the serving process; shipper/log = the shipper process's CPU "
+        "per log, beside it; the spool is flushed every second, records go to Kafka as the "
+        "gateway's shipper sends them"
     )
 
 

@@ -52,10 +52,12 @@ def pack(
     source: str,
     per_record: int = 200,
     max_bytes: int = MAX_RECORD_BYTES,
+    event_id: Callable[[str, int], str] | None = None,
 ) -> list[tuple[OutgoingRecord, int]]:
     """Prediction logs as `flywheel.predictions` records: one `PredictionLogBatch` per model,
     of at most `per_record` logs and, unless one log alone is larger, `max_bytes`; in the
-    order given. Each record comes with the number of logs it carries.
+    order given. Each record comes with the number of logs it carries. `event_id(model, n)`
+    names the n-th record of a model's logs (a random id by default).
 
     A batch's wire format is its logs' own, each after the field's tag and its length: each
     log is serialized once and the batch joined from those bytes (a batch message would
@@ -67,9 +69,14 @@ def pack(
     ce_type = event_type(PredictionLogBatch)
     packed = []
     for model, fields in by_model.items():
-        for part in _runs(fields, per_record, max_bytes):
+        for number, part in enumerate(_runs(fields, per_record, max_bytes)):
             record = event_record(
-                PREDICTIONS.name, b"".join(part), ce_type, source=source, subject=model
+                PREDICTIONS.name,
+                b"".join(part),
+                ce_type,
+                source=source,
+                subject=model,
+                event_id=event_id(model, number) if event_id else None,
             )
             packed.append((record, len(part)))
     return packed

@@ -2,30 +2,28 @@
 
 from __future__ import annotations
 
-import functools
-
 from flywheel_common.artifact_cache import ArtifactFetcher
 from flywheel_common.foundation import Foundation
 from flywheel_common.grpc_server import ServiceBinding
 from flywheel_common.identities import Authenticator
-from flywheel_common.publisher import EventPublisher
 from flywheel_common.registry_client import RegistryClient
 from flywheel_common.service import Service, instance_id, run_service
 from flywheel_common.settings import ServiceSettings
 from flywheel_common.table_reader import CaughtUp
-from flywheel_common.topic_scan import event_ids_since
-from flywheel_common.topics import DEPLOYMENTS, PREDICTIONS
+from flywheel_common.topics import DEPLOYMENTS
 from flywheel_common.wakeup import Wakeup
 from flywheel_gateway.batching import BatchPolicy
 from flywheel_gateway.consumers import DeploymentFollower, RoutingSettled
 from flywheel_gateway.grpc_api import METHOD_ROLES, METHOD_SCOPES, SERVICE_NAME, InferenceServicer
 from flywheel_gateway.handlers import Inference, InferenceSettings
 from flywheel_gateway.http_api import RestApi
-from flywheel_gateway.journal import Journal
 from flywheel_gateway.models import ModelManager, RuntimeOptions
 from flywheel_gateway.predictions import PredictionLogger
 from flywheel_gateway.routing import RoutingTable
 from flywheel_gateway.settings import GatewaySettings
+from flywheel_gateway.shipper import ShipperConfig
+from flywheel_gateway.shipper_process import ShipperProcess
+from flywheel_gateway.spool import SpoolWriter
 from flywheel_gateway.status import StatusReporter
 from flywheel_gateway.workers import run_workers
 from inference import grpc_service_pb2_grpc
@@ -64,19 +62,10 @@ def build(settings: ServiceSettings | None = None) -> Service:
         status_changed,
         address=lambda: service.grpc.address,
     )
-    prediction_publisher = EventPublisher(
-        config.kafka.model_copy(update={"linger_ms": config.prediction_linger_ms}),
-        source=config.service_name,
-        client_id=f"{config.service_name}-predictions",
-    )
     logger = (
         PredictionLogger(
-            prediction_publisher,
-            Journal(config.journal_path(), config.prediction_journal_bytes),
-            functools.partial(event_ids_since, config.kafka, PREDICTIONS.name),
+            SpoolWriter(config.spool_path(), config.prediction_journal_bytes),
             config.prediction_sample_rate,
-            config.prediction_buffer,
-            logs_per_record=config.prediction_logs_per_record,
             fsync_interval_ms=config.prediction_journal_fsync_interval_ms,
         )
         if config.log_predictions
@@ -91,7 +80,8 @@ def build(settings: ServiceSettings | None = None) -> Service:
     reader = foundation.table(DEPLOYMENTS.name, follower.apply, replica=gateway_id)
     components = [*foundation.components(), models]
     if logger is not None:
-        components += [prediction_publisher, logger]
+        # Stopped in reverse: the spool closes, then its shipper sends what it holds.
+        components += [ShipperProcess(shipper_config(config)), logger]
     # Ready only once the routing table is read to its end and the versions it routes to
     # are warm: a restarted replica never answers NOT_FOUND for a model that is deployed.
     components += [reader, CaughtUp(reader), RoutingSettled(follower), reporter]
@@ -116,6 +106,22 @@ def build(settings: ServiceSettings | None = None) -> Service:
     )
     service = Service(config, [binding], components)
     return service
+
+
+def shipper_config(config: GatewaySettings) -> ShipperConfig:
+    return ShipperConfig(
+        kafka=config.kafka.model_copy(update={"linger_ms": config.prediction_linger_ms}),
+        spool=config.spool_path(),
+        journal=config.journal_path(),
+        source=config.service_name,
+        client_id=f"{config.service_name}-predictions",
+        logs_per_record=config.prediction_logs_per_record,
+        max_logs=config.prediction_buffer,
+        drain_seconds=min(10.0, config.component_stop_timeout_seconds / 2),
+        service_name=config.service_name,
+        log_level=config.telemetry.log_level,
+        log_json=config.telemetry.log_json,
+    )
 
 
 def main() -> None:

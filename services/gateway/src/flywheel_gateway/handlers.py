@@ -7,18 +7,16 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from opentelemetry import metrics, trace
 
 from flywheel.common.v1 import types_pb2 as common
-from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_common.errors import FlywheelError, InvalidArgument, NotFound, Unavailable
 from flywheel_common.grpc_server import status_of
 from flywheel_common.signatures import TensorSpec
-from flywheel_common.telemetry import traceparent
-from flywheel_common.timestamps import duration, epoch
+from flywheel_gateway import log_frames
+from flywheel_gateway.log_frames import UNTRACED, Span
 from flywheel_gateway.models import LoadedVersion, ModelManager
 from flywheel_gateway.predictions import PredictionLogger
 from flywheel_gateway.routing import Role, Route, RoutingTable
@@ -234,34 +232,36 @@ class Inference:
             "status": "ok" if error is None else type(error).__name__,
         }
         _latency.record(elapsed * 1000.0, labels)
-        if self._logger is None:
+        logger = self._logger
+        if logger is None or not logger.sampled():
             return
         span = trace.get_current_span().get_span_context()
-        received = time.time() - elapsed
 
-        def prediction_log() -> PredictionLog:
-            # Built by the logger's task, off the request path: copying the tensors into
-            # the message is most of a log's cost.
-            return PredictionLog(
+        def frame() -> bytes:
+            return log_frames.encode(
                 request_id=request.request_id,
                 model=request.model,
                 version=route.version,
                 role=_ROLES[route.role],
+                inputs=inputs,
+                outputs=outputs,
+                latency=elapsed,
+                received_at=time.time() - elapsed,
+                span=Span(span.trace_id, span.span_id, span.trace_flags)
+                if span.is_valid
+                else UNTRACED,
                 arm=route.arm,
                 shadow=route.role is Role.SHADOW,
-                inputs=[_tensor_fields(name, array) for name, array in inputs.items()],
-                outputs=[_tensor_fields(name, array) for name, array in outputs.items()],
                 status_code=0 if error is None else _status_number(error),
                 status_message="" if error is None else error.message,
-                latency=duration(elapsed),
                 nan_flagged=flagged,
-                trace_id=format(span.trace_id, "032x") if span.is_valid else "",
-                traceparent=traceparent(span),
+                sample_rate=logger.sample_rate,
                 gateway_id=self._settings.gateway_id,
-                received_at=epoch(received),
             )
 
-        await self._logger.log(prediction_log)
+        on_disk = logger.log(frame)
+        if on_disk is not None:
+            await on_disk
 
 
 def _parse_version(version: str) -> int:
@@ -304,18 +304,6 @@ def _select(
             for name in names
         ],
     )
-
-
-def _tensor_fields(name: str, array: np.ndarray) -> Any:
-    """A logged `Tensor` as the fields its log's constructor takes: a Tensor message would be
-    built and then copied into the log, at twice the cost. (Any: the message stubs name only
-    `Tensor`, though the constructor takes its fields as well.)"""
-    return {
-        "name": name,
-        "datatype": datatype_of(array),
-        "shape": array.shape,
-        "data": raw_of(array),
-    }
 
 
 def _status_number(error: FlywheelError) -> int:

@@ -74,17 +74,17 @@ class GatewaySettings(WithRegistry):
     """Most prediction logs packed into one Kafka record: each record costs producers and
     consumers the same whatever it carries, so fuller records log more for less CPU."""
     prediction_buffer: int = Field(default=10_000, ge=1)
-    """Prediction logs waiting to be journaled, and journaled logs held in memory until
-    Kafka has them; beyond that they are read back from the journal when their turn comes."""
+    """Most prediction logs the shipper reads from the journal and sends at once."""
     prediction_journal_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
-    """Disk journal of the prediction logs Kafka has not acknowledged yet (every log is
-    journaled before its request is answered); when full, logs are shed: their requests are
-    answered, the logs counted in `flywheel.predictions.dropped{reason="journal_full"}`."""
+    """Disk journal (the spool) of the prediction logs Kafka has not acknowledged yet (every
+    log is written to it before its request is answered); when full, logs are shed: their
+    requests are answered, the logs counted in
+    `flywheel.predictions.dropped{reason="journal_full"}`."""
     prediction_journal_fsync_interval_ms: int = Field(default=1000, ge=0)
     """How often the journal is flushed to the disk (fsync). A log is in the page cache
     before its request is answered, so a killed process loses none; a machine crash loses
     the logs of at most this interval. 0 flushes before every answer (one flush for all the
-    logs journaled together), at a cost per request the gateway benchmark measures."""
+    logs written meanwhile), at a cost per request the gateway benchmark measures."""
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     """Interval of GatewayStatus heartbeats."""
 
@@ -94,8 +94,14 @@ class GatewaySettings(WithRegistry):
     worker_index: int = Field(default=0, ge=0)
     """Set by the gateway for each of its workers; not for operators."""
 
+    def spool_path(self) -> Path:
+        """The prediction logs' spool (`spool`), one per worker, beside where each worker
+        kept the journal of earlier releases."""
+        return self.journal_path().with_name("spool")
+
     def journal_path(self) -> Path:
-        """Each worker journals to a file of its own."""
+        """Each worker journals to a file of its own (earlier releases: the shipper sends
+        what such a journal still holds, then deletes it)."""
         folder = self.data_dir / "journal"
         if self.worker_index:
             folder = folder / f"worker-{self.worker_index}"

@@ -38,11 +38,10 @@ import os
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-
-from opentelemetry import metrics
 
 from flywheel_gateway import framing
 from flywheel_gateway.framing import FRAME_OVERHEAD, Damage
@@ -225,16 +224,11 @@ class SpoolReader:
     """The shipper's end: `read` the next run of frames, record that it is `sending`, and
     that it was `shipped`."""
 
-    def __init__(
-        self, directory: Path, wait_seconds: float = 0.0, meter: metrics.Meter | None = None
-    ) -> None:
+    def __init__(self, directory: Path, wait_seconds: float = 0.0) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self._directory = directory
-        self._skipped = (meter or metrics.get_meter(__name__)).create_counter(
-            "flywheel.gateway.spool.skipped",
-            description="Stretches of the prediction-log spool skipped: a torn tail (reason "
-            "torn_tail) or damaged frames (damaged); their logs are lost",
-        )
+        self._skipped: Counter[str] = Counter()
+        """Stretches skipped since last taken, by reason (`predictions.SKIPPED`)."""
         self._lock_fd = framing.hold_lock(
             directory / "shipper.lock",
             f"the prediction spool {directory} is shipped by another process (process {{holder}})",
@@ -412,7 +406,12 @@ class SpoolReader:
             log.warning("prediction spool: torn tail skipped", extra=extra)
         else:
             log.error("prediction spool: damaged frames skipped; their logs are lost", extra=extra)
-        self._skipped.add(1, {"reason": "torn_tail" if torn else "damaged"})
+        self._skipped["torn_tail" if torn else "damaged"] += 1
+
+    def take_skipped(self) -> Counter[str]:
+        """The stretches skipped since the last call, by reason (torn_tail, damaged)."""
+        taken, self._skipped = self._skipped, Counter()
+        return taken
 
 
 def record_id(spool: uuid.UUID, start: Position, end: int, model: str, part: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from collections import Counter
 from pathlib import Path
 
@@ -181,3 +182,70 @@ async def test_a_gateway_killed_under_load_loses_no_log_of_an_answered_request(
     assert max(per_request.values()) == 1, "logged twice"
     # Requests cut short by the kill may have been journaled before it: never more.
     assert len(per_request) - len(answered) <= 8
+
+
+def shippers_of(gateway: int) -> list[int]:
+    """The process ids of a gateway's shipper processes (its children running the shipper)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            command = (stat.parent / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile
+            continue
+        parent = int(text[text.rindex(")") + 2 :].split()[1])
+        if parent == gateway and b"flywheel_gateway.shipper" in command:
+            found.append(int(stat.parent.name))
+    return found
+
+
+async def test_a_shipper_killed_under_load_loses_no_log_and_sends_none_twice(
+    platform: Platform, iris: IrisModels, model_name: str, kafka_bootstrap: str
+) -> None:
+    await platform.register(model_name, iris.classifier)
+    await platform.deploy(model_name, {1: 100}, generation=1)
+    settings = platform.settings.model_copy(
+        update={
+            "grpc": grpc_settings(port=unused_port()),
+            "gateway_id": f"{platform.settings.gateway_id}-shipper-killed",
+            "data_dir": platform.settings.data_dir / "shipper-killed",
+            "prediction_linger_ms": 200,  # records sent, not yet acknowledged, at each kill
+        }
+    )
+    replica = ServiceReplica("flywheel_gateway", settings)
+    await replica.start()
+    assert replica.process is not None
+    gateway = replica.process.pid
+    answered: list[str] = []
+    killed: list[int] = []
+
+    async def client(stub: pb_grpc.GRPCInferenceServiceStub, number: int) -> None:
+        for index in range(1000):
+            request = typed_request(model_name, iris.features[:2])
+            request.id = f"{model_name}-{number}-{index}"
+            await stub.ModelInfer(request, timeout=10)  # the gateway serves throughout
+            answered.append(request.id)
+
+    async def kill_shippers() -> None:
+        """Kill the gateway's shipper three times, each after another 800 answers."""
+        for round_ in range(1, 4):
+            while len(answered) < 800 * round_:
+                await asyncio.sleep(0.01)
+            [shipper] = shippers_of(gateway)
+            os.kill(shipper, signal.SIGKILL)
+            killed.append(shipper)
+            async with asyncio.timeout(30):  # the gateway starts another
+                while not [pid for pid in shippers_of(gateway) if pid not in killed]:
+                    await asyncio.sleep(0.05)
+
+    try:
+        async with secure_channel(replica.address) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            await asyncio.gather(kill_shippers(), *(client(stub, number) for number in range(4)))
+        logs = await prediction_logs(kafka_bootstrap, model_name, at_least=len(answered))
+    finally:
+        await replica.stop()
+    assert len(killed) == 3
+    per_request = Counter(log.request_id for log in logs)
+    assert set(per_request) == set(answered), "answered OK, log lost"
+    assert max(per_request.values()) == 1, "logged twice"

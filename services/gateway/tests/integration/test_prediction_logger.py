@@ -1,49 +1,58 @@
-"""The prediction logger keeps logging when one log cannot be built or cannot go to Kafka."""
+"""Prediction logs go from the serving process's spool to Kafka through a shipper process of
+its own; one log that cannot be built or is too large for Kafka stops no other."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
 from flywheel.common.v1.types_pb2 import Tensor
 from flywheel.gateway.v1.events_pb2 import PredictionLog
-from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings
-from flywheel_gateway.journal import Journal
+from flywheel_gateway.log_frames import encode_message
 from flywheel_gateway.predictions import KAFKA_RECORD_LIMIT, PredictionLogger
+from flywheel_gateway.shipper import ShipperConfig
+from flywheel_gateway.shipper_process import ShipperProcess
+from flywheel_gateway.spool import SpoolWriter
 
 from .test_serving import prediction_logs
 
 
-def prediction(model: str, request_id: str, features: int = 4) -> PredictionLog:
+def prediction(model: str, request_id: str, features: int = 4) -> bytes:
     rows = np.ones((1, features), np.float32)
-    return PredictionLog(
-        request_id=request_id,
-        model=model,
-        version=1,
-        inputs=[Tensor(name="x", datatype="FP32", shape=[1, features], data=rows.tobytes())],
+    return encode_message(
+        PredictionLog(
+            request_id=request_id,
+            model=model,
+            version=1,
+            inputs=[Tensor(name="x", datatype="FP32", shape=[1, features], data=rows.tobytes())],
+        )
     )
 
 
-async def nothing_in_kafka(since: datetime) -> set[str]:
-    return set()
-
-
-def broken() -> PredictionLog:
+def broken() -> bytes:
     raise KeyError("UINT4")  # say, an output datatype the log cannot express
 
 
-async def test_a_log_that_fails_to_build_or_is_too_large_for_kafka_stops_no_other(
+async def test_logs_reach_kafka_through_the_shipper_and_a_bad_one_stops_no_other(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     model = f"logger-{uuid.uuid4().hex[:8]}"
-    publisher = EventPublisher(KafkaSettings(bootstrap_servers=kafka_bootstrap), "test")
-    await publisher.start()
-    journal = Journal(tmp_path / "journal", max_bytes=64 * 1024 * 1024)
-    logger = PredictionLogger(publisher, journal, nothing_in_kafka, retry_seconds=0.1)
+    logger = PredictionLogger(SpoolWriter(tmp_path / "spool", max_bytes=64 * 1024 * 1024))
+    shipper = ShipperProcess(
+        ShipperConfig(
+            kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, linger_ms=5),
+            spool=tmp_path / "spool",
+            journal=tmp_path / "predictions.journal",
+            source="test",
+            client_id="test-predictions",
+            logs_per_record=200,
+            max_logs=1000,
+        )
+    )
+    await shipper.start()
     await logger.start()
     try:
         huge_features = KAFKA_RECORD_LIMIT // 4 + 1
@@ -53,12 +62,11 @@ async def test_a_log_that_fails_to_build_or_is_too_large_for_kafka_stops_no_othe
         logger.log(lambda: prediction(model, "after"))
         logs = await prediction_logs(kafka_bootstrap, model, at_least=2)
         assert sorted(log.request_id for log in logs) == ["after", "before"]
-        # Later logs still flow, and nothing waits in the journal for a retry that would
-        # fail forever.
         logger.log(lambda: prediction(model, "later"))
         logs = await prediction_logs(kafka_bootstrap, model, at_least=3)
         assert sorted(log.request_id for log in logs) == ["after", "before", "later"]
-        assert journal.empty
     finally:
         await logger.stop()
-        await publisher.stop()
+        await shipper.stop()
+    # Everything was shipped: only the newest segment is left, read to its end.
+    assert len(list((tmp_path / "spool").glob("*.seg"))) == 1

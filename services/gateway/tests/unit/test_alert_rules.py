@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, cast
 
 import yaml
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client import CollectorRegistry, generate_latest
 
-from flywheel_gateway.journal import Journal
 from flywheel_gateway.predictions import LoggerMetrics, PredictionLogger
+from flywheel_gateway.spool import SpoolWriter
 
 ALERTS = Path(__file__).resolve().parents[4] / "infra" / "prometheus" / "alerts.yml"
 
@@ -23,9 +22,7 @@ def test_each_gateway_alert_reads_a_series_the_gateway_exports(tmp_path: Path) -
     meter = MeterProvider(metric_readers=[PrometheusMetricReader(registry=registry)]).get_meter(
         "flywheel"
     )
-    (tmp_path / "j").write_bytes(b"FWJ2" + bytes(40))  # a damaged header
-    journal = Journal(tmp_path / "j", 1 << 20, meter=meter)
-    PredictionLogger(cast(Any, None), journal, cast(Any, None), meters=LoggerMetrics.of(meter))
+    PredictionLogger(SpoolWriter(tmp_path, 1 << 20), meters=LoggerMetrics.of(meter))
     exported = generate_latest(registry).decode()
 
     rules = yaml.safe_load(ALERTS.read_text())

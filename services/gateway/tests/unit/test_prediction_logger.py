@@ -1,16 +1,15 @@
-"""Each prediction log is written once: journaled before its request is answered, sent to
+"""Each prediction log is written once: spooled before its request is answered, shipped to
 Kafka after, and not sent twice when a failed send or a kill mid-send left it in Kafka."""
 
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
 
+import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
@@ -18,8 +17,13 @@ from flywheel.gateway.v1.events_pb2 import PredictionLog, PredictionLogBatch
 from flywheel_common.events import OutgoingRecord
 from flywheel_common.prediction_logs import pack
 from flywheel_common.publisher import DeliveryFailed
-from flywheel_gateway.journal import HEADER_BYTES, Journal, _frame
-from flywheel_gateway.predictions import LoggerMetrics, PredictionLogger
+from flywheel_common.timestamps import duration, epoch
+from flywheel_gateway import spool
+from flywheel_gateway.journal import Journal
+from flywheel_gateway.log_frames import encode_message
+from flywheel_gateway.predictions import LOG_LIMIT, LoggerMetrics, PredictionLogger
+from flywheel_gateway.shipping import Shipper
+from flywheel_gateway.spool import SpoolReader, SpoolWriter
 
 
 class Kafka:
@@ -34,8 +38,12 @@ class Kafka:
         self.lands = lands
         self.paused = asyncio.Event()
         self.paused.set()
+        self.asked = 0
+        self.handed: list[OutgoingRecord] = []
+        """The records of the last send."""
 
     async def send(self, records: Sequence[OutgoingRecord]) -> None:
+        self.handed = list(records)
         await self.paused.wait()
         if self.failures:
             self.failures -= 1
@@ -48,6 +56,7 @@ class Kafka:
         return None
 
     async def has(self, since: datetime) -> set[str]:
+        self.asked += 1
         return {record.event_id for record in self.topic}
 
     def logs(self) -> Counter[str]:
@@ -58,142 +67,155 @@ class Kafka:
         )
 
 
-def prediction(request_id: str) -> PredictionLog:
-    return PredictionLog(request_id=request_id, model="iris", version=1)
+def prediction(request_id: str, model: str = "iris") -> PredictionLog:
+    return PredictionLog(
+        request_id=request_id,
+        model=model,
+        version=1,
+        latency=duration(0.002),
+        received_at=epoch(1_765_000_000.5),
+    )
 
 
-def logger(kafka: Kafka, journal: Journal) -> PredictionLogger:
-    return PredictionLogger(cast(Any, kafka), journal, kafka.has, retry_seconds=0.01)
+def frame_of(request_id: str, model: str = "iris") -> bytes:
+    return encode_message(prediction(request_id, model))
 
 
-async def logged(kafka: Kafka, journal: Journal, ids: list[str]) -> None:
-    """Log `ids` and wait until the journal has delivered everything."""
-    running = logger(kafka, journal)
+def shipper(kafka: Kafka, directory: Path, **options: int) -> Shipper:
+    return Shipper(SpoolReader(directory), kafka, kafka.has, retry_seconds=0.01, **options)
+
+
+async def shipped(kafka: Kafka, directory: Path) -> None:
+    """Ship everything the spool holds, as a shipper process does before it exits."""
+    running = shipper(kafka, directory)
+    running.stop_when_empty()
+    async with asyncio.timeout(10):
+        await running.run()
+
+
+def spool_with(directory: Path, ids: list[str]) -> None:
+    writer = SpoolWriter(directory, 1 << 20)
+    for request_id in ids:
+        assert writer.append(frame_of(request_id))
+    writer.close()
+
+
+async def test_a_log_is_in_the_spool_when_log_returns(tmp_path: Path) -> None:
+    running = PredictionLogger(SpoolWriter(tmp_path, 1 << 20))
     await running.start()
-    try:
-        await asyncio.gather(*(running.log(lambda i=i: prediction(i)) for i in ids))
-        async with asyncio.timeout(10):
-            while not journal.empty:
-                await asyncio.sleep(0.01)
-    finally:
-        await running.stop()
+    assert running.log(lambda: frame_of("r-1")) is None  # nothing to wait for
+    # What a process killed now leaves behind, read by another process's shipper:
+    left = SpoolReader(tmp_path)
+    run = left.read(10, 1 << 20)
+    assert run is not None
+    assert run.frames == [frame_of("r-1")]
+    left.close()
+    await running.stop()
 
 
-async def test_an_answer_waits_until_its_log_is_journaled(tmp_path: Path) -> None:
+async def test_logs_reach_kafka_once_each_in_order_per_model(tmp_path: Path) -> None:
+    ids = [f"r-{n}" for n in range(30)]
+    writer = SpoolWriter(tmp_path, 1 << 20)
+    for n, request_id in enumerate(ids):
+        writer.append(frame_of(request_id, model="iris" if n % 3 else "wine"))
+    writer.close()
     kafka = Kafka()
-    kafka.paused.clear()  # nothing reaches Kafka
-    running = logger(kafka, Journal(tmp_path / "j", 1 << 20))
-    await running.start()
-    try:
-        await running.log(lambda: prediction("r-1"))
-        # What a process killed now leaves behind:
-        shutil.copyfile(tmp_path / "j", tmp_path / "left")
-        [record] = list(Journal(tmp_path / "left", 1 << 20).records())
-        assert [log.request_id for log in PredictionLogBatch.FromString(record.value).logs] == [
-            "r-1"
-        ]
-    finally:
-        kafka.paused.set()
-        await running.stop()
-    assert kafka.logs() == {"r-1": 1}
+    await shipped(kafka, tmp_path)
+    assert kafka.logs() == {request_id: 1 for request_id in ids}
+    by_model: dict[str, list[str]] = {}
+    for record in kafka.topic:
+        for log in PredictionLogBatch.FromString(record.value).logs:
+            by_model.setdefault(log.model, []).append(log.request_id)
+    assert by_model["wine"] == [ids[n] for n in range(0, 30, 3)]
+    assert by_model["iris"] == [ids[n] for n in range(30) if n % 3]
 
 
 async def test_a_failed_send_that_reached_kafka_is_not_sent_again(tmp_path: Path) -> None:
+    spool_with(tmp_path, ["r-1", "r-2"])
     kafka = Kafka(failures=1, lands=True)
-    await logged(kafka, Journal(tmp_path / "j", 1 << 20), ["r-1", "r-2"])
+    await shipped(kafka, tmp_path)
     assert kafka.logs() == {"r-1": 1, "r-2": 1}
 
 
 async def test_a_failed_send_that_did_not_reach_kafka_is_sent_again(tmp_path: Path) -> None:
+    spool_with(tmp_path, ["r-1", "r-2"])
     kafka = Kafka(failures=2, lands=False)
-    await logged(kafka, Journal(tmp_path / "j", 1 << 20), ["r-1", "r-2"])
+    await shipped(kafka, tmp_path)
     assert kafka.logs() == {"r-1": 1, "r-2": 1}
 
 
 async def test_after_a_kill_mid_send_only_what_kafka_lacks_is_sent(tmp_path: Path) -> None:
-    records = [record for record, _ in pack([prediction("r-1"), prediction("r-2")], source="g")]
-    records += [record for record, _ in pack([prediction("r-3")], source="g")]
-    killed = Journal(tmp_path / "j", 1 << 20)
-    killed.append(records)
-    killed.sending(datetime.now(UTC))
+    writer = SpoolWriter(tmp_path, 1 << 20)
+    for request_id, model in [("r-1", "iris"), ("r-2", "wine"), ("r-3", "iris")]:
+        writer.append(frame_of(request_id, model))
     kafka = Kafka()
-    kafka.topic.append(records[0])  # written, killed before the acknowledgement
-    killed.close()  # the operating system releases its lock
-    restarted = Journal(tmp_path / "j", 1 << 20)
-    await logged(kafka, restarted, [])
-    assert kafka.logs() == {"r-1": 1, "r-2": 1, "r-3": 1}
-    assert restarted.sending_since is None
-
-
-class Flushes(Journal):
-    """A journal that remembers how far it was flushed to the disk."""
-
-    flushed_to = 0
-
-    def sync(self) -> bool:
-        flushed = super().sync()
-        self.flushed_to = self.end
-        return flushed
+    kafka.paused.clear()  # the send hangs: the shipper is killed in it
+    killed = shipper(kafka, tmp_path)
+    sending = asyncio.create_task(killed.ship_next())
+    async with asyncio.timeout(10):
+        while not kafka.handed:
+            await asyncio.sleep(0.01)
+    sending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sending
+    assert len(kafka.handed) == 2  # a record per model, the first of them written already:
+    kafka.topic.append(kafka.handed[0])
+    SpoolReader.close(killed._reader)  # the operating system releases the killed one's lock
+    kafka.paused.set()
+    writer.append(frame_of("r-4"))
+    writer.close()
+    asked = kafka.asked
+    await shipped(kafka, tmp_path)
+    assert kafka.logs() == {"r-1": 1, "r-2": 1, "r-3": 1, "r-4": 1}
+    assert kafka.asked == asked + 1
 
 
 async def test_with_no_fsync_interval_an_answer_waits_until_its_log_is_on_disk(
     tmp_path: Path,
 ) -> None:
-    kafka = Kafka()
-    kafka.paused.clear()
-    journal = Flushes(tmp_path / "j", 1 << 20)
-    running = PredictionLogger(cast(Any, kafka), journal, kafka.has, fsync_interval_ms=0)
+    flushed: list[int] = []
+
+    class Flushes(SpoolWriter):
+        def sync(self) -> bool:
+            flushed.append(self.size_bytes)
+            return super().sync()
+
+    running = PredictionLogger(Flushes(tmp_path, 1 << 20), fsync_interval_ms=0)
     await running.start()
     try:
         for request_id in ("r-1", "r-2"):
-            await running.log(lambda request_id=request_id: prediction(request_id))
-            assert journal.flushed_to == journal.end > journal.start
+            on_disk = running.log(lambda request_id=request_id: frame_of(request_id))
+            assert on_disk is not None
+            assert not on_disk.done()
+            await on_disk
+            assert flushed[-1] == running._spool.size_bytes
+        together = [running.log(lambda n=n: frame_of(f"r-{n}")) for n in range(3, 6)]
+        assert len({id(waiting) for waiting in together}) == 1  # one flush for all three
+        await together[0]  # type: ignore[misc]
     finally:
-        kafka.paused.set()
         await running.stop()
 
 
-async def test_with_an_fsync_interval_the_journal_reaches_the_disk_after_the_answer(
+async def test_with_an_fsync_interval_the_spool_reaches_the_disk_after_the_answer(
     tmp_path: Path,
 ) -> None:
-    kafka = Kafka()
-    kafka.paused.clear()
-    journal = Flushes(tmp_path / "j", 1 << 20)
-    running = PredictionLogger(cast(Any, kafka), journal, kafka.has, fsync_interval_ms=20)
+    flushed = asyncio.Event()
+
+    class Flushes(SpoolWriter):
+        def sync(self) -> bool:
+            synced = super().sync()
+            if synced:
+                flushed.set()
+            return synced
+
+    running = PredictionLogger(Flushes(tmp_path, 1 << 20), fsync_interval_ms=20)
     await running.start()
     try:
-        await running.log(lambda: prediction("r-1"))
-        written = journal.end
+        assert running.log(lambda: frame_of("r-1")) is None
         async with asyncio.timeout(10):
-            while journal.flushed_to < written:
-                await asyncio.sleep(0.01)
+            await flushed.wait()
     finally:
-        kafka.paused.set()
         await running.stop()
-
-
-async def test_logs_shed_when_the_journal_is_full_are_counted(tmp_path: Path) -> None:
-    reader = InMemoryMetricReader()
-    meters = LoggerMetrics.of(MeterProvider(metric_readers=[reader]).get_meter("test"))
-    kafka = Kafka()
-    kafka.paused.clear()  # Kafka takes nothing: the journal fills up
-    [(record, _)] = pack([prediction("r-0")], source=kafka.source)
-    frame = len(_frame(record))  # give or take a few bytes
-    journal = Journal(tmp_path / "j", max_bytes=HEADER_BYTES + 3 * frame + frame // 2)
-    running = PredictionLogger(cast(Any, kafka), journal, kafka.has, meters=meters)
-    await running.start()
-    try:
-        for n in range(10):  # one at a time: a record each
-            await running.log(lambda n=n: prediction(f"r-{n}"))
-    finally:
-        kafka.paused.set()
-        await running.stop()
-    # Every request was answered; the logs past the journal's bound were shed and counted.
-    assert kafka.logs() == {"r-0": 1, "r-1": 1, "r-2": 1}
-    dropped = counted(reader, "flywheel.predictions.dropped")
-    assert {reason: count for reason, count in dropped.items() if count} == {"journal_full": 7}
-    assert set(dropped) == {"journal_full", "journal_failed", "unbuildable", "too_large"}
-    assert counted(reader, "flywheel.predictions.journaled") == {"": 3}
 
 
 def counted(reader: InMemoryMetricReader, name: str) -> dict[str, int]:
@@ -210,42 +232,69 @@ def counted(reader: InMemoryMetricReader, name: str) -> dict[str, int]:
     return found
 
 
-async def test_stopping_journals_every_queued_log_once_and_answers_it(tmp_path: Path) -> None:
+async def test_logs_shed_are_counted_by_reason_and_their_requests_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool, "_ROOM_CHECK_SECONDS", 0.0)
+    reader = InMemoryMetricReader()
+    meters = LoggerMetrics.of(MeterProvider(metric_readers=[reader]).get_meter("test"))
+    size = len(spool.framing.frame(frame_of("r-0")))
+    running = PredictionLogger(SpoolWriter(tmp_path, max_bytes=3 * size + size // 2), meters=meters)
+    await running.start()
+
+    def unbuildable() -> bytes:
+        raise ValueError("a tensor the frame cannot hold")
+
+    try:
+        for n in range(10):
+            assert running.log(lambda n=n: frame_of(f"r-{n}")) is None
+        assert running.log(unbuildable) is None
+        assert running.log(lambda: b"x" * (LOG_LIMIT + 1)) is None
+    finally:
+        await running.stop()
+    dropped = counted(reader, "flywheel.predictions.dropped")
+    assert {reason: count for reason, count in dropped.items() if count} == {
+        "journal_full": 7,
+        "unbuildable": 1,
+        "too_large": 1,
+    }
+    assert set(dropped) == {"journal_full", "journal_failed", "unbuildable", "too_large"}
+    assert counted(reader, "flywheel.predictions.journaled") == {"": 3}
     kafka = Kafka()
-    kafka.paused.clear()
-    journal = Journal(tmp_path / "j", 1 << 20)
-    running = PredictionLogger(cast(Any, kafka), journal, kafka.has, max_batch=2)
-    waiting = [running.log(lambda n=n: prediction(f"r-{n}")) for n in range(5)]  # not started
-    await running.stop()
-    assert all(done.done() for done in waiting)
-    journaled = Counter(
-        log.request_id
-        for record in Journal(tmp_path / "j", 1 << 20).records()
-        for log in PredictionLogBatch.FromString(record.value).logs
-    )
-    assert journaled == {f"r-{n}": 1 for n in range(5)}
+    await shipped(kafka, tmp_path)
+    assert kafka.logs() == {"r-0": 1, "r-1": 1, "r-2": 1}
 
 
-async def test_logs_past_the_memory_bound_are_journaled_by_their_request_not_dropped(
+async def test_a_spooled_log_that_cannot_be_read_is_dropped_and_the_rest_shipped(
     tmp_path: Path,
 ) -> None:
+    writer = SpoolWriter(tmp_path, 1 << 20)
+    writer.append(frame_of("r-1"))
+    writer.append(b"\x09 a frame of a format this shipper does not read")
+    writer.append(frame_of("r-2"))
+    writer.close()
     kafka = Kafka()
+    running = shipper(kafka, tmp_path)
+    running.stop_when_empty()
+    await running.run()
+    assert kafka.logs() == {"r-1": 1, "r-2": 1}
+    counts = running.take_counts()
+    assert (counts.logged, dict(counts.dropped)) == (2, {"unbuildable": 1})
+
+
+async def test_what_an_earlier_release_journaled_is_sent_once_then_forgotten(
+    tmp_path: Path,
+) -> None:
+    records = [record for record, _ in pack([prediction("r-1"), prediction("r-2")], source="g")]
+    records += [record for record, _ in pack([prediction("r-3")], source="g")]
     journal = Journal(tmp_path / "j", 1 << 20)
-    running = PredictionLogger(cast(Any, kafka), journal, kafka.has, max_buffered=2)
-    # The logger's task is not running: the request that fills a cycle journals it.
-    waiting = [running.log(lambda n=n: prediction(f"r-{n}")) for n in range(5)]
-    assert [done.done() for done in waiting] == [True, True, True, True, False]
-    overflowed = Counter(
-        log.request_id
-        for record in journal.records()
-        for log in PredictionLogBatch.FromString(record.value).logs
-    )
-    assert overflowed == {f"r-{n}": 1 for n in range(4)}
-    await running.stop()
-    assert waiting[-1].done()
-    journaled = Counter(
-        log.request_id
-        for record in Journal(tmp_path / "j", 1 << 20).records()
-        for log in PredictionLogBatch.FromString(record.value).logs
-    )
-    assert journaled == {f"r-{n}": 1 for n in range(5)}
+    journal.append(records)
+    journal.sending(datetime.now(UTC))  # killed mid-send: the first record reached Kafka
+    kafka = Kafka()
+    kafka.topic.append(records[0])
+    running = shipper(kafka, tmp_path / "spool")
+    await running.ship_journal(journal)
+    assert journal.empty
+    assert journal.sending_since is None
+    assert kafka.logs() == {"r-1": 1, "r-2": 1, "r-3": 1}
+    assert running.take_counts().logged == 1
