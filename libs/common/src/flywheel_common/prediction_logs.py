@@ -52,20 +52,36 @@ def pack(
     source: str,
     per_record: int = 200,
     max_bytes: int = MAX_RECORD_BYTES,
+) -> list[tuple[OutgoingRecord, int]]:
+    """Prediction logs as `flywheel.predictions` records: see `pack_encoded`."""
+    return pack_encoded(
+        [(log.model, log.SerializeToString()) for log in logs],
+        source=source,
+        per_record=per_record,
+        max_bytes=max_bytes,
+    )
+
+
+def pack_encoded(
+    logs: Sequence[tuple[str, bytes]],
+    *,
+    source: str,
+    per_record: int = 200,
+    max_bytes: int = MAX_RECORD_BYTES,
     event_id: Callable[[str, int], str] | None = None,
 ) -> list[tuple[OutgoingRecord, int]]:
-    """Prediction logs as `flywheel.predictions` records: one `PredictionLogBatch` per model,
-    of at most `per_record` logs and, unless one log alone is larger, `max_bytes`; in the
-    order given. Each record comes with the number of logs it carries. `event_id(model, n)`
-    names the n-th record of a model's logs (a random id by default).
+    """Prediction logs, each its model and its `PredictionLog` encoding, as
+    `flywheel.predictions` records: one `PredictionLogBatch` per model, of at most
+    `per_record` logs and, unless one log alone is larger, `max_bytes`; in the order given.
+    Each record comes with the number of logs it carries. `event_id(model, n)` names the
+    n-th record of a model's logs (a random id by default).
 
-    A batch's wire format is its logs' own, each after the field's tag and its length: each
-    log is serialized once and the batch joined from those bytes (a batch message would
-    copy every log before serializing it again)."""
+    A batch's wire format is its logs' own, each after the field's tag and its length: the
+    batch is joined from those bytes (a batch message would copy every log before
+    serializing it again)."""
     by_model: dict[str, list[bytes]] = {}
-    for log in logs:
-        encoded = log.SerializeToString()
-        by_model.setdefault(log.model, []).append(_LOGS_FIELD_TAG + _varint(len(encoded)) + encoded)
+    for model, encoded in logs:
+        by_model.setdefault(model, []).append(_LOGS_FIELD_TAG + _varint(len(encoded)) + encoded)
     ce_type = event_type(PredictionLogBatch)
     packed = []
     for model, fields in by_model.items():

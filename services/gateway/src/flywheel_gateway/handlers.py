@@ -16,7 +16,6 @@ from flywheel_common.errors import FlywheelError, InvalidArgument, NotFound, Una
 from flywheel_common.grpc_server import status_of
 from flywheel_common.signatures import TensorSpec
 from flywheel_gateway import log_frames
-from flywheel_gateway.log_frames import UNTRACED, Span
 from flywheel_gateway.models import LoadedVersion, ModelManager
 from flywheel_gateway.predictions import PredictionLogger
 from flywheel_gateway.routing import Role, Route, RoutingTable
@@ -223,7 +222,7 @@ class Inference:
         flagged: bool = False,
     ) -> None:
         """Count the request in the metrics, and log the prediction when logging is on:
-        returns once the log is journaled, so the answer comes after it."""
+        returns once the log is in the spool, so the answer comes after it."""
         elapsed = time.perf_counter() - started
         labels = {
             "model": request.model,
@@ -247,9 +246,9 @@ class Inference:
                 outputs=outputs,
                 latency=elapsed,
                 received_at=time.time() - elapsed,
-                span=Span(span.trace_id, span.span_id, span.trace_flags)
-                if span.is_valid
-                else UNTRACED,
+                trace_id=span.trace_id if span.is_valid else 0,
+                span_id=span.span_id,
+                trace_flags=span.trace_flags,
                 arm=route.arm,
                 shadow=route.role is Role.SHADOW,
                 status_code=0 if error is None else _status_number(error),

@@ -1,5 +1,7 @@
-"""The write-ahead journal of prediction logs: every record is written here before its
-requests are answered and kept until Kafka has acknowledged it, bounded in bytes.
+"""The write-ahead journal of prediction logs of earlier releases: every record was written
+here before its requests were answered and kept until Kafka had acknowledged it, bounded in
+bytes. The spool (`spool`) has taken its place; a shipper sends what a journal left on the
+disk still holds (`Shipper.ship_journal`), then deletes it.
 
 One append-only file: a header (a magic number, how far the records were delivered, since
 when the oldest undelivered ones are being sent, and a CRC-32C of those), then frames: a

@@ -1,53 +1,155 @@
-"""Prediction logs as the serving process spools them: one compact frame per log, packed
-with `struct` on the request path, and made into the `PredictionLog` that
-`flywheel.predictions` carries by the process that ships them.
+"""Prediction logs as the serving process spools them: each one's `PredictionLog` protobuf
+encoding, written directly from the request's fields on the request path.
 
-Why not the message itself: building a `PredictionLog` costs the event loop 40-45 us per
-log in the serving process (`bench/prediction_logs.py`), three times what the same call
-takes in a tight loop; packing the same fields into a frame costs a fraction of that, and
-the message is then built in another process, off the serving loop.
+Why not the message itself: building a `PredictionLog` with protobuf's constructor costs
+the event loop 40-45 us per log in the serving process (`bench/prediction_logs.py`), and a
+compact frame of our own had to be made into that message by the shipper, which cost as
+much again. Writing the wire format here, with the parts that repeat from request to
+request (a route's fields, a tensor's name, type and shape) encoded once and kept, costs
+less than the constructor, and the shipper sends the bytes as they are: a
+`PredictionLogBatch` is its logs' encodings, each after the field's tag and length.
 
-A frame, little-endian: a head (`_HEAD`: the format, the numbers, the lengths of the texts,
-the counts of tensors), the texts (request id, model, arm, status message, gateway id),
-then each tensor: its head (`_TENSOR`), name, datatype, shape (int64 each), raw data.
+The fields go in field-number order, defaults left out, as protobuf itself writes them: a
+unit test checks the bytes against the message's own serialization, field by field.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Any, NamedTuple
+from collections.abc import Mapping
 
 import numpy as np
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import DecodeError, Message
 
+from flywheel.common.v1.types_pb2 import Tensor
 from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_gateway.tensors import datatype_of, raw_of
 
-FORMAT = 1
-
-_HEAD = struct.Struct("<BqiBBdddQQQBIIIIIHH")
-"""format, version, status code, role, flags, latency, received at, sample rate, trace id
-(high, low), span id, trace flags; lengths of request id, model, arm, status message,
-gateway id; inputs, outputs."""
-_TENSOR = struct.Struct("<IHBI")
-"""Lengths of the name and datatype, dimensions, length of the data."""
-_SHADOW, _NAN_FLAGGED, _TRACED = 1, 2, 4
+_DOUBLE = struct.Struct("<d")
 _NANOS = 1_000_000_000
 _U64 = (1 << 64) - 1
-_MODEL_AT = _HEAD.size
+_SMALL = [bytes((value,)) for value in range(0x80)]
+_CACHED = 4096
+"""Most encoded routes and tensor heads kept (each a few dozen bytes)."""
 
 
-class Span(NamedTuple):
-    """The request's span, as its log carries it (all zero: not traced)."""
+def varint(value: int) -> bytes:
+    """A non-negative integer as a protobuf base-128 varint (negative ones: their 64-bit
+    two's complement, as protobuf writes int32 and int64)."""
+    if value < 0:
+        value &= _U64
+    if value < 0x80:
+        return _SMALL[value]
+    if value < 0x4000:
+        return bytes((value & 0x7F | 0x80, value >> 7))
+    encoded = bytearray()
+    while value > 0x7F:
+        encoded.append(value & 0x7F | 0x80)
+        value >>= 7
+    encoded.append(value)
+    return bytes(encoded)
 
-    trace_id: int = 0
-    span_id: int = 0
-    flags: int = 0
+
+_VARINT, _FIXED64, _LENGTH_DELIMITED = 0, 1, 2
 
 
-UNTRACED = Span()
+def _tag(message: type[Message], field: str, wire_type: int) -> bytes:
+    """A field's tag: its number and wire type, as a varint."""
+    return varint(message.DESCRIPTOR.fields_by_name[field].number << 3 | wire_type)
 
-_Tensor = tuple[bytes, bytes, tuple[int, ...], bytes]
-"""Name, datatype, shape and raw data, as a frame holds them."""
+
+_REQUEST_ID = _tag(PredictionLog, "request_id", _LENGTH_DELIMITED)
+_MODEL = _tag(PredictionLog, "model", _LENGTH_DELIMITED)
+_VERSION = _tag(PredictionLog, "version", _VARINT)
+_ROLE = _tag(PredictionLog, "role", _VARINT)
+_ARM = _tag(PredictionLog, "arm", _LENGTH_DELIMITED)
+_SHADOW = _tag(PredictionLog, "shadow", _VARINT)
+_INPUTS = _tag(PredictionLog, "inputs", _LENGTH_DELIMITED)
+_OUTPUTS = _tag(PredictionLog, "outputs", _LENGTH_DELIMITED)
+_STATUS_CODE = _tag(PredictionLog, "status_code", _VARINT)
+_STATUS_MESSAGE = _tag(PredictionLog, "status_message", _LENGTH_DELIMITED)
+_LATENCY = _tag(PredictionLog, "latency", _LENGTH_DELIMITED)
+_NAN_FLAGGED = _tag(PredictionLog, "nan_flagged", _VARINT)
+_SAMPLE_RATE = _tag(PredictionLog, "sample_rate", _FIXED64)
+_TRACE_ID = _tag(PredictionLog, "trace_id", _LENGTH_DELIMITED)
+_GATEWAY_ID = _tag(PredictionLog, "gateway_id", _LENGTH_DELIMITED)
+_RECEIVED_AT = _tag(PredictionLog, "received_at", _LENGTH_DELIMITED)
+_TRACEPARENT = _tag(PredictionLog, "traceparent", _LENGTH_DELIMITED)
+_TENSOR_NAME = _tag(Tensor, "name", _LENGTH_DELIMITED)
+_TENSOR_DATATYPE = _tag(Tensor, "datatype", _LENGTH_DELIMITED)
+_TENSOR_SHAPE = _tag(Tensor, "shape", _LENGTH_DELIMITED)  # packed
+_TENSOR_DATA = _tag(Tensor, "data", _LENGTH_DELIMITED)
+_SECONDS = _tag(Duration, "seconds", _VARINT)  # a Timestamp's fields are numbered alike
+_NANOS_FIELD = _tag(Duration, "nanos", _VARINT)
+
+
+def _text(tag: bytes, value: str) -> bytes:
+    data = value.encode()
+    return tag + varint(len(data)) + data
+
+
+_routes: dict[tuple[str, int, int, str, bool], bytes] = {}
+_tensor_heads: dict[tuple[bytes, str, str, tuple[int, ...], int], bytes] = {}
+
+
+def _route(model: str, version: int, role: int, arm: str, shadow: bool) -> bytes:
+    """Fields 2 to 6, the same for every request a route serves."""
+    key = (model, version, role, arm, shadow)
+    encoded = _routes.get(key)
+    if encoded is None:
+        parts = [
+            _text(_MODEL, model) if model else b"",
+            _VERSION + varint(version) if version else b"",
+            _ROLE + varint(role) if role else b"",
+            _text(_ARM, arm) if arm else b"",
+            _SHADOW + b"\x01" if shadow else b"",
+        ]
+        encoded = b"".join(parts)
+        if len(_routes) >= _CACHED:
+            _routes.clear()
+        _routes[key] = encoded
+    return encoded
+
+
+def _tensor_head(tag: bytes, name: str, datatype: str, shape: tuple[int, ...], size: int) -> bytes:
+    """A tensor field's tag and length, then its name, datatype, shape and its data's tag
+    and length: all but the data."""
+    key = (tag, name, datatype, shape, size)
+    encoded = _tensor_heads.get(key)
+    if encoded is None:
+        packed = b"".join(varint(dimension) for dimension in shape)
+        head = b"".join(
+            [
+                _text(_TENSOR_NAME, name) if name else b"",
+                _text(_TENSOR_DATATYPE, datatype) if datatype else b"",
+                _TENSOR_SHAPE + varint(len(packed)) + packed if packed else b"",
+                _TENSOR_DATA + varint(size) if size else b"",
+            ]
+        )
+        encoded = tag + varint(len(head) + size) + head
+        if len(_tensor_heads) >= _CACHED:
+            _tensor_heads.clear()
+        _tensor_heads[key] = encoded
+    return encoded
+
+
+def _tensors(tag: bytes, arrays: Mapping[str, np.ndarray]) -> list[bytes]:
+    parts = []
+    for name, array in arrays.items():
+        data = raw_of(array)
+        parts.append(_tensor_head(tag, name, datatype_of(array), array.shape, len(data)))
+        parts.append(data)
+    return parts
+
+
+def _time(tag: bytes, seconds: float) -> bytes:
+    """A Duration or Timestamp field (their wire formats are the same) of `seconds`."""
+    whole, nanos = divmod(round(seconds * 1e9), _NANOS)
+    body = (_SECONDS + varint(whole) if whole else b"") + (
+        _NANOS_FIELD + varint(nanos) if nanos else b""
+    )
+    return tag + varint(len(body)) + body if body else b""
 
 
 def encode(
@@ -56,11 +158,13 @@ def encode(
     model: str,
     version: int,
     role: int,
-    inputs: dict[str, np.ndarray],
-    outputs: dict[str, np.ndarray],
+    inputs: Mapping[str, np.ndarray],
+    outputs: Mapping[str, np.ndarray],
     latency: float,
     received_at: float,
-    span: Span = UNTRACED,
+    trace_id: int = 0,
+    span_id: int = 0,
+    trace_flags: int = 0,
     arm: str = "",
     shadow: bool = False,
     status_code: int = 0,
@@ -69,181 +173,44 @@ def encode(
     sample_rate: float = 1.0,
     gateway_id: str = "",
 ) -> bytes:
-    """The frame of one prediction's log, from the request's arrays; `latency` in seconds,
-    `received_at` in seconds since the epoch."""
-    flags = (_SHADOW if shadow else 0) | (_NAN_FLAGGED if nan_flagged else 0)
-    tensors = [
-        (name.encode(), datatype_of(array).encode(), array.shape, raw_of(array))
-        for group in (inputs, outputs)
-        for name, array in group.items()
-    ]
-    return _pack(
-        (version, status_code, role, flags, latency, received_at, sample_rate),
-        span,
-        (request_id, model, arm, status_message, gateway_id),
-        len(inputs),
-        tensors,
-    )
-
-
-def encode_message(log: PredictionLog) -> bytes:
-    """The frame of a log given as a message (what a tool or a test holds)."""
-    parent = log.traceparent
-    span = (
-        Span(int(parent[3:35], 16), int(parent[36:52], 16), int(parent[53:55], 16))
-        if len(parent) == 55
-        else UNTRACED
-    )
-    flags = (_SHADOW if log.shadow else 0) | (_NAN_FLAGGED if log.nan_flagged else 0)
-    numbers = (
-        log.version,
-        log.status_code,
-        log.role,
-        flags,
-        log.latency.seconds + log.latency.nanos / _NANOS,
-        log.received_at.seconds + log.received_at.nanos / _NANOS,
-        log.sample_rate,
-    )
-    texts = (log.request_id, log.model, log.arm, log.status_message, log.gateway_id)
-    tensors = [
-        (tensor.name.encode(), tensor.datatype.encode(), tuple(tensor.shape), tensor.data)
-        for tensor in [*log.inputs, *log.outputs]
-    ]
-    return _pack(numbers, span, texts, len(log.inputs), tensors)
-
-
-def _pack(
-    numbers: tuple[int, int, int, int, float, float, float],
-    span: Span,
-    texts: tuple[str, str, str, str, str],
-    input_count: int,
-    tensors: list[_Tensor],
-) -> bytes:
-    encoded = [text.encode() for text in texts]
-    version, status_code, role, flags, latency, received_at, sample_rate = numbers
-    if span.trace_id:
-        flags |= _TRACED
-    parts = [
-        _HEAD.pack(
-            FORMAT,
-            version,
-            status_code,
-            role,
-            flags,
-            latency,
-            received_at,
-            sample_rate,
-            span.trace_id >> 64,
-            span.trace_id & _U64,
-            span.span_id,
-            span.flags,
-            *map(len, encoded),
-            input_count,
-            len(tensors) - input_count,
-        ),
-        *encoded,
-    ]
-    for name, datatype, shape, data in tensors:
-        parts += [
-            _TENSOR.pack(len(name), len(datatype), len(shape), len(data)),
-            name,
-            datatype,
-            struct.pack(f"<{len(shape)}q", *shape),
-            data,
-        ]
+    """The `PredictionLog` encoding of one prediction, from the request's arrays; `latency`
+    in seconds, `received_at` in seconds since the epoch, a zero `trace_id`: not traced."""
+    parts = [_text(_REQUEST_ID, request_id) if request_id else b""]
+    parts.append(_route(model, version, role, arm, shadow))
+    parts += _tensors(_INPUTS, inputs)
+    parts += _tensors(_OUTPUTS, outputs)
+    if status_code:
+        parts.append(_STATUS_CODE + varint(status_code))
+    if status_message:
+        parts.append(_text(_STATUS_MESSAGE, status_message))
+    parts.append(_time(_LATENCY, latency))
+    if nan_flagged:
+        parts.append(_NAN_FLAGGED + b"\x01")
+    if sample_rate:
+        parts.append(_SAMPLE_RATE + _DOUBLE.pack(sample_rate))
+    trace = format(trace_id, "032x") if trace_id else ""
+    if trace:
+        parts.append(_TRACE_ID + b"\x20" + trace.encode())
+    if gateway_id:
+        parts.append(_text(_GATEWAY_ID, gateway_id))
+    parts.append(_time(_RECEIVED_AT, received_at))
+    if trace:
+        parent = f"00-{trace}-{span_id:016x}-{trace_flags:02x}"
+        parts.append(_TRACEPARENT + b"\x37" + parent.encode())
     return b"".join(parts)
 
 
 def model_of(frame: bytes) -> str:
-    """The model a frame's log belongs to, read without decoding the rest."""
-    _check_format(frame)
-    request_id_length, model_length = _HEAD.unpack_from(frame)[12:14]
-    start = _MODEL_AT + request_id_length
-    return frame[start : start + model_length].decode()
-
-
-def _check_format(frame: bytes) -> None:
-    if len(frame) < _HEAD.size:
-        raise ValueError(f"a prediction log frame of {len(frame)} bytes is cut short")
-    if frame[0] != FORMAT:
-        raise ValueError(f"prediction log frame of format {frame[0]}; this gateway reads {FORMAT}")
-
-
-def decode(frame: bytes) -> dict[str, Any]:
-    """A frame as the fields of its `PredictionLog` (what its constructor takes); ValueError
-    when it is not a whole frame of this format."""
-    _check_format(frame)
-    (
-        _,
-        version,
-        status_code,
-        role,
-        flags,
-        latency,
-        received_at,
-        sample_rate,
-        trace_high,
-        trace_low,
-        span_id,
-        trace_flags,
-        *lengths,
-        input_count,
-        output_count,
-    ) = _HEAD.unpack_from(frame)
-    offset = _HEAD.size
-    texts = []
-    for length in lengths:
-        texts.append(frame[offset : offset + length].decode())
-        offset += length
-    tensors = []
+    """The model a log's encoding names: read from where `encode` puts it (after the request
+    id), else from the whole message. ValueError when it is no `PredictionLog`."""
+    position = 0
+    if frame[:1] == _REQUEST_ID and len(frame) > 1 and frame[1] < 0x80:
+        position = 2 + frame[1]
+    if frame[position : position + 1] == _MODEL and len(frame) > position + 1:
+        length = frame[position + 1]
+        if length < 0x80 and position + 2 + length <= len(frame):
+            return frame[position + 2 : position + 2 + length].decode()
     try:
-        for _ in range(input_count + output_count):
-            name_length, datatype_length, dimensions, data_length = _TENSOR.unpack_from(
-                frame, offset
-            )
-            offset += _TENSOR.size
-            name = frame[offset : offset + name_length].decode()
-            offset += name_length
-            datatype = frame[offset : offset + datatype_length].decode()
-            offset += datatype_length
-            shape = struct.unpack_from(f"<{dimensions}q", frame, offset)
-            offset += 8 * dimensions
-            data = frame[offset : offset + data_length]
-            offset += data_length
-            tensors.append({"name": name, "datatype": datatype, "shape": shape, "data": data})
-    except struct.error:
-        raise ValueError("a prediction log frame is cut short") from None
-    if offset != len(frame):
-        raise ValueError(f"a prediction log frame of {len(frame)} bytes holds {offset}")
-    request_id, model, arm, status_message, gateway_id = texts
-    trace_id = (trace_high << 64) | trace_low
-    traced = bool(flags & _TRACED)
-    return {
-        "request_id": request_id,
-        "model": model,
-        "version": version,
-        "role": role,
-        "arm": arm,
-        "shadow": bool(flags & _SHADOW),
-        "inputs": tensors[:input_count],
-        "outputs": tensors[input_count:],
-        "status_code": status_code,
-        "status_message": status_message,
-        "latency": _seconds_nanos(latency),
-        "nan_flagged": bool(flags & _NAN_FLAGGED),
-        "sample_rate": sample_rate,
-        "trace_id": format(trace_id, "032x") if traced else "",
-        "traceparent": f"00-{trace_id:032x}-{span_id:016x}-{trace_flags:02x}" if traced else "",
-        "gateway_id": gateway_id,
-        "received_at": _seconds_nanos(received_at),
-    }
-
-
-def _seconds_nanos(seconds: float) -> dict[str, int]:
-    whole, nanos = divmod(round(seconds * 1e9), _NANOS)
-    return {"seconds": whole, "nanos": nanos}
-
-
-def to_message(frame: bytes) -> PredictionLog:
-    """The `PredictionLog` a frame holds; ValueError when it is not a whole frame."""
-    return PredictionLog(**decode(frame))
+        return PredictionLog.FromString(frame).model
+    except DecodeError as exc:
+        raise ValueError(f"a spooled prediction log does not parse: {exc}") from None

@@ -22,7 +22,7 @@ from typing import Protocol
 
 from flywheel.gateway.v1.events_pb2 import PredictionLog, PredictionLogBatch
 from flywheel_common.events import OutgoingRecord, event_type, header
-from flywheel_common.prediction_logs import pack
+from flywheel_common.prediction_logs import pack_encoded
 from flywheel_common.publisher import DeliveryFailed
 from flywheel_gateway import log_frames
 from flywheel_gateway.journal import Journal
@@ -181,12 +181,12 @@ class Shipper:
         logs = []
         for frame in run.frames:
             try:
-                logs.append(log_frames.to_message(frame))
-            except (ValueError, UnicodeDecodeError):
+                logs.append((log_frames.model_of(frame), frame))
+            except ValueError:
                 log.exception("a spooled prediction log cannot be read; dropped")
                 self._counts.dropped[Shed.UNBUILDABLE.value] += 1
         records: list[tuple[OutgoingRecord, int]] = []
-        for record, count in pack(
+        for record, count in pack_encoded(
             logs,
             source=self._publisher.source,
             per_record=self._logs_per_record,

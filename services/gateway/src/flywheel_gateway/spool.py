@@ -9,7 +9,7 @@ frames (`framing`), one log each:
   segment of its own, never appending after what another process left (perhaps torn), and
   moves to the next one past `segment_bytes`. Every segment but the newest is complete.
 - The shipper reads the frames in order from its position, and records how far it shipped
-  in `shipped` (written whole, to a new file renamed over the old). Before sending a run
+  in `shipped` (a small record written in place, with its checksum). Before sending a run
   of frames it records the run and when the sending began (`Sending`): a shipper killed
   in between reads the same run again and builds the same records under the same ids (see
   `record_id`), so that it can find out which ones Kafka already holds. It deletes a
@@ -31,10 +31,10 @@ when its process dies.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import mmap
 import os
+import struct
 import threading
 import time
 import uuid
@@ -52,8 +52,15 @@ SEGMENT_BYTES = 16 * 1024 * 1024
 SUFFIX = ".seg"
 _IDENTITY = "spool.id"
 _SHIPPED = "shipped"
+_PROGRESS = struct.Struct("<4sQQQQQQ")
+"""The shipper's progress: a magic number, its position (segment, offset), and the run it is
+sending: since when (ms since the epoch; 0: none), from where (segment, offset), up to."""
+_PROGRESS_MAGIC = b"FWS1"
+_U32 = struct.Struct("<I")
 _ROOM_CHECK_SECONDS = 0.1
 """How often a full spool looks again for segments the shipper deleted."""
+_LIST_SECONDS = 1.0
+"""How often a shipper with nothing to read lists the segments (numbers a writer skipped)."""
 
 
 def _segments(directory: Path) -> dict[int, Path]:
@@ -235,52 +242,63 @@ class SpoolReader:
             wait_seconds,
         )
         self.identity = identity(directory)
+        self._progress_fd = os.open(directory / _SHIPPED, os.O_RDWR | os.O_CREAT, 0o600)
         self.position, self.sending = self._read_progress()
         self._mapped: tuple[int, mmap.mmap] | None = None
+        self._listed = 0.0
 
     def close(self) -> None:
         self._unmap()
+        if self._progress_fd >= 0:
+            os.close(self._progress_fd)
+            self._progress_fd = -1
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
 
     def _read_progress(self) -> tuple[Position, Sending | None]:
-        path = self._directory / _SHIPPED
         try:
-            state = json.loads(path.read_text())
-            position = Position(int(state["segment"]), int(state["offset"]))
-            sending = state.get("sending")
-        except FileNotFoundError:
+            data = os.pread(self._progress_fd, _PROGRESS.size + 4, 0)
+        except OSError:
+            data = b""
+        if not data:
             return Position(0, 0), None
-        except (ValueError, KeyError, TypeError) as exc:
-            # Written whole by a rename: damage here means the disk lost it. Starting over
+        body = data[: _PROGRESS.size]
+        if (
+            len(data) < _PROGRESS.size + 4
+            or framing.crc(body) != _U32.unpack_from(data, _PROGRESS.size)[0]
+        ):
+            # One small write in place: damage here means the disk lost it. Starting over
             # sends again what is still in the spool, rather than lose it.
             log.error(
-                "prediction spool progress unreadable; its logs may be sent twice",
-                extra={"path": str(path), "error": str(exc)},
+                "prediction spool progress damaged; its logs may be sent twice",
+                extra={"path": str(self._directory / _SHIPPED)},
             )
             return Position(0, 0), None
-        if not sending:
+        _, segment, offset, since_ms, sending_segment, sending_offset, end = _PROGRESS.unpack(body)
+        position = Position(segment, offset)
+        if not since_ms:
             return position, None
         return position, Sending(
-            since=datetime.fromtimestamp(sending["since_ms"] / 1000, UTC),
-            start=Position(int(sending["segment"]), int(sending["offset"])),
-            end=int(sending["end"]),
+            since=datetime.fromtimestamp(since_ms / 1000, UTC),
+            start=Position(sending_segment, sending_offset),
+            end=end,
         )
 
     def _write_progress(self) -> None:
-        state: dict[str, object] = {
-            "segment": self.position.segment,
-            "offset": self.position.offset,
-        }
-        if self.sending is not None:
-            state["sending"] = {
-                "since_ms": int(self.sending.since.timestamp() * 1000),
-                "segment": self.sending.start.segment,
-                "offset": self.sending.start.offset,
-                "end": self.sending.end,
-            }
-        _write_whole(self._directory / _SHIPPED, json.dumps(state))
+        """One write in place of a few dozen bytes and their checksum: a kill leaves the old
+        record or the new, never half of one."""
+        sending = self.sending
+        body = _PROGRESS.pack(
+            _PROGRESS_MAGIC,
+            self.position.segment,
+            self.position.offset,
+            int(sending.since.timestamp() * 1000) if sending else 0,
+            sending.start.segment if sending else 0,
+            sending.start.offset if sending else 0,
+            sending.end if sending else 0,
+        )
+        os.pwrite(self._progress_fd, body + _U32.pack(framing.crc(body)), 0)
 
     def mark_sending(self, run: Run, since: datetime) -> None:
         """Record, before sending them, that the frames of `run` are being sent."""
@@ -306,31 +324,41 @@ class SpoolReader:
     def read(self, max_frames: int, max_bytes: int) -> Run | None:
         """The next frames from the position, all from one segment: at most `max_frames`,
         and past `max_bytes` only for the first one. None when there are none yet. Moves
-        past (and deletes) segments shipped whole."""
+        past (and deletes) segments shipped whole. Costs two `stat` calls when there is
+        nothing new: a shipper polls it."""
         while True:
-            segments = _segments(self._directory)
-            current = self._current(segments)
+            current = self._current()
             if current is None:
                 return None
-            newest = current == max(segments)
+            # Asked before reading: a writer finishes a segment before it starts the next.
+            later = self._later_than(current)
             data = self._map(current)
-            if data is None:  # a segment its writer made, then died before writing to
-                if newest:
-                    return None
-                self._finish(current)
-                continue
-            offset = self.position.offset if self.position.segment == current else 0
-            run = self._frames(data, current, offset, newest, max_frames, max_bytes)
-            if run is not None:
-                return run
-            if newest:
+            if data is not None:
+                offset = self.position.offset if self.position.segment == current else 0
+                run = self._frames(data, current, offset, not later, max_frames, max_bytes)
+                if run is not None:
+                    return run
+            if not later:
                 return None
             self._finish(current)
 
-    def _current(self, segments: dict[int, Path]) -> int | None:
+    def _current(self) -> int | None:
         """The segment to read from: the position's, else the first after it."""
-        later = [number for number in segments if number >= self.position.segment]
+        if _segment_path(self._directory, self.position.segment).exists():
+            return self.position.segment
+        later = [number for number in _segments(self._directory) if number >= self.position.segment]
         return later[0] if later else None
+
+    def _later_than(self, segment: int) -> bool:
+        """Whether a segment after `segment` exists: the next one (a writer numbers them one
+        by one), or, looked for at most every second, any later one."""
+        if _segment_path(self._directory, segment + 1).exists():
+            return True
+        now = time.monotonic()
+        if now - self._listed < _LIST_SECONDS:
+            return False
+        self._listed = now
+        return any(number > segment for number in _segments(self._directory))
 
     def _frames(
         self,

@@ -5,7 +5,7 @@ one serving process per worker (each with `WORKERS=1`, its `WORKER_INDEX` and
 `GRPC__REUSE_PORT=true`, so the kernel shares the port's connections out among them, the
 REST API's as well) and
 forwards SIGTERM and SIGINT to them. Each worker is a full replica: its own routing, models,
-prediction logger and journal, its own status on `flywheel.gateway-status`. If a worker
+prediction-log spool and shipper, its own status on `flywheel.gateway-status`. If a worker
 dies, the supervisor stops the others and exits with its status, so the pod restarts whole.
 """
 

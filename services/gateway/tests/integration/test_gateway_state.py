@@ -179,8 +179,8 @@ async def test_a_gateway_that_stops_cleanly_deletes_its_status(
     """The status topic is compacted: without a tombstone, every replica that ever ran would
     stay listed (by the deployer and `flywheel status`) after it stopped."""
     gateway_id = f"gw-leaving-{uuid.uuid4().hex[:6]}"
-    # A replica of its own, its own folder: sharing the module gateway's prediction journal,
-    # it found that gateway's unsent logs and waited for them at its stop (10 s and more).
+    # A replica of its own, its own folder: the module gateway's prediction-log spool is that
+    # gateway's alone (a second writer is refused at its start).
     settings = platform.settings.model_copy(
         update={
             "gateway_id": gateway_id,

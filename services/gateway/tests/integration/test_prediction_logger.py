@@ -11,7 +11,6 @@ import numpy as np
 from flywheel.common.v1.types_pb2 import Tensor
 from flywheel.gateway.v1.events_pb2 import PredictionLog
 from flywheel_common.settings import KafkaSettings
-from flywheel_gateway.log_frames import encode_message
 from flywheel_gateway.predictions import KAFKA_RECORD_LIMIT, PredictionLogger
 from flywheel_gateway.shipper import ShipperConfig
 from flywheel_gateway.shipper_process import ShipperProcess
@@ -22,14 +21,12 @@ from .test_serving import prediction_logs
 
 def prediction(model: str, request_id: str, features: int = 4) -> bytes:
     rows = np.ones((1, features), np.float32)
-    return encode_message(
-        PredictionLog(
-            request_id=request_id,
-            model=model,
-            version=1,
-            inputs=[Tensor(name="x", datatype="FP32", shape=[1, features], data=rows.tobytes())],
-        )
-    )
+    return PredictionLog(
+        request_id=request_id,
+        model=model,
+        version=1,
+        inputs=[Tensor(name="x", datatype="FP32", shape=[1, features], data=rows.tobytes())],
+    ).SerializeToString()
 
 
 def broken() -> bytes:

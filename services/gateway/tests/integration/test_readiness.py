@@ -44,7 +44,7 @@ async def test_a_starting_gateway_answers_unavailable_until_its_routes_are_warm(
         update={
             "grpc": grpc_settings(port=0),
             "gateway_id": f"{platform.settings.gateway_id}-b",
-            "data_dir": platform.settings.data_dir / "b",  # a journal of its own
+            "data_dir": platform.settings.data_dir / "b",  # a spool of its own
         }
     )
     second: Service = build_gateway(settings)

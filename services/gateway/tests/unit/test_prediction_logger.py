@@ -20,7 +20,6 @@ from flywheel_common.publisher import DeliveryFailed
 from flywheel_common.timestamps import duration, epoch
 from flywheel_gateway import spool
 from flywheel_gateway.journal import Journal
-from flywheel_gateway.log_frames import encode_message
 from flywheel_gateway.predictions import LOG_LIMIT, LoggerMetrics, PredictionLogger
 from flywheel_gateway.shipping import Shipper
 from flywheel_gateway.spool import SpoolReader, SpoolWriter
@@ -78,7 +77,7 @@ def prediction(request_id: str, model: str = "iris") -> PredictionLog:
 
 
 def frame_of(request_id: str, model: str = "iris") -> bytes:
-    return encode_message(prediction(request_id, model))
+    return prediction(request_id, model).SerializeToString()
 
 
 def shipper(kafka: Kafka, directory: Path, **options: int) -> Shipper:
