@@ -61,9 +61,10 @@ class ShippedCounts:
 
 
 class Shipper:
-    """Ships a spool's logs (see the module's docstring). With nothing to send it looks
-    again every `poll_seconds`: a look costs the process a wake-up, a few hundred
-    microseconds of CPU, and logs wait for Kafka's linger anyway."""
+    """Ships a spool's logs (see the module's docstring). After a run of fewer than
+    `max_logs` logs (or none) it waits `poll_seconds` before it reads again: each run costs
+    the process wake-ups (a few hundred microseconds of CPU each), a produce request and
+    two progress records, whatever it carries, and logs are not latency-critical."""
 
     def __init__(
         self,
@@ -98,9 +99,12 @@ class Shipper:
         or until the spool holds no more after `stop_when_empty`."""
         await self.finish_interrupted()
         while True:
-            if not await self.ship_next():
-                if self._stop_when_empty:
-                    return
+            shipped = await self.ship_next()
+            if not shipped and self._stop_when_empty:
+                return
+            if shipped < self._max_logs and not self._stop_when_empty:
+                # Let logs gather: every run costs wake-ups, a produce request and progress
+                # records, whatever it carries.
                 await asyncio.sleep(self._poll_seconds)
 
     def stop_when_empty(self) -> None:
@@ -116,13 +120,13 @@ class Shipper:
             )
             await self._ship(self._reader.read_again(sending), sending.since, interrupted=True)
 
-    async def ship_next(self) -> bool:
-        """Ship the next run of frames; False when there was none."""
+    async def ship_next(self) -> int:
+        """Ship the next run of frames; how many there were (0: none)."""
         run = self._reader.read(self._max_logs, READ_BYTES)
         if run is None:
-            return False
+            return 0
         await self._ship(run, datetime.now(UTC), interrupted=False)
-        return True
+        return len(run.frames)
 
     async def _ship(self, run: Run, since: datetime, *, interrupted: bool) -> None:
         records = self._records(run)
