@@ -71,9 +71,7 @@ class ShipperProcess:
                 "prediction shipper ended; starting another",
                 extra={"pid": process.pid, "status": status},
             )
-            await asyncio.sleep(self._restart_seconds)
-            if self._stopping:
-                return
+            await asyncio.sleep(self._restart_seconds)  # `stop` cancels it
             await self._spawn()
 
     def _add(self, line: bytes) -> None:
