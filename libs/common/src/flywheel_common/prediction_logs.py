@@ -36,8 +36,19 @@ _LOGS_FIELD_TAG = bytes([PredictionLogBatch.LOGS_FIELD_NUMBER << 3 | 2])
 """`PredictionLogBatch.logs`: its field number, length-delimited."""
 
 
-def _varint(value: int) -> bytes:
-    """`value` as a protobuf base-128 varint."""
+_SMALL = [bytes((value,)) for value in range(0x80)]
+
+
+def varint(value: int) -> bytes:
+    """An integer as a protobuf base-128 varint (a negative one: its 64-bit two's
+    complement, as protobuf writes int32 and int64). One or two bytes, the common lengths,
+    without a loop: the gateway writes several per prediction log."""
+    if value < 0:
+        value &= (1 << 64) - 1
+    if value < 0x80:
+        return _SMALL[value]
+    if value < 0x4000:
+        return bytes((value & 0x7F | 0x80, value >> 7))
     encoded = bytearray()
     while value > 0x7F:
         encoded.append(value & 0x7F | 0x80)
@@ -81,7 +92,7 @@ def pack_encoded(
     serializing it again)."""
     by_model: dict[str, list[bytes]] = {}
     for model, encoded in logs:
-        by_model.setdefault(model, []).append(_LOGS_FIELD_TAG + _varint(len(encoded)) + encoded)
+        by_model.setdefault(model, []).append(_LOGS_FIELD_TAG + varint(len(encoded)) + encoded)
     ce_type = event_type(PredictionLogBatch)
     packed = []
     for model, fields in by_model.items():

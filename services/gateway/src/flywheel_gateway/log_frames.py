@@ -24,31 +24,13 @@ from google.protobuf.message import DecodeError, Message
 
 from flywheel.common.v1.types_pb2 import Tensor
 from flywheel.gateway.v1.events_pb2 import PredictionLog
+from flywheel_common.prediction_logs import varint
 from flywheel_gateway.tensors import datatype_of, raw_of
 
 _DOUBLE = struct.Struct("<d")
 _NANOS = 1_000_000_000
-_U64 = (1 << 64) - 1
-_SMALL = [bytes((value,)) for value in range(0x80)]
 _CACHED = 4096
 """Most encoded routes and tensor heads kept (each a few dozen bytes)."""
-
-
-def varint(value: int) -> bytes:
-    """A non-negative integer as a protobuf base-128 varint (negative ones: their 64-bit
-    two's complement, as protobuf writes int32 and int64)."""
-    if value < 0:
-        value &= _U64
-    if value < 0x80:
-        return _SMALL[value]
-    if value < 0x4000:
-        return bytes((value & 0x7F | 0x80, value >> 7))
-    encoded = bytearray()
-    while value > 0x7F:
-        encoded.append(value & 0x7F | 0x80)
-        value >>= 7
-    encoded.append(value)
-    return bytes(encoded)
 
 
 _VARINT, _FIXED64, _LENGTH_DELIMITED = 0, 1, 2

@@ -8,8 +8,9 @@ import pytest
 
 from flywheel.common.v1 import types_pb2 as common
 from flywheel.gateway.v1.events_pb2 import PredictionLog
+from flywheel_common.prediction_logs import varint
 from flywheel_common.timestamps import duration, epoch
-from flywheel_gateway.log_frames import encode, model_of, varint
+from flywheel_gateway.log_frames import encode, model_of
 
 
 def every_field() -> tuple[dict[str, object], PredictionLog]:
