@@ -8,11 +8,26 @@ import asyncio
 import contextlib
 import logging
 import sys
+import time
 
 from flywheel_gateway.predictions import METRICS, LoggerMetrics
 from flywheel_gateway.shipper import ShipperConfig, counts_of
 
 log = logging.getLogger(__name__)
+
+_HEALTHY_SECONDS = 10.0
+"""A shipper that failed after running this long is started again after the first delay."""
+_MOST_DELAY = 30.0
+
+
+def restart_delay(previous: float, first: float, status: int, lived: float) -> float:
+    """How long to wait before starting a shipper again after one ended with `status`
+    (negative: killed by a signal) after `lived` seconds. One that keeps failing soon after
+    its start (Kafka away, say) is started less and less often; one that ran a while, or was
+    killed, after the `first` delay."""
+    if status > 0 and lived < _HEALTHY_SECONDS:
+        return min(previous * 2, _MOST_DELAY)
+    return first
 
 
 class ShipperProcess:
@@ -58,20 +73,23 @@ class ShipperProcess:
         log.info("prediction shipper started", extra={"pid": process.pid})
 
     async def _watch(self) -> None:
+        delay = self._restart_seconds
         while True:
             process = self._process
             assert process is not None
             assert process.stdout is not None
+            started = time.monotonic()
             while line := await process.stdout.readline():
                 self._add(line)
             status = await process.wait()
             if self._stopping:
                 return
+            delay = restart_delay(delay, self._restart_seconds, status, time.monotonic() - started)
             log.error(
                 "prediction shipper ended; starting another",
-                extra={"pid": process.pid, "status": status},
+                extra={"pid": process.pid, "status": status, "in_seconds": delay},
             )
-            await asyncio.sleep(self._restart_seconds)  # `stop` cancels it
+            await asyncio.sleep(delay)  # `stop` cancels it
             await self._spawn()
 
     def _add(self, line: bytes) -> None:

@@ -21,6 +21,7 @@ from flywheel_common.timestamps import duration, epoch
 from flywheel_gateway import spool
 from flywheel_gateway.journal import Journal
 from flywheel_gateway.predictions import LOG_LIMIT, LoggerMetrics, PredictionLogger
+from flywheel_gateway.shipper_process import restart_delay
 from flywheel_gateway.shipping import Shipper
 from flywheel_gateway.spool import SpoolReader, SpoolWriter
 
@@ -297,3 +298,12 @@ async def test_what_an_earlier_release_journaled_is_sent_once_then_forgotten(
     assert journal.sending_since is None
     assert kafka.logs() == {"r-1": 1, "r-2": 1, "r-3": 1}
     assert running.take_counts().logged == 1
+
+
+def test_a_shipper_failing_at_its_start_is_started_less_and_less_often() -> None:
+    delays = [1.0]
+    for _ in range(7):
+        delays.append(restart_delay(delays[-1], 1.0, status=1, lived=0.5))
+    assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    assert restart_delay(30.0, 1.0, status=1, lived=60.0) == 1.0  # it had worked a while
+    assert restart_delay(30.0, 1.0, status=-9, lived=0.5) == 1.0  # killed: start it again
