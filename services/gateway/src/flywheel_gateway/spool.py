@@ -166,7 +166,7 @@ class SpoolWriter:
             return False
         self._room_checked = now
         present = _segments(self._directory)
-        self._sizes = {number: size for number, size in self._sizes.items() if number in present}
+        self._sizes = {number: kept for number, kept in self._sizes.items() if number in present}
         self._bytes = sum(self._sizes.values())
         return self._bytes + size <= self._max_bytes
 
