@@ -84,7 +84,7 @@ async def test_prediction_logs_survive_kafka_going_away(
     )
     await asyncio.sleep(3.0)
     await run(str(KAFKA_SCRIPTS / "stop.sh"))
-    await asyncio.sleep(8.0)  # requests keep being served; their logs go to the journal
+    await asyncio.sleep(8.0)  # requests keep being served; their logs go to the spool
     await run(str(KAFKA_SCRIPTS / "start.sh"))
     await asyncio.sleep(2.0)  # served with the broker back, then the load ends
     back.touch()
@@ -99,22 +99,28 @@ async def test_prediction_logs_survive_kafka_going_away(
     assert max(per_request.values()) == 1
 
 
+def gateway_of_its_own(platform: Platform, name: str, linger_ms: int) -> ServiceReplica:
+    """A gateway process with a port, an id and a data folder of its own, whose producer
+    holds prediction logs `linger_ms` before it sends them."""
+    settings = platform.settings.model_copy(
+        update={
+            "grpc": grpc_settings(port=unused_port()),
+            "gateway_id": f"{platform.settings.gateway_id}-{name}",
+            "data_dir": platform.settings.data_dir / name,
+            "prediction_linger_ms": linger_ms,
+        }
+    )
+    return ServiceReplica("flywheel_gateway", settings)
+
+
 async def test_a_gateway_killed_right_after_answering_loses_no_log(
     platform: Platform, iris: IrisModels, model_name: str, kafka_bootstrap: str
 ) -> None:
     await platform.register(model_name, iris.classifier)
     await platform.deploy(model_name, {1: 100}, generation=1)
-    # The producer holds logs for seconds before it sends them: only what was journaled
+    # The producer holds logs for seconds before it sends them: only what was spooled
     # before each answer survives the kill.
-    settings = platform.settings.model_copy(
-        update={
-            "grpc": grpc_settings(port=unused_port()),
-            "gateway_id": f"{platform.settings.gateway_id}-killed",
-            "data_dir": platform.settings.data_dir / "killed",
-            "prediction_linger_ms": 5000,
-        }
-    )
-    replica = ServiceReplica("flywheel_gateway", settings)
+    replica = gateway_of_its_own(platform, "killed", linger_ms=5000)
     await replica.start()
     ids = [f"{model_name}-{index}" for index in range(20)]
     try:
@@ -125,7 +131,7 @@ async def test_a_gateway_killed_right_after_answering_loses_no_log(
                 request.id = request_id
                 await stub.ModelInfer(request, timeout=10)
         await replica.kill()
-        await replica.start()  # sends what the journal holds
+        await replica.start()  # sends what the spool holds
         logs = await prediction_logs(kafka_bootstrap, model_name, at_least=len(ids))
     finally:
         await replica.stop()
@@ -137,15 +143,8 @@ async def test_a_gateway_killed_under_load_loses_no_log_of_an_answered_request(
 ) -> None:
     await platform.register(model_name, iris.classifier)
     await platform.deploy(model_name, {1: 100}, generation=1)
-    settings = platform.settings.model_copy(
-        update={
-            "grpc": grpc_settings(port=unused_port()),
-            "gateway_id": f"{platform.settings.gateway_id}-loaded",
-            "data_dir": platform.settings.data_dir / "loaded",
-            "prediction_linger_ms": 500,  # many logs sent, none acknowledged yet, at the kill
-        }
-    )
-    replica = ServiceReplica("flywheel_gateway", settings)
+    # Many logs sent, none acknowledged yet, at the kill:
+    replica = gateway_of_its_own(platform, "loaded", linger_ms=500)
     await replica.start()
     answered: list[str] = []
     refused: list[grpc.StatusCode] = []
@@ -172,7 +171,7 @@ async def test_a_gateway_killed_under_load_loses_no_log_of_an_answered_request(
             await enough.wait()
             await replica.kill()  # 8 requests in flight, hundreds of logs not yet in Kafka
             await asyncio.gather(*clients)
-        await replica.start()  # sends what the journal holds
+        await replica.start()  # sends what the spool holds
         logs = await prediction_logs(kafka_bootstrap, model_name, at_least=len(answered))
     finally:
         await replica.stop()
@@ -180,7 +179,7 @@ async def test_a_gateway_killed_under_load_loses_no_log_of_an_answered_request(
     per_request = Counter(log.request_id for log in logs)
     assert not set(answered) - set(per_request), "answered OK, log lost"
     assert max(per_request.values()) == 1, "logged twice"
-    # Requests cut short by the kill may have been journaled before it: never more.
+    # Requests cut short by the kill may have been spooled before it: never more.
     assert len(per_request) - len(answered) <= 8
 
 
@@ -204,15 +203,8 @@ async def test_a_shipper_killed_under_load_loses_no_log_and_sends_none_twice(
 ) -> None:
     await platform.register(model_name, iris.classifier)
     await platform.deploy(model_name, {1: 100}, generation=1)
-    settings = platform.settings.model_copy(
-        update={
-            "grpc": grpc_settings(port=unused_port()),
-            "gateway_id": f"{platform.settings.gateway_id}-shipper-killed",
-            "data_dir": platform.settings.data_dir / "shipper-killed",
-            "prediction_linger_ms": 200,  # records sent, not yet acknowledged, at each kill
-        }
-    )
-    replica = ServiceReplica("flywheel_gateway", settings)
+    # Records sent, not yet acknowledged, at each kill:
+    replica = gateway_of_its_own(platform, "shipper-killed", linger_ms=200)
     await replica.start()
     assert replica.process is not None
     gateway = replica.process.pid
