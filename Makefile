@@ -120,7 +120,7 @@ swift-down: ## Stop that Swift
 	@infra/swift/stop.sh
 
 .PHONY: bench
-bench: bench-kafka bench-registry bench-gateway bench-prediction-logs bench-rollout bench-drift bench-alarms bench-estimate bench-drift-replicas bench-takeover bench-loop bench-http-stack ## All benchmarks (never part of make test); record in bench/RESULTS.md
+bench: bench-kafka bench-registry bench-gateway bench-served-call bench-prediction-logs bench-rollout bench-drift bench-alarms bench-estimate bench-drift-replicas bench-takeover bench-loop bench-http-stack ## All benchmarks (never part of make test); record in bench/RESULTS.md
 
 .PHONY: bench-kafka
 bench-kafka: install ## Kafka bus: publisher and consumer against bare aiokafka
@@ -129,6 +129,10 @@ bench-kafka: install ## Kafka bus: publisher and consumer against bare aiokafka
 .PHONY: bench-gateway
 bench-gateway: install ## Gateway under tritonclient against in-process onnxruntime and a bare gRPC server
 	@infra/with-backends.sh $(UV) run --frozen python bench/gateway.py
+
+.PHONY: bench-served-call
+bench-served-call: install ## A served gRPC call: fixed reply against a suspension, a model run on the loop or in a thread, Flywheel's server
+	@$(UV) run --frozen python bench/served_call.py --repeat 3
 
 .PHONY: bench-prediction-logs
 bench-prediction-logs: install ## What logging a prediction costs the gateway's event loop, on against off

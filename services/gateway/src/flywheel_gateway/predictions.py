@@ -97,9 +97,11 @@ FrameBuilder = Callable[[], bytes]
 class PredictionLogger:
     """Spools prediction logs before their requests are answered.
 
-    `log` encodes a prediction's log and appends its frame to the spool on the request path:
-    one write into the page cache, so a process killed after it loses none of the logs of
-    answered requests. The spool is flushed to the disk every `fsync_interval_ms` (0: before
+    `log` encodes a prediction's log on the request path. The logs of the requests that
+    answer in one turn of the event loop are appended to the spool together, with one write
+    into the page cache, before any of them answers: a process killed after an answer loses
+    none of the logs of answered requests, and the write is paid once per turn, not once per
+    request. The spool is flushed to the disk every `fsync_interval_ms` (0: before
     the request answers, one flush for all the logs written meanwhile), so a machine crash
     loses at most the logs of one interval. A log is shed (its request answered all the
     same, the log counted in `flywheel.predictions.dropped` by `Shed` reason) only when the
@@ -127,6 +129,10 @@ class PredictionLogger:
             meters.dropped.add(0, {"reason": reason.value})
         for skipped in SKIPPED:
             meters.skipped.add(0, {"reason": skipped})
+        self._turn: list[bytes] = []
+        """Logs encoded in this turn of the loop, to be written together."""
+        self._written: asyncio.Future[None] | None = None
+        """What the requests of this turn await: their logs written."""
         self._synced: asyncio.Future[None] | None = None
         """What the requests waiting for the next flush await (no interval only)."""
         self._sync_wanted = asyncio.Event()
@@ -141,8 +147,9 @@ class PredictionLogger:
         return self._sample_rate >= 1.0 or random.random() < self._sample_rate
 
     def log(self, encode: FrameBuilder) -> asyncio.Future[None] | None:
-        """Spool a prediction's log; its request may answer once this returns, or, with no
-        flush interval, once the future it returns is done (the log is on the disk)."""
+        """Encode a prediction's log for the spool; its request may answer once the future
+        returned is done (the log is in the spool, or on the disk with no flush interval).
+        None when the log was shed at once: the request need not wait."""
         try:
             frame = encode()
         except Exception:  # one request's log must not fail its request
@@ -157,22 +164,38 @@ class PredictionLogger:
             )
             self.shed(1, Shed.TOO_LARGE)
             return None
+        self._turn.append(frame)
+        if self._written is None:
+            loop = asyncio.get_running_loop()
+            self._written = loop.create_future()
+            # After the callbacks already due: the logs of every request that answers in
+            # this turn of the loop go in one write.
+            loop.call_soon(self._write_turn)
+        return self._written
+
+    def _write_turn(self) -> None:
+        """Write the logs gathered in this turn of the loop with one write, then let their
+        requests answer (after the flush, with no flush interval)."""
+        frames, self._turn = self._turn, []
+        written, self._written = self._written, None
+        if written is None:  # written already, by `stop`
+            return
         try:
-            spooled = self._spool.append(frame)
+            spooled = self._spool.append_all(frames)
         except OSError:  # a full or failing disk must not fail requests; their logs are lost
-            log.exception("prediction log not spooled; dropped")
-            self.shed(1, Shed.JOURNAL_FAILED)
-            return None
-        if not spooled:
-            self.shed(1, Shed.JOURNAL_FULL)
-            return None
-        self._journaled += 1
-        if self._fsync_interval_ms:
-            return None
+            log.exception("prediction logs not spooled; dropped", extra={"logs": len(frames)})
+            self.shed(len(frames), Shed.JOURNAL_FAILED)
+            spooled = 0
+        if spooled < len(frames):
+            self.shed(len(frames) - spooled, Shed.JOURNAL_FULL)
+        self._journaled += spooled
+        if self._fsync_interval_ms or not spooled:
+            written.set_result(None)
+            return
         if self._synced is None:
             self._synced = asyncio.get_running_loop().create_future()
             self._sync_wanted.set()
-        return self._synced
+        self._synced.add_done_callback(lambda _: _resolve(written))
 
     def shed(self, logs: int, reason: Shed) -> None:
         """Count logs shed; a full spool logs once per interval, not once per request."""
@@ -197,6 +220,7 @@ class PredictionLogger:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self._write_turn()
         self._sync_now()
         self._answer_synced()
         self._publish_counts()
@@ -250,3 +274,8 @@ class PredictionLogger:
             if count:
                 self._metrics.dropped.add(count, {"reason": reason.value})
         self._dropped.clear()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

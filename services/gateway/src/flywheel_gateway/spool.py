@@ -135,14 +135,27 @@ class SpoolWriter:
         self._sizes[self._number] = 0
 
     def append(self, body: bytes) -> bool:
-        """Write one log's frame; False (nothing written) when the spool is full. OSError
-        when the disk refuses the write: the next append starts a new segment, after
-        whatever part of this one was written."""
-        data = framing.frame(body)
-        if self._bytes + len(data) > self._max_bytes and not self._room_for(len(data)):
-            return False
-        if self._size and self._size + len(data) > self._segment_bytes:
+        """Write one log's frame; False (nothing written) when the spool is full."""
+        return self.append_all([body]) == 1
+
+    def append_all(self, bodies: list[bytes]) -> int:
+        """Write the logs' frames with one write, in order; returns how many were written:
+        fewer than all when the spool is full. OSError when the disk refuses the write: the
+        next append starts a new segment, after whatever part of this one was written."""
+        frames = [framing.frame(body) for body in bodies]
+        total = sum(len(frame) for frame in frames)
+        if self._bytes + total > self._max_bytes and not self._room_for(total):
+            room, fitting = self._max_bytes - self._bytes, 0
+            while fitting < len(frames) and len(frames[fitting]) <= room:
+                room -= len(frames[fitting])
+                fitting += 1
+            frames = frames[:fitting]
+            total = self._max_bytes - self._bytes - room
+        if not frames:
+            return 0
+        if self._size and self._size + total > self._segment_bytes:
             self._next_segment()
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
         try:
             written = os.write(self._fd, data)
             while written < len(data):
@@ -152,10 +165,10 @@ class SpoolWriter:
             raise
         finally:
             self._unsynced = True
-        self._size += len(data)
+        self._size += total
         self._sizes[self._number] = self._size
-        self._bytes += len(data)
-        return True
+        self._bytes += total
+        return len(frames)
 
     def _room_for(self, size: int) -> bool:
         """Whether the shipper has deleted enough segments since the last look; looks at

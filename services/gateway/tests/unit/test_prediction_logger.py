@@ -100,10 +100,12 @@ def spool_with(directory: Path, ids: list[str]) -> None:
     writer.close()
 
 
-async def test_a_log_is_in_the_spool_when_log_returns(tmp_path: Path) -> None:
+async def test_a_log_is_in_the_spool_when_what_log_returns_is_done(tmp_path: Path) -> None:
     running = PredictionLogger(SpoolWriter(tmp_path, 1 << 20))
     await running.start()
-    assert running.log(lambda: frame_of("r-1")) is None  # nothing to wait for
+    written = running.log(lambda: frame_of("r-1"))
+    assert written is not None
+    await written  # the request answers now
     # What a process killed now leaves behind, read by another process's shipper:
     left = SpoolReader(tmp_path)
     run = left.read(10, 1 << 20)
@@ -196,6 +198,38 @@ async def test_with_no_fsync_interval_an_answer_waits_until_its_log_is_on_disk(
         await running.stop()
 
 
+async def test_the_logs_of_one_turn_of_the_loop_are_written_together_before_any_answer(
+    tmp_path: Path,
+) -> None:
+    writes: list[int] = []
+
+    class CountsWrites(SpoolWriter):
+        def append_all(self, bodies: list[bytes]) -> int:
+            writes.append(len(bodies))
+            return super().append_all(bodies)
+
+    running = PredictionLogger(CountsWrites(tmp_path, 1 << 20))
+    await running.start()
+    try:
+        together = [running.log(lambda n=n: frame_of(f"r-{n}")) for n in range(5)]
+        assert len({id(waiting) for waiting in together}) == 1
+        assert together[0] is not None
+        assert not together[0].done()
+        assert writes == []  # no answer may leave before the write
+        await together[0]
+        assert writes == [5]
+        then = running.log(lambda: frame_of("r-5"))
+        assert then is not None
+        assert then is not together[0]
+        await then
+        assert writes == [5, 1]
+    finally:
+        await running.stop()
+    kafka = Kafka()
+    await shipped(kafka, tmp_path)
+    assert kafka.logs() == {f"r-{n}": 1 for n in range(6)}
+
+
 async def test_with_an_fsync_interval_the_spool_reaches_the_disk_after_the_answer(
     tmp_path: Path,
 ) -> None:
@@ -211,7 +245,10 @@ async def test_with_an_fsync_interval_the_spool_reaches_the_disk_after_the_answe
     running = PredictionLogger(Flushes(tmp_path, 1 << 20), fsync_interval_ms=20)
     await running.start()
     try:
-        assert running.log(lambda: frame_of("r-1")) is None
+        written = running.log(lambda: frame_of("r-1"))
+        assert written is not None
+        await written
+        assert not flushed.is_set()  # answered before the flush
         async with asyncio.timeout(10):
             await flushed.wait()
     finally:
@@ -246,8 +283,8 @@ async def test_logs_shed_are_counted_by_reason_and_their_requests_answered(
         raise ValueError("a tensor the frame cannot hold")
 
     try:
-        for n in range(10):
-            assert running.log(lambda n=n: frame_of(f"r-{n}")) is None
+        for turn in ([0, 1], [2, 3, 4], [5], [6, 7, 8, 9]):  # room for three logs
+            await asyncio.gather(*(running.log(lambda n=n: frame_of(f"r-{n}")) for n in turn))  # type: ignore[misc]
         assert running.log(unbuildable) is None
         assert running.log(lambda: b"x" * (LOG_LIMIT + 1)) is None
     finally:
