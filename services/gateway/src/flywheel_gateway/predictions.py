@@ -182,7 +182,7 @@ class PredictionLogger:
             return
         try:
             spooled = self._spool.append_all(frames)
-        except OSError:  # a full or failing disk must not fail requests; their logs are lost
+        except Exception:  # a full or failing disk, say: their requests answer all the same
             log.exception("prediction logs not spooled; dropped", extra={"logs": len(frames)})
             self.shed(len(frames), Shed.JOURNAL_FAILED)
             spooled = 0
