@@ -52,11 +52,10 @@ async def future(request: pb.ModelInferRequest) -> None:
     await done
 
 
-def model_runs(model: Path, in_thread: bool) -> BeforeAnswer:
+def model_run(model: Path, in_thread: bool) -> BeforeAnswer:
     """Runs the request's row through the ONNX model, on the event loop or in a thread."""
     session = onnxruntime.InferenceSession(model.read_bytes(), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    executor = ThreadPoolExecutor(2)
 
     def run(request: pb.ModelInferRequest) -> None:
         row = np.frombuffer(request.raw_input_contents[0], np.float32).reshape(1, -1)
@@ -65,10 +64,23 @@ def model_runs(model: Path, in_thread: bool) -> BeforeAnswer:
     async def on_loop(request: pb.ModelInferRequest) -> None:
         run(request)
 
+    if not in_thread:
+        return on_loop
+    executor = ThreadPoolExecutor(2)
+
     async def in_a_thread(request: pb.ModelInferRequest) -> None:
         await asyncio.get_running_loop().run_in_executor(executor, run, request)
 
-    return in_a_thread if in_thread else on_loop
+    return in_a_thread
+
+
+def before_answer(choice: str, model: Path | None) -> BeforeAnswer:
+    """What `--before-answer` names; the model runs need `--model`."""
+    if choice in ("loop_run", "thread_run"):
+        if model is None:
+            raise SystemExit(f"--before-answer {choice} needs --model ONNX_FILE")
+        return model_run(model, in_thread=choice == "thread_run")
+    return future if choice == "future" else nothing
 
 
 class FixedServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -154,10 +166,7 @@ if __name__ == "__main__":
     parser.add_argument("--model", type=Path, help="the ONNX file of loop_run and thread_run")
     parser.add_argument("--spine", action="store_true", help="behind Flywheel's gRPC server")
     args = parser.parse_args()
-    before: BeforeAnswer = {"nothing": nothing, "future": future}.get(args.before_answer, nothing)
-    if args.before_answer in ("loop_run", "thread_run"):
-        before = model_runs(args.model, in_thread=args.before_answer == "thread_run")
-    fixed = FixedServicer(before)
+    fixed = FixedServicer(before_answer(args.before_answer, args.model))
     if args.spine:
         asyncio.run(behind_the_spine(args.port, fixed))
     else:

@@ -245,8 +245,8 @@ class PredictionLogger:
             try:
                 await self._sync()
             finally:
-                if waiting is not None and not waiting.done():
-                    waiting.set_result(None)
+                if waiting is not None:
+                    _resolve(waiting)
             if time.monotonic() - published >= 1.0:
                 self._publish_counts()
                 published = time.monotonic()
@@ -263,8 +263,8 @@ class PredictionLogger:
 
     def _answer_synced(self) -> None:
         waiting, self._synced = self._synced, None
-        if waiting is not None and not waiting.done():
-            waiting.set_result(None)
+        if waiting is not None:
+            _resolve(waiting)
 
     def _publish_counts(self) -> None:
         if self._journaled:

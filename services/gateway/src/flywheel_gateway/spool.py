@@ -145,12 +145,13 @@ class SpoolWriter:
         frames = [framing.frame(body) for body in bodies]
         total = sum(len(frame) for frame in frames)
         if self._bytes + total > self._max_bytes and not self._room_for(total):
-            room, fitting = self._max_bytes - self._bytes, 0
-            while fitting < len(frames) and len(frames[fitting]) <= room:
-                room -= len(frames[fitting])
+            fitting, total = 0, 0
+            while fitting < len(frames) and self._bytes + total + len(frames[fitting]) <= (
+                self._max_bytes
+            ):
+                total += len(frames[fitting])
                 fitting += 1
             frames = frames[:fitting]
-            total = self._max_bytes - self._bytes - room
         if not frames:
             return 0
         if self._size and self._size + total > self._segment_bytes:
