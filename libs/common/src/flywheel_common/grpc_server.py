@@ -7,16 +7,16 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypeAlias, cast
+from typing import Any, NoReturn, TypeAlias, cast
 
 import grpc
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
 
 from flywheel_common import errors
@@ -31,6 +31,7 @@ from flywheel_common.auth import (
 )
 from flywheel_common.identities import Authenticator
 from flywheel_common.settings import GrpcSettings, Role
+from flywheel_common.telemetry import ServerSpan
 from flywheel_common.tls import server_credentials
 
 log = logging.getLogger(__name__)
@@ -269,11 +270,11 @@ class _ModelGuard:
             raise refusal
 
 
-async def _abort_with(context: Context, exc: errors.FlywheelError) -> None:
+async def _abort_with(context: Context, exc: errors.FlywheelError) -> NoReturn:
     await context.abort(status_of(exc), _details(exc.message))
 
 
-async def _abort_internal(context: Context, method: str) -> None:
+async def _abort_internal(context: Context, method: str) -> NoReturn:
     incident = uuid.uuid4().hex[:12]
     log.exception("unexpected error", extra={"method": method, "incident": incident})
     await context.abort(
@@ -286,58 +287,60 @@ def _span_attributes(method: str) -> dict[str, str]:
     return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
 
 
-@asynccontextmanager
-async def _served_call(
-    context: Context, method: str, principal: Principal, attributes: Mapping[str, str]
-) -> AsyncIterator[None]:
-    """Runs one call as `principal` in a server span (with `attributes`) that continues the
-    caller's trace (W3C `traceparent` metadata); maps errors to statuses, records and logs
-    the outcome."""
-    set_current_principal(principal, method)
-    started = time.perf_counter()
-    code = grpc.StatusCode.OK
-    caller = propagate.extract(dict(context.invocation_metadata() or ()))
-    with _tracer.start_as_current_span(
-        method,
-        context=caller,
-        kind=trace.SpanKind.SERVER,
-        attributes=attributes,
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
-        try:
-            yield
-        except errors.FlywheelError as exc:
-            code = status_of(exc)
+class _ServedCall:
+    """One call run as `principal`: `fail` answers it with the status an error maps to, `end`
+    records and logs its outcome on its server span.
+
+    Plain methods around the behavior, not a context manager: this runs on every call of
+    every service, and an async context manager's own machinery cost more than its work."""
+
+    __slots__ = ("_code", "_context", "_method", "_principal", "_started")
+
+    def __init__(self, context: Context, method: str, principal: Principal) -> None:
+        set_current_principal(principal, method)
+        self._context = context
+        self._method = method
+        self._principal = principal
+        self._started = time.perf_counter()
+        self._code = grpc.StatusCode.OK
+
+    def caller(self) -> otel_context.Context:
+        """The caller's trace context, from its W3C `traceparent` metadata."""
+        return propagate.extract(dict(self._context.invocation_metadata() or ()))
+
+    async def fail(self, exc: Exception, span: trace.Span) -> NoReturn:
+        if isinstance(exc, errors.FlywheelError):
+            self._code = status_of(exc)
             if isinstance(exc, errors.Unauthenticated | errors.PermissionDenied) and not isinstance(
                 exc, CredentialsRefused | AccessRefused
             ):
-                record_denial(method, exc, principal.subject)  # a use case's own rule
-            await _abort_with(context, exc)
-        except grpc.aio.AbortError:
-            code = context.code()
-            raise
-        except Exception as exc:
-            code = grpc.StatusCode.INTERNAL
-            span.record_exception(exc)
-            await _abort_internal(context, method)
-        finally:
-            span.set_attribute("rpc.grpc.status_code", code.value[0])
-            if code is not grpc.StatusCode.OK:
-                span.set_status(trace.StatusCode.ERROR, code.name)
-            duration_ms = (time.perf_counter() - started) * 1000
-            _rpc_duration.record(
-                duration_ms, {"rpc.method": method, "rpc.grpc.status_code": code.name}
-            )
-            log.info(
-                "rpc",
-                extra={
-                    "method": method,
-                    "code": code.name,
-                    "principal": principal.subject,
-                    "duration_ms": round(duration_ms, 3),
-                },
-            )
+                record_denial(self._method, exc, self._principal.subject)  # a use case's rule
+            await _abort_with(self._context, exc)
+        if isinstance(exc, grpc.aio.AbortError):
+            self._code = self._context.code()
+            raise exc
+        self._code = grpc.StatusCode.INTERNAL
+        span.record_exception(exc)
+        await _abort_internal(self._context, self._method)
+
+    def end(self, span: trace.Span) -> None:
+        code = self._code
+        span.set_attribute("rpc.grpc.status_code", code.value[0])
+        if code is not grpc.StatusCode.OK:
+            span.set_status(trace.StatusCode.ERROR, code.name)
+        duration_ms = (time.perf_counter() - self._started) * 1000
+        _rpc_duration.record(
+            duration_ms, {"rpc.method": self._method, "rpc.grpc.status_code": code.name}
+        )
+        log.info(
+            "rpc",
+            extra={
+                "method": self._method,
+                "code": code.name,
+                "principal": self._principal.subject,
+                "duration_ms": round(duration_ms, 3),
+            },
+        )
 
 
 MAX_DRAINED_MESSAGES = 64
@@ -453,7 +456,7 @@ def _rejecting_handler(handler: Handler, exc: errors.FlywheelError) -> Handler:
     async def reject_stream(request: Any, context: Context) -> AsyncIterator[Any]:
         await _drain(request)
         await _abort_with(context, exc)
-        yield  # pragma: no cover - unreachable, makes this an async generator
+        yield  # type: ignore[unreachable]  # makes this an async generator
 
     return _replace_behavior(handler, "", reject_unary, reject_stream)
 
@@ -493,23 +496,37 @@ def _wrap_handler(
         guard.check(method, first)
         return _chained(first, request)
 
+    # Each call runs in a server span that continues the caller's trace; its errors are
+    # answered with their statuses, and its outcome recorded and logged.
     async def unary_response(request: Any, context: Context) -> Any:
-        async with _served_call(context, method, principal, attributes):
+        call = _ServedCall(context, method, principal)
+        with ServerSpan(_tracer, method, call.caller(), attributes) as span:
             try:
-                return await behavior(await guarded(_decoded(request)), context)
-            except errors.FlywheelError:
-                await _drain(request)
-                raise
+                try:
+                    return await behavior(await guarded(_decoded(request)), context)
+                except errors.FlywheelError:
+                    await _drain(request)
+                    raise
+            except Exception as exc:
+                await call.fail(exc, span)
+            finally:
+                call.end(span)
 
     async def stream_response(request: Any, context: Context) -> AsyncIterator[Any]:
-        async with _served_call(context, method, principal, attributes):
+        call = _ServedCall(context, method, principal)
+        with ServerSpan(_tracer, method, call.caller(), attributes) as span:
             try:
-                checked = await guarded(_decoded(request))
-            except errors.FlywheelError:
-                await _drain(request)
-                raise
-            async for response in behavior(checked, context):
-                yield response
+                try:
+                    checked = await guarded(_decoded(request))
+                except errors.FlywheelError:
+                    await _drain(request)
+                    raise
+                async for response in behavior(checked, context):
+                    yield response
+            except Exception as exc:
+                await call.fail(exc, span)
+            finally:
+                call.end(span)
 
     return _replace_behavior(handler, method, unary_response, stream_response)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import Token
 from dataclasses import dataclass
 
 from opentelemetry import context as otel_context
@@ -16,6 +17,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ParentBased,
@@ -23,7 +25,7 @@ from opentelemetry.sdk.trace.sampling import (
     SamplingResult,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import Link, SpanContext, SpanKind
+from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
@@ -106,6 +108,64 @@ def trace_context(parent: str) -> Context:
     """The context whose spans continue a `traceparent` (a new trace when it is empty or
     malformed)."""
     return _W3C.extract({"traceparent": parent} if parent else {})
+
+
+class ServerSpan:
+    """The span of one served call: it continues the caller's trace, and is the current span
+    within the block.
+
+    While nothing exports spans, the span is made here rather than by the SDK: the same
+    non-recording span with fresh ids that the SDK makes once its sampler drops the span, at
+    a third of the cost, on every call of every service."""
+
+    __slots__ = ("_token", "span")
+    _token: Token[Context]
+
+    def __init__(
+        self, tracer: trace.Tracer, name: str, caller: Context | None, attributes: Attributes
+    ) -> None:
+        installed = _installed
+        if installed is None or installed.sampler.exported:
+            self.span: Span = tracer.start_span(
+                name,
+                context=caller,
+                kind=SpanKind.SERVER,
+                attributes=attributes,
+                record_exception=False,
+                set_status_on_exception=False,
+            )
+        else:
+            self.span = _dropped_span(caller, installed.tracer_provider.id_generator)
+
+    def __enter__(self) -> Span:
+        self._token = otel_context.attach(trace.set_span_in_context(self.span))
+        return self.span
+
+    def __exit__(self, *exc_info: object) -> None:
+        otel_context.detach(self._token)
+        self.span.end()
+
+
+def _dropped_span(caller: Context | None, ids: IdGenerator) -> Span:
+    """What the SDK's `Tracer.start_span` makes when the sampler drops the span."""
+    parent = trace.get_current_span(caller).get_span_context()
+    if parent.is_valid:
+        trace_id, random_id = parent.trace_id, parent.trace_flags.random_trace_id
+    else:
+        trace_id, random_id = ids.generate_trace_id(), ids.is_trace_id_random()
+    return NonRecordingSpan(
+        SpanContext(
+            trace_id,
+            ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=_RANDOM_ID_FLAGS if random_id else _NO_FLAGS,
+            trace_state=parent.trace_state,
+        )
+    )
+
+
+_NO_FLAGS = TraceFlags(TraceFlags.DEFAULT)
+_RANDOM_ID_FLAGS = TraceFlags(TraceFlags.RANDOM_TRACE_ID)
 
 
 @contextmanager

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-from flywheel_common.telemetry import WhileExported, trace_context, traceparent
+from flywheel_common import telemetry
+from flywheel_common.telemetry import ServerSpan, WhileExported, trace_context, traceparent
 
 CALLER = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -43,3 +47,50 @@ def test_once_exported_spans_are_sampled_by_the_ratio_and_the_caller() -> None:
     assert finished.context is not None
     assert finished.context.trace_id == 0x0AF7651916CD43DD8448EB211C80319C
     assert "TraceIdRatioBased" in sampler.get_description()
+
+
+@pytest.fixture
+def installed(monkeypatch: pytest.MonkeyPatch) -> telemetry.Telemetry:
+    """A process's telemetry, as `configure_telemetry` installs it, with spans kept in memory
+    once exported."""
+    tracer_provider, sampler, _ = provider()
+    installed = telemetry.Telemetry(tracer_provider, sampler, MeterProvider(), None)
+    monkeypatch.setattr(telemetry, "_installed", installed)
+    return installed
+
+
+@pytest.mark.parametrize("caller", [CALLER, ""], ids=["continued", "new trace"])
+def test_a_server_span_no_one_exports_carries_the_ids_the_sdk_would_give_it(
+    installed: telemetry.Telemetry, caller: str
+) -> None:
+    tracer = installed.tracer_provider.get_tracer(__name__)
+    made_by_sdk = tracer.start_span("call", context=trace_context(caller)).get_span_context()
+    with ServerSpan(tracer, "call", trace_context(caller), {"rpc.method": "M"}) as span:
+        assert trace.get_current_span() is span
+        context = span.get_span_context()
+    assert trace.get_current_span() is not span
+    assert not span.is_recording()
+    assert context.is_valid
+    assert not context.is_remote
+    assert context.trace_flags == made_by_sdk.trace_flags
+    assert context.trace_state == made_by_sdk.trace_state
+    if caller:
+        assert context.trace_id == made_by_sdk.trace_id == 0x0AF7651916CD43DD8448EB211C80319C
+    assert context.span_id != made_by_sdk.span_id
+
+
+def test_once_exported_a_server_span_is_recorded_with_its_attributes(
+    installed: telemetry.Telemetry,
+) -> None:
+    spans = InMemorySpanExporter()
+    installed.export_spans([SimpleSpanProcessor(spans)])
+    tracer = installed.tracer_provider.get_tracer(__name__)
+    with ServerSpan(tracer, "call", trace_context(CALLER), {"rpc.method": "M"}) as span:
+        assert span.is_recording()
+        assert trace.get_current_span() is span
+    [finished] = spans.get_finished_spans()
+    assert finished.name == "call"
+    assert finished.kind is trace.SpanKind.SERVER
+    assert finished.attributes == {"rpc.method": "M"}
+    assert finished.context is not None
+    assert finished.context.trace_id == 0x0AF7651916CD43DD8448EB211C80319C

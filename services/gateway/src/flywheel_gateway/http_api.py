@@ -30,6 +30,7 @@ from flywheel_common.grpc_server import NOT_READY
 from flywheel_common.http_status import INTERNAL, challenge_of, http_status_of
 from flywheel_common.identities import Authenticator
 from flywheel_common.settings import GrpcSettings, Role
+from flywheel_common.telemetry import ServerSpan
 from flywheel_common.tls import https_context, served_url
 from flywheel_gateway import rest_codec
 from flywheel_gateway.handlers import SERVER_NAME, SERVER_VERSION, Inference
@@ -170,13 +171,11 @@ class RestApi:
         route = request.match_info.route.resource.canonical  # type: ignore[union-attr]
         name = f"{request.method} {route}"
         subject: str | None = None
-        with _tracer.start_as_current_span(
+        with ServerSpan(
+            _tracer,
             name,
-            context=propagate.extract(request.headers),
-            kind=trace.SpanKind.SERVER,
-            attributes={"http.request.method": request.method, "http.route": route},
-            record_exception=False,
-            set_status_on_exception=False,
+            propagate.extract(request.headers),
+            {"http.request.method": request.method, "http.route": route},
         ) as span:
             try:
                 if not self._is_ready():
