@@ -397,14 +397,13 @@ def _message_type(deserializer: Callable[[bytes], Any] | None, method: str) -> s
     return str(getattr(descriptor, "full_name", fallback))
 
 
-def _decoded(request: Any) -> Any:
+def _decoded(request: Any, streamed: bool) -> Any:
     """The request the servicer sees: an undecodable message raises InvalidArgument, at once
-    for a single request, when the servicer reaches it in a stream."""
+    for a single request, when the servicer reaches it in a stream. (`streamed` is the
+    handler's to say: asking a protobuf message for `__aiter__` costs a failed lookup.)"""
     if isinstance(request, _Undecodable):
         raise request.error
-    if hasattr(request, "__aiter__"):
-        return _decoded_stream(request)
-    return request
+    return _decoded_stream(request) if streamed else request
 
 
 async def _decoded_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
@@ -424,17 +423,18 @@ def _decoding_handler(handler: Handler, method: str) -> Handler:
         or handler.stream_unary
         or handler.stream_stream,
     )
+    streamed_request = handler.request_streaming
 
     async def unary_response(request: Any, context: Context) -> Any:
         try:
-            return await behavior(_decoded(request), context)
+            return await behavior(_decoded(request, streamed_request), context)
         except errors.InvalidArgument as exc:
             await _drain(request)
             await _abort_with(context, exc)
 
     async def stream_response(request: Any, context: Context) -> AsyncIterator[Any]:
         try:
-            async for response in behavior(_decoded(request), context):
+            async for response in behavior(_decoded(request, streamed_request), context):
                 yield response
         except errors.InvalidArgument as exc:
             await _drain(request)
@@ -483,8 +483,9 @@ def _wrap_handler(
     streamed_request = handler.request_streaming
 
     async def guarded(request: Any) -> Any:
-        """The request, once the caller is known to hold the role on the model it names
-        (for a client stream, the first message names it)."""
+        """The request the servicer sees (`_decoded`), once the caller is known to hold the
+        role on the model it names (for a client stream, the first message names it)."""
+        request = _decoded(request, streamed_request)
         if guard is None:
             return request
         if not streamed_request:
@@ -503,7 +504,7 @@ def _wrap_handler(
         with ServerSpan(_tracer, method, call.caller(), attributes) as span:
             try:
                 try:
-                    return await behavior(await guarded(_decoded(request)), context)
+                    return await behavior(await guarded(request), context)
                 except errors.FlywheelError:
                     await _drain(request)
                     raise
@@ -517,7 +518,7 @@ def _wrap_handler(
         with ServerSpan(_tracer, method, call.caller(), attributes) as span:
             try:
                 try:
-                    checked = await guarded(_decoded(request))
+                    checked = await guarded(request)
                 except errors.FlywheelError:
                     await _drain(request)
                     raise
