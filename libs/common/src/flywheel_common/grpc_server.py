@@ -291,8 +291,9 @@ class _ServedCall:
     """One call run as `principal`: `fail` answers it with the status an error maps to, `end`
     records and logs its outcome on its server span.
 
-    Plain methods around the behavior, not a context manager: this runs on every call of
-    every service, and an async context manager's own machinery cost more than its work."""
+    Plain methods around the behavior, not an async context manager: this runs on every call
+    of every service, and the context manager's own machinery cost 2.6 us a call where the
+    same `try` written inline costs 0.1 us (bench/RESULTS.md)."""
 
     __slots__ = ("_code", "_context", "_method", "_principal", "_started")
 

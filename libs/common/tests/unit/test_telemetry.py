@@ -51,8 +51,8 @@ def test_once_exported_spans_are_sampled_by_the_ratio_and_the_caller() -> None:
 
 @pytest.fixture
 def installed(monkeypatch: pytest.MonkeyPatch) -> telemetry.Telemetry:
-    """A process's telemetry, as `configure_telemetry` installs it, with spans kept in memory
-    once exported."""
+    """A process's telemetry, as `configure_telemetry` installs it: nothing exports its spans
+    yet."""
     tracer_provider, sampler, _ = provider()
     installed = telemetry.Telemetry(tracer_provider, sampler, MeterProvider(), None)
     monkeypatch.setattr(telemetry, "_installed", installed)
