@@ -5,6 +5,7 @@ same-run references.
     uv run python bench/gateway.py --seconds 5 --concurrency 1 4 16 64 [--workers 1 2]
     uv run python bench/gateway.py --repeat 3   # issue 17: the comparison at c=64, 3 times
     uv run python bench/gateway.py --tls-only --seconds 5   # just TLS on vs off
+    uv run python bench/gateway.py --logging-pairs 8   # just logging off vs on, 8 pairs
     bench/gpu.sh              # on a machine with an NVIDIA GPU: --execution-provider cuda
 
 An MLP trained on scikit-learn's breast-cancer data (30 features) is exported to ONNX and
@@ -42,6 +43,13 @@ logging off and on, over HTTP, in plaintext; MLServer over gRPC and HTTP unless
 each run's ratios with their medians. Each run starts one server further along the list
 (run 2 with the gateway, ..., then wrapping around), so that a machine that speeds up or
 slows down during a run does not favour the same server in every run.
+
+`--logging-pairs N` measures only what prediction logging costs: the gateway (batching on,
+plaintext, gRPC at the highest --concurrency) with logging off, then on, N times, the order
+swapped in every other pair so that neither side always runs second. It prints each pair,
+then the medians of the pairs' ratios, rate and CPU per request: on a shared machine,
+whose speed moves by more than the cost measured, many pairs resolve what three runs of
+`--repeat` cannot.
 
 The servers run in their own processes: tritonclient registers the same protobuf names as
 Flywheel's `inference` package, so it cannot share a process with them. Each gateway's
@@ -713,6 +721,47 @@ def report_repeats(
         print(f"  {ratio.name}: {each}; median {ratio.show(statistics.median(known))}")
 
 
+LOGGING_OFF = "logging off"
+LOGGING_ON = "logging on"
+
+
+async def logging_pairs(bench: Bench, pairs: int) -> list[dict[str, Cell]]:
+    """The gateway in plaintext with logging off and on, `pairs` times (see the module)."""
+    top = max(bench.concurrency)
+    measured = []
+    for pair in range(pairs):
+        order = [LOGGING_OFF, LOGGING_ON] if pair % 2 == 0 else [LOGGING_ON, LOGGING_OFF]
+        cells = {}
+        for label in order:
+            logging_on = "true" if label == LOGGING_ON else "false"
+            results = await gateway(bench, batching("32", logging_on), {label: GRPC}, tls=False)
+            cells[label] = results[label][top]
+        measured.append(cells)
+    return measured
+
+
+def report_logging_pairs(args: argparse.Namespace, pairs: list[dict[str, Cell]]) -> None:
+    print(
+        f"\nprediction logging: the gateway in plaintext (batching on) over gRPC at "
+        f"c={max(args.concurrency)}, {args.seconds:g}s per cell, logging off and on in "
+        f"{len(pairs)} pairs; requests/s (server|client CPU us per request)"
+    )
+    print_table(
+        [f"pair {number}" for number in range(1, len(pairs) + 1)],
+        {label: [pair[label] for pair in pairs] for label in (LOGGING_OFF, LOGGING_ON)},
+    )
+    costs = [1 - pair[LOGGING_ON].rate / pair[LOGGING_OFF].rate for pair in pairs]
+    cpu = [pair[LOGGING_ON].cpu_us / pair[LOGGING_OFF].cpu_us for pair in pairs]
+    print(
+        f"  logging cost (1 - on / off): {', '.join(f'{c:.1%}' for c in costs)}; "
+        f"median {statistics.median(costs):.1%} (target < 5%)"
+    )
+    print(
+        f"  CPU per request, on / off: {', '.join(f'{c:.2f}' for c in cpu)}; "
+        f"median {statistics.median(cpu):.2f}x"
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -744,13 +793,20 @@ async def main() -> None:
         help="only the compared rows, at the highest concurrency, this many times; medians",
     )
     parser.add_argument(
+        "--logging-pairs",
+        type=int,
+        default=0,
+        help="only the gateway with logging off and on, this many pairs, at the highest "
+        "concurrency; each pair's ratios and their medians",
+    )
+    parser.add_argument(
         "--execution-provider",
         choices=["auto", "cpu", "cuda"],
         help="the gateways' EXECUTION_PROVIDER and the in-process reference's provider; with "
         "cuda, a gateway that does not run on CUDA stops the benchmark",
     )
     args = parser.parse_args()
-    if args.repeat:
+    if args.repeat or args.logging_pairs:
         args.concurrency = [max(args.concurrency)]
     await ensure_topics(KafkaSettings(bootstrap_servers=args.bootstrap))
     artifact, rows = mlp_model()
@@ -789,6 +845,9 @@ async def main() -> None:
                     await comparison(bench, False, [], not args.gateway_only, rotation=run)
                     for run in range(args.repeat)
                 ]
+            elif args.logging_pairs:
+                report_logging_pairs(args, await logging_pairs(bench, args.logging_pairs))
+                return
             elif args.tls_only:
                 results = await gateway(bench, batching("32", "true"), {TLS_ON: GRPC})
                 results |= await gateway(bench, batching("32", "true"), {TLS_OFF: GRPC}, tls=False)

@@ -351,8 +351,10 @@ async def test_undecodable_requests_are_invalid_argument_naming_the_message_type
         health = health_pb2_grpc.HealthStub(channel)
         response = await health.Check(health_pb2.HealthCheckRequest())
         assert response.status == health_pb2.HealthCheckResponse.SERVING
-        watched_status = await health.Watch(health_pb2.HealthCheckRequest()).read()
+        watching = health.Watch(health_pb2.HealthCheckRequest())
+        watched_status = await watching.read()
         assert watched_status.status == health_pb2.HealthCheckResponse.SERVING
+        watching.cancel()  # else the server's stop waits out its grace period for the stream
 
 
 async def test_error_messages_quoting_huge_input_reach_the_caller_truncated(
