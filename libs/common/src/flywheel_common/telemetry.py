@@ -146,6 +146,10 @@ class ServerSpan:
         self.span.end()
 
 
+_NO_FLAGS = TraceFlags(TraceFlags.DEFAULT)
+_RANDOM_ID_FLAGS = TraceFlags(TraceFlags.RANDOM_TRACE_ID)
+
+
 def _dropped_span(caller: Context | None, ids: IdGenerator) -> Span:
     """What the SDK's `Tracer.start_span` makes when the sampler drops the span."""
     parent = trace.get_current_span(caller).get_span_context()
@@ -162,10 +166,6 @@ def _dropped_span(caller: Context | None, ids: IdGenerator) -> Span:
             trace_state=parent.trace_state,
         )
     )
-
-
-_NO_FLAGS = TraceFlags(TraceFlags.DEFAULT)
-_RANDOM_ID_FLAGS = TraceFlags(TraceFlags.RANDOM_TRACE_ID)
 
 
 @contextmanager
