@@ -12,6 +12,7 @@ from typing import Protocol, runtime_checkable
 
 from opentelemetry import metrics
 
+from flywheel_common import event_loop
 from flywheel_common.grpc_server import GrpcServer, ServiceBinding
 from flywheel_common.heap import settle_heap, settle_in_this_process
 from flywheel_common.identities import Authenticator
@@ -132,7 +133,14 @@ class Service:
         await self.grpc.set_serving(True)
         self._serving = True
         _ready_services.add(1, {"service": self.name})
-        log.info("service ready", extra={"service": self.name, "address": self.grpc.address})
+        log.info(
+            "service ready",
+            extra={
+                "service": self.name,
+                "address": self.grpc.address,
+                "event_loop": self.settings.event_loop.value,
+            },
+        )
 
     def _supervise(self, component: Component) -> None:
         if isinstance(component, Supervised) and component.task is not None:
@@ -219,7 +227,7 @@ def run_service(settings: ServiceSettings, build: Callable[[ServiceSettings], Se
         return await serve_until_signalled(build(settings))
 
     try:
-        status = asyncio.run(build_and_serve())
+        status = event_loop.run(build_and_serve(), settings.event_loop)
     except TlsNotConfigured as exc:
         log.error("refusing to start", extra={"reason": str(exc)})
         raise SystemExit(f"{settings.service_name}: {exc}") from None

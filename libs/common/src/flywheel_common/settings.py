@@ -19,6 +19,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flywheel_common.event_loop import EventLoop
+
 
 class Role(StrEnum):
     """What a caller may do. Each role includes the ones before it."""
@@ -410,6 +412,9 @@ class ServiceSettings(BaseSettings):
     component_stop_timeout_seconds: float = 20.0
     """At shutdown, how long one component (a producer flushing, a consumer leaving its
     group) may take before it is abandoned and the next one stops: SIGTERM always ends."""
+    event_loop: EventLoop = EventLoop.UVLOOP
+    """The asyncio event loop the service (and the gateway's shipper) runs on: `uvloop`, or
+    `asyncio` for the standard library's own."""
     grpc: GrpcSettings = GrpcSettings()
     kafka: KafkaSettings = KafkaSettings()
     auth: AuthSettings = AuthSettings()

@@ -121,6 +121,7 @@ def shipper_config(config: GatewaySettings) -> ShipperConfig:
         service_name=config.service_name,
         log_level=config.telemetry.log_level,
         log_json=config.telemetry.log_json,
+        event_loop=config.event_loop,
     )
 
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from flywheel_common import event_loop
+from flywheel_common.event_loop import EventLoop
 from flywheel_common.logging import configure_logging
 from flywheel_common.publisher import EventPublisher
 from flywheel_common.settings import KafkaSettings
@@ -58,6 +60,7 @@ class ShipperConfig:
     service_name: str = "flywheel-gateway"
     log_level: str = "INFO"
     log_json: bool = True
+    event_loop: EventLoop = EventLoop.UVLOOP
 
     def encoded(self) -> bytes:
         """The configuration as the process reads it from its input."""
@@ -180,7 +183,7 @@ def main() -> None:
         threading.Thread(target=wait_for_end, name="input", daemon=True).start()
         await ship(config, closed)
 
-    asyncio.run(until_input_closes())
+    event_loop.run(until_input_closes(), config.event_loop)
 
 
 if __name__ == "__main__":
