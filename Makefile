@@ -120,7 +120,7 @@ swift-down: ## Stop that Swift
 	@infra/swift/stop.sh
 
 .PHONY: bench
-bench: bench-kafka bench-registry bench-gateway bench-served-call bench-prediction-logs bench-rollout bench-drift bench-alarms bench-estimate bench-drift-replicas bench-takeover bench-loop bench-http-stack ## All benchmarks (never part of make test); record in bench/RESULTS.md
+bench: bench-kafka bench-registry bench-gateway bench-served-call bench-prediction-logs bench-compression bench-rollout bench-drift bench-alarms bench-estimate bench-drift-replicas bench-takeover bench-loop bench-http-stack ## All benchmarks (never part of make test); record in bench/RESULTS.md
 
 .PHONY: bench-kafka
 bench-kafka: install ## Kafka bus: publisher and consumer against bare aiokafka
@@ -137,6 +137,10 @@ bench-served-call: install ## A served gRPC call: fixed reply against a suspensi
 .PHONY: bench-prediction-logs
 bench-prediction-logs: install ## What logging a prediction costs the gateway's event loop, on against off
 	@infra/with-backends.sh $(UV) run --frozen python bench/prediction_logs.py
+
+.PHONY: bench-compression
+bench-compression: install ## Kafka compression of prediction-log records: CPU per log and ratio of each codec beside lz4's
+	@$(UV) run --frozen python bench/compression.py
 
 .PHONY: bench-rollout
 bench-rollout: install ## Rollback decision to the last of 3 gateways at 0%, beside Kafka latency

@@ -1,9 +1,10 @@
 """Benchmark: Flywheel's EventPublisher + EventConsumer against bare aiokafka, same run.
 
-Both sides use the same broker, producer settings (idempotent, acks=all, lz4, same linger)
-and the same payload (a PredictionLog protobuf); the bare side skips the CloudEvent envelope,
-tracing (recorded by an SDK tracer provider, as in a service), retries and dead-letter
-handling, but commits after each batch like the consumer loop.
+Both sides use the same broker, producer settings (idempotent, acks=all, the publisher's
+compression, same linger) and the same payload (a PredictionLog protobuf); the bare side
+skips the CloudEvent envelope, tracing (recorded by an SDK tracer provider, as in a
+service), retries and dead-letter handling, but commits after each batch like the consumer
+loop.
 
     make bench-kafka      # starts Kafka if needed
     uv run python bench/kafka_bus.py --messages 20000 --rate 2000
@@ -146,7 +147,7 @@ async def bare_side(bootstrap: str, topic: str, messages: int, rate: int) -> Res
         **client_options(bootstrap),
         enable_idempotence=True,
         acks="all",
-        compression_type="lz4",
+        compression_type=KafkaSettings().compression,
         linger_ms=LINGER_MS,
         max_batch_size=256 * 1024,
     )

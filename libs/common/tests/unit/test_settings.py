@@ -49,3 +49,19 @@ def test_env_overrides_keep_the_service_defaults_of_a_section(
     settings = ExampleSettings()
     assert settings.grpc.host == "0.0.0.0"
     assert settings.grpc.port == 50099
+
+
+def test_producers_compress_with_zstd_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert ExampleSettings().kafka.compression == "zstd"
+    monkeypatch.setenv("FLYWHEEL_EXAMPLE_KAFKA__COMPRESSION", "lz4")
+    assert ExampleSettings().kafka.compression == "lz4"
+
+
+def test_an_unknown_compression_is_refused_with_the_choices(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FLYWHEEL_EXAMPLE_KAFKA__COMPRESSION", "lz5")
+    with pytest.raises(ValueError, match="'snappy', 'lz4' or 'zstd'"):
+        ExampleSettings()
