@@ -4,6 +4,7 @@ Kafka after, and not sent twice when a failed send or a kill mid-send left it in
 from __future__ import annotations
 
 import asyncio
+import io
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -14,13 +15,17 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from flywheel.gateway.v1.events_pb2 import PredictionLog, PredictionLogBatch
+from flywheel_common.event_loop import EventLoop
 from flywheel_common.events import OutgoingRecord
 from flywheel_common.prediction_logs import pack
 from flywheel_common.publisher import DeliveryFailed
 from flywheel_common.timestamps import duration, epoch
 from flywheel_gateway import spool
+from flywheel_gateway.app import shipper_config
 from flywheel_gateway.journal import Journal
 from flywheel_gateway.predictions import LOG_LIMIT, LoggerMetrics, PredictionLogger
+from flywheel_gateway.settings import GatewaySettings
+from flywheel_gateway.shipper import ShipperConfig
 from flywheel_gateway.shipper_process import restart_delay
 from flywheel_gateway.shipping import Shipper
 from flywheel_gateway.spool import SpoolReader, SpoolWriter
@@ -344,3 +349,12 @@ def test_a_shipper_failing_at_its_start_is_started_less_and_less_often() -> None
     assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
     assert restart_delay(30.0, 1.0, status=1, lived=60.0) == 1.0  # it had worked a while
     assert restart_delay(30.0, 1.0, status=-9, lived=0.5) == 1.0  # killed: start it again
+
+
+@pytest.mark.parametrize("choice", list(EventLoop))
+def test_the_shipper_runs_on_the_event_loop_its_serving_process_runs_on(
+    choice: EventLoop,
+) -> None:
+    config = shipper_config(GatewaySettings(event_loop=choice))
+    received = ShipperConfig.read(io.BytesIO(config.encoded()))
+    assert received.event_loop is choice
